@@ -1,0 +1,55 @@
+# Two commands do everything on a fresh Debian machine:
+#   make demo   install what the demo needs, then run broker, daemon and bus monitor
+#   make test   install what the tests need, then run them all
+# Both are idempotent: a second run installs nothing and starts at once.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := --config examples/demo.toml --data-dir .demo/data
+
+# Debian packages: the broker, pcscd and what pyscard builds with, the virtual reader and the
+# D-Bus and udev test doubles (python3-dbusmock, umockdev). gi and dbus come from Debian, so
+# the venv is made from Debian's python with --system-site-packages.
+APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
+	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
+	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0
+
+.PHONY: test demo deps venv tap pull clean
+
+test: venv
+	$(PY) -m pytest -q
+
+demo: venv
+	$(VENV)/bin/sekisho demo $(DEMO)
+
+# make tap CARD=04a1b2c3d4e5f6 READER=entrance-in   (while make demo runs)
+CARD ?= 04a1b2c3d4e5f6
+READER ?= entrance-in
+tap:
+	$(VENV)/bin/sekisho sim tap $(READER) $(CARD) $(DEMO)
+pull:
+	$(VENV)/bin/sekisho sim pull $(READER) $(DEMO)
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:" $$missing; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "missing Debian packages; run as root: apt-get install $$missing" >&2; exit 1; \
+		fi; \
+	fi
+
+venv: deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

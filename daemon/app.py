@@ -1,0 +1,159 @@
+"""The composition root: builds the store, the publisher and the drivers, and runs the loop.
+
+One asyncio loop owns all state. Drivers hand events in through ``emit``, which is safe from any
+thread; the handler decides through ``sekisho.policies`` and queues what to record. Everything
+queued in one loop tick is committed in one transaction (group commit) and only then offered to
+the publisher, so nothing is published that is not on disk first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from sekisho.drivers import registry
+from sekisho.drivers.base import Driver, DriverError
+from sekisho.policies import door
+from sekisho.policies.decisions import Decision, Verdict
+from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, PinEntered, ReaderBack, ReaderLost
+
+from . import __version__
+from .config import Config, ReaderConfig
+from .errors import SekishoError, StoreError
+from .keys import SiteKey
+from .publisher import Publisher
+from .store import NewEvent, Store, utc_now
+from .topics import Topics
+
+log = logging.getLogger("sekisho")
+
+RETRY_STORE_S = 1.0
+
+
+def open_store(config: Config, data_dir: Path) -> tuple[Store, SiteKey]:
+    """The store and the site key, as every command that touches records opens them."""
+    store = Store(data_dir, config.site.node)
+    return store, SiteKey.load_or_create(Path(data_dir) / "site.key")
+
+
+class Daemon:
+    def __init__(self, config: Config, data_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.store, self.key = open_store(config, data_dir)
+        self.topics = Topics(config.site.id)
+        self.publisher = Publisher(
+            config.mqtt, self.store, loop=loop, version=__version__, started=utc_now(),
+            client_id=config.mqtt.client_id or f"sekisho-{config.site.id}-{config.site.node}",
+            status_topic=self.topics.node_status(config.site.node))
+        self.drivers: dict[str, Driver] = {
+            name: registry.load(reader.driver)(name, reader.options, self.emit, data_dir=Path(data_dir))
+            for name, reader in config.readers.items()}
+        self.pending: list[NewEvent] = []
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        self.publisher.start()
+        started: list[Driver] = []
+        try:
+            for name, driver in self.drivers.items():
+                try:
+                    await driver.start()
+                except DriverError as exc:
+                    raise SekishoError(f"readers.{name}: {exc}") from None
+                started.append(driver)
+            log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
+                     len(self.drivers))
+            self.publisher.kick()  # rows left from before a restart
+            await self.stopping.wait()
+            log.info("stopping")
+        finally:
+            for driver in reversed(started):
+                await driver.stop()
+            self._flush()
+            await self.publisher.stop()
+            self.store.close()
+
+    def emit(self, event: Event) -> None:
+        """The one way in for drivers; safe from any thread."""
+        self.loop.call_soon_threadsafe(self.handle, event)
+
+    # ------------------------------------------------------------------------- events
+    def handle(self, event: Event) -> None:
+        reader = self.config.readers.get(event.source)
+        if reader is None:
+            log.error("event from unknown source %r dropped: %r", event.source, event)
+            return
+        match event:
+            case CardPresented(uid=uid):
+                self._door_attempt(reader, self.key.card_hash(uid))
+            case CardUnreadable(reason=reason):
+                log.warning("%s: unreadable card (%s)", reader.name, reason)
+                self._door_attempt(reader, None, unreadable=reason)
+            case PinEntered():
+                log.info("%s: PIN entered; no door here asks for one yet", reader.name)
+            case CardRemoved():
+                log.debug("%s: card removed", reader.name)
+            case ReaderLost(reason=reason):
+                log.warning("%s: reader lost (%s)", reader.name, reason)
+            case ReaderBack():
+                log.info("%s: reader back", reader.name)
+
+    def _door_attempt(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
+        holder = self.store.card_holder(card_hash) if card_hash else None
+        if unreadable:
+            verdict = Verdict(Decision.DENIED, "door.unreadable-card", "unreadable")
+        else:
+            verdict = door.decide(door.Credential(*holder) if holder else None)
+        person_id = holder[0] if holder else None
+        columns = {"door": reader.door, "reader": reader.name, "direction": reader.direction,
+                   "person_id": person_id, "result": verdict.decision.value, "reason": verdict.reason,
+                   "rule": verdict.rule, "card": card_hash[:16] if card_hash else None}
+        payload = {"door": reader.door, "reader": reader.name, "direction": reader.direction,
+                   "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
+                   "subject": self._subject(person_id)}
+        log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, payload["subject"] or "unknown card",
+                 reader.name, verdict.reason, verdict.rule)
+        self._queue(NewEvent(kind="door", topic=self.topics.door_event(reader.door), payload=payload,
+                             columns=columns))
+
+    def _subject(self, person_id: str | None) -> str | None:
+        if person_id is None:
+            return None
+        if self.config.site.publish_names:
+            person: dict[str, Any] | None = self.store.person(person_id)
+            return person["name"] if person else person_id
+        return self.key.pseudonym(person_id)
+
+    # ------------------------------------------------------------------------- group commit
+    def _queue(self, event: NewEvent) -> None:
+        if not self.pending:
+            self.loop.call_soon(self._flush)
+        self.pending.append(event)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        batch = self.pending
+        try:
+            self.store.record(batch)
+        except StoreError as exc:
+            # Keep them in memory and try again: a full disk must not lose the record.
+            log.error("%s; %d events kept in memory, retrying in %.0f s", exc, len(batch), RETRY_STORE_S)
+            self.loop.call_later(RETRY_STORE_S, self._flush)
+            return
+        self.pending = []
+        self.publisher.kick()
+
+
+def run(config: Config, data_dir: Path) -> None:
+    async def main() -> None:
+        await Daemon(config, data_dir, asyncio.get_running_loop()).run()
+
+    asyncio.run(main())

@@ -1,0 +1,373 @@
+"""The ``sekisho`` command line.
+
+Every subcommand takes ``--config``, ``--data-dir`` and ``--mqtt`` and loads the config the way
+the daemon does, so a command never acts on a site whose config would not start. A user's
+mistake is one line on stderr and a non-zero exit; a traceback means a bug in sekisho.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sys
+import zoneinfo
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from . import config as config_mod
+from .errors import SekishoError
+
+DEFAULT_CONFIG = "/etc/sekisho/sekisho.toml"
+DEFAULT_DATA_DIR = "/var/lib/sekisho"
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+
+DESCRIPTION = """\
+sekisho enforces the door, desk and device controls of a room where people handle personal
+information, and reports every event to an MQTT broker.
+
+Every command reads the site's config (--config) and works on the node's data directory
+(--data-dir), where the store and the site key live. Both may also be set in the environment
+as SEKISHO_CONFIG and SEKISHO_DATA_DIR.
+"""
+
+EPILOG = """\
+exit status:
+  0   success
+  1   the command failed (the message says why)
+  65  audit verify found the log altered
+  69  a service the command needs is not there (the daemon, the broker)
+  78  the config is invalid (every problem is printed, each naming file and key)
+
+examples:
+  sekisho check-config --config /etc/sekisho/sekisho.toml
+  sekisho person add --id u1042 --name "Hanako Yamada"
+  sekisho card add --person u1042 --uid 04a1b2c3d4e5f6
+  sekisho events --since 2026-11-01 --door entrance --csv > november.csv
+  sekisho sim tap entrance-in 04a1b2c3d4e5f6
+"""
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help=f"site config (default: $SEKISHO_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--data-dir", metavar="DIR", default=default,
+                        help=f"store and site key (default: $SEKISHO_DATA_DIR or {DEFAULT_DATA_DIR})")
+    parser.add_argument("--mqtt", metavar="URL", default=default,
+                        help="broker as mqtt://host:port or mqtts://host:port; overrides [mqtt] url")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log more")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="sekisho", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"sekisho {__version__}")
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(subparsers: Any, name: str, func: Callable[..., int], help: str, description: str = "") -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, help=help, description=description or help, formatter_class=fmt)
+        _common(p, suppress=True)
+        p.set_defaults(func=func)
+        return p
+
+    add(sub, "run", cmd_run, "run the daemon in the foreground",
+        "Run the daemon in the foreground until SIGTERM or SIGINT: start the readers, decide,\n"
+        "record every event, and publish it. Logs go to stderr (the journal under systemd).")
+    add(sub, "check-config", cmd_check_config, "check the config exactly as start-up does",
+        "Check the config exactly as start-up does and print every problem, one per line,\n"
+        "naming the file and the key. Exit 0 when it would start, 78 when it would not.")
+
+    person = add(sub, "person", None, "manage people").add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = add(person, "add", cmd_person_add, "add a person")
+    p.add_argument("--id", required=True, help="the person's id, e.g. the staff number")
+    p.add_argument("--name", required=True, help="full name, for the muster list and reports")
+    add(person, "list", cmd_person_list, "list people")
+    p = add(person, "disable", cmd_person_disable, "disable a person: their cards stop opening anything")
+    p.add_argument("id", help="the person's id")
+    p = add(person, "enable", cmd_person_enable, "enable a disabled person again")
+    p.add_argument("id", help="the person's id")
+
+    card = add(sub, "card", None, "manage cards").add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = add(card, "add", cmd_card_add, "enroll a card by its UID",
+            "Enroll a card by its UID. Only a keyed hash of the UID is stored.")
+    p.add_argument("--person", required=True, help="the holder's person id")
+    p.add_argument("--uid", required=True, help="the card's UID in hex, e.g. 04a1b2c3d4e5f6")
+    p = add(card, "revoke", cmd_card_revoke, "revoke a card",
+            "Revoke a card, named by the start of its hash (as card list shows it) or by --uid.")
+    p.add_argument("hash", nargs="?", help="the start of the card's hash, as card list shows it")
+    p.add_argument("--uid", help="the card's UID in hex, instead of its hash")
+    p = add(card, "list", cmd_card_list, "list cards (hash prefixes, never UIDs)")
+    p.add_argument("--person", help="only this person's cards")
+
+    p = add(sub, "events", cmd_events, "list recorded events",
+            "List recorded events, oldest first. Times without a zone are in the site's time zone.")
+    p.add_argument("--since", metavar="TIME", help="from this time on (2026-11-01 or 2026-11-01T09:00)")
+    p.add_argument("--until", metavar="TIME", help="before this time")
+    p.add_argument("--door", help="only this door")
+    p.add_argument("--person", help="only this person's id")
+    p.add_argument("--result", choices=["granted", "denied"], help="only this result")
+    fmt_group = p.add_mutually_exclusive_group()
+    fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
+    fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
+
+    audit = add(sub, "audit", None, "check the audit log").add_subparsers(dest="action", metavar="ACTION", required=True)
+    add(audit, "verify", cmd_audit_verify, "walk the hash chain; name the first altered or missing row",
+        "Walk the audit log's hash chain from its first row. Exit 0 when every row is intact;\n"
+        "otherwise print the first row that was altered or removed and exit 65.")
+
+    sim = add(sub, "sim", None, "drive a simulated reader (driver = \"sim\") of the running daemon").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = add(sim, "tap", cmd_sim_tap, "present a card; it stays until pull or the next tap")
+    p.add_argument("reader", help="the reader's name in the config")
+    p.add_argument("uid", help="the card's UID in hex")
+    p = add(sim, "pull", cmd_sim_pull, "take the card away")
+    p.add_argument("reader", help="the reader's name in the config")
+    p = add(sim, "pin", cmd_sim_pin, "type a PIN on the reader's pad")
+    p.add_argument("reader", help="the reader's name in the config")
+    p.add_argument("digits", help="the PIN")
+
+    add(sub, "demo", cmd_demo, "run a private broker, the daemon and a bus monitor, for a first look",
+        "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
+        "people, run the daemon and print every message on the bus. `make demo` runs this on\n"
+        "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
+    add(sub, "watch", cmd_watch, "print every message on the site's topics as it arrives",
+        "Subscribe to the site's topic tree and print each message, retained ones first,\n"
+        "until interrupted.")
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    path = args.config or os.environ.get("SEKISHO_CONFIG") or DEFAULT_CONFIG
+    return config_mod.load(path, mqtt_url=args.mqtt)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("SEKISHO_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _store(args: argparse.Namespace):  # noqa: ANN202 - returns (Config, Store, SiteKey)
+    from .app import open_store
+    cfg = _config(args)
+    store, key = open_store(cfg, _data_dir(args))
+    return cfg, store, key
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('SUDO_USER') or os.environ.get('USER') or os.getuid()}"
+
+
+def _uid(text: str) -> bytes:
+    from sekisho.drivers.sim import parse_uid
+    try:
+        return parse_uid(text)
+    except ValueError as exc:
+        raise SekishoError(str(exc)) from None
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r.get(c) if r.get(c) is not None else "-").ljust(widths[c]) for c in columns).rstrip())
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import run
+    cfg = _config(args)
+    run(cfg, _data_dir(args))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(f"{cfg.path}: OK (site {cfg.site.id}, node {cfg.site.node}, "
+          f"{len(cfg.readers)} readers, {len(cfg.doors)} doors)")
+    return 0
+
+
+def cmd_person_add(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    store.add_person(args.id, args.name, _actor())
+    print(f"added {args.id}")
+    return 0
+
+
+def cmd_person_list(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    rows = [{**r, "state": "active" if r["active"] else "disabled"} for r in store.people()]
+    _print_table(rows, ["id", "name", "state", "cards", "created"])
+    return 0
+
+
+def cmd_person_disable(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    store.set_person_active(args.id, False, _actor())
+    print(f"disabled {args.id}")
+    return 0
+
+
+def cmd_person_enable(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    store.set_person_active(args.id, True, _actor())
+    print(f"enabled {args.id}")
+    return 0
+
+
+def cmd_card_add(args: argparse.Namespace) -> int:
+    uid = _uid(args.uid)
+    _, store, key = _store(args)
+    card_hash = key.card_hash(uid)
+    store.add_card(args.person, card_hash, _actor())
+    print(f"card {card_hash[:12]} enrolled to {args.person}")
+    return 0
+
+
+def cmd_card_revoke(args: argparse.Namespace) -> int:
+    if bool(args.hash) == bool(args.uid):
+        raise SekishoError("name the card by the start of its hash or by --uid (one of them)")
+    uid = _uid(args.uid) if args.uid else None
+    _, store, key = _store(args)
+    card_hash = store.revoke_card(key.card_hash(uid) if uid else args.hash.lower(), _actor())
+    print(f"card {card_hash[:12]} revoked")
+    return 0
+
+
+def cmd_card_list(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    rows = [{"card": r["hash"][:12], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
+             "created": r["created"], "revoked": r["revoked"]} for r in store.cards(args.person)]
+    _print_table(rows, ["card", "person", "state", "created", "revoked"])
+    return 0
+
+
+def _instant(text: str | None, tz: str, flag: str) -> str | None:
+    """A user's time as the store's UTC timestamp text."""
+    if text is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SekishoError(f"{flag}: {text!r} is not a date or time (example: 2026-11-01 or 2026-11-01T09:00)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=zoneinfo.ZoneInfo(tz))
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "reason", "rule", "person_id", "id"]
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    cfg, store, _ = _store(args)
+    rows = store.events(since=_instant(args.since, cfg.site.timezone, "--since"),
+                        until=_instant(args.until, cfg.site.timezone, "--until"),
+                        door=args.door, person=args.person, result=args.result)
+    rows = [{c: r.get(c) for c in EVENT_COLUMNS} for r in rows]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, EVENT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows, ["ts", "door", "reader", "direction", "result", "reason", "person_id", "rule"])
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    report = store.verify_audit()
+    if report.ok:
+        print(f"audit log intact: {report.rows} rows")
+        return 0
+    print(f"audit log altered: {report.problem} ({report.rows} rows before it are intact)", file=sys.stderr)
+    return EX_DATAERR
+
+
+def _sim(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    from sekisho.drivers.sim import socket_path
+    cfg = _config(args)
+    reader = cfg.readers.get(args.reader)
+    if reader is None:
+        raise SekishoError(f"no reader {args.reader!r} in {cfg.path} (readers: {', '.join(cfg.readers) or 'none'})")
+    if reader.driver != "sim":
+        raise SekishoError(f"reader {args.reader!r} is a {reader.driver} reader, not a sim one")
+    path = socket_path(reader.name, reader.options, _data_dir(args))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(path))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            reply = json.loads(s.makefile("rb").readline() or b"{}")
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(f"sekisho: no daemon is listening at {path}; is `sekisho run` running with this "
+              f"--config and --data-dir?", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except OSError as exc:
+        raise SekishoError(f"{path}: {exc}") from None
+    if not reply.get("ok"):
+        raise SekishoError(reply.get("error") or "the reader gave no answer")
+    return 0
+
+
+def cmd_sim_tap(args: argparse.Namespace) -> int:
+    _uid(args.uid)
+    return _sim(args, {"op": "tap", "uid": args.uid})
+
+
+def cmd_sim_pull(args: argparse.Namespace) -> int:
+    return _sim(args, {"op": "pull"})
+
+
+def cmd_sim_pin(args: argparse.Namespace) -> int:
+    return _sim(args, {"op": "pin", "digits": args.digits})
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+    cfg = _config(args)
+    data_dir = _data_dir(args)
+    cli_args = ["--config", str(cfg.path), "--data-dir", str(data_dir)]
+    return demo(cfg, data_dir, cli_args + (["--mqtt", args.mqtt] if args.mqtt else []))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+    return watch(_config(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("config", "data_dir", "mqtt", "verbose"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except config_mod.ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    except SekishoError as exc:
+        print(f"sekisho: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The config file: read with tomllib, checked whole, returned as frozen values.
+
+Checking runs in two passes, as mqtt-io does: first every key against the schema below
+(known keys only, types, ranges, defaults), then the references between sections (a reader
+naming a door that does not exist). Every problem is one line naming the file and the dotted
+key, all problems are reported together, and nothing starts while there is one.
+``sekisho check-config`` calls ``load`` and nothing else, so it checks exactly what start-up
+checks.
+
+The schema is also the documentation: every key has a default and a help text, and a test
+holds examples/sekisho.toml to mention each of them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from sekisho.drivers import registry
+from sekisho.drivers.base import REQUIRED, Option
+
+from .errors import ConfigError
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+"""Names become MQTT topic segments and file names: no '/', '+', '#', spaces or capitals."""
+
+Check = Callable[[Any], str | None]
+"""Returns what is wrong with a value, or None."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type
+    default: Any
+    help: str
+    check: Check | None = None
+
+
+def _one_of(*allowed: Any) -> Check:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _name(v: str) -> str | None:
+    return None if NAME.match(v) else "must be lower-case letters, digits and '-' (it becomes a topic segment)"
+
+
+def _timezone(v: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r} (example: Asia/Tokyo)"
+    return None
+
+
+def _mqtt_url(v: str) -> str | None:
+    try:
+        parse_mqtt_url(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def parse_mqtt_url(url: str) -> tuple[bool, str, int]:
+    """``mqtt://host:port`` or ``mqtts://host:port`` to (tls, host, port)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"{url!r} must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError(f"{url!r} must be only scheme, host and port (credentials go in username/password_file)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has a port that is not a number from 1 to 65535") from None
+    tls = parts.scheme == "mqtts"
+    return tls, parts.hostname, port or (8883 if tls else 1883)
+
+
+SITE = {
+    "id": Key(str, REQUIRED, "The site's name; the topic segment after sekisho/v1/.", _name),
+    "node": Key(str, REQUIRED, "This node's name, unique in the site.", _name),
+    "timezone": Key(str, "UTC", "The site's time zone, for schedules and reports.", _timezone),
+    "publish_names": Key(bool, False, "Publish people's names on the bus instead of pseudonyms."),
+}
+MQTT = {
+    "url": Key(str, "mqtt://127.0.0.1:1883", "Broker: mqtt://host:port, or mqtts://host:port for TLS.", _mqtt_url),
+    "username": Key(str, "", "Broker user name; empty for none."),
+    "password_file": Key(str, "", "File holding the broker password; never the password itself."),
+    "protocol": Key(int, 5, "MQTT protocol version: 5, or 3 for 3.1.1.", _one_of(3, 5)),
+    "ca_file": Key(str, "", "CA bundle to check the broker's certificate; empty means the system's."),
+    "cert_file": Key(str, "", "Client certificate for mutual TLS; empty for none."),
+    "key_file": Key(str, "", "Private key of cert_file."),
+    "client_id": Key(str, "", "MQTT client id; empty means sekisho-<site>-<node>."),
+    "keepalive_s": Key(int, 30, "Seconds between keep-alive pings.", _between(5, 3600)),
+    "reconnect_max_s": Key(int, 30, "Longest wait between reconnect attempts; they start at 1 s and double.",
+                           _between(1, 3600)),
+    "flush_timeout_s": Key(float, 5.0, "At shutdown, how long to wait for the broker to acknowledge what is queued.",
+                           _between(0, 600)),
+}
+READER = {
+    "driver": Key(str, REQUIRED, "How the reader is attached: " + ", ".join(sorted(registry.KINDS)) + "."),
+    "door": Key(str, REQUIRED, "The door this reader serves (a [doors.<name>] section)."),
+    "direction": Key(str, REQUIRED, "Which way a person passes when using it: in or out.", _one_of("in", "out")),
+}
+DOOR = {
+    "area_in": Key(str, "", "The area a person enters through the door's in-reader.", lambda v: v and _name(v)),
+    "area_out": Key(str, "", "The area a person enters through the door's out-reader.", lambda v: v and _name(v)),
+}
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str
+    node: str
+    timezone: str
+    publish_names: bool
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str
+    username: str
+    password_file: str
+    protocol: int
+    ca_file: str
+    cert_file: str
+    key_file: str
+    client_id: str
+    keepalive_s: int
+    reconnect_max_s: int
+    flush_timeout_s: float
+
+    @property
+    def endpoint(self) -> tuple[bool, str, int]:
+        return parse_mqtt_url(self.url)
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    name: str
+    driver: str
+    door: str
+    direction: str
+    options: Mapping[str, Any]
+    """The driver's own keys, defaults filled in."""
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    name: str
+    area_in: str
+    area_out: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    site: SiteConfig
+    mqtt: MqttConfig
+    readers: Mapping[str, ReaderConfig] = field(default_factory=dict)
+    doors: Mapping[str, DoorConfig] = field(default_factory=dict)
+
+
+TOP = {"site": "section", "mqtt": "section", "readers": "named sections", "doors": "named sections"}
+
+
+class _Checker:
+    """Collects problems while converting one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {text}")
+
+    def table(self, where: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        self.problem(where, f"must be a table ([{where}]), not {_kind(value)}")
+        return {}
+
+    def section(self, where: str, data: dict[str, Any], schema: Mapping[str, Key | Option],
+                extra_ok: frozenset[str] = frozenset()) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in data:
+            if key not in schema and key not in extra_ok:
+                self.problem(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(schema))})")
+        for key, spec in schema.items():
+            dotted = f"{where}.{key}"
+            if key not in data:
+                if spec.default is REQUIRED:
+                    self.problem(dotted, "missing (required)")
+                out[key] = spec.default
+                continue
+            value = data[key]
+            if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+                self.problem(dotted, f"must be {_kind_name(spec.type)}, not {_kind(value)} {value!r}")
+                continue
+            check = getattr(spec, "check", None)
+            wrong = check(value) if check else None
+            if wrong:
+                self.problem(dotted, wrong)
+            out[key] = value
+        return out
+
+
+def _kind_name(t: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(t, t.__name__)
+
+
+def _kind(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "a table",
+            list: "an array"}.get(type(value), type(value).__name__)
+
+
+def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
+    """Read and check a config file. Raises ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+    c = _Checker(path)
+    for key in data:
+        if key not in TOP:
+            c.problem(key, f"unknown section (known: {', '.join(TOP)})")
+    site = c.section("site", c.table("site", data.get("site", {})), SITE)
+    mqtt = c.section("mqtt", c.table("mqtt", data.get("mqtt", {})), MQTT)
+    if mqtt_url is not None:
+        if wrong := _mqtt_url(mqtt_url):
+            c.problems.append(f"--mqtt: {wrong}")
+        else:
+            mqtt["url"] = mqtt_url
+    if mqtt.get("password_file"):
+        _check_readable(c, "mqtt.password_file", mqtt["password_file"])
+    for key in ("ca_file", "cert_file", "key_file"):
+        if mqtt.get(key):
+            _check_readable(c, f"mqtt.{key}", mqtt[key])
+    if bool(mqtt.get("cert_file")) != bool(mqtt.get("key_file")):
+        c.problem("mqtt.cert_file", "cert_file and key_file go together")
+
+    doors = {}
+    for name, raw in c.table("doors", data.get("doors", {})).items():
+        where = f"doors.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"door name {wrong}")
+        values = c.section(where, c.table(where, raw), DOOR)
+        doors[name] = DoorConfig(name=name, **values)
+
+    readers = {}
+    for name, raw in c.table("readers", data.get("readers", {})).items():
+        where = f"readers.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"reader name {wrong}")
+        raw = c.table(where, raw)
+        kind = raw.get("driver")
+        if isinstance(kind, str) and kind not in registry.KINDS:
+            c.problem(f"{where}.driver", f"unknown driver {kind!r} (known: {', '.join(sorted(registry.KINDS))})")
+            continue
+        options = registry.load(kind).OPTIONS if isinstance(kind, str) else {}
+        common = c.section(where, raw, READER, extra_ok=frozenset(options))
+        own = c.section(where, {k: v for k, v in raw.items() if k in options}, options)
+        if isinstance(common.get("door"), str) and common["door"] not in doors:
+            known = ", ".join(sorted(doors)) or "none are defined"
+            c.problem(f"{where}.door", f"no door {common['door']!r} (doors: {known})")
+        readers[name] = ReaderConfig(name=name, options=MappingProxyType(own), **common)
+
+    if c.problems:
+        raise ConfigError(c.problems)
+    return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt),
+                  readers=MappingProxyType(readers), doors=MappingProxyType(doors))
+
+
+def _check_readable(c: _Checker, key: str, file: str) -> None:
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        c.problem(key, f"cannot read {file}: {exc.strerror or exc}")

@@ -1,0 +1,24 @@
+"""The project's exception tree. A ``SekishoError`` is a user's or an installer's problem,
+printed as its message alone; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import os
+
+
+class SekishoError(Exception):
+    exit_code = 1
+
+
+class ConfigError(SekishoError):
+    """One or more problems in the config, each already formatted as one line."""
+
+    exit_code = os.EX_CONFIG  # 78: what sysexits.h and systemd call a configuration error
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StoreError(SekishoError):
+    exit_code = 74  # EX_IOERR

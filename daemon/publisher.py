@@ -1,0 +1,177 @@
+"""Hands committed outbox rows to the broker, at QoS 1, and forgets a row only on its PUBACK.
+
+paho-mqtt runs its network loop in its own thread; its callbacks only post to the asyncio loop,
+which owns all of this object's state.
+
+There is exactly one owner of each retry. paho keeps every QoS 1 message it was given until the
+broker acknowledges it, and sends it again by itself after a reconnect. So a row is handed to
+paho at most once per connection: ``held`` maps paho's message id to the outbox row. After a
+reconnect the outbox is read again from its start, skipping the rows paho still holds; after a
+restart paho holds nothing and every unacknowledged row goes out again, in order. A duplicate
+can then only be a message that was in flight when the connection or the process died, which
+QoS 1 allows and subscribers drop by ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .config import MqttConfig
+from .errors import SekishoError
+from .store import Store, utc_now
+
+log = logging.getLogger("sekisho.mqtt")
+
+WINDOW = 1000
+"""Most rows handed to paho and not yet acknowledged; bounds memory after a long outage."""
+PAHO_INFLIGHT = 100
+"""Of those, how many paho may have on the wire at once; the rest wait in paho's queue."""
+
+
+class Publisher:
+    def __init__(self, cfg: MqttConfig, store: Store, *, client_id: str, status_topic: str,
+                 version: str, started: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.loop = loop
+        self.status_topic = status_topic
+        self.version = version
+        self.started = started
+        self.connected = False
+        self.held: dict[int, int] = {}       # paho mid -> outbox row n
+        self.held_rows: set[int] = set()
+        self.cursor = 0                      # last outbox row handed to paho on this connection
+        self.acked: list[int] = []
+        self.client = self._make_client(client_id)
+
+    # ------------------------------------------------------------------------- set-up
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        cfg = self.cfg
+        protocol = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        tls, _, _ = cfg.endpoint
+        if tls:
+            try:
+                client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                               keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as exc:
+                raise SekishoError(f"mqtt: cannot set up TLS: {exc}") from None
+        if cfg.username:
+            password = None
+            if cfg.password_file:
+                try:
+                    with open(cfg.password_file) as f:
+                        password = f.read().rstrip("\r\n")
+                except OSError as exc:
+                    raise SekishoError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+            client.username_pw_set(cfg.username, password)
+        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        client.max_inflight_messages_set(PAHO_INFLIGHT)
+        client.max_queued_messages_set(0)  # unbounded: WINDOW already bounds what we hand over
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps({"state": state, "version": self.version, "started": self.started,
+                           "ts": utc_now()}).encode()
+
+    def start(self) -> None:
+        """Connect in the background: a broker that is down only delays publishing."""
+        _, host, port = self.cfg.endpoint
+        self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+
+    # ------------------------------------------------------------------------- paho thread
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Any) -> None:
+        self.loop.call_soon_threadsafe(self._connected, reason)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                       properties: Any) -> None:
+        self.loop.call_soon_threadsafe(self._disconnected, reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Any) -> None:
+        self.loop.call_soon_threadsafe(self._acknowledged, mid, reason)
+
+    # ------------------------------------------------------------------------- loop
+    def _connected(self, reason: ReasonCode) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        log.info("connected to %s", self.cfg.url)
+        self.connected = True
+        self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self.cursor = 0
+        self.kick()
+
+    def _disconnected(self, reason: ReasonCode) -> None:
+        if self.connected:
+            log.warning("lost the broker (%s); %d events held for resending, the rest wait in the outbox",
+                        reason, len(self.held))
+        self.connected = False
+
+    def kick(self) -> None:
+        """Hand the next committed rows to paho, if connected and the window has room."""
+        while self.connected and len(self.held) < WINDOW:
+            rows = self.store.outbox_after(self.cursor, WINDOW - len(self.held))
+            if not rows:
+                return
+            for row in rows:
+                self.cursor = row.n
+                if row.n in self.held_rows:
+                    continue  # paho resends this one itself
+                info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
+                self.held[info.mid] = row.n
+                self.held_rows.add(row.n)
+
+    def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
+        n = self.held.pop(mid, None)
+        if n is None:
+            return  # the status message
+        self.held_rows.discard(n)
+        if reason.is_failure:
+            log.error("broker refused outbox row %d: %s; it stays queued and is retried on reconnect", n, reason)
+        else:
+            if not self.acked:
+                self.loop.call_soon(self._commit_acked)
+            self.acked.append(n)
+        self.kick()
+
+    def _commit_acked(self) -> None:
+        acked, self.acked = self.acked, []
+        self.store.outbox_sent(acked)
+
+    @property
+    def idle(self) -> bool:
+        return not self.held and not self.acked and self.store.outbox_count() == 0
+
+    async def stop(self) -> None:
+        """Flush as far as the broker allows, say ``offline``, disconnect."""
+        deadline = self.loop.time() + self.cfg.flush_timeout_s
+        while self.connected and not self.idle and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.acked:
+            self._commit_acked()
+        if self.connected:
+            info = self.client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
+            end = self.loop.time() + 2
+            while not info.is_published() and self.loop.time() < end:
+                await asyncio.sleep(0.01)
+        left = self.store.outbox_count()
+        if left:
+            log.warning("%d events not yet acknowledged by the broker; they go out on the next start", left)
+        self.client.disconnect()
+        self.client.loop_stop()

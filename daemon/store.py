@@ -1,0 +1,325 @@
+"""The durable store: people, cards, events, the audit log, the outbox, the publish sequence.
+
+SQLite through sqlite-utils, in WAL mode with ``synchronous=FULL``. The rule the rest of the
+daemon relies on: an event, its audit row and its outbox row are written in one transaction,
+so nothing is published that was not first committed, and nothing committed is lost when the
+broker or the daemon dies. Several events that arrive in one loop tick share one transaction
+(group commit); that, not weaker sync, is where the throughput comes from.
+
+The audit log is append-only (triggers refuse UPDATE and DELETE) and hash-chained: each row
+stores the previous row's hash and SHA-256(previous hash, its own canonical JSON), so
+``verify_audit`` can name the first row that was edited or removed.
+
+The CLI opens the same file while the daemon runs; every write takes the write lock up front
+(``BEGIN IMMEDIATE``), so two writers queue instead of failing, and the audit chain and the
+sequence are always read and extended under that lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import sqlite_utils
+
+from .errors import SekishoError, StoreError
+
+GENESIS = "0" * 64
+DB_NAME = "sekisho.db"
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC with milliseconds, the one timestamp form on the bus and in the store."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev: str, row: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + canonical_json(row)).hexdigest()
+
+
+# ----------------------------------------------------------------------------- migrations
+# Each migration takes the schema from version N-1 to N and runs in its own transaction.
+# Append new ones; never edit one that has shipped.
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["people"].create({"id": str, "name": str, "active": int, "created": str}, pk="id")
+    db["cards"].create({"hash": str, "person_id": str, "active": int, "created": str, "revoked": str},
+                       pk="hash", foreign_keys=[("person_id", "people", "id")])
+    db["cards"].create_index(["person_id"])
+    db["events"].create({"id": str, "seq": int, "ts": str, "node": str, "kind": str, "door": str,
+                         "reader": str, "direction": str, "person_id": str, "result": str, "reason": str,
+                         "rule": str, "card": str, "payload": str}, pk="id")
+    for cols in (["ts"], ["person_id", "ts"], ["door", "ts"]):
+        db["events"].create_index(cols)
+    db["audit"].create({"n": int, "ts": str, "actor": str, "action": str, "detail": str, "prev": str,
+                        "hash": str}, pk="n")
+    db.execute("CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+    db.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+    # AUTOINCREMENT: a row number is never reused after the outbox empties, so the publisher's
+    # "rows after n" cursor can never skip a new row.
+    db.execute("CREATE TABLE outbox (n INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, "
+               "topic TEXT NOT NULL, payload TEXT NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)")
+    db["sequence"].create({"node": str, "last": int}, pk="node")
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record and publish. The store adds ``id``, ``seq``, ``node`` and ``ts`` to
+    the payload; ``columns`` are kept beside it for queries (and may name the person, which
+    the payload never does)."""
+
+    kind: str
+    topic: str
+    payload: dict[str, Any]
+    columns: dict[str, Any] = field(default_factory=dict)
+    actor: str = "daemon"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    n: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool
+    rows: int
+    problem: str = ""
+
+
+class Store:
+    def __init__(self, data_dir: Path, node: str) -> None:
+        self.path = Path(data_dir) / DB_NAME
+        self.node = node
+        try:
+            Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction, holding the write lock from its first statement."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write: {exc}") from None
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(f"{self.path}: write failed, nothing of it was kept: {exc}") from exc
+            raise
+
+    # ------------------------------------------------------------------------- schema
+    def schema_version(self) -> int:
+        if "schema_version" not in self.db.table_names():
+            return 0
+        return self.db.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: store schema {current} is newer than this sekisho knows "
+                             f"({len(MIGRATIONS)}); install a newer sekisho")
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            with self.transaction() as db:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                if self.schema_version() >= version:
+                    continue
+                MIGRATIONS[version - 1](db)
+                if version == 1:
+                    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    db.execute("INSERT INTO schema_version VALUES (1)")
+                else:
+                    db.execute("UPDATE schema_version SET version = ?", [version])
+
+    # ------------------------------------------------------------------------- audit
+    def _audit(self, db: sqlite_utils.Database, actor: str, action: str, detail: dict[str, Any],
+               ts: str) -> None:
+        """Append one audit row. Must run inside ``transaction()``."""
+        last = db.execute("SELECT n, hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+        n, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        body = {"n": n, "ts": ts, "actor": actor, "action": action, "detail": detail}
+        digest = chain_hash(prev, body)
+        db["audit"].insert({**body, "detail": json.dumps(detail, sort_keys=True), "prev": prev,
+                            "hash": digest})
+        db["meta"].upsert({"key": "audit_head", "value": f"{n}:{digest}"}, pk="key")
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            self._audit(db, actor, action, detail, utc_now())
+
+    def verify_audit(self) -> AuditReport:
+        """Walk the chain from the first row; name the first one that does not hold."""
+        expected_n, prev = 1, GENESIS
+        rows = 0
+        for row in self.db.query("SELECT * FROM audit ORDER BY n"):
+            n = row["n"]
+            if n != expected_n:
+                return AuditReport(False, rows, f"row {expected_n} is missing (deleted); next present is {n}")
+            if row["prev"] != prev:
+                return AuditReport(False, rows, f"row {n}: does not follow row {n - 1} (a row was removed or replaced)")
+            try:
+                detail = json.loads(row["detail"])
+            except (TypeError, ValueError):
+                return AuditReport(False, rows, f"row {n}: detail is not JSON (edited)")
+            body = {"n": n, "ts": row["ts"], "actor": row["actor"], "action": row["action"], "detail": detail}
+            if chain_hash(prev, body) != row["hash"]:
+                return AuditReport(False, rows, f"row {n}: content does not match its hash (edited)")
+            prev, expected_n, rows = row["hash"], n + 1, rows + 1
+        head = self.db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+        if head and head[0] != f"{rows}:{prev}" and rows:
+            return AuditReport(False, rows, f"the log ends at row {rows}, but row {head[0].split(':')[0]} "
+                                            "was written (rows removed from the end)")
+        if head and not rows:
+            return AuditReport(False, 0, "the audit log is empty, but rows were written")
+        return AuditReport(True, rows)
+
+    # ------------------------------------------------------------------------- events
+    def record(self, events: Sequence[NewEvent]) -> None:
+        """Commit events with their audit and outbox rows, all in one transaction."""
+        if not events:
+            return
+        with self.transaction() as db:
+            row = db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+            seq = row[0] if row else 0
+            for event in events:
+                seq += 1
+                ts = utc_now()
+                event_id = str(uuid.uuid4())
+                payload = {**event.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
+                text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+                db["events"].insert({"id": event_id, "seq": seq, "ts": ts, "node": self.node, "kind": event.kind,
+                                     **event.columns, "payload": text})
+                self._audit(db, event.actor, f"{event.kind}.{payload.get('result') or payload.get('kind') or 'event'}",
+                            {"event": event_id, "seq": seq, **event.columns}, ts)
+                db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                           [event_id, event.topic, text])
+            db.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
+                       "ON CONFLICT(node) DO UPDATE SET last = excluded.last", [self.node, seq])
+
+    def events(self, *, since: str | None = None, until: str | None = None, door: str | None = None,
+               person: str | None = None, result: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for clause, value in (("ts >= ?", since), ("ts < ?", until), ("door = ?", door),
+                              ("person_id = ?", person), ("result = ?", result)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
+        return list(self.db.query(sql, args))
+
+    def last_seq(self) -> int:
+        row = self.db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+        return row[0] if row else 0
+
+    # ------------------------------------------------------------------------- outbox
+    def outbox_after(self, after: int, limit: int) -> list[OutboxRow]:
+        rows = self.db.execute("SELECT n, topic, payload, qos, retain FROM outbox WHERE n > ? ORDER BY n LIMIT ?",
+                               [after, limit]).fetchall()
+        return [OutboxRow(n, topic, payload.encode(), qos, bool(retain)) for n, topic, payload, qos, retain in rows]
+
+    def outbox_sent(self, ns: Sequence[int]) -> None:
+        """Drop rows the broker acknowledged; the events table keeps the record."""
+        if not ns:
+            return
+        with self.transaction() as db:
+            db.execute(f"DELETE FROM outbox WHERE n IN ({','.join('?' * len(ns))})", list(ns))
+
+    def outbox_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    # ------------------------------------------------------------------------- people and cards
+    def add_person(self, person_id: str, name: str, actor: str) -> None:
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
+                raise SekishoError(f"person {person_id!r} already exists")
+            db["people"].insert({"id": person_id, "name": name, "active": 1, "created": utc_now()})
+            self._audit(db, actor, "person.add", {"person": person_id}, utc_now())
+
+    def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
+                raise SekishoError(f"no person {person_id!r}")
+            db.execute("UPDATE people SET active = ? WHERE id = ?", [int(active), person_id])
+            self._audit(db, actor, "person.enable" if active else "person.disable", {"person": person_id}, utc_now())
+
+    def people(self) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT p.id, p.name, p.active, p.created, "
+            "(SELECT count(*) FROM cards c WHERE c.person_id = p.id AND c.active) AS cards "
+            "FROM people p ORDER BY p.id"))
+
+    def person(self, person_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM people WHERE id = ?", [person_id]))
+        return rows[0] if rows else None
+
+    def add_card(self, person_id: str, card_hash: str, actor: str) -> None:
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
+                raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
+            owner = db.execute("SELECT person_id, active FROM cards WHERE hash = ?", [card_hash]).fetchone()
+            if owner and owner[0] != person_id:
+                raise SekishoError(f"this card is already enrolled to {owner[0]!r}; revoke it there first")
+            if owner and owner[1]:
+                raise SekishoError(f"this card is already enrolled to {person_id!r}")
+            db["cards"].upsert({"hash": card_hash, "person_id": person_id, "active": 1, "created": utc_now(),
+                                "revoked": None}, pk="hash")
+            self._audit(db, actor, "card.add", {"person": person_id, "card": card_hash[:12]}, utc_now())
+
+    def revoke_card(self, hash_prefix: str, actor: str) -> str:
+        """Revoke the one active card whose hash starts with ``hash_prefix``; returns its hash."""
+        with self.transaction() as db:
+            rows = db.execute("SELECT hash FROM cards WHERE hash LIKE ? AND active", [hash_prefix + "%"]).fetchall()
+            if not rows:
+                raise SekishoError(f"no active card whose hash starts with {hash_prefix!r} (see: sekisho card list)")
+            if len(rows) > 1:
+                raise SekishoError(f"{len(rows)} cards start with {hash_prefix!r}; give more digits")
+            card_hash = rows[0][0]
+            db.execute("UPDATE cards SET active = 0, revoked = ? WHERE hash = ?", [utc_now(), card_hash])
+            self._audit(db, actor, "card.revoke", {"card": card_hash[:12]}, utc_now())
+            return card_hash
+
+    def cards(self, person_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT hash, person_id, active, created, revoked FROM cards"
+        return list(self.db.query(sql + (" WHERE person_id = ?" if person_id else "") + " ORDER BY person_id, created",
+                                  [person_id] if person_id else []))
+
+    def card_holder(self, card_hash: str) -> tuple[str, bool, bool] | None:
+        """(person id, card active, person active) for a card hash, or None if never enrolled."""
+        row = self.db.execute("SELECT c.person_id, c.active, p.active FROM cards c JOIN people p ON p.id = c.person_id "
+                              "WHERE c.hash = ?", [card_hash]).fetchone()
+        return (row[0], bool(row[1]), bool(row[2])) if row else None

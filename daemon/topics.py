@@ -1,0 +1,24 @@
+"""Every topic of the MQTT contract (docs/mqtt.md), built in one place.
+
+Topics are built here and nowhere else, so the contract and the code cannot drift apart
+one f-string at a time. Names are checked by the config to be topic-safe before they get here.
+"""
+
+from __future__ import annotations
+
+PREFIX = "sekisho/v1"
+
+
+class Topics:
+    def __init__(self, site: str) -> None:
+        self.base = f"{PREFIX}/{site}"
+
+    @property
+    def everything(self) -> str:
+        return f"{self.base}/#"
+
+    def node_status(self, node: str) -> str:
+        return f"{self.base}/node/{node}/status"
+
+    def door_event(self, door: str) -> str:
+        return f"{self.base}/door/{door}/event"

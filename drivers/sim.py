@@ -1,0 +1,110 @@
+"""A simulated card reader with a PIN pad, driven over a Unix socket.
+
+``sekisho sim tap|pull|pin`` connect to the socket and send one JSON line; the reader emits
+the same events a real reader would. The demo and the fast tests run on it, and a site can
+keep one configured to rehearse a procedure without cards.
+
+Protocol: one request per line, ``{"op": "tap", "uid": "04a1b2c3"}``, ``{"op": "pull"}`` or
+``{"op": "pin", "digits": "1234"}``; the answer is one line, ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from sekisho.policies.events import CardPresented, CardRemoved, PinEntered
+
+from .base import Emit, Option
+
+MAX_REQUEST = 4096
+
+
+def socket_path(name: str, options: Mapping[str, Any], data_dir: Path) -> Path:
+    """Where the reader named ``name`` listens; the CLI finds it the same way."""
+    configured = options.get("socket") or ""
+    return Path(configured) if configured else Path(data_dir) / "sim" / f"{name}.sock"
+
+
+def parse_uid(text: str) -> bytes:
+    """A UID in hex, with optional ``:`` or space separators; 4 to 10 bytes as ISO 14443 and
+    FeliCa IDm have. Raises ValueError with a message fit for a person."""
+    cleaned = text.replace(":", "").replace(" ", "")
+    try:
+        uid = bytes.fromhex(cleaned)
+    except ValueError:
+        raise ValueError(f"UID {text!r} is not hex (example: 04a1b2c3d4)") from None
+    if not 4 <= len(uid) <= 10:
+        raise ValueError(f"UID {text!r} has {len(uid)} bytes; a card UID has 4 to 10")
+    return uid
+
+
+class SimReader:
+    OPTIONS = {
+        "socket": Option(str, "", "Unix socket to listen on; empty means <data-dir>/sim/<reader>.sock"),
+    }
+
+    def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
+        self.name = name
+        self.path = socket_path(name, options, data_dir)
+        self.emit = emit
+        self.server: asyncio.AbstractServer | None = None
+        self.card_in = False
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.is_socket():
+            self.path.unlink()  # left over from a daemon that was killed
+        old_umask = os.umask(0o177)  # the socket is born 0600, never briefly world-writable
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old_umask)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                reply = self._handle(line)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass  # a client that hung up or sent an over-long line: nothing to answer
+        finally:
+            writer.close()
+
+    def _handle(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            op = request["op"]
+            if op == "tap":
+                uid = parse_uid(str(request["uid"]))
+                if self.card_in:
+                    self.emit(CardRemoved(source=self.name))
+                self.card_in = True
+                self.emit(CardPresented(source=self.name, uid=uid))
+            elif op == "pull":
+                if not self.card_in:
+                    return {"ok": False, "error": f"no card on reader {self.name}"}
+                self.card_in = False
+                self.emit(CardRemoved(source=self.name))
+            elif op == "pin":
+                digits = str(request["digits"])
+                if not digits.isdigit() or not 1 <= len(digits) <= 16:
+                    return {"ok": False, "error": f"PIN {digits!r} must be 1 to 16 digits"}
+                self.emit(PinEntered(source=self.name, digits=digits))
+            else:
+                return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
+        return {"ok": True}
