@@ -209,6 +209,7 @@ class _Checker:
                 value = float(value)
             if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
                 self.problem(dotted, f"must be {_kind_name(spec.type)}, not {_kind(value)} {value!r}")
+                out[key] = spec.default  # never used: a problem stops the load; keeps pass one going
                 continue
             check = getattr(spec, "check", None)
             wrong = check(value) if check else None

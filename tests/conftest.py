@@ -20,6 +20,8 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parent.parent
 SEKISHO = [sys.executable, "-m", "sekisho.daemon.cli"]
@@ -52,8 +54,13 @@ class Broker:
         self.exe = exe
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "max_queued_messages 100000\n")
+        # Persistence, so a subscriber's session and its queued messages survive a broker restart
+        # the way they do on a production broker.
+        (workdir / "mosquitto-db").mkdir()
+        # user root: run as root, mosquitto would switch to its own user and could not write here.
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
+                             f"persistence_location {workdir / 'mosquitto-db'}/\n"
+                             "max_queued_messages 0\nmax_inflight_messages 0\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
@@ -106,22 +113,33 @@ class Subscriber:
 
     port: int
     topic: str
+    persistent: bool = False
+    """Keep the session (and the broker's queue for it) across disconnects and broker restarts."""
     messages: list[Message] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client_id = f"test-sub-{id(self)}" if self.persistent else ""
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", self.port)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        props = None
+        if self.persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", self.port, clean_start=not self.persistent, properties=props)
         self.client.loop_start()
         assert self.subscribed.wait(10), "subscriber did not get SUBACK"
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain)))
+
+    def events(self) -> list[dict[str, Any]]:
+        return [m.json for m in self.on("/event")]
 
     def on(self, suffix: str) -> list[Message]:
         with self.lock:
@@ -136,8 +154,8 @@ class Subscriber:
 def subscribe(broker: Broker):
     subs: list[Subscriber] = []
 
-    def make(topic: str = "sekisho/#") -> Subscriber:
-        s = Subscriber(broker.port, topic)
+    def make(topic: str = "sekisho/#", persistent: bool = False) -> Subscriber:
+        s = Subscriber(broker.port, topic, persistent)
         subs.append(s)
         return s
     yield make
@@ -172,6 +190,73 @@ direction = "out"
 """
 
 
+class Proxy:
+    """A TCP relay in front of the broker, so a test can cut the daemon's connection mid-stream
+    (bytes in transit are lost both ways, as on a real network cut) while the broker and the
+    test's subscriber stay up."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # the other direction was cut; closing below ends this one too
+        for s in (src, dst):
+            s.close()
+
+    def cut(self) -> int:
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed by its pump
+                s.close()
+        return len(pairs)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def proxy(broker: Broker):
+    p = Proxy(broker.port)
+    yield p
+    p.close()
+
+
 class Site:
     """A config file and a data dir, and the sekisho command line pointed at them."""
 
@@ -179,9 +264,12 @@ class Site:
         self.broker = broker
         self.data_dir = tmp_path / "data"
         self.config = tmp_path / "sekisho.toml"
-        self.config.write_text(DEMO_CONFIG.format(url=broker.url))
+        self.use_broker(broker.url)
         self.proc: subprocess.Popen | None = None
         self.log = tmp_path / "daemon.log"
+
+    def use_broker(self, url: str) -> None:
+        self.config.write_text(DEMO_CONFIG.format(url=url))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [*SEKISHO, *args, "--config", str(self.config), "--data-dir", str(self.data_dir)]

@@ -1,0 +1,83 @@
+"""The audit log is append-only and hash-chained; `sekisho audit verify` names the first row
+that was edited or removed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from sekisho.daemon.store import NewEvent, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path, "n1")
+    s.add_person("p1", "A", "test")
+    s.add_person("p2", "B", "test")
+    s.record([NewEvent(kind="door", topic="t", payload={"result": "granted"}, columns={"door": "d"})] * 3)
+    s.add_card("p1", "ab" * 32, "test")
+    yield s
+    s.close()
+
+
+def tamper(store: Store, sql: str) -> None:
+    """What an attacker with the file can do: drop the append-only triggers, then write."""
+    db = sqlite3.connect(store.path)
+    db.execute("DROP TRIGGER audit_no_update")
+    db.execute("DROP TRIGGER audit_no_delete")
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+def test_intact_log_verifies(store):
+    report = store.verify_audit()
+    assert report.ok and report.rows == 6
+
+
+def test_triggers_refuse_update_and_delete(store):
+    db = sqlite3.connect(store.path)
+    for sql in ("UPDATE audit SET actor = 'x' WHERE n = 2", "DELETE FROM audit WHERE n = 2"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(sql)
+
+
+def test_edited_row_is_named(store):
+    tamper(store, "UPDATE audit SET detail = replace(detail, 'p2', 'p9') WHERE n = 2")
+    report = store.verify_audit()
+    assert not report.ok and report.rows == 1
+    assert report.problem == "row 2: content does not match its hash (edited)"
+
+
+def test_deleted_row_is_named(store):
+    tamper(store, "DELETE FROM audit WHERE n = 4")
+    report = store.verify_audit()
+    assert not report.ok
+    assert report.problem.startswith("row 4 is missing")
+
+
+def test_renumbered_rows_after_delete_are_caught(store):
+    tamper(store, "DELETE FROM audit WHERE n = 4")
+    tamper_db = sqlite3.connect(store.path)
+    tamper_db.execute("UPDATE audit SET n = n - 1 WHERE n > 4")
+    tamper_db.commit()
+    report = store.verify_audit()
+    assert not report.ok and report.problem.startswith("row 4: does not follow row 3")
+
+
+def test_truncated_tail_is_caught(store):
+    tamper(store, "DELETE FROM audit WHERE n = 6")
+    report = store.verify_audit()
+    assert not report.ok and "rows removed from the end" in report.problem
+
+
+def test_cli_exit_codes(site):
+    site.cli("person", "add", "--id", "p1", "--name", "A")
+    site.cli("person", "disable", "p1")
+    r = site.cli("audit", "verify")
+    assert r.stdout.strip() == "audit log intact: 2 rows"
+    tamper(Store(site.data_dir, "door-a"), "UPDATE audit SET actor = 'someone-else' WHERE n = 1")
+    r = site.cli("audit", "verify", check=False)
+    assert r.returncode == 65
+    assert "row 1: content does not match its hash (edited)" in r.stderr
