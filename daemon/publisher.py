@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import ssl
+import sys
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -78,6 +79,7 @@ class Publisher:
         client.max_inflight_messages_set(PAHO_INFLIGHT)
         client.max_queued_messages_set(0)  # unbounded: WINDOW already bounds what we hand over
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -96,6 +98,13 @@ class Publisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         self.loop.call_soon_threadsafe(self._connected, reason)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` and passes no reason; the exception
+        # being handled is the reason (refused, unreachable, certificate not trusted ...).
+        reason = sys.exc_info()[1]
+        self.loop.call_soon_threadsafe(log.warning, "cannot reach the broker at %s: %s; retrying",
+                                       self.cfg.url, reason or "unknown reason")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:

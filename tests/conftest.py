@@ -1,90 +1,13 @@
-"""Fixtures with real parts: a mosquitto broker on a free port, a subscriber, the daemon as a
-process. A part that is missing fails the run; it never becomes a skip."""
+"""Fixtures with real parts (see harness.py). A part that is missing fails the run; it never
+becomes a skip."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-REPO = Path(__file__).resolve().parent.parent
-SEKISHO = [sys.executable, "-m", "sekisho.daemon.cli"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` is truthy; the deadline only bounds a failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        threading.Event().wait(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A real mosquitto on 127.0.0.1:<free port>; stop() and start() again on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        assert os.path.exists(exe), "mosquitto is not installed (make test installs it)"
-        self.exe = exe
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        # Persistence, so a subscriber's session and its queued messages survive a broker restart
-        # the way they do on a production broker.
-        (workdir / "mosquitto-db").mkdir()
-        # user root: run as root, mosquitto would switch to its own user and could not write here.
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
-                             f"persistence_location {workdir / 'mosquitto-db'}/\n"
-                             "max_queued_messages 0\nmax_inflight_messages 0\n")
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            assert self.proc.poll() is None, f"mosquitto exited: {self.log.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 10, "mosquitto to listen")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+from harness import REPO, SEKISHO, Broker, Proxy, Site, Subscriber, free_port, wait_for  # noqa: F401 - re-exported
 
 
 @pytest.fixture
@@ -93,61 +16,6 @@ def broker(tmp_path: Path):
     b.start()
     yield b
     b.stop()
-
-
-@dataclass
-class Message:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.payload) if self.payload else None
-
-
-@dataclass
-class Subscriber:
-    """A real MQTT client, subscribed at QoS 1, recording every message with its flags."""
-
-    port: int
-    topic: str
-    persistent: bool = False
-    """Keep the session (and the broker's queue for it) across disconnects and broker restarts."""
-    messages: list[Message] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        client_id = f"test-sub-{id(self)}" if self.persistent else ""
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        props = None
-        if self.persistent:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", self.port, clean_start=not self.persistent, properties=props)
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "subscriber did not get SUBACK"
-
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain)))
-
-    def events(self) -> list[dict[str, Any]]:
-        return [m.json for m in self.on("/event")]
-
-    def on(self, suffix: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m.topic.endswith(suffix)]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
@@ -163,93 +31,6 @@ def subscribe(broker: Broker):
         s.close()
 
 
-DEMO_CONFIG = """\
-[site]
-id = "test"
-node = "door-a"
-timezone = "Asia/Tokyo"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-flush_timeout_s = 5
-
-[doors.entrance]
-area_in = "operator-room"
-area_out = "lobby"
-
-[readers.entrance-in]
-driver = "sim"
-door = "entrance"
-direction = "in"
-
-[readers.entrance-out]
-driver = "sim"
-door = "entrance"
-direction = "out"
-"""
-
-
-class Proxy:
-    """A TCP relay in front of the broker, so a test can cut the daemon's connection mid-stream
-    (bytes in transit are lost both ways, as on a real network cut) while the broker and the
-    test's subscriber stay up."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.pairs.append((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass  # the other direction was cut; closing below ends this one too
-        for s in (src, dst):
-            s.close()
-
-    def cut(self) -> int:
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-        for pair in pairs:
-            for s in pair:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed by its pump
-                s.close()
-        return len(pairs)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
 @pytest.fixture
 def proxy(broker: Broker):
     p = Proxy(broker.port)
@@ -257,64 +38,8 @@ def proxy(broker: Broker):
     p.close()
 
 
-class Site:
-    """A config file and a data dir, and the sekisho command line pointed at them."""
-
-    def __init__(self, tmp_path: Path, broker: Broker) -> None:
-        self.broker = broker
-        self.data_dir = tmp_path / "data"
-        self.config = tmp_path / "sekisho.toml"
-        self.use_broker(broker.url)
-        self.proc: subprocess.Popen | None = None
-        self.log = tmp_path / "daemon.log"
-
-    def use_broker(self, url: str) -> None:
-        self.config.write_text(DEMO_CONFIG.format(url=url))
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [*SEKISHO, *args, "--config", str(self.config), "--data-dir", str(self.data_dir)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        if check:
-            assert r.returncode == 0, f"{args} failed ({r.returncode}): {r.stderr}"
-        return r
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([*SEKISHO, "run", "--config", str(self.config), "--data-dir",
-                                      str(self.data_dir)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        socks = [self.data_dir / "sim" / "entrance-in.sock", self.data_dir / "sim" / "entrance-out.sock"]
-
-        def ready() -> bool:
-            assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()}"
-            return all(s.exists() for s in socks)
-        wait_for(ready, 15, "the daemon's sim sockets")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(30)
-        self.proc = None
-        return rc
-
-    def sim(self, reader: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Speak the sim reader's socket protocol directly: a CLI process per tap is too slow
-        for a hundred taps. test_cli drives the same socket through `sekisho sim`."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(str(self.data_dir / "sim" / f"{reader}.sock"))
-            s.sendall(json.dumps(request).encode() + b"\n")
-            return json.loads(s.makefile("rb").readline())
-
-    def tap(self, uid: str, reader: str = "entrance-in") -> None:
-        assert self.sim(reader, {"op": "tap", "uid": uid}) == {"ok": True}
-
-    def daemon_log(self) -> str:
-        return self.log.read_text()
-
-
 @pytest.fixture
 def site(tmp_path: Path, broker: Broker):
     s = Site(tmp_path, broker)
     yield s
-    if s.proc is not None and s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
+    s.kill()

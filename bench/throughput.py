@@ -1,0 +1,93 @@
+"""Sustained load: taps at a fixed rate for a fixed time, every event persisted and published;
+counts distinct event ids at a real subscriber (zero loss is the pass mark).
+
+Target (issue 3): 2,000 events/s for 60 s with zero loss.
+Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+
+from _site import UID, Broker, Subscriber, enrolled_site, rss_mb, wait_for, workdir
+
+
+async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
+    reader, writer = await asyncio.open_unix_connection(sock)
+    line = json.dumps({"op": "tap", "uid": UID}).encode() + b"\n"
+    total = rate * seconds
+    answered = 0
+
+    async def read_replies() -> None:
+        nonlocal answered
+        while answered < total:
+            reply = await reader.readline()
+            if reply != b'{"ok": true}\n':
+                raise SystemExit(f"bad reply {reply!r}")
+            answered += 1
+
+    replies = asyncio.create_task(read_replies())
+    start = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = int((time.perf_counter() - start) * rate) + 1
+        while sent < min(due, total):
+            writer.write(line)
+            sent += 1
+        await writer.drain()
+        await asyncio.sleep(0.005)
+    await replies
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return sent, elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--seconds", type=int, default=60)
+    args = ap.parse_args()
+    tmp = workdir()
+    broker = Broker(tmp)
+    broker.start()
+    site = enrolled_site(tmp, broker)
+    ids: set[str] = set()
+    lock = threading.Lock()
+    sub = Subscriber(broker.port, "sekisho/+/+/door/+/event")
+
+    def on_message(client, userdata, msg):  # noqa: ANN001
+        with lock:
+            ids.add(json.loads(msg.payload)["id"])
+    sub.client.on_message = on_message
+    site.start()
+    wait_for(lambda: (site.data_dir / "sim" / "entrance-out.sock").exists(), what="daemon")
+
+    peak = [0.0]
+
+    def sample() -> None:
+        while site.proc and site.proc.poll() is None:
+            peak[0] = max(peak[0], rss_mb(site.proc.pid))
+            threading.Event().wait(1)
+    threading.Thread(target=sample, daemon=True).start()
+
+    sent, elapsed = asyncio.run(drive(str(site.data_dir / "sim" / "entrance-in.sock"), args.rate, args.seconds))
+    print(f"offered {sent} taps in {elapsed:.1f} s = {sent / elapsed:.0f}/s (all answered by the reader)")
+    t_end = time.perf_counter()
+    wait_for(lambda: len(ids) >= sent, timeout=120, what="every event at the subscriber")
+    drain = time.perf_counter() - t_end
+    with lock:
+        received = len(ids)
+    print(f"received {received} distinct events at the subscriber, {sent - received} lost; "
+          f"drained {drain:.2f} s after the last tap; end-to-end {received / (elapsed + drain):.0f} events/s")
+    print(f"daemon peak RSS {peak[0]:.1f} MB")
+    site.stop()
+    sub.close()
+    broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The store's guarantees: migrations, the site key, the sequence, one transaction per batch,
+and a full disk that loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+
+import pytest
+
+from conftest import wait_for
+from sekisho.daemon.errors import SekishoError, StoreError
+from sekisho.daemon.keys import SiteKey
+from sekisho.daemon.store import MIGRATIONS, NewEvent, Store
+
+
+def ev(result: str = "granted") -> NewEvent:
+    return NewEvent(kind="door", topic="sekisho/v1/t/door/d/event", payload={"result": result},
+                    columns={"door": "d", "result": result})
+
+
+def test_fresh_store_is_at_latest_schema_in_wal(tmp_path):
+    s = Store(tmp_path / "data", "n1")
+    assert s.schema_version() == len(MIGRATIONS)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o700
+
+
+def test_newer_schema_is_refused(tmp_path):
+    Store(tmp_path, "n1").close()
+    db = sqlite3.connect(tmp_path / "sekisho.db")
+    db.execute("UPDATE schema_version SET version = 99")
+    db.commit()
+    with pytest.raises(StoreError, match="store schema 99 is newer than this sekisho knows"):
+        Store(tmp_path, "n1")
+
+
+def test_reopen_does_not_migrate_again_and_seq_continues(tmp_path):
+    s = Store(tmp_path, "n1")
+    s.record([ev(), ev()])
+    s.close()
+    s = Store(tmp_path, "n1")
+    s.record([ev()])
+    seqs = [r["seq"] for r in s.events()]
+    assert seqs == [1, 2, 3]
+    other = Store(tmp_path, "n2")
+    other.record([ev()])
+    assert other.last_seq() == 1 and s.last_seq() == 3
+
+
+def test_event_audit_outbox_in_one_transaction(tmp_path):
+    s = Store(tmp_path, "n1")
+    bad = NewEvent(kind="door", topic="t", payload={}, columns={"no_such_column": 1})
+    with pytest.raises(StoreError, match="nothing of it was kept"):
+        s.record([ev(), bad])
+    counts = [s.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events", "audit", "outbox")]
+    assert counts == [0, 0, 0]
+    assert s.last_seq() == 0
+    s.record([ev()])
+    row = s.outbox_after(0, 10)[0]
+    payload = json.loads(row.payload)
+    assert payload["seq"] == 1 and payload["node"] == "n1" and row.qos == 1 and not row.retain
+    assert s.verify_audit().ok
+
+
+def test_site_key_created_0600_and_never_overwritten(tmp_path):
+    path = tmp_path / "site.key"
+    k1 = SiteKey.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = path.read_bytes()
+    k2 = SiteKey.load_or_create(path)
+    assert path.read_bytes() == before
+    assert k1.card_hash(b"\x04\x01") == k2.card_hash(b"\x04\x01")
+    assert len(k1.pseudonym("p1")) == 16 and k1.pseudonym("p1") != k1.pseudonym("p2")
+
+
+def test_site_key_readable_by_others_is_refused(tmp_path):
+    path = tmp_path / "site.key"
+    SiteKey.load_or_create(path)
+    path.chmod(0o644)
+    with pytest.raises(SekishoError, match=r"readable by others \(mode 0644\); run: chmod 600"):
+        SiteKey.load_or_create(path)
+
+
+def test_garbled_site_key_is_refused(tmp_path):
+    path = tmp_path / "site.key"
+    path.write_text("not a key\n")
+    path.chmod(0o600)
+    with pytest.raises(SekishoError, match="not a site key"):
+        SiteKey.load_or_create(path)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MB filesystem, so the disk really fills (tests run as root, as CI does)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test (run the tests as root): {r.stderr}"
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            return  # ENOSPC: the disk is full, which is the point
+
+
+def test_full_disk_store_keeps_nothing_half_written(tiny_disk):
+    s = Store(tiny_disk / "data", "n1")
+    s.record([ev()])
+    fill(tiny_disk / "filler")
+    with pytest.raises(StoreError, match="full"):
+        s.record([ev()] * 200)
+    (tiny_disk / "filler").unlink()
+    assert s.last_seq() == 1
+    s.record([ev()])
+    assert [r["seq"] for r in s.events()] == [1, 2] and s.verify_audit().ok
+
+
+def test_full_disk_daemon_keeps_events_and_publishes_them_later(tiny_disk, broker, subscribe, tmp_path):
+    from harness import Site
+    site = Site(tmp_path, broker)
+    site.data_dir = tiny_disk / "data"
+    site.cli("person", "add", "--id", "p1", "--name", "A")
+    site.cli("card", "add", "--person", "p1", "--uid", "04a1b2c3")
+    sub = subscribe()
+    site.start()
+    site.tap("04a1b2c3")
+    wait_for(lambda: len(sub.events()) == 1, what="first event")
+    fill(tiny_disk / "filler")
+    for _ in range(30):
+        site.tap("04a1b2c3")
+    wait_for(lambda: "kept in memory" in site.daemon_log(), what="the store error in the log")
+    assert len(sub.events()) == 1, "published before it was committed"
+    (tiny_disk / "filler").unlink()
+    events = wait_for(lambda: len(sub.events()) == 31 and sub.events(), what="the 30 kept events")
+    assert [e["seq"] for e in events] == list(range(1, 32))
+    site.stop()
+    r = site.cli("audit", "verify")
+    assert r.returncode == 0
