@@ -182,5 +182,6 @@ class Publisher:
         left = self.store.outbox_count()
         if left:
             log.warning("%d events not yet acknowledged by the broker; they go out on the next start", left)
+        self.connected = False  # our own goodbye is not a lost broker
         self.client.disconnect()
         self.client.loop_stop()

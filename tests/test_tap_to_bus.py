@@ -67,3 +67,16 @@ def test_unknown_revoked_and_disabled_are_denied_with_reason(site, subscribe):
     assert msgs[2].json["subject"] is None
     assert [m.json["seq"] for m in msgs] == [1, 2, 3]
     site.stop()
+
+
+def test_publish_names_puts_the_name_in_subject(site, subscribe):
+    site.config.write_text(site.config.read_text().replace('timezone = "Asia/Tokyo"',
+                                                           'timezone = "Asia/Tokyo"\npublish_names = true'))
+    site.cli("person", "add", "--id", "u7", "--name", "Taro Suzuki")
+    site.cli("card", "add", "--person", "u7", "--uid", UID)
+    sub = subscribe()
+    site.start()
+    site.tap(UID, reader="entrance-out")
+    event = wait_for(sub.events, what="the event")[0]
+    assert event["subject"] == "Taro Suzuki" and event["direction"] == "out"
+    site.stop()

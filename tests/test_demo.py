@@ -1,0 +1,42 @@
+"""`sekisho demo` (what `make demo` runs) works for a newcomer: broker, daemon, bus monitor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+
+from conftest import REPO, SEKISHO, free_port, wait_for
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    port = free_port()
+    args = ["--config", str(REPO / "examples" / "demo.toml"), "--data-dir", str(tmp_path / "data"),
+            "--mqtt", f"mqtt://127.0.0.1:{port}"]
+    out = tmp_path / "demo.out"
+    demo = subprocess.Popen([*SEKISHO, "demo", *args], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    try:
+        sock = tmp_path / "data" / "sim" / "entrance-in.sock"
+        wait_for(lambda: sock.exists() and "node/door-a/status" in out.read_text(), timeout=20,
+                 what=f"the demo to come up: {out.read_text() if out.exists() else ''}")
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        text = out.read_text()
+        assert "sim tap entrance-in 04a1b2c3d4e5f6" in text  # the printed instructions
+        for uid, reader in (("04a1b2c3d4e5f6", "entrance-in"), ("04deadbeef0001", "entrance-out")):
+            r = subprocess.run([*SEKISHO, "sim", "tap", reader, uid, *args], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        wait_for(lambda: out.read_text().count("door/entrance/event") == 2, what="two events printed")
+        text = out.read_text()
+        assert '"result": "granted"' in text and '"reason": "revoked"' in text
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0, out.read_text()
+    # A second run is idempotent: the demo people are not enrolled twice.
+    demo = subprocess.Popen([*SEKISHO, "demo", *args], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "node/door-a/status" in out.read_text(), timeout=20, what="the second demo")
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0, out.read_text()
+    assert "Traceback" not in out.read_text()
