@@ -22,6 +22,7 @@ from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, 
 
 from . import __version__
 from .config import Config, ReaderConfig
+from .control import ControlServer
 from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .publisher import Publisher
@@ -53,6 +54,8 @@ class Daemon:
             name: registry.load(reader.driver)(name, reader.options, self.emit, data_dir=Path(data_dir))
             for name, reader in config.readers.items()}
         self.pending: list[NewEvent] = []
+        self.enrolling: dict[str, asyncio.Future[bytes]] = {}
+        self.control = ControlServer(Path(data_dir), {"enroll": self.enroll})
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -68,12 +71,14 @@ class Daemon:
                 except DriverError as exc:
                     raise SekishoError(f"readers.{name}: {exc}") from None
                 started.append(driver)
+            await self.control.start()
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
             self.publisher.kick()  # rows left from before a restart
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            await self.control.stop()
             for driver in reversed(started):
                 await driver.stop()
             self._flush()
@@ -91,6 +96,8 @@ class Daemon:
             log.error("event from unknown source %r dropped: %r", event.source, event)
             return
         match event:
+            case CardPresented(uid=uid) if reader.name in self.enrolling:
+                self.enrolling.pop(reader.name).set_result(uid)
             case CardPresented(uid=uid):
                 self._door_attempt(reader, self.key.card_hash(uid))
             case CardUnreadable(reason=reason):
@@ -104,6 +111,30 @@ class Daemon:
                 log.warning("%s: reader lost (%s)", reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+
+    async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Wait for one card at a reader and enroll it; the tap opens nothing."""
+        person_id, reader, timeout = str(request["person"]), str(request["reader"]), float(request["timeout"])
+        if reader not in self.config.readers:
+            raise SekishoError(f"no reader {reader!r} (readers: {', '.join(self.config.readers)})")
+        if self.store.person(person_id) is None:
+            raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
+        if reader in self.enrolling:
+            raise SekishoError(f"an enrollment is already waiting at {reader}")
+        waiter = self.loop.create_future()
+        self.enrolling[reader] = waiter
+        log.info("waiting up to %g s for a card at %s to enroll to %s (%s)", timeout, reader, person_id, actor)
+        try:
+            uid = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise SekishoError(f"no card was presented at {reader} within {timeout:g} s") from None
+        finally:
+            if self.enrolling.get(reader) is waiter:
+                del self.enrolling[reader]
+        card_hash = self.key.card_hash(uid)
+        self.store.add_card(person_id, card_hash, actor)
+        log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
+        return {"card": card_hash[:12]}
 
     def _door_attempt(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
         holder = self.store.card_holder(card_hash) if card_hash else None

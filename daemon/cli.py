@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Enroll a card by its UID. Only a keyed hash of the UID is stored.")
     p.add_argument("--person", required=True, help="the holder's person id")
     p.add_argument("--uid", required=True, help="the card's UID in hex, e.g. 04a1b2c3d4e5f6")
+    p = add(card, "enroll", cmd_card_enroll, "enroll a card by tapping it on a reader",
+            "Wait for one card at a reader and enroll it to a person; the tap opens nothing.\n"
+            "Goes through the running daemon if there is one; otherwise opens the reader itself\n"
+            "(stop the daemon first if it holds the reader).")
+    p.add_argument("--person", required=True, help="the holder's person id")
+    p.add_argument("--reader", required=True, help="the reader's name in the config")
+    p.add_argument("--timeout", type=float, default=60, metavar="S", help="seconds to wait for the card (default 60)")
     p = add(card, "revoke", cmd_card_revoke, "revoke a card",
             "Revoke a card, named by the start of its hash (as card list shows it) or by --uid.")
     p.add_argument("hash", nargs="?", help="the start of the card's hash, as card list shows it")
@@ -231,6 +238,27 @@ def cmd_card_add(args: argparse.Namespace) -> int:
     card_hash = key.card_hash(uid)
     store.add_card(args.person, card_hash, _actor())
     print(f"card {card_hash[:12]} enrolled to {args.person}")
+    return 0
+
+
+def cmd_card_enroll(args: argparse.Namespace) -> int:
+    from . import control
+    from .enrollment import enroll_without_daemon
+    cfg = _config(args)
+    if args.reader not in cfg.readers:
+        raise SekishoError(f"no reader {args.reader!r} in {cfg.path} (readers: {', '.join(cfg.readers)})")
+    if not 1 <= args.timeout <= 3600:
+        raise SekishoError("--timeout must be between 1 and 3600 seconds")
+    print(f"present the card at {args.reader} (waiting up to {args.timeout:g} s) ...", file=sys.stderr, flush=True)
+    request = {"op": "enroll", "person": args.person, "reader": args.reader, "timeout": args.timeout}
+    reply = control.call(_data_dir(args), request, timeout=args.timeout + 10)
+    if reply is None:
+        card = enroll_without_daemon(cfg, _data_dir(args), args.person, args.reader, args.timeout, _actor())
+    elif reply["ok"]:
+        card = reply["card"]
+    else:
+        raise SekishoError(reply["error"])
+    print(f"card {card} enrolled to {args.person}")
     return 0
 
 
