@@ -15,7 +15,7 @@ APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclit
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0
 
-.PHONY: test demo deps venv tap pull clean
+.PHONY: test demo deps venv tap pull pin clean
 
 test: venv
 	$(PY) -m pytest -q
@@ -30,6 +30,9 @@ tap:
 	$(VENV)/bin/sekisho sim tap $(READER) $(CARD) $(DEMO)
 pull:
 	$(VENV)/bin/sekisho sim pull $(READER) $(DEMO)
+PIN ?= 1234
+pin:
+	$(VENV)/bin/sekisho sim pin $(READER) $(PIN) $(DEMO)
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \

@@ -16,17 +16,16 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
-from sekisho.policies import door
-from sekisho.policies.decisions import Decision, Verdict
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, PinEntered, ReaderBack, ReaderLost
 
 from . import __version__
 from .config import Config, ReaderConfig
 from .control import ControlServer
+from .doors import Doors
 from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .publisher import Publisher
-from .store import NewEvent, Store, utc_now
+from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
 from .topics import Topics
 
 log = logging.getLogger("sekisho")
@@ -53,7 +52,8 @@ class Daemon:
         self.drivers: dict[str, Driver] = {
             name: registry.load(reader.driver)(name, reader.options, self.emit, data_dir=Path(data_dir))
             for name, reader in config.readers.items()}
-        self.pending: list[NewEvent] = []
+        self.pending: list[NewEvent | NewState | Move | AlarmChange] = []
+        self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
         self.control = ControlServer(Path(data_dir), {"enroll": self.enroll})
         self.stopping = asyncio.Event()
@@ -62,7 +62,10 @@ class Daemon:
     async def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
         self.publisher.start()
+        self.doors.startup()
         started: list[Driver] = []
         try:
             for name, driver in self.drivers.items():
@@ -84,6 +87,7 @@ class Daemon:
             self._flush()
             await self.publisher.stop()
             self.store.close()
+            log.info("stopped")
 
     def emit(self, event: Event) -> None:
         """The one way in for drivers; safe from any thread."""
@@ -99,12 +103,12 @@ class Daemon:
             case CardPresented(uid=uid) if reader.name in self.enrolling:
                 self.enrolling.pop(reader.name).set_result(uid)
             case CardPresented(uid=uid):
-                self._door_attempt(reader, self.key.card_hash(uid))
+                self.doors.card(reader, self.key.card_hash(uid))
             case CardUnreadable(reason=reason):
                 log.warning("%s: unreadable card (%s)", reader.name, reason)
-                self._door_attempt(reader, None, unreadable=reason)
-            case PinEntered():
-                log.info("%s: PIN entered; no door here asks for one yet", reader.name)
+                self.doors.card(reader, None, unreadable=reason)
+            case PinEntered(digits=digits):
+                self.doors.pin(reader, digits)
             case CardRemoved():
                 log.debug("%s: card removed", reader.name)
             case ReaderLost(reason=reason):
@@ -136,37 +140,11 @@ class Daemon:
         log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
         return {"card": card_hash[:12]}
 
-    def _door_attempt(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
-        holder = self.store.card_holder(card_hash) if card_hash else None
-        if unreadable:
-            verdict = Verdict(Decision.DENIED, "door.unreadable-card", "unreadable")
-        else:
-            verdict = door.decide(door.Credential(*holder) if holder else None)
-        person_id = holder[0] if holder else None
-        columns = {"door": reader.door, "reader": reader.name, "direction": reader.direction,
-                   "person_id": person_id, "result": verdict.decision.value, "reason": verdict.reason,
-                   "rule": verdict.rule, "card": card_hash[:16] if card_hash else None}
-        payload = {"door": reader.door, "reader": reader.name, "direction": reader.direction,
-                   "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
-                   "subject": self._subject(person_id)}
-        log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, payload["subject"] or "unknown card",
-                 reader.name, verdict.reason, verdict.rule)
-        self._queue(NewEvent(kind="door", topic=self.topics.door_event(reader.door), payload=payload,
-                             columns=columns))
-
-    def _subject(self, person_id: str | None) -> str | None:
-        if person_id is None:
-            return None
-        if self.config.site.publish_names:
-            person: dict[str, Any] | None = self.store.person(person_id)
-            return person["name"] if person else person_id
-        return self.key.pseudonym(person_id)
-
     # ------------------------------------------------------------------------- group commit
-    def _queue(self, event: NewEvent) -> None:
+    def _queue(self, item: NewEvent | NewState | Move | AlarmChange) -> None:
         if not self.pending:
             self.loop.call_soon(self._flush)
-        self.pending.append(event)
+        self.pending.append(item)
 
     def _flush(self) -> None:
         if not self.pending:

@@ -89,7 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(person, "add", cmd_person_add, "add a person")
     p.add_argument("--id", required=True, help="the person's id, e.g. the staff number")
     p.add_argument("--name", required=True, help="full name, for the muster list and reports")
+    p.add_argument("--valid-from", metavar="DATE", help="first day the person's cards open anything (YYYY-MM-DD)")
+    p.add_argument("--valid-until", metavar="DATE", help="last day the person's cards open anything (YYYY-MM-DD)")
     add(person, "list", cmd_person_list, "list people")
+    p = add(person, "grant", cmd_person_grant, "give a person an access level from the config")
+    p.add_argument("id", help="the person's id")
+    p.add_argument("level", help="a [levels.<name>] of the config")
+    p = add(person, "ungrant", cmd_person_ungrant, "take an access level away from a person")
+    p.add_argument("id", help="the person's id")
+    p.add_argument("level", help="the level's name")
+    p = add(person, "pin", cmd_person_pin, "set a person's PIN (read from the terminal, or one line of stdin)",
+            "Set a person's PIN: 4 to 12 digits, typed twice at a terminal, or one line on\n"
+            "standard input. Only a salted scrypt hash is stored. --clear removes it.")
+    p.add_argument("id", help="the person's id")
+    p.add_argument("--clear", action="store_true", help="remove the PIN instead")
     p = add(person, "disable", cmd_person_disable, "disable a person: their cards stop opening anything")
     p.add_argument("id", help="the person's id")
     p = add(person, "enable", cmd_person_enable, "enable a disabled person again")
@@ -100,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Enroll a card by its UID. Only a keyed hash of the UID is stored.")
     p.add_argument("--person", required=True, help="the holder's person id")
     p.add_argument("--uid", required=True, help="the card's UID in hex, e.g. 04a1b2c3d4e5f6")
+    p.add_argument("--valid-from", metavar="DATE", help="first day the card opens anything (YYYY-MM-DD)")
+    p.add_argument("--valid-until", metavar="DATE", help="last day the card opens anything (YYYY-MM-DD)")
     p = add(card, "enroll", cmd_card_enroll, "enroll a card by tapping it on a reader",
             "Wait for one card at a reader and enroll it to a person; the tap opens nothing.\n"
             "Goes through the running daemon if there is one; otherwise opens the reader itself\n"
@@ -114,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(card, "list", cmd_card_list, "list cards (hash prefixes, never UIDs)")
     p.add_argument("--person", help="only this person's cards")
 
+    p = add(sub, "muster", cmd_muster, "who is inside now, by area, with names (for the fire drill)",
+            "List everyone recorded inside an area now, with names from the store: the roll call\n"
+            "for an evacuation. Entry and exit both need the card, so the list is what the\n"
+            "readers saw.")
+    p.add_argument("--area", help="only this area")
+    p.add_argument("--csv", action="store_true", help="CSV with a header row, for a printout")
     p = add(sub, "events", cmd_events, "list recorded events",
             "List recorded events, oldest first. Times without a zone are in the site's time zone.")
     p.add_argument("--since", metavar="TIME", help="from this time on (2026-11-01 or 2026-11-01T09:00)")
@@ -204,17 +225,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str | None, flag: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise SekishoError(f"{flag}: {text!r} is not a date like 2026-04-01") from None
+
+
 def cmd_person_add(args: argparse.Namespace) -> int:
+    valid = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
     _, store, _ = _store(args)
-    store.add_person(args.id, args.name, _actor())
+    store.add_person(args.id, args.name, _actor(), *valid)
     print(f"added {args.id}")
     return 0
 
 
 def cmd_person_list(args: argparse.Namespace) -> int:
     _, store, _ = _store(args)
-    rows = [{**r, "state": "active" if r["active"] else "disabled"} for r in store.people()]
-    _print_table(rows, ["id", "name", "state", "cards", "created"])
+    rows = [{**r, "state": "active" if r["active"] else "disabled", "pin": "yes" if r["pin"] else "no"}
+            for r in store.people()]
+    _print_table(rows, ["id", "name", "state", "levels", "pin", "cards", "valid_from", "valid_until"])
     return 0
 
 
@@ -232,11 +264,75 @@ def cmd_person_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_person_grant(args: argparse.Namespace) -> int:
+    cfg, store, _ = _store(args)
+    if args.level not in cfg.rules.levels:
+        raise SekishoError(f"no level {args.level!r} in {cfg.path} (levels: {', '.join(cfg.rules.levels) or 'none'})")
+    store.grant_level(args.id, args.level, _actor())
+    print(f"{args.id} now holds {args.level}")
+    return 0
+
+
+def cmd_person_ungrant(args: argparse.Namespace) -> int:
+    _, store, _ = _store(args)
+    store.grant_level(args.id, args.level, _actor(), revoke=True)
+    print(f"{args.id} no longer holds {args.level}")
+    return 0
+
+
+def cmd_person_pin(args: argparse.Namespace) -> int:
+    from .pins import hash_pin, valid_pin
+    _, store, _ = _store(args)
+    if store.person(args.id) is None:
+        raise SekishoError(f"no person {args.id!r}")
+    if args.clear:
+        store.set_pin_hash(args.id, None, _actor())
+        print(f"PIN of {args.id} removed")
+        return 0
+    if sys.stdin.isatty():
+        import getpass
+        pin = getpass.getpass(f"new PIN for {args.id}: ")
+        if getpass.getpass("again: ") != pin:
+            raise SekishoError("the two PINs differ; nothing changed")
+    else:
+        pin = sys.stdin.readline().strip()
+    if wrong := valid_pin(pin):
+        raise SekishoError(f"{wrong}; nothing changed")
+    store.set_pin_hash(args.id, hash_pin(pin), _actor())
+    print(f"PIN of {args.id} set")
+    return 0
+
+
+def cmd_muster(args: argparse.Namespace) -> int:
+    cfg, store, _ = _store(args)
+    if args.area and args.area not in cfg.areas:
+        raise SekishoError(f"no area {args.area!r} in {cfg.path} (areas: {', '.join(cfg.areas) or 'none'})")
+    rows = store.muster(args.area)
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+    for r in rows:
+        r["since"] = dt.datetime.fromisoformat(r["since"].replace("Z", "+00:00")).astimezone(tz).strftime(
+            "%Y-%m-%d %H:%M")
+    columns = ["area", "person_id", "name", "since"]
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    areas = [args.area] if args.area else list(cfg.areas)
+    for area in areas:
+        inside = [r for r in rows if r["area"] == area]
+        print(f"{area}: {len(inside)} inside")
+        for r in inside:
+            print(f"  {r['name']:<30} {r['person_id']:<12} since {r['since']}")
+    return 0
+
+
 def cmd_card_add(args: argparse.Namespace) -> int:
     uid = _uid(args.uid)
+    valid = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
     _, store, key = _store(args)
     card_hash = key.card_hash(uid)
-    store.add_card(args.person, card_hash, _actor())
+    store.add_card(args.person, card_hash, _actor(), *valid)
     print(f"card {card_hash[:12]} enrolled to {args.person}")
     return 0
 

@@ -13,6 +13,7 @@ holds examples/sekisho.toml to mention each of them.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 import zoneinfo
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import REQUIRED, Option
+from sekisho.policies.access import Auth, AuthWindow, DoorRules, Level, Passback, SiteRules
+from sekisho.policies.schedule import DAYS, HOLIDAY, Schedule, TimeRange
 
 from .errors import ConfigError
 
@@ -87,11 +90,47 @@ def parse_mqtt_url(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, port or (8883 if tls else 1883)
 
 
+def _hhmm(v: str) -> str | None:
+    try:
+        dt.time.fromisoformat(v)
+    except ValueError:
+        return f"{v!r} is not a time of day like 04:00"
+    return None
+
+
+def _dates(v: list) -> str | None:
+    bad = [x for x in v if not isinstance(x, dt.date) or isinstance(x, dt.datetime)]
+    return f"must be TOML dates like 2026-01-01 (unquoted), not {bad[0]!r}" if bad else None
+
+
+def _strings(check: Check | None = None) -> Check:
+    def run(v: list) -> str | None:
+        for i, x in enumerate(v):
+            if not isinstance(x, str):
+                return f"item {i + 1} must be a string, not {_kind(x)} {x!r}"
+            if check and (wrong := check(x)):
+                return f"item {i + 1}: {wrong}"
+        return None
+    return run
+
+
+def _time_range(v: str) -> str | None:
+    try:
+        TimeRange.parse(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 SITE = {
     "id": Key(str, REQUIRED, "The site's name; the topic segment after sekisho/v1/.", _name),
     "node": Key(str, REQUIRED, "This node's name, unique in the site.", _name),
     "timezone": Key(str, "UTC", "The site's time zone, for schedules and reports.", _timezone),
     "publish_names": Key(bool, False, "Publish people's names on the bus instead of pseudonyms."),
+    "holidays": Key(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's.", _dates),
+    "passback_reset": Key(str, "04:00", "Local time of day at which anti-passback forgets where everyone is.", _hhmm),
+    "pin_max_wrong": Key(int, 3, "Wrong PINs in a row that lock a card out.", _between(1, 20)),
+    "pin_lockout_min": Key(int, 5, "Minutes a card stays locked out after too many wrong PINs.", _between(1, 1440)),
 }
 MQTT = {
     "url": Key(str, "mqtt://127.0.0.1:1883", "Broker: mqtt://host:port, or mqtts://host:port for TLS.", _mqtt_url),
@@ -114,8 +153,30 @@ READER = {
     "direction": Key(str, REQUIRED, "Which way a person passes when using it: in or out.", _one_of("in", "out")),
 }
 DOOR = {
-    "area_in": Key(str, "", "The area a person enters through the door's in-reader.", lambda v: v and _name(v)),
-    "area_out": Key(str, "", "The area a person enters through the door's out-reader.", lambda v: v and _name(v)),
+    "area_in": Key(str, "", "The area a person enters through the door's in-reader ([areas.<name>]).",
+                   lambda v: v and _name(v)),
+    "area_out": Key(str, "", "The area a person enters through the door's out-reader ([areas.<name>]).",
+                    lambda v: v and _name(v)),
+    "auth": Key(str, "card", "How a person proves who they are: card, card_and_pin, or free (no card).",
+                _one_of(*(a.value for a in Auth))),
+    "auth_out": Key(str, "", "Authentication at the out-reader, if not the same as auth (e.g. card to leave).",
+                    lambda v: v and _one_of(*(a.value for a in Auth))(v)),
+    "auth_schedules": Key(list, [], "Times with another authentication: [{ schedule = \"office-hours\", "
+                          "auth = \"free\" }]; the first whose schedule is active wins, else auth."),
+    "pin_timeout_s": Key(int, 10, "Seconds within which the PIN must follow the card.", _between(3, 120)),
+}
+SCHEDULE = {day: Key(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\", \"13:00-17:30\"]; "
+                     "a range that ends before it starts crosses midnight.", _strings(_time_range))
+            for day, label in zip(DAYS + (HOLIDAY,), ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays",
+                                                      "Saturdays", "Sundays", "the site's holidays"))}
+LEVEL = {
+    "doors": Key(list, REQUIRED, "The doors this level opens.", _strings()),
+    "schedule": Key(str, "always", "When: a [schedules.<name>] section, or always."),
+    "override": Key(bool, False, "Also opens its doors in lockdown (security staff, fire wardens)."),
+}
+AREA = {
+    "passback": Key(str, "off", "Anti-passback: off; soft (grant and flag); hard (deny) entering this area "
+                    "while recorded in it, or leaving it while not.", _one_of(*(p.value for p in Passback))),
 }
 
 
@@ -125,6 +186,10 @@ class SiteConfig:
     node: str
     timezone: str
     publish_names: bool
+    holidays: tuple[dt.date, ...]
+    passback_reset: str
+    pin_max_wrong: int
+    pin_lockout_min: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +226,10 @@ class DoorConfig:
     name: str
     area_in: str
     area_out: str
+    auth: str
+    auth_out: str
+    auth_schedules: tuple[Mapping[str, str], ...]
+    pin_timeout_s: int
 
 
 @dataclass(frozen=True)
@@ -170,9 +239,14 @@ class Config:
     mqtt: MqttConfig
     readers: Mapping[str, ReaderConfig] = field(default_factory=dict)
     doors: Mapping[str, DoorConfig] = field(default_factory=dict)
+    rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
+    """Doors, levels, schedules and areas as the access policy takes them."""
+    areas: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Things that load but can never take effect (a level that can never open anything ...)."""
 
 
-TOP = {"site": "section", "mqtt": "section", "readers": "named sections", "doors": "named sections"}
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "readers")
 
 
 class _Checker:
@@ -220,12 +294,13 @@ class _Checker:
 
 
 def _kind_name(t: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(t, t.__name__)
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "an array"}.get(t, t.__name__)
 
 
 def _kind(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "a table",
-            list: "an array"}.get(type(value), type(value).__name__)
+            list: "an array", dt.date: "a date", dt.datetime: "a date-time"}.get(type(value), type(value).__name__)
 
 
 def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
@@ -258,13 +333,64 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     if bool(mqtt.get("cert_file")) != bool(mqtt.get("key_file")):
         c.problem("mqtt.cert_file", "cert_file and key_file go together")
 
+    areas = {}
+    for name, raw in c.table("areas", data.get("areas", {})).items():
+        where = f"areas.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"area name {wrong}")
+        areas[name] = Passback(c.section(where, c.table(where, raw), AREA).get("passback") or "off")
+
+    schedules = {"always": Schedule.always()}
+    for name, raw in c.table("schedules", data.get("schedules", {})).items():
+        where = f"schedules.{name}"
+        if name == "always":
+            c.problem(where, "'always' is built in and cannot be redefined")
+            continue
+        values = c.section(where, c.table(where, raw), SCHEDULE)
+        ranges = {k: tuple(TimeRange.parse(x) for x in v) if not _strings(_time_range)(v) else ()
+                  for k, v in values.items()}
+        schedules[name] = Schedule(name, tuple(ranges[d] for d in DAYS), ranges[HOLIDAY])
+
+    def schedule(key: str, name: str) -> Schedule | None:
+        if name not in schedules:
+            c.problem(key, f"no schedule {name!r} (schedules: {', '.join(sorted(schedules))})")
+        return schedules.get(name)
+
     doors = {}
+    door_rules = {}
     for name, raw in c.table("doors", data.get("doors", {})).items():
         where = f"doors.{name}"
         if wrong := _name(name):
             c.problem(where, f"door name {wrong}")
         values = c.section(where, c.table(where, raw), DOOR)
+        for key in ("area_in", "area_out"):
+            if values.get(key) and values[key] not in areas:
+                c.problem(f"{where}.{key}", f"no area {values[key]!r} (areas: {', '.join(sorted(areas)) or 'none'})")
+        windows = []
+        for i, item in enumerate(values.get("auth_schedules") or []):
+            key = f"{where}.auth_schedules[{i + 1}]"
+            item = c.section(key, c.table(key, item), {"schedule": Key(str, REQUIRED, ""),
+                                                        "auth": Key(str, REQUIRED, "", DOOR["auth"].check)})
+            sched = schedule(f"{key}.schedule", item["schedule"]) if isinstance(item.get("schedule"), str) else None
+            if sched and item.get("auth") in Auth.__members__.values():
+                windows.append(AuthWindow(sched, Auth(item["auth"])))
+        values["auth_schedules"] = tuple(MappingProxyType(w) for w in values.get("auth_schedules") or [])
         doors[name] = DoorConfig(name=name, **values)
+        if values.get("auth") in Auth.__members__.values():
+            auth_out = Auth(values["auth_out"]) if values.get("auth_out") in Auth.__members__.values() else None
+            door_rules[name] = DoorRules(name, Auth(values["auth"]), tuple(windows), values["area_in"] or "",
+                                         values["area_out"] or "", auth_out)
+
+    levels = {}
+    for name, raw in c.table("levels", data.get("levels", {})).items():
+        where = f"levels.{name}"
+        values = c.section(where, c.table(where, raw), LEVEL)
+        for door in values.get("doors") or []:
+            if isinstance(door, str) and door not in doors:
+                c.problem(f"{where}.doors", f"no door {door!r} (doors: {', '.join(sorted(doors)) or 'none'})")
+        sched = schedule(f"{where}.schedule", values["schedule"]) if isinstance(values.get("schedule"), str) else None
+        if sched is not None:
+            levels[name] = Level(name, frozenset(values.get("doors") or ()), sched, bool(values.get("override")))
 
     readers = {}
     for name, raw in c.table("readers", data.get("readers", {})).items():
@@ -286,8 +412,33 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
 
     if c.problems:
         raise ConfigError(c.problems)
-    return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt),
-                  readers=MappingProxyType(readers), doors=MappingProxyType(doors))
+    site["holidays"] = tuple(site["holidays"])
+    rules = SiteRules(MappingProxyType(door_rules), MappingProxyType(levels), MappingProxyType(areas),
+                      frozenset(site["holidays"]))
+    return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt), readers=MappingProxyType(readers),
+                  doors=MappingProxyType(doors), rules=rules, areas=tuple(sorted(areas)),
+                  warnings=tuple(_warnings(path, rules, readers)))
+
+
+def _warnings(path: Path, rules: SiteRules, readers: Mapping[str, ReaderConfig]) -> list[str]:
+    """What loads but can never take effect: ``check-config`` prints these, start-up logs them."""
+    out = []
+    served = {r.door for r in readers.values()}
+    for level in rules.levels.values():
+        if level.schedule.never:
+            out.append(f"{path}: levels.{level.name}: schedule {level.schedule.name!r} has no time ranges; "
+                       "this level can never open a door")
+        for door in sorted(level.doors - served):
+            out.append(f"{path}: levels.{level.name}.doors: door {door!r} has no reader on this node")
+    for door in rules.doors.values():
+        for i, window in enumerate(door.windows):
+            if window.schedule.never:
+                out.append(f"{path}: doors.{door.name}.auth_schedules[{i + 1}]: schedule {window.schedule.name!r} "
+                           "has no time ranges; it can never apply")
+            elif window.schedule.name == "always" and i + 1 < len(door.windows):
+                out.append(f"{path}: doors.{door.name}.auth_schedules[{i + 2}]: never applies, "
+                           f"auth_schedules[{i + 1}] is always active")
+    return out
 
 
 def _check_readable(c: _Checker, key: str, file: str) -> None:

@@ -19,21 +19,29 @@ from pathlib import Path
 from .app import open_store
 from .config import Config
 from .errors import SekishoError
+from .pins import hash_pin
 
-PEOPLE = [("u1001", "Demo Operator", "04a1b2c3d4e5f6", True), ("u1002", "Demo Leaver", "04deadbeef0001", False)]
+# (id, name, card UID, card still valid, level); Demo Operator's PIN is 1234.
+PEOPLE = [("u1001", "Demo Operator", "04a1b2c3d4e5f6", True, "operators"),
+          ("u1002", "Demo Leaver", "04deadbeef0001", False, "operators")]
+PIN = "1234"
 
 
 def _enroll(cfg: Config, data_dir: Path) -> None:
     store, key = open_store(cfg, data_dir)
     try:
         known = {p["id"] for p in store.people()}
-        for person_id, name, uid, active in PEOPLE:
+        for person_id, name, uid, active, level in PEOPLE:
             if person_id in known:
                 continue
+            card = key.card_hash(bytes.fromhex(uid))
             store.add_person(person_id, name, "demo")
-            store.add_card(person_id, key.card_hash(bytes.fromhex(uid)), "demo")
+            store.add_card(person_id, card, "demo")
+            if level in cfg.rules.levels:
+                store.grant_level(person_id, level, "demo")
+            store.set_pin_hash(person_id, hash_pin(PIN), "demo")
             if not active:
-                store.revoke_card(key.card_hash(bytes.fromhex(uid)), "demo")
+                store.revoke_card(card, "demo")
     finally:
         store.close()
 
@@ -80,13 +88,16 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
   sekisho demo: broker on {cfg.mqtt.url}, readers {readers}.
   In another terminal, from this directory:
 
-    .venv/bin/sekisho sim tap entrance-in 04a1b2c3d4e5f6 {args}   # Demo Operator: granted
-    .venv/bin/sekisho sim tap entrance-out 04deadbeef0001 {args}  # revoked card: denied
-    .venv/bin/sekisho sim tap entrance-in 0411223344 {args}       # unknown card: denied
+    .venv/bin/sekisho sim tap entrance-in 04a1b2c3d4e5f6 {args}   # Demo Operator's card, then
+    .venv/bin/sekisho sim pin entrance-in {PIN} {args}             # the PIN: granted, now inside
+    .venv/bin/sekisho sim tap entrance-out 04a1b2c3d4e5f6 {args}  # leaving by card: granted
+    .venv/bin/sekisho sim tap entrance-out 04deadbeef0001 {args}  # a revoked card: denied
+    .venv/bin/sekisho sim tap entrance-in 0411223344 {args}       # an unknown card: denied
+    .venv/bin/sekisho muster {args}                                # who is inside
     .venv/bin/sekisho events {args}
     .venv/bin/sekisho audit verify {args}
 
-  (or: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in)
+  (shorter: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN={PIN})
   Every message on the bus is printed below. Ctrl-C stops everything.
 """, flush=True)
     try:

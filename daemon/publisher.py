@@ -181,7 +181,12 @@ class Publisher:
                 await asyncio.sleep(0.01)
         left = self.store.outbox_count()
         if left:
-            log.warning("%d events not yet acknowledged by the broker; they go out on the next start", left)
+            log.warning("%d messages not yet acknowledged by the broker; they go out on the next start", left)
         self.connected = False  # our own goodbye is not a lost broker
         self.client.disconnect()
-        self.client.loop_stop()
+        try:
+            # paho's thread ends once its socket is closed; a half-open connection must not
+            # hold up a shutdown that systemd is timing.
+            await asyncio.wait_for(asyncio.to_thread(self.client.loop_stop), 5)
+        except TimeoutError:
+            log.warning("the MQTT network thread did not stop within 5 s; leaving it behind")

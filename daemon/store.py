@@ -76,7 +76,22 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """Doors: validity dates, PINs, access levels, where people are, door modes, alarms."""
+    for table in ("people", "cards"):
+        db[table].add_column("valid_from", str)
+        db[table].add_column("valid_until", str)
+    db["people"].add_column("pin_hash", str)
+    db["person_levels"].create({"person_id": str, "level": str}, pk=("person_id", "level"),
+                               foreign_keys=[("person_id", "people", "id")])
+    db["locations"].create({"person_id": str, "area": str, "since": str}, pk="person_id",
+                           foreign_keys=[("person_id", "people", "id")])
+    db["door_modes"].create({"door": str, "mode": str, "since": str, "actor": str}, pk="door")
+    db["alarms"].create({"id": str, "kind": str, "source": str, "severity": str, "raised": str, "cleared": str,
+                         "acked_by": str}, pk="id")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,36 @@ class NewEvent:
     payload: dict[str, Any]
     columns: dict[str, Any] = field(default_factory=dict)
     actor: str = "daemon"
+
+
+@dataclass(frozen=True)
+class NewState:
+    """A retained state message (door state, occupancy, alarm): an outbox row only. An empty
+    ``payload`` clears the retained message. ``ts`` is added unless the payload is empty."""
+
+    topic: str
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Move:
+    """A person entered ``area`` (or left every area: ``area`` empty)."""
+
+    person_id: str
+    area: str
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """An alarm raised (``payload`` set) or cleared (``payload`` None): its row in the alarms
+    table, an audit row, and the retained ``alarm/<id>`` message (empty when cleared)."""
+
+    alarm_id: str
+    kind: str
+    source: str
+    severity: str
+    topic: str
+    payload: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -209,27 +254,53 @@ class Store:
         return AuditReport(True, rows)
 
     # ------------------------------------------------------------------------- events
-    def record(self, events: Sequence[NewEvent]) -> None:
-        """Commit events with their audit and outbox rows, all in one transaction."""
-        if not events:
+    def record(self, items: Sequence[NewEvent | NewState | Move | AlarmChange]) -> None:
+        """Commit events (with their audit and outbox rows), state messages and moves, all in
+        one transaction, in the order given."""
+        if not items:
             return
         with self.transaction() as db:
             row = db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
-            seq = row[0] if row else 0
-            for event in events:
-                seq += 1
+            seq = start = row[0] if row else 0
+            for item in items:
                 ts = utc_now()
+                if isinstance(item, Move):
+                    if item.area:
+                        db.execute("INSERT INTO locations (person_id, area, since) VALUES (?, ?, ?) ON CONFLICT"
+                                   "(person_id) DO UPDATE SET area = excluded.area, since = excluded.since",
+                                   [item.person_id, item.area, ts])
+                    else:
+                        db.execute("DELETE FROM locations WHERE person_id = ?", [item.person_id])
+                    continue
+                if isinstance(item, AlarmChange):
+                    if item.payload is not None:
+                        db.execute("INSERT INTO alarms (id, kind, source, severity, raised) VALUES (?, ?, ?, ?, ?)",
+                                   [item.alarm_id, item.kind, item.source, item.severity, ts])
+                    else:
+                        db.execute("UPDATE alarms SET cleared = ? WHERE id = ?", [ts, item.alarm_id])
+                    self._audit(db, "daemon", "alarm.raise" if item.payload is not None else "alarm.clear",
+                                {"alarm": item.alarm_id, "kind": item.kind, "source": item.source}, ts)
+                    item = NewState(item.topic, item.payload)
+                if isinstance(item, NewState):
+                    text = json.dumps({**item.payload, "ts": ts}, sort_keys=True, ensure_ascii=False) \
+                        if item.payload is not None else ""
+                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)",
+                               [item.topic, text])
+                    continue
+                seq += 1
                 event_id = str(uuid.uuid4())
-                payload = {**event.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
+                payload = {**item.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
                 text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-                db["events"].insert({"id": event_id, "seq": seq, "ts": ts, "node": self.node, "kind": event.kind,
-                                     **event.columns, "payload": text})
-                self._audit(db, event.actor, f"{event.kind}.{payload.get('result') or payload.get('kind') or 'event'}",
-                            {"event": event_id, "seq": seq, **event.columns}, ts)
+                db.execute("INSERT INTO events (id, seq, ts, node, kind, payload, " + ", ".join(item.columns) +
+                           ") VALUES (?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
+                           [event_id, seq, ts, self.node, item.kind, text, *item.columns.values()])
+                self._audit(db, item.actor, f"{item.kind}.{payload.get('result') or payload.get('kind') or 'event'}",
+                            {"event": event_id, "seq": seq, **item.columns}, ts)
                 db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
-                           [event_id, event.topic, text])
-            db.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
-                       "ON CONFLICT(node) DO UPDATE SET last = excluded.last", [self.node, seq])
+                           [event_id, item.topic, text])
+            if seq != start:
+                db.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
+                           "ON CONFLICT(node) DO UPDATE SET last = excluded.last", [self.node, seq])
 
     def events(self, *, since: str | None = None, until: str | None = None, door: str | None = None,
                person: str | None = None, result: str | None = None) -> list[dict[str, Any]]:
@@ -263,11 +334,13 @@ class Store:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     # ------------------------------------------------------------------------- people and cards
-    def add_person(self, person_id: str, name: str, actor: str) -> None:
+    def add_person(self, person_id: str, name: str, actor: str, valid_from: str | None = None,
+                   valid_until: str | None = None) -> None:
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
                 raise SekishoError(f"person {person_id!r} already exists")
-            db["people"].insert({"id": person_id, "name": name, "active": 1, "created": utc_now()})
+            db["people"].insert({"id": person_id, "name": name, "active": 1, "created": utc_now(),
+                                 "valid_from": valid_from, "valid_until": valid_until})
             self._audit(db, actor, "person.add", {"person": person_id}, utc_now())
 
     def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
@@ -279,7 +352,8 @@ class Store:
 
     def people(self) -> list[dict[str, Any]]:
         return list(self.db.query(
-            "SELECT p.id, p.name, p.active, p.created, "
+            "SELECT p.id, p.name, p.active, p.created, p.valid_from, p.valid_until, p.pin_hash IS NOT NULL AS pin, "
+            "(SELECT group_concat(level, ' ') FROM person_levels l WHERE l.person_id = p.id) AS levels, "
             "(SELECT count(*) FROM cards c WHERE c.person_id = p.id AND c.active) AS cards "
             "FROM people p ORDER BY p.id"))
 
@@ -287,7 +361,8 @@ class Store:
         rows = list(self.db.query("SELECT * FROM people WHERE id = ?", [person_id]))
         return rows[0] if rows else None
 
-    def add_card(self, person_id: str, card_hash: str, actor: str) -> None:
+    def add_card(self, person_id: str, card_hash: str, actor: str, valid_from: str | None = None,
+                 valid_until: str | None = None) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
                 raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
@@ -297,7 +372,7 @@ class Store:
             if owner and owner[1]:
                 raise SekishoError(f"this card is already enrolled to {person_id!r}")
             db["cards"].upsert({"hash": card_hash, "person_id": person_id, "active": 1, "created": utc_now(),
-                                "revoked": None}, pk="hash")
+                                "revoked": None, "valid_from": valid_from, "valid_until": valid_until}, pk="hash")
             self._audit(db, actor, "card.add", {"person": person_id, "card": card_hash[:12]}, utc_now())
 
     def revoke_card(self, hash_prefix: str, actor: str) -> str:
@@ -318,8 +393,73 @@ class Store:
         return list(self.db.query(sql + (" WHERE person_id = ?" if person_id else "") + " ORDER BY person_id, created",
                                   [person_id] if person_id else []))
 
-    def card_holder(self, card_hash: str) -> tuple[str, bool, bool] | None:
-        """(person id, card active, person active) for a card hash, or None if never enrolled."""
-        row = self.db.execute("SELECT c.person_id, c.active, p.active FROM cards c JOIN people p ON p.id = c.person_id "
-                              "WHERE c.hash = ?", [card_hash]).fetchone()
-        return (row[0], bool(row[1]), bool(row[2])) if row else None
+    def card_holder(self, card_hash: str) -> dict[str, Any] | None:
+        """Everything the door decision needs about a card and its holder, or None if the card
+        was never enrolled."""
+        row = self.db.execute(
+            "SELECT c.person_id, c.active, p.active, c.valid_from, c.valid_until, p.valid_from, p.valid_until, "
+            "p.pin_hash IS NOT NULL, (SELECT group_concat(level, char(31)) FROM person_levels l "
+            "WHERE l.person_id = c.person_id) FROM cards c JOIN people p ON p.id = c.person_id WHERE c.hash = ?",
+            [card_hash]).fetchone()
+        if row is None:
+            return None
+        starts = [d for d in (row[3], row[5]) if d]
+        ends = [d for d in (row[4], row[6]) if d]
+        return {"person_id": row[0], "card_active": bool(row[1]), "person_active": bool(row[2]),
+                "valid_from": max(starts) if starts else None, "valid_until": min(ends) if ends else None,
+                "has_pin": bool(row[7]), "levels": frozenset(row[8].split("\x1f")) if row[8] else frozenset()}
+
+    # ------------------------------------------------------------------------- access data
+    def grant_level(self, person_id: str, level: str, actor: str, *, revoke: bool = False) -> None:
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
+                raise SekishoError(f"no person {person_id!r}")
+            held = db.execute("SELECT 1 FROM person_levels WHERE person_id = ? AND level = ?",
+                              [person_id, level]).fetchone()
+            if revoke:
+                if not held:
+                    raise SekishoError(f"{person_id!r} does not hold level {level!r}")
+                db.execute("DELETE FROM person_levels WHERE person_id = ? AND level = ?", [person_id, level])
+            elif held:
+                raise SekishoError(f"{person_id!r} already holds level {level!r}")
+            else:
+                db.execute("INSERT INTO person_levels (person_id, level) VALUES (?, ?)", [person_id, level])
+            self._audit(db, actor, "level.revoke" if revoke else "level.grant", {"person": person_id, "level": level},
+                        utc_now())
+
+    def levels_of(self, person_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT level FROM person_levels WHERE person_id = ? ORDER BY level",
+                                              [person_id])]
+
+    def set_pin_hash(self, person_id: str, pin_hash: str | None, actor: str) -> None:
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
+                raise SekishoError(f"no person {person_id!r}")
+            db.execute("UPDATE people SET pin_hash = ? WHERE id = ?", [pin_hash, person_id])
+            self._audit(db, actor, "pin.set" if pin_hash else "pin.clear", {"person": person_id}, utc_now())
+
+    def pin_hash(self, person_id: str) -> str | None:
+        row = self.db.execute("SELECT pin_hash FROM people WHERE id = ?", [person_id]).fetchone()
+        return row[0] if row else None
+
+    def locations(self) -> dict[str, tuple[str, str]]:
+        """person id -> (area, since) for everyone recorded inside some area."""
+        return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT person_id, area, since FROM locations")}
+
+    def muster(self, area: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT l.area, l.person_id, p.name, l.since FROM locations l JOIN people p ON p.id = l.person_id" +
+               (" WHERE l.area = ?" if area else "") + " ORDER BY l.area, p.name")
+        return list(self.db.query(sql, [area] if area else []))
+
+    def door_modes(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT door, mode FROM door_modes")}
+
+    def set_door_mode(self, door: str, mode: str, actor: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO door_modes (door, mode, since, actor) VALUES (?, ?, ?, ?) ON CONFLICT(door) "
+                       "DO UPDATE SET mode = excluded.mode, since = excluded.since, actor = excluded.actor",
+                       [door, mode, utc_now(), actor])
+            self._audit(db, actor, "door.mode", {"door": door, "mode": mode}, utc_now())
+
+    def active_alarms(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM alarms WHERE cleared IS NULL ORDER BY raised"))

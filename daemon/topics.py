@@ -22,3 +22,12 @@ class Topics:
 
     def door_event(self, door: str) -> str:
         return f"{self.base}/door/{door}/event"
+
+    def door_state(self, door: str) -> str:
+        return f"{self.base}/door/{door}/state"
+
+    def area_occupancy(self, area: str) -> str:
+        return f"{self.base}/area/{area}/occupancy"
+
+    def alarm(self, alarm_id: str) -> str:
+        return f"{self.base}/alarm/{alarm_id}"

@@ -152,6 +152,13 @@ url = "{url}"
 reconnect_max_s = 1
 flush_timeout_s = 5
 
+[areas.operator-room]
+
+[areas.lobby]
+
+[levels.staff]
+doors = ["entrance"]
+
 [doors.entrance]
 area_in = "operator-room"
 area_out = "lobby"
@@ -265,7 +272,12 @@ class Site:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        rc = self.proc.wait(30)
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"the daemon did not stop within 30 s of signal {sig}; its log ends:\n"
+                                 + "\n".join(self.daemon_log().splitlines()[-30:])) from None
         self.proc = None
         return rc
 
@@ -277,6 +289,12 @@ class Site:
             s.connect(str(self.data_dir / "sim" / f"{reader}.sock"))
             s.sendall(json.dumps(request).encode() + b"\n")
             return json.loads(s.makefile("rb").readline())
+
+    def enroll(self, person: str, uid: str, level: str = "staff", name: str = "") -> None:
+        """A new person with a card, holding ``level`` (the test config's one level by default)."""
+        self.cli("person", "add", "--id", person, "--name", name or f"Person {person}")
+        self.cli("card", "add", "--person", person, "--uid", uid)
+        self.cli("person", "grant", person, level)
 
     def tap(self, uid: str, reader: str = "entrance-in") -> None:
         assert self.sim(reader, {"op": "tap", "uid": uid}) == {"ok": True}

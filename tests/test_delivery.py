@@ -18,8 +18,7 @@ def committed(site) -> int:
 
 
 def enroll(site) -> None:
-    site.cli("person", "add", "--id", "u1", "--name", "Someone")
-    site.cli("card", "add", "--person", "u1", "--uid", UID)
+    site.enroll("u1", UID)
 
 
 def test_broker_down_100_taps_all_arrive_in_order_once(site, broker, subscribe):

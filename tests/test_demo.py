@@ -23,12 +23,16 @@ def test_demo_runs_end_to_end(tmp_path):
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         text = out.read_text()
         assert "sim tap entrance-in 04a1b2c3d4e5f6" in text  # the printed instructions
-        for uid, reader in (("04a1b2c3d4e5f6", "entrance-in"), ("04deadbeef0001", "entrance-out")):
-            r = subprocess.run([*SEKISHO, "sim", "tap", reader, uid, *args], capture_output=True, text=True)
+        for sim in (["tap", "entrance-in", "04a1b2c3d4e5f6"], ["pin", "entrance-in", "1234"],
+                    ["tap", "entrance-out", "04deadbeef0001"]):
+            r = subprocess.run([*SEKISHO, "sim", *sim, *args], capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
         wait_for(lambda: out.read_text().count("door/entrance/event") == 2, what="two events printed")
         text = out.read_text()
-        assert '"result": "granted"' in text and '"reason": "revoked"' in text
+        assert '"reason": "card_and_pin", "result": "granted"' in text and '"reason": "revoked"' in text
+        assert '"count": 1' in text  # the operator room's occupancy
+        muster = subprocess.run([*SEKISHO, "muster", *args], capture_output=True, text=True).stdout
+        assert "operator-room: 1 inside" in muster and "Demo Operator" in muster
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0, out.read_text()

@@ -18,6 +18,7 @@ def start_enroll(site, person: str, reader: str = "entrance-in", timeout: str = 
 
 def test_enroll_through_daemon_then_granted(site, subscribe):
     site.cli("person", "add", "--id", "p1", "--name", "A")
+    site.cli("person", "grant", "p1", "staff")
     sub = subscribe()
     site.start()
     proc = start_enroll(site, "p1")

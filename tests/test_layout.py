@@ -49,7 +49,7 @@ def test_check_config_loads_no_hardware_library(tmp_path):
 
 
 def test_import_policies_pulls_nothing_outside_stdlib():
-    probe = ("import sys; before = set(sys.modules); import sekisho.policies.door, sekisho.policies.events; "
+    probe = ("import sys; before = set(sys.modules); import sekisho.policies.access, sekisho.policies.events; "
              "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
              "print(sorted(new - set(sys.stdlib_module_names) - {'sekisho'}))")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

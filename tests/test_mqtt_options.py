@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import ssl
 import subprocess
 
@@ -82,7 +83,10 @@ def test_wrong_password_keeps_events_in_outbox(site, tls_broker):
     site.tap(UID)
     wait_for(lambda: "broker refused the connection: Not authorized" in site.daemon_log(), what="refusal logged")
     site.stop()
-    assert "1 events not yet acknowledged by the broker" in site.daemon_log()
+    assert "messages not yet acknowledged by the broker" in site.daemon_log()
+    kept = sqlite3.connect(site.data_dir / "sekisho.db").execute(
+        "SELECT count(*) FROM outbox WHERE topic LIKE '%/door/entrance/event'").fetchone()[0]
+    assert kept == 1
 
 
 def test_untrusted_certificate_is_not_accepted(site, tls_broker):

@@ -10,8 +10,7 @@ UID = "04a1b2c3d4e5f6"
 
 
 def test_tap_is_one_event_one_audit_row_one_message(site, subscribe):
-    site.cli("person", "add", "--id", "u1042", "--name", "Hanako Yamada")
-    site.cli("card", "add", "--person", "u1042", "--uid", UID)
+    site.enroll("u1042", UID, name="Hanako Yamada")
     sub = subscribe()
     site.start()
     audit_before = sqlite3.connect(site.data_dir / "sekisho.db").execute("SELECT count(*) FROM audit").fetchone()[0]
@@ -25,7 +24,7 @@ def test_tap_is_one_event_one_audit_row_one_message(site, subscribe):
     assert m.qos == 1 and m.retain is False
     p = m.json
     assert set(p) == {"id", "seq", "node", "ts", "door", "reader", "direction", "result", "reason", "rule", "subject"}
-    assert p["result"] == "granted" and p["reason"] == "enrolled" and p["rule"] == "door.enrolled-card"
+    assert p["result"] == "granted" and p["reason"] == "card" and p["rule"] == "level:staff"
     assert p["door"] == "entrance" and p["reader"] == "entrance-in" and p["direction"] == "in"
     assert p["node"] == "door-a" and p["seq"] == 1
     assert len(p["subject"]) == 16 and int(p["subject"], 16) >= 0
@@ -34,6 +33,7 @@ def test_tap_is_one_event_one_audit_row_one_message(site, subscribe):
     db = sqlite3.connect(site.data_dir / "sekisho.db")
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM audit").fetchone()[0] == audit_before + 1
+    assert db.execute("SELECT area FROM locations WHERE person_id = 'u1042'").fetchone() == ("operator-room",)
     assert site.stop() == 0
 
     # The UID and the name appear nowhere: not on the bus, not in any file of the data dir.
@@ -61,9 +61,9 @@ def test_unknown_revoked_and_disabled_are_denied_with_reason(site, subscribe):
         site.tap(uid)
     msgs = wait_for(lambda: len(sub.on("/event")) == 3 and sub.on("/event"), what="three events")
     got = [(m.json["result"], m.json["reason"], m.json["rule"]) for m in msgs]
-    assert got == [("denied", "revoked", "door.revoked-card"),
-                   ("denied", "person_disabled", "door.person-disabled"),
-                   ("denied", "unknown_card", "door.unknown-card")]
+    assert got == [("denied", "revoked", "card.revoked"),
+                   ("denied", "person_disabled", "card.person-disabled"),
+                   ("denied", "unknown_card", "card.unknown")]
     assert msgs[2].json["subject"] is None
     assert [m.json["seq"] for m in msgs] == [1, 2, 3]
     site.stop()
@@ -72,8 +72,7 @@ def test_unknown_revoked_and_disabled_are_denied_with_reason(site, subscribe):
 def test_publish_names_puts_the_name_in_subject(site, subscribe):
     site.config.write_text(site.config.read_text().replace('timezone = "Asia/Tokyo"',
                                                            'timezone = "Asia/Tokyo"\npublish_names = true'))
-    site.cli("person", "add", "--id", "u7", "--name", "Taro Suzuki")
-    site.cli("card", "add", "--person", "u7", "--uid", UID)
+    site.enroll("u7", UID, name="Taro Suzuki")
     sub = subscribe()
     site.start()
     site.tap(UID, reader="entrance-out")

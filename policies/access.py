@@ -1,0 +1,211 @@
+"""Who may pass which door, when, and how: the door decision.
+
+Rules are tried in a fixed order and the first that decides wins; when none grants, the
+explicit default deny does, so every verdict names a rule and a reason a person can read:
+
+  1. ``mode.*``       the door is free or in emergency release: it is open, the pass is recorded
+  2. ``auth.free``    the door's authentication for this time is ``free``
+  3. ``card.*``       unknown card, revoked card, disabled person, validity dates
+  4. ``pin.lockout``  too many wrong PINs lately
+  5. ``level:<name>`` the holder's access levels: door, schedule, lockdown override
+  6. ``pin.*``        card and PIN doors: a PIN is needed, wrong, or too late
+  7. ``passback:<area>`` entering an area you are in, or leaving one you are not in
+  8. ``level:<name>``  granted by that level
+
+Only steps 1, 2 and 8 grant (and 7 when the area's anti-passback is soft), so whatever no rule
+grants is denied. A level check comes before the PIN, so a person without access is never asked
+for one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .decisions import Decision, Verdict
+from .schedule import Schedule
+
+
+class Auth(enum.StrEnum):
+    CARD = "card"
+    CARD_AND_PIN = "card_and_pin"
+    FREE = "free"
+
+
+class Mode(enum.StrEnum):
+    NORMAL = "normal"
+    LOCKDOWN = "lockdown"
+    FREE = "free"
+    EMERGENCY = "emergency"
+
+
+class Passback(enum.StrEnum):
+    OFF = "off"
+    SOFT = "soft"
+    HARD = "hard"
+
+
+class Pin(enum.StrEnum):
+    NOT_GIVEN = "not_given"
+    OK = "ok"
+    WRONG = "wrong"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    doors: frozenset[str]
+    schedule: Schedule
+    override: bool = False
+    """Opens its doors in lockdown too (security staff, fire wardens)."""
+
+
+@dataclass(frozen=True)
+class AuthWindow:
+    schedule: Schedule
+    auth: Auth
+
+
+@dataclass(frozen=True)
+class DoorRules:
+    name: str
+    auth: Auth = Auth.CARD
+    windows: tuple[AuthWindow, ...] = ()
+    """The first window whose schedule is active sets the authentication; else ``auth``."""
+    area_in: str = ""
+    area_out: str = ""
+    auth_out: Auth | None = None
+    """Authentication at the out-reader when it differs (leaving by card alone); None: ``auth``."""
+
+    def auth_at(self, local: dt.datetime, holidays: frozenset[dt.date], direction: str = "in") -> Auth:
+        for window in self.windows:
+            if window.schedule.active(local, holidays):
+                return window.auth
+        if direction == "out" and self.auth_out is not None:
+            return self.auth_out
+        return self.auth
+
+
+@dataclass(frozen=True)
+class SiteRules:
+    doors: Mapping[str, DoorRules]
+    levels: Mapping[str, Level]
+    passback: Mapping[str, Passback] = field(default_factory=dict)
+    """Per area; an area not named here has no anti-passback."""
+    holidays: frozenset[dt.date] = frozenset()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What the store knows of a card and the person it belongs to."""
+
+    person_id: str
+    card_active: bool = True
+    person_active: bool = True
+    levels: frozenset[str] = frozenset()
+    valid_from: dt.date | None = None
+    valid_until: dt.date | None = None
+    """Inclusive; the later of the person's and the card's dates, as the store merges them."""
+    has_pin: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    door: str
+    direction: str
+    """``in`` or ``out``."""
+    local: dt.datetime
+    """When, in the site's time zone."""
+    holder: Holder | None
+    pin: Pin = Pin.NOT_GIVEN
+    locked_out: bool = False
+    location: str | None = None
+    """The area the holder was last recorded entering; None when unknown."""
+    mode: Mode = Mode.NORMAL
+
+
+@dataclass(frozen=True)
+class NeedPin:
+    """Not a decision yet: the card may pass once a correct PIN follows in time."""
+
+    rule: str
+
+
+_STRICTNESS = {Passback.OFF: 0, Passback.SOFT: 1, Passback.HARD: 2}
+
+
+def _deny(rule: str, reason: str) -> Verdict:
+    return Verdict(Decision.DENIED, rule, reason)
+
+
+def _grant(rule: str, reason: str) -> Verdict:
+    return Verdict(Decision.GRANTED, rule, reason)
+
+
+def areas(door: DoorRules, direction: str) -> tuple[str, str]:
+    """(area left, area entered) by passing ``door`` in ``direction``."""
+    return (door.area_out, door.area_in) if direction == "in" else (door.area_in, door.area_out)
+
+
+def decide(a: Attempt, site: SiteRules) -> Verdict | NeedPin:
+    door = site.doors[a.door]
+    if a.mode in (Mode.FREE, Mode.EMERGENCY):
+        return _grant(f"mode.{a.mode.value}", "door_open")
+    auth = door.auth_at(a.local, site.holidays, a.direction)
+    if auth is Auth.FREE:
+        return _grant("auth.free", "free")
+
+    h = a.holder
+    if h is None:
+        return _deny("card.unknown", "unknown_card")
+    if not h.card_active:
+        return _deny("card.revoked", "revoked")
+    if not h.person_active:
+        return _deny("card.person-disabled", "person_disabled")
+    today = a.local.date()
+    if h.valid_from is not None and today < h.valid_from:
+        return _deny("card.not-yet-valid", "not_yet_valid")
+    if h.valid_until is not None and today > h.valid_until:
+        return _deny("card.expired", "expired")
+    if a.locked_out:
+        return _deny("pin.lockout", "locked_out")
+
+    levels = [site.levels[name] for name in sorted(h.levels) if name in site.levels]
+    at_door = [lv for lv in levels if a.door in lv.doors]
+    if not at_door:
+        return _deny("level.none", "no_access")
+    in_time = [lv for lv in at_door if lv.schedule.active(a.local, site.holidays)]
+    if not in_time:
+        return _deny("level.schedule", "outside_schedule")
+    if a.mode is Mode.LOCKDOWN:
+        in_time = [lv for lv in in_time if lv.override]
+        if not in_time:
+            return _deny("mode.lockdown", "lockdown")
+    level_rule = f"level:{in_time[0].name}"
+
+    if auth is Auth.CARD_AND_PIN:
+        if not h.has_pin:
+            return _deny("pin.not-set", "no_pin")
+        if a.pin is Pin.NOT_GIVEN:
+            return NeedPin(level_rule)
+        if a.pin is Pin.TIMEOUT:
+            return _deny("pin.timeout", "pin_timeout")
+        if a.pin is Pin.WRONG:
+            return _deny("pin.wrong", "pin_wrong")
+
+    left, entered = areas(door, a.direction)
+    if a.location is not None:
+        # Entering where you already are, or leaving where you are not: one fact seen from two
+        # areas, so the stricter of their stances applies.
+        wrong = [area for area, broken in ((entered, a.location == entered), (left, a.location != left))
+                 if area and broken]
+        strictest = max(wrong, key=lambda area: _STRICTNESS[site.passback.get(area, Passback.OFF)], default=None)
+        stance = site.passback.get(strictest, Passback.OFF) if strictest else Passback.OFF
+        if stance is Passback.HARD:
+            return _deny(f"passback:{strictest}", "passback")
+        if stance is Passback.SOFT:
+            return _grant(f"passback:{strictest}", "passback_flagged")
+    return _grant(level_rule, auth.value)
