@@ -130,7 +130,7 @@ SITE = {
     "holidays": Key(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's.", _dates),
     "passback_reset": Key(str, "04:00", "Local time of day at which anti-passback forgets where everyone is.", _hhmm),
     "pin_max_wrong": Key(int, 3, "Wrong PINs in a row that lock a card out.", _between(1, 20)),
-    "pin_lockout_min": Key(int, 5, "Minutes a card stays locked out after too many wrong PINs.", _between(1, 1440)),
+    "pin_lockout_s": Key(int, 300, "Seconds a card stays locked out after too many wrong PINs.", _between(1, 86400)),
 }
 MQTT = {
     "url": Key(str, "mqtt://127.0.0.1:1883", "Broker: mqtt://host:port, or mqtts://host:port for TLS.", _mqtt_url),
@@ -189,7 +189,7 @@ class SiteConfig:
     holidays: tuple[dt.date, ...]
     passback_reset: str
     pin_max_wrong: int
-    pin_lockout_min: int
+    pin_lockout_s: int
 
 
 @dataclass(frozen=True)

@@ -127,11 +127,11 @@ class Doors:
 
     def _lock_out(self, reader: ReaderConfig, card_hash: str) -> None:
         self.wrong_pins.pop(card_hash, None)
-        seconds = self.config.site.pin_lockout_min * 60
+        seconds = self.config.site.pin_lockout_s
         self.locked_until[card_hash] = self.loop.time() + seconds
         alarm_id = f"pin-lockout-{uuid.uuid4().hex[:12]}"
-        log.warning("%s: card locked out for %d min after %d wrong PINs (alarm %s)", reader.door,
-                    self.config.site.pin_lockout_min, self.config.site.pin_max_wrong, alarm_id)
+        log.warning("%s: card locked out for %d s after %d wrong PINs (alarm %s)", reader.door,
+                    seconds, self.config.site.pin_max_wrong, alarm_id)
         self.raise_alarm(alarm_id, "pin_lockout", reader.door, "warning")
         self.loop.call_later(seconds, self._lockout_over, card_hash, alarm_id, reader.door)
 

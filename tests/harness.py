@@ -252,9 +252,9 @@ class Site:
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt_keys.items())
         self.config.write_text(text.replace(f'url = "{url}"\n', f'url = "{url}"\n{extra}'))
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
         cmd = [*SEKISHO, *args, "--config", str(self.config), "--data-dir", str(self.data_dir)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=input_text)
         if check:
             assert r.returncode == 0, f"{args} failed ({r.returncode}): {r.stderr}"
         return r

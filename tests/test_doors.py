@@ -1,0 +1,170 @@
+"""The door controller through the running daemon: card and PIN, every deny reason it adds,
+lockout and its expiry, anti-passback hard and soft, occupancy and muster."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import wait_for
+
+CONFIG = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+pin_max_wrong = 3
+pin_lockout_s = 3
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+passback = "hard"
+
+[areas.lobby]
+
+[areas.store]
+passback = "soft"
+
+[areas.corridor]
+
+[levels.staff]
+doors = ["entrance", "store"]
+
+[doors.entrance]
+area_in = "room"
+area_out = "lobby"
+auth = "card_and_pin"
+auth_out = "card"
+pin_timeout_s = 3
+
+[doors.store]
+area_in = "store"
+area_out = "corridor"
+
+[readers.entrance-in]
+driver = "sim"
+door = "entrance"
+direction = "in"
+
+[readers.entrance-out]
+driver = "sim"
+door = "entrance"
+direction = "out"
+
+[readers.store-in]
+driver = "sim"
+door = "store"
+direction = "in"
+
+[readers.store-out]
+driver = "sim"
+door = "store"
+direction = "out"
+"""
+ALICE, BOB = "04a1a1a1", "04b0b0b0"
+
+
+@pytest.fixture
+def door_site(site, subscribe):
+    site.config.write_text(CONFIG.format(url=site.broker.url))
+    site.enroll("alice", ALICE, name="Alice")
+    site.enroll("bob", BOB, name="Bob")
+    for person in ("alice", "bob"):
+        site.cli("person", "pin", person, input_text="2468\n")
+    sub = subscribe()
+    site.start()
+    yield site, sub
+    site.stop()
+
+
+def events(sub, n: int):
+    return wait_for(lambda: len(sub.events()) >= n and sub.events()[:n], what=f"{n} door events")
+
+
+def short(e) -> tuple[str, str, str]:
+    return e["result"], e["reason"], e["rule"]
+
+
+def test_card_then_pin_grants(door_site):
+    site, sub = door_site
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    assert short(events(sub, 1)[0]) == ("granted", "card_and_pin", "level:staff")
+
+
+def test_wrong_pin_timeout_no_card_and_abandoned(door_site):
+    site, sub = door_site
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "1111"})
+    events(sub, 1)
+    site.tap(ALICE)  # no PIN follows
+    events(sub, 2)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})  # a PIN with no card
+    site.tap(ALICE)
+    site.tap(BOB)  # Bob taps while Alice's PIN is awaited: Alice's attempt is abandoned
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    got = [short(e) for e in events(sub, 5)]
+    assert got == [("denied", "pin_wrong", "pin.wrong"), ("denied", "pin_timeout", "pin.timeout"),
+                   ("denied", "no_card", "pin.no-card"), ("denied", "pin_abandoned", "pin.abandoned"),
+                   ("granted", "card_and_pin", "level:staff")]
+    assert sub.events()[4]["subject"] != sub.events()[3]["subject"]
+
+
+def test_tap_twice_waits_once(door_site):
+    site, sub = door_site
+    site.tap(ALICE)
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    assert short(events(sub, 1)[0])[0] == "granted"
+    assert len(sub.events()) == 1
+
+
+def test_lockout_after_three_wrong_pins_raises_alarm_and_expires(door_site, subscribe):
+    site, sub = door_site
+    for _ in range(3):
+        site.tap(ALICE)
+        site.sim("entrance-in", {"op": "pin", "digits": "0000"})
+        wait_for(lambda n=len(sub.events()): len(sub.events()) > n, what="the wrong PIN recorded")
+    alarm = wait_for(lambda: [m for m in sub.messages if "/alarm/" in m.topic and m.payload], what="lockout alarm")[0]
+    assert alarm.json["kind"] == "pin_lockout" and alarm.json["source"] == "entrance"
+    late = subscribe(alarm.topic)
+    assert wait_for(lambda: late.messages, what="the retained alarm")[0].retain
+    site.tap(ALICE)  # even the right PIN cannot help now: no PIN is asked
+    assert short(events(sub, 4)[3]) == ("denied", "locked_out", "pin.lockout")
+    wait_for(lambda: [m for m in sub.messages if m.topic == alarm.topic and not m.payload], timeout=10,
+             what="the alarm cleared when the lockout ends")
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    assert short(events(sub, 5)[4])[0] == "granted"
+
+
+def test_passback_hard_and_soft_occupancy_and_muster(door_site, subscribe):
+    site, sub = door_site
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    events(sub, 1)
+    site.tap(ALICE)  # in again without having left: hard anti-passback on the room
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    events(sub, 2)
+    site.tap(BOB, reader="entrance-out")  # leaving a room Bob never entered: no record of him, allowed
+    events(sub, 3)
+    site.tap(ALICE, reader="store-in")  # corridor -> store, though recorded in the room: no passback there
+    events(sub, 4)
+    site.tap(ALICE, reader="store-in")  # store -> store again: soft, granted and flagged
+    got = [short(e) for e in events(sub, 5)]
+    assert got == [("granted", "card_and_pin", "level:staff"), ("denied", "passback", "passback:room"),
+                   ("granted", "card", "level:staff"), ("granted", "card", "level:staff"),
+                   ("granted", "passback_flagged", "passback:store")]
+    late = subscribe("sekisho/v1/test/area/+/occupancy")
+    occupancy = wait_for(lambda: {m.topic.split("/")[-2]: m.json for m in late.messages} if len(late.messages) >= 4
+                         else None, what="retained occupancy of three areas")
+    assert all(m.retain for m in late.messages)
+    assert occupancy["store"]["count"] == 1 and occupancy["room"]["count"] == 0
+    assert occupancy["lobby"]["count"] == 1  # Bob, who went out to the lobby
+    assert occupancy["store"]["subjects"] == [sub.events()[0]["subject"]]
+    muster = site.cli("muster").stdout
+    assert "store: 1 inside" in muster and "Alice" in muster and "room: 0 inside" in muster
+    csv_rows = site.cli("muster", "--csv", "--area", "lobby").stdout.splitlines()
+    assert csv_rows[0] == "area,person_id,name,since" and csv_rows[1].startswith("lobby,bob,Bob,")
