@@ -220,6 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{cfg.path}: OK (site {cfg.site.id}, node {cfg.site.node}, "
           f"{len(cfg.readers)} readers, {len(cfg.doors)} doors)")
     return 0

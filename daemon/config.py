@@ -276,19 +276,21 @@ class _Checker:
             if key not in data:
                 if spec.default is REQUIRED:
                     self.problem(dotted, "missing (required)")
-                out[key] = spec.default
+                out[key] = None if spec.default is REQUIRED else spec.default
                 continue
             value = data[key]
             if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
                 self.problem(dotted, f"must be {_kind_name(spec.type)}, not {_kind(value)} {value!r}")
-                out[key] = spec.default  # never used: a problem stops the load; keeps pass one going
+                # Never used (a problem stops the load); it only keeps the checking going.
+                out[key] = None if spec.default is REQUIRED else spec.default
                 continue
             check = getattr(spec, "check", None)
             wrong = check(value) if check else None
             if wrong:
                 self.problem(dotted, wrong)
+                value = None if spec.default is REQUIRED else spec.default  # as above: keeps checking going
             out[key] = value
         return out
 
@@ -338,7 +340,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         where = f"areas.{name}"
         if wrong := _name(name):
             c.problem(where, f"area name {wrong}")
-        areas[name] = Passback(c.section(where, c.table(where, raw), AREA).get("passback") or "off")
+        stance = c.section(where, c.table(where, raw), AREA).get("passback")
+        areas[name] = Passback(stance) if stance in Passback.__members__.values() else Passback.OFF
 
     schedules = {"always": Schedule.always()}
     for name, raw in c.table("schedules", data.get("schedules", {})).items():

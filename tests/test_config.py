@@ -3,6 +3,7 @@ file and the dotted key, and the exit code is 78."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -124,9 +125,129 @@ def test_annotated_example_documents_every_key():
     """examples/sekisho.toml is the config reference: it must mention every key of the schema
     and of every driver's options, with the default (commented) where one exists."""
     text = (REPO / "examples" / "sekisho.toml").read_text()
-    schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR}
+    schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
+               "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL}
     for kind in registry.KINDS:
         schemas[f"driver {kind}"] = registry.load(kind).OPTIONS
     missing = [f"{section}.{key}" for section, keys in schemas.items() for key in keys
                if f"{key} =" not in text]
     assert not missing, f"examples/sekisho.toml does not document: {missing}"
+
+
+def test_check_config_warns_about_rules_that_can_never_match(tmp_path):
+    text = GOOD + """
+[schedules.never]
+
+[levels.ghost]
+doors = ["entrance"]
+schedule = "never"
+
+[doors.side]
+auth_schedules = [{ schedule = "always", auth = "free" }, { schedule = "never", auth = "card" }]
+
+[levels.side]
+doors = ["side"]
+"""
+    r = check(tmp_path, text)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert f"warning: {tmp_path / 'bad.toml'}: levels.ghost: schedule 'never' has no time ranges; " \
+           "this level can never open a door" in lines
+    assert any("levels.side.doors: door 'side' has no reader on this node" in line for line in lines)
+    assert any("doors.side.auth_schedules[2]" in line for line in lines)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GOOD + "[levels.x]\ndoors = [\"back\"]\n", "bad.toml: levels.x.doors: no door 'back' (doors: entrance)"),
+    (GOOD + "[levels.x]\ndoors = [\"entrance\"]\nschedule = \"nights\"\n", "bad.toml: levels.x.schedule: no schedule 'nights'"),
+    (GOOD + "[schedules.x]\nmon = [\"9-17\"]\n", "bad.toml: schedules.x.mon: item 1: '9-17' is not a time range"),
+    (GOOD + "[schedules.x]\nfunday = []\n", "bad.toml: schedules.x.funday: unknown key"),
+    (GOOD + "[schedules.always]\n", "bad.toml: schedules.always: 'always' is built in"),
+    (GOOD.replace("[doors.entrance]", "[doors.entrance]\narea_in = \"room\""), "bad.toml: doors.entrance.area_in: no area 'room'"),
+    (GOOD.replace("[doors.entrance]", "[doors.entrance]\nauth = \"pin\""), "bad.toml: doors.entrance.auth: must be one of"),
+    (GOOD.replace("[doors.entrance]", "[doors.entrance]\nauth_schedules = [{ schedule = \"x\", auth = \"free\" }]"),
+     "bad.toml: doors.entrance.auth_schedules[1].schedule: no schedule 'x'"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nholidays = ["2026-01-01"]'), "bad.toml: site.holidays: must be TOML dates"),
+    (GOOD + "[areas.r]\npassback = \"strict\"\n", "bad.toml: areas.r.passback: must be one of 'off', 'soft', 'hard'"),
+    (GOOD + "[levels.x]\n", "bad.toml: levels.x.doors: missing (required)"),
+])
+def test_bad_access_config(tmp_path, text, expected):
+    r = check(tmp_path, text)
+    assert r.returncode == 78, (r.stdout, r.stderr)
+    assert expected in r.stderr, r.stderr
+
+
+def _toml_value():
+    from hypothesis import strategies as st
+    scalars = st.one_of(st.booleans(), st.integers(-5, 100), st.floats(allow_nan=False, allow_infinity=False),
+                        st.sampled_from(["", "entrance", "x", "in", "always", "card", "08:00-17:00", "free", "hard"]),
+                        st.dates())
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(st.sampled_from(
+                                                             ["doors", "schedule", "auth", "mon", "driver",
+                                                              "door", "direction", "passback", "area_in"]),
+                                                             inner, max_size=3)), max_leaves=8)
+
+
+def test_any_config_shape_is_an_error_never_a_crash(tmp_path):
+    """Whatever a person writes, load() returns a config or raises ConfigError: no traceback."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    section_names = st.sampled_from(["entrance", "r1", "x"])
+    section = st.dictionaries(st.sampled_from(["doors", "schedule", "auth", "mon", "driver", "door", "direction",
+                                               "passback", "area_in", "override", "id", "node"]), _toml_value(),
+                              max_size=4)
+    data = st.fixed_dictionaries({}, optional={
+        "site": section, "mqtt": section,
+        **{top: st.dictionaries(section_names, section, max_size=2)
+           for top in ("areas", "schedules", "levels", "doors", "readers")}})
+
+    @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None)
+    @given(data)
+    def run(d):
+        import tomllib
+
+        f = tmp_path / "fuzz.toml"
+        f.write_text(_dump(d))
+        try:
+            tomllib.loads(f.read_text())
+        except tomllib.TOMLDecodeError:
+            return
+        try:
+            config.load(f)
+        except ConfigError:
+            pass  # the expected outcome for nearly every generated file
+
+    run()
+
+
+def _dump(d: dict, prefix: str = "") -> str:
+    """A minimal TOML writer for the fuzz test's plain values (the stdlib reads TOML, not writes)."""
+    import datetime as dt
+    import json
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, dt.date):
+            return v.isoformat()
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + "}"
+
+    lines, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()) and v:
+            tables.append((k, v))
+        else:
+            lines.append(f"{json.dumps(k)} = {value(v)}")
+    out = "\n".join(lines) + "\n"
+    for k, v in tables:
+        name = f"{prefix}.{k}" if prefix else k
+        out += f"\n[{name}]\n" + _dump(v, name)
+    return out
