@@ -16,7 +16,9 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
-from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, PinEntered, ReaderBack, ReaderLost
+from sekisho.policies.access import Mode
+from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged, PinEntered,
+                                     ReaderBack, ReaderLost)
 
 from . import __version__
 from .config import Config, ReaderConfig
@@ -26,6 +28,7 @@ from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .publisher import Publisher
 from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
+from .strikes import make_strike
 from .topics import Topics
 
 log = logging.getLogger("sekisho")
@@ -52,10 +55,15 @@ class Daemon:
         self.drivers: dict[str, Driver] = {
             name: registry.load(reader.driver)(name, reader.options, self.emit, data_dir=Path(data_dir))
             for name, reader in config.readers.items()}
+        self.drivers.update({
+            name: registry.load(cfg.driver, registry.INPUTS)(name, cfg.options, self.emit, data_dir=Path(data_dir))
+            for name, cfg in config.inputs.items()})
         self.pending: list[NewEvent | NewState | Move | AlarmChange] = []
-        self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue)
+        strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
+        self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
-        self.control = ControlServer(Path(data_dir), {"enroll": self.enroll})
+        self.control = ControlServer(Path(data_dir), {"enroll": self.enroll, "door.list": self.door_list,
+                                                      "door.unlock": self.door_unlock, "door.mode": self.door_mode})
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -95,6 +103,9 @@ class Daemon:
 
     # ------------------------------------------------------------------------- events
     def handle(self, event: Event) -> None:
+        if isinstance(event, InputChanged) and event.source in self.config.inputs:
+            self.doors.input(self.config.inputs[event.source], event.active)
+            return
         reader = self.config.readers.get(event.source)
         if reader is None:
             log.error("event from unknown source %r dropped: %r", event.source, event)
@@ -115,6 +126,26 @@ class Daemon:
                 log.warning("%s: reader lost (%s)", reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+
+    async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
+        return {"doors": self.doors.describe()}
+
+    async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
+        door = str(request["door"])
+        if door not in self.config.doors:
+            raise SekishoError(f"no door {door!r} (doors: {', '.join(self.config.doors)})")
+        seconds = float(request.get("seconds") or self.config.doors[door].unlock_s)
+        if not 0.5 <= seconds <= 3600:
+            raise SekishoError("seconds must be between 0.5 and 3600")
+        self.doors.unlock(door, seconds, actor)
+        return {}
+
+    async def door_mode(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
+        mode = str(request["mode"])
+        if mode not in Mode.__members__.values():
+            raise SekishoError(f"unknown mode {mode!r} (modes: {', '.join(m.value for m in Mode)})")
+        self.doors.set_mode(str(request["door"]), Mode(mode), actor)
+        return {}
 
     async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         """Wait for one card at a reader and enroll it; the tap opens nothing."""

@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 from . import __version__
 from . import config as config_mod
-from .errors import SekishoError
+from sekisho.policies.access import Mode
+
+from .errors import SekishoError, Unavailable
 
 DEFAULT_CONFIG = "/etc/sekisho/sekisho.toml"
 DEFAULT_DATA_DIR = "/var/lib/sekisho"
@@ -161,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sim, "pin", cmd_sim_pin, "type a PIN on the reader's pad")
     p.add_argument("reader", help="the reader's name in the config")
     p.add_argument("digits", help="the PIN")
+    p = add(sim, "input", cmd_sim_input, "drive a simulated input: a door contact, exit button or fire alarm",
+            "Drive a simulated input ([inputs.<name>] with driver = \"sim\"): open/on set it active\n"
+            "(door open, fire alarm on), closed/off set it inactive, press is a momentary press.")
+    p.add_argument("input", help="the input's name in the config")
+    p.add_argument("state", choices=["open", "closed", "on", "off", "press"])
+
+    door = add(sub, "door", None, "see and drive doors through the running daemon").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    add(door, "list", cmd_door_list, "each door's lock, mode, contact and alarm")
+    p = add(door, "unlock", cmd_door_unlock, "release a door for a while (audited)")
+    p.add_argument("door", help="the door's name")
+    p.add_argument("--seconds", type=float, help="how long (default: the door's unlock_s)")
+    p = add(door, "mode", cmd_door_mode, "set a door's mode (audited)",
+            "Set a door's mode: normal; lockdown (only override levels open); free (released);\n"
+            "emergency (fire exits released). Setting normal is also how a person resets an\n"
+            "emergency release after a fire alarm. The mode survives a restart.")
+    p.add_argument("door", help="the door's name")
+    p.add_argument("mode", choices=[m.value for m in Mode])
 
     add(sub, "demo", cmd_demo, "run a private broker, the daemon and a bus monitor, for a first look",
         "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
@@ -422,15 +442,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EX_DATAERR
 
 
-def _sim(args: argparse.Namespace, request: dict[str, Any]) -> int:
+def _sim(args: argparse.Namespace, request: dict[str, Any], name: str | None = None) -> int:
     from sekisho.drivers.sim import socket_path
     cfg = _config(args)
-    reader = cfg.readers.get(args.reader)
-    if reader is None:
-        raise SekishoError(f"no reader {args.reader!r} in {cfg.path} (readers: {', '.join(cfg.readers) or 'none'})")
-    if reader.driver != "sim":
-        raise SekishoError(f"reader {args.reader!r} is a {reader.driver} reader, not a sim one")
-    path = socket_path(reader.name, reader.options, _data_dir(args))
+    if name is None:
+        name, kind, known = args.reader, "reader", cfg.readers
+    else:
+        kind, known = "input", cfg.inputs
+    item = known.get(name)
+    if item is None:
+        raise SekishoError(f"no {kind} {name!r} in {cfg.path} ({kind}s: {', '.join(known) or 'none'})")
+    if item.driver != "sim":
+        raise SekishoError(f"{kind} {name!r} is a {item.driver} {kind}, not a sim one")
+    path = socket_path(item.name, item.options, _data_dir(args))
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
@@ -467,6 +491,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     cli_args = ["--config", str(cfg.path), "--data-dir", str(data_dir)]
     return demo(cfg, data_dir, cli_args + (["--mqtt", args.mqtt] if args.mqtt else []))
+
+
+def cmd_sim_input(args: argparse.Namespace) -> int:
+    request = {"op": "press"} if args.state == "press" else {"op": "set", "active": args.state in ("open", "on")}
+    return _sim(args, request, args.input)
+
+
+def _daemon(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    from . import control
+    reply = control.call(_data_dir(args), request, timeout=10)
+    if reply is None:
+        raise Unavailable("no daemon is running with this --data-dir (start it: sekisho run)")
+    if not reply["ok"]:
+        raise SekishoError(reply["error"])
+    return reply
+
+
+def cmd_door_list(args: argparse.Namespace) -> int:
+    _config(args)
+    _print_table(_daemon(args, {"op": "door.list"})["doors"], ["door", "lock", "mode", "contact", "alarm"])
+    return 0
+
+
+def cmd_door_unlock(args: argparse.Namespace) -> int:
+    _config(args)
+    _daemon(args, {"op": "door.unlock", "door": args.door, "seconds": args.seconds})
+    print(f"{args.door} released")
+    return 0
+
+
+def cmd_door_mode(args: argparse.Namespace) -> int:
+    _config(args)
+    _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
+    print(f"{args.door} is now in {args.mode} mode")
+    return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

@@ -164,6 +164,31 @@ DOOR = {
     "auth_schedules": Key(list, [], "Times with another authentication: [{ schedule = \"office-hours\", "
                           "auth = \"free\" }]; the first whose schedule is active wins, else auth."),
     "pin_timeout_s": Key(int, 10, "Seconds within which the PIN must follow the card.", _between(3, 120)),
+    "unlock_s": Key(float, 5.0, "Seconds the strike stays released after a grant or an exit request.",
+                    _between(0.5, 600)),
+    "held_open_s": Key(int, 30, "Seconds the door may stand open before the held-open alarm.", _between(1, 3600)),
+    "fire_exit": Key(bool, False, "Release this door when a fire input fires, until a person resets its mode."),
+    "strike": Key(dict, {"driver": "none"}, "What releases the door: { driver = \"none\" } records only; "
+                  "\"sim\"; \"command\" with unlock and lock argv arrays; \"mqtt\" with a relay topic."),
+}
+STRIKES: dict[str, dict[str, Key]] = {
+    "none": {},
+    "sim": {},
+    "command": {
+        "unlock": Key(list, REQUIRED, "The command that releases the strike, as an argv array.", _strings()),
+        "lock": Key(list, REQUIRED, "The command that locks it again.", _strings()),
+    },
+    "mqtt": {
+        "topic": Key(str, REQUIRED, "The relay's command topic on the site's broker (e.g. cmnd/door-a/POWER)."),
+        "unlock_payload": Key(str, "ON", "Payload that releases the strike."),
+        "lock_payload": Key(str, "OFF", "Payload that locks it."),
+    },
+}
+INPUT = {
+    "driver": Key(str, REQUIRED, "How the input is attached: " + ", ".join(sorted(registry.INPUTS)) + "."),
+    "kind": Key(str, REQUIRED, "contact (active = door open), exit (request-to-exit button) or fire (fire alarm).",
+                _one_of("contact", "exit", "fire")),
+    "door": Key(str, "", "The door a contact or exit button belongs to; a fire input serves every fire exit."),
 }
 SCHEDULE = {day: Key(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\", \"13:00-17:30\"]; "
                      "a range that ends before it starts crosses midnight.", _strings(_time_range))
@@ -230,6 +255,20 @@ class DoorConfig:
     auth_out: str
     auth_schedules: tuple[Mapping[str, str], ...]
     pin_timeout_s: int
+    unlock_s: float
+    held_open_s: int
+    fire_exit: bool
+    strike: Mapping[str, Any]
+    """``driver`` and that driver's keys, defaults filled in."""
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    name: str
+    driver: str
+    kind: str
+    door: str
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -239,6 +278,7 @@ class Config:
     mqtt: MqttConfig
     readers: Mapping[str, ReaderConfig] = field(default_factory=dict)
     doors: Mapping[str, DoorConfig] = field(default_factory=dict)
+    inputs: Mapping[str, InputConfig] = field(default_factory=dict)
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -246,7 +286,7 @@ class Config:
     """Things that load but can never take effect (a level that can never open anything ...)."""
 
 
-TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "readers")
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "readers", "inputs")
 
 
 class _Checker:
@@ -297,7 +337,7 @@ class _Checker:
 
 def _kind_name(t: type) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "an array"}.get(t, t.__name__)
+            list: "an array", dict: "a table"}.get(t, t.__name__)
 
 
 def _kind(value: Any) -> str:
@@ -378,6 +418,14 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             if sched and item.get("auth") in Auth.__members__.values():
                 windows.append(AuthWindow(sched, Auth(item["auth"])))
         values["auth_schedules"] = tuple(MappingProxyType(w) for w in values.get("auth_schedules") or [])
+        strike = dict(values.get("strike") or {"driver": "none"})
+        kind = strike.get("driver")
+        if kind not in STRIKES:
+            c.problem(f"{where}.strike.driver", f"unknown strike driver {kind!r} (known: {', '.join(STRIKES)})")
+            values["strike"] = MappingProxyType({"driver": "none"})
+        else:
+            own = c.section(f"{where}.strike", strike, STRIKES[kind], extra_ok=frozenset({"driver"}))
+            values["strike"] = MappingProxyType({"driver": kind, **own})
         doors[name] = DoorConfig(name=name, **values)
         if values.get("auth") in Auth.__members__.values():
             auth_out = Auth(values["auth_out"]) if values.get("auth_out") in Auth.__members__.values() else None
@@ -413,13 +461,34 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             c.problem(f"{where}.door", f"no door {common['door']!r} (doors: {known})")
         readers[name] = ReaderConfig(name=name, options=MappingProxyType(own), **common)
 
+    inputs = {}
+    for name, raw in c.table("inputs", data.get("inputs", {})).items():
+        where = f"inputs.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"input name {wrong}")
+        raw = c.table(where, raw)
+        kind = raw.get("driver")
+        if isinstance(kind, str) and kind not in registry.INPUTS:
+            c.problem(f"{where}.driver", f"unknown driver {kind!r} (known: {', '.join(sorted(registry.INPUTS))})")
+            continue
+        options = registry.load(kind, registry.INPUTS).OPTIONS if isinstance(kind, str) else {}
+        common = c.section(where, raw, INPUT, extra_ok=frozenset(options))
+        own = c.section(where, {k: v for k, v in raw.items() if k in options}, options)
+        if common.get("kind") in ("contact", "exit") and common.get("door") not in doors:
+            c.problem(f"{where}.door", f"a {common['kind']} input needs a door (doors: {', '.join(sorted(doors))})")
+        elif common.get("kind") == "fire" and common.get("door"):
+            c.problem(f"{where}.door", "a fire input serves every door with fire_exit = true; it names no door")
+        if set(readers) & {name}:
+            c.problem(where, f"{name!r} is also a reader's name; sim sockets and events need unique names")
+        inputs[name] = InputConfig(name=name, options=MappingProxyType(own), **common)
+
     if c.problems:
         raise ConfigError(c.problems)
     site["holidays"] = tuple(site["holidays"])
     rules = SiteRules(MappingProxyType(door_rules), MappingProxyType(levels), MappingProxyType(areas),
                       frozenset(site["holidays"]))
     return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt), readers=MappingProxyType(readers),
-                  doors=MappingProxyType(doors), rules=rules, areas=tuple(sorted(areas)),
+                  doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(_warnings(path, rules, readers)))
 
 

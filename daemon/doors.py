@@ -18,14 +18,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from sekisho.policies import access
+from sekisho.policies import access, doorstate
 from sekisho.policies.access import Attempt, Holder, Mode, NeedPin, Pin
 from sekisho.policies.decisions import Decision, Verdict
+from sekisho.policies.doorstate import Alarm, DoorSpec, DoorState, Strike, WakeAt
 
-from .config import Config, ReaderConfig
+from .config import Config, InputConfig, ReaderConfig
+from .errors import SekishoError
 from .keys import SiteKey
 from .pins import verify_pin
 from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
+from .strikes import Strike as StrikeDriver
+from .strikes import StrikeError
 from .topics import Topics
 
 log = logging.getLogger("sekisho.doors")
@@ -43,7 +47,7 @@ class PendingPin:
 
 class Doors:
     def __init__(self, config: Config, store: Store, key: SiteKey, topics: Topics, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[Item], None]) -> None:
+                 queue: Callable[[Item], None], strikes: dict[str, StrikeDriver]) -> None:
         self.config = config
         self.rules = config.rules
         self.store = store
@@ -52,7 +56,12 @@ class Doors:
         self.loop = loop
         self.queue = queue
         self.tz = ZoneInfo(config.site.timezone)
-        self.modes = {door: Mode(store.door_modes().get(door, Mode.NORMAL.value)) for door in config.doors}
+        self.strikes = strikes
+        self.specs = {name: DoorSpec(name, d.unlock_s, d.held_open_s, d.fire_exit) for name, d in config.doors.items()}
+        modes = store.door_modes()
+        self.states = {name: DoorState(mode=Mode(modes.get(name, Mode.NORMAL.value))) for name in config.doors}
+        self.published: dict[str, tuple[str, ...]] = {}
+        self.alarm_ids: dict[tuple[str, str], str] = {}
         self.pending: dict[str, PendingPin] = {}
         self.wrong_pins: dict[str, int] = {}
         self.locked_until: dict[str, float] = {}
@@ -66,6 +75,9 @@ class Doors:
                                    self.topics.alarm(alarm["id"]), None))
         for area in self.config.areas:
             self.queue(self._occupancy(area))
+        for door, st in self.states.items():
+            self._apply(door, doorstate.set_mode(self.specs[door], st, st.mode, self.loop.time()))
+            self._publish_state(door, force=True)
 
     # ------------------------------------------------------------------------- inputs
     def card(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
@@ -81,7 +93,7 @@ class Doors:
         holder = self.store.card_holder(card_hash) if card_hash else None
         attempt = Attempt(door=reader.door, direction=reader.direction, local=dt.datetime.now(self.tz),
                           holder=_holder(holder), locked_out=self._locked_out(card_hash),
-                          location=self._passback_location(holder), mode=self.modes[reader.door])
+                          location=self._passback_location(holder), mode=self.states[reader.door].mode)
         verdict = access.decide(attempt, self.rules)
         if isinstance(verdict, NeedPin):
             timeout = self.config.doors[reader.door].pin_timeout_s
@@ -148,6 +160,84 @@ class Doors:
     def clear_alarm(self, alarm_id: str, kind: str, source: str, severity: str) -> None:
         self.queue(AlarmChange(alarm_id, kind, source, severity, self.topics.alarm(alarm_id), None))
 
+    # ------------------------------------------------------------------------- the door itself
+    def input(self, cfg: InputConfig, active: bool) -> None:
+        now = self.loop.time()
+        if cfg.kind == "contact":
+            self._apply(cfg.door, doorstate.contact(self.specs[cfg.door], self.states[cfg.door], active, now))
+        elif cfg.kind == "exit" and active:
+            # A request to exit opens from inside without a card; it is recorded as a pass.
+            self.queue(self._door_event(cfg.door, cfg.name, "out",
+                                        Verdict(Decision.GRANTED, "input.exit", "exit_button"), None, None))
+            self._apply(cfg.door, doorstate.release(self.specs[cfg.door], self.states[cfg.door], now))
+        elif cfg.kind == "fire":
+            log.warning("fire input %s %s", cfg.name, "ACTIVE: releasing fire exits" if active else "cleared")
+            for door in self.states:
+                self._apply(door, doorstate.fire(self.specs[door], self.states[door], active, now), f"input:{cfg.name}")
+
+    def set_mode(self, door: str, mode: Mode, actor: str) -> None:
+        self._check_door(door)
+        log.info("%s: mode %s by %s", door, mode.value, actor)
+        self._apply(door, doorstate.set_mode(self.specs[door], self.states[door], mode, self.loop.time()), actor)
+
+    def unlock(self, door: str, seconds: float, actor: str) -> None:
+        """An operator's momentary release, audited."""
+        self._check_door(door)
+        self.store.audit(actor, "door.unlock", {"door": door, "seconds": seconds})
+        log.info("%s: released for %g s by %s", door, seconds, actor)
+        self._apply(door, doorstate.release(self.specs[door], self.states[door], self.loop.time(), seconds))
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self.describe_one(door) for door in self.states]
+
+    def _check_door(self, door: str) -> None:
+        if door not in self.states:
+            raise SekishoError(f"no door {door!r} (doors: {', '.join(self.states)})")
+
+    def _apply(self, door: str, result: tuple[DoorState, list[doorstate.Action]], actor: str = "daemon") -> None:
+        before, (after, actions) = self.states[door], result
+        self.states[door] = after
+        if after.mode is not before.mode:
+            # Kept in the store, so lockdown, free or an emergency release survive a restart.
+            self.store.set_door_mode(door, after.mode.value, actor)
+        for action in actions:
+            match action:
+                case Strike(released=released):
+                    self.loop.create_task(self._drive(door, released))
+                case Alarm(kind=kind, raised=True):
+                    alarm_id = f"{door}-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+                    self.alarm_ids[(door, kind)] = alarm_id
+                    log.warning("%s: alarm %s", door, kind)
+                    self.raise_alarm(alarm_id, kind, door, "critical" if kind == doorstate.FORCED else "warning")
+                case Alarm(kind=kind, raised=False):
+                    if alarm_id := self.alarm_ids.pop((door, kind), None):
+                        self.clear_alarm(alarm_id, kind, door, "warning")
+                case WakeAt(at=at):
+                    self.loop.call_at(at, self._tick, door)
+        self._publish_state(door)
+
+    def _tick(self, door: str) -> None:
+        self._apply(door, doorstate.tick(self.specs[door], self.states[door], self.loop.time()))
+
+    async def _drive(self, door: str, released: bool) -> None:
+        try:
+            await self.strikes[door].set(released)
+        except StrikeError as exc:
+            log.error("%s", exc)
+            self.raise_alarm(f"{door}-strike-failed-{uuid.uuid4().hex[:8]}", "strike_failed", door, "critical")
+
+    def _publish_state(self, door: str, force: bool = False) -> None:
+        view = self.describe_one(door)
+        key = tuple(str(v) for v in view.values())
+        if force or self.published.get(door) != key:
+            self.published[door] = key
+            self.queue(NewState(self.topics.door_state(door), {k: v for k, v in view.items() if k != "door"}))
+
+    def describe_one(self, door: str) -> dict[str, Any]:
+        st = self.states[door]
+        return {"door": door, "lock": st.lock(self.specs[door], self.loop.time()), "mode": st.mode.value,
+                "contact": st.contact, "alarm": st.alarm}
+
     # ------------------------------------------------------------------------- where people are
     def _last_reset(self) -> str:
         """The latest daily anti-passback reset, as the store's UTC timestamp text."""
@@ -188,21 +278,27 @@ class Doors:
     def _subject(self, holder: dict[str, Any] | None) -> str | None:
         return self._subject_of(holder["person_id"]) if holder else None
 
-    def _record(self, reader: ReaderConfig, verdict: Verdict, holder: dict[str, Any] | None,
-                card_hash: str | None) -> None:
+    def _door_event(self, door: str, reader: str, direction: str, verdict: Verdict, holder: dict[str, Any] | None,
+                    card_hash: str | None) -> NewEvent:
         person_id = holder["person_id"] if holder else None
         subject = self._subject(holder)
-        columns = {"door": reader.door, "reader": reader.name, "direction": reader.direction, "person_id": person_id,
+        columns = {"door": door, "reader": reader, "direction": direction, "person_id": person_id,
                    "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
                    "card": card_hash[:16] if card_hash else None}
-        payload = {"door": reader.door, "reader": reader.name, "direction": reader.direction,
-                   "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
-                   "subject": subject}
-        log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, subject or "unknown card", reader.name,
-                 verdict.reason, verdict.rule)
-        self.queue(NewEvent(kind="door", topic=self.topics.door_event(reader.door), payload=payload, columns=columns))
-        if verdict.granted and person_id is not None:
-            self._move(person_id, reader.door, reader.direction)
+        payload = {"door": door, "reader": reader, "direction": direction, "result": verdict.decision.value,
+                   "reason": verdict.reason, "rule": verdict.rule, "subject": subject}
+        log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, subject or "no card", reader, verdict.reason,
+                 verdict.rule)
+        return NewEvent(kind="door", topic=self.topics.door_event(door), payload=payload, columns=columns)
+
+    def _record(self, reader: ReaderConfig, verdict: Verdict, holder: dict[str, Any] | None,
+                card_hash: str | None) -> None:
+        self.queue(self._door_event(reader.door, reader.name, reader.direction, verdict, holder, card_hash))
+        if verdict.granted:
+            door = reader.door
+            self._apply(door, doorstate.release(self.specs[door], self.states[door], self.loop.time()))
+            if holder is not None:
+                self._move(holder["person_id"], door, reader.direction)
 
 
 def _holder(row: dict[str, Any] | None) -> Holder | None:

@@ -22,3 +22,22 @@ class ConfigError(SekishoError):
 
 class StoreError(SekishoError):
     exit_code = 74  # EX_IOERR
+
+
+class Unavailable(SekishoError):
+    """A service the command needs is not there: the daemon, the broker."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class SekishoDBusError(SekishoError):
+    """A D-Bus call failed. ``name`` keeps the D-Bus error name (``org.freedesktop.login1.NoSuchSession``,
+    ``org.freedesktop.DBus.Error.AccessDenied``, ...), so a caller can tell a gone session from a
+    refused call without parsing text."""
+
+    def __init__(self, name: str, text: str = "", *, call: str = "") -> None:
+        self.name = name
+        self.text = text
+        self.call = call
+        where = f"{call}: " if call else ""
+        super().__init__(f"{where}{name}" + (f": {text}" if text else ""))

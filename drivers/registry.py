@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib
 
-KINDS: dict[str, str] = {
+KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
     "sim": "sekisho.drivers.sim:SimReader",
 }
 
+INPUTS: dict[str, str] = {  # binary inputs (door contact, exit button, fire alarm): [inputs.<name>]
+    "sim": "sekisho.drivers.sim:SimInput",
+}
 
-def load(kind: str) -> type:
+
+def load(kind: str, kinds: dict[str, str] = KINDS) -> type:
     """The driver class for ``kind``. Importing it does not import its hardware library."""
-    module_name, _, class_name = KINDS[kind].partition(":")
+    module_name, _, class_name = kinds[kind].partition(":")
     return getattr(importlib.import_module(module_name), class_name)

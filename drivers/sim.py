@@ -1,28 +1,27 @@
-"""A simulated card reader with a PIN pad, driven over a Unix socket.
+"""A simulated card reader with a PIN pad, and a simulated binary input, driven over Unix sockets.
 
-``sekisho sim tap|pull|pin`` connect to the socket and send one JSON line; the reader emits
-the same events a real reader would. The demo and the fast tests run on it, and a site can
-keep one configured to rehearse a procedure without cards.
+``sekisho sim tap|pull|pin|input`` connect to the socket and send one JSON line; the driver
+emits the same events real hardware would. The demo and the fast tests run on them, and a site
+can keep one configured to rehearse a procedure without cards.
 
-Protocol: one request per line, ``{"op": "tap", "uid": "04a1b2c3"}``, ``{"op": "pull"}`` or
-``{"op": "pin", "digits": "1234"}``; the answer is one line, ``{"ok": true}`` or
+Protocol: one request per line; for a reader ``{"op": "tap", "uid": "04a1b2c3"}``,
+``{"op": "pull"}`` or ``{"op": "pin", "digits": "1234"}``; for an input ``{"op": "set",
+"active": true}`` or ``{"op": "press"}``. The answer is one line, ``{"ok": true}`` or
 ``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from sekisho.policies.events import CardPresented, CardRemoved, PinEntered
+from sekisho.policies.events import CardPresented, CardRemoved, InputChanged, PinEntered
 
 from .base import Emit, Option
-
-MAX_REQUEST = 4096
-
 
 def socket_path(name: str, options: Mapping[str, Any], data_dir: Path) -> Path:
     """Where the reader named ``name`` listens; the CLI finds it the same way."""
@@ -43,17 +42,14 @@ def parse_uid(text: str) -> bytes:
     return uid
 
 
-class SimReader:
-    OPTIONS = {
-        "socket": Option(str, "", "Unix socket to listen on; empty means <data-dir>/sim/<reader>.sock"),
-    }
+class _SimSocket(abc.ABC):
+    """A Unix socket (mode 0600) taking one JSON request per line; subclasses answer them."""
 
     def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
         self.name = name
         self.path = socket_path(name, options, data_dir)
         self.emit = emit
         self.server: asyncio.AbstractServer | None = None
-        self.card_in = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -75,7 +71,10 @@ class SimReader:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                reply = self._handle(line)
+                try:
+                    reply = self.handle(json.loads(line))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    reply = {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -83,28 +82,61 @@ class SimReader:
         finally:
             writer.close()
 
-    def _handle(self, line: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(line)
-            op = request["op"]
-            if op == "tap":
-                uid = parse_uid(str(request["uid"]))
-                if self.card_in:
-                    self.emit(CardRemoved(source=self.name))
-                self.card_in = True
-                self.emit(CardPresented(source=self.name, uid=uid))
-            elif op == "pull":
-                if not self.card_in:
-                    return {"ok": False, "error": f"no card on reader {self.name}"}
-                self.card_in = False
+    @abc.abstractmethod
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request; raising ValueError, KeyError or TypeError answers with the error."""
+
+
+class SimReader(_SimSocket):
+    OPTIONS = {
+        "socket": Option(str, "", "Unix socket to listen on; empty means <data-dir>/sim/<reader>.sock"),
+    }
+
+    def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
+        super().__init__(name, options, emit, data_dir=data_dir)
+        self.card_in = False
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "tap":
+            uid = parse_uid(str(request["uid"]))
+            if self.card_in:
                 self.emit(CardRemoved(source=self.name))
-            elif op == "pin":
-                digits = str(request["digits"])
-                if not digits.isdigit() or not 1 <= len(digits) <= 16:
-                    return {"ok": False, "error": f"PIN {digits!r} must be 1 to 16 digits"}
-                self.emit(PinEntered(source=self.name, digits=digits))
-            else:
-                return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
+            self.card_in = True
+            self.emit(CardPresented(source=self.name, uid=uid))
+        elif op == "pull":
+            if not self.card_in:
+                return {"ok": False, "error": f"no card on reader {self.name}"}
+            self.card_in = False
+            self.emit(CardRemoved(source=self.name))
+        elif op == "pin":
+            digits = str(request["digits"])
+            if not digits.isdigit() or not 1 <= len(digits) <= 16:
+                return {"ok": False, "error": f"PIN {digits!r} must be 1 to 16 digits"}
+            self.emit(PinEntered(source=self.name, digits=digits))
+        else:
+            return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}
+        return {"ok": True}
+
+
+class SimInput(_SimSocket):
+    """A simulated binary input: ``{"op": "set", "active": true}``, or ``{"op": "press"}`` for
+    a momentary press (active, then inactive)."""
+
+    OPTIONS = {
+        "socket": Option(str, "", "Unix socket to listen on; empty means <data-dir>/sim/<input>.sock"),
+    }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "set":
+            active = request["active"]
+            if not isinstance(active, bool):
+                return {"ok": False, "error": "active must be true or false"}
+            self.emit(InputChanged(source=self.name, active=active))
+        elif op == "press":
+            self.emit(InputChanged(source=self.name, active=True))
+            self.emit(InputChanged(source=self.name, active=False))
+        else:
+            return {"ok": False, "error": f"unknown op {op!r} (known: set, press)"}
         return {"ok": True}

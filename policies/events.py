@@ -1,7 +1,9 @@
 """What the hardware reported, as plain frozen values.
 
 Drivers build these and hand them to their ``emit`` callback; nothing else crosses from a
-driver into the daemon. Names are past tense: each one is a fact that already happened.
+driver into the daemon. The session events at the end are the same kind of fact coming back
+from an actuator (logind), so a policy can decide on them too. Names are past tense: each one
+is a fact that already happened.
 ``at`` is the wall clock for the record; ``mono`` is the monotonic clock for latencies, so a
 clock step never bends a measured interval.
 """
@@ -52,3 +54,47 @@ class ReaderLost(Event):
 @dataclass(frozen=True, kw_only=True)
 class ReaderBack(Event):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaveSeatPressed(Event):
+    """The desk's leave-seat key (an evdev key or the simulator's)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionLocked(Event):
+    """logind confirmed the lock: the session's ``LockedHint`` turned true."""
+
+    session: str
+    latency_ms: float | None = None
+    """From the lock request to the confirmation, when the daemon measured it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionLockFailed(Event):
+    """The lock was not confirmed after every retry; the fallback, if any, has run."""
+
+    session: str | None
+    reason: str
+    """``unconfirmed``, or the D-Bus error name that stopped it."""
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoSessionToLock(Event):
+    """The seat has no active graphical user session (the login screen, say)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionUnlocked(Event):
+    """The session's ``LockedHint`` turned false: someone unlocked it at the desk."""
+
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputChanged(Event):
+    """A binary input changed: a door contact (active = open), an exit button (active =
+    pressed) or a fire alarm input (active = alarm). The config says which an input is."""
+
+    active: bool

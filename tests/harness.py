@@ -262,12 +262,14 @@ class Site:
     def start(self) -> None:
         self.proc = subprocess.Popen([*SEKISHO, "run", "--config", str(self.config), "--data-dir",
                                       str(self.data_dir)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        socks = [self.data_dir / "sim" / "entrance-in.sock", self.data_dir / "sim" / "entrance-out.sock"]
+        # The control socket opens after every driver has started: the daemon is ready.
+        control = self.data_dir / "control.sock"
+        control.unlink(missing_ok=True)
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()}"
-            return all(s.exists() for s in socks)
-        wait_for(ready, 15, "the daemon's sim sockets")
+            return control.exists()
+        wait_for(ready, 15, "the daemon's control socket")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

@@ -126,11 +126,16 @@ def test_annotated_example_documents_every_key():
     and of every driver's options, with the default (commented) where one exists."""
     text = (REPO / "examples" / "sekisho.toml").read_text()
     schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
-               "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL}
+               "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT}
+    for kind, keys in config.STRIKES.items():
+        schemas[f"strike {kind}"] = keys
+        assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"
     for kind in registry.KINDS:
         schemas[f"driver {kind}"] = registry.load(kind).OPTIONS
+    for kind in registry.INPUTS:
+        schemas[f"input driver {kind}"] = registry.load(kind, registry.INPUTS).OPTIONS
     missing = [f"{section}.{key}" for section, keys in schemas.items() for key in keys
-               if f"{key} =" not in text]
+               if f"{key} =" not in text and f"{key}\" =" not in text]
     assert not missing, f"examples/sekisho.toml does not document: {missing}"
 
 

@@ -1,0 +1,90 @@
+"""Door strikes: what actually releases a door. The door controller says release or lock; a
+strike carries it out. A failure is reported, never retried in a loop: a strike that does not
+answer is a problem for a person, and an alarm says so."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping, Protocol
+
+import paho.mqtt.client as mqtt
+
+from .errors import SekishoError
+
+log = logging.getLogger("sekisho.strike")
+
+
+class StrikeError(SekishoError):
+    pass
+
+
+class Strike(Protocol):
+    async def set(self, released: bool) -> None: ...
+
+
+class NoStrike:
+    """The door is recorded but not driven by this node."""
+
+    async def set(self, released: bool) -> None:
+        return None
+
+
+class SimStrike:
+    """Logs what a strike would do; the door's published state shows it too."""
+
+    def __init__(self, door: str) -> None:
+        self.door = door
+
+    async def set(self, released: bool) -> None:
+        log.info("%s: strike %s", self.door, "released" if released else "locked")
+
+
+class CommandStrike:
+    """Runs a command to release and another to lock (a relay tool, a vendor's CLI)."""
+
+    TIMEOUT_S = 5
+
+    def __init__(self, door: str, unlock: list[str], lock: list[str]) -> None:
+        self.door = door
+        self.argv = {True: unlock, False: lock}
+
+    async def set(self, released: bool) -> None:
+        argv = self.argv[released]
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                        stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(proc.communicate(), self.TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise StrikeError(f"{self.door}: strike command {argv[0]} failed: {exc or 'timed out'}") from None
+        if proc.returncode != 0:
+            raise StrikeError(f"{self.door}: strike command {argv[0]} exited {proc.returncode}: "
+                              f"{err.decode(errors='replace').strip()[:200]}")
+
+
+class MqttStrike:
+    """A networked relay that listens on the site's broker. Sent directly, never through the
+    outbox: an unlock queued during an outage must not open the door minutes later."""
+
+    def __init__(self, door: str, client: mqtt.Client, topic: str, on: str, off: str) -> None:
+        self.door = door
+        self.client = client
+        self.topic = topic
+        self.payload = {True: on, False: off}
+
+    async def set(self, released: bool) -> None:
+        if not self.client.is_connected():
+            raise StrikeError(f"{self.door}: relay topic {self.topic} unreachable: not connected to the broker")
+        self.client.publish(self.topic, self.payload[released], qos=1, retain=False)
+
+
+def make_strike(door: str, cfg: Mapping[str, Any], client: mqtt.Client) -> Strike:
+    match cfg["driver"]:
+        case "sim":
+            return SimStrike(door)
+        case "command":
+            return CommandStrike(door, list(cfg["unlock"]), list(cfg["lock"]))
+        case "mqtt":
+            return MqttStrike(door, client, cfg["topic"], cfg["unlock_payload"], cfg["lock_payload"])
+        case _:
+            return NoStrike()
