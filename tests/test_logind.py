@@ -1,0 +1,407 @@
+"""The logind client against dbusmock's logind template on a private system bus.
+
+One bus and one mock serve the whole module (stopping a bus takes ~1.7 s); each test starts
+from ``Reset`` + ``ClearCalls`` and adds its sessions under explicit ids. The template's
+``AddSession`` makes sessions of Type ``test``, which no desktop has, so ``add_session`` sets
+the Type a real graphical login has (``wayland``) unless a test asks for another.
+
+The template's ``Manager.LockSession`` only records the call (notes, pitfall 7). ``patch_lock``
+makes it behave like logind with a prompt screen locker: emit ``Session.Lock`` on the session,
+then set ``LockedHint`` with a ``PropertiesChanged`` signal, at once or after a delay. Unpatched,
+``LockedHint`` stays false: a locker that never locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+# dbusmock and dbus-python come from Debian (python3-dbusmock, python3-dbus) through the venv's
+# system site packages; without them this module fails to import, which fails the run.
+import dbus
+import dbusmock
+from dbus_fast import Message, MessageType, Variant
+
+from sekisho.daemon import logind_defs as ld
+from sekisho.daemon.errors import SekishoDBusError
+from sekisho.daemon.logind import TERMINATE, Logind, LockResult, Step, _LockedHintWatch, check_fallback
+from sekisho.policies.events import NoSessionToLock, SessionLocked, SessionLockFailed
+
+SESSION_PATH = "/org/freedesktop/login1/session/"
+
+# Runs inside the mock (dbusmock's AddMethod code: ``args``, ``objects`` and ``dbus`` are in
+# scope). Unknown ids fail as logind's do, which the template's no-op would not.
+LOCK_LIKE_LOGIND = """
+p = '/org/freedesktop/login1/session/' + args[0]
+if p not in objects:
+    raise dbus.exceptions.DBusException('No session ' + args[0], name='org.freedesktop.login1.NoSuchSession')
+session = objects[p]
+session.EmitSignal('org.freedesktop.login1.Session', 'Lock', '', [])
+def locked_hint(session=session):  # exec's locals are not a closure: pass the session in
+    session.UpdateProperties('org.freedesktop.login1.Session', {'LockedHint': dbus.Boolean(True)})
+    return False  # a GLib timeout that fires once
+if %(delay_ms)d:
+    from gi.repository import GLib
+    GLib.timeout_add(%(delay_ms)d, locked_hint)
+else:
+    locked_hint()
+"""
+
+
+class LogindMock:
+    def __init__(self, proc: subprocess.Popen, obj: Any, bus: dbus.bus.BusConnection) -> None:
+        self.proc = proc
+        self.obj = obj
+        self.bus = bus
+
+    def _mock(self, method: str, *args: Any) -> Any:
+        return getattr(self.obj, method)(*args, dbus_interface=dbusmock.MOCK_IFACE)
+
+    def reset(self) -> None:
+        self._mock("Reset")  # the template again, no sessions; the call log survives it
+        self._mock("ClearCalls")
+
+    def add_session(self, sid: str, seat: str = "seat0", uid: int = 1000, user: str = "alice", active: bool = True,
+                    type: str = "wayland", session_class: str = "user", locked: bool = False) -> str:
+        path = self._mock("AddSession", sid, seat, dbus.UInt32(uid), user, active)
+        props = dbus.Interface(self.bus.get_object(ld.BUS_NAME, path), dbus.PROPERTIES_IFACE)
+        props.Set(ld.SESSION_IFACE, ld.PROP_TYPE, type)
+        props.Set(ld.SESSION_IFACE, ld.PROP_CLASS, session_class)
+        if locked:
+            self.bus.get_object(ld.BUS_NAME, path).SetLockedHint(True, dbus_interface=ld.SESSION_IFACE)
+        return str(path)
+
+    def patch(self, method: str, in_sig: str, out_sig: str, code: str) -> None:
+        """Replace a Manager method until the next ``reset``."""
+        self._mock("AddMethod", ld.MANAGER_IFACE, method, in_sig, out_sig, code)
+
+    def patch_lock(self, delay_ms: int = 0) -> None:
+        self.patch(ld.LOCK_SESSION, "s", "", LOCK_LIKE_LOGIND % {"delay_ms": delay_ms})
+
+    def patch_error(self, method: str, in_sig: str, out_sig: str, error: str) -> None:
+        self.patch(method, in_sig, out_sig,
+                   f"raise dbus.exceptions.DBusException('refused by the test', name={error!r})")
+
+    def calls(self, method: str, path: str = ld.MANAGER_PATH) -> list[list[str]]:
+        """The arguments of each recorded call of ``method`` on ``path``, as strings."""
+        obj = self.bus.get_object(ld.BUS_NAME, path)
+        rows = obj.GetMethodCalls(method, dbus_interface=dbusmock.MOCK_IFACE)
+        return [[str(a) for a in args] for _, args in rows]
+
+    def locked_hint(self, sid: str) -> bool:
+        props = dbus.Interface(self.bus.get_object(ld.BUS_NAME, SESSION_PATH + sid), dbus.PROPERTIES_IFACE)
+        return bool(props.Get(ld.SESSION_IFACE, ld.PROP_LOCKED_HINT))
+
+
+@pytest.fixture(scope="module")
+def logind_bus():
+    before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    dbusmock.DBusTestCase.start_system_bus()  # sets DBUS_SYSTEM_BUS_ADDRESS for this process
+    proc, obj = dbusmock.DBusTestCase.spawn_server_template("logind", {}, stdout=subprocess.DEVNULL)
+    bus = dbusmock.DBusTestCase.get_dbus(system_bus=True)
+    try:
+        yield LogindMock(proc, obj, bus)
+    finally:
+        bus.close()
+        proc.terminate()
+        proc.wait()
+        dbusmock.DBusTestCase.stop_dbus(dbusmock.DBusTestCase.system_bus_pid)
+        if before is None:
+            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = before
+
+
+@pytest.fixture
+def mock(logind_bus: LogindMock) -> LogindMock:
+    logind_bus.reset()
+    return logind_bus
+
+
+def run(scenario: Callable[[Logind], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` with a connected client on a fresh loop, as the daemon's loop would."""
+    async def main() -> Any:
+        client = Logind(call_timeout=2.0)
+        await client.connect()
+        try:
+            return await scenario(client)
+        finally:
+            await client.close()
+    return asyncio.run(main())
+
+
+def lock(seat: str = "seat0", **kw: Any) -> LockResult:
+    kw = {"confirm_timeout": 0.15, "retries": 1, **kw}
+    return run(lambda c: c.lock(seat, **kw))
+
+
+def steps(result: LockResult) -> list[tuple[str, int]]:
+    return [(s.step.value, s.attempt) for s in result.steps]
+
+
+# ------------------------------------------------------------------------------ finding the session
+def test_active_session_reads_the_seat_session(mock: LogindMock):
+    mock.add_session("c1", uid=1000, user="alice")
+    info = run(lambda c: c.active_session("seat0"))
+    assert (info.id, info.path, info.seat, info.uid, info.user) == ("c1", SESSION_PATH + "c1", "seat0", 1000, "alice")
+    assert (info.active, info.session_class, info.type, info.locked_hint) == (True, "user", "wayland", False)
+
+
+def test_of_two_sessions_on_the_seat_the_active_one_is_locked(mock: LogindMock):
+    mock.add_session("c2", uid=1001, user="bob", active=True)
+    mock.add_session("c1", uid=1000, user="alice", active=False)  # listed after, so order cannot decide
+    mock.add_session("c9", seat="seat1", uid=1002, user="carol", active=True)
+    mock.patch_lock()
+    assert run(lambda c: c.active_session("seat0")).id == "c2"
+    result = lock()
+    assert result.confirmed and result.session.id == "c2"
+    assert mock.calls("LockSession") == [["c2"]]
+
+
+def test_a_session_that_logs_out_while_listed_is_skipped(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_lock()
+    ghost = ("ghost", dbus.UInt32(1000), "alice", "seat0", dbus.ObjectPath(SESSION_PATH + "ghost"))
+    real = ("c1", dbus.UInt32(1000), "alice", "seat0", dbus.ObjectPath(SESSION_PATH + "c1"))
+    mock.patch(ld.LIST_SESSIONS, "", "a(susso)", f"ret = [{ghost!r}, {real!r}]")
+    result = lock()
+    assert result.confirmed and result.session.id == "c1"
+
+
+@pytest.mark.parametrize("kw", [
+    dict(session_class="greeter", user="gdm"),   # the login screen
+    dict(type="tty"),                           # a text console
+    dict(type="test"),                          # what the template itself creates
+    dict(active=False),
+    dict(seat="seat1"),
+], ids=["greeter", "tty", "mock-type", "inactive", "other-seat"])
+def test_nothing_to_lock_without_an_active_graphical_user_session(mock: LogindMock, kw):
+    mock.add_session("c1", **kw)
+    result = lock()
+    assert result.nothing_to_lock and not result.failed and result.session is None
+    assert steps(result) == [("no_session", 0)]
+    assert isinstance(result.event("desk-01"), NoSessionToLock)
+    assert mock.calls("LockSession") == [] and mock.calls("LockSessions") == []
+
+
+def test_nothing_to_lock_on_a_seat_with_no_session_at_all(mock: LogindMock):
+    assert lock().nothing_to_lock
+    assert run(lambda c: c.unlock("seat0")) is None
+    assert mock.calls("LockSession") == [] and mock.calls("UnlockSession") == []
+
+
+# ------------------------------------------------------------------------------ lock confirmed
+def test_lock_calls_lock_session_with_exactly_that_id_and_confirms_by_locked_hint(mock: LogindMock):
+    mock.add_session("c7")
+    mock.patch_lock()
+    seen = []
+    result = lock(on_step=seen.append)
+    assert mock.calls("LockSession") == [["c7"]]
+    assert mock.calls("LockSessions") == []
+    assert mock.calls("Lock", SESSION_PATH + "c7") == []  # through the Manager, as a desk asks
+    assert mock.locked_hint("c7")
+    assert result.confirmed and not result.failed and result.attempts == 1 and result.fallback is None
+    assert steps(result) == [("session_found", 0), ("lock_requested", 1), ("lock_confirmed", 1)]
+    assert list(result.steps) == seen  # each step was handed out as it happened
+    assert 0 < result.request_ms <= result.latency_ms < 150
+    event = result.event("desk-01")
+    assert isinstance(event, SessionLocked) and event.session == "c7" and event.latency_ms == result.latency_ms
+
+
+def test_a_locked_hint_that_arrives_later_is_caught_by_its_signal(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_lock(delay_ms=150)
+    result = lock(confirm_timeout=2.0)
+    assert result.confirmed and result.attempts == 1
+    assert 150 <= result.latency_ms < 1500, result.latency_ms
+    assert mock.calls("LockSession") == [["c1"]]
+
+
+def test_a_session_already_locked_is_confirmed_by_reading_the_hint(mock: LogindMock):
+    # The unpatched LockSession changes nothing and sends no signal: only the re-read sees it.
+    mock.add_session("c1", locked=True)
+    result = lock()
+    assert result.confirmed and result.attempts == 1
+    assert mock.calls("LockSession") == [["c1"]]
+
+
+# ------------------------------------------------------------------------------ lock not confirmed
+def test_unconfirmed_lock_retries_then_terminates_the_session(mock: LogindMock):
+    mock.add_session("c1")  # unpatched: LockedHint stays false
+    result = lock(retries=2, fallback=TERMINATE)
+    assert mock.calls("LockSession") == [["c1"]] * 3
+    assert mock.calls("TerminateSession") == [["c1"]]
+    assert not result.confirmed and result.failed and result.attempts == 3
+    assert (result.fallback, result.fallback_ok) == ("terminate", True)
+    assert steps(result) == [("session_found", 0), ("lock_requested", 1), ("lock_unconfirmed", 1),
+                             ("lock_requested", 2), ("lock_unconfirmed", 2), ("lock_requested", 3),
+                             ("lock_unconfirmed", 3), ("fallback_done", 0)]
+    event = result.event("desk-01")
+    assert isinstance(event, SessionLockFailed) and (event.session, event.reason) == ("c1", "unconfirmed")
+    assert event.latency_ms >= 3 * 150
+
+
+def test_unconfirmed_lock_runs_the_fallback_command_with_the_session(mock: LogindMock, tmp_path: Path):
+    mock.add_session("c3", user="alice")
+    out = tmp_path / "fallback.txt"
+    command = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))",
+               str(out), "{session}", "{seat}", "{user}"]
+    result = lock(retries=0, fallback=command)
+    assert out.read_text() == "c3 seat0 alice"
+    assert (result.fallback, result.fallback_ok, result.failed) == (sys.executable, True, True)
+    assert result.steps[-1].step is Step.FALLBACK_DONE
+    assert mock.calls("TerminateSession") == []
+
+
+@pytest.mark.parametrize("command, detail", [
+    ([sys.executable, "-c", "import sys; sys.exit('no locker here')"], "exit 1: no locker here"),
+    (["/nonexistent/sekisho-fallback"], "No such file or directory"),
+], ids=["exit-status", "missing-program"])
+def test_a_failing_fallback_command_is_recorded(mock: LogindMock, command, detail):
+    mock.add_session("c1")
+    result = lock(retries=0, fallback=command)
+    assert result.failed and result.fallback_ok is False
+    assert result.steps[-1].step is Step.FALLBACK_FAILED and detail in result.steps[-1].detail
+
+
+def test_a_hung_fallback_command_is_killed_and_recorded(mock: LogindMock):
+    mock.add_session("c1")
+    hang = [sys.executable, "-c", "import threading; threading.Event().wait()"]
+
+    async def scenario(client: Logind) -> LockResult:
+        client.fallback_timeout = 0.2
+        return await client.lock("seat0", confirm_timeout=0.1, retries=0, fallback=hang)
+    result = run(scenario)
+    assert result.fallback_ok is False and result.steps[-1].detail == "timeout after 0.2 s"
+
+
+def test_a_logind_that_does_not_answer_in_time_is_a_failed_attempt(mock: LogindMock, tmp_path: Path):
+    mock.add_session("c1")
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    # A hung logind: the mock's LockSession blocks reading the FIFO until the test opens it.
+    mock.patch(ld.LOCK_SESSION, "s", "", f"open({str(gate)!r}).read()")
+    result = lock(confirm_timeout=0.1, retries=0)
+    os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO here: the mock never got the call
+    assert result.failed
+    assert [(s.step, s.detail) for s in result.steps][-1] == (Step.LOCK_CALL_FAILED, ld.ERROR_NO_REPLY)
+    assert result.finished - result.started < 0.35
+
+
+def test_a_refused_lock_call_keeps_the_dbus_error_name_and_still_falls_back(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_error(ld.LOCK_SESSION, "s", "", "org.freedesktop.DBus.Error.AccessDenied")
+    result = lock(retries=1, fallback=TERMINATE)
+    assert [s.detail for s in result.steps if s.step is Step.LOCK_CALL_FAILED] == [
+        "org.freedesktop.DBus.Error.AccessDenied"] * 2
+    assert mock.calls("TerminateSession") == [["c1"]]
+    assert result.event("desk-01").reason == "org.freedesktop.DBus.Error.AccessDenied"
+
+
+def test_a_failed_terminate_is_recorded(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_error(ld.TERMINATE_SESSION, "s", "", "org.freedesktop.login1.NoSuchSession")
+    result = lock(retries=0, fallback=TERMINATE)
+    assert (result.fallback, result.fallback_ok) == ("terminate", False)
+    assert result.steps[-1].detail == "org.freedesktop.login1.NoSuchSession"
+
+
+def test_without_a_fallback_an_unconfirmed_lock_only_reports(mock: LogindMock):
+    mock.add_session("c1")
+    result = lock(retries=0)
+    assert result.failed and result.fallback is None and result.fallback_ok is None
+    assert mock.calls("TerminateSession") == []
+
+
+def test_logind_refusing_the_listing_is_a_failure_not_nothing_to_lock(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_error(ld.LIST_SESSIONS, "", "a(susso)", "org.freedesktop.DBus.Error.AccessDenied")
+    result = lock(fallback=TERMINATE)
+    assert result.failed and not result.nothing_to_lock
+    assert result.error == "org.freedesktop.DBus.Error.AccessDenied"
+    assert steps(result) == [("lookup_failed", 0)]
+    assert result.event("desk-01").reason == "org.freedesktop.DBus.Error.AccessDenied"
+    assert mock.calls("LockSession") == [] and mock.calls("TerminateSession") == []
+
+
+def test_bad_fallbacks_are_refused_before_anything_runs():
+    for bad in ("reboot", [], ["ok", 3]):
+        with pytest.raises(ValueError):
+            check_fallback(bad)
+    check_fallback(None)
+    check_fallback(TERMINATE)
+    check_fallback(["loginctl", "terminate-session", "{session}"])
+
+
+# ------------------------------------------------------------------------------ unlock
+def test_unlock_calls_unlock_session_with_the_id(mock: LogindMock):
+    mock.add_session("c4")
+    info = run(lambda c: c.unlock("seat0"))
+    assert info.id == "c4"
+    assert mock.calls("UnlockSession") == [["c4"]]
+    assert mock.calls("UnlockSessions") == []
+
+
+def test_unlock_errors_keep_their_dbus_name(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_error(ld.UNLOCK_SESSION, "s", "", "org.freedesktop.login1.NoSuchSession")
+    with pytest.raises(SekishoDBusError) as caught:
+        run(lambda c: c.unlock("seat0"))
+    assert caught.value.name == "org.freedesktop.login1.NoSuchSession"
+    assert "UnlockSession(c1)" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------ connection
+def test_no_system_bus_is_a_dbus_error(mock: LogindMock, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    with pytest.raises(SekishoDBusError) as caught:
+        run(lambda c: c.active_session("seat0"))
+    assert caught.value.name == ld.ERROR_DISCONNECTED
+
+
+def test_a_dropped_bus_connection_is_made_again_on_the_next_call(mock: LogindMock):
+    mock.add_session("c1")
+    mock.patch_lock()
+
+    async def scenario(client: Logind) -> LockResult:
+        dropped = client._bus  # what the system bus restarting would do to the daemon's connection
+        dropped.disconnect()
+        await dropped.wait_for_disconnect()
+        return await client.lock("seat0", confirm_timeout=1.0)
+    assert run(scenario).confirmed
+    assert mock.calls("LockSession") == [["c1"]]
+
+
+def test_a_closed_client_refuses_calls(mock: LogindMock):
+    async def scenario(client: Logind) -> None:
+        await client.close()
+        with pytest.raises(SekishoDBusError):
+            await client.active_session("seat0")
+    run(scenario)
+
+
+# ------------------------------------------------------------------------------ the signal filter
+def _changed(sender: str, path: str, hint: bool, invalidated: bool = False) -> Message:
+    body = [ld.SESSION_IFACE, {} if invalidated else {ld.PROP_LOCKED_HINT: Variant("b", hint)},
+            [ld.PROP_LOCKED_HINT] if invalidated else []]
+    return Message(message_type=MessageType.SIGNAL, sender=sender, path=path, interface=ld.PROPERTIES_IFACE,
+                   member=ld.PROPERTIES_CHANGED, signature="sa{sv}as", body=body)
+
+
+def test_only_logind_itself_can_confirm_a_lock():
+    async def scenario() -> None:
+        watch = _LockedHintWatch(SESSION_PATH + "c1", ":1.5")
+        watch(_changed(":1.66", SESSION_PATH + "c1", True))   # someone else on the bus
+        watch(_changed(":1.5", SESSION_PATH + "c2", True))    # another session
+        assert not watch.locked and not watch.changed.is_set()
+        watch(_changed(":1.5", SESSION_PATH + "c1", False, invalidated=True))
+        assert not watch.locked and watch.changed.is_set()   # re-read, do not assume
+        watch(_changed(":1.5", SESSION_PATH + "c1", True))
+        assert watch.locked
+    asyncio.run(scenario())
