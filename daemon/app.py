@@ -21,7 +21,7 @@ from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable,
                                      ReaderBack, ReaderLost)
 
 from . import __version__
-from .config import Config, ReaderConfig
+from .config import Config
 from .control import ControlServer
 from .doors import Doors
 from .errors import SekishoError, StoreError

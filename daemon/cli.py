@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
         "people, run the daemon and print every message on the bus. `make demo` runs this on\n"
         "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
+    add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
+        "List the readers pcscd sees now, with the configured reader whose name pattern\n"
+        "matches each: the way to find the name to put in [readers.<name>] name = ... .\n"
+        "FeliCa readers driven by nfcpy are not listed here: `python3 -m nfc` finds those.")
     add(sub, "watch", cmd_watch, "print every message on the site's topics as it arrives",
         "Subscribe to the site's topic tree and print each message, retained ones first,\n"
         "until interrupted.")
@@ -525,6 +529,28 @@ def cmd_door_mode(args: argparse.Namespace) -> int:
     _config(args)
     _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
     print(f"{args.door} is now in {args.mode} mode")
+    return 0
+
+
+def cmd_readers(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from sekisho.drivers.base import DriverError
+    from sekisho.drivers.pcsc import list_readers
+    cfg = _config(args)
+    try:
+        names = list_readers()
+    except DriverError as exc:
+        raise Unavailable(str(exc)) from None
+    if not names:
+        print("pcscd sees no readers (is one plugged in? `journalctl -u pcscd` says why not)")
+    patterns = {name: r.options["name"] for name, r in cfg.readers.items() if r.driver == "pcsc"}
+    for name in names:
+        used = [reader for reader, pattern in patterns.items() if fnmatch.fnmatchcase(name, pattern)]
+        print(f"{name}" + (f"    <- {', '.join(used)}" if used else ""))
+    for reader, pattern in patterns.items():
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            print(f"sekisho: readers.{reader}: no reader matches {pattern!r}", file=sys.stderr)
     return 0
 
 

@@ -22,11 +22,14 @@ REQUIRED: Any = _Required()
 
 @dataclass(frozen=True)
 class Option:
-    """One driver option as the config file spells it."""
+    """One driver option as the config file spells it. ``check`` returns what is wrong with a
+    value, or None; the config loader runs it, so a bad value stops ``check-config`` rather
+    than the daemon's start."""
 
     type: type
     default: Any
     help: str
+    check: Callable[[Any], str | None] | None = None
 
 
 class Driver(Protocol):

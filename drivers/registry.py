@@ -7,6 +7,8 @@ import importlib
 
 KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
     "sim": "sekisho.drivers.sim:SimReader",
+    "pcsc": "sekisho.drivers.pcsc:PcscReader",
+    "nfc": "sekisho.drivers.nfc:NfcReader",
 }
 
 INPUTS: dict[str, str] = {  # binary inputs (door contact, exit button, fire alarm): [inputs.<name>]

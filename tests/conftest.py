@@ -43,3 +43,13 @@ def site(tmp_path: Path, broker: Broker):
     s = Site(tmp_path, broker)
     yield s
     s.kill()
+
+
+@pytest.fixture
+def pcscd(tmp_path: Path):
+    """The real pcscd with vpcd's virtual reader on free ports (see fakecard.py)."""
+    from fakecard import Pcscd
+    d = Pcscd(tmp_path)
+    d.start()
+    yield d
+    d.stop()

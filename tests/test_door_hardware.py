@@ -3,7 +3,6 @@ held-open alarms; modes; the retained door state; `sekisho door`."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest

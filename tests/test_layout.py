@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, SEKISHO
+from conftest import REPO
 
 STDLIB = sys.stdlib_module_names
 
