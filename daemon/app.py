@@ -9,6 +9,7 @@ the publisher, so nothing is published that is not on disk first.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from pathlib import Path
@@ -17,13 +18,15 @@ from typing import Any
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
 from sekisho.policies.access import Mode
-from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged, PinEntered,
-                                     ReaderBack, ReaderLost)
+from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
+                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost)
 
 from . import __version__
 from .config import Config
 from .control import ControlServer
+from .desks import Desks
 from .doors import Doors
+from .logind import Logind
 from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .publisher import Publisher
@@ -61,6 +64,15 @@ class Daemon:
         self.pending: list[NewEvent | NewState | Move | AlarmChange] = []
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
+        self.logind = Logind() if config.desks else None
+        self.occupancy: dict[str, set[str]] = {}
+        """Who is in each area by the site's bus, for areas whose doors another node runs."""
+        self.local_areas = {a for d in config.doors.values() for a in (d.area_in, d.area_out) if a}
+        self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
+                           subject_of=self.doors.subject_of, entered=self._entered,
+                           raise_alarm=self.doors.raise_alarm) if self.logind else None
+        if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
+            self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
         self.control = ControlServer(Path(data_dir), {"enroll": self.enroll, "door.list": self.door_list,
                                                       "door.unlock": self.door_unlock, "door.mode": self.door_mode})
@@ -74,6 +86,8 @@ class Daemon:
             log.warning("%s", warning)
         self.publisher.start()
         self.doors.startup()
+        if self.desks:
+            self.desks.startup()
         started: list[Driver] = []
         try:
             for name, driver in self.drivers.items():
@@ -92,6 +106,8 @@ class Daemon:
             await self.control.stop()
             for driver in reversed(started):
                 await driver.stop()
+            if self.logind:
+                await self.logind.close()
             self._flush()
             await self.publisher.stop()
             self.store.close()
@@ -104,11 +120,22 @@ class Daemon:
     # ------------------------------------------------------------------------- events
     def handle(self, event: Event) -> None:
         if isinstance(event, InputChanged) and event.source in self.config.inputs:
-            self.doors.input(self.config.inputs[event.source], event.active)
+            cfg = self.config.inputs[event.source]
+            if cfg.kind == "leave_seat":
+                if event.active and self.desks:
+                    self.desks.event(cfg.desk, LeaveSeatPressed(source=cfg.name, at=event.at, mono=event.mono))
+            else:
+                self.doors.input(cfg, event.active)
             return
         reader = self.config.readers.get(event.source)
         if reader is None:
             log.error("event from unknown source %r dropped: %r", event.source, event)
+            return
+        if reader.desk and self.desks:
+            if isinstance(event, (ReaderLost, CardUnreadable)):
+                log.warning("%s: %s", reader.name, event)
+            self.desks.event(reader.desk, event, self.key.card_hash(event.uid) if isinstance(event, CardPresented)
+                             else None)
             return
         match event:
             case CardPresented(uid=uid) if reader.name in self.enrolling:
@@ -126,6 +153,20 @@ class Daemon:
                 log.warning("%s: reader lost (%s)", reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+
+    def _entered(self, person_id: str, area: str) -> bool | None:
+        """Is the person recorded inside ``area``? None when nobody knows who is in it."""
+        if area in self.local_areas:
+            return self.doors.locations.get(person_id, ("", ""))[0] == area
+        inside = self.occupancy.get(area)
+        return None if inside is None else self.doors.subject_of(person_id) in inside
+
+    def _occupancy_seen(self, topic: str, payload: bytes) -> None:
+        area = topic.split("/")[-2]
+        try:
+            self.occupancy[area] = set(json.loads(payload)["subjects"]) if payload else set()
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed occupancy message on %s", topic)
 
     async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         return {"doors": self.doors.describe()}

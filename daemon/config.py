@@ -149,8 +149,31 @@ MQTT = {
 }
 READER = {
     "driver": Key(str, REQUIRED, "How the reader is attached: " + ", ".join(sorted(registry.KINDS)) + "."),
-    "door": Key(str, REQUIRED, "The door this reader serves (a [doors.<name>] section)."),
-    "direction": Key(str, REQUIRED, "Which way a person passes when using it: in or out.", _one_of("in", "out")),
+    "door": Key(str, "", "The door this reader serves (a [doors.<name>] section) ..."),
+    "direction": Key(str, "", "... and which way a person passes when using it: in or out.",
+                     lambda v: v and _one_of("in", "out")(v)),
+    "desk": Key(str, "", "... or the desk whose card slot it is (a [desks.<name>] section)."),
+}
+DESK = {
+    "seat": Key(str, "seat0", "The logind seat whose active graphical session this desk locks."),
+    "area": Key(str, "", "The area the desk stands in ([areas.<name>]); a card whose holder has no recorded "
+                "entry into it is tailgating. Empty: no tailgating check.", lambda v: v and _name(v)),
+    "unlock_on_card": Key(bool, False, "Unlock the session when the holder's card comes back; otherwise the "
+                          "holder types their password at the locker as usual."),
+    "tailgating": Key(str, "refuse", "A card with no recorded entry into the area: refuse (the desk stays "
+                      "locked) or flag (allowed). Both raise the tailgating alarm.", _one_of("refuse", "flag")),
+    "unknown_occupancy": Key(str, "allow", "When nobody knows who is in the area (no door node has published "
+                             "it): allow (and flag) or refuse.", _one_of("allow", "refuse")),
+    "away_timeout_s": Key(float, 600.0, "After leave-seat, how long the card may stay in the slot before the "
+                          "desk treats it as removed.", _between(10, 86400)),
+    "lock_confirm_s": Key(float, 2.0, "How long logind may take to confirm the lock (LockedHint).",
+                          _between(0.1, 60)),
+    "lock_retries": Key(int, 1, "LockSession calls after the first, when the lock is not confirmed.",
+                        _between(0, 10)),
+    "lock_fallback": Key(str, "none", "When the lock is never confirmed: none, or terminate (end the session: "
+                         "unsaved work is lost, the screen is safe).", _one_of("none", "terminate")),
+    "lock_fallback_command": Key(list, [], "Instead of lock_fallback, a command to run (argv array; {session}, "
+                                 "{seat} and {user} are replaced).", _strings()),
 }
 DOOR = {
     "area_in": Key(str, "", "The area a person enters through the door's in-reader ([areas.<name>]).",
@@ -186,16 +209,18 @@ STRIKES: dict[str, dict[str, Key]] = {
 }
 INPUT = {
     "driver": Key(str, REQUIRED, "How the input is attached: " + ", ".join(sorted(registry.INPUTS)) + "."),
-    "kind": Key(str, REQUIRED, "contact (active = door open), exit (request-to-exit button) or fire (fire alarm).",
-                _one_of("contact", "exit", "fire")),
+    "kind": Key(str, REQUIRED, "contact (active = door open), exit (request-to-exit button), fire (fire alarm) "
+                "or leave_seat (a desk's leave-seat button).", _one_of("contact", "exit", "fire", "leave_seat")),
     "door": Key(str, "", "The door a contact or exit button belongs to; a fire input serves every fire exit."),
+    "desk": Key(str, "", "The desk a leave_seat button belongs to."),
 }
 SCHEDULE = {day: Key(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\", \"13:00-17:30\"]; "
                      "a range that ends before it starts crosses midnight.", _strings(_time_range))
             for day, label in zip(DAYS + (HOLIDAY,), ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays",
                                                       "Saturdays", "Sundays", "the site's holidays"))}
 LEVEL = {
-    "doors": Key(list, REQUIRED, "The doors this level opens.", _strings()),
+    "doors": Key(list, [], "The doors this level opens.", _strings()),
+    "desks": Key(list, [], "The desks whose sessions this level may use.", _strings()),
     "schedule": Key(str, "always", "When: a [schedules.<name>] section, or always."),
     "override": Key(bool, False, "Also opens its doors in lockdown (security staff, fire wardens)."),
 }
@@ -242,6 +267,7 @@ class ReaderConfig:
     driver: str
     door: str
     direction: str
+    desk: str
     options: Mapping[str, Any]
     """The driver's own keys, defaults filled in."""
 
@@ -268,7 +294,25 @@ class InputConfig:
     driver: str
     kind: str
     door: str
+    desk: str
     options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    name: str
+    seat: str
+    area: str
+    unlock_on_card: bool
+    tailgating: str
+    unknown_occupancy: str
+    away_timeout_s: float
+    lock_confirm_s: float
+    lock_retries: int
+    lock_fallback: str
+    lock_fallback_command: tuple[str, ...]
+    levels: frozenset[str]
+    """The levels that may use this desk (from [levels.<name>] desks)."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +323,7 @@ class Config:
     readers: Mapping[str, ReaderConfig] = field(default_factory=dict)
     doors: Mapping[str, DoorConfig] = field(default_factory=dict)
     inputs: Mapping[str, InputConfig] = field(default_factory=dict)
+    desks: Mapping[str, DeskConfig] = field(default_factory=dict)
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -286,7 +331,7 @@ class Config:
     """Things that load but can never take effect (a level that can never open anything ...)."""
 
 
-TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "readers", "inputs")
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs")
 
 
 class _Checker:
@@ -432,13 +477,31 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             door_rules[name] = DoorRules(name, Auth(values["auth"]), tuple(windows), values["area_in"] or "",
                                          values["area_out"] or "", auth_out)
 
+    desk_values = {}
+    for name, raw in c.table("desks", data.get("desks", {})).items():
+        where = f"desks.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"desk name {wrong}")
+        values = c.section(where, c.table(where, raw), DESK)
+        if values.get("area") and values["area"] not in areas:
+            c.problem(f"{where}.area", f"no area {values['area']!r} (areas: {', '.join(sorted(areas)) or 'none'})")
+        desk_values[name] = values
+
     levels = {}
+    desk_levels: dict[str, set[str]] = {name: set() for name in desk_values}
     for name, raw in c.table("levels", data.get("levels", {})).items():
         where = f"levels.{name}"
         values = c.section(where, c.table(where, raw), LEVEL)
         for door in values.get("doors") or []:
             if isinstance(door, str) and door not in doors:
                 c.problem(f"{where}.doors", f"no door {door!r} (doors: {', '.join(sorted(doors)) or 'none'})")
+        for desk in values.get("desks") or []:
+            if isinstance(desk, str) and desk not in desk_values:
+                c.problem(f"{where}.desks", f"no desk {desk!r} (desks: {', '.join(sorted(desk_values)) or 'none'})")
+            elif isinstance(desk, str):
+                desk_levels[desk].add(name)
+        if not values.get("doors") and not values.get("desks"):
+            c.problem(where, "names no doors and no desks; a level must give access to something")
         sched = schedule(f"{where}.schedule", values["schedule"]) if isinstance(values.get("schedule"), str) else None
         if sched is not None:
             levels[name] = Level(name, frozenset(values.get("doors") or ()), sched, bool(values.get("override")))
@@ -456,9 +519,20 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         options = registry.load(kind).OPTIONS if isinstance(kind, str) else {}
         common = c.section(where, raw, READER, extra_ok=frozenset(options))
         own = c.section(where, {k: v for k, v in raw.items() if k in options}, options)
-        if isinstance(common.get("door"), str) and common["door"] not in doors:
+        if common.get("door") and common.get("desk"):
+            c.problem(where, "serves a door or a desk, not both")
+        elif common.get("desk"):
+            if common["desk"] not in desk_values:
+                c.problem(f"{where}.desk", f"no desk {common['desk']!r} (desks: {', '.join(sorted(desk_values)) or 'none'})")
+            if common.get("direction"):
+                c.problem(f"{where}.direction", "a desk's reader has no direction")
+        elif common.get("door") and common["door"] not in doors:
             known = ", ".join(sorted(doors)) or "none are defined"
             c.problem(f"{where}.door", f"no door {common['door']!r} (doors: {known})")
+        elif common.get("door") and not common.get("direction"):
+            c.problem(f"{where}.direction", "missing: a door's reader is either in or out")
+        elif not common.get("door") and not common.get("desk") and common.get("driver"):
+            c.problem(where, "serves nothing: set door (and direction) or desk")
         readers[name] = ReaderConfig(name=name, options=MappingProxyType(own), **common)
 
     inputs = {}
@@ -476,6 +550,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         own = c.section(where, {k: v for k, v in raw.items() if k in options}, options)
         if common.get("kind") in ("contact", "exit") and common.get("door") not in doors:
             c.problem(f"{where}.door", f"a {common['kind']} input needs a door (doors: {', '.join(sorted(doors))})")
+        elif common.get("kind") == "leave_seat" and common.get("desk") not in desk_values:
+            c.problem(f"{where}.desk", f"a leave_seat input needs a desk (desks: {', '.join(sorted(desk_values))})")
         elif common.get("kind") == "fire" and common.get("door"):
             c.problem(f"{where}.door", "a fire input serves every door with fire_exit = true; it names no door")
         if set(readers) & {name}:
@@ -484,18 +560,22 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
 
     if c.problems:
         raise ConfigError(c.problems)
+    desks = {name: DeskConfig(name=name, levels=frozenset(desk_levels[name]),
+                              **{**v, "lock_fallback_command": tuple(v["lock_fallback_command"])})
+             for name, v in desk_values.items()}
     site["holidays"] = tuple(site["holidays"])
     rules = SiteRules(MappingProxyType(door_rules), MappingProxyType(levels), MappingProxyType(areas),
                       frozenset(site["holidays"]))
     return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt), readers=MappingProxyType(readers),
-                  doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), rules=rules, areas=tuple(sorted(areas)),
+                  doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
+                  rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(_warnings(path, rules, readers)))
 
 
 def _warnings(path: Path, rules: SiteRules, readers: Mapping[str, ReaderConfig]) -> list[str]:
     """What loads but can never take effect: ``check-config`` prints these, start-up logs them."""
     out = []
-    served = {r.door for r in readers.values()}
+    served = {r.door for r in readers.values() if r.door}
     for level in rules.levels.values():
         if level.schedule.never:
             out.append(f"{path}: levels.{level.name}: schedule {level.schedule.name!r} has no time ranges; "

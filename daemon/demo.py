@@ -19,6 +19,7 @@ from pathlib import Path
 from .app import open_store
 from .config import Config
 from .errors import SekishoError
+from .logind_sim import SimulatedLogind
 from .pins import hash_pin
 
 # (id, name, card UID, card still valid, level); Demo Operator's PIN is 1234.
@@ -79,9 +80,20 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _enroll(cfg, data_dir)
     broker = _start_broker(cfg, data_dir)
+    env = dict(os.environ)
+    logind = None
+    if cfg.desks:
+        # Desks lock a session through logind: the demo's own, never the desktop you are on.
+        logind = SimulatedLogind(data_dir)
+        try:
+            logind.start()
+        except SekishoError:
+            broker.terminate()
+            raise
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = logind.address
     me = [sys.executable, "-m", "sekisho.daemon.cli"]
-    daemon = subprocess.Popen([*me, "run", *cli_args])
-    watcher = subprocess.Popen([*me, "watch", *cli_args])
+    daemon = subprocess.Popen([*me, "run", *cli_args], env=env)
+    watcher = subprocess.Popen([*me, "watch", *cli_args], env=env)
     readers = ", ".join(cfg.readers)
     args = " ".join(cli_args)
     print(f"""
@@ -93,6 +105,9 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
     .venv/bin/sekisho sim tap entrance-out 04a1b2c3d4e5f6 {args}  # leaving by card: granted
     .venv/bin/sekisho sim tap entrance-out 04deadbeef0001 {args}  # a revoked card: denied
     .venv/bin/sekisho sim tap entrance-in 0411223344 {args}       # an unknown card: denied
+    .venv/bin/sekisho sim tap desk-01 04a1b2c3d4e5f6 {args}       # the card in the desk's slot:
+                                                                  #   in_use (once inside the room)
+    .venv/bin/sekisho sim pull desk-01 {args}                      # pulled: the session locks
     .venv/bin/sekisho muster {args}                                # who is inside
     .venv/bin/sekisho events {args}
     .venv/bin/sekisho audit verify {args}
@@ -110,4 +125,6 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
         watcher.wait()
         broker.terminate()
         broker.wait()
+        if logind:
+            logind.stop()
     return rc

@@ -254,7 +254,7 @@ class Doors:
         return area if since >= self._last_reset() else None
 
     def _occupancy(self, area: str) -> NewState:
-        inside = sorted(self._subject_of(p) for p, (a, _) in self.locations.items() if a == area)
+        inside = sorted(self.subject_of(p) for p, (a, _) in self.locations.items() if a == area)
         return NewState(self.topics.area_occupancy(area), {"count": len(inside), "subjects": inside})
 
     def _move(self, person_id: str, door: str, direction: str) -> None:
@@ -269,14 +269,14 @@ class Doors:
             self.queue(self._occupancy(area))
 
     # ------------------------------------------------------------------------- records
-    def _subject_of(self, person_id: str) -> str:
+    def subject_of(self, person_id: str) -> str:
         if self.config.site.publish_names:
             person = self.store.person(person_id)
             return person["name"] if person else person_id
         return self.key.pseudonym(person_id)
 
     def _subject(self, holder: dict[str, Any] | None) -> str | None:
-        return self._subject_of(holder["person_id"]) if holder else None
+        return self.subject_of(holder["person_id"]) if holder else None
 
     def _door_event(self, door: str, reader: str, direction: str, verdict: Verdict, holder: dict[str, Any] | None,
                     card_hash: str | None) -> NewEvent:

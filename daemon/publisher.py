@@ -19,7 +19,7 @@ import json
 import logging
 import ssl
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -51,6 +51,7 @@ class Publisher:
         self.held_rows: set[int] = set()
         self.cursor = 0                      # last outbox row handed to paho on this connection
         self.acked: list[int] = []
+        self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self.client = self._make_client(client_id)
 
     # ------------------------------------------------------------------------- set-up
@@ -82,6 +83,7 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _status(self, state: str) -> bytes:
@@ -106,6 +108,11 @@ class Publisher:
         self.loop.call_soon_threadsafe(log.warning, "cannot reach the broker at %s: %s; retrying",
                                        self.cfg.url, reason or "unknown reason")
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, handler in self.subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                self.loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
         self.loop.call_soon_threadsafe(self._disconnected, reason)
@@ -122,6 +129,8 @@ class Publisher:
         log.info("connected to %s", self.cfg.url)
         self.connected = True
         self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        for topic_filter in self.subscriptions:
+            self.client.subscribe(topic_filter, qos=1)
         self.cursor = 0
         self.kick()
 
@@ -130,6 +139,11 @@ class Publisher:
             log.warning("lost the broker (%s); %d events held for resending, the rest wait in the outbox",
                         reason, len(self.held))
         self.connected = False
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Call ``handler(topic, payload)`` on the loop for each message, retained ones included;
+        subscribed again on every connection. Set up before ``start``."""
+        self.subscriptions[topic_filter] = handler
 
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""

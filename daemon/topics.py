@@ -31,3 +31,9 @@ class Topics:
 
     def alarm(self, alarm_id: str) -> str:
         return f"{self.base}/alarm/{alarm_id}"
+
+    def desk_state(self, desk: str) -> str:
+        return f"{self.base}/desk/{desk}/state"
+
+    def desk_event(self, desk: str) -> str:
+        return f"{self.base}/desk/{desk}/event"

@@ -53,3 +53,18 @@ def pcscd(tmp_path: Path):
     d.start()
     yield d
     d.stop()
+
+
+@pytest.fixture(scope="session")
+def logind_bus():
+    """dbusmock's logind on a private system bus, one per test session (stopping a bus takes
+    about 1.7 s); see logind_mock.py."""
+    from logind_mock import start_logind
+    yield from start_logind()
+
+
+@pytest.fixture
+def logind(logind_bus):
+    """The logind mock, reset: no sessions, no recorded calls, no patches."""
+    logind_bus.reset()
+    return logind_bus

@@ -130,7 +130,8 @@ class Subscriber:
             self.messages.append(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain)))
 
     def events(self) -> list[dict[str, Any]]:
-        return [m.json for m in self.on("/event")]
+        """The door events, in arrival order."""
+        return [m.json for m in self.on("/event") if "/door/" in m.topic]
 
     def on(self, suffix: str) -> list[Message]:
         with self.lock:

@@ -126,7 +126,8 @@ def test_annotated_example_documents_every_key():
     and of every driver's options, with the default (commented) where one exists."""
     text = (REPO / "examples" / "sekisho.toml").read_text()
     schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
-               "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT}
+               "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
+               "desks": config.DESK}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"
@@ -174,7 +175,15 @@ doors = ["side"]
      "bad.toml: doors.entrance.auth_schedules[1].schedule: no schedule 'x'"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nholidays = ["2026-01-01"]'), "bad.toml: site.holidays: must be TOML dates"),
     (GOOD + "[areas.r]\npassback = \"strict\"\n", "bad.toml: areas.r.passback: must be one of 'off', 'soft', 'hard'"),
-    (GOOD + "[levels.x]\n", "bad.toml: levels.x.doors: missing (required)"),
+    (GOOD + "[levels.x]\n", "bad.toml: levels.x: names no doors and no desks"),
+    (GOOD + "[levels.x]\ndesks = [\"d9\"]\n", "bad.toml: levels.x.desks: no desk 'd9'"),
+    (GOOD + "[desks.d1]\ntailgating = \"ignore\"\n", "bad.toml: desks.d1.tailgating: must be one of 'refuse', 'flag'"),
+    (GOOD + "[desks.d1]\narea = \"nowhere\"\n", "bad.toml: desks.d1.area: no area 'nowhere'"),
+    (GOOD + "[readers.r2]\ndriver = \"sim\"\ndesk = \"d9\"\n", "bad.toml: readers.r2.desk: no desk 'd9'"),
+    (GOOD + "[readers.r2]\ndriver = \"sim\"\n", "bad.toml: readers.r2: serves nothing"),
+    (GOOD.replace('direction = "in"\n', ''), "bad.toml: readers.r1.direction: missing: a door's reader is either in or out"),
+    (GOOD + "[desks.d1]\n[readers.r2]\ndriver = \"sim\"\ndesk = \"d1\"\ndoor = \"entrance\"\ndirection = \"in\"\n",
+     "bad.toml: readers.r2: serves a door or a desk, not both"),
 ])
 def test_bad_access_config(tmp_path, text, expected):
     r = check(tmp_path, text)

@@ -33,6 +33,12 @@ def test_demo_runs_end_to_end(tmp_path):
         assert '"count": 1' in text  # the operator room's occupancy
         muster = subprocess.run([*SEKISHO, "muster", *args], capture_output=True, text=True).stdout
         assert "operator-room: 1 inside" in muster and "Demo Operator" in muster
+        for sim in (["tap", "desk-01", "04a1b2c3d4e5f6"], ["pull", "desk-01"]):
+            r = subprocess.run([*SEKISHO, "sim", *sim, *args], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        wait_for(lambda: '"state": "in_use"' in out.read_text(), what="the desk in use")
+        wait_for(lambda: out.read_text().count('"kind": "session_locked"') >= 2, what="the desk locked on pull")
+        assert '"reason": "locked"' in out.read_text()
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0, out.read_text()

@@ -1,7 +1,8 @@
 """The logind client against dbusmock's logind template on a private system bus.
 
-One bus and one mock serve the whole module (stopping a bus takes ~1.7 s); each test starts
-from ``Reset`` + ``ClearCalls`` and adds its sessions under explicit ids. The template's
+One bus and one mock serve the whole test session (the ``logind`` fixture in conftest.py and
+logind_mock.py); each test starts from ``Reset`` + ``ClearCalls`` and adds its sessions under
+explicit ids. The template's
 ``AddSession`` makes sessions of Type ``test``, which no desktop has, so ``add_session`` sets
 the Type a real graphical login has (``wayland``) unless a test asks for another.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -25,103 +25,17 @@ import pytest
 # dbusmock and dbus-python come from Debian (python3-dbusmock, python3-dbus) through the venv's
 # system site packages; without them this module fails to import, which fails the run.
 import dbus
-import dbusmock
 from dbus_fast import Message, MessageType, Variant
+from logind_mock import SESSION_PATH, LogindMock
 
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.errors import SekishoDBusError
 from sekisho.daemon.logind import TERMINATE, Logind, LockResult, Step, _LockedHintWatch, check_fallback
 from sekisho.policies.events import NoSessionToLock, SessionLocked, SessionLockFailed
 
-SESSION_PATH = "/org/freedesktop/login1/session/"
-
-# Runs inside the mock (dbusmock's AddMethod code: ``args``, ``objects`` and ``dbus`` are in
-# scope). Unknown ids fail as logind's do, which the template's no-op would not.
-LOCK_LIKE_LOGIND = """
-p = '/org/freedesktop/login1/session/' + args[0]
-if p not in objects:
-    raise dbus.exceptions.DBusException('No session ' + args[0], name='org.freedesktop.login1.NoSuchSession')
-session = objects[p]
-session.EmitSignal('org.freedesktop.login1.Session', 'Lock', '', [])
-def locked_hint(session=session):  # exec's locals are not a closure: pass the session in
-    session.UpdateProperties('org.freedesktop.login1.Session', {'LockedHint': dbus.Boolean(True)})
-    return False  # a GLib timeout that fires once
-if %(delay_ms)d:
-    from gi.repository import GLib
-    GLib.timeout_add(%(delay_ms)d, locked_hint)
-else:
-    locked_hint()
-"""
-
-
-class LogindMock:
-    def __init__(self, proc: subprocess.Popen, obj: Any, bus: dbus.bus.BusConnection) -> None:
-        self.proc = proc
-        self.obj = obj
-        self.bus = bus
-
-    def _mock(self, method: str, *args: Any) -> Any:
-        return getattr(self.obj, method)(*args, dbus_interface=dbusmock.MOCK_IFACE)
-
-    def reset(self) -> None:
-        self._mock("Reset")  # the template again, no sessions; the call log survives it
-        self._mock("ClearCalls")
-
-    def add_session(self, sid: str, seat: str = "seat0", uid: int = 1000, user: str = "alice", active: bool = True,
-                    type: str = "wayland", session_class: str = "user", locked: bool = False) -> str:
-        path = self._mock("AddSession", sid, seat, dbus.UInt32(uid), user, active)
-        props = dbus.Interface(self.bus.get_object(ld.BUS_NAME, path), dbus.PROPERTIES_IFACE)
-        props.Set(ld.SESSION_IFACE, ld.PROP_TYPE, type)
-        props.Set(ld.SESSION_IFACE, ld.PROP_CLASS, session_class)
-        if locked:
-            self.bus.get_object(ld.BUS_NAME, path).SetLockedHint(True, dbus_interface=ld.SESSION_IFACE)
-        return str(path)
-
-    def patch(self, method: str, in_sig: str, out_sig: str, code: str) -> None:
-        """Replace a Manager method until the next ``reset``."""
-        self._mock("AddMethod", ld.MANAGER_IFACE, method, in_sig, out_sig, code)
-
-    def patch_lock(self, delay_ms: int = 0) -> None:
-        self.patch(ld.LOCK_SESSION, "s", "", LOCK_LIKE_LOGIND % {"delay_ms": delay_ms})
-
-    def patch_error(self, method: str, in_sig: str, out_sig: str, error: str) -> None:
-        self.patch(method, in_sig, out_sig,
-                   f"raise dbus.exceptions.DBusException('refused by the test', name={error!r})")
-
-    def calls(self, method: str, path: str = ld.MANAGER_PATH) -> list[list[str]]:
-        """The arguments of each recorded call of ``method`` on ``path``, as strings."""
-        obj = self.bus.get_object(ld.BUS_NAME, path)
-        rows = obj.GetMethodCalls(method, dbus_interface=dbusmock.MOCK_IFACE)
-        return [[str(a) for a in args] for _, args in rows]
-
-    def locked_hint(self, sid: str) -> bool:
-        props = dbus.Interface(self.bus.get_object(ld.BUS_NAME, SESSION_PATH + sid), dbus.PROPERTIES_IFACE)
-        return bool(props.Get(ld.SESSION_IFACE, ld.PROP_LOCKED_HINT))
-
-
-@pytest.fixture(scope="module")
-def logind_bus():
-    before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    dbusmock.DBusTestCase.start_system_bus()  # sets DBUS_SYSTEM_BUS_ADDRESS for this process
-    proc, obj = dbusmock.DBusTestCase.spawn_server_template("logind", {}, stdout=subprocess.DEVNULL)
-    bus = dbusmock.DBusTestCase.get_dbus(system_bus=True)
-    try:
-        yield LogindMock(proc, obj, bus)
-    finally:
-        bus.close()
-        proc.terminate()
-        proc.wait()
-        dbusmock.DBusTestCase.stop_dbus(dbusmock.DBusTestCase.system_bus_pid)
-        if before is None:
-            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = before
-
-
 @pytest.fixture
-def mock(logind_bus: LogindMock) -> LogindMock:
-    logind_bus.reset()
-    return logind_bus
+def mock(logind: LogindMock) -> LogindMock:
+    return logind
 
 
 def run(scenario: Callable[[Logind], Awaitable[Any]]) -> Any:

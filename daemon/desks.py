@@ -1,0 +1,173 @@
+"""The desk controller: card slots, leave-seat buttons and logind, per desk.
+
+Decisions come from ``sekisho.policies.desk``; this module looks up what a decision needs (who
+holds the card, whether their levels allow this desk now, whether they are recorded inside the
+desk's area) and carries out the actions: lock or unlock the seat's session through logind,
+record and publish desk events, publish the retained desk state, raise alarms.
+
+Locks for one desk never overlap: a lock asked for while one is running runs once more when it
+ends, so the last word is always a lock. What logind answered comes back to the policy as an
+event (``SessionLocked``, ``SessionLockFailed``, ``NoSessionToLock``) and is published from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+
+import uuid
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from sekisho.policies import desk as policy
+from sekisho.policies.desk import Card, Desk, DeskDecision, DeskRules, LockSession, Publish, RaiseAlarm, UnlockSession
+from sekisho.policies.events import CardPresented, Event, SessionLocked
+
+from .config import Config, DeskConfig
+from .errors import SekishoDBusError
+from .logind import TERMINATE, Logind
+from .store import NewEvent, NewState, Store
+from .topics import Topics
+
+log = logging.getLogger("sekisho.desks")
+
+
+class Desks:
+    def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
+                 queue: Callable[[Any], None], *, logind: Logind, subject_of: Callable[[str], str],
+                 entered: Callable[[str, str], bool | None], raise_alarm: Callable[[str, str, str, str], None]) -> None:
+        self.config = config
+        self.store = store
+        self.topics = topics
+        self.loop = loop
+        self.queue = queue
+        self.logind = logind
+        self.subject_of = subject_of
+        self.entered = entered
+        self.raise_alarm = raise_alarm
+        self.tz = ZoneInfo(config.site.timezone)
+        self.rules = {name: DeskRules(name, d.unlock_on_card, policy.TailgatingStance(d.tailgating),
+                                      policy.UnknownOccupancy(d.unknown_occupancy), d.away_timeout_s)
+                      for name, d in config.desks.items()}
+        self.desks: dict[str, Desk] = {}
+        self.locking: set[str] = set()
+        self.relock: dict[str, float] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    def startup(self) -> None:
+        """Nobody is known to hold a desk at start, so every desk's session locks; a card in the
+        slot is reported by its reader and makes the desk in_use again."""
+        for name in self.config.desks:
+            self.desks[name] = Desk()
+            self._apply(name, policy.start(self.loop.time()), self.loop.time())
+
+    # ------------------------------------------------------------------------- inputs
+    def event(self, desk: str, event: Event, card_hash: str | None = None) -> None:
+        card = self._card(desk, card_hash) if isinstance(event, CardPresented) and card_hash else None
+        decision = policy.decide(self.desks[desk], event, self.loop.time(), self.rules[desk], card)
+        self._apply(desk, decision, event.mono)
+
+    def _card(self, desk: str, card_hash: str) -> Card:
+        holder = self.store.card_holder(card_hash)
+        if holder is None or not holder["card_active"] or not holder["person_active"]:
+            return Card(card_hash, None)
+        cfg = self.config.desks[desk]
+        now = dt.datetime.now(self.tz)
+        levels = [self.config.rules.levels[name] for name in holder["levels"] & cfg.levels
+                  if name in self.config.rules.levels]
+        today = now.date()
+        valid = ((holder["valid_from"] is None or today >= dt.date.fromisoformat(holder["valid_from"])) and
+                 (holder["valid_until"] is None or today <= dt.date.fromisoformat(holder["valid_until"])))
+        allowed = valid and any(lv.schedule.active(now, self.config.rules.holidays) for lv in levels)
+        entered = self.entered(holder["person_id"], cfg.area) if cfg.area else True
+        return Card(card_hash, holder["person_id"], allowed, entered)
+
+    # ------------------------------------------------------------------------- actions
+    def _apply(self, desk: str, decision: DeskDecision, trigger: float) -> None:
+        before = self.desks[desk]
+        self.desks[desk] = decision.desk
+        log.info("%s: %s (%s, rule %s)", desk, decision.state.value, decision.reason, decision.rule)
+        actions = list(decision.actions)
+        while actions:
+            action = actions.pop(0)
+            match action:
+                case LockSession():
+                    self._lock(desk, trigger)
+                case UnlockSession():
+                    # Its "unlocked" event is published only once logind has done it.
+                    follow = actions.pop(0) if actions and isinstance(actions[0], Publish) else None
+                    self._spawn(self._unlock(desk, decision, follow))
+                case Publish():
+                    self._publish(desk, decision, action)
+                case RaiseAlarm(kind=kind, severity=severity):
+                    self.raise_alarm(f"{desk}-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}", kind, desk, severity)
+        if decision.changed or before.state != decision.desk.state:
+            self._publish_state(desk)
+        if decision.expires_at is not None:
+            self.loop.call_at(decision.expires_at, self._tick, desk)
+
+    def _tick(self, desk: str) -> None:
+        self._apply(desk, policy.tick(self.desks[desk], self.loop.time()), self.loop.time())
+
+    def _publish(self, desk: str, decision: DeskDecision, p: Publish) -> None:
+        subject = self.subject_of(p.person_id) if p.person_id else None
+        payload = {"desk": desk, "kind": p.kind.value, "subject": subject, "reason": p.reason,
+                   "rule": decision.rule, "latency_ms": round(p.latency_ms, 2) if p.latency_ms is not None else None}
+        columns = {"reader": desk, "person_id": p.person_id, "reason": p.reason, "rule": decision.rule,
+                   "result": p.kind.value}
+        self.queue(NewEvent(kind="desk", topic=self.topics.desk_event(desk), payload=payload, columns=columns))
+
+    def _publish_state(self, desk: str) -> None:
+        d = self.desks[desk]
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max(0.0, self.loop.time() - d.since))
+        self.queue(NewState(self.topics.desk_state(desk), {
+            "state": d.state.value, "subject": self.subject_of(d.person_id) if d.person_id else None,
+            "since": since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}))
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _lock(self, desk: str, trigger: float) -> None:
+        if desk in self.locking:
+            self.relock[desk] = min(trigger, self.relock.get(desk, trigger))
+            return
+        self.locking.add(desk)
+        self._spawn(self._run_locks(desk, trigger))
+
+    async def _run_locks(self, desk: str, trigger: float) -> None:
+        cfg: DeskConfig = self.config.desks[desk]
+        fallback = list(cfg.lock_fallback_command) or (TERMINATE if cfg.lock_fallback == "terminate" else None)
+        try:
+            while True:
+                result = await self.logind.lock(cfg.seat, confirm_timeout=cfg.lock_confirm_s,
+                                                retries=cfg.lock_retries, fallback=fallback)
+                outcome = result.event(desk)
+                if isinstance(outcome, SessionLocked):
+                    confirmed = next(s.at for s in result.steps if s.step.value == "lock_confirmed")
+                    outcome = dataclasses.replace(outcome, latency_ms=(confirmed - trigger) * 1000)
+                self._apply(desk, policy.decide(self.desks[desk], outcome, self.loop.time(), self.rules[desk]),
+                            trigger)
+                if desk not in self.relock:
+                    return
+                trigger = self.relock.pop(desk)
+        finally:
+            self.locking.discard(desk)
+
+    async def _unlock(self, desk: str, decision: DeskDecision, follow: Publish | None) -> None:
+        try:
+            session = await self.logind.unlock(self.config.desks[desk].seat)
+        except SekishoDBusError as exc:
+            log.error("%s: unlock failed: %s; the holder unlocks with their password", desk, exc)
+            return
+        if session is not None and follow is not None:
+            self._publish(desk, decision, follow)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"desk": name, "state": d.state.value, "person_id": d.person_id,
+                 "since_s": round(self.loop.time() - d.since, 1)} for name, d in self.desks.items()]
+
+
