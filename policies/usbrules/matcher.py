@@ -1,0 +1,219 @@
+"""Deciding a device: the first rule that matches it wins, and when none does, the implicit target.
+
+A ``Device`` is described in the rules' own vocabulary (USBGuard's ``Device::getDeviceRule``):
+its id, serial, name, hash, parent-hash, via-port, with-connect-type and the list of its
+interface types. Each attribute of a rule is checked against the device's values for it, the
+way USBGuard's ``Rule::Attribute::appliesTo`` does; every attribute must apply.
+
+The device's value for each attribute is one value, except ``with-interface``, which is every
+interface descriptor in the device's descriptors, in order, alternate settings and other
+configurations included (USBGuard lists them so; ``hashing.interface_types`` reads them the same
+way). With the rule's values R and the device's values D, and "r covers d" meaning equal
+strings, an id pattern that covers the id, or an interface pattern that covers the type:
+
+  ``all-of``          every r covers some d
+  ``one-of``          some r covers some d
+  ``none-of``         no r covers any d
+  ``equals``          len(R) == len(D) and every r covers some d
+  ``equals-ordered``  len(R) == len(D) and each r covers the d at its position
+
+``equals`` is USBGuard's, quirk and all: it counts and looks one way only, so with patterns
+``with-interface equals { 03:*:* 03:*:* }`` also matches a device whose interfaces are
+03:01:01 and ff:00:00. Distinct exact values do not have that gap.
+
+``RuleSet.first_match`` returns a ``UsbVerdict`` that always names its rule: the rules file and
+line of the rule that matched, or ``IMPLICIT`` when none did (USBGuard's ``ImplicitID``).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
+
+from .parser import ParsedRule, parse_rules
+from .rule import VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target, canonical_text
+
+IMPLICIT = "IMPLICIT"
+
+
+@dataclass(frozen=True)
+class Device:
+    """A USB device as the rules see it. Strings are kept as the rules keep them
+    (``rule.canonical_text``); ``id`` and the interfaces are normalised to lower case."""
+
+    id: str
+    """``vvvv:pppp``, the ``idVendor`` and ``idProduct`` sysfs attributes."""
+    serial: str = ""
+    name: str = ""
+    """The ``product`` sysfs attribute."""
+    hash: str = ""
+    parent_hash: str = ""
+    via_port: str = ""
+    """The sysfs name: ``1-2``, ``1-2.4``, ``usb1`` for a root hub."""
+    with_connect_type: str = ""
+    """``port/connect_type``: ``hotplug``, ``hardwired``, ``not used``, ``unknown``, or empty."""
+    interfaces: tuple[str, ...] = ()
+    """Every interface descriptor's ``cc:ss:pp``, in descriptor order."""
+    _id: DeviceId = field(init=False, repr=False, compare=False)
+    _interfaces: tuple[InterfaceType, ...] = field(init=False, repr=False, compare=False)
+    _single: Mapping[Key, object] = field(init=False, repr=False, compare=False)
+    """The value of every attribute but ``with-interface``, which is the only one with many."""
+    _interface_keys: frozenset[tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    """Each interface filed under ``(cc,)``, ``(cc, ss)`` and ``(cc, ss, pp)``: a pattern covers
+    some interface exactly when its ``key`` is in here, one set lookup instead of a scan."""
+
+    def __post_init__(self) -> None:
+        device_id = DeviceId.parse(self.id.lower())
+        if "*" in (device_id.vendor, device_id.product):
+            raise ValueError(f'a device has one id, not a pattern: "{self.id}"')
+        types = tuple(InterfaceType.parse(i) for i in self.interfaces)
+        if not all(t.exact for t in types):
+            raise ValueError(f"a device's interfaces are exact types, not patterns: {list(self.interfaces)}")
+        object.__setattr__(self, "id", str(device_id))
+        object.__setattr__(self, "interfaces", tuple(str(t) for t in types))
+        for name in ("serial", "name", "hash", "parent_hash", "via_port", "with_connect_type"):
+            object.__setattr__(self, name, canonical_text(getattr(self, name)))
+        object.__setattr__(self, "_id", device_id)
+        object.__setattr__(self, "_interfaces", types)
+        object.__setattr__(self, "_interface_keys", frozenset(t.key[:n] for t in types for n in (1, 2, 3)))
+        object.__setattr__(self, "_single", MappingProxyType(
+            {k: _DEVICE_VALUES[k](self)[0] for k in Key if k is not Key.WITH_INTERFACE}))
+
+    def values(self, key: Key) -> Sequence[object]:
+        """The device's values for one attribute, in the form the rule's values are compared with."""
+        return _DEVICE_VALUES[key](self)
+
+    def as_rule(self, target: Target = Target.ALLOW) -> Rule:
+        """The device in rule syntax, the way USBGuard prints a device (``usbguard list-devices``):
+        a rule that matches this device. Empty hashes and an empty interface list are left out."""
+        attributes = [Attribute(Key.ID, (self._id,)), Attribute(Key.SERIAL, (self.serial,)),
+                      Attribute(Key.NAME, (self.name,))]
+        attributes += [Attribute(k, (v,)) for k, v in ((Key.HASH, self.hash), (Key.PARENT_HASH, self.parent_hash)) if v]
+        attributes.append(Attribute(Key.VIA_PORT, (self.via_port,)))
+        if self._interfaces:
+            attributes.append(Attribute(Key.WITH_INTERFACE, self._interfaces))
+        attributes.append(Attribute(Key.WITH_CONNECT_TYPE, (self.with_connect_type,)))
+        return Rule(target, tuple(attributes))
+
+
+_DEVICE_VALUES: Mapping[Key, Callable[[Device], Sequence[object]]] = MappingProxyType({
+    Key.ID: lambda d: (d._id,),
+    Key.SERIAL: lambda d: (d.serial,),
+    Key.NAME: lambda d: (d.name,),
+    Key.HASH: lambda d: (d.hash,),
+    Key.PARENT_HASH: lambda d: (d.parent_hash,),
+    Key.VIA_PORT: lambda d: (d.via_port,),
+    Key.WITH_INTERFACE: lambda d: d._interfaces,
+    Key.WITH_CONNECT_TYPE: lambda d: (d.with_connect_type,),
+})
+
+_COVERS: Mapping[type, Callable[[object, object], bool]] = MappingProxyType({
+    DeviceId: DeviceId.matches,  # type: ignore[dict-item]
+    InterfaceType: InterfaceType.matches,  # type: ignore[dict-item]
+    str: operator.eq,
+})
+"""USBGuard's ``Predicates::isSubsetOf`` for each kind of value: does a rule's value cover a device's."""
+
+
+def attribute_applies_as_usbguard(attribute: Attribute, device: Device) -> bool:
+    """USBGuard's ``Rule::Attribute::appliesTo``, line for line, with the rule as source and the
+    device as target: the reference that ``attribute_applies`` is tested against."""
+    covers = _COVERS[VALUE_TYPE[attribute.key]]
+    rule_values = attribute.values
+    device_values = device.values(attribute.key)
+    op = attribute.operator
+    if op is SetOperator.ONE_OF or op is SetOperator.NONE_OF:
+        some = any(covers(r, d) for r in rule_values for d in device_values)
+        return some if op is SetOperator.ONE_OF else not some
+    if op is not SetOperator.ALL_OF and len(rule_values) != len(device_values):
+        return False
+    if op is SetOperator.EQUALS_ORDERED:
+        return all(covers(r, d) for r, d in zip(rule_values, device_values))
+    return all(any(covers(r, d) for d in device_values) for r in rule_values)
+
+
+def attribute_applies(attribute: Attribute, device: Device) -> bool:
+    """The same answer as ``attribute_applies_as_usbguard``, sooner. Every attribute but
+    ``with-interface`` has one device value, which reduces the set algebra to one comparison per
+    rule value; for interfaces, "r covers some d" is one lookup in the device's interface keys."""
+    op = attribute.operator
+    key = attribute.key
+    values = attribute.values
+    if key is Key.WITH_INTERFACE:
+        if op is SetOperator.EQUALS_ORDERED:
+            return attribute_applies_as_usbguard(attribute, device)
+        keys = device._interface_keys
+        if op is SetOperator.ONE_OF:
+            return any(p.key in keys for p in values)  # type: ignore[union-attr]
+        if op is SetOperator.NONE_OF:
+            return not any(p.key in keys for p in values)  # type: ignore[union-attr]
+        if op is SetOperator.EQUALS and len(values) != len(device._interfaces):
+            return False
+        return all(p.key in keys for p in values)  # type: ignore[union-attr]
+    covers = _COVERS[VALUE_TYPE[key]]
+    value = device._single[key]
+    if op is SetOperator.ONE_OF:
+        return any(covers(r, value) for r in values)
+    if op is SetOperator.NONE_OF:
+        return not any(covers(r, value) for r in values)
+    if op is SetOperator.ALL_OF:
+        return all(covers(r, value) for r in values)
+    return len(values) == 1 and covers(values[0], value)
+
+
+def applies(rule: Rule, device: Device) -> bool:
+    return all(attribute_applies(a, device) for a in rule.attributes)
+
+
+@dataclass(frozen=True)
+class UsbVerdict:
+    """What to do with a device, and the rule that said so."""
+
+    decision: Target
+    rule: str
+    """``<rules file>:<line>`` of the matching rule, or ``IMPLICIT``."""
+    line: int | None
+    """The matching rule's line in the rules file; ``None`` for the implicit target."""
+    text: str
+    """The matching rule as written in the file; empty for the implicit target."""
+    blocked_interfaces: tuple[str, ...] = ()
+    """``allow`` with ``block-interface``: the device's interface types to leave unauthorized,
+    each once, in the device's order. The device and its other interfaces are authorized."""
+
+    @property
+    def implicit(self) -> bool:
+        return self.rule == IMPLICIT
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[ParsedRule, ...]
+    implicit_target: Target = Target.BLOCK
+    """USBGuard's ``ImplicitPolicyTarget``: what a device that no rule matches gets."""
+    file: str = "<rules>"
+    """The rules file's name as the verdicts should cite it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "implicit_target", Target(self.implicit_target))
+
+    @classmethod
+    def parse(cls, text: str, file: str = "<rules>", implicit_target: Target = Target.BLOCK) -> RuleSet:
+        """Parse a rules file; ``RuleSyntaxError`` if any line is broken (see ``parse_rules``)."""
+        return cls(parse_rules(text, file), implicit_target, file)
+
+    def first_match(self, device: Device) -> UsbVerdict:
+        for parsed in self.rules:
+            rule = parsed.rule
+            for attribute in rule.attributes:
+                if not attribute_applies(attribute, device):
+                    break
+            else:
+                blocked: tuple[str, ...] = ()
+                if rule.block_interfaces:
+                    blocked = tuple(dict.fromkeys(
+                        str(t) for t in device._interfaces if any(p.matches(t) for p in rule.block_interfaces)))
+                return UsbVerdict(rule.target, f"{self.file}:{parsed.line}", parsed.line, parsed.source, blocked)
+        return UsbVerdict(self.implicit_target, IMPLICIT, None, "")

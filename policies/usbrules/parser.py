@@ -1,0 +1,221 @@
+"""Tokens to ``Rule`` values: the sekisho subset of USBGuard's rule grammar, and nothing else.
+
+Each line is one rule, a comment or blank (USBGuard's ``FileRuleSet::load``). Where USBGuard's
+grammar (``RuleParser/Grammar.hpp``) wants blanks, so does this parser: after the target, after
+an attribute name, after a set operator, between values and between attributes; after ``{`` and
+before ``}`` they may be left out. A device id may follow the target without ``id``
+(``allow 1050:0407``), as in USBGuard's own examples; it is the ``id`` attribute, so giving
+``id`` as well is a duplicate.
+
+What USBGuard has and sekisho does not (``if`` conditions, ``label``, the ``match-all``
+operator, the ``match`` and ``device`` targets) is an error saying so, at its column, never
+skipped: a rule read differently from how USBGuard reads it would decide differently.
+
+``parse_rules`` reads a whole file and reports every broken line in one ``RuleSyntaxError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+from .lexer import RuleSyntaxError, Token, TokenKind, split_lines, tokenize_line
+from .rule import (BLOCK_INTERFACE, VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target,
+                   Value)
+
+ATTRIBUTE_NAMES = ", ".join([*(str(k) for k in Key), BLOCK_INTERFACE])
+
+NOT_SUPPORTED: Mapping[str, str] = MappingProxyType({
+    "if": '"if" conditions are not supported by sekisho: a rule decides on the device alone',
+    "label": '"label" is not supported by sekisho: write a # comment instead',
+})
+"""USBGuard clauses that sekisho refuses, each with the reason shown at its column."""
+
+NOT_SUPPORTED_OPERATORS = frozenset({"match-all"})
+NOT_SUPPORTED_TARGETS = frozenset({"match", "device"})
+
+_OPERATORS = frozenset(str(o) for o in SetOperator)
+_TARGETS = frozenset(str(t) for t in Target)
+_KEYS = frozenset(str(k) for k in Key)
+
+_EXAMPLE: Mapping[type, str] = MappingProxyType({
+    DeviceId: "a device id like 1050:0407, 1050:* or *:*",
+    InterfaceType: "an interface type like 08:06:50, 08:06:* or 08:*:*",
+    str: 'a quoted string like "USB Keyboard"',
+})
+
+
+@dataclass(frozen=True)
+class ParsedRule:
+    """A rule and where it came from, so that a decision can name its line."""
+
+    line: int
+    rule: Rule
+    source: str
+    """The line as written, without the blanks around it."""
+
+
+def parse_rules(text: str, file: str = "<rules>") -> tuple[ParsedRule, ...]:
+    """Every rule in a rules file, in order. Raises ``RuleSyntaxError`` naming the first broken
+    line, with every other broken line in its ``also``."""
+    rules: list[ParsedRule] = []
+    errors: list[RuleSyntaxError] = []
+    for number, source in enumerate(split_lines(text), start=1):
+        try:
+            rule = _parse_line(source, number, file)
+        except RuleSyntaxError as e:
+            errors.append(e)
+            continue
+        if rule is not None:
+            rules.append(ParsedRule(number, rule, source.strip(" \t")))
+    if errors:
+        raise errors[0].with_also(tuple(errors[1:]))
+    return tuple(rules)
+
+
+def parse_rule(text: str, file: str = "<rule>", line: int = 1) -> Rule:
+    """Exactly one rule, on one line (a comment after it is allowed)."""
+    if "\n" in text:
+        first = text.index("\n")
+        raise RuleSyntaxError("one rule is one line", file=file, line=line, column=first + 1,
+                              source=text[:first])
+    rule = _parse_line(text, line, file)
+    if rule is None:
+        raise RuleSyntaxError("expected a rule: allow, block or reject, then its attributes", file=file, line=line,
+                              column=1, source=text)
+    return rule
+
+
+def _parse_line(source: str, line: int, file: str) -> Rule | None:
+    return _Line(tokenize_line(source, line, file), source, line, file).rule()
+
+
+class _Line:
+    """One line's tokens, read left to right; ``rule`` is the only entry point."""
+
+    def __init__(self, tokens: tuple[Token, ...], source: str, line: int, file: str) -> None:
+        self._tokens = tokens
+        self._at = 0
+        self._source = source
+        self._line = line
+        self._file = file
+
+    def _next(self) -> Token:
+        token = self._tokens[self._at]
+        if token.kind is not TokenKind.END:
+            self._at += 1
+        return token
+
+    def _peek(self) -> Token:
+        return self._tokens[self._at]
+
+    def _error(self, token: Token, message: str) -> RuleSyntaxError:
+        return RuleSyntaxError(message, file=self._file, line=self._line, column=token.column, source=self._source)
+
+    def rule(self) -> Rule | None:
+        first = self._next()
+        if first.kind is TokenKind.END:
+            return None
+        target = self._target(first)
+        attributes: list[Attribute] = []
+        where: dict[Key, Token] = {}
+        blocked: tuple[InterfaceType, ...] = ()
+        blocked_at: Token | None = None
+
+        bare = self._peek()
+        if bare.kind is TokenKind.WORD and ":" in bare.value:
+            self._need_blank(bare, f"expected a blank between {target} and the device id")
+            self._next()
+            attributes.append(Attribute(Key.ID, (self._value(bare, str(Key.ID), DeviceId),)))
+            where[Key.ID] = bare
+
+        while (token := self._next()).kind is not TokenKind.END:
+            if token.kind is not TokenKind.WORD:
+                raise self._error(token, f"expected an attribute ({ATTRIBUTE_NAMES}), not {token.text}")
+            self._need_blank(token, f"expected a blank before {token.value}")
+            if token.value in NOT_SUPPORTED:
+                raise self._error(token, NOT_SUPPORTED[token.value])
+            if token.value == BLOCK_INTERFACE:
+                if blocked_at is not None:
+                    raise self._error(token, f"{BLOCK_INTERFACE} already given at column {blocked_at.column}")
+                _, values = self._values(BLOCK_INTERFACE, InterfaceType, operators=False)
+                blocked = tuple(v for v in values if isinstance(v, InterfaceType))
+                blocked_at = token
+                if target is not Target.ALLOW:
+                    raise self._error(token, f"{BLOCK_INTERFACE} only goes with allow: "
+                                             f"a {target} rule authorizes no interface to block")
+                continue
+            if token.value not in _KEYS:
+                raise self._error(token, f'unknown attribute "{token.value}" (expected {ATTRIBUTE_NAMES})')
+            key = Key(token.value)
+            if key in where:
+                raise self._error(token, f"{key} attribute already defined (at column {where[key].column})")
+            operator, values = self._values(str(key), VALUE_TYPE[key], operators=True)
+            attributes.append(Attribute(key, values, operator))
+            where[key] = token
+        return Rule(target, tuple(attributes), blocked)
+
+    def _target(self, token: Token) -> Target:
+        if token.kind is TokenKind.WORD:
+            if token.value in NOT_SUPPORTED_TARGETS:
+                raise self._error(token, f'the "{token.value}" target is not supported by sekisho: '
+                                         f'a rule decides allow, block or reject')
+            if token.value in _TARGETS:
+                return Target(token.value)
+        raise self._error(token, f"expected a target (allow, block or reject) to start the rule, not {token.text}")
+
+    def _need_blank(self, token: Token, message: str) -> None:
+        if not token.spaced:
+            raise self._error(token, message)
+
+    def _values(self, name: str, kind: type, *, operators: bool) -> tuple[SetOperator, tuple[Value, ...]]:
+        """After an attribute's name: one value, or a set with or without an operator."""
+        token = self._next()
+        if token.kind is TokenKind.END:
+            raise self._error(token, f"expected a value after {name}: {_EXAMPLE[kind]}, or a set {{ ... }}")
+        self._need_blank(token, f"expected a blank after {name}")
+        if token.kind is TokenKind.OPEN:
+            return SetOperator.EQUALS, self._set(token, name, kind, "the set")
+        if token.kind is TokenKind.WORD and token.value in NOT_SUPPORTED_OPERATORS:
+            raise self._error(token, f'the "{token.value}" set operator is not supported by sekisho')
+        if token.kind is TokenKind.WORD and token.value in _OPERATORS:
+            if not operators:
+                raise self._error(token, f"{name} takes one interface type or a plain set {{ ... }}, "
+                                         f"without a set operator")
+            operator = SetOperator(token.value)
+            opening = self._next()
+            if opening.kind is not TokenKind.OPEN:
+                raise self._error(opening, f'expected "{{" to open the {operator} set')
+            self._need_blank(opening, f'expected a blank between {operator} and "{{"')
+            return operator, self._set(opening, name, kind, f"{operator} set")
+        if token.kind is TokenKind.WORD and ":" not in token.value and self._peek().kind is TokenKind.OPEN:
+            raise self._error(token, f'unknown set operator "{token.value}" '
+                                     f'(expected {", ".join(str(o) for o in SetOperator)})')
+        return SetOperator.EQUALS, (self._value(token, name, kind),)
+
+    def _set(self, opening: Token, name: str, kind: type, what: str) -> tuple[Value, ...]:
+        values: list[Value] = []
+        while True:
+            token = self._next()
+            if token.kind is TokenKind.CLOSE:
+                if not values:
+                    raise self._error(token, f"empty set: {name} needs at least one value")
+                return tuple(values)
+            if token.kind is TokenKind.END:
+                raise self._error(token, f'expected "}}" to close {what} (opened at column {opening.column})')
+            if values:
+                self._need_blank(token, "expected a blank between two values")
+            values.append(self._value(token, name, kind))
+
+    def _value(self, token: Token, name: str, kind: type) -> Value:
+        if kind is str:
+            if token.kind is not TokenKind.STRING:
+                raise self._error(token, f"{name} takes {_EXAMPLE[str]}, not {token.text}")
+            return token.value
+        if token.kind is not TokenKind.WORD:
+            raise self._error(token, f"{name} takes {_EXAMPLE[kind]}, not {token.text}")
+        try:
+            return kind.parse(token.value)  # type: ignore[attr-defined,no-any-return]
+        except ValueError as e:
+            raise self._error(token, str(e)) from None
