@@ -73,7 +73,9 @@ class Doors:
         for alarm in self.store.active_alarms():
             self.queue(AlarmChange(alarm["id"], alarm["kind"], alarm["source"], alarm["severity"],
                                    self.topics.alarm(alarm["id"]), None))
-        for area in self.config.areas:
+        # Only the areas this node's doors lead into: a desk-only node knows nothing of who is
+        # inside, and its word must not overwrite the door node's retained occupancy.
+        for area in sorted({a for d in self.config.doors.values() for a in (d.area_in, d.area_out) if a}):
             self.queue(self._occupancy(area))
         for door, st in self.states.items():
             self._apply(door, doorstate.set_mode(self.specs[door], st, st.mode, self.loop.time()))

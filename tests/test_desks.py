@@ -216,3 +216,73 @@ def test_pcsc_desk_reader_card_removed_and_pcscd_killed(desk, pcscd):
     assert ("reader_lost", "SCARD_F_COMM_ERROR") in desk_events(sub) or any(
         k == "reader_lost" for k, _ in desk_events(sub))
     site.stop()
+
+
+DESK_ONLY = """\
+[site]
+id = "test"
+node = "desk-b"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+
+[levels.staff]
+desks = ["desk-01"]
+
+[desks.desk-01]
+area = "room"
+unknown_occupancy = "{stance}"
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+"""
+
+
+def publish_retained(broker, topic: str, payload: dict) -> None:
+    import json
+
+    import paho.mqtt.publish as publish
+    publish.single(topic, json.dumps(payload), qos=1, retain=True, hostname="127.0.0.1", port=broker.port)
+
+
+def test_desk_node_learns_who_is_inside_from_the_bus(site, subscribe, logind):
+    """A desk node runs no door: the door node's retained occupancy tells it who came in."""
+    from sekisho.daemon.keys import SiteKey
+    site.config.write_text(DESK_ONLY.format(url=site.broker.url, stance="refuse"))
+    site.enroll("alice", ALICE)
+    site.enroll("bob", BOB)
+    alice = SiteKey.load_or_create(site.data_dir / "site.key").pseudonym("alice")
+    publish_retained(site.broker, "sekisho/v1/test/area/room/occupancy", {"count": 1, "subjects": [alice]})
+    logind.add_session("c1")
+    logind.patch_lock()
+    sub = subscribe()
+    site.start()
+    site.tap(BOB, reader="desk-01")
+    wait_for(lambda: ("tailgating", "no_entry") in desk_events(sub), what="Bob is not inside")
+    site.sim("desk-01", {"op": "pull"})
+    site.tap(ALICE, reader="desk-01")
+    wait_for(lambda: desk_state(sub) == "in_use", what="Alice is inside by the door node's word")
+    site.stop()
+
+
+def test_unknown_occupancy_stance(site, subscribe, logind):
+    site.config.write_text(DESK_ONLY.format(url=site.broker.url, stance="allow"))
+    site.enroll("alice", ALICE)
+    logind.add_session("c1")
+    logind.patch_lock()
+    sub = subscribe()
+    site.start()
+    site.tap(ALICE, reader="desk-01")
+    wait_for(lambda: ("card_inserted", "occupancy_unknown") in desk_events(sub), what="allowed and flagged")
+    assert desk_state(sub) == "in_use"
+    site.stop()
+    site.config.write_text(DESK_ONLY.format(url=site.broker.url, stance="refuse"))
+    site.start()
+    site.tap(ALICE, reader="desk-01")
+    wait_for(lambda: desk_events(sub).count(("card_inserted", "occupancy_unknown")) == 2, what="refused")
+    assert desk_state(sub) == "vacant"
+    site.stop()
