@@ -26,9 +26,9 @@ from .config import Config
 from .control import ControlServer
 from .desks import Desks
 from .doors import Doors
-from .logind import Logind
 from .errors import SekishoError, StoreError
 from .keys import SiteKey
+from .logind import Logind
 from .publisher import Publisher
 from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
 from .strikes import make_strike
@@ -94,7 +94,8 @@ class Daemon:
                 try:
                     await driver.start()
                 except DriverError as exc:
-                    raise SekishoError(f"readers.{name}: {exc}") from None
+                    section = "readers" if name in self.config.readers else "inputs"
+                    raise SekishoError(f"{section}.{name}: {exc}") from None
                 started.append(driver)
             await self.control.start()
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
@@ -131,6 +132,9 @@ class Daemon:
         if reader is None:
             log.error("event from unknown source %r dropped: %r", event.source, event)
             return
+        if isinstance(event, CardPresented) and reader.name in self.enrolling:
+            self.enrolling.pop(reader.name).set_result(event.uid)
+            return
         if reader.desk and self.desks:
             if isinstance(event, (ReaderLost, CardUnreadable)):
                 log.warning("%s: %s", reader.name, event)
@@ -138,8 +142,6 @@ class Daemon:
                              else None)
             return
         match event:
-            case CardPresented(uid=uid) if reader.name in self.enrolling:
-                self.enrolling.pop(reader.name).set_result(uid)
             case CardPresented(uid=uid):
                 self.doors.card(reader, self.key.card_hash(uid))
             case CardUnreadable(reason=reason):
