@@ -75,7 +75,7 @@ class SimulatedLogind:
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 self.stop()
                 raise Unavailable("the simulated logind (dbus-daemon + python3-dbusmock) did not start")
-            time.sleep(0.05)
+            time.sleep(0.05)  # a start-up poll with a deadline, outside any event loop
         manager = bus.get_object("org.freedesktop.login1", "/org/freedesktop/login1")
         mock = dbus.Interface(manager, "org.freedesktop.DBus.Mock")
         path = mock.AddSession(session, "seat0", dbus.UInt32(1000), user, True)

@@ -12,6 +12,7 @@ check by hand (notes/testing-without-hardware.md, section 2).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import errno
 import socket
@@ -65,7 +66,7 @@ class Recorder:
         return wait_for(nth, WAIT, f"{cls.__name__} #{n} (have {self.kinds()})")
 
 
-class EmulatedCard:
+class EmulatedCard(abc.ABC):
     """A card on the udp "radio": ``insert()`` starts listening on the port, ``remove()`` stops
     answering, so the reader's presence check fails as when the card is taken away."""
 
@@ -101,8 +102,9 @@ class EmulatedCard:
         finally:
             clf.close()
 
+    @abc.abstractmethod
     def serve(self, clf: Any) -> None:
-        raise NotImplementedError
+        """One round of card emulation on ``clf``; subclasses speak their card type."""
 
 
 class FelicaCard(EmulatedCard):
