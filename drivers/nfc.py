@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, ReaderBack, ReaderLost
+from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 
-from .base import REQUIRED, DriverError, Emit, Option
+from .base import REQUIRED, DriverError, Emit, Option, ThreadedDriver
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def _check_interval(value: int) -> str | None:
     return None if 10 <= value <= 5000 else "must be between 10 and 5000 (milliseconds)"
 
 
-class NfcReader:
+class NfcReader(ThreadedDriver):
     OPTIONS = {
         "path": Option(str, REQUIRED, "nfcpy device path, e.g. usb:054c:06c3 (RC-S380) or udp:127.0.0.1:54321",
                               check=_check_path),
@@ -74,15 +73,10 @@ class NfcReader:
     }
 
     def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
-        self.name = name
+        super().__init__(name, emit)
         self.path = str(options["path"])
         self.targets = list(options.get("targets", DEFAULT_TARGETS))
         self.interval_ms = int(options.get("poll_interval_ms", self.OPTIONS["poll_interval_ms"].default))
-        self._emit = emit
-        self._gate = threading.Lock()
-        self._open = False
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.nfc: Any = None
         """The ``nfc`` module, once ``start()`` has imported it."""
         # Owned by the thread:
@@ -103,27 +97,15 @@ class NfcReader:
         except (ImportError, OSError) as exc:
             raise DriverError(f"the nfc driver needs nfcpy >= 1.0.4 ({exc}); install it with the 'nfc' extra") from None
         self.nfc = nfc
-        self._stopping.clear()
-        with self._gate:
-            self._open = True
-        self._thread = threading.Thread(target=self._run, name=f"nfc {self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run, "nfc")
 
     async def stop(self) -> None:
-        with self._gate:
-            self._open = False
-        self._stopping.set()
-        thread, self._thread = self._thread, None
+        thread = self._close()
         if thread is not None:
             await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
             if thread.is_alive():
                 log.error("%s: nfcpy thread did not stop within %.0f s; abandoning it (it emits nothing more)",
                           self.name, STOP_TIMEOUT_S)
-
-    def _send(self, event: Event) -> None:
-        with self._gate:
-            if self._open:
-                self._emit(event)
 
     # ------------------------------------------------------------------------- the thread
     def _run(self) -> None:

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, ReaderBack, ReaderLost
+from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 
-from .base import REQUIRED, DriverError, Emit, Option
+from .base import REQUIRED, DriverError, Emit, Option, ThreadedDriver
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class _Read:
     dead: bool = False
 
 
-class PcscReader:
+class PcscReader(ThreadedDriver):
     OPTIONS = {
         "name": Option(str, REQUIRED, "PC/SC reader name as pcscd lists it (pcsc_scan shows it), an fnmatch "
                               "pattern such as \"ACS ACR122U*\"; the first listed reader that matches is used",
@@ -92,17 +92,12 @@ class PcscReader:
     }
 
     def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
-        self.name = name
+        super().__init__(name, emit)
         self.pattern = str(options["name"])
         self.poll_timeout_ms = int(options.get("poll_timeout_ms", self.OPTIONS["poll_timeout_ms"].default))
         self.read_timeout_s = int(options.get("read_timeout_ms", self.OPTIONS["read_timeout_ms"].default)) / 1000
-        self._emit = emit
-        self._gate = threading.Lock()
-        self._open = False
-        self._stopping = threading.Event()
         self._ctx_lock = threading.Lock()
         self._ctx: int | None = None
-        self._thread: threading.Thread | None = None
         self.sc: Any = None
         """The ``smartcard.scard`` module, once ``start()`` has imported it."""
         # Owned by the watching thread:
@@ -126,17 +121,10 @@ class PcscReader:
             raise DriverError(f"the pcsc driver needs pyscard >= 2.3 ({exc}); install it with the 'pcsc' extra "
                               "(building it needs swig and libpcsclite-dev), and run pcscd") from None
         self.sc = scard
-        self._stopping.clear()
-        with self._gate:
-            self._open = True
-        self._thread = threading.Thread(target=self._run, name=f"pcsc {self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run, "pcsc")
 
     async def stop(self) -> None:
-        with self._gate:
-            self._open = False
-        self._stopping.set()
-        thread, self._thread = self._thread, None
+        thread = self._close()
         if thread is not None:
             await asyncio.to_thread(self._cancel_and_join, thread)
 
@@ -153,11 +141,6 @@ class PcscReader:
                 log.error("%s: PC/SC thread did not stop within %.0f s; abandoning it (it emits nothing more)",
                           self.name, STOP_TIMEOUT_S)
                 return
-
-    def _send(self, event: Event) -> None:
-        with self._gate:
-            if self._open:
-                self._emit(event)
 
     # ------------------------------------------------------------------------- the thread
     def _run(self) -> None:
