@@ -78,8 +78,8 @@ class Doors:
         for area in sorted({a for d in self.config.doors.values() for a in (d.area_in, d.area_out) if a}):
             self.queue(self._occupancy(area))
         for door, st in self.states.items():
+            # Drives the strike as the stored mode says, and publishes the first door state.
             self._apply(door, doorstate.set_mode(self.specs[door], st, st.mode, self.loop.time()))
-            self._publish_state(door, force=True)
 
     # ------------------------------------------------------------------------- inputs
     def card(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
@@ -228,10 +228,10 @@ class Doors:
             log.error("%s", exc)
             self.raise_alarm(f"{door}-strike-failed-{uuid.uuid4().hex[:8]}", "strike_failed", door, "critical")
 
-    def _publish_state(self, door: str, force: bool = False) -> None:
+    def _publish_state(self, door: str) -> None:
         view = self.describe_one(door)
         key = tuple(str(v) for v in view.values())
-        if force or self.published.get(door) != key:
+        if self.published.get(door) != key:
             self.published[door] = key
             self.queue(NewState(self.topics.door_state(door), {k: v for k, v in view.items() if k != "door"}))
 
