@@ -267,8 +267,9 @@ class Doors:
         else:
             self.locations.pop(person_id, None)
         self.queue(Move(person_id, entered))
-        for area in sorted({before, entered} - {""}):
-            self.queue(self._occupancy(area))
+        if before != entered:  # who is inside changed only when the area did
+            for area in sorted({before, entered} - {""}):
+                self.queue(self._occupancy(area))
 
     # ------------------------------------------------------------------------- records
     def subject_of(self, person_id: str) -> str:
