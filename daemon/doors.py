@@ -66,6 +66,13 @@ class Doors:
         self.wrong_pins: dict[str, int] = {}
         self.locked_until: dict[str, float] = {}
         self.locations = store.locations()
+        # Who is in each area, kept up to date on every move: rebuilding it from ``locations``
+        # on each grant cost one HMAC per person inside, on the tap path, before the strike.
+        self.inside: dict[str, set[str]] = {}
+        for person_id, (area, _) in self.locations.items():
+            self.inside.setdefault(area, set()).add(person_id)
+        self.subjects: dict[str, str] = {}
+        self.changed_areas: set[str] = set()
 
     def startup(self) -> None:
         """Publish the current occupancy of every area, and clear alarms a previous run left
@@ -256,7 +263,7 @@ class Doors:
         return area if since >= self._last_reset() else None
 
     def _occupancy(self, area: str) -> NewState:
-        inside = sorted(self.subject_of(p) for p, (a, _) in self.locations.items() if a == area)
+        inside = sorted(self.subject_of(p) for p in self.inside.get(area, ()))
         return NewState(self.topics.area_occupancy(area), {"count": len(inside), "subjects": inside})
 
     def _move(self, person_id: str, door: str, direction: str) -> None:
@@ -267,16 +274,33 @@ class Doors:
         else:
             self.locations.pop(person_id, None)
         self.queue(Move(person_id, entered))
-        if before != entered:  # who is inside changed only when the area did
-            for area in sorted({before, entered} - {""}):
-                self.queue(self._occupancy(area))
+        if before == entered:
+            return  # who is inside changed only when the area did
+        self.inside.get(before, set()).discard(person_id)
+        if entered:
+            self.inside.setdefault(entered, set()).add(person_id)
+        if not self.changed_areas:
+            # After this tick's strike and record: a burst of grants shares one message per area.
+            self.loop.call_soon(self._publish_occupancy)
+        self.changed_areas |= {before, entered} - {""}
+
+    def _publish_occupancy(self) -> None:
+        areas, self.changed_areas = self.changed_areas, set()
+        for area in sorted(areas):
+            self.queue(self._occupancy(area))
 
     # ------------------------------------------------------------------------- records
     def subject_of(self, person_id: str) -> str:
-        if self.config.site.publish_names:
-            person = self.store.person(person_id)
-            return person["name"] if person else person_id
-        return self.key.pseudonym(person_id)
+        """How a person appears on the bus; computed once per person (an HMAC, or a store read)."""
+        subject = self.subjects.get(person_id)
+        if subject is None:
+            if self.config.site.publish_names:
+                person = self.store.person(person_id)
+                subject = person["name"] if person else person_id
+            else:
+                subject = self.key.pseudonym(person_id)
+            self.subjects[person_id] = subject
+        return subject
 
     def _subject(self, holder: dict[str, Any] | None) -> str | None:
         return self.subject_of(holder["person_id"]) if holder else None
