@@ -9,6 +9,7 @@ the publisher, so nothing is published that is not on disk first.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import signal
@@ -37,6 +38,13 @@ from .topics import Topics
 log = logging.getLogger("sekisho")
 
 RETRY_STORE_S = 1.0
+PURGE_EVERY_S = 24 * 3600
+
+
+def purge_before(config: Config) -> str:
+    """The store timestamp before which records are past the site's retention period."""
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.site.retention_days)
+    return cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def open_store(config: Config, data_dir: Path) -> tuple[Store, SiteKey]:
@@ -101,6 +109,7 @@ class Daemon:
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
             self.publisher.kick()  # rows left from before a restart
+            self._purge()
             await self.stopping.wait()
             log.info("stopping")
         finally:
@@ -113,6 +122,18 @@ class Daemon:
             await self.publisher.stop()
             self.store.close()
             log.info("stopped")
+
+    def _purge(self) -> None:
+        """Retention: delete what is older than the site keeps, now and once a day."""
+        try:
+            events, audit_rows = self.store.purge(purge_before(self.config), "daemon")
+        except StoreError as exc:
+            log.error("retention purge failed: %s", exc)
+        else:
+            if events or audit_rows:
+                log.info("retention: deleted %d events and %d audit rows older than %d days", events, audit_rows,
+                         self.config.site.retention_days)
+        self.loop.call_later(PURGE_EVERY_S, self._purge)
 
     def emit(self, event: Event) -> None:
         """The one way in for drivers; safe from any thread."""

@@ -130,6 +130,8 @@ SITE = {
     "holidays": Key(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's.", _dates),
     "passback_reset": Key(str, "04:00", "Local time of day at which anti-passback forgets where everyone is.", _hhmm),
     "pin_max_wrong": Key(int, 3, "Wrong PINs in a row that lock a card out.", _between(1, 20)),
+    "retention_days": Key(int, 365, "Days events and audit rows are kept; older ones are deleted daily (and by "
+                          "sekisho purge).", _between(1, 3650)),
     "pin_lockout_s": Key(int, 300, "Seconds a card stays locked out after too many wrong PINs.", _between(1, 86400)),
 }
 MQTT = {
@@ -239,6 +241,7 @@ class SiteConfig:
     holidays: tuple[dt.date, ...]
     passback_reset: str
     pin_max_wrong: int
+    retention_days: int
     pin_lockout_s: int
 
 

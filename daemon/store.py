@@ -228,8 +228,10 @@ class Store:
             self._audit(db, actor, action, detail, utc_now())
 
     def verify_audit(self) -> AuditReport:
-        """Walk the chain from the first row; name the first one that does not hold."""
-        expected_n, prev = 1, GENESIS
+        """Walk the chain from the first row (or from the anchor a retention purge left); name
+        the first one that does not hold."""
+        anchor = self.db.execute("SELECT value FROM meta WHERE key = 'audit_anchor'").fetchone()
+        expected_n, prev = (int(anchor[0].split(":")[0]) + 1, anchor[0].split(":")[1]) if anchor else (1, GENESIS)
         rows = 0
         for row in self.db.query("SELECT * FROM audit ORDER BY n"):
             n = row["n"]
@@ -246,12 +248,32 @@ class Store:
                 return AuditReport(False, rows, f"row {n}: content does not match its hash (edited)")
             prev, expected_n, rows = row["hash"], n + 1, rows + 1
         head = self.db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
-        if head and head[0] != f"{rows}:{prev}" and rows:
-            return AuditReport(False, rows, f"the log ends at row {rows}, but row {head[0].split(':')[0]} "
+        if head and head[0] != f"{expected_n - 1}:{prev}" and rows:
+            return AuditReport(False, rows, f"the log ends at row {expected_n - 1}, but row {head[0].split(':')[0]} "
                                             "was written (rows removed from the end)")
         if head and not rows:
             return AuditReport(False, 0, "the audit log is empty, but rows were written")
         return AuditReport(True, rows)
+
+    def purge(self, before: str, actor: str) -> tuple[int, int]:
+        """Delete events and audit rows older than ``before`` (the store's UTC timestamp text):
+        the retention period of the data-protection rules. The audit chain stays verifiable: the
+        last purged row's number and hash become its anchor, and the purge is itself audited.
+        Returns (events, audit rows) deleted."""
+        with self.transaction() as db:
+            events = db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
+            last = db.execute("SELECT n, hash FROM audit WHERE ts < ? ORDER BY n DESC LIMIT 1", [before]).fetchone()
+            audit_rows = 0
+            if last is not None:
+                # The append-only trigger is lifted for this one statement, inside this transaction.
+                db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+                audit_rows = db.execute("DELETE FROM audit WHERE n <= ?", [last[0]]).rowcount
+                db.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+                           "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+                db["meta"].upsert({"key": "audit_anchor", "value": f"{last[0]}:{last[1]}"}, pk="key")
+            self._audit(db, actor, "retention.purge", {"before": before, "events": events, "audit_rows": audit_rows},
+                        utc_now())
+        return events, audit_rows
 
     # ------------------------------------------------------------------------- events
     def record(self, items: Sequence[NewEvent | NewState | Move | AlarmChange]) -> None:

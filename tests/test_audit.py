@@ -81,3 +81,35 @@ def test_cli_exit_codes(site):
     r = site.cli("audit", "verify", check=False)
     assert r.returncode == 65
     assert "row 1: content does not match its hash (edited)" in r.stderr
+
+
+def test_retention_purge_keeps_the_chain_verifiable(store):
+    # Age the first four audit rows and two events, as time would. (Editing ts breaks those
+    # rows' hashes, but they are exactly what the purge removes.)
+    db = sqlite3.connect(store.path)
+    db.execute("DROP TRIGGER audit_no_update")
+    db.execute("UPDATE audit SET ts = '2000-01-01T00:00:00.000Z' WHERE n <= 4")
+    db.execute("UPDATE events SET ts = '2000-01-01T00:00:00.000Z' WHERE seq <= 2")
+    db.execute("CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+    db.commit()
+    events, audit_rows = store.purge("2001-01-01T00:00:00.000Z", "test")
+    assert (events, audit_rows) == (2, 4)
+    report = store.verify_audit()
+    assert report.ok, report.problem
+    assert report.rows == 3  # rows 5, 6 and the purge's own row
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        sqlite3.connect(store.path).execute("DELETE FROM audit WHERE n = 5")
+
+
+def test_deleting_the_oldest_rows_without_a_purge_is_caught(store):
+    tamper(store, "DELETE FROM audit WHERE n <= 2")
+    report = store.verify_audit()
+    assert not report.ok and report.problem.startswith("row 1 is missing")
+
+
+def test_purge_command(site):
+    site.cli("person", "add", "--id", "p1", "--name", "A")
+    r = site.cli("purge")
+    assert r.stdout.startswith("deleted 0 events and 0 audit rows from before ")
+    assert site.cli("audit", "verify").stdout.strip() == "audit log intact: 2 rows"
