@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import signal
@@ -19,8 +20,10 @@ from typing import Any
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
 from sekisho.policies.access import Mode
+from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
-                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost)
+                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, UsbDeviceAdded,
+                                     UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
 from .config import Config
@@ -34,6 +37,8 @@ from .publisher import Publisher
 from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
 from .strikes import make_strike
 from .topics import Topics
+from .usb import UsbController, desks_unattended
+from .usb_cli import usb_allow, usb_status
 
 log = logging.getLogger("sekisho")
 
@@ -78,12 +83,24 @@ class Daemon:
         self.local_areas = {a for d in config.doors.values() for a in (d.area_in, d.area_out) if a}
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
                            subject_of=self.doors.subject_of, entered=self._entered,
-                           raise_alarm=self.doors.raise_alarm) if self.logind else None
+                           raise_alarm=self.doors.raise_alarm, on_change=self._desk_changed) if self.logind else None
+        self.usb: UsbController | None = None
+        self.usb_driver: UdevUsb | None = None
+        if config.usb:
+            u = config.usb
+            self.usb = UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=loop,
+                                     present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
+                                     desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
+            self.usb_driver = UdevUsb("usb", {}, self.emit)
         if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
-        self.control = ControlServer(Path(data_dir), {"enroll": self.enroll, "door.list": self.door_list,
-                                                      "door.unlock": self.door_unlock, "door.mode": self.door_mode})
+        handlers = {"enroll": self.enroll, "door.list": self.door_list, "door.unlock": self.door_unlock,
+                    "door.mode": self.door_mode}
+        if self.usb:
+            handlers |= {"usb.allow": functools.partial(usb_allow, self.usb),
+                         "usb.list": functools.partial(usb_status, self.usb)}
+        self.control = ControlServer(Path(data_dir), handlers)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -105,6 +122,15 @@ class Daemon:
                     section = "readers" if name in self.config.readers else "inputs"
                     raise SekishoError(f"{section}.{name}: {exc}") from None
                 started.append(driver)
+            if self.usb and self.usb_driver:
+                # Listen first, then list what is present: a device plugged in between is seen
+                # at least once (twice is harmless).
+                try:
+                    await self.usb_driver.start()
+                except DriverError as exc:
+                    raise SekishoError(f"usb: {exc}") from None
+                started.append(self.usb_driver)
+                self.usb.start(enumerate_usb_devices())
             await self.control.start()
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
@@ -118,6 +144,8 @@ class Daemon:
                 await driver.stop()
             if self.logind:
                 await self.logind.close()
+            if self.usb:
+                self.usb.stop()  # ends timed exceptions, recorded: they are never kept across a restart
             self._flush()
             await self.publisher.stop()
             self.store.close()
@@ -141,6 +169,10 @@ class Daemon:
 
     # ------------------------------------------------------------------------- events
     def handle(self, event: Event) -> None:
+        if isinstance(event, (UsbDeviceAdded, UsbInterfaceAdded, UsbDeviceRemoved)):
+            if self.usb:
+                self.usb.handle(event)
+            return
         if isinstance(event, InputChanged) and event.source in self.config.inputs:
             cfg = self.config.inputs[event.source]
             if cfg.kind == "leave_seat":
@@ -176,6 +208,13 @@ class Daemon:
                 log.warning("%s: reader lost (%s)", reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+
+    def _desks_unattended(self) -> bool:
+        return self.desks is not None and desks_unattended(d.state for d in self.desks.desks.values())
+
+    def _desk_changed(self) -> None:
+        if self.usb:
+            self.usb.desk_unlocked()  # decides held HID devices once a desk is in use again
 
     def _entered(self, person_id: str, area: str) -> bool | None:
         """Is the person recorded inside ``area``? None when nobody knows who is in it."""

@@ -189,6 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
         "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
         "people, run the daemon and print every message on the bus. `make demo` runs this on\n"
         "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
+    usb = add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
+            "Every USB device present: whether the kernel has it authorized, how [usb] rules decide it\n"
+            "and by which line, and the device written as a rule to paste into the rules file. With\n"
+            "a daemon running, also held devices and the timed exceptions in force.")
+    p.add_argument("--json", action="store_true", help="JSON on stdout")
+    p = add(usb, "test-policy", cmd_usb_test_policy, "decide devices by a rules file, touching nothing",
+            "Decide devices by RULES without writing anything: DEVICE is a sysfs path\n"
+            "(/sys/bus/usb/devices/1-2) or a umockdev recording (*.umockdev); none means the\n"
+            "devices present. As USBGuard's ImplicitPolicyTarget, --implicit-target stands in for\n"
+            "[usb] implicit_target.")
+    p.add_argument("rules", help="a rules file (docs/sekisho-rules.5.md)")
+    p.add_argument("devices", nargs="*", metavar="DEVICE", help="sysfs paths or .umockdev files")
+    p.add_argument("--implicit-target", choices=["allow", "block", "reject"], default=None,
+                   help="what a device no rule matches gets (default: the config's, else block)")
+    p.add_argument("--json", action="store_true", help="a JSON list, in the order given: device, decision, rule, ...")
+    p = add(usb, "generate", cmd_usb_generate, "a starting policy from the devices present",
+            "Print a starting rules file that allows exactly the devices present now, one rule per\n"
+            "device, as `usbguard generate-policy` does. Review it before use.")
+    p.add_argument("--no-hash", action="store_true", help="leave out hash and parent-hash")
+    p.add_argument("--ports", choices=["noserial", "all", "none"], default="noserial",
+                   help="when to add via-port (default: only for devices without a serial number)")
+    p.add_argument("--catch-all", choices=["allow", "block", "reject"], help="end with this target's bare rule")
+    p = add(usb, "allow", cmd_usb_allow, "allow one device for a limited time (recorded, never kept over a restart)",
+            "Allow one device for N minutes through the running daemon, recorded and published:\n"
+            "MATCH is vid:pid:serial (046d:c31c:ABC123, the serial may be empty: 046d:c31c:) or a\n"
+            "port (1-2.3). At expiry the device is decided by the rules again.")
+    p.add_argument("match", help="vid:pid:serial or a port")
+    p.add_argument("--minutes", type=float, required=True, help="how long")
     add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
         "List the readers pcscd sees now, with the configured reader whose name pattern\n"
         "matches each: the way to find the name to put in [readers.<name>] name = ... .\n"
@@ -541,6 +571,46 @@ def cmd_door_mode(args: argparse.Namespace) -> int:
     _config(args)
     _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
     print(f"{args.door} is now in {args.mode} mode")
+    return 0
+
+
+def _usb_config(args: argparse.Namespace) -> config_mod.UsbConfig:
+    cfg = _config(args)
+    if cfg.usb is None:
+        raise SekishoError(f"{cfg.path} has no [usb] section: this node does not control USB")
+    return cfg.usb
+
+
+def cmd_usb_list(args: argparse.Namespace) -> int:
+    from . import control
+    from .usb_cli import usb_list
+    u = _usb_config(args)
+    reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
+    status = reply if reply and reply.get("ok") else None
+    return usb_list(u.rules_file, u.implicit_target, as_json=args.json, status=status)
+
+
+def cmd_usb_test_policy(args: argparse.Namespace) -> int:
+    from .usb_cli import usb_test_policy
+    implicit = args.implicit_target
+    if implicit is None:
+        try:
+            cfg = _config(args)
+            implicit = cfg.usb.implicit_target if cfg.usb else "block"
+        except config_mod.ConfigError:
+            implicit = "block"  # testing a policy needs no site config
+    return usb_test_policy(args.rules, args.devices, implicit_target=implicit, as_json=args.json)
+
+
+def cmd_usb_generate(args: argparse.Namespace) -> int:
+    from .usb_cli import usb_generate
+    return usb_generate(with_hash=not args.no_hash, ports=args.ports, catch_all=args.catch_all)
+
+
+def cmd_usb_allow(args: argparse.Namespace) -> int:
+    from .usb_cli import allow_request, format_allow_reply
+    _usb_config(args)
+    print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes))))
     return 0
 
 

@@ -27,6 +27,7 @@ from sekisho.drivers import registry
 from sekisho.drivers.base import REQUIRED, Option
 from sekisho.policies.access import Auth, AuthWindow, DoorRules, Level, Passback, SiteRules
 from sekisho.policies.schedule import DAYS, HOLIDAY, Schedule, TimeRange
+from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
 from .errors import ConfigError
 
@@ -209,6 +210,19 @@ STRIKES: dict[str, dict[str, Key]] = {
         "lock_payload": Key(str, "OFF", "Payload that locks it."),
     },
 }
+USB = {
+    "rules": Key(str, REQUIRED, "The USB rules file (sekisho-rules(5), docs/sekisho-rules.5.md); relative to "
+                 "this config file's folder. A broken line stops check-config."),
+    "implicit_target": Key(str, "block", "What a device no rule matches gets: allow, block or reject.",
+                           _one_of("allow", "block", "reject")),
+    "present_devices": Key(str, "apply", "Devices present at start: apply (decide them by the rules) or keep "
+                           "(leave them as the kernel has them).", _one_of("apply", "keep")),
+    "hold_hid_while_locked": Key(bool, True, "Hold a keyboard, mouse or other HID device plugged while no desk of "
+                                 "this node is in use; decide it when one is."),
+    "exception_max_minutes": Key(float, 480.0, "Longest timed exception a supervisor may grant (sekisho usb allow).",
+                                 _between(1, 1440)),
+    "host": Key(str, "", "The <host> in usb/<host>/event; empty means [site] node.", lambda v: v and _name(v)),
+}
 INPUT = {
     "driver": Key(str, REQUIRED, "How the input is attached: " + ", ".join(sorted(registry.INPUTS)) + "."),
     "kind": Key(str, REQUIRED, "contact (active = door open), exit (request-to-exit button), fire (fire alarm) "
@@ -302,6 +316,18 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
+class UsbConfig:
+    rules_file: Path
+    rules: RuleSet
+    """Parsed once, by the config check: the daemon never reads the file again."""
+    implicit_target: str
+    present_devices: str
+    hold_hid_while_locked: bool
+    exception_max_minutes: float
+    host: str
+
+
+@dataclass(frozen=True)
 class DeskConfig:
     name: str
     seat: str
@@ -327,6 +353,8 @@ class Config:
     doors: Mapping[str, DoorConfig] = field(default_factory=dict)
     inputs: Mapping[str, InputConfig] = field(default_factory=dict)
     desks: Mapping[str, DeskConfig] = field(default_factory=dict)
+    usb: UsbConfig | None = None
+    """None when the config has no [usb] section: this node does not control USB."""
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -334,7 +362,7 @@ class Config:
     """Things that load but can never take effect (a level that can never open anything ...)."""
 
 
-TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs")
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb")
 
 
 class _Checker:
@@ -561,6 +589,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             c.problem(where, f"{name!r} is also a reader's name; sim sockets and events need unique names")
         inputs[name] = InputConfig(name=name, options=MappingProxyType(own), **common)
 
+    usb = _usb(c, path, data["usb"], site.get("node") or "") if "usb" in data else None
+
     if c.problems:
         raise ConfigError(c.problems)
     desks = {name: DeskConfig(name=name, levels=frozenset(desk_levels[name]),
@@ -571,8 +601,30 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
                       frozenset(site["holidays"]))
     return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt), readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
-                  rules=rules, areas=tuple(sorted(areas)),
+                  usb=usb, rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(_warnings(path, rules, readers)))
+
+
+def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
+    values = c.section("usb", c.table("usb", raw), USB)
+    if not isinstance(values.get("rules"), str):
+        return None
+    rules_file = (path.parent / values["rules"]).resolve()
+    try:
+        text = rules_file.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        c.problem("usb.rules", f"cannot read {rules_file}: {exc.strerror or exc}")
+        return None
+    implicit = values.get("implicit_target") or "block"
+    try:
+        rules = RuleSet.parse(text, str(rules_file), Target(implicit))
+    except RuleSyntaxError as exc:
+        # Already one "file:line:col: what" line per problem, with the line and a caret.
+        c.problems.extend(str(exc).split("\n"))
+        return None
+    return UsbConfig(rules_file=rules_file, rules=rules, implicit_target=implicit,
+                     present_devices=values["present_devices"], hold_hid_while_locked=values["hold_hid_while_locked"],
+                     exception_max_minutes=values["exception_max_minutes"], host=values["host"] or node)
 
 
 def _warnings(path: Path, rules: SiteRules, readers: Mapping[str, ReaderConfig]) -> list[str]:

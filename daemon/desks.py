@@ -37,7 +37,8 @@ log = logging.getLogger("sekisho.desks")
 class Desks:
     def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[Any], None], *, logind: Logind, subject_of: Callable[[str], str],
-                 entered: Callable[[str, str], bool | None], raise_alarm: Callable[[str, str, str, str], None]) -> None:
+                 entered: Callable[[str, str], bool | None], raise_alarm: Callable[[str, str, str, str], None],
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.store = store
         self.topics = topics
@@ -47,6 +48,8 @@ class Desks:
         self.subject_of = subject_of
         self.entered = entered
         self.raise_alarm = raise_alarm
+        self.on_change = on_change
+        """Called after a desk's state changed (USB control decides held devices then)."""
         self.tz = ZoneInfo(config.site.timezone)
         self.rules = {name: DeskRules(name, d.unlock_on_card, policy.TailgatingStance(d.tailgating),
                                       policy.UnknownOccupancy(d.unknown_occupancy), d.away_timeout_s)
@@ -105,6 +108,7 @@ class Desks:
                     self.raise_alarm(f"{desk}-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}", kind, desk, severity)
         if decision.changed or before.state != decision.desk.state:
             self._publish_state(desk)
+            self.on_change()
         if decision.expires_at is not None:
             self.loop.call_at(decision.expires_at, self._tick, desk)
 

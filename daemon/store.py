@@ -316,7 +316,8 @@ class Store:
                 db.execute("INSERT INTO events (id, seq, ts, node, kind, payload, " + ", ".join(item.columns) +
                            ") VALUES (?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
                            [event_id, seq, ts, self.node, item.kind, text, *item.columns.values()])
-                self._audit(db, item.actor, f"{item.kind}.{payload.get('result') or payload.get('kind') or 'event'}",
+                what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
+                self._audit(db, item.actor, f"{item.kind}.{what}",
                             {"event": event_id, "seq": seq, **item.columns}, ts)
                 db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
                            [event_id, item.topic, text])

@@ -37,3 +37,6 @@ class Topics:
 
     def desk_event(self, desk: str) -> str:
         return f"{self.base}/desk/{desk}/event"
+
+    def usb_event(self, host: str) -> str:
+        return f"{self.base}/usb/{host}/event"

@@ -98,3 +98,54 @@ class InputChanged(Event):
     pressed) or a fire alarm input (active = alarm). The config says which an input is."""
 
     active: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsbDeviceAdded(Event):
+    """A USB device (udev DEVTYPE ``usb_device``) appeared, or was there when the driver
+    enumerated (``present``). The sysfs values as read and nothing derived: the daemon builds the
+    rules' ``Device`` (hash, parent-hash, interfaces) from them. Text attributes are read the way
+    USBGuard reads them (``usbrules.sysfs_text``); one that is missing is the empty string."""
+
+    sys_path: str
+    """``/sys/devices/pci0000:00/0000:00:14.0/usb1/1-2``."""
+    devpath: str
+    """The same path relative to /sys (udev's ``DEVPATH``): a root hub's parent-hash hashes its parent's."""
+    port: str
+    """The sysfs name: ``1-2``, ``1-2.4``, ``usb1`` for a root hub (the rules' ``via-port``)."""
+    vendor_id: str
+    """``idVendor`` as text, ``1050``."""
+    product_id: str
+    serial: str
+    name: str
+    """The ``product`` attribute."""
+    descriptors: bytes
+    """The ``descriptors`` file, read as bytes (it holds NUL bytes)."""
+    connect_type: str
+    """``port/connect_type``: ``hotplug``, ``hardwired``, ``not used``, ``unknown``, or empty."""
+    authorized: str
+    """``authorized`` when read: ``0``, ``1``, or empty when unreadable."""
+    parent_sys_path: str
+    parent_is_device: bool
+    """The parent is a USB device (a hub); False for a root hub, whose parent is the controller."""
+    present: bool = False
+    """Found by enumeration (at start), not reported by a uevent."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsbInterfaceAdded(Event):
+    """An interface of a configured USB device appeared (udev DEVTYPE ``usb_interface``)."""
+
+    sys_path: str
+    """``/sys/devices/.../1-2/1-2:1.0``."""
+    device_sys_path: str
+    name: str
+    """``1-2:1.0``: the device's port, the configuration value and the interface number."""
+    interface_type: str
+    """``cc:ss:pp`` of its current alternate setting (``bInterfaceClass`` ...), empty if unreadable."""
+    authorized: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsbDeviceRemoved(Event):
+    sys_path: str

@@ -127,7 +127,7 @@ def test_annotated_example_documents_every_key():
     text = (REPO / "examples" / "sekisho.toml").read_text()
     schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
                "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
-               "desks": config.DESK}
+               "desks": config.DESK, "usb": config.USB}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"
@@ -265,3 +265,17 @@ def _dump(d: dict, prefix: str = "") -> str:
         name = f"{prefix}.{k}" if prefix else k
         out += f"\n[{name}]\n" + _dump(v, name)
     return out
+
+
+def test_usb_rules_file_is_checked_with_the_config(tmp_path):
+    (tmp_path / "usb.rules").write_text("allow id 046d:c31c\nallow with-interface one-of { 03:00:00 08:06:50\n")
+    r = check(tmp_path, GOOD + "[usb]\nrules = \"usb.rules\"\n")
+    assert r.returncode == 78
+    assert f"{tmp_path / 'usb.rules'}:2:" in r.stderr and "^" in r.stderr
+    r = check(tmp_path, GOOD + "[usb]\nrules = \"missing.rules\"\n")
+    assert r.returncode == 78 and "bad.toml: usb.rules: cannot read" in r.stderr
+    (tmp_path / "usb.rules").write_text("allow id 046d:c31c\n")
+    r = check(tmp_path, GOOD + "[usb]\nrules = \"usb.rules\"\nimplicit_target = \"reject\"\n")
+    assert r.returncode == 0, r.stderr
+    cfg = config.load(tmp_path / "bad.toml")
+    assert cfg.usb.implicit_target == "reject" and cfg.usb.host == "n1" and len(cfg.usb.rules.rules) == 1

@@ -1,0 +1,63 @@
+"""USB control in the running daemon (a separate process under the same umockdev testbed):
+the root hub guarded at start, a present keyboard kept, a flash drive plugged and blocked, a
+timed exception through `sekisho usb allow`, `sekisho usb list` against the daemon."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, wait_for
+from usbfake import Kernel, Spec, read
+
+CALL_CENTRE = REPO / "examples" / "usb" / "call-centre.rules"
+KEYBOARD = Spec("1-1", 0x046D, 0xC31C, ("03:01:01", "03:00:00"), name="USB Keyboard", connect_type="hotplug")
+FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
+
+
+@pytest.fixture
+def testbed():
+    if "umockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
+        pytest.fail("needs umockdev's preload: run the suite under umockdev-wrapper (make test does)")
+    import gi
+    gi.require_version("UMockdev", "1.0")
+    from gi.repository import UMockdev
+    bed = UMockdev.Testbed.new()
+    # /sys/bus/usb/drivers_probe exists on every kernel with USB; the testbed has no such file.
+    probe = Path(bed.get_root_dir()) / "sys" / "bus" / "usb" / "drivers_probe"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("")
+    yield bed
+    del bed
+    gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset
+
+
+def test_daemon_guards_decides_and_allows_for_a_while(site, subscribe, testbed):
+    kernel = Kernel(testbed)
+    hub = kernel.root_hub()
+    kernel.plug(KEYBOARD, authorized="1", with_interfaces=True)  # present before the daemon
+    site.config.write_text(site.config.read_text() + f'\n[usb]\nrules = "{CALL_CENTRE}"\n')
+    sub = subscribe()
+    site.start()
+    usb = lambda: [m.json for m in sub.on("/usb/door-a/event")]  # noqa: E731 - a probe for wait_for
+    wait_for(lambda: any(e["cause"] == "present" for e in usb()), what="the present keyboard decided")
+    assert read(f"{hub}/authorized_default") == "0"
+    keyboard = [e for e in usb() if e["device"]["pid"] == "c31c"][0]
+    assert keyboard["action"] == "allowed" and keyboard["rule"].startswith(f"{CALL_CENTRE}:")
+    kernel.plug(FLASH)
+    wait_for(lambda: any(e["device"]["pid"] == "5567" for e in usb()), what="the flash drive decided")
+    flash = [e for e in usb() if e["device"]["pid"] == "5567"][0]
+    assert flash["action"] == "blocked" and read(f"{kernel.devices['1-2']}/authorized") == "0"
+    r = site.cli("usb", "allow", "0781:5567:4C530001230417116225", "--minutes", "5")
+    assert r.stdout.startswith("exception ") and "1-2" in r.stdout
+    wait_for(lambda: any(e["action"] == "exception_granted" for e in usb()), what="exception_granted")
+    assert read(f"{kernel.devices['1-2']}/authorized") == "1"
+    listed = json.loads(site.cli("usb", "list", "--json").stdout)
+    assert {d["port"] for d in listed["devices"]} >= {"1-1", "1-2"} and listed["exceptions"]
+    site.stop()
+    # Exceptions are never kept: stopping ended it, recorded, and the rules decided again.
+    assert any(e["action"] == "exception_expired" for e in usb())
