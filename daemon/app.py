@@ -97,6 +97,8 @@ class Daemon:
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
         handlers = {"enroll": self.enroll, "door.list": self.door_list, "door.unlock": self.door_unlock,
                     "door.mode": self.door_mode}
+        if self.desks:
+            handlers["desk.list"] = self.desk_list
         if self.usb:
             handlers |= {"usb.allow": functools.partial(usb_allow, self.usb),
                          "usb.list": functools.partial(usb_status, self.usb)}
@@ -232,6 +234,10 @@ class Daemon:
 
     async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         return {"doors": self.doors.describe()}
+
+    async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
+        assert self.desks is not None  # the op is registered only with desks
+        return {"desks": self.desks.describe()}
 
     async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         door = str(request["door"])

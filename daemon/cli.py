@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
         "people, run the daemon and print every message on the bus. `make demo` runs this on\n"
         "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
+    desk = add(sub, "desk", None, "see desks through the running daemon").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    add(desk, "list", cmd_desk_list, "each desk's state, holder and for how long")
     usb = add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     p = add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
@@ -571,6 +574,14 @@ def cmd_door_mode(args: argparse.Namespace) -> int:
     _config(args)
     _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
     print(f"{args.door} is now in {args.mode} mode")
+    return 0
+
+
+def cmd_desk_list(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if not cfg.desks:
+        raise SekishoError(f"{cfg.path} has no [desks.<name>] section")
+    _print_table(_daemon(args, {"op": "desk.list"})["desks"], ["desk", "state", "person_id", "since_s"])
     return 0
 
 

@@ -171,6 +171,7 @@ class Desks:
             self._publish(desk, decision, follow)
 
     def describe(self) -> list[dict[str, Any]]:
+        """For ``sekisho desk list`` (local, so the person's id, not the pseudonym)."""
         return [{"desk": name, "state": d.state.value, "person_id": d.person_id,
                  "since_s": round(self.loop.time() - d.since, 1)} for name, d in self.desks.items()]
 

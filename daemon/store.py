@@ -450,10 +450,6 @@ class Store:
             self._audit(db, actor, "level.revoke" if revoke else "level.grant", {"person": person_id, "level": level},
                         utc_now())
 
-    def levels_of(self, person_id: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT level FROM person_levels WHERE person_id = ? ORDER BY level",
-                                              [person_id])]
-
     def set_pin_hash(self, person_id: str, pin_hash: str | None, actor: str) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():

@@ -190,6 +190,7 @@ def test_leave_seat_locks_and_marks_away(desk):
     enter_room(site, sub, ALICE)
     site.tap(ALICE, reader="desk-01")
     wait_for(lambda: desk_state(sub) == "in_use", what="in_use")
+    assert "desk-01  in_use  alice" in site.cli("desk", "list").stdout
     site.sim("leave-01", {"op": "press"})
     wait_for(lambda: desk_state(sub) == "away", what="away")
     wait_for(lambda: logind.calls("LockSession") == [["c1"]], what="locked")
