@@ -28,7 +28,7 @@ area_in = "room"
 
 [desks.desk-01]
 area = "room"
-lock_confirm_s = 0.5
+lock_confirm_s = 2.0
 lock_retries = 1
 {desk_extra}
 
