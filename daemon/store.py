@@ -271,8 +271,9 @@ class Store:
                 db.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
                            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
                 db["meta"].upsert({"key": "audit_anchor", "value": f"{last[0]}:{last[1]}"}, pk="key")
-            self._audit(db, actor, "retention.purge", {"before": before, "events": events, "audit_rows": audit_rows},
-                        utc_now())
+            if events or audit_rows:  # a purge that found nothing old changes nothing to audit
+                self._audit(db, actor, "retention.purge", {"before": before, "events": events,
+                                                           "audit_rows": audit_rows}, utc_now())
         return events, audit_rows
 
     # ------------------------------------------------------------------------- events
