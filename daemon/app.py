@@ -74,6 +74,11 @@ class Daemon:
         self.drivers.update({
             name: registry.load(cfg.driver, registry.INPUTS)(name, cfg.options, self.emit, data_dir=Path(data_dir))
             for name, cfg in config.inputs.items()})
+        # A PIN pad reports under its reader's name, so its PINs join the reader's cards.
+        self.drivers.update({
+            f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
+                name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
+            for name, r in config.readers.items() if r.pin_pad})
         self.pending: list[NewEvent | NewState | Move | AlarmChange] = []
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
@@ -121,7 +126,7 @@ class Daemon:
                 try:
                     await driver.start()
                 except DriverError as exc:
-                    section = "readers" if name in self.config.readers else "inputs"
+                    section = "inputs" if name in self.config.inputs else "readers"
                     raise SekishoError(f"{section}.{name}: {exc}") from None
                 started.append(driver)
             if self.usb and self.usb_driver:

@@ -156,6 +156,8 @@ READER = {
     "direction": Key(str, "", "... and which way a person passes when using it: in or out.",
                      lambda v: v and _one_of("in", "out")(v)),
     "desk": Key(str, "", "... or the desk whose card slot it is (a [desks.<name>] section)."),
+    "pin_pad": Key(dict, {}, "The reader's own PIN pad when it is a separate device: { driver = \"evdev\", "
+                   "device = \"/dev/input/by-id/...\" }; empty: none (a sim reader takes `sekisho sim pin`)."),
 }
 DESK = {
     "seat": Key(str, "seat0", "The logind seat whose active graphical session this desk locks."),
@@ -285,6 +287,8 @@ class ReaderConfig:
     door: str
     direction: str
     desk: str
+    pin_pad: Mapping[str, Any]
+    """``driver`` and that PIN pad driver's keys, defaults filled in; empty for none."""
     options: Mapping[str, Any]
     """The driver's own keys, defaults filled in."""
 
@@ -564,6 +568,17 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             c.problem(f"{where}.direction", "missing: a door's reader is either in or out")
         elif not common.get("door") and not common.get("desk") and common.get("driver"):
             c.problem(where, "serves nothing: set door (and direction) or desk")
+        pad = dict(common.get("pin_pad") or {})
+        if pad:
+            kind = pad.get("driver")
+            if kind not in registry.PIN_PADS:
+                c.problem(f"{where}.pin_pad.driver", f"unknown PIN pad driver {kind!r} "
+                          f"(known: {', '.join(sorted(registry.PIN_PADS))})")
+                pad = {}
+            else:
+                pad_options = registry.load(kind, registry.PIN_PADS).OPTIONS
+                pad = {"driver": kind, **c.section(f"{where}.pin_pad", pad, pad_options, extra_ok=frozenset({"driver"}))}
+        common["pin_pad"] = MappingProxyType(pad)
         readers[name] = ReaderConfig(name=name, options=MappingProxyType(own), **common)
 
     inputs = {}

@@ -13,6 +13,11 @@ KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
 
 INPUTS: dict[str, str] = {  # binary inputs (door contact, exit button, fire alarm): [inputs.<name>]
     "sim": "sekisho.drivers.sim:SimInput",
+    "evdev": "sekisho.drivers.evdev_keys:EvdevKey",
+}
+
+PIN_PADS: dict[str, str] = {  # a reader's own PIN pad: [readers.<name>] pin_pad = { driver = ..., ... }
+    "evdev": "sekisho.drivers.evdev_keys:EvdevPinPad",
 }
 
 

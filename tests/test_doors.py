@@ -168,3 +168,22 @@ def test_passback_hard_and_soft_occupancy_and_muster(door_site, subscribe):
     assert "store: 1 inside" in muster and "Alice" in muster and "room: 0 inside" in muster
     csv_rows = site.cli("muster", "--csv", "--area", "lobby").stdout.splitlines()
     assert csv_rows[0] == "area,person_id,name,since" and csv_rows[1].startswith("lobby,bob,Bob,")
+
+
+def test_a_reader_with_an_absent_pin_pad_still_runs_and_says_so(site, subscribe, tmp_path):
+    """The PIN pad is looked for until it is plugged in; the door keeps working meanwhile (a sim
+    reader's own PIN op still answers) and nothing crashes."""
+    text = CONFIG.format(url=site.broker.url).replace(
+        '[readers.entrance-in]\ndriver = "sim"',
+        f'[readers.entrance-in]\ndriver = "sim"\npin_pad = {{ driver = "evdev", device = "{tmp_path}/no-such-event*" }}')
+    site.config.write_text(text)
+    site.enroll("alice", ALICE, name="Alice")
+    site.cli("person", "pin", "alice", input_text="2468\n")
+    sub = subscribe()
+    site.start()
+    wait_for(lambda: "entrance-in: " in site.daemon_log() and "looking for it again" in site.daemon_log(),
+             what="the missing PIN pad reported")
+    site.tap(ALICE)
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    assert short(events(sub, 1)[0]) == ("granted", "card_and_pin", "level:staff")
+    site.stop()
