@@ -26,6 +26,7 @@ from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable,
                                      UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
+from .commands import CommandRunner
 from .config import Config
 from .control import ControlServer
 from .desks import Desks
@@ -34,7 +35,7 @@ from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .logind import Logind
 from .publisher import Publisher
-from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
+from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, utc_now
 from .strikes import make_strike
 from .topics import Topics
 from .usb import UsbController, desks_unattended
@@ -79,7 +80,7 @@ class Daemon:
             f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
                 name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
             for name, r in config.readers.items() if r.pin_pad})
-        self.pending: list[NewEvent | NewState | Move | AlarmChange] = []
+        self.pending: list[NewEvent | NewState | Move | AlarmChange | CommandResult] = []
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
         self.logind = Logind() if config.desks else None
@@ -108,6 +109,11 @@ class Daemon:
             handlers |= {"usb.allow": functools.partial(usb_allow, self.usb),
                          "usb.list": functools.partial(usb_status, self.usb)}
         self.control = ControlServer(Path(data_dir), handlers)
+        # Subscribed whatever the keys: with none, every command is refused, and each is audited.
+        self.commands = CommandRunner(config.commands, node=config.site.node, handlers=handlers, store=self.store,
+                                      queue=self._queue, result_topic=self.topics.command_result(config.site.node),
+                                      loop=loop)
+        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -286,7 +292,7 @@ class Daemon:
         return {"card": card_hash[:12]}
 
     # ------------------------------------------------------------------------- group commit
-    def _queue(self, item: NewEvent | NewState | Move | AlarmChange) -> None:
+    def _queue(self, item: NewEvent | NewState | Move | AlarmChange | CommandResult) -> None:
         if not self.pending:
             self.loop.call_soon(self._flush)
         self.pending.append(item)

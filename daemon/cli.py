@@ -222,6 +222,38 @@ def build_parser() -> argparse.ArgumentParser:
             "port (1-2.3). At expiry the device is decided by the rules again.")
     p.add_argument("match", help="vid:pid:serial or a port")
     p.add_argument("--minutes", type=float, required=True, help="how long")
+    cmd = add(sub, "cmd", None, "sign and send a command to a node through the broker",
+              "Signed commands (docs/mqtt.md): an officer's key signs a command, the broker carries\n"
+              "it to cmd/<node>, and the node runs it only if the key is one of its\n"
+              "[commands.keys] and may run the op. Make a key with keygen, put the public key\n"
+              "it prints into each node's config, then send.").add_subparsers(
+                  dest="action", metavar="ACTION", required=True)
+    p = add(cmd, "keygen", cmd_cmd_keygen, "make a new Ed25519 key for signing commands",
+            "Write a new Ed25519 private key to FILE (PEM, PKCS #8, mode 0600; an existing file\n"
+            "is never overwritten) and print the [commands.keys.<name>] section that lets it in.\n"
+            "The key's name is FILE's name without its extension unless --name says otherwise.")
+    p.add_argument("file", help="where to write the private key")
+    p.add_argument("--name", help="the key's name in the config (default: FILE's stem)")
+    p = add(cmd, "public-key", cmd_cmd_public_key, "print the public key of a private key file",
+            "Print the public key of FILE as public_key takes it. FILE may also be a key made by\n"
+            "`openssl genpkey -algorithm ed25519` or `ssh-keygen -t ed25519` (unencrypted).")
+    p.add_argument("file", help="a private key file")
+    sign_help = ("OP is a control op (usb.allow, door.unlock, door.mode, door.list, desk.list,\n"
+                 "usb.list); ARG is NAME=VALUE, where VALUE is read as JSON when it parses\n"
+                 "(minutes=10 is a number) and as text otherwise (door=entrance).")
+    for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
+                             ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
+        p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
+                ("\nExit 0 when the node ran it, 1 when it refused or the op failed, 69 when no\n"
+                 "answer came." if name == "send" else ""))
+        p.add_argument("op", help="the op, e.g. usb.allow")
+        p.add_argument("arg", nargs="*", metavar="ARG", help="NAME=VALUE, e.g. minutes=10")
+        p.add_argument("--key", required=True, metavar="FILE", help="the private key to sign with")
+        p.add_argument("--key-name", metavar="NAME", help="its name in [commands.keys] (default: FILE's stem)")
+        p.add_argument("--node", help="the node to run it (default: [site] node of the config)")
+        if name == "send":
+            p.add_argument("--timeout", type=float, default=10, metavar="S",
+                           help="seconds to wait for the answer (default 10)")
     add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
         "List the readers pcscd sees now, with the configured reader whose name pattern\n"
         "matches each: the way to find the name to put in [readers.<name>] name = ... .\n"
@@ -622,6 +654,64 @@ def cmd_usb_allow(args: argparse.Namespace) -> int:
     from .usb_cli import allow_request, format_allow_reply
     _usb_config(args)
     print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes))))
+    return 0
+
+
+def _key_name(file: str, name: str | None) -> str:
+    name = name or Path(file).name.split(".")[0]
+    if wrong := config_mod._name(name):
+        raise SekishoError(f"key name {name!r}: {wrong} (give one with --name or --key-name)")
+    return name
+
+
+def cmd_cmd_keygen(args: argparse.Namespace) -> int:
+    from .commands import keygen, public_key_text
+    name = _key_name(args.file, args.name)
+    key = keygen(args.file)
+    print(f"# {args.file}: a new private key; keep it secret. Add this to each node's config:")
+    print(f'[commands.keys.{name}]\npublic_key = "{public_key_text(key)}"\nops = ["usb.allow"]')
+    return 0
+
+
+def cmd_cmd_public_key(args: argparse.Namespace) -> int:
+    from .commands import load_private_key, public_key_text
+    print(public_key_text(load_private_key(args.file)))
+    return 0
+
+
+def _signed(args: argparse.Namespace) -> tuple[config_mod.Config, dict[str, Any]]:
+    from .commands import load_private_key, sign
+    cfg = _config(args)
+    values: dict[str, Any] = {}
+    for item in args.arg:
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise SekishoError(f"{item!r}: an argument is NAME=VALUE, e.g. minutes=10")
+        try:
+            values[name] = json.loads(text)
+        except ValueError:
+            values[name] = text
+        if isinstance(values[name], float):
+            raise SekishoError(f"{item!r}: commands carry whole numbers only")
+    key = load_private_key(args.key)
+    return cfg, sign(args.op, values, node=args.node or cfg.site.node, key_name=_key_name(args.key, args.key_name),
+                     key=key)
+
+
+def cmd_cmd_sign(args: argparse.Namespace) -> int:
+    _, message = _signed(args)
+    print(json.dumps(message, ensure_ascii=False))
+    return 0
+
+
+def cmd_cmd_send(args: argparse.Namespace) -> int:
+    from .commands import send
+    cfg, message = _signed(args)
+    answer = send(cfg, message, timeout=args.timeout)
+    print(json.dumps(answer, ensure_ascii=False, indent=2))
+    if not answer.get("ok"):
+        print(f"sekisho: {message['node']} refused {message['op']}: {answer.get('error')}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ holds examples/sekisho.toml to mention each of them.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import tomllib
@@ -113,6 +114,18 @@ def _strings(check: Check | None = None) -> Check:
                 return f"item {i + 1}: {wrong}"
         return None
     return run
+
+
+def _ed25519_public(v: str) -> str | None:
+    try:
+        raw = base64.b64decode(v, validate=True)
+    except ValueError:
+        return "is not base64"
+    return None if len(raw) == 32 else f"is {len(raw)} bytes; an Ed25519 public key is 32"
+
+
+def _op_pattern(v: str) -> str | None:
+    return None if re.fullmatch(r"[a-z*][a-z.*]*", v) else f"{v!r} is not an op or a pattern like door.*"
 
 
 def _time_range(v: str) -> str | None:
@@ -225,6 +238,16 @@ USB = {
                                  _between(1, 1440)),
     "host": Key(str, "", "The <host> in usb/<host>/event; empty means [site] node.", lambda v: v and _name(v)),
 }
+COMMANDS = {
+    "max_skew_s": Key(float, 30.0, "How far a signed command's ts may be from this node's clock, either way; "
+                      "older or newer commands are refused.", _between(1, 300)),
+}
+COMMAND_KEY = {
+    "public_key": Key(str, REQUIRED, "The key's Ed25519 public key: its 32 raw bytes in base64, as "
+                      "sekisho cmd keygen or sekisho cmd public-key prints it.", lambda v: _ed25519_public(v)),
+    "ops": Key(list, REQUIRED, "The ops this key may run, as patterns: [\"usb.allow\"], [\"door.*\"], [\"*\"].",
+               lambda v: _strings(_op_pattern)(v) or (None if v else "must name at least one op")),
+}
 INPUT = {
     "driver": Key(str, REQUIRED, "How the input is attached: " + ", ".join(sorted(registry.INPUTS)) + "."),
     "kind": Key(str, REQUIRED, "contact (active = door open), exit (request-to-exit button), fire (fire alarm) "
@@ -332,6 +355,20 @@ class UsbConfig:
 
 
 @dataclass(frozen=True)
+class CommandKeyConfig:
+    name: str
+    public_key: bytes
+    """Raw, 32 bytes."""
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    max_skew_s: float = 30.0
+    keys: Mapping[str, CommandKeyConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DeskConfig:
     name: str
     seat: str
@@ -359,6 +396,7 @@ class Config:
     desks: Mapping[str, DeskConfig] = field(default_factory=dict)
     usb: UsbConfig | None = None
     """None when the config has no [usb] section: this node does not control USB."""
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -366,7 +404,7 @@ class Config:
     """Things that load but can never take effect (a level that can never open anything ...)."""
 
 
-TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb")
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands")
 
 
 class _Checker:
@@ -605,6 +643,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         inputs[name] = InputConfig(name=name, options=MappingProxyType(own), **common)
 
     usb = _usb(c, path, data["usb"], site.get("node") or "") if "usb" in data else None
+    commands = _commands(c, data.get("commands", {}))
 
     if c.problems:
         raise ConfigError(c.problems)
@@ -616,7 +655,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
                       frozenset(site["holidays"]))
     return Config(path=path, site=SiteConfig(**site), mqtt=MqttConfig(**mqtt), readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
-                  usb=usb, rules=rules, areas=tuple(sorted(areas)),
+                  usb=usb, commands=commands, rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(_warnings(path, rules, readers)))
 
 
@@ -640,6 +679,20 @@ def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
     return UsbConfig(rules_file=rules_file, rules=rules, implicit_target=implicit,
                      present_devices=values["present_devices"], hold_hid_while_locked=values["hold_hid_while_locked"],
                      exception_max_minutes=values["exception_max_minutes"], host=values["host"] or node)
+
+
+def _commands(c: _Checker, raw: Any) -> CommandsConfig:
+    table = c.table("commands", raw)
+    values = c.section("commands", table, COMMANDS, extra_ok=frozenset({"keys"}))
+    keys = {}
+    for name, spec in c.table("commands.keys", table.get("keys", {})).items():
+        where = f"commands.keys.{name}"
+        if wrong := _name(name):
+            c.problem(where, f"key name {wrong}")
+        v = c.section(where, c.table(where, spec), COMMAND_KEY)
+        if isinstance(v.get("public_key"), str) and not _ed25519_public(v["public_key"]) and v.get("ops"):
+            keys[name] = CommandKeyConfig(name, base64.b64decode(v["public_key"]), tuple(v["ops"]))
+    return CommandsConfig(max_skew_s=values["max_skew_s"], keys=MappingProxyType(keys))
 
 
 def _warnings(path: Path, rules: SiteRules, readers: Mapping[str, ReaderConfig]) -> list[str]:

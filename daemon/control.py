@@ -76,14 +76,27 @@ class ControlServer:
     async def _dispatch(self, line: bytes, user: str) -> dict[str, Any]:
         try:
             request = json.loads(line)
-            handler = self.handlers.get(request.get("op"))
-            if handler is None:
-                return {"ok": False, "error": f"unknown op {request.get('op')!r} (known: {', '.join(self.handlers)})"}
-            return {"ok": True, **await handler(request, f"cli:{user}")}
-        except SekishoError as exc:
-            return {"ok": False, "error": str(exc)}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return {"ok": False, "error": f"bad request: {exc!r}"}
+        except ValueError as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "bad request: not a JSON object"}
+        return await run_op(self.handlers, request.get("op"), request, f"cli:{user}")
+
+
+async def run_op(handlers: Mapping[str, Handler], op: Any, request: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Run one op as the control socket and signed commands both do: ``{"ok": true, ...}`` with
+    what the op answers, or ``{"ok": false, "error": "..."}``."""
+    handler = handlers.get(op) if isinstance(op, str) else None
+    if handler is None:
+        return {"ok": False, "error": f"unknown op {op!r} (known: {', '.join(handlers)})"}
+    try:
+        return {"ok": True, **await handler(request, actor)}
+    except SekishoError as exc:
+        return {"ok": False, "error": str(exc)}
+    except KeyError as exc:
+        return {"ok": False, "error": f"bad request: {op} needs {exc.args[0]!r}"}
+    except (ValueError, TypeError, AttributeError) as exc:
+        return {"ok": False, "error": f"bad request: {exc!r}"}
 
 
 def call(data_dir: Path, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:

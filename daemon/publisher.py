@@ -37,6 +37,30 @@ PAHO_INFLIGHT = 100
 """Of those, how many paho may have on the wire at once; the rest wait in paho's queue."""
 
 
+def make_client(cfg: MqttConfig, client_id: str = "") -> mqtt.Client:
+    """A paho client for the site's broker as the config says: protocol, TLS, user name and
+    password file. Every part of sekisho that talks to the broker starts from this."""
+    protocol = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    tls, _, _ = cfg.endpoint
+    if tls:
+        try:
+            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                           keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise SekishoError(f"mqtt: cannot set up TLS: {exc}") from None
+    if cfg.username:
+        password = None
+        if cfg.password_file:
+            try:
+                with open(cfg.password_file) as f:
+                    password = f.read().rstrip("\r\n")
+            except OSError as exc:
+                raise SekishoError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+        client.username_pw_set(cfg.username, password)
+    return client
+
+
 class Publisher:
     def __init__(self, cfg: MqttConfig, store: Store, *, client_id: str, status_topic: str,
                  version: str, started: str, loop: asyncio.AbstractEventLoop) -> None:
@@ -56,27 +80,9 @@ class Publisher:
 
     # ------------------------------------------------------------------------- set-up
     def _make_client(self, client_id: str) -> mqtt.Client:
-        cfg = self.cfg
-        protocol = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        tls, _, _ = cfg.endpoint
-        if tls:
-            try:
-                client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
-                               keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as exc:
-                raise SekishoError(f"mqtt: cannot set up TLS: {exc}") from None
-        if cfg.username:
-            password = None
-            if cfg.password_file:
-                try:
-                    with open(cfg.password_file) as f:
-                        password = f.read().rstrip("\r\n")
-                except OSError as exc:
-                    raise SekishoError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
-            client.username_pw_set(cfg.username, password)
+        client = make_client(self.cfg, client_id)
         client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        client.reconnect_delay_set(min_delay=1, max_delay=self.cfg.reconnect_max_s)
         client.max_inflight_messages_set(PAHO_INFLIGHT)
         client.max_queued_messages_set(0)  # unbounded: WINDOW already bounds what we hand over
         client.on_connect = self._on_connect

@@ -91,7 +91,14 @@ def _v2(db: sqlite_utils.Database) -> None:
                          "acked_by": str}, pk="id")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Signed commands: every id ever run, so that a replay is refused even after a restart."""
+    db["commands"].create({"id": str, "received": str, "key": str, "op": str, "ok": int, "error": str,
+                           "done": str}, pk="id")
+    db["commands"].create_index(["received"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,19 @@ class AlarmChange:
     severity: str
     topic: str
     payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The answer to a signed command: its audit row, the command's row completed (when it was
+    claimed), and the ``cmd/<node>/result`` message. ``action`` is ``command.done``,
+    ``command.failed`` (the op ran and refused) or ``command.refused`` (it never ran)."""
+
+    action: str
+    actor: str
+    topic: str
+    payload: dict[str, Any]
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -262,6 +282,8 @@ class Store:
         Returns (events, audit rows) deleted."""
         with self.transaction() as db:
             events = db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
+            # A command older than this is refused as stale anyway; its id need not be kept.
+            db.execute("DELETE FROM commands WHERE received < ?", [before])
             last = db.execute("SELECT n, hash FROM audit WHERE ts < ? ORDER BY n DESC LIMIT 1", [before]).fetchone()
             audit_rows = 0
             if last is not None:
@@ -277,7 +299,7 @@ class Store:
         return events, audit_rows
 
     # ------------------------------------------------------------------------- events
-    def record(self, items: Sequence[NewEvent | NewState | Move | AlarmChange]) -> None:
+    def record(self, items: Sequence[NewEvent | NewState | Move | AlarmChange | CommandResult]) -> None:
         """Commit events (with their audit and outbox rows), state messages and moves, all in
         one transaction, in the order given."""
         if not items:
@@ -294,6 +316,16 @@ class Store:
                                    [item.person_id, item.area, ts])
                     else:
                         db.execute("DELETE FROM locations WHERE person_id = ?", [item.person_id])
+                    continue
+                if isinstance(item, CommandResult):
+                    payload = {**item.payload, "ts": ts}
+                    if item.action != "command.refused":
+                        db.execute("UPDATE commands SET ok = ?, error = ?, done = ? WHERE id = ?",
+                                   [int(payload["ok"]), payload.get("error"), ts, payload["id"]])
+                    self._audit(db, item.actor, item.action, item.detail, ts)
+                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                               [payload.get("id") or "", item.topic, json.dumps(payload, sort_keys=True,
+                                                                                   ensure_ascii=False)])
                     continue
                 if isinstance(item, AlarmChange):
                     if item.payload is not None:
@@ -353,6 +385,12 @@ class Store:
             return
         with self.transaction() as db:
             db.execute(f"DELETE FROM outbox WHERE n IN ({','.join('?' * len(ns))})", list(ns))
+
+    def claim_command(self, command_id: str, key: str, op: str) -> bool:
+        """Record a command's id before it runs; False if the id was used before (a replay)."""
+        with self.transaction() as db:
+            return db.execute("INSERT OR IGNORE INTO commands (id, received, key, op) VALUES (?, ?, ?, ?)",
+                              [command_id, utc_now(), key, op]).rowcount == 1
 
     def outbox_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]

@@ -40,3 +40,9 @@ class Topics:
 
     def usb_event(self, host: str) -> str:
         return f"{self.base}/usb/{host}/event"
+
+    def command(self, node: str) -> str:
+        return f"{self.base}/cmd/{node}"
+
+    def command_result(self, node: str) -> str:
+        return f"{self.base}/cmd/{node}/result"

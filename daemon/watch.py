@@ -5,24 +5,21 @@ from __future__ import annotations
 import sys
 import threading
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from .config import Config
+from .errors import SekishoError
+from .publisher import make_client
 from .topics import Topics
 
 
 def watch(cfg: Config) -> int:
     topics = Topics(cfg.site.id)
     _, host, port = cfg.mqtt.endpoint
-    protocol = mqtt.MQTTv5 if cfg.mqtt.protocol == 5 else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
-    if cfg.mqtt.endpoint[0]:
-        client.tls_set(ca_certs=cfg.mqtt.ca_file or None, certfile=cfg.mqtt.cert_file or None,
-                       keyfile=cfg.mqtt.key_file or None)
-    if cfg.mqtt.username:
-        password = open(cfg.mqtt.password_file).read().rstrip("\r\n") if cfg.mqtt.password_file else None
-        client.username_pw_set(cfg.mqtt.username, password)
+    try:
+        client = make_client(cfg.mqtt)
+    except SekishoError as exc:
+        print(f"sekisho: {exc}", file=sys.stderr)
+        return 78
     failed = threading.Event()
 
     def on_connect(c, userdata, flags, reason, properties):  # noqa: ANN001 - paho's signature

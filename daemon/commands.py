@@ -1,0 +1,317 @@
+"""Signed commands: how an officer's console makes a node act, through the site's broker.
+
+A command is one JSON object published (QoS 1, not retained) on ``cmd/<node>``:
+
+    {"id": "5f0c...", "ts": "2026-11-23T07:12:03.114Z", "node": "desk-01", "op": "usb.allow",
+     "args": {"match": "0781:5583:4C530001", "minutes": 10}, "key": "officer-1", "sig": "..."}
+
+``sig`` is the base64 Ed25519 signature of the canonical JSON of the object without ``sig``:
+keys sorted, no spaces, UTF-8, integers only (RFC 8785, JCS, gives the same bytes for such an
+object). The node runs it only when every check passes, in this order:
+
+  1. it is a JSON object of exactly these fields, each of its type (``malformed``; no ``sig``:
+     ``unsigned``);
+  2. ``key`` names a key of ``[commands.keys]`` (``unknown key``) and ``sig`` verifies with it
+     (``bad signature``);
+  3. ``node`` is this node: without it in the signed bytes, a command for one node could be
+     replayed to every other node within the time window;
+  4. ``ts`` is within ``max_skew_s`` of this node's clock, either way (``stale``);
+  5. the key may run ``op`` (``not permitted``);
+  6. ``id`` was never used before on this node, also before a restart (``replayed``): the id is
+     recorded in the store before the op runs.
+
+Every command, run or refused, is answered on ``cmd/<node>/result`` with ``id``, ``ok`` and
+``error`` (and ``op``, ``node``, and what the op returned under ``result``) and audited; the
+answer goes through the outbox like every event, so it survives a broker outage.
+
+The ops are the control socket's (``control.run_op``), run with the actor ``key:<name>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import fnmatch
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .config import CommandsConfig, Config
+from .control import Handler, run_op
+from .errors import SekishoError, StoreError, Unavailable
+from .publisher import make_client
+from .store import CommandResult, Store, canonical_json, utc_now
+from .topics import Topics
+
+log = logging.getLogger("sekisho.commands")
+
+FIELDS = {"id": str, "ts": str, "node": str, "op": str, "args": dict, "key": str, "sig": str}
+MAX_PAYLOAD = 64 * 1024
+MAX_INT = 2 ** 53
+"""JCS writes numbers as JavaScript does; integers up to 2**53 are the same bytes either way."""
+
+
+class Refused(Exception):
+    """The command is not run; the text is the ``error`` of its answer."""
+
+
+# ----------------------------------------------------------------------------- the message
+def signed_bytes(message: Mapping[str, Any]) -> bytes:
+    """What ``sig`` signs: the canonical JSON of the message without ``sig``."""
+    return canonical_json({k: v for k, v in message.items() if k != "sig"})
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise Refused(f"malformed: field {k!r} appears twice")
+        if not k.isascii():
+            raise Refused(f"malformed: field name {k!r} is not ASCII")
+        out[k] = v
+    return out
+
+
+def _no_float(text: str) -> Any:
+    raise Refused(f"malformed: {text} is not an integer (commands carry integers only)")
+
+
+def _check_ints(value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise Refused(f"malformed: {value} is larger than 2**53")
+    for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _check_ints(child)
+
+
+def parse(payload: bytes) -> dict[str, Any]:
+    """The command in a payload, its shape checked; raises ``Refused``."""
+    if len(payload) > MAX_PAYLOAD:
+        raise Refused(f"malformed: {len(payload)} bytes; a command is at most {MAX_PAYLOAD}")
+    try:
+        message = json.loads(payload.decode("utf-8"), object_pairs_hook=_object, parse_float=_no_float,
+                             parse_constant=_no_float)
+    except UnicodeDecodeError:
+        raise Refused("malformed: not UTF-8") from None
+    except ValueError as exc:
+        raise Refused(f"malformed: not JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise Refused("malformed: not a JSON object")
+    if set(message) == set(FIELDS) - {"sig"}:
+        raise Refused("unsigned: the command has no sig")
+    missing, unknown = sorted(set(FIELDS) - set(message)), sorted(set(message) - set(FIELDS))
+    if missing or unknown:
+        raise Refused("malformed: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+    for name, kind in FIELDS.items():
+        if not isinstance(message[name], kind):
+            raise Refused(f"malformed: {name} must be a JSON {'object' if kind is dict else 'string'}")
+    if not 1 <= len(message["id"]) <= 128 or not message["id"].isprintable():
+        raise Refused("malformed: id must be 1 to 128 printable characters")
+    _check_ints(message["args"])
+    return message
+
+
+def timestamp(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(f"malformed: ts {text!r} is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise Refused(f"malformed: ts {text!r} has no UTC offset")
+    return when
+
+
+# ----------------------------------------------------------------------------- keys
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file (PKCS #8, as ``sekisho cmd keygen`` and ``openssl
+    genpkey -algorithm ed25519`` write it, or OpenSSH's)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SekishoError(f"{path}: cannot read the key: {exc.strerror or exc}") from None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY"):
+            key = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SekishoError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SekishoError(f"{path}: an {type(key).__name__.removeprefix('_')}, not an Ed25519 key")
+    return key
+
+
+def public_key_text(key: Ed25519PrivateKey) -> str:
+    """The public half as ``[commands.keys.<name>] public_key`` takes it."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def keygen(path: str | Path) -> Ed25519PrivateKey:
+    """Make a new key and write it, mode 0600, to a file that must not exist yet."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SekishoError(f"{path} exists; a key is never overwritten (choose another file)") from None
+    except OSError as exc:
+        raise SekishoError(f"{path}: cannot create: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key
+
+
+def sign(op: str, args: Mapping[str, Any], *, node: str, key_name: str, key: Ed25519PrivateKey,
+         ts: str | None = None, command_id: str | None = None) -> dict[str, Any]:
+    """A new signed command, ready to publish as JSON."""
+    message = {"id": command_id or str(uuid.uuid4()), "ts": ts or utc_now(), "node": node, "op": op,
+               "args": dict(args), "key": key_name}
+    return {**message, "sig": base64.b64encode(key.sign(signed_bytes(message))).decode()}
+
+
+# ----------------------------------------------------------------------------- the node's side
+class CommandRunner:
+    """Checks each message of ``cmd/<node>``, runs what passes, answers and audits all."""
+
+    def __init__(self, cfg: CommandsConfig, *, node: str, handlers: Mapping[str, Handler], store: Store,
+                 queue: Callable[[CommandResult], None], result_topic: str, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.handlers = handlers
+        self.store = store
+        self.queue = queue
+        self.result_topic = result_topic
+        self.loop = loop
+        self.clock = clock
+        self.keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def receive(self, topic: str, payload: bytes) -> None:
+        """The publisher's subscription handler, on the loop."""
+        task = self.loop.create_task(self._run(payload))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def check(self, message: dict[str, Any]) -> None:
+        """Steps 2 to 5 of the module's list; raises ``Refused``."""
+        public = self.keys.get(message["key"])
+        if public is None:
+            raise Refused(f"unknown key {message['key']!r}: not in [commands.keys] of this node")
+        try:
+            signature = base64.b64decode(message["sig"], validate=True)
+            public.verify(signature, signed_bytes(message))
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise Refused(f"bad signature: sig does not verify with key {message['key']!r}") from None
+        if message["node"] != self.node:
+            raise Refused(f"addressed to node {message['node']!r}, not {self.node!r}")
+        skew = (timestamp(message["ts"]) - self.clock()).total_seconds()
+        if abs(skew) > self.cfg.max_skew_s:
+            raise Refused(f"stale: ts is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} this node's clock "
+                          f"(at most {self.cfg.max_skew_s:g} s)")
+        if not any(fnmatch.fnmatchcase(message["op"], p) for p in self.cfg.keys[message["key"]].ops):
+            raise Refused(f"not permitted: key {message['key']!r} may not run {message['op']!r}")
+
+    async def _run(self, payload: bytes) -> None:
+        message: dict[str, Any] = {}
+        try:
+            message = parse(payload)
+            self.check(message)
+            if not self.store.claim_command(message["id"], message["key"], message["op"]):
+                raise Refused(f"replayed: id {message['id']!r} was used before")
+        except Refused as exc:
+            self._answer(message, {"ok": False, "error": str(exc)}, "command.refused")
+            return
+        except StoreError as exc:
+            # Not recorded, so not run; the answer waits in memory for the disk, like any event.
+            self._answer(message, {"ok": False, "error": f"not run: cannot record it ({exc})"}, "command.refused")
+            return
+        actor = f"key:{message['key']}"
+        log.info("command %s: %s by %s", message["id"], message["op"], actor)
+        reply = await run_op(self.handlers, message["op"], dict(message["args"]), actor)
+        self._answer(message, reply, "command.done" if reply["ok"] else "command.failed")
+
+    def _answer(self, message: Mapping[str, Any], reply: Mapping[str, Any], action: str) -> None:
+        ok, error = bool(reply["ok"]), reply.get("error")
+        command_id = message.get("id")
+        if not ok:
+            log.warning("command %s refused: %s", command_id or "(no id)", error)
+        payload = {"id": command_id, "ok": ok, "error": error, "node": self.node, "op": message.get("op")}
+        result = {k: v for k, v in reply.items() if k not in ("ok", "error")}
+        if result:
+            payload["result"] = result
+        detail = {"id": command_id, "op": message.get("op"), "key": message.get("key"), "error": error}
+        if action != "command.refused":
+            detail["args"] = message.get("args")
+        self.queue(CommandResult(action, f"key:{message['key']}" if action != "command.refused" else "bus",
+                                 self.result_topic, payload, detail))
+
+
+# ----------------------------------------------------------------------------- the console's side
+def send(cfg: Config, message: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
+    """Publish a signed command to its node and wait for the answer; raises ``Unavailable`` when
+    the broker cannot be reached or no answer comes in time."""
+    topics = Topics(cfg.site.id)
+    node = message["node"]
+    answered = threading.Event()
+    subscribed = threading.Event()
+    failed: list[str] = []
+    answer: dict[str, Any] = {}
+    client = make_client(cfg.mqtt, f"sekisho-cmd-{uuid.uuid4().hex[:8]}")
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            failed.append(f"the broker refused the connection: {reason}")
+            answered.set()
+            return
+        c.subscribe(topics.command_result(node), qos=1)
+
+    def on_subscribe(c: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            failed.append(f"the broker refused the subscription to {topics.command_result(node)}")
+            answered.set()
+            return
+        subscribed.set()
+        c.publish(topics.command(node), json.dumps(message), qos=1)
+
+    def on_message(c: Any, userdata: Any, msg: Any) -> None:
+        try:
+            got = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(got, dict) and got.get("id") == message["id"]:
+            answer.update(got)
+            answered.set()
+
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    _, host, port = cfg.mqtt.endpoint
+    try:
+        client.connect(host, port)
+    except OSError as exc:
+        raise Unavailable(f"cannot reach the broker at {cfg.mqtt.url}: {exc.strerror or exc}") from None
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            where = "no answer" if subscribed.is_set() else "could not subscribe for the answer"
+            raise Unavailable(f"{where} from node {node!r} within {timeout:g} s (is its daemon running and "
+                              "connected to this broker?)")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if failed:
+        raise Unavailable(failed[0])
+    return answer

@@ -1,0 +1,264 @@
+"""Signed commands on cmd/<node>: the checks, one refusal each, and the whole path through a real
+broker and the daemon, including a command signed by OpenSSL and sent by mosquitto_pub."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from conftest import wait_for
+from sekisho.daemon import config
+from sekisho.daemon.commands import CommandRunner, Refused, parse, public_key_text, sign, signed_bytes
+from sekisho.daemon.errors import ConfigError
+
+NOW = dt.datetime(2026, 11, 23, 7, 0, 0, tzinfo=dt.timezone.utc)
+TS = "2026-11-23T07:00:00.000Z"
+OFFICER = Ed25519PrivateKey.generate()
+VIEWER = Ed25519PrivateKey.generate()
+
+
+def runner(max_skew_s: float = 30.0) -> CommandRunner:
+    keys = {"officer": config.CommandKeyConfig("officer", base64.b64decode(public_key_text(OFFICER)),
+                                               ("door.*", "usb.allow")),
+            "viewer": config.CommandKeyConfig("viewer", base64.b64decode(public_key_text(VIEWER)), ("door.list",))}
+    return CommandRunner(config.CommandsConfig(max_skew_s, keys), node="door-a", handlers={}, store=None,
+                         queue=None, result_topic="r", loop=None, clock=lambda: NOW)
+
+
+def refusal(payload: bytes | dict, r: CommandRunner | None = None) -> str:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    with pytest.raises(Refused) as exc:
+        (r or runner()).check(parse(raw))
+    return str(exc.value)
+
+
+def good(ts: str = TS) -> dict:
+    return sign("door.unlock", {"door": "entrance"}, node="door-a", key_name="officer", key=OFFICER, ts=ts)
+
+
+# ----------------------------------------------------------------------------- the checks
+def test_a_good_command_passes():
+    runner().check(parse(json.dumps(good()).encode()))
+
+
+def test_signed_bytes_are_the_canonical_json_without_sig():
+    message = {"sig": "x", "op": "usb.allow", "args": {"minutes": 10, "match": "1-2"}, "id": "c1", "ts": TS,
+               "node": "door-a", "key": "officer", "note": "é"}
+    assert signed_bytes(message) == ('{"args":{"match":"1-2","minutes":10},"id":"c1","key":"officer","node":"door-a",'
+                                     '"note":"é","op":"usb.allow","ts":"2026-11-23T07:00:00.000Z"}').encode()
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"\xff\xfe", "malformed: not UTF-8"),
+    (b"{not json", "malformed: not JSON"),
+    (b"[1, 2]", "malformed: not a JSON object"),
+    (b'{"id": "a", "id": "b"}', "appears twice"),
+    (json.dumps({**good(), "args": {"minutes": 1.5}}).encode(), "not an integer"),
+    (json.dumps({**good(), "args": {"n": 2 ** 60}}).encode(), "larger than 2**53"),
+    (json.dumps({k: v for k, v in good().items() if k != "sig"}).encode(), "unsigned"),
+    (json.dumps({k: v for k, v in good().items() if k != "node"}).encode(), "malformed: missing node"),
+    (json.dumps({**good(), "extra": 1}).encode(), "malformed: unknown extra"),
+    (json.dumps({**good(), "args": ["entrance"]}).encode(), "args must be a JSON object"),
+    (json.dumps({**good(), "id": ""}).encode(), "id must be 1 to 128"),
+    (b"{" + b" " * 70000 + b"}", "at most 65536"),
+])
+def test_malformed_commands_are_refused_by_name(payload, reason):
+    assert reason in refusal(payload)
+
+
+def test_unknown_key_bad_signature_wrong_node_stale_and_not_permitted():
+    assert "unknown key 'nobody'" in refusal(sign("door.list", {}, node="door-a", key_name="nobody", key=OFFICER,
+                                                  ts=TS))
+    tampered = {**good(), "args": {"door": "back"}}
+    assert "bad signature" in refusal(tampered)
+    assert "bad signature" in refusal({**good(), "sig": "not base64!"})
+    other_key = sign("door.unlock", {"door": "entrance"}, node="door-a", key_name="officer", key=VIEWER, ts=TS)
+    assert "bad signature" in refusal(other_key)
+    assert "addressed to node 'door-b'" in refusal(sign("door.list", {}, node="door-b", key_name="officer",
+                                                        key=OFFICER, ts=TS))
+    assert "31 s behind" in refusal(good(ts="2026-11-23T06:59:29.000Z"))
+    assert "31 s ahead" in refusal(good(ts="2026-11-23T07:00:31+00:00"))
+    assert "no UTC offset" in refusal(good(ts="2026-11-23T07:00:00"))
+    assert "not an RFC 3339 time" in refusal(good(ts="yesterday"))
+    runner().check(parse(json.dumps(good(ts="2026-11-23T16:00:29+09:00")).encode()))  # 29 s, another zone
+    assert "may not run 'door.unlock'" in refusal(sign("door.unlock", {"door": "entrance"}, node="door-a",
+                                                       key_name="viewer", key=VIEWER, ts=TS))
+    assert "may not run 'enroll'" in refusal(sign("enroll", {}, node="door-a", key_name="officer", key=OFFICER,
+                                                  ts=TS))
+
+
+@pytest.mark.parametrize("section, problem", [
+    ('[commands.keys.a]\npublic_key = "not base64"\nops = ["*"]', "commands.keys.a.public_key: is not base64"),
+    ('[commands.keys.a]\npublic_key = "AAAA"\nops = ["*"]', "is 3 bytes; an Ed25519 public key is 32"),
+    (f'[commands.keys.a]\npublic_key = "{public_key_text(OFFICER)}"\nops = []', "must name at least one op"),
+    (f'[commands.keys.a]\npublic_key = "{public_key_text(OFFICER)}"\nops = ["Door unlock"]', "is not an op"),
+    (f'[commands.keys.a]\npublic_key = "{public_key_text(OFFICER)}"', "commands.keys.a.ops: missing (required)"),
+    (f'[commands.keys.A]\npublic_key = "{public_key_text(OFFICER)}"\nops = ["*"]', "commands.keys.A: key name"),
+    ('[commands]\nmax_skew = 30', "commands.max_skew: unknown key"),
+])
+def test_bad_command_config_names_the_key(tmp_path, section, problem):
+    path = tmp_path / "s.toml"
+    path.write_text('[site]\nid = "t"\nnode = "n"\n' + section + "\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert any(problem in p for p in exc.value.problems), exc.value.problems
+
+
+# ----------------------------------------------------------------------------- through the daemon
+KEYS = """
+[commands]
+max_skew_s = 30
+
+[commands.keys.officer]
+public_key = "{officer}"
+ops = ["door.*"]
+
+[commands.keys.auditor]
+public_key = "{auditor}"
+ops = ["door.list"]
+"""
+
+
+@pytest.fixture
+def signed_site(site, subscribe, tmp_path):
+    officer_key, auditor_key = tmp_path / "officer.key", tmp_path / "auditor.pem"
+    out = site.cli("cmd", "keygen", str(officer_key)).stdout
+    assert "[commands.keys.officer]" in out and officer_key.stat().st_mode & 0o777 == 0o600
+    officer_public = out.split('public_key = "')[1].split('"')[0]
+    # A key made by OpenSSL, which the tests also sign with.
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(auditor_key)], check=True)
+    auditor_public = site.cli("cmd", "public-key", str(auditor_key)).stdout.strip()
+    with site.config.open("a") as f:
+        f.write(KEYS.format(officer=officer_public, auditor=auditor_public))
+    sub = subscribe()
+    site.start()
+    yield site, sub, officer_key, auditor_key
+    site.stop()
+
+
+def audit_rows(site, action: str) -> list[dict]:
+    with sqlite3.connect(site.data_dir / "sekisho.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) | {"detail": json.loads(r["detail"])}
+                for r in db.execute("SELECT * FROM audit WHERE action = ? ORDER BY n", [action])]
+
+
+def results(sub) -> list[dict]:
+    return [m.json for m in sub.on("/cmd/door-a/result")]
+
+
+def publish(site, payload: str | bytes) -> None:
+    data = payload if isinstance(payload, bytes) else payload.encode()
+    subprocess.run(["mosquitto_pub", "-p", str(site.broker.port), "-q", "1", "-t", "sekisho/v1/test/cmd/door-a",
+                    "-s" if data else "-n"], input=data, check=True, timeout=10)
+
+
+def test_cmd_send_unlocks_the_door_answers_and_audits(signed_site):
+    site, sub, officer_key, _ = signed_site
+    r = site.cli("cmd", "send", "door.unlock", "door=entrance", "seconds=2", "--key", str(officer_key))
+    answer = json.loads(r.stdout)
+    assert answer["ok"] is True and answer["error"] is None and answer["op"] == "door.unlock"
+    assert wait_for(lambda: [s for s in (m.json for m in sub.on("/door/entrance/state")) if s["lock"] == "unlocked"],
+                    what="the door unlocked")
+    assert [m["id"] for m in results(sub)] == [answer["id"]]
+    done = audit_rows(site, "command.done")
+    assert len(done) == 1 and done[0]["actor"] == "key:officer"
+    assert done[0]["detail"] == {"id": answer["id"], "op": "door.unlock", "key": "officer", "error": None,
+                                 "args": {"door": "entrance", "seconds": 2}}
+    assert site.cli("audit", "verify").returncode == 0
+
+
+def test_an_op_that_fails_is_answered_and_exits_1(signed_site):
+    site, sub, officer_key, _ = signed_site
+    r = site.cli("cmd", "send", "door.unlock", "door=vault", "--key", str(officer_key), check=False)
+    assert r.returncode == 1 and "no door 'vault'" in r.stderr
+    assert json.loads(r.stdout)["ok"] is False
+    assert audit_rows(site, "command.failed")[0]["detail"]["error"].startswith("no door 'vault'")
+    r = site.cli("cmd", "send", "door.unlock", "--key", str(officer_key), check=False)
+    assert r.returncode == 1 and "door.unlock needs 'door'" in r.stderr
+
+
+def test_a_replayed_command_is_refused_also_after_a_restart(signed_site):
+    site, sub, officer_key, _ = signed_site
+    text = site.cli("cmd", "sign", "door.mode", "door=entrance", "mode=lockdown", "--key", str(officer_key)).stdout
+    command_id = json.loads(text)["id"]
+    publish(site, text)
+    wait_for(lambda: len(results(sub)) == 1, what="the answer")
+    publish(site, text)
+    wait_for(lambda: len(results(sub)) == 2, what="the second answer")
+    site.stop()
+    site.start()
+    publish(site, text)
+    wait_for(lambda: len(results(sub)) == 3, what="the answer after the restart")
+    first, *replays = results(sub)
+    assert first["ok"] is True and first["id"] == command_id
+    assert [(r["ok"], r["id"]) for r in replays] == [(False, command_id)] * 2
+    assert all(r["error"] == f"replayed: id {command_id!r} was used before" for r in replays)
+    modes = [m.json["mode"] for m in sub.on("/door/entrance/state")]
+    assert modes[-1] == "lockdown"
+    assert len(audit_rows(site, "command.done")) == 1 and len(audit_rows(site, "command.refused")) == 2
+
+
+def test_openssl_signed_command_from_mosquitto_pub_runs(signed_site, tmp_path):
+    """Interoperability: the canonical bytes written out by hand, signed by OpenSSL's Ed25519,
+    published by mosquitto's own client: no sekisho code on the sending side."""
+    site, sub, _, auditor_key = signed_site
+    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    canonical = f'{{"args":{{}},"id":"openssl-1","key":"auditor","node":"door-a","op":"door.list","ts":"{ts}"}}'
+    (tmp_path / "msg").write_text(canonical)
+    subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(auditor_key), "-in", str(tmp_path / "msg"),
+                    "-out", str(tmp_path / "sig")], check=True)
+    sig = base64.b64encode((tmp_path / "sig").read_bytes()).decode()
+    # Any field order and spacing on the wire: the signature covers the canonical form.
+    publish(site, f'{{ "sig": "{sig}", "op": "door.list", "ts": "{ts}", "node": "door-a", "key": "auditor",'
+                  f' "id": "openssl-1", "args": {{ }} }}')
+    answer = wait_for(lambda: results(sub), what="the answer")[0]
+    assert answer["ok"] is True, answer
+    assert [d["door"] for d in answer["result"]["doors"]] == ["entrance"]
+
+
+def test_refused_commands_change_nothing_and_are_each_answered_and_audited(signed_site):
+    site, sub, officer_key, auditor_key = signed_site
+    auditor_says = json.loads(site.cli("cmd", "sign", "door.mode", "door=entrance", "mode=free",
+                                       "--key", str(auditor_key), "--key-name", "auditor").stdout)
+    forged = json.loads(site.cli("cmd", "sign", "door.mode", "door=entrance", "mode=free",
+                                 "--key", str(officer_key)).stdout) | {"args": {"door": "entrance", "mode": "lockdown"}}
+    unsigned = {k: v for k, v in forged.items() if k != "sig"}
+    for payload in (b"", b"garbage", json.dumps(unsigned), json.dumps(forged), json.dumps(auditor_says)):
+        publish(site, payload)
+    got = wait_for(lambda: len(results(sub)) == 5 and results(sub), what="five answers")
+    assert [r["ok"] for r in got] == [False] * 5
+    assert [r["error"].split(":")[0] for r in got] == ["malformed", "malformed", "unsigned", "bad signature",
+                                                        "not permitted"]
+    refused = audit_rows(site, "command.refused")
+    assert len(refused) == 5 and {r["actor"] for r in refused} == {"bus"}
+    assert all("args" not in r["detail"] for r in refused)  # a refused command's content is not trusted
+    assert {m.json["mode"] for m in sub.on("/door/entrance/state")} == {"normal"}
+
+
+def test_cmd_send_without_a_daemon_exits_69(site, tmp_path):
+    site.cli("cmd", "keygen", str(tmp_path / "k.key"))
+    r = site.cli("cmd", "send", "door.list", "--key", str(tmp_path / "k.key"), "--timeout", "1", check=False)
+    assert r.returncode == 69 and "no answer from node 'door-a' within 1 s" in r.stderr
+
+
+def test_cmd_cli_mistakes_are_one_line(site, tmp_path):
+    key = tmp_path / "k.key"
+    site.cli("cmd", "keygen", str(key))
+    again = site.cli("cmd", "keygen", str(key), check=False)
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+    (tmp_path / "rsa.pem").write_bytes(subprocess.run(["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt",
+                                                       "rsa_keygen_bits:1024"], capture_output=True,
+                                                      check=True).stdout)
+    for args, text in ((("cmd", "public-key", str(tmp_path / "rsa.pem")), "not an Ed25519 key"),
+                       (("cmd", "public-key", str(tmp_path / "none")), "cannot read the key"),
+                       (("cmd", "sign", "door.list", "oops", "--key", str(key)), "NAME=VALUE"),
+                       (("cmd", "sign", "usb.allow", "minutes=1.5", "--key", str(key)), "whole numbers")):
+        r = site.cli(*args, check=False)
+        assert r.returncode == 1 and text in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
