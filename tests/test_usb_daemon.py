@@ -63,3 +63,26 @@ def test_daemon_guards_decides_and_allows_for_a_while(site, subscribe, testbed):
     site.stop()
     # Exceptions are never kept: stopping ended it, recorded, and the rules decided again.
     assert any(e["action"] == "exception_expired" for e in usb())
+
+
+def test_signed_usb_allow_command(site, subscribe, testbed, tmp_path):
+    """The third way to grant an exception: a usb.allow command signed by an officer's key,
+    through the broker; the answer names the exception, and the event its signer."""
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    kernel.plug(FLASH)
+    key = tmp_path / "officer-1.key"
+    section = site.cli("cmd", "keygen", str(key)).stdout.split("\n", 1)[1]
+    site.config.write_text(site.config.read_text() + f'\n[usb]\nrules = "{CALL_CENTRE}"\n\n{section}')
+    sub = subscribe()
+    site.start()
+    usb = lambda: [m.json for m in sub.on("/usb/door-a/event")]  # noqa: E731
+    wait_for(lambda: any(e["cause"] == "present" and e["action"] == "blocked" for e in usb()), what="flash blocked")
+    r = site.cli("cmd", "send", "usb.allow", "match=0781:5567:4C530001230417116225", "minutes=5", "--key", str(key))
+    answer = json.loads(r.stdout)
+    assert answer["ok"] is True and answer["result"]["devices"] == ["1-2"]
+    granted = wait_for(lambda: [e for e in usb() if e["action"] == "exception_granted"], what="granted")[0]
+    assert granted["exception"]["actor"] == "key:officer-1"
+    assert granted["exception"]["id"] == answer["result"]["exception"]
+    assert read(f"{kernel.devices['1-2']}/authorized") == "1"
+    site.stop()
