@@ -26,6 +26,7 @@ from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable,
                                      UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
+from .approvals import Approvals
 from .commands import CommandRunner
 from .config import Config
 from .control import ControlServer
@@ -98,6 +99,9 @@ class Daemon:
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
+        self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, subject_of=self.doors.subject_of,
+                                   entered=self._entered, desk_state=lambda desk: self.desks.desks[desk].state) \
+            if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
@@ -204,8 +208,10 @@ class Daemon:
         if reader.desk and self.desks:
             if isinstance(event, (ReaderLost, CardUnreadable)):
                 log.warning("%s: %s", reader.name, event)
-            self.desks.event(reader.desk, event, self.key.card_hash(event.uid) if isinstance(event, CardPresented)
-                             else None)
+            card_hash = self.key.card_hash(event.uid) if isinstance(event, CardPresented) else None
+            if self.approvals and self.approvals.handle(reader, event, card_hash):
+                return  # a supervisor's card or PIN allowing a blocked device
+            self.desks.event(reader.desk, event, card_hash)
             return
         match event:
             case CardPresented(uid=uid):

@@ -237,6 +237,17 @@ USB = {
     "exception_max_minutes": Key(float, 480.0, "Longest timed exception a supervisor may grant (sekisho usb allow).",
                                  _between(1, 1440)),
     "host": Key(str, "", "The <host> in usb/<host>/event; empty means [site] node.", lambda v: v and _name(v)),
+    "supervisor_levels": Key(list, [], "Levels whose holders may allow the device blocked last, at a desk of this "
+                             "node: their card at the desk's reader, then the confirmation. Empty: only sekisho usb "
+                             "allow and signed commands can.", _strings()),
+    "approval_confirm": Key(str, "card", "How the supervisor confirms: card (take it out and present it again) or "
+                            "pin (their PIN on the desk reader's PIN pad).", _one_of("card", "pin")),
+    "approval_minutes": Key(float, 15.0, "How long a device allowed at the desk by a supervisor's card stays allowed.",
+                            _between(1, 1440)),
+    "approval_window_s": Key(float, 120.0, "How long after a device is blocked a supervisor's card may still allow it.",
+                             _between(5, 3600)),
+    "confirm_s": Key(float, 30.0, "How long a supervisor has to confirm (PIN, or the card out and in) after the "
+                     "first presentation.", _between(5, 300)),
 }
 COMMANDS = {
     "max_skew_s": Key(float, 30.0, "How far a signed command's ts may be from this node's clock, either way; "
@@ -352,6 +363,11 @@ class UsbConfig:
     hold_hid_while_locked: bool
     exception_max_minutes: float
     host: str
+    supervisor_levels: frozenset[str] = frozenset()
+    approval_confirm: str = "card"
+    approval_minutes: float = 15.0
+    approval_window_s: float = 120.0
+    confirm_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -643,6 +659,19 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         inputs[name] = InputConfig(name=name, options=MappingProxyType(own), **common)
 
     usb = _usb(c, path, data["usb"], site.get("node") or "") if "usb" in data else None
+    if usb is not None:
+        for level in sorted(usb.supervisor_levels - set(levels)):
+            c.problem("usb.supervisor_levels", f"no level {level!r} (levels: {', '.join(sorted(levels)) or 'none'})")
+        if usb.approval_minutes > usb.exception_max_minutes:
+            c.problem("usb.approval_minutes", f"{usb.approval_minutes:g} is more than exception_max_minutes "
+                      f"({usb.exception_max_minutes:g})")
+        if usb.supervisor_levels and not desk_values:
+            c.problem("usb.supervisor_levels", "a supervisor approves at a desk, and this node has no [desks]")
+        if usb.supervisor_levels and usb.approval_confirm == "pin":
+            for name, r in readers.items():
+                if r.desk and not r.pin_pad and r.driver != "sim":
+                    c.problem("usb.approval_confirm", f"pin needs a PIN pad on every desk's reader; readers.{name} "
+                              "has no pin_pad")
     commands = _commands(c, data.get("commands", {}))
 
     if c.problems:
@@ -678,7 +707,10 @@ def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
         return None
     return UsbConfig(rules_file=rules_file, rules=rules, implicit_target=implicit,
                      present_devices=values["present_devices"], hold_hid_while_locked=values["hold_hid_while_locked"],
-                     exception_max_minutes=values["exception_max_minutes"], host=values["host"] or node)
+                     exception_max_minutes=values["exception_max_minutes"], host=values["host"] or node,
+                     supervisor_levels=frozenset(values["supervisor_levels"]),
+                     approval_confirm=values["approval_confirm"], approval_minutes=values["approval_minutes"],
+                     approval_window_s=values["approval_window_s"], confirm_s=values["confirm_s"])
 
 
 def _commands(c: _Checker, raw: Any) -> CommandsConfig:

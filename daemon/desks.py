@@ -34,6 +34,16 @@ from .topics import Topics
 log = logging.getLogger("sekisho.desks")
 
 
+def holds_now(config: Config, holder: dict[str, Any], levels: frozenset[str], now: dt.datetime) -> bool:
+    """Does the holder (``Store.card_holder``), valid today, hold one of ``levels`` whose schedule
+    is in force at ``now`` (the site's local time)?"""
+    today = now.date()
+    valid = ((holder["valid_from"] is None or today >= dt.date.fromisoformat(holder["valid_from"])) and
+             (holder["valid_until"] is None or today <= dt.date.fromisoformat(holder["valid_until"])))
+    return valid and any(config.rules.levels[name].schedule.active(now, config.rules.holidays)
+                         for name in holder["levels"] & levels if name in config.rules.levels)
+
+
 class Desks:
     def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[Any], None], *, logind: Logind, subject_of: Callable[[str], str],
@@ -77,13 +87,7 @@ class Desks:
         if holder is None or not holder["card_active"] or not holder["person_active"]:
             return Card(card_hash, None)
         cfg = self.config.desks[desk]
-        now = dt.datetime.now(self.tz)
-        levels = [self.config.rules.levels[name] for name in holder["levels"] & cfg.levels
-                  if name in self.config.rules.levels]
-        today = now.date()
-        valid = ((holder["valid_from"] is None or today >= dt.date.fromisoformat(holder["valid_from"])) and
-                 (holder["valid_until"] is None or today <= dt.date.fromisoformat(holder["valid_until"])))
-        allowed = valid and any(lv.schedule.active(now, self.config.rules.holidays) for lv in levels)
+        allowed = holds_now(self.config, holder, cfg.levels, dt.datetime.now(self.tz))
         entered = self.entered(holder["person_id"], cfg.area) if cfg.area else True
         return Card(card_hash, holder["person_id"], allowed, entered)
 

@@ -230,6 +230,14 @@ class Tracked:
     """When authorized: the interface types to leave unauthorized. None: interfaces untouched."""
     exception: str | None = None
     slots: dict[tuple[int, int], frozenset[str]] = field(default_factory=dict)
+    blocked_at: float | None = None
+    """Loop time the rules last blocked it: a supervisor at a desk may allow it for a while."""
+
+    @property
+    def match(self) -> str:
+        """What ``allow_exception`` takes for this one device: id and serial, or its port."""
+        e = self.event
+        return f"{e.vendor_id}:{e.product_id}:{e.serial}" if e.serial else e.port
 
 
 @dataclass(frozen=True)
@@ -338,7 +346,7 @@ class UsbController:
         targets = [t for t in self.devices.values() if m.matches(t.event)]
         log.info("exception %s: %s allowed for %g min by %s (%d present)", exc.id, m.text, minutes, actor,
                  len(targets))
-        self._publish(self._device_payload(targets[0]) if len(targets) == 1 else self._match_payload(m),
+        self._publish(self.device_payload(targets[0]) if len(targets) == 1 else self._match_payload(m),
                       Outcome("exception_granted", "allow", EXCEPTION_RULE, f"allowed for {minutes:g} min by {actor}",
                               exception=exc.describe()), "exception", actor)
         for tracked in targets:
@@ -365,7 +373,7 @@ class UsbController:
             tracked.exception = None
             after = self._decide(tracked, "expiry")
             now = ("deauthorized" if after.action == "blocked" else f"still allowed by {after.rule}")
-            self._publish(self._device_payload(tracked),
+            self._publish(self.device_payload(tracked),
                           Outcome("exception_expired", after.decision, after.rule, f"{reason}; {now}",
                                   blocked_interfaces=after.blocked_interfaces, exception=exc.describe(),
                                   error=after.error), "expiry")
@@ -551,11 +559,18 @@ class UsbController:
             self._write(self.drivers_probe, name)
 
     # ------------------------------------------------------------------------- records
+    def last_blocked(self) -> Tracked | None:
+        """The device the rules blocked most recently that is still here and still blocked."""
+        blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state == "blocked"]
+        return max(blocked, key=lambda t: t.blocked_at or 0.0, default=None)
+
     def _record(self, tracked: Tracked, outcome: Outcome, cause: str) -> None:
+        blocked = outcome.action == "blocked" and outcome.decision == "block" and not outcome.held
+        tracked.blocked_at = self.loop.time() if blocked and tracked.device is not None else None
         e = tracked.event
         log.info("%s %s:%s %r: %s (%s, rule %s)%s", e.port, e.vendor_id, e.product_id, e.name, outcome.action,
                  outcome.decision, outcome.rule, f": {outcome.reason}" if outcome.reason else "")
-        self._publish(self._device_payload(tracked), outcome, cause)
+        self._publish(self.device_payload(tracked), outcome, cause)
 
     def _publish(self, device: Mapping[str, Any], outcome: Outcome, cause: str, actor: str = "daemon") -> None:
         payload = {"action": outcome.action, "device": dict(device), "rule": outcome.rule,
@@ -566,7 +581,7 @@ class UsbController:
                             columns={"result": outcome.action, "reason": outcome.reason, "rule": outcome.rule}))
 
     @staticmethod
-    def _device_payload(tracked: Tracked) -> dict[str, Any]:
+    def device_payload(tracked: Tracked) -> dict[str, Any]:
         e = tracked.event
         interfaces = list(tracked.device.interfaces) if tracked.device is not None else []
         return {"vid": e.vendor_id or None, "pid": e.product_id or None, "class": device_class(e.descriptors),

@@ -280,3 +280,21 @@ def test_usb_rules_file_is_checked_with_the_config(tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = config.load(tmp_path / "bad.toml")
     assert cfg.usb.implicit_target == "reject" and cfg.usb.host == "n1" and len(cfg.usb.rules.rules) == 1
+
+
+@pytest.mark.parametrize("usb, desk, expected", [
+    ('supervisor_levels = ["boss"]', True, "usb.supervisor_levels: no level 'boss' (levels: staff)"),
+    ('supervisor_levels = ["staff"]', False, "usb.supervisor_levels: a supervisor approves at a desk, and this "
+                                             "node has no [desks]"),
+    ('supervisor_levels = ["staff"]\napproval_minutes = 600', True, "usb.approval_minutes: 600 is more than "
+                                                                    "exception_max_minutes (480)"),
+    ('supervisor_levels = ["staff"]\napproval_confirm = "pin"', True, "usb.approval_confirm: pin needs a PIN pad on "
+                                                                      "every desk's reader; readers.d1 has no pin_pad"),
+    ('approval_confirm = "retina"', True, "usb.approval_confirm: must be one of 'card', 'pin'"),
+])
+def test_supervisor_approval_settings_are_checked(tmp_path, usb, desk, expected):
+    (tmp_path / "usb.rules").write_text("allow id 046d:c31c\n")
+    desk_part = ('[desks.d1]\n\n[readers.d1]\ndriver = "pcsc"\nname = "x"\ndesk = "d1"\n' if desk else "")
+    text = GOOD + '\n[levels.staff]\ndoors = ["entrance"]\n\n' + desk_part + f'[usb]\nrules = "usb.rules"\n{usb}\n'
+    r = check(tmp_path, text)
+    assert r.returncode == 78 and f"bad.toml: {expected}" in r.stderr, r.stderr

@@ -86,3 +86,135 @@ def test_signed_usb_allow_command(site, subscribe, testbed, tmp_path):
     assert granted["exception"]["id"] == answer["result"]["exception"]
     assert read(f"{kernel.devices['1-2']}/authorized") == "1"
     site.stop()
+
+
+SUPERVISED = """\
+[site]
+id = "test"
+node = "door-a"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+
+[levels.staff]
+doors = ["entrance"]
+desks = ["desk-01"]
+
+[levels.supervisor]
+doors = ["entrance"]
+desks = ["desk-01"]
+
+[doors.entrance]
+area_in = "room"
+
+[desks.desk-01]
+area = "room"
+lock_confirm_s = 2.0
+lock_retries = 1
+
+[readers.entrance-in]
+driver = "sim"
+door = "entrance"
+direction = "in"
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+
+[usb]
+rules = "{rules}"
+supervisor_levels = ["supervisor"]
+approval_confirm = "{confirm}"
+"""
+SUE, BOB = "05050505", "04b0b0b0"
+
+
+@pytest.fixture
+def supervised(site, subscribe, testbed, logind):
+    """A desk node with USB control: a flash drive blocked at start, Sue a supervisor, Bob staff."""
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    kernel.plug(FLASH)
+    logind.add_session("c1", seat="seat0", user="bob")
+    logind.patch_lock()
+    site.config.write_text(SUPERVISED.format(url=site.broker.url, rules=CALL_CENTRE, confirm="card"))
+    site.enroll("sue", SUE, level="supervisor")
+    site.enroll("bob", BOB)
+
+    def start(confirm: str):
+        site.config.write_text(SUPERVISED.format(url=site.broker.url, rules=CALL_CENTRE, confirm=confirm))
+        sub = subscribe()
+        site.start()
+        wait_for(lambda: any(e["action"] == "blocked" for e in usb_events(sub)), what="the flash drive blocked")
+        return sub
+    yield site, kernel, start
+    if site.proc is not None:
+        site.stop()
+
+
+def usb_events(sub) -> list[dict]:
+    return [m.json for m in sub.on("/usb/door-a/event")]
+
+
+def desk_kinds(sub) -> list[str]:
+    return [m.json["kind"] for m in sub.on("/desk/desk-01/event")]
+
+
+def actions(sub) -> list[str]:
+    return [e["action"] for e in usb_events(sub) if e["action"] not in ("allowed", "blocked")]
+
+
+def test_supervisor_card_out_and_in_allows_the_blocked_device(supervised):
+    site, kernel, start = supervised
+    sub = start("card")
+    # Not yet inside the room: refused, and the card is the desk's (a tailgating alarm).
+    site.tap(SUE, "desk-01")
+    wait_for(lambda: "tailgating" in desk_kinds(sub), what="the desk's tailgating event")
+    refused = [e for e in usb_events(sub) if e["action"] == "approval_refused"]
+    assert [e["reason"] for e in refused] == ["not_in_area"] and refused[0]["device"]["port"] == "1-2"
+    site.sim("desk-01", {"op": "pull"})
+    # Bob is not a supervisor: his card is the desk's as always.
+    site.tap(BOB)
+    site.tap(BOB, "desk-01")
+    wait_for(lambda: desk_kinds(sub).count("card_inserted") >= 1, what="bob's card at the desk")
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: "card_removed" in desk_kinds(sub), what="bob's card out")
+    before = desk_kinds(sub)
+    site.tap(SUE)
+    site.tap(SUE, "desk-01")
+    pending = wait_for(lambda: [e for e in usb_events(sub) if e["action"] == "approval_pending"], what="pending")[0]
+    assert pending["confirm"] == "card" and pending["device"]["port"] == "1-2" and pending["desk"] == "desk-01"
+    assert read(f"{kernel.devices['1-2']}/authorized") == "0"
+    site.sim("desk-01", {"op": "pull"})
+    site.tap(SUE, "desk-01")
+    granted = wait_for(lambda: [e for e in usb_events(sub) if e["action"] == "exception_granted"], what="granted")[0]
+    assert granted["exception"]["actor"] == f"supervisor:{pending['subject']}"
+    assert granted["exception"]["minutes"] == 15.0
+    assert read(f"{kernel.devices['1-2']}/authorized") == "1"
+    site.sim("desk-01", {"op": "pull"})
+    site.stop()
+    # Every step of Sue's approval was the approval's: the desk saw none of it.
+    assert desk_kinds(sub)[:len(before)] == before and "foreign_card" not in desk_kinds(sub)
+    assert actions(sub) == ["approval_refused", "approval_pending", "exception_granted", "exception_expired"]
+
+
+def test_supervisor_pin_confirms_and_a_wrong_pin_refuses(supervised):
+    site, kernel, start = supervised
+    site.cli("person", "pin", "sue", input_text="2468\n")
+    sub = start("pin")
+    site.tap(SUE)
+    site.tap(SUE, "desk-01")
+    wait_for(lambda: "approval_pending" in actions(sub), what="pending")
+    site.sim("desk-01", {"op": "pin", "digits": "1111"})
+    wait_for(lambda: "approval_refused" in actions(sub), what="refused")
+    assert [e["reason"] for e in usb_events(sub) if e["action"] == "approval_refused"] == ["pin_wrong"]
+    assert read(f"{kernel.devices['1-2']}/authorized") == "0"
+    site.sim("desk-01", {"op": "pull"})
+    site.tap(SUE, "desk-01")
+    wait_for(lambda: actions(sub).count("approval_pending") == 2, what="pending again")
+    site.sim("desk-01", {"op": "pin", "digits": "2468"})
+    wait_for(lambda: "exception_granted" in actions(sub), what="granted")
+    assert read(f"{kernel.devices['1-2']}/authorized") == "1"
