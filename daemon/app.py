@@ -159,6 +159,7 @@ class Daemon:
             await self.control.stop()
             for driver in reversed(started):
                 await driver.stop()
+            await self.doors.shutdown()
             if self.logind:
                 await self.logind.close()
             if self.usb:

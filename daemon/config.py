@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import REQUIRED, Option
+from sekisho.drivers.gpio import GpioOutput, chip_path
 from sekisho.policies.access import Auth, AuthWindow, DoorRules, Level, Passback, SiteRules
 from sekisho.policies.schedule import DAYS, HOLIDAY, Schedule, TimeRange
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
@@ -212,13 +213,14 @@ DOOR = {
     "strike": Key(dict, {"driver": "none"}, "What releases the door: { driver = \"none\" } records only; "
                   "\"sim\"; \"command\" with unlock and lock argv arrays; \"mqtt\" with a relay topic."),
 }
-STRIKES: dict[str, dict[str, Key]] = {
+STRIKES: dict[str, Mapping[str, Key | Option]] = {
     "none": {},
     "sim": {},
     "command": {
         "unlock": Key(list, REQUIRED, "The command that releases the strike, as an argv array.", _strings()),
         "lock": Key(list, REQUIRED, "The command that locks it again.", _strings()),
     },
+    "gpio": dict(GpioOutput.OPTIONS),
     "mqtt": {
         "topic": Key(str, REQUIRED, "The relay's command topic on the site's broker (e.g. cmnd/door-a/POWER)."),
         "unlock_payload": Key(str, "ON", "Payload that releases the strike."),
@@ -658,6 +660,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             c.problem(where, f"{name!r} is also a reader's name; sim sockets and events need unique names")
         inputs[name] = InputConfig(name=name, options=MappingProxyType(own), **common)
 
+    _gpio_lines(c, doors, inputs)
     usb = _usb(c, path, data["usb"], site.get("node") or "") if "usb" in data else None
     if usb is not None:
         for level in sorted(usb.supervisor_levels - set(levels)):
@@ -711,6 +714,20 @@ def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
                      supervisor_levels=frozenset(values["supervisor_levels"]),
                      approval_confirm=values["approval_confirm"], approval_minutes=values["approval_minutes"],
                      approval_window_s=values["approval_window_s"], confirm_s=values["confirm_s"])
+
+
+def _gpio_lines(c: _Checker, doors: Mapping[str, DoorConfig], inputs: Mapping[str, InputConfig]) -> None:
+    """One GPIO line serves one thing: the kernel would refuse the second request at start."""
+    users: dict[tuple[str, int], str] = {}
+    wanted = [(f"doors.{name}.strike", d.strike) for name, d in doors.items() if d.strike.get("driver") == "gpio"]
+    wanted += [(f"inputs.{name}", i.options) for name, i in inputs.items() if i.driver == "gpio"]
+    for where, options in wanted:
+        if not isinstance(options.get("line"), int):
+            continue
+        key = (chip_path(str(options.get("chip") or "gpiochip0")), options["line"])
+        if key in users:
+            c.problem(f"{where}.line", f"{key[0]} line {key[1]} is already {users[key]}'s")
+        users.setdefault(key, where)
 
 
 def _commands(c: _Checker, raw: Any) -> CommandsConfig:

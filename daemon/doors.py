@@ -228,6 +228,17 @@ class Doors:
     def _tick(self, door: str) -> None:
         self._apply(door, doorstate.tick(self.specs[door], self.states[door], self.loop.time()))
 
+    async def shutdown(self) -> None:
+        """At the daemon's stop: lock every door (fail-secure), except one in emergency release,
+        which stays open until a person resets it; then let go of the strikes' hardware."""
+        for door, st in self.states.items():
+            if st.mode is not Mode.EMERGENCY:
+                try:
+                    await self.strikes[door].set(False)
+                except StrikeError as exc:
+                    log.error("at stop: %s", exc)
+            self.strikes[door].close()
+
     async def _drive(self, door: str, released: bool) -> None:
         try:
             await self.strikes[door].set(released)

@@ -10,6 +10,9 @@ from typing import Any, Mapping, Protocol
 
 import paho.mqtt.client as mqtt
 
+from sekisho.drivers.base import DriverError
+from sekisho.drivers.gpio import GpioOutput
+
 from .errors import SekishoError
 
 log = logging.getLogger("sekisho.strike")
@@ -22,6 +25,9 @@ class StrikeError(SekishoError):
 class Strike(Protocol):
     async def set(self, released: bool) -> None: ...
 
+    def close(self) -> None:
+        """Let go of the hardware, at the daemon's stop (after the door was locked)."""
+
 
 class NoStrike:
     """The door is recorded but not driven by this node."""
@@ -29,8 +35,11 @@ class NoStrike:
     async def set(self, released: bool) -> None:
         return None
 
+    def close(self) -> None:
+        return None
 
-class SimStrike:
+
+class SimStrike(NoStrike):
     """Logs what a strike would do; the door's published state shows it too."""
 
     def __init__(self, door: str) -> None:
@@ -40,7 +49,7 @@ class SimStrike:
         log.info("%s: strike %s", self.door, "released" if released else "locked")
 
 
-class CommandStrike:
+class CommandStrike(NoStrike):
     """Runs a command to release and another to lock (a relay tool, a vendor's CLI)."""
 
     TIMEOUT_S = 5
@@ -62,7 +71,7 @@ class CommandStrike:
                               f"{err.decode(errors='replace').strip()[:200]}")
 
 
-class MqttStrike:
+class MqttStrike(NoStrike):
     """A networked relay that listens on the site's broker. Sent directly, never through the
     outbox: an unlock queued during an outage must not open the door minutes later."""
 
@@ -78,8 +87,32 @@ class MqttStrike:
         self.client.publish(self.topic, self.payload[released], qos=1, retain=False)
 
 
+class GpioStrike:
+    """A strike relay on a GPIO line (libgpiod): the line is requested, inactive, when the daemon
+    starts, so the door is locked from then on; active releases it."""
+
+    def __init__(self, door: str, cfg: Mapping[str, Any]) -> None:
+        self.door = door
+        self.output = GpioOutput(door, cfg)
+        try:
+            self.output.open()
+        except DriverError as exc:
+            raise StrikeError(f"doors.{door}.strike: {exc}") from None
+
+    async def set(self, released: bool) -> None:
+        try:
+            self.output.set(released)
+        except DriverError as exc:
+            raise StrikeError(f"{self.door}: strike {exc}") from None
+
+    def close(self) -> None:
+        self.output.close()
+
+
 def make_strike(door: str, cfg: Mapping[str, Any], client: mqtt.Client) -> Strike:
     match cfg["driver"]:
+        case "gpio":
+            return GpioStrike(door, cfg)
         case "sim":
             return SimStrike(door)
         case "command":

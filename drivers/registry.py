@@ -14,6 +14,7 @@ KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
 INPUTS: dict[str, str] = {  # binary inputs (door contact, exit button, fire alarm): [inputs.<name>]
     "sim": "sekisho.drivers.sim:SimInput",
     "evdev": "sekisho.drivers.evdev_keys:EvdevKey",
+    "gpio": "sekisho.drivers.gpio:GpioInput",
 }
 
 PIN_PADS: dict[str, str] = {  # a reader's own PIN pad: [readers.<name>] pin_pad = { driver = ..., ... }

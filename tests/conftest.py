@@ -68,3 +68,19 @@ def logind(logind_bus):
     """The logind mock, reset: no sessions, no recorded calls, no patches."""
     logind_bus.reset()
     return logind_bus
+
+
+@pytest.fixture(scope="session")
+def gpiosim_lib(tmp_path_factory):
+    """The GPIO preload, compiled once per run (gpiosim.py says why it exists)."""
+    from gpiosim import build
+    return build(tmp_path_factory.mktemp("gpiosim"))
+
+
+@pytest.fixture
+def gpiosim(tmp_path, gpiosim_lib):
+    """A userspace GPIO chip 0 with 32 lines; ``gpiosim.env()`` is the environment that sees it."""
+    from gpiosim import GpioSim
+    sim = GpioSim(tmp_path, gpiosim_lib)
+    yield sim
+    sim.close()

@@ -260,9 +260,11 @@ class Site:
             assert r.returncode == 0, f"{args} failed ({r.returncode}): {r.stderr}"
         return r
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Run the daemon; ``env`` replaces the environment (a test double's preload)."""
         self.proc = subprocess.Popen([*SEKISHO, "run", "--config", str(self.config), "--data-dir",
-                                      str(self.data_dir)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+                                      str(self.data_dir)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     env=env)
         # The control socket opens after every driver has started: the daemon is ready.
         control = self.data_dir / "control.sock"
         control.unlink(missing_ok=True)

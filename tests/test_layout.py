@@ -41,7 +41,7 @@ def test_drivers_import_only_policies_and_stdlib_at_module_level():
 
 def test_check_config_loads_no_hardware_library(tmp_path):
     probe = ("import sys; from sekisho.daemon.cli import main; rc = main(['check-config', '--config', sys.argv[1]]); "
-             "print(sorted(m for m in ('smartcard', 'nfc', 'pyudev', 'gi') if m in sys.modules))")
+             "print(sorted(m for m in ('smartcard', 'nfc', 'pyudev', 'gi', 'gpiod', 'evdev') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe, str(REPO / "examples" / "sekisho.toml")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
