@@ -14,7 +14,10 @@ all in the daemon (the decision, the group commit, the publish), measured where 
 relay would see it. ``--strike command`` measures the command driver instead: the unlock
 command is ``/bin/sh -c 'echo <door> ON >> <fifo>'`` (a shell built-in, no further exec) and
 the benchmark timestamps the line when it reads it from the FIFO, so the figure is the
-daemon's decision plus spawning a process.
+daemon's decision plus spawning a process. ``--strike gpio`` drives each door's strike on a line
+of a GPIO chip through libgpiod, the chip being the tests' userspace one (tests/gpiosim.py,
+the daemon under its preload): the figure is timestamped when the line's value is set, i.e. as
+the kernel would take it.
 
 The store is filled in one transaction through the same tables and columns the Store API
 writes (people, cards, person_levels, the hash-chained audit rows), because 100,000
@@ -25,7 +28,7 @@ location in memory and rebuilds an area's occupancy on each grant, so the strike
 figures depend on N; the default, 0, is the issue's figures as stated.
 
 Run: .venv/bin/python bench/doors.py [--people 100000] [--levels 500] [--doors 50]
-         [--decisions 20000] [--taps 1000] [--strike mqtt|command] [--inside 0]
+         [--decisions 20000] [--taps 1000] [--strike mqtt|command|gpio] [--inside 0]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _site import Broker, Site, Subscriber, rss_mb, summary, wait_for, workdir
+from gpiosim import GpioSim, build
 from harness import SEKISHO
 
 from sekisho.daemon import config as config_mod
@@ -129,6 +133,8 @@ def make_config(url: str, n_doors: int, n_levels: int, strike: str, fifo: Path, 
             lines.append("fire_exit = true")
         if strike == "mqtt":
             lines.append(f'strike = {{ driver = "mqtt", topic = "relays/{door}" }}')
+        elif strike == "gpio":
+            lines.append(f'strike = {{ driver = "gpio", chip = "gpiochip0", line = {i} }}')
         else:
             on = ["/bin/sh", "-c", f"echo {door} ON >> {fifo}"]
             off = ["/bin/sh", "-c", f"echo {door} OFF >> {fifo}"]
@@ -467,7 +473,7 @@ def main() -> None:
     ap.add_argument("--doors", type=int, default=50)
     ap.add_argument("--decisions", type=int, default=20_000)
     ap.add_argument("--taps", type=int, default=1000)
-    ap.add_argument("--strike", choices=("mqtt", "command"), default="mqtt")
+    ap.add_argument("--strike", choices=("mqtt", "command", "gpio"), default="mqtt")
     ap.add_argument("--unlock-s", type=float, default=0.5,
                     help="each door's unlock time; short, so a door is soon locked again for the next tap")
     ap.add_argument("--inside", type=int, default=0,
@@ -505,9 +511,14 @@ def main() -> None:
     store.close()
 
     watch = Watch()
+    env = None
     if args.strike == "mqtt":
         relays = Subscriber(broker.port, "relays/#")
         relays.client.on_message = watch.on_relay
+    elif args.strike == "gpio":
+        gpio = GpioSim(tmp, build(tmp), chips={0: max(64, args.doors)})
+        gpio.on_output = lambda chip, line, level: watch.strike(f"d-{line:02d}", level == 1, time.perf_counter())
+        env = gpio.env()
     else:
         os.mkfifo(fifo, 0o600)
         threading.Thread(target=read_fifo, args=(fifo, watch), daemon=True).start()
@@ -519,7 +530,7 @@ def main() -> None:
     sockets = [site.data_dir / "sim" / f"{name}.sock" for name in [*cfg.readers, *cfg.inputs]]
     t0 = time.perf_counter()
     site.proc = subprocess.Popen([*SEKISHO, "run", "--config", str(site.config), "--data-dir", str(site.data_dir)],
-                                 stdout=open(site.log, "ab"), stderr=subprocess.STDOUT)
+                                 stdout=open(site.log, "ab"), stderr=subprocess.STDOUT, env=env)
     with watch.cond:
         if not watch.cond.wait_for(lambda: watch.online_at is not None, timeout=30):
             raise SystemExit(f"the daemon never said online; its log:\n{site.daemon_log()}")

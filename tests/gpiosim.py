@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SOURCE = Path(__file__).with_name("gpiosim_preload.c")
 
@@ -87,6 +88,8 @@ class GpioSim:
         self.lib = lib
         self.chips = {n: [Line() for _ in range(count)] for n, count in (chips or {0: 32}).items()}
         self.names = names or {}
+        self.on_output: Callable[[int, int, int], None] | None = None
+        """Called (chip, offset, level) as an output request sets a line: a benchmark's timestamp."""
         self.path = workdir / "gpiosim.sock"
         self.lock = threading.RLock()
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -236,6 +239,8 @@ class GpioSim:
                 for idx, line in enumerate(lines):
                     if mask >> idx & 1:
                         line.output = (bits >> idx & 1) ^ bool(line.flags & FLAG_ACTIVE_LOW)
+                        if self.on_output is not None:
+                            self.on_output(request.chip, request.offsets[idx], line.output)
                 return 0, 0
             if nr == NR_SET_CONFIG:
                 self._configure(request, bytes(data))
