@@ -100,7 +100,8 @@ class Daemon:
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
         self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, subject_of=self.doors.subject_of,
-                                   entered=self._entered, desk_state=lambda desk: self.desks.desks[desk].state) \
+                                   entered=self._entered, desk_of=lambda desk: self.desks.desks[desk],
+                                   locked_out=self.doors.locked_out, count_pin=self.doors.count_pin) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
@@ -114,10 +115,12 @@ class Daemon:
                          "usb.list": functools.partial(usb_status, self.usb)}
         self.control = ControlServer(Path(data_dir), handlers)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
-        self.commands = CommandRunner(config.commands, node=config.site.node, handlers=handlers, store=self.store,
+        # Enrolling is for a person at the reader, through the control socket; not a remote op.
+        remote = {op: h for op, h in handlers.items() if op != "enroll"}
+        self.commands = CommandRunner(config.commands, node=config.site.node, handlers=remote, store=self.store,
                                       queue=self._queue, result_topic=self.topics.command_result(config.site.node),
                                       loop=loop)
-        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive)
+        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive, retained=False)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -157,6 +160,7 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.control.stop()
+            self.commands.close()
             for driver in reversed(started):
                 await driver.stop()
             await self.doors.shutdown()
@@ -277,6 +281,8 @@ class Daemon:
     async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         """Wait for one card at a reader and enroll it; the tap opens nothing."""
         person_id, reader, timeout = str(request["person"]), str(request["reader"]), float(request["timeout"])
+        if not 1 <= timeout <= 600:
+            raise SekishoError("timeout must be from 1 to 600 seconds")
         if reader not in self.config.readers:
             raise SekishoError(f"no reader {reader!r} (readers: {', '.join(self.config.readers)})")
         if self.store.person(person_id) is None:
@@ -315,8 +321,29 @@ class Daemon:
             log.error("%s; %d events kept in memory, retrying in %.0f s", exc, len(batch), RETRY_STORE_S)
             self.loop.call_later(RETRY_STORE_S, self._flush)
             return
+        except Exception:
+            # A bug, not the disk: one item the store cannot take. Record the rest one by one,
+            # so that one bad item never stops the record of everything after it.
+            log.exception("the store refused a batch of %d; recording them one by one", len(batch))
+            self.pending = self._record_each(batch)
+            if self.pending:
+                self.loop.call_later(RETRY_STORE_S, self._flush)
+            self.publisher.kick()
+            return
         self.pending = []
         self.publisher.kick()
+
+    def _record_each(self, batch: list[Any]) -> list[Any]:
+        """Record items one at a time; returns those to retry (the disk), drops what is broken."""
+        retry = []
+        for item in batch:
+            try:
+                self.store.record([item])
+            except StoreError:
+                retry.append(item)
+            except Exception:
+                log.exception("dropped an item the store cannot record: %r", item)
+        return retry
 
 
 def run(config: Config, data_dir: Path) -> None:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sekisho.policies import approval as policy
 from sekisho.policies.approval import ApprovalRules, Ask, Candidate, Grant, Hold, Pending, Refuse, Supervisor
-from sekisho.policies.desk import DeskState
+from sekisho.policies.desk import Desk, DeskState
 from sekisho.policies.events import CardPresented, CardRemoved, Event, PinEntered
 
 from .config import Config, ReaderConfig
@@ -28,7 +28,7 @@ from .desks import holds_now
 from .errors import SekishoError
 from .pins import verify_pin
 from .store import NewEvent, Store
-from .usb import UsbController
+from .usb import Match, UsbController
 
 log = logging.getLogger("sekisho.approvals")
 
@@ -38,7 +38,8 @@ RULE = "usb.approval"
 class Approvals:
     def __init__(self, config: Config, store: Store, usb: UsbController, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent], None], *, subject_of: Callable[[str], str],
-                 entered: Callable[[str, str], bool | None], desk_state: Callable[[str], DeskState]) -> None:
+                 entered: Callable[[str, str], bool | None], desk_of: Callable[[str], Desk],
+                 locked_out: Callable[[str], bool], count_pin: Callable[[str, bool, str], None]) -> None:
         assert config.usb is not None
         self.config = config
         self.cfg = config.usb
@@ -48,7 +49,9 @@ class Approvals:
         self.queue = queue
         self.subject_of = subject_of
         self.entered = entered
-        self.desk_state = desk_state
+        self.desk_of = desk_of
+        self.locked_out = locked_out
+        self.count_pin = count_pin
         self.tz = ZoneInfo(config.site.timezone)
         self.rules = ApprovalRules(self.cfg.approval_window_s, self.cfg.confirm_s, self.cfg.approval_confirm)
         self.pending: dict[str, Pending] = {}
@@ -61,9 +64,12 @@ class Approvals:
         match event:
             case CardPresented() if card_hash:
                 last = self.usb.last_blocked()
-                device = Candidate(last.match, last.blocked_at or 0.0) if last is not None else None
-                step = policy.card(pending, card_hash, self._supervisor(desk, card_hash), device,
-                                   self.desk_state(desk) is DeskState.IN_USE, now, rules)
+                device = Candidate(last.event.sys_path, last.blocked_at or 0.0) if last is not None else None
+                supervisor = self._supervisor(desk, card_hash)
+                held = self.desk_of(desk)
+                waiting = (held.state in (DeskState.LOCKED, DeskState.AWAY) and supervisor is not None
+                           and held.person_id not in (None, supervisor.person_id))
+                step = policy.card(pending, card_hash, supervisor, device, waiting, now, rules)
             case CardRemoved():
                 step = policy.removed(pending, now, rules)
             case PinEntered(digits=digits):
@@ -83,11 +89,13 @@ class Approvals:
             return None
         area = self.config.desks[desk].area
         entered = self.entered(holder["person_id"], area) if area else True
-        return Supervisor(holder["person_id"], card_hash, entered, holder["has_pin"])
+        return Supervisor(holder["person_id"], card_hash, entered, holder["has_pin"], self.locked_out(card_hash))
 
     async def _check_pin(self, desk: str, pending: Pending, digits: str) -> None:
         stored = self.store.pin_hash(pending.supervisor.person_id)
         correct = bool(stored) and await self.loop.run_in_executor(None, verify_pin, digits, stored)
+        # Counted with the door's wrong PINs: a stolen supervisor card gets no more guesses here.
+        self.count_pin(pending.supervisor.card_hash, correct, desk)
         if self.pending.get(desk) is not pending:
             return  # ended while the PIN was being checked (expired, another card)
         self._apply(desk, policy.pin(pending, correct, self.loop.time(), self.rules))
@@ -121,21 +129,31 @@ class Approvals:
         return taken
 
     def _grant(self, desk: str, p: Pending) -> None:
+        tracked = self.usb.devices.get(p.device.device)
+        if tracked is None or tracked.state != "blocked" or tracked.device is None:
+            self._publish(desk, "approval_refused", p.supervisor, p.device, "device_gone")
+            return
+        e = tracked.event
+        # This one device: by its serial, or, without one, its port *and* its descriptors' hash,
+        # so that another device put into that port while the exception lasts is not let in.
+        match = (Match(f"{e.vendor_id}:{e.product_id}:{e.serial}", vendor=e.vendor_id.lower(),
+                       product=e.product_id.lower(), serial=e.serial) if e.serial
+                 else Match(e.port, port=e.port, hash=tracked.device.hash))
         actor = f"supervisor:{self.subject_of(p.supervisor.person_id)}"
-        log.info("%s: %s allows %s for %g min", desk, actor, p.device.match, self.cfg.approval_minutes)
+        log.info("%s: %s allows %s for %g min", desk, actor, match.text, self.cfg.approval_minutes)
         try:
-            self.usb.allow_exception(p.device.match, self.cfg.approval_minutes, actor)
+            self.usb.allow_exception(match, self.cfg.approval_minutes, actor)
         except SekishoError as exc:
             self._publish(desk, "approval_refused", p.supervisor, p.device, f"error: {exc}")
 
     def _publish(self, desk: str, action: str, s: Supervisor, device: Candidate, reason: str,
                  confirm: str | None = None) -> None:
-        tracked = next((t for t in self.usb.devices.values() if t.match == device.match), None)
+        tracked = self.usb.devices.get(device.device)
         payload: dict[str, Any] = {
             "action": action, "rule": RULE, "reason": reason, "cause": "desk", "desk": desk,
             "subject": self.subject_of(s.person_id), "confirm": confirm,
-            "device": self.usb.device_payload(tracked) if tracked is not None else {"match": device.match}}
-        log.info("%s: %s %s (%s)", desk, action, device.match, reason)
+            "device": self.usb.device_payload(tracked) if tracked is not None else None}
+        log.info("%s: %s %s (%s)", desk, action, device.device, reason)
         self.queue(NewEvent(kind="usb", topic=self.usb.topic, payload=payload,
                             columns={"result": action, "reason": reason, "rule": RULE, "reader": desk,
                                      "person_id": s.person_id}))

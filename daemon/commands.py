@@ -37,6 +37,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -59,6 +60,9 @@ FIELDS = {"id": str, "ts": str, "node": str, "op": str, "args": dict, "key": str
 MAX_PAYLOAD = 64 * 1024
 MAX_INT = 2 ** 53
 """JCS writes numbers as JavaScript does; integers up to 2**53 are the same bytes either way."""
+MAX_DEPTH = 8
+NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+"""What ``op`` and ``key`` look like: they go into the answer and the audit log as they came."""
 
 
 class Refused(Exception):
@@ -86,13 +90,25 @@ def _no_float(text: str) -> Any:
     raise Refused(f"malformed: {text} is not an integer (commands carry integers only)")
 
 
-def _check_ints(value: Any) -> None:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int) and abs(value) > MAX_INT:
+def _check_values(value: Any, depth: int = 0) -> None:
+    """Integers JCS writes alike, text that is UTF-8 (JSON's \\ud800 escapes are not), and a
+    nesting the store and the audit log can take."""
+    if depth > MAX_DEPTH:
+        raise Refused(f"malformed: nested more than {MAX_DEPTH} deep")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Refused("malformed: a string is not valid Unicode (a lone surrogate escape)") from None
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
         raise Refused(f"malformed: {value} is larger than 2**53")
-    for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
-        _check_ints(child)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_values(k, depth + 1)
+            _check_values(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_values(v, depth + 1)
 
 
 def parse(payload: bytes) -> dict[str, Any]:
@@ -106,6 +122,8 @@ def parse(payload: bytes) -> dict[str, Any]:
         raise Refused("malformed: not UTF-8") from None
     except ValueError as exc:
         raise Refused(f"malformed: not JSON ({exc})") from None
+    except RecursionError:
+        raise Refused("malformed: nested too deeply") from None
     if not isinstance(message, dict):
         raise Refused("malformed: not a JSON object")
     if set(message) == set(FIELDS) - {"sig"}:
@@ -117,9 +135,12 @@ def parse(payload: bytes) -> dict[str, Any]:
     for name, kind in FIELDS.items():
         if not isinstance(message[name], kind):
             raise Refused(f"malformed: {name} must be a JSON {'object' if kind is dict else 'string'}")
+    _check_values(message)
     if not 1 <= len(message["id"]) <= 128 or not message["id"].isprintable():
         raise Refused("malformed: id must be 1 to 128 printable characters")
-    _check_ints(message["args"])
+    for name in ("op", "key", "node"):
+        if not NAME.fullmatch(message[name]):
+            raise Refused(f"malformed: {name} must be lower-case letters, digits, '.' and '-', at most 64")
     return message
 
 
@@ -200,6 +221,7 @@ class CommandRunner:
         self.clock = clock
         self.keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
 
     def receive(self, topic: str, payload: bytes) -> None:
         """The publisher's subscription handler, on the loop."""
@@ -226,8 +248,26 @@ class CommandRunner:
         if not any(fnmatch.fnmatchcase(message["op"], p) for p in self.cfg.keys[message["key"]].ops):
             raise Refused(f"not permitted: key {message['key']!r} may not run {message['op']!r}")
 
+    def close(self) -> None:
+        """Take no more commands (the daemon is stopping): one arriving now would act on doors
+        that are being locked for the stop."""
+        self.closed = True
+        for task in self.tasks:
+            task.cancel()
+
     async def _run(self, payload: bytes) -> None:
+        try:
+            await self._checked(payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not leave a command unanswered, nor stop the next one
+            log.exception("command failed inside sekisho")
+            self._answer({}, {"ok": False, "error": "internal error (see the node's log)"}, "command.refused")
+
+    async def _checked(self, payload: bytes) -> None:
         message: dict[str, Any] = {}
+        if self.closed:
+            return
         try:
             message = parse(payload)
             self.check(message)

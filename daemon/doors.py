@@ -57,6 +57,9 @@ class Doors:
         self.queue = queue
         self.tz = ZoneInfo(config.site.timezone)
         self.strikes = strikes
+        self.drives: set[asyncio.Task[None]] = set()
+        """Strike commands under way; the stop waits for them before it locks."""
+        self.closed = False
         self.specs = {name: DoorSpec(name, d.unlock_s, d.held_open_s, d.fire_exit) for name, d in config.doors.items()}
         modes = store.door_modes()
         self.states = {name: DoorState(mode=Mode(modes.get(name, Mode.NORMAL.value))) for name in config.doors}
@@ -101,7 +104,7 @@ class Doors:
             return
         holder = self.store.card_holder(card_hash) if card_hash else None
         attempt = Attempt(door=reader.door, direction=reader.direction, local=dt.datetime.now(self.tz),
-                          holder=_holder(holder), locked_out=self._locked_out(card_hash),
+                          holder=_holder(holder), locked_out=self.locked_out(card_hash),
                           location=self._passback_location(holder), mode=self.states[reader.door].mode)
         verdict = access.decide(attempt, self.rules)
         if isinstance(verdict, NeedPin):
@@ -124,12 +127,7 @@ class Doors:
         stored = self.store.pin_hash(pending.holder["person_id"]) or ""
         ok = await self.loop.run_in_executor(None, verify_pin, digits, stored)
         card = pending.card_hash
-        if ok:
-            self.wrong_pins.pop(card, None)
-        else:
-            self.wrong_pins[card] = self.wrong_pins.get(card, 0) + 1
-            if self.wrong_pins[card] >= self.config.site.pin_max_wrong:
-                self._lock_out(reader, card)
+        self.count_pin(card, ok, reader.door)
         attempt = dataclasses.replace(pending.attempt, pin=Pin.OK if ok else Pin.WRONG)
         verdict = access.decide(attempt, self.rules)
         assert not isinstance(verdict, NeedPin)  # a PIN was given
@@ -143,18 +141,28 @@ class Doors:
             self._record(reader, verdict, pending.holder, pending.card_hash)
 
     # ------------------------------------------------------------------------- lockouts
-    def _locked_out(self, card_hash: str | None) -> bool:
+    def count_pin(self, card_hash: str, ok: bool, source: str) -> None:
+        """A PIN typed with this card, right or wrong: at a door, or at a desk approving a USB
+        device. ``pin_max_wrong`` wrong ones in a row lock the card out, wherever they were typed."""
+        if ok:
+            self.wrong_pins.pop(card_hash, None)
+            return
+        self.wrong_pins[card_hash] = self.wrong_pins.get(card_hash, 0) + 1
+        if self.wrong_pins[card_hash] >= self.config.site.pin_max_wrong:
+            self._lock_out(source, card_hash)
+
+    def locked_out(self, card_hash: str | None) -> bool:
         return card_hash is not None and self.locked_until.get(card_hash, 0.0) > self.loop.time()
 
-    def _lock_out(self, reader: ReaderConfig, card_hash: str) -> None:
+    def _lock_out(self, source: str, card_hash: str) -> None:
         self.wrong_pins.pop(card_hash, None)
         seconds = self.config.site.pin_lockout_s
         self.locked_until[card_hash] = self.loop.time() + seconds
         alarm_id = f"pin-lockout-{uuid.uuid4().hex[:12]}"
-        log.warning("%s: card locked out for %d s after %d wrong PINs (alarm %s)", reader.door,
+        log.warning("%s: card locked out for %d s after %d wrong PINs (alarm %s)", source,
                     seconds, self.config.site.pin_max_wrong, alarm_id)
-        self.raise_alarm(alarm_id, "pin_lockout", reader.door, "warning")
-        self.loop.call_later(seconds, self._lockout_over, card_hash, alarm_id, reader.door)
+        self.raise_alarm(alarm_id, "pin_lockout", source, "warning")
+        self.loop.call_later(seconds, self._lockout_over, card_hash, alarm_id, source)
 
     def _lockout_over(self, card_hash: str, alarm_id: str, door: str) -> None:
         if self.locked_until.get(card_hash, 0.0) <= self.loop.time():
@@ -211,8 +219,10 @@ class Doors:
             self.store.set_door_mode(door, after.mode.value, actor)
         for action in actions:
             match action:
-                case Strike(released=released):
-                    self.loop.create_task(self._drive(door, released))
+                case Strike(released=released) if not self.closed:
+                    task = self.loop.create_task(self._drive(door, released))
+                    self.drives.add(task)
+                    task.add_done_callback(self.drives.discard)
                 case Alarm(kind=kind, raised=True):
                     alarm_id = f"{door}-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
                     self.alarm_ids[(door, kind)] = alarm_id
@@ -231,6 +241,9 @@ class Doors:
     async def shutdown(self) -> None:
         """At the daemon's stop: lock every door (fail-secure), except one in emergency release,
         which stays open until a person resets it; then let go of the strikes' hardware."""
+        self.closed = True  # a timer or a late release drives no strike from now on
+        if self.drives:
+            await asyncio.wait(list(self.drives), timeout=10)
         for door, st in self.states.items():
             if st.mode is not Mode.EMERGENCY:
                 try:

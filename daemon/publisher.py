@@ -75,7 +75,7 @@ class Publisher:
         self.held_rows: set[int] = set()
         self.cursor = 0                      # last outbox row handed to paho on this connection
         self.acked: list[int] = []
-        self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], bool]] = {}
         self.client = self._make_client(client_id)
 
     # ------------------------------------------------------------------------- set-up
@@ -115,8 +115,8 @@ class Publisher:
                                        self.cfg.url, reason or "unknown reason")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        for topic_filter, handler in self.subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+        for topic_filter, (handler, retained) in self.subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic) and (retained or not msg.retain):
                 self.loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
@@ -146,10 +146,10 @@ class Publisher:
                         reason, len(self.held))
         self.connected = False
 
-    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
-        """Call ``handler(topic, payload)`` on the loop for each message, retained ones included;
-        subscribed again on every connection. Set up before ``start``."""
-        self.subscriptions[topic_filter] = handler
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None], retained: bool = True) -> None:
+        """Call ``handler(topic, payload)`` on the loop for each message, retained ones too unless
+        ``retained`` is False; subscribed again on every connection. Set up before ``start``."""
+        self.subscriptions[topic_filter] = (handler, retained)
 
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""

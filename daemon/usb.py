@@ -180,6 +180,8 @@ class Match:
     product: str | None = None
     serial: str | None = None
     port: str | None = None
+    hash: str | None = None
+    """With ``port``: only the device of these descriptors (USBGuard's hash) in that port."""
 
     @classmethod
     def parse(cls, text: str) -> Match:
@@ -193,6 +195,11 @@ class Match:
 
     def matches(self, event: UsbDeviceAdded) -> bool:
         if self.port is not None:
+            if self.hash is not None:
+                try:
+                    return event.port == self.port and hash_of(event) == self.hash
+                except ValueError:
+                    return False
             return event.port == self.port
         return (event.vendor_id.lower(), event.product_id.lower(), event.serial) == \
             (self.vendor, self.product, self.serial)
@@ -233,11 +240,6 @@ class Tracked:
     blocked_at: float | None = None
     """Loop time the rules last blocked it: a supervisor at a desk may allow it for a while."""
 
-    @property
-    def match(self) -> str:
-        """What ``allow_exception`` takes for this one device: id and serial, or its port."""
-        e = self.event
-        return f"{e.vendor_id}:{e.product_id}:{e.serial}" if e.serial else e.port
 
 
 @dataclass(frozen=True)
@@ -327,10 +329,10 @@ class UsbController:
         self.held.clear()
 
     # ------------------------------------------------------------------------- exceptions
-    def allow_exception(self, match: str, minutes: float, actor: str) -> dict[str, Any]:
+    def allow_exception(self, match: str | Match, minutes: float, actor: str) -> dict[str, Any]:
         """Authorize the devices matching ``match`` (vid:pid:serial, or a port), present now or
         plugged within ``minutes``, whatever the rules say. ``minutes`` may be a fraction."""
-        m = Match.parse(match)
+        m = match if isinstance(match, Match) else Match.parse(match)
         try:
             minutes = float(minutes)
         except (TypeError, ValueError):

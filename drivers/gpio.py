@@ -135,11 +135,14 @@ class GpioInput:
         self._retry = None
         if not self._running:
             return
+        request = None
         try:
             request = _request(self._gpiod, self.chip, self.line, self._settings(), f"input {self.name}")
             from gpiod.line import Value
             active = request.get_value(self.line) == Value.ACTIVE
         except (DriverError, OSError) as exc:
+            if request is not None:
+                request.release()  # else the line stays held and every retry finds it busy
             if first:
                 raise DriverError(str(exc)) from None
             log.warning("%s: %s; trying again in %g s", self.name, exc, self._backoff)

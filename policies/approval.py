@@ -10,9 +10,12 @@ console:
      presenting it again.
   3. The daemon then grants a timed exception for that one device (``Grant``).
 
-What is not an approval is the desk's business (``Pass``): a card that is not a supervisor's, a
-supervisor's card with nothing blocked to allow, and anything at a desk that is in use (the
-operator's card is in the slot). While an approval is pending, the supervisor's card going out
+An approval happens only at a desk that waits for another person: ``locked`` or ``away``, its
+holder someone else. That is the scene it is for (the operator took their card out, the
+supervisor came over), and it keeps a supervisor's own sign-in, and the habit of putting a card
+in again when nothing seems to happen, from ever approving anything. What is not an approval
+is the desk's business (``Pass``): a card that is not a supervisor's, a supervisor's card with
+nothing blocked to allow, any card at a desk that is vacant, in use, or the supervisor's own. While an approval is pending, the supervisor's card going out
 and coming back and the PINs belong to it (``Hold``); any other card ends it (``Refuse``) and
 goes to the desk. A supervisor not recorded inside the desk's area cannot approve: the card is
 refused here and goes to the desk, whose tailgating rule then speaks.
@@ -29,8 +32,8 @@ from dataclasses import dataclass, replace
 class Candidate:
     """The device an approval would allow: the one blocked last."""
 
-    match: str
-    """As ``usb allow`` takes it: vid:pid:serial, or the port for a device without a serial."""
+    device: str
+    """The device's sys path: it, and nothing plugged later, is what an approval allows."""
     blocked_at: float
 
 
@@ -41,6 +44,8 @@ class Supervisor:
     entered: bool | None
     """Recorded inside the desk's area (True also for a desk with no area); None: unknown."""
     has_pin: bool
+    locked_out: bool = False
+    """Too many wrong PINs lately (at a door or here): the card approves nothing for a while."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,8 @@ class Grant:
 @dataclass(frozen=True)
 class Refuse:
     reason: str
-    """``not_in_area``, ``occupancy_unknown``, ``no_pin``, ``other_card``, ``pin_wrong``, ``expired``,
-    ``reader``."""
+    """``not_in_area``, ``occupancy_unknown``, ``locked_out``, ``no_pin``, ``other_card``, ``pin_wrong``,
+    ``expired``, ``reader``, ``device_gone``."""
     supervisor: Supervisor
     device: Candidate
 
@@ -102,9 +107,10 @@ def _expired(pending: Pending, now: float, rules: ApprovalRules) -> bool:
 
 
 def card(pending: Pending | None, card_hash: str, supervisor: Supervisor | None, device: Candidate | None,
-         desk_in_use: bool, now: float, rules: ApprovalRules) -> Step:
+         desk_waiting: bool, now: float, rules: ApprovalRules) -> Step:
     """A card presented at the desk's reader. ``supervisor`` is set when the card's holder may
-    approve now; ``device`` is the device blocked last, if any."""
+    approve now; ``device`` is the device blocked last, if any; ``desk_waiting``: the desk is
+    locked or away, and its holder is not the card's."""
     before: tuple[Outcome, ...] = ()
     if pending is not None and pending.granted:
         pending = None  # the next card after a grant is a new story
@@ -116,8 +122,10 @@ def card(pending: Pending | None, card_hash: str, supervisor: Supervisor | None,
         if pending.confirm == "card" and pending.card_out:
             return replace(pending, granted=True), (Grant(pending),)
         return pending, (Hold(),)
-    if supervisor is None or device is None or desk_in_use or now - device.blocked_at > rules.window_s:
+    if supervisor is None or device is None or not desk_waiting or now - device.blocked_at > rules.window_s:
         return None, before + (Pass(),)
+    if supervisor.locked_out:
+        return None, before + (Refuse("locked_out", supervisor, device), Pass())
     if supervisor.entered is not True:
         reason = "not_in_area" if supervisor.entered is False else "occupancy_unknown"
         return None, before + (Refuse(reason, supervisor, device), Pass())

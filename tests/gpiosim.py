@@ -66,6 +66,9 @@ class Line:
     debounce_us: int = 0
     seqno: int = 0
     timer: threading.Timer | None = None
+    generation: int = 0
+    """Bumped by every drive: a debounce timer that fired while a newer drive held the lock
+    finds it changed and does nothing (a cancelled Timer may already be running)."""
 
     @property
     def level(self) -> int:
@@ -110,11 +113,12 @@ class GpioSim:
         with self.lock:
             line = self.chips[chip][offset]
             line.driven = level
+            line.generation += 1
             if line.timer is not None:
                 line.timer.cancel()
                 line.timer = None
             if line.debounce_us and line.request is not None:
-                line.timer = threading.Timer(line.debounce_us / 1e6, self._settle, (chip, offset))
+                line.timer = threading.Timer(line.debounce_us / 1e6, self._settle, (chip, offset, line.generation))
                 line.timer.start()
             else:
                 self._settle(chip, offset)
@@ -146,10 +150,12 @@ class GpioSim:
                         line.timer.cancel()
 
     # ------------------------------------------------------------------------- kernel behaviour
-    def _settle(self, chip: int, offset: int) -> None:
+    def _settle(self, chip: int, offset: int, generation: int | None = None) -> None:
         """The line has held its driven level long enough: report the edge, if asked for."""
         with self.lock:
             line = self.chips[chip][offset]
+            if generation is not None and generation != line.generation:
+                return  # a newer level was driven meanwhile; its own timer decides
             line.timer = None
             if line.driven == line.stable:
                 return

@@ -75,11 +75,17 @@ static int conn_for(int fd)
 	return conn;
 }
 
-static void remember(int fd, int conn)
+static int remember(int fd, int conn, int chip)
 {
+	if (fd < 0 || fd >= MAX_FDS) {
+		errno = EMFILE;
+		return -1;
+	}
 	pthread_mutex_lock(&table_lock);
 	conn_of[fd] = conn + 1;
+	chip_of[fd] = chip;
 	pthread_mutex_unlock(&table_lock);
+	return 0;
 }
 
 static int all(int fd, void *buf, size_t len, int writing)
@@ -162,8 +168,11 @@ static int open_chip(int n)
 		errno = e;
 		return -1;
 	}
-	remember(s, s);
-	chip_of[s] = n;
+	if (remember(s, s, n) < 0) {
+		close(s);
+		errno = EMFILE;
+		return -1;
+	}
 	return s;
 }
 
@@ -185,8 +194,13 @@ static int request_lines(int chip_fd, void *arg)
 		return -1;
 	}
 	close(pair[1]);
+	if (remember(pair[0], conn, -1) < 0) {
+		close(pair[0]);
+		close(conn);
+		errno = EMFILE;
+		return -1;
+	}
 	req->fd = pair[0];
-	remember(pair[0], conn);
 	return 0;
 }
 
@@ -197,7 +211,7 @@ int name(const char *path, int flags, ...) \
 	mode_t mode = 0; \
 	int n = chip_number(path); \
 	REAL(name); \
-	if (flags & (O_CREAT | O_TMPFILE)) { \
+	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) { \
 		va_list ap; \
 		va_start(ap, flags); \
 		mode = va_arg(ap, mode_t); \
@@ -214,7 +228,7 @@ int name(int dirfd, const char *path, int flags, ...) \
 	mode_t mode = 0; \
 	int n = chip_number(path); \
 	REAL(name); \
-	if (flags & (O_CREAT | O_TMPFILE)) { \
+	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) { \
 		va_list ap; \
 		va_start(ap, flags); \
 		mode = va_arg(ap, mode_t); \

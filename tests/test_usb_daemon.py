@@ -62,7 +62,7 @@ def test_daemon_guards_decides_and_allows_for_a_while(site, subscribe, testbed):
     assert {d["port"] for d in listed["devices"]} >= {"1-1", "1-2"} and listed["exceptions"]
     site.stop()
     # Exceptions are never kept: stopping ended it, recorded, and the rules decided again.
-    assert any(e["action"] == "exception_expired" for e in usb())
+    wait_for(lambda: any(e["action"] == "exception_expired" for e in usb()), what="the exception ended at stop")
 
 
 def test_signed_usb_allow_command(site, subscribe, testbed, tmp_path):
@@ -144,8 +144,9 @@ def supervised(site, subscribe, testbed, logind):
     site.enroll("sue", SUE, level="supervisor")
     site.enroll("bob", BOB)
 
-    def start(confirm: str):
-        site.config.write_text(SUPERVISED.format(url=site.broker.url, rules=CALL_CENTRE, confirm=confirm))
+    def start(confirm: str, site_extra: str = ""):
+        text = SUPERVISED.format(url=site.broker.url, rules=CALL_CENTRE, confirm=confirm)
+        site.config.write_text(text.replace('node = "door-a"\n', f'node = "door-a"\n{site_extra}'))
         sub = subscribe()
         site.start()
         wait_for(lambda: any(e["action"] == "blocked" for e in usb_events(sub)), what="the flash drive blocked")
@@ -167,21 +168,31 @@ def actions(sub) -> list[str]:
     return [e["action"] for e in usb_events(sub) if e["action"] not in ("allowed", "blocked")]
 
 
+def bob_steps_away(site, sub) -> None:
+    """Bob works at the desk, then takes his card out: the desk is locked and waits for him."""
+    site.tap(BOB)
+    site.tap(BOB, "desk-01")
+    wait_for(lambda: "card_inserted" in desk_kinds(sub), what="bob's card at the desk")
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: desk_state(sub) == "locked", what="the desk locked for bob")
+
+
+def desk_state(sub) -> str | None:
+    msgs = sub.on("/desk/desk-01/state")
+    return msgs[-1].json["state"] if msgs else None
+
+
 def test_supervisor_card_out_and_in_allows_the_blocked_device(supervised):
     site, kernel, start = supervised
     sub = start("card")
-    # Not yet inside the room: refused, and the card is the desk's (a tailgating alarm).
+    bob_steps_away(site, sub)
+    # Sue is not yet inside the room: refused, and the card is the desk's (a tailgating alarm).
     site.tap(SUE, "desk-01")
     wait_for(lambda: "tailgating" in desk_kinds(sub), what="the desk's tailgating event")
     refused = [e for e in usb_events(sub) if e["action"] == "approval_refused"]
     assert [e["reason"] for e in refused] == ["not_in_area"] and refused[0]["device"]["port"] == "1-2"
     site.sim("desk-01", {"op": "pull"})
-    # Bob is not a supervisor: his card is the desk's as always.
-    site.tap(BOB)
-    site.tap(BOB, "desk-01")
-    wait_for(lambda: desk_kinds(sub).count("card_inserted") >= 1, what="bob's card at the desk")
-    site.sim("desk-01", {"op": "pull"})
-    wait_for(lambda: "card_removed" in desk_kinds(sub), what="bob's card out")
+    wait_for(lambda: desk_kinds(sub).count("card_removed") == 2, what="sue's card out")
     before = desk_kinds(sub)
     site.tap(SUE)
     site.tap(SUE, "desk-01")
@@ -192,12 +203,13 @@ def test_supervisor_card_out_and_in_allows_the_blocked_device(supervised):
     site.tap(SUE, "desk-01")
     granted = wait_for(lambda: [e for e in usb_events(sub) if e["action"] == "exception_granted"], what="granted")[0]
     assert granted["exception"]["actor"] == f"supervisor:{pending['subject']}"
-    assert granted["exception"]["minutes"] == 15.0
+    assert granted["exception"]["minutes"] == 15.0 and granted["exception"]["match"].startswith("0781:5567:")
     assert read(f"{kernel.devices['1-2']}/authorized") == "1"
     site.sim("desk-01", {"op": "pull"})
     site.stop()
-    # Every step of Sue's approval was the approval's: the desk saw none of it.
-    assert desk_kinds(sub)[:len(before)] == before and "foreign_card" not in desk_kinds(sub)
+    # Every step of Sue's approval was the approval's: the desk saw none of it, and stayed Bob's.
+    assert desk_kinds(sub) == before and desk_state(sub) == "locked"
+    wait_for(lambda: "exception_expired" in actions(sub), what="the exception ended at stop")
     assert actions(sub) == ["approval_refused", "approval_pending", "exception_granted", "exception_expired"]
 
 
@@ -205,6 +217,7 @@ def test_supervisor_pin_confirms_and_a_wrong_pin_refuses(supervised):
     site, kernel, start = supervised
     site.cli("person", "pin", "sue", input_text="2468\n")
     sub = start("pin")
+    bob_steps_away(site, sub)
     site.tap(SUE)
     site.tap(SUE, "desk-01")
     wait_for(lambda: "approval_pending" in actions(sub), what="pending")
@@ -218,3 +231,25 @@ def test_supervisor_pin_confirms_and_a_wrong_pin_refuses(supervised):
     site.sim("desk-01", {"op": "pin", "digits": "2468"})
     wait_for(lambda: "exception_granted" in actions(sub), what="granted")
     assert read(f"{kernel.devices['1-2']}/authorized") == "1"
+
+
+def test_wrong_approval_pins_count_toward_the_cards_lockout(supervised):
+    site, kernel, start = supervised
+    site.cli("person", "pin", "sue", input_text="2468\n")
+    sub = start("pin", site_extra="pin_max_wrong = 2\n")
+    bob_steps_away(site, sub)
+    site.tap(SUE)
+    for attempt in (1, 2):
+        site.tap(SUE, "desk-01")
+        wait_for(lambda: actions(sub).count("approval_pending") == attempt, what=f"pending {attempt}")
+        site.sim("desk-01", {"op": "pin", "digits": "0000"})
+        wait_for(lambda: actions(sub).count("approval_refused") == attempt, what=f"refused {attempt}")
+        site.sim("desk-01", {"op": "pull"})
+    alarm = wait_for(lambda: [m.json for m in sub.messages if "/alarm/" in m.topic and m.payload
+                              and m.json["kind"] == "pin_lockout"], what="the lockout alarm")
+    assert alarm[0]["source"] == "desk-01"
+    site.tap(SUE, "desk-01")
+    wait_for(lambda: actions(sub).count("approval_refused") == 3, what="refused while locked out")
+    reasons = [e["reason"] for e in usb_events(sub) if e["action"] == "approval_refused"]
+    assert reasons == ["pin_wrong", "pin_wrong", "locked_out"]
+    assert read(f"{kernel.devices['1-2']}/authorized") == "0"
