@@ -53,6 +53,7 @@ examples:
   sekisho card add --person u1042 --uid 04a1b2c3d4e5f6
   sekisho events --since 2026-11-01 --door entrance --csv > november.csv
   sekisho sim tap entrance-in 04a1b2c3d4e5f6
+  sekisho cmd send door.unlock door=entrance --key officer-1.key --node door-a
 """
 
 
@@ -245,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
         p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
                 ("\nExit 0 when the node ran it, 1 when it refused or the op failed, 69 when no\n"
-                 "answer came." if name == "send" else ""))
+                 "answer came.\n\nexample:\n  sekisho cmd send usb.allow match=0781:5567:4C5300012304 minutes=10 \\\n"
+                 "      --key officer-1.key --node desk-a" if name == "send" else ""))
         p.add_argument("op", help="the op, e.g. usb.allow")
         p.add_argument("arg", nargs="*", metavar="ARG", help="NAME=VALUE, e.g. minutes=10")
         p.add_argument("--key", required=True, metavar="FILE", help="the private key to sign with")
