@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def _start_broker(cfg: Config, data_dir: Path) -> subprocess.Popen:
         raise SekishoError(f"mosquitto did not start; see {data_dir / 'mosquitto.log'}")
 
 
+def _until_watching(watcher: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Pass the watcher's stderr through, and return once it says it is subscribed (or gave up)."""
+    subscribed = threading.Event()
+
+    def relay() -> None:
+        assert watcher.stderr is not None
+        for line in iter(watcher.stderr.readline, b""):
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+            if line.startswith(b"# watching"):
+                subscribed.set()
+        subscribed.set()  # it exited: its message says why; the demo goes on without it
+
+    threading.Thread(target=relay, name="watch stderr", daemon=True).start()
+    subscribed.wait(timeout)
+
+
 def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _enroll(cfg, data_dir)
@@ -92,8 +110,11 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
             raise
         env["DBUS_SYSTEM_BUS_ADDRESS"] = logind.address
     me = [sys.executable, "-m", "sekisho.daemon.cli"]
+    # The watcher first, subscribed before the daemon starts: the daemon's first events
+    # (the desk's start-up lock) are not retained, and a newcomer should see them too.
+    watcher = subprocess.Popen([*me, "watch", *cli_args], env=env, stderr=subprocess.PIPE)
+    _until_watching(watcher)
     daemon = subprocess.Popen([*me, "run", *cli_args], env=env)
-    watcher = subprocess.Popen([*me, "watch", *cli_args], env=env)
     readers = ", ".join(cfg.readers)
     args = " ".join(cli_args)
     print(f"""

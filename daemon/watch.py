@@ -28,8 +28,11 @@ def watch(cfg: Config) -> int:
             failed.set()
             c.disconnect()
             return
-        print(f"# watching {topics.everything} on {cfg.mqtt.url}", file=sys.stderr)
         c.subscribe(topics.everything, qos=1)
+
+    def on_subscribe(c, userdata, mid, reasons, properties):  # noqa: ANN001
+        # Printed once the broker has the subscription: from here on nothing is missed.
+        print(f"# watching {topics.everything} on {cfg.mqtt.url}", file=sys.stderr, flush=True)
 
     def on_message(c, userdata, msg):  # noqa: ANN001
         flag = " (retained)" if msg.retain else ""
@@ -37,6 +40,7 @@ def watch(cfg: Config) -> int:
         print(f"{msg.topic[len(topics.base) + 1:]}{flag} {body}", flush=True)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
         client.connect(host, port)

@@ -37,7 +37,12 @@ def test_demo_runs_end_to_end(tmp_path):
             r = subprocess.run([*SEKISHO, "sim", *sim, *args], capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
         wait_for(lambda: '"state": "in_use"' in out.read_text(), what="the desk in use")
-        wait_for(lambda: out.read_text().count('"kind": "session_locked"') >= 2, what="the desk locked on pull")
+        def locked_after_pull() -> bool:
+            _, removed, after = out.read_text().partition('"kind": "card_removed"')
+            return bool(removed) and '"kind": "session_locked"' in after
+        wait_for(locked_after_pull, what="the desk locked on pull")
+        # The watcher subscribes before the daemon starts, so the start-up lock is shown too.
+        assert out.read_text().count('"kind": "session_locked"') == 2
         assert '"reason": "locked"' in out.read_text()
     finally:
         demo.send_signal(signal.SIGINT)
