@@ -130,7 +130,7 @@ class Daemon:
         for warning in self.config.warnings:
             log.warning("%s", warning)
         self.publisher.start()
-        self.doors.startup()
+        await self.doors.startup()  # every strike driven as its mode says before any reader starts
         if self.desks:
             self.desks.startup()
         started: list[Driver] = []
