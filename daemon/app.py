@@ -9,6 +9,7 @@ the publisher, so nothing is published that is not on disk first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -26,6 +27,7 @@ from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable,
                                      UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
+from .answers import Answer, Answering
 from .approvals import Approvals
 from .commands import CommandRunner
 from .config import Config
@@ -82,6 +84,7 @@ class Daemon:
                 name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
             for name, r in config.readers.items() if r.pin_pad})
         self.pending: list[NewEvent | NewState | Move | AlarmChange | CommandResult] = []
+        self.answering = Answering(loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
         self.logind = Logind() if config.desks else None
@@ -191,6 +194,10 @@ class Daemon:
 
     # ------------------------------------------------------------------------- events
     def handle(self, event: Event) -> None:
+        answer = event.raw.get("answer")
+        if callable(answer):
+            self._handle_answering(event, answer)
+            return
         if isinstance(event, (UsbDeviceAdded, UsbInterfaceAdded, UsbDeviceRemoved)):
             if self.usb:
                 self.usb.handle(event)
@@ -232,6 +239,21 @@ class Daemon:
                 log.warning("%s: reader lost (%s)", reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+
+    def _handle_answering(self, event: Event, answer: Answer) -> None:
+        """Handle an event whose driver asked what it decided (answers.py): answered behind the
+        commit when something was decided now, when the check finishes for a PIN at a door (a
+        PIN there always ends in a decision), and at once, with nothing, otherwise."""
+        decisions, token = self.answering.start(answer)
+        try:
+            self.handle(dataclasses.replace(event, raw={k: v for k, v in event.raw.items() if k != "answer"}))
+        finally:
+            self.answering.end(token)
+        reader = self.config.readers.get(event.source)
+        at_door = reader is not None and bool(reader.door)
+        if decisions.decided or (at_door and isinstance(event, PinEntered)):
+            return
+        decisions.send(waiting="pin" if at_door and event.source in self.doors.pending else None)
 
     def _desks_unattended(self) -> bool:
         return self.desks is not None and desks_unattended(d.state for d in self.desks.desks.values())
@@ -309,6 +331,7 @@ class Daemon:
         if not self.pending:
             self.loop.call_soon(self._flush)
         self.pending.append(item)
+        self.answering.recorded(item)
 
     def _flush(self) -> None:
         if not self.pending:

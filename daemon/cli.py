@@ -1,8 +1,15 @@
 """The ``sekisho`` command line.
 
 Every subcommand takes ``--config``, ``--data-dir`` and ``--mqtt`` and loads the config the way
-the daemon does, so a command never acts on a site whose config would not start. A user's
-mistake is one line on stderr and a non-zero exit; a traceback means a bug in sekisho.
+the daemon does, so a command never acts on a site whose config would not start.
+
+Failure model: a user's or an installer's mistake is one line on stderr and an exit status
+from sysexits.h (the epilog of ``--help`` lists them), so a script can tell a typo from a
+missing daemon or a missing privilege. Commands raise ``SekishoError`` subclasses and ``main``
+alone turns them into a line and a status; argparse's own errors go the same way (64, not 2).
+A reader that stops reading stdout (``| head``) ends the command quietly. Anything else keeps
+its traceback: it is a bug in sekisho. Commands that only read never create a data directory
+or a store: a mistyped ``--data-dir`` is reported, not papered over with an empty store.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import datetime as dt
 import json
 import logging
 import os
+import select
+import signal
 import socket
 import sys
 import zoneinfo
@@ -23,12 +32,20 @@ from . import __version__
 from . import config as config_mod
 from sekisho.policies.access import Mode
 
-from .errors import SekishoError, Unavailable
+from .errors import DataError, NoInput, PermissionDenied, SekishoError, Unavailable, UsageError
 
 DEFAULT_CONFIG = "/etc/sekisho/sekisho.toml"
 DEFAULT_DATA_DIR = "/var/lib/sekisho"
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
+EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
+PROBLEMS_SHOWN = 50
+"""Config problems printed before the rest are counted: the first ones are what to fix first,
+and a file of garbage must not flood a terminal or the journal with a line per key."""
+ANSWER_TIMEOUT_S = 3.0
+"""How long ``sim tap|pin|pull`` wait for the daemon's decision (a PIN check takes a scrypt)."""
+REVOKE_PREFIX_MIN = 8
+"""Hex digits that name a card to revoke: 8 make a slip onto another card about 1 in 4 billion."""
 
 DESCRIPTION = """\
 sekisho enforces the door, desk and device controls of a room where people handle personal
@@ -40,12 +57,20 @@ as SEKISHO_CONFIG and SEKISHO_DATA_DIR.
 """
 
 EPILOG = """\
-exit status:
+exit status (sysexits.h):
   0   success
-  1   the command failed (the message says why)
-  65  audit verify found the log altered
-  69  a service the command needs is not there (the daemon, the broker)
-  78  the config is invalid (every problem is printed, each naming file and key)
+  1   the command failed (the message says why), e.g. a card already enrolled
+  64  usage: a missing, unknown or conflicting argument
+  65  data: a person, door, level, reader or card that does not exist, a UID that is
+      not hex, a date that is not a date, a range that ends before it starts; or
+      audit verify found the log altered
+  66  no store in the data directory (a read-only command never creates one)
+  69  a service the command needs is not there (the daemon, the broker, pcscd)
+  74  the store cannot be read or written
+  77  permission denied: run as root or as the sekisho user
+  78  the config is invalid (each problem printed naming file and key, the first
+      50 of them)
+  141 stdout was closed early (as `| head` does); nothing else is printed
 
 examples:
   sekisho check-config --config /etc/sekisho/sekisho.toml
@@ -68,9 +93,17 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log more")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line and exit 64 (EX_USAGE), like every other mistake;
+    subcommands get the same class (add_subparsers uses the parent's)."""
+
+    def error(self, message: str):  # noqa: ANN201 - never returns
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="sekisho", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    parser = _Parser(prog="sekisho", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"sekisho {__version__}")
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -126,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", required=True, help="the reader's name in the config")
     p.add_argument("--timeout", type=float, default=60, metavar="S", help="seconds to wait for the card (default 60)")
     p = add(card, "revoke", cmd_card_revoke, "revoke a card",
-            "Revoke a card, named by the start of its hash (as card list shows it) or by --uid.")
-    p.add_argument("hash", nargs="?", help="the start of the card's hash, as card list shows it")
+            f"Revoke a card, named by the start of its hash as card list shows it (at least\n"
+            f"{REVOKE_PREFIX_MIN} hex digits, so that a slip cannot revoke someone else's card) or by --uid.\n"
+            "Prints the card revoked and its holder.")
+    p.add_argument("hash", nargs="?", help=f"the start of the card's hash ({REVOKE_PREFIX_MIN}+ hex digits)")
     p.add_argument("--uid", help="the card's UID in hex, instead of its hash")
     p = add(card, "list", cmd_card_list, "list cards (hash prefixes, never UIDs)")
     p.add_argument("--person", help="only this person's cards")
@@ -276,10 +311,18 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("SEKISHO_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def _store(args: argparse.Namespace):  # noqa: ANN202 - returns (Config, Store, SiteKey)
+def _store(args: argparse.Namespace, *, create: bool = True):  # noqa: ANN202 - returns (Config, Store, SiteKey)
+    """The config, store and site key. A command that only reads passes ``create=False``: a
+    data directory without a store is then an error, never a new empty store to list."""
     from .app import open_store
+    from .store import DB_NAME
     cfg = _config(args)
-    store, key = open_store(cfg, _data_dir(args))
+    data_dir = _data_dir(args)
+    if not create and not (data_dir / DB_NAME).exists():
+        what = "no data directory" if not data_dir.exists() else "no store in"
+        raise NoInput(f"{what} {data_dir} (is --data-dir right? `sekisho run` or `sekisho person add` "
+                      f"creates it)")
+    store, key = open_store(cfg, data_dir)
     return cfg, store, key
 
 
@@ -292,7 +335,18 @@ def _uid(text: str) -> bytes:
     try:
         return parse_uid(text)
     except ValueError as exc:
-        raise SekishoError(str(exc)) from None
+        raise DataError(str(exc)) from None
+
+
+def _no(kind: str, name: str, known: Any, where: str = "") -> DataError:
+    """The one wording for a name that names nothing, with what would be accepted."""
+    listed = ", ".join(known) or "none"
+    return DataError(f"no {kind} {name!r}{f' in {where}' if where else ''} ({kind}s: {listed})")
+
+
+def _person(store: Any, person_id: str) -> None:
+    if store.person(person_id) is None:
+        raise DataError(f"no person {person_id!r} (see: sekisho person list)")
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -327,11 +381,20 @@ def _date(text: str | None, flag: str) -> str | None:
     try:
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
-        raise SekishoError(f"{flag}: {text!r} is not a date like 2026-04-01") from None
+        raise DataError(f"{flag}: {text!r} is not a date like 2026-04-01") from None
+
+
+def _validity(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """--valid-from and --valid-until; a range that ends before it starts would silently open
+    nothing, so it is refused."""
+    start, end = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
+    if start and end and end < start:
+        raise DataError(f"--valid-until {end} is before --valid-from {start}; nothing changed")
+    return start, end
 
 
 def cmd_person_add(args: argparse.Namespace) -> int:
-    valid = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
+    valid = _validity(args)
     _, store, _ = _store(args)
     store.add_person(args.id, args.name, _actor(), *valid)
     print(f"added {args.id}")
@@ -339,7 +402,7 @@ def cmd_person_add(args: argparse.Namespace) -> int:
 
 
 def cmd_person_list(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
+    _, store, _ = _store(args, create=False)
     rows = [{**r, "state": "active" if r["active"] else "disabled", "pin": "yes" if r["pin"] else "no"}
             for r in store.people()]
     _print_table(rows, ["id", "name", "state", "levels", "pin", "cards", "valid_from", "valid_until"])
@@ -363,7 +426,7 @@ def cmd_person_enable(args: argparse.Namespace) -> int:
 def cmd_person_grant(args: argparse.Namespace) -> int:
     cfg, store, _ = _store(args)
     if args.level not in cfg.rules.levels:
-        raise SekishoError(f"no level {args.level!r} in {cfg.path} (levels: {', '.join(cfg.rules.levels) or 'none'})")
+        raise _no("level", args.level, cfg.rules.levels, str(cfg.path))
     store.grant_level(args.id, args.level, _actor())
     print(f"{args.id} now holds {args.level}")
     return 0
@@ -379,8 +442,7 @@ def cmd_person_ungrant(args: argparse.Namespace) -> int:
 def cmd_person_pin(args: argparse.Namespace) -> int:
     from .pins import hash_pin, valid_pin
     _, store, _ = _store(args)
-    if store.person(args.id) is None:
-        raise SekishoError(f"no person {args.id!r}")
+    _person(store, args.id)
     if args.clear:
         store.set_pin_hash(args.id, None, _actor())
         print(f"PIN of {args.id} removed")
@@ -400,9 +462,9 @@ def cmd_person_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_muster(args: argparse.Namespace) -> int:
-    cfg, store, _ = _store(args)
+    cfg, store, _ = _store(args, create=False)
     if args.area and args.area not in cfg.areas:
-        raise SekishoError(f"no area {args.area!r} in {cfg.path} (areas: {', '.join(cfg.areas) or 'none'})")
+        raise _no("area", args.area, cfg.areas, str(cfg.path))
     rows = store.muster(args.area)
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     for r in rows:
@@ -425,7 +487,7 @@ def cmd_muster(args: argparse.Namespace) -> int:
 
 def cmd_card_add(args: argparse.Namespace) -> int:
     uid = _uid(args.uid)
-    valid = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
+    valid = _validity(args)
     _, store, key = _store(args)
     card_hash = key.card_hash(uid)
     store.add_card(args.person, card_hash, _actor(), *valid)
@@ -438,9 +500,12 @@ def cmd_card_enroll(args: argparse.Namespace) -> int:
     from .enrollment import enroll_without_daemon
     cfg = _config(args)
     if args.reader not in cfg.readers:
-        raise SekishoError(f"no reader {args.reader!r} in {cfg.path} (readers: {', '.join(cfg.readers)})")
+        raise _no("reader", args.reader, cfg.readers, str(cfg.path))
     if not 1 <= args.timeout <= 3600:
-        raise SekishoError("--timeout must be between 1 and 3600 seconds")
+        raise UsageError("--timeout must be between 1 and 3600 seconds")
+    _, store, _ = _store(args, create=False)
+    _person(store, args.person)  # before anyone waits at the reader
+    store.close()
     print(f"present the card at {args.reader} (waiting up to {args.timeout:g} s) ...", file=sys.stderr, flush=True)
     request = {"op": "enroll", "person": args.person, "reader": args.reader, "timeout": args.timeout}
     reply = control.call(_data_dir(args), request, timeout=args.timeout + 10)
@@ -456,16 +521,28 @@ def cmd_card_enroll(args: argparse.Namespace) -> int:
 
 def cmd_card_revoke(args: argparse.Namespace) -> int:
     if bool(args.hash) == bool(args.uid):
-        raise SekishoError("name the card by the start of its hash or by --uid (one of them)")
+        raise UsageError("name the card by the start of its hash or by --uid (one of them)")
+    prefix = (args.hash or "").lower()
+    if args.hash:
+        if any(c not in "0123456789abcdef" for c in prefix):
+            raise DataError(f"{args.hash!r} is not the start of a card hash (hex digits, as card list shows)")
+        if len(prefix) < REVOKE_PREFIX_MIN:
+            raise UsageError(f"{args.hash!r} is too short to name one card: give at least {REVOKE_PREFIX_MIN} "
+                             f"hex digits (see: sekisho card list) or --uid")
     uid = _uid(args.uid) if args.uid else None
     _, store, key = _store(args)
-    card_hash = store.revoke_card(key.card_hash(uid) if uid else args.hash.lower(), _actor())
-    print(f"card {card_hash[:12]} revoked")
+    card_hash = store.revoke_card(key.card_hash(uid) if uid else prefix, _actor())
+    holder = store.card_holder(card_hash)
+    person = store.person(holder["person_id"]) if holder else None
+    whose = f" of {person['id']} ({person['name']})" if person else ""
+    print(f"card {card_hash[:12]}{whose} revoked")
     return 0
 
 
 def cmd_card_list(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
+    _, store, _ = _store(args, create=False)
+    if args.person:
+        _person(store, args.person)
     rows = [{"card": r["hash"][:12], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
              "created": r["created"], "revoked": r["revoked"]} for r in store.cards(args.person)]
     _print_table(rows, ["card", "person", "state", "created", "revoked"])
@@ -479,7 +556,7 @@ def _instant(text: str | None, tz: str, flag: str) -> str | None:
     try:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise SekishoError(f"{flag}: {text!r} is not a date or time (example: 2026-11-01 or 2026-11-01T09:00)") from None
+        raise DataError(f"{flag}: {text!r} is not a date or time (example: 2026-11-01 or 2026-11-01T09:00)") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=zoneinfo.ZoneInfo(tz))
     return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -489,7 +566,12 @@ EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    cfg, store, _ = _store(args)
+    cfg, store, _ = _store(args, create=False)
+    if args.person:
+        _person(store, args.person)
+    # A door this node no longer has still has its record; only a name found nowhere is a slip.
+    if args.door and args.door not in cfg.doors and not store.events(door=args.door):
+        raise _no("door", args.door, cfg.doors, str(cfg.path))
     rows = store.events(since=_instant(args.since, cfg.site.timezone, "--since"),
                         until=_instant(args.until, cfg.site.timezone, "--until"),
                         door=args.door, person=args.person, result=args.result)
@@ -516,7 +598,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
+    _, store, _ = _store(args, create=False)
     report = store.verify_audit()
     if report.ok:
         print(f"audit log intact: {report.rows} rows")
@@ -534,38 +616,43 @@ def _sim(args: argparse.Namespace, request: dict[str, Any], name: str | None = N
         kind, known = "input", cfg.inputs
     item = known.get(name)
     if item is None:
-        raise SekishoError(f"no {kind} {name!r} in {cfg.path} ({kind}s: {', '.join(known) or 'none'})")
+        raise _no(kind, name, known, str(cfg.path))
     if item.driver != "sim":
-        raise SekishoError(f"{kind} {name!r} is a {item.driver} {kind}, not a sim one")
+        raise DataError(f"{kind} {name!r} is a {item.driver} {kind}, not a sim one")
     path = socket_path(item.name, item.options, _data_dir(args))
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
+            s.settimeout(ANSWER_TIMEOUT_S + 5)
             s.connect(str(path))
             s.sendall(json.dumps(request).encode() + b"\n")
             reply = json.loads(s.makefile("rb").readline() or b"{}")
     except (FileNotFoundError, ConnectionRefusedError):
-        print(f"sekisho: no daemon is listening at {path}; is `sekisho run` running with this "
-              f"--config and --data-dir?", file=sys.stderr)
-        return EX_UNAVAILABLE
+        raise Unavailable(f"no daemon is listening at {path}; is `sekisho run` running with this "
+                          f"--config and --data-dir?") from None
+    except PermissionError:
+        raise PermissionDenied(str(path)) from None
     except OSError as exc:
         raise SekishoError(f"{path}: {exc}") from None
     if not reply.get("ok"):
         raise SekishoError(reply.get("error") or "the reader gave no answer")
+    for d in reply.get("decided") or []:
+        print(f"{name}: {d.get('result')} ({d.get('reason')}, rule {d.get('rule')})")
+    if reply.get("waiting") == "pin":
+        print(f"{name}: waiting for the PIN (sekisho sim pin {name} DIGITS)")
     return 0
 
 
 def cmd_sim_tap(args: argparse.Namespace) -> int:
     _uid(args.uid)
-    return _sim(args, {"op": "tap", "uid": args.uid})
+    return _sim(args, {"op": "tap", "uid": args.uid, "answer": ANSWER_TIMEOUT_S})
 
 
 def cmd_sim_pull(args: argparse.Namespace) -> int:
-    return _sim(args, {"op": "pull"})
+    return _sim(args, {"op": "pull", "answer": ANSWER_TIMEOUT_S})
 
 
 def cmd_sim_pin(args: argparse.Namespace) -> int:
-    return _sim(args, {"op": "pin", "digits": args.digits})
+    return _sim(args, {"op": "pin", "digits": args.digits, "answer": ANSWER_TIMEOUT_S})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -597,15 +684,21 @@ def cmd_door_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _door(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    if args.door not in cfg.doors:
+        raise _no("door", args.door, cfg.doors, str(cfg.path))
+
+
 def cmd_door_unlock(args: argparse.Namespace) -> int:
-    _config(args)
+    _door(args)
     _daemon(args, {"op": "door.unlock", "door": args.door, "seconds": args.seconds})
     print(f"{args.door} released")
     return 0
 
 
 def cmd_door_mode(args: argparse.Namespace) -> int:
-    _config(args)
+    _door(args)
     _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
     print(f"{args.door} is now in {args.mode} mode")
     return 0
@@ -744,23 +837,48 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(_config(args))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("config", "data_dir", "mqtt", "verbose"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports POLLERR on it)."""
     try:
-        return args.func(args)
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (ValueError, OSError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command and maps every failure to one line and an exit status: here and only here."""
+    try:
+        args = build_parser().parse_args(argv)
+        for name in ("config", "data_dir", "mqtt", "verbose"):
+            if not hasattr(args, name):
+                setattr(args, name, None)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at interpreter exit
+        return code
     except config_mod.ConfigError as exc:
-        for line in exc.problems:
+        for line in exc.problems[:PROBLEMS_SHOWN]:
             print(line, file=sys.stderr)
+        if (more := len(exc.problems) - PROBLEMS_SHOWN) > 0:
+            print(f"... and {more:,} more problems (fix the ones above first)", file=sys.stderr)
         return exc.exit_code
     except SekishoError as exc:
         print(f"sekisho: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket, not our reader: a bug to see
+        # The reader had what it wanted (`| head`). Point stdout at /dev/null so the interpreter's
+        # flush at exit does not fail again, and end as a command killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_STDOUT_CLOSED
+    except PermissionError as exc:
+        # Not wrapped where it happened (the control socket, a key file): the same line.
+        print(f"sekisho: {PermissionDenied(exc.filename or exc.strerror or 'access')}", file=sys.stderr)
+        return PermissionDenied.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -31,7 +31,7 @@ from sekisho.policies.access import Auth, AuthWindow, DoorRules, Level, Passback
 from sekisho.policies.schedule import DAYS, HOLIDAY, Schedule, TimeRange
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
-from .errors import ConfigError
+from .errors import ConfigError, PermissionDenied
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """Names become MQTT topic segments and file names: no '/', '+', '#', spaces or capitals."""
@@ -485,10 +485,17 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     """Read and check a config file. Raises ConfigError naming every problem."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        content = path.read_bytes()
+    except PermissionError:
+        raise PermissionDenied(str(path)) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(content.decode())
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text (byte {content[exc.start]:#04x}); "
+                           f"save the file as UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
 

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from .errors import SekishoError
+from .errors import PermissionDenied, SekishoError
 
 log = logging.getLogger("sekisho.control")
 
@@ -108,6 +108,8 @@ def call(data_dir: Path, request: dict[str, Any], timeout: float) -> dict[str, A
             s.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             return None
+        except PermissionError:
+            raise PermissionDenied(str(path)) from None
         s.sendall(json.dumps(request).encode() + b"\n")
         line = s.makefile("rb").readline()
     if not line:

@@ -1,5 +1,11 @@
 """The project's exception tree. A ``SekishoError`` is a user's or an installer's problem,
-printed as its message alone; anything else is a bug and keeps its traceback."""
+printed as its message alone; anything else is a bug and keeps its traceback.
+
+Each class carries the exit status the command line ends with (sysexits.h, as systemd and
+shell scripts read them): a script can tell a typo (64, 65) from a missing daemon (69), a
+missing privilege (77) and a broken config (78) without parsing text. The command line maps
+them in one place, ``cli.main``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,28 @@ import os
 
 
 class SekishoError(Exception):
+    """The command could not be done; the message says why (exit 1)."""
+
     exit_code = 1
+
+
+class UsageError(SekishoError):
+    """The command was used wrongly: a missing or conflicting argument."""
+
+    exit_code = os.EX_USAGE  # 64
+
+
+class DataError(SekishoError):
+    """What was given is wrong: a name that names nothing (person, door, level, reader), a UID
+    that is not hex, a date that is not a date, a range that ends before it starts."""
+
+    exit_code = os.EX_DATAERR  # 65
+
+
+class NoInput(SekishoError):
+    """What a command would read is not there: a data directory without a store."""
+
+    exit_code = os.EX_NOINPUT  # 66
 
 
 class ConfigError(SekishoError):
@@ -28,6 +55,17 @@ class Unavailable(SekishoError):
     """A service the command needs is not there: the daemon, the broker."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class PermissionDenied(SekishoError):
+    """The operating system refused access (EACCES, EPERM): a data directory, config or socket
+    that belongs to root or to the sekisho user."""
+
+    exit_code = os.EX_NOPERM  # 77
+    HINT = "run as root or as the sekisho user"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: permission denied ({self.HINT})")
 
 
 class SekishoDBusError(SekishoError):

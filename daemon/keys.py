@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from .errors import SekishoError
+from .errors import PermissionDenied, SekishoError
 
 KEY_BYTES = 32
 
@@ -32,6 +32,8 @@ class SiteKey:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return cls._read(path)
+        except PermissionError:
+            raise PermissionDenied(str(path)) from None
         except OSError as exc:
             raise SekishoError(f"{path}: cannot create site key: {exc.strerror}") from None
         try:
@@ -46,6 +48,8 @@ class SiteKey:
         try:
             mode = path.stat().st_mode
             text = path.read_text().strip()
+        except PermissionError:
+            raise PermissionDenied(str(path)) from None
         except OSError as exc:
             raise SekishoError(f"{path}: cannot read site key: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import sqlite_utils
 
-from .errors import SekishoError, StoreError
+from .errors import DataError, PermissionDenied, SekishoError, StoreError
 
 GENESIS = "0" * 64
 DB_NAME = "sekisho.db"
@@ -173,6 +174,13 @@ class AuditReport:
     problem: str = ""
 
 
+def _may_write(data_dir: Path, db: Path) -> bool:
+    """Whether this process may open the store for writing, as far as the kernel says."""
+    if not os.access(data_dir, os.W_OK | os.X_OK, effective_ids=True):
+        return False
+    return not os.path.lexists(db) or os.access(db, os.R_OK | os.W_OK, effective_ids=True)
+
+
 class Store:
     def __init__(self, data_dir: Path, node: str) -> None:
         self.path = Path(data_dir) / DB_NAME
@@ -184,6 +192,10 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
+            # sqlite says only "unable to open database file"; ask the kernel whether it was a
+            # missing privilege, which has its own exit status and remedy.
+            if isinstance(exc, PermissionError) or not _may_write(Path(data_dir), self.path):
+                raise PermissionDenied(str(self.path)) from None
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
         self.db = sqlite_utils.Database(conn)
         self._migrate()
@@ -408,7 +420,7 @@ class Store:
     def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise SekishoError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r}")
             db.execute("UPDATE people SET active = ? WHERE id = ?", [int(active), person_id])
             self._audit(db, actor, "person.enable" if active else "person.disable", {"person": person_id}, utc_now())
 
@@ -427,7 +439,7 @@ class Store:
                  valid_until: str | None = None) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
+                raise DataError(f"no person {person_id!r} (add them first: sekisho person add)")
             owner = db.execute("SELECT person_id, active FROM cards WHERE hash = ?", [card_hash]).fetchone()
             if owner and owner[0] != person_id:
                 raise SekishoError(f"this card is already enrolled to {owner[0]!r}; revoke it there first")
@@ -442,7 +454,7 @@ class Store:
         with self.transaction() as db:
             rows = db.execute("SELECT hash FROM cards WHERE hash LIKE ? AND active", [hash_prefix + "%"]).fetchall()
             if not rows:
-                raise SekishoError(f"no active card whose hash starts with {hash_prefix!r} (see: sekisho card list)")
+                raise DataError(f"no active card whose hash starts with {hash_prefix!r} (see: sekisho card list)")
             if len(rows) > 1:
                 raise SekishoError(f"{len(rows)} cards start with {hash_prefix!r}; give more digits")
             card_hash = rows[0][0]
@@ -475,7 +487,7 @@ class Store:
     def grant_level(self, person_id: str, level: str, actor: str, *, revoke: bool = False) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise SekishoError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r}")
             held = db.execute("SELECT 1 FROM person_levels WHERE person_id = ? AND level = ?",
                               [person_id, level]).fetchone()
             if revoke:
@@ -492,7 +504,7 @@ class Store:
     def set_pin_hash(self, person_id: str, pin_hash: str | None, actor: str) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise SekishoError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r}")
             db.execute("UPDATE people SET pin_hash = ? WHERE id = ?", [pin_hash, person_id])
             self._audit(db, actor, "pin.set" if pin_hash else "pin.clear", {"person": person_id}, utc_now())
 

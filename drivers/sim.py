@@ -8,20 +8,31 @@ Protocol: one request per line; for a reader ``{"op": "tap", "uid": "04a1b2c3"}`
 ``{"op": "pull"}`` or ``{"op": "pin", "digits": "1234"}``; for an input ``{"op": "set",
 "active": true}`` or ``{"op": "press"}``. The answer is one line, ``{"ok": true}`` or
 ``{"ok": false, "error": "..."}``.
+
+A reader's request may add ``"answer": S`` (seconds, up to 10): the driver then hands the
+daemon a callable in the event's ``raw["answer"]`` and waits up to S seconds for what the event
+decided, answering ``{"ok": true, "decided": [{"result", "reason", "rule"}, ...], "waiting":
+"pin" or null}``. No answer in time is still ``{"ok": true}``: the event was emitted, and the
+record (``sekisho events``) has what became of it. Without ``answer`` the reply comes at once,
+as the benchmarks need.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from sekisho.policies.events import CardPresented, CardRemoved, InputChanged, PinEntered
+from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 
 from .base import Emit, Option
+
+ANSWER_MAX_S = 10.0
+
 
 def socket_path(name: str, options: Mapping[str, Any], data_dir: Path) -> Path:
     """Where the reader named ``name`` listens; the CLI finds it the same way."""
@@ -72,7 +83,7 @@ class _SimSocket(abc.ABC):
         try:
             while line := await reader.readline():
                 try:
-                    reply = self.handle(json.loads(line))
+                    reply = await self.handle(json.loads(line))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     reply = {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
                 writer.write(json.dumps(reply).encode() + b"\n")
@@ -83,7 +94,7 @@ class _SimSocket(abc.ABC):
             writer.close()
 
     @abc.abstractmethod
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request; raising ValueError, KeyError or TypeError answers with the error."""
 
 
@@ -96,27 +107,50 @@ class SimReader(_SimSocket):
         super().__init__(name, options, emit, data_dir=data_dir)
         self.card_in = False
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
+        wait = request.get("answer", 0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= ANSWER_MAX_S:
+            return {"ok": False, "error": f"answer must be a number of seconds from 0 to {ANSWER_MAX_S:g}"}
         if op == "tap":
             uid = parse_uid(str(request["uid"]))
             if self.card_in:
                 self.emit(CardRemoved(source=self.name))
             self.card_in = True
-            self.emit(CardPresented(source=self.name, uid=uid))
+            return await self._emit(CardPresented(source=self.name, uid=uid), wait)
         elif op == "pull":
             if not self.card_in:
                 return {"ok": False, "error": f"no card on reader {self.name}"}
             self.card_in = False
-            self.emit(CardRemoved(source=self.name))
+            return await self._emit(CardRemoved(source=self.name), wait)
         elif op == "pin":
             digits = str(request["digits"])
             if not digits.isdigit() or not 1 <= len(digits) <= 16:
                 return {"ok": False, "error": f"PIN {digits!r} must be 1 to 16 digits"}
-            self.emit(PinEntered(source=self.name, digits=digits))
-        else:
-            return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}
-        return {"ok": True}
+            return await self._emit(PinEntered(source=self.name, digits=digits), wait)
+        return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}
+
+    async def _emit(self, event: Event, wait: float) -> dict[str, Any]:
+        """Emit ``event``; with ``wait``, carry a callable the daemon answers through, and wait
+        that long for the answer."""
+        if not wait:
+            self.emit(event)
+            return {"ok": True}
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def settle(outcome: dict[str, Any]) -> None:
+            if not answered.done():
+                answered.set_result(outcome)
+
+        def answer(outcome: dict[str, Any]) -> None:  # from the daemon, on any thread
+            loop.call_soon_threadsafe(settle, outcome)
+        self.emit(dataclasses.replace(event, raw={**event.raw, "answer": answer}))
+        try:
+            outcome = await asyncio.wait_for(answered, wait)
+        except TimeoutError:
+            return {"ok": True}
+        return {"ok": True, "decided": outcome.get("decided", []), "waiting": outcome.get("waiting")}
 
 
 class SimInput(_SimSocket):
@@ -127,7 +161,7 @@ class SimInput(_SimSocket):
         "socket": Option(str, "", "Unix socket to listen on; empty means <data-dir>/sim/<input>.sock"),
     }
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
         if op == "set":
             active = request["active"]

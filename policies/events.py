@@ -22,7 +22,9 @@ class Event:
     at: float = field(default_factory=time.time)
     mono: float = field(default_factory=time.monotonic)
     raw: Mapping[str, Any] = field(default_factory=dict)
-    """Driver-specific extras (ATR, reader name, ...): kept for logs, never decided on."""
+    """Driver-specific extras (ATR, reader name, ...): kept for logs, never decided on. The
+    simulator may put ``answer`` here, a callable the daemon tells the decision to
+    (daemon/answers.py)."""
 
 
 @dataclass(frozen=True, kw_only=True)
