@@ -240,7 +240,7 @@ def test_mode_lockdown_survives_restart_and_door_cli(hw):
     site.cli("door", "unlock", "entrance", "--seconds", "1")
     wait_for(lambda: strike_log(log).count("on") == 2, what="released by the operator")
     r = site.cli("door", "mode", "nowhere", "free", check=False)
-    assert r.returncode == 1 and "no door 'nowhere'" in r.stderr
+    assert r.returncode == 65 and "no door 'nowhere'" in r.stderr
     audit = site.cli("audit", "verify")
     assert audit.returncode == 0
 

@@ -62,7 +62,7 @@ def test_enroll_unknown_person_fails_before_waiting(site):
     site.start()
     proc = start_enroll(site, "ghost")
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 1 and "no person 'ghost'" in err
+    assert proc.returncode == 65 and "no person 'ghost'" in err
     site.stop()
 
 
