@@ -70,6 +70,7 @@ exit status (sysexits.h):
   77  permission denied: run as root or as the sekisho user
   78  the config is invalid (each problem printed naming file and key, the first
       50 of them)
+  130 interrupted (Ctrl-C)
   141 stdout was closed early (as `| head` does); nothing else is printed
 
 examples:
@@ -451,11 +452,11 @@ def cmd_person_pin(args: argparse.Namespace) -> int:
         import getpass
         pin = getpass.getpass(f"new PIN for {args.id}: ")
         if getpass.getpass("again: ") != pin:
-            raise SekishoError("the two PINs differ; nothing changed")
+            raise DataError("the two PINs differ; nothing changed")
     else:
         pin = sys.stdin.readline().strip()
     if wrong := valid_pin(pin):
-        raise SekishoError(f"{wrong}; nothing changed")
+        raise DataError(f"{wrong}; nothing changed")
     store.set_pin_hash(args.id, hash_pin(pin), _actor())
     print(f"PIN of {args.id} set")
     return 0

@@ -50,7 +50,7 @@ def one_line(r: subprocess.CompletedProcess) -> str:
 
 def test_top_level_help_lists_every_exit_code_used():
     out = subprocess.run([*SEKISHO, "--help"], capture_output=True, text=True).stdout
-    for code in ("0", "1", "64", "65", "66", "69", "74", "77", "78", "141"):
+    for code in ("0", "1", "64", "65", "66", "69", "74", "77", "78", "130", "141"):
         assert f"\n  {code} " in out, code
     assert "78  the config is invalid" in out
 
@@ -108,6 +108,12 @@ def test_a_validity_range_that_ends_before_it_starts_is_refused(site, command):
     assert [line.split()[0] for line in site.cli("person", "list").stdout.splitlines()] == ["ID", "p1"]
     assert site.cli("card", "list").stdout == ""
     site.cli(*command, "--valid-from", "2026-05-01", "--valid-until", "2026-05-01")  # one day is a range
+
+
+def test_a_pin_that_is_not_a_pin_is_65(site):
+    site.cli("person", "add", "--id", "p1", "--name", "A")
+    r = site.cli("person", "pin", "p1", input_text="12\n", check=False)
+    assert r.returncode == 65 and one_line(r) == "sekisho: a PIN has 4 to 12 digits; nothing changed\n"
 
 
 @pytest.mark.parametrize("command", [["events"], ["person", "list"], ["card", "list"], ["muster"],
