@@ -176,6 +176,8 @@ class AuditReport:
 
 def _may_write(data_dir: Path, db: Path) -> bool:
     """Whether this process may open the store for writing, as far as the kernel says."""
+    if not os.path.isdir(data_dir):
+        return True  # not a directory at all: a different problem, which StoreError names
     if not os.access(data_dir, os.W_OK | os.X_OK, effective_ids=True):
         return False
     return not os.path.lexists(db) or os.access(db, os.R_OK | os.W_OK, effective_ids=True)
