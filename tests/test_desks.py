@@ -287,3 +287,14 @@ def test_unknown_occupancy_stance(site, subscribe, logind):
     wait_for(lambda: desk_events(sub).count(("card_inserted", "occupancy_unknown")) == 2, what="refused")
     assert desk_state(sub) == "vacant"
     site.stop()
+
+
+def test_sim_tap_and_pull_at_a_desk_print_what_the_desk_decided(desk):
+    """`sekisho sim` answers with the desk's decision as it does with a door's (daemon/answers.py)."""
+    site, sub, logind = desk
+    started(site, sub, logind)
+    enter_room(site, sub, ALICE)
+    assert site.cli("sim", "tap", "desk-01", ALICE).stdout == "desk-01: card_inserted (card, rule desk.card)\n"
+    assert site.cli("sim", "pull", "desk-01").stdout == "desk-01: card_removed (removed, rule desk.removed)\n"
+    wait_for(lambda: desk_state(sub) == "locked", what="locked")
+    site.stop()
