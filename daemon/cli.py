@@ -63,10 +63,11 @@ exit status (sysexits.h):
   64  usage: a missing, unknown or conflicting argument
   65  data: a person, door, level, reader or card that does not exist, a UID that is
       not hex, a date that is not a date, a range that ends before it starts; or
-      audit verify found the log altered
+      audit verify found the log altered; or the store file is damaged
   66  no store in the data directory (a read-only command never creates one)
   69  a service the command needs is not there (the daemon, the broker, pcscd)
   74  the store cannot be read or written
+  75  another daemon already runs on this data directory (try again once it stops)
   77  permission denied: run as root or as the sekisho user
   78  the config is invalid (each problem printed naming file and key, the first
       50 of them)
@@ -363,8 +364,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import run
     cfg = _config(args)
-    run(cfg, _data_dir(args))
-    return 0
+    return run(cfg, _data_dir(args))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -600,6 +600,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     _, store, _ = _store(args, create=False)
+    # The whole file first: a damaged page can hide rows from the chain walk, or stop it.
+    problems = store.integrity()
+    if problems:
+        print(f"store damaged: {store.path}:", file=sys.stderr)
+        for problem in problems[:20]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more", file=sys.stderr)
+        return EX_DATAERR
     report = store.verify_audit()
     if report.ok:
         print(f"audit log intact: {report.rows} rows")

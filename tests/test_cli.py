@@ -50,7 +50,7 @@ def one_line(r: subprocess.CompletedProcess) -> str:
 
 def test_top_level_help_lists_every_exit_code_used():
     out = subprocess.run([*SEKISHO, "--help"], capture_output=True, text=True).stdout
-    for code in ("0", "1", "64", "65", "66", "69", "74", "77", "78", "130", "141"):
+    for code in ("0", "1", "64", "65", "66", "69", "74", "75", "77", "78", "130", "141"):
         assert f"\n  {code} " in out, code
     assert "78  the config is invalid" in out
 
