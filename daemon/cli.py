@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a private key file")
     sign_help = ("OP is a control op (usb.allow, door.unlock, door.mode, door.list, desk.list,\n"
                  "usb.list); ARG is NAME=VALUE, where VALUE is read as JSON when it parses\n"
-                 "(minutes=10 is a number) and as text otherwise (door=entrance).")
+                 "(minutes=10 is a number) and as text otherwise (door=entrance). The command is\n"
+                 "signed for [site] id of the config: a node of another site refuses it.")
     for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
                              ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
         p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
@@ -696,8 +697,8 @@ def _signed(args: argparse.Namespace) -> tuple[config_mod.Config, dict[str, Any]
         if isinstance(values[name], float):
             raise SekishoError(f"{item!r}: commands carry whole numbers only")
     key = load_private_key(args.key)
-    return cfg, sign(args.op, values, node=args.node or cfg.site.node, key_name=_key_name(args.key, args.key_name),
-                     key=key)
+    return cfg, sign(args.op, values, site=cfg.site.id, node=args.node or cfg.site.node,
+                     key_name=_key_name(args.key, args.key_name), key=key)
 
 
 def cmd_cmd_sign(args: argparse.Namespace) -> int:
