@@ -3,14 +3,13 @@ the root hub guarded at start, the devices present decided by the rules (a keybo
 flash drive blocked), a timed exception through `sekisho usb allow`, `sekisho usb list` against
 the daemon. Plugs after start are covered in-process by test_usb.py, where the fake kernel's
 uevent can be held until its descriptors are written (umockdev sends the add uevent first; a
-daemon in another process may read the device in between, which no real kernel allows)."""
+daemon in another process may read the device in between, which no real kernel allows); the
+exception tests that must plug a device while the daemon runs report it again once its
+descriptors are written (``replug``), and wait for the decision made on the whole device."""
 
 from __future__ import annotations
 
-import gc
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -20,23 +19,6 @@ from usbfake import Kernel, Spec, read
 CALL_CENTRE = REPO / "examples" / "usb" / "call-centre.rules"
 KEYBOARD = Spec("1-1", 0x046D, 0xC31C, ("03:01:01", "03:00:00"), name="USB Keyboard", connect_type="hotplug")
 FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
-
-
-@pytest.fixture
-def testbed():
-    if "umockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
-        pytest.fail("needs umockdev's preload: run the suite under umockdev-wrapper (make test does)")
-    import gi
-    gi.require_version("UMockdev", "1.0")
-    from gi.repository import UMockdev
-    bed = UMockdev.Testbed.new()
-    # /sys/bus/usb/drivers_probe exists on every kernel with USB; the testbed has no such file.
-    probe = Path(bed.get_root_dir()) / "sys" / "bus" / "usb" / "drivers_probe"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text("")
-    yield bed
-    del bed
-    gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset
 
 
 def test_daemon_guards_decides_and_allows_for_a_while(site, subscribe, testbed):
