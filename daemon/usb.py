@@ -183,7 +183,8 @@ def has_hid(device: Device) -> bool:
 
 @dataclass(frozen=True)
 class Match:
-    """What a timed exception allows: one device by id and serial, or whatever is in one port."""
+    """What a timed exception allows: one device, named by id and serial or by its port, and
+    known by its descriptors' hash."""
 
     text: str
     vendor: str | None = None

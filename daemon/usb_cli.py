@@ -342,7 +342,9 @@ def allow_request(match: str, minutes: float, interfaces: str = "rules") -> dict
 def format_allow_reply(reply: dict[str, Any]) -> str:
     devices = ", ".join(reply.get("devices") or []) or "none present yet"
     held = f"; held until a desk is in use: {', '.join(reply['held'])}" if reply.get("held") else ""
-    return f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}"
+    every = "; every interface" if reply.get("interfaces") == "all" else ""
+    return (f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}{every}; "
+            f"bound to the descriptors hash {reply.get('hash')}")
 
 
 async def usb_allow(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:

@@ -220,11 +220,13 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
 def test_a_node_may_not_publish_what_is_not_its_own(site_broker, clients):
     """Logged in as door-a: another node's status, results and USB events, commands to any node,
     another node's doors and desks, and anything of another site are refused; its own topics
-    (the positive control, published last on the same connection) pass."""
+    (the positive control, published last on the same connection) pass. It reads the commands
+    addressed to it, not another node's."""
     broker, _ = site_broker
-    officer = clients(broker.port, "officer", f"sekisho/v1/{SITE}/#")
-    node = clients(broker.port, "door-a")
     base = f"sekisho/v1/{SITE}"
+    officer = clients(broker.port, "officer", f"{base}/#")
+    # mosquitto grants every subscription and checks each message against the ACL as it delivers.
+    node = clients(broker.port, "door-a", f"{base}/#")
     forbidden = [f"{base}/node/door-b/status", f"{base}/cmd/door-b", f"{base}/cmd/door-a", f"{base}/cmd/door-b/result",
                  f"{base}/usb/door-b/event", f"{base}/door/back-door/state", f"{base}/door/back-door/event",
                  f"{base}/desk/desk-02/state", f"{base}/area/server-room/occupancy", f"{base}/alarm/x/y",
@@ -238,3 +240,6 @@ def test_a_node_may_not_publish_what_is_not_its_own(site_broker, clients):
     assert not officer.topics() & set(forbidden)
     # And the officer, who sends commands, cannot answer for a node.
     assert officer.publish(f"{base}/cmd/door-a/result", "{}") == NOT_AUTHORIZED
+    assert officer.publish(f"{base}/cmd/door-b", "{}") == 0 and officer.publish(f"{base}/cmd/door-a", "{}") == 0
+    wait_for(lambda: f"{base}/cmd/door-a" in node.topics(), what="door-a's command at door-a")
+    assert node.topics() == {f"{base}/cmd/door-a"}, "door-a read more than its commands"
