@@ -1,7 +1,7 @@
 """The shipped broker config and ACL against the MQTT contract (issue 11, item 10): a real
 mosquitto with passwords (made by mosquitto_passwd) and systemd/mosquitto-sekisho.acl as
-shipped, the daemon on the topology of examples/sekisho.toml logging in as its node, and the
-officer's console as a subscriber. Every topic docs/mqtt.md says a node publishes must reach
+shipped, the daemon on the topology of examples/sekisho.toml logging in as its node, the
+officer's console as a subscriber, and the example's strike relay. Every topic docs/mqtt.md says a node publishes must reach
 the officer; what a node must not publish must be refused by the broker.
 
 The example config and the example ACL are for the same site (tokyo-hq) and node (door-a), so
@@ -33,7 +33,7 @@ ACL = REPO / "systemd" / "mosquitto-sekisho.acl"
 BROKER_CONF = REPO / "systemd" / "mosquitto-sekisho.conf"
 CONTRACT = REPO / "docs" / "mqtt.md"
 SITE, NODE = "tokyo-hq", "door-a"
-PASSWORDS = {"door-a": "door-a-secret", "officer": "officer-secret"}
+PASSWORDS = {"door-a": "door-a-secret", "officer": "officer-secret", "door-a-relay": "relay-secret"}
 FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
 NOT_AUTHORIZED = 0x87
 
@@ -172,6 +172,7 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
     site = Site(tmp_path, broker)
     site.config.write_text(example_config(broker.port, node_password))
     officer = clients(broker.port, "officer", f"sekisho/v1/{SITE}/#")
+    relay = clients(broker.port, "door-a-relay", "cmnd/door-a/#")  # the example's strike is a relay
     site.start()
     try:
         site.tap("04ffffff", "entrance-in")  # an unknown card: a door event
@@ -202,6 +203,9 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
         except AssertionError:
             raise AssertionError(f"never reached the officer: {missing()}; the broker's log ends:\n"
                                  + "\n".join((tmp_path / "mosquitto.log").read_text().splitlines()[-20:])) from None
+        # The strike is driven locked at start, through the broker, to the relay's own user.
+        wait_for(lambda: [m for m in relay.messages if (m.topic, m.payload) == ("cmnd/door-a/POWER", b"OFF")],
+                 what="the strike's lock at the relay")
         status = [m for m in officer.messages if m.topic == topics.node_status(NODE)]
         assert json.loads(status[0].payload)["state"] == "online"
         # The retained ones were kept: a console that connects now gets them at once.
@@ -238,6 +242,10 @@ def test_a_node_may_not_publish_what_is_not_its_own(site_broker, clients):
     assert [node.publish(topic, '{"probe": true}') for topic in allowed] == [0, 0, 0]
     wait_for(lambda: officer.topics() >= set(allowed), what="the allowed messages at the officer")
     assert not officer.topics() & set(forbidden)
+    # The door's relay takes the strike's commands and speaks for nothing of sekisho's.
+    relay = clients(broker.port, "door-a-relay")
+    assert relay.publish(f"{base}/door/entrance/state", '{"lock": "unlocked"}') == NOT_AUTHORIZED
+    assert relay.publish("cmnd/door-a/POWER", "ON") == NOT_AUTHORIZED
     # And the officer, who sends commands, cannot answer for a node.
     assert officer.publish(f"{base}/cmd/door-a/result", "{}") == NOT_AUTHORIZED
     assert officer.publish(f"{base}/cmd/door-b", "{}") == 0 and officer.publish(f"{base}/cmd/door-a", "{}") == 0
