@@ -134,9 +134,9 @@ class Daemon:
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         # Enrolling is for a person at the reader, through the control socket; not a remote op.
         remote = {op: h for op, h in handlers.items() if op != "enroll"}
-        self.commands = CommandRunner(config.commands, node=config.site.node, handlers=remote, store=self.store,
-                                      queue=self._queue, result_topic=self.topics.command_result(config.site.node),
-                                      loop=loop)
+        self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, handlers=remote,
+                                      store=self.store, queue=self._queue,
+                                      result_topic=self.topics.command_result(config.site.node), loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive, retained=False)
         self.publisher.on_duplicate = self._duplicate_node
         self.duplicate_reported = False

@@ -134,15 +134,16 @@ class Approvals:
             self._publish(desk, "approval_refused", p.supervisor, p.device, "device_gone")
             return
         e = tracked.event
-        # This one device: by its serial, or, without one, its port *and* its descriptors' hash,
-        # so that another device put into that port while the exception lasts is not let in.
+        # This one device: by its serial, or, without one, its port; either way only with the
+        # descriptors' hash of the device the supervisor saw, so that a clone that copies the
+        # serial, or another device put into that port, is not let in while the exception lasts.
         match = (Match(f"{e.vendor_id}:{e.product_id}:{e.serial}", vendor=e.vendor_id.lower(),
-                       product=e.product_id.lower(), serial=e.serial) if e.serial
+                       product=e.product_id.lower(), serial=e.serial, hash=tracked.device.hash) if e.serial
                  else Match(e.port, port=e.port, hash=tracked.device.hash))
         actor = f"supervisor:{self.subject_of(p.supervisor.person_id)}"
         log.info("%s: %s allows %s for %g min", desk, actor, match.text, self.cfg.approval_minutes)
         try:
-            self.usb.allow_exception(match, self.cfg.approval_minutes, actor)
+            self.usb.allow_exception(match, self.cfg.approval_minutes, actor, self.cfg.approval_interfaces)
         except SekishoError as exc:
             self._publish(desk, "approval_refused", p.supervisor, p.device, f"error: {exc}")
 

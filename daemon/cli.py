@@ -257,9 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(usb, "allow", cmd_usb_allow, "allow one device for a limited time (recorded, never kept over a restart)",
             "Allow one device for N minutes through the running daemon, recorded and published:\n"
             "MATCH is vid:pid:serial (046d:c31c:ABC123, the serial may be empty: 046d:c31c:) or a\n"
-            "port (1-2.3). At expiry the device is decided by the rules again.")
+            "port (1-2.3). The device must be plugged in: the exception is bound to its descriptors'\n"
+            "hash, so a device that only claims the same serial, or another device in that port,\n"
+            "is not let in. At expiry the device is decided by the rules again.")
     p.add_argument("match", help="vid:pid:serial or a port")
     p.add_argument("--minutes", type=float, required=True, help="how long")
+    p.add_argument("--interfaces", choices=["rules", "all"], default="rules",
+                   help="rules (default): interfaces a block-interface rule blocks stay blocked; all: those too")
     cmd = add(sub, "cmd", None, "sign and send a command to a node through the broker",
               "Signed commands (docs/mqtt.md): an officer's key signs a command, the broker carries\n"
               "it to cmd/<node>, and the node runs it only if the key is one of its\n"
@@ -278,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a private key file")
     sign_help = ("OP is a control op (usb.allow, door.unlock, door.mode, door.list, desk.list,\n"
                  "usb.list); ARG is NAME=VALUE, where VALUE is read as JSON when it parses\n"
-                 "(minutes=10 is a number) and as text otherwise (door=entrance).")
+                 "(minutes=10 is a number) and as text otherwise (door=entrance). The command is\n"
+                 "signed for [site] id of the config: a node of another site refuses it.")
     for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
                              ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
         p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
@@ -758,7 +763,7 @@ def cmd_usb_generate(args: argparse.Namespace) -> int:
 def cmd_usb_allow(args: argparse.Namespace) -> int:
     from .usb_cli import allow_request, format_allow_reply
     _usb_config(args)
-    print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes))))
+    print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes, args.interfaces))))
     return 0
 
 
@@ -799,8 +804,8 @@ def _signed(args: argparse.Namespace) -> tuple[config_mod.Config, dict[str, Any]
         if isinstance(values[name], float):
             raise SekishoError(f"{item!r}: commands carry whole numbers only")
     key = load_private_key(args.key)
-    return cfg, sign(args.op, values, node=args.node or cfg.site.node, key_name=_key_name(args.key, args.key_name),
-                     key=key)
+    return cfg, sign(args.op, values, site=cfg.site.id, node=args.node or cfg.site.node,
+                     key_name=_key_name(args.key, args.key_name), key=key)
 
 
 def cmd_cmd_sign(args: argparse.Namespace) -> int:

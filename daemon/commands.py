@@ -2,19 +2,22 @@
 
 A command is one JSON object published (QoS 1, not retained) on ``cmd/<node>``:
 
-    {"id": "5f0c...", "ts": "2026-11-23T07:12:03.114Z", "node": "desk-01", "op": "usb.allow",
-     "args": {"match": "0781:5583:4C530001", "minutes": 10}, "key": "officer-1", "sig": "..."}
+    {"id": "5f0c...", "ts": "2026-11-23T07:12:03.114Z", "site": "tokyo-hq", "node": "desk-01",
+     "op": "usb.allow", "args": {"match": "0781:5583:4C530001", "minutes": 10}, "key": "officer-1",
+     "sig": "..."}
 
 ``sig`` is the base64 Ed25519 signature of the canonical JSON of the object without ``sig``:
 keys sorted, no spaces, UTF-8, integers only (RFC 8785, JCS, gives the same bytes for such an
 object). The node runs it only when every check passes, in this order:
 
   1. it is a JSON object of exactly these fields, each of its type (``malformed``; no ``sig``:
-     ``unsigned``);
+     ``unsigned``; no ``site``: ``malformed``, with words for the officer whose console signs as
+     an older release did, since such a command may be genuine and is still refused);
   2. ``key`` names a key of ``[commands.keys]`` (``unknown key``) and ``sig`` verifies with it
      (``bad signature``);
-  3. ``node`` is this node: without it in the signed bytes, a command for one node could be
-     replayed to every other node within the time window;
+  3. ``site`` is this node's site and ``node`` is this node (``addressed to``): without both in
+     the signed bytes, a command for one node could be replayed to every node that has its name,
+     here or at another site that trusts the same key, within the time window;
   4. ``ts`` is within ``max_skew_s`` of this node's clock, either way (``stale``);
   5. the key may run ``op`` (``not permitted``);
   6. ``id`` was never used before on this node, also before a restart (``replayed``): the id is
@@ -56,7 +59,7 @@ from .topics import Topics
 
 log = logging.getLogger("sekisho.commands")
 
-FIELDS = {"id": str, "ts": str, "node": str, "op": str, "args": dict, "key": str, "sig": str}
+FIELDS = {"id": str, "ts": str, "site": str, "node": str, "op": str, "args": dict, "key": str, "sig": str}
 MAX_PAYLOAD = 64 * 1024
 MAX_INT = 2 ** 53
 """JCS writes numbers as JavaScript does; integers up to 2**53 are the same bytes either way."""
@@ -67,6 +70,11 @@ NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
 
 class Refused(Exception):
     """The command is not run; the text is the ``error`` of its answer."""
+
+    def __init__(self, error: str, message: Mapping[str, Any] | None = None) -> None:
+        super().__init__(error)
+        self.message = message
+        """The command as far as it could be read, when its fields are fit for the answer."""
 
 
 # ----------------------------------------------------------------------------- the message
@@ -129,18 +137,25 @@ def parse(payload: bytes) -> dict[str, Any]:
     if set(message) == set(FIELDS) - {"sig"}:
         raise Refused("unsigned: the command has no sig")
     missing, unknown = sorted(set(FIELDS) - set(message)), sorted(set(message) - set(FIELDS))
-    if missing or unknown:
+    # What a console of the first release signs: every field but site. Refused, since the same
+    # bytes would run at every site that trusts the key; answered with its id, so the console
+    # that sent it learns why.
+    older = missing == ["site"] and not unknown
+    if (missing or unknown) and not older:
         raise Refused("malformed: " + "; ".join(
             ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
     for name, kind in FIELDS.items():
-        if not isinstance(message[name], kind):
+        if name in message and not isinstance(message[name], kind):
             raise Refused(f"malformed: {name} must be a JSON {'object' if kind is dict else 'string'}")
     _check_values(message)
     if not 1 <= len(message["id"]) <= 128 or not message["id"].isprintable():
         raise Refused("malformed: id must be 1 to 128 printable characters")
-    for name in ("op", "key", "node"):
-        if not NAME.fullmatch(message[name]):
+    for name in ("op", "key", "site", "node"):
+        if name in message and not NAME.fullmatch(message[name]):
             raise Refused(f"malformed: {name} must be lower-case letters, digits, '.' and '-', at most 64")
+    if older:
+        raise Refused("malformed: missing site: the command was signed without its site (an older signer); "
+                      "sign it again with a signer that signs site (sekisho cmd sign, docs/mqtt.md)", message)
     return message
 
 
@@ -196,10 +211,10 @@ def keygen(path: str | Path) -> Ed25519PrivateKey:
     return key
 
 
-def sign(op: str, args: Mapping[str, Any], *, node: str, key_name: str, key: Ed25519PrivateKey,
+def sign(op: str, args: Mapping[str, Any], *, site: str, node: str, key_name: str, key: Ed25519PrivateKey,
          ts: str | None = None, command_id: str | None = None) -> dict[str, Any]:
     """A new signed command, ready to publish as JSON."""
-    message = {"id": command_id or str(uuid.uuid4()), "ts": ts or utc_now(), "node": node, "op": op,
+    message = {"id": command_id or str(uuid.uuid4()), "ts": ts or utc_now(), "site": site, "node": node, "op": op,
                "args": dict(args), "key": key_name}
     return {**message, "sig": base64.b64encode(key.sign(signed_bytes(message))).decode()}
 
@@ -208,10 +223,11 @@ def sign(op: str, args: Mapping[str, Any], *, node: str, key_name: str, key: Ed2
 class CommandRunner:
     """Checks each message of ``cmd/<node>``, runs what passes, answers and audits all."""
 
-    def __init__(self, cfg: CommandsConfig, *, node: str, handlers: Mapping[str, Handler], store: Store,
+    def __init__(self, cfg: CommandsConfig, *, site: str, node: str, handlers: Mapping[str, Handler], store: Store,
                  queue: Callable[[CommandResult], None], result_topic: str, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.cfg = cfg
+        self.site = site
         self.node = node
         self.handlers = handlers
         self.store = store
@@ -239,6 +255,8 @@ class CommandRunner:
             public.verify(signature, signed_bytes(message))
         except (binascii.Error, ValueError, InvalidSignature):
             raise Refused(f"bad signature: sig does not verify with key {message['key']!r}") from None
+        if message["site"] != self.site:
+            raise Refused(f"addressed to site {message['site']!r}, not {self.site!r}")
         if message["node"] != self.node:
             raise Refused(f"addressed to node {message['node']!r}, not {self.node!r}")
         skew = (timestamp(message["ts"]) - self.clock()).total_seconds()
@@ -274,7 +292,7 @@ class CommandRunner:
             if not self.store.claim_command(message["id"], message["key"], message["op"]):
                 raise Refused(f"replayed: id {message['id']!r} was used before")
         except Refused as exc:
-            self._answer(message, {"ok": False, "error": str(exc)}, "command.refused")
+            self._answer(exc.message or message, {"ok": False, "error": str(exc)}, "command.refused")
             return
         except StoreError as exc:
             # Not recorded, so not run; the answer waits in memory for the disk, like any event.

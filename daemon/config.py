@@ -246,6 +246,9 @@ USB = {
                             "pin (their PIN on the desk reader's PIN pad).", _one_of("card", "pin")),
     "approval_minutes": Key(float, 15.0, "How long a device allowed at the desk by a supervisor's card stays allowed.",
                             _between(1, 1440)),
+    "approval_interfaces": Key(str, "rules", "What a device allowed at the desk gets of the interfaces a "
+                               "block-interface rule blocks: rules (they stay blocked) or all (authorized too).",
+                               _one_of("rules", "all")),
     "approval_window_s": Key(float, 120.0, "How long after a device is blocked a supervisor's card may still allow it.",
                              _between(5, 3600)),
     "confirm_s": Key(float, 30.0, "How long a supervisor has to confirm (PIN, or the card out and in) after the "
@@ -368,6 +371,7 @@ class UsbConfig:
     supervisor_levels: frozenset[str] = frozenset()
     approval_confirm: str = "card"
     approval_minutes: float = 15.0
+    approval_interfaces: str = "rules"
     approval_window_s: float = 120.0
     confirm_s: float = 30.0
 
@@ -720,7 +724,8 @@ def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
                      exception_max_minutes=values["exception_max_minutes"], host=values["host"] or node,
                      supervisor_levels=frozenset(values["supervisor_levels"]),
                      approval_confirm=values["approval_confirm"], approval_minutes=values["approval_minutes"],
-                     approval_window_s=values["approval_window_s"], confirm_s=values["confirm_s"])
+                     approval_interfaces=values["approval_interfaces"], approval_window_s=values["approval_window_s"],
+                     confirm_s=values["confirm_s"])
 
 
 def _gpio_lines(c: _Checker, doors: Mapping[str, DoorConfig], inputs: Mapping[str, InputConfig]) -> None:

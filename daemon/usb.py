@@ -29,9 +29,16 @@ What it does, in order:
   when ``desk_unlocked`` finds every desk in use again. A keyboard nobody is sitting at is how a
   BadUSB stick types into an unattended workstation.
 - Timed exceptions (``allow_exception``): a device matching ``vid:pid:serial`` or a port is
-  authorized, whole, for N minutes whatever the rules say; at expiry the rules decide it again
-  (so it is deauthorized unless they allow it). Kept in memory only: a restart forgets them, and
-  ``stop`` ends them first so nothing stays authorized by an exception while the daemon is down.
+  authorized for N minutes whatever the rules say; at expiry the rules decide it again (so it is
+  deauthorized unless they allow it). An exception is bound to the descriptors of the device it
+  was granted for: the device must be present at the grant, its hash (USBGuard's, over name,
+  ids, serial and descriptors) is recorded, and a device that matches the text but not the hash
+  (a clone that copies the serial, another device put into the port) is decided by the rules
+  alone. Text without a hash would let any device that claims the serial in. The interfaces a
+  ``block-interface`` rule leaves off stay off under an exception unless it says
+  ``interfaces = "all"``: the supervisor allowed the device, not what the room's policy keeps
+  off every device of its kind. Kept in memory only: a restart forgets them, and ``stop`` ends
+  them first so nothing stays authorized by an exception while the daemon is down.
 
 Every decision is recorded and published on ``usb/<host>/event`` through ``queue``; a sysfs write
 that fails (EACCES, or ENOENT because the device went away) is logged and carried in the event's
@@ -47,7 +54,7 @@ import logging
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -77,6 +84,9 @@ UNREADABLE_RULE = "UNREADABLE"
 DRIVERS_PROBE = "/sys/bus/usb/drivers_probe"
 _PORT = re.compile(r"^(usb[0-9]+|[0-9]+-[0-9]+(\.[0-9]+)*)$")
 _ID_SERIAL = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(.*)$", re.DOTALL)
+EXCEPTION_INTERFACES = ("rules", "all")
+"""What an exception does to the interfaces a ``block-interface`` rule blocks: ``rules`` keeps
+them blocked (the default), ``all`` authorizes them too."""
 
 
 def desks_unattended(states: Iterable[str]) -> bool:
@@ -173,7 +183,8 @@ def has_hid(device: Device) -> bool:
 
 @dataclass(frozen=True)
 class Match:
-    """What a timed exception allows: one device by id and serial, or whatever is in one port."""
+    """What a timed exception allows: one device, named by id and serial or by its port, and
+    known by its descriptors' hash."""
 
     text: str
     vendor: str | None = None
@@ -181,7 +192,8 @@ class Match:
     serial: str | None = None
     port: str | None = None
     hash: str | None = None
-    """With ``port``: only the device of these descriptors (USBGuard's hash) in that port."""
+    """The descriptors' hash (USBGuard's) of the device approved: with it, only a device of these
+    descriptors matches. Every exception has one (``UsbController.allow_exception`` records it)."""
 
     @classmethod
     def parse(cls, text: str) -> Match:
@@ -195,14 +207,16 @@ class Match:
 
     def matches(self, event: UsbDeviceAdded) -> bool:
         if self.port is not None:
-            if self.hash is not None:
-                try:
-                    return event.port == self.port and hash_of(event) == self.hash
-                except ValueError:
-                    return False
-            return event.port == self.port
-        return (event.vendor_id.lower(), event.product_id.lower(), event.serial) == \
-            (self.vendor, self.product, self.serial)
+            named = event.port == self.port
+        else:
+            named = (event.vendor_id.lower(), event.product_id.lower(), event.serial) == \
+                (self.vendor, self.product, self.serial)
+        if not named or self.hash is None:
+            return named
+        try:
+            return hash_of(event) == self.hash
+        except ValueError:
+            return False  # descriptors that cannot be read cannot be the approved ones
 
 
 @dataclass
@@ -213,13 +227,15 @@ class UsbException:
     actor: str
     until: str
     """UTC, RFC 3339, for the record."""
+    interfaces: str = "rules"
+    """One of ``EXCEPTION_INTERFACES``."""
     timer: asyncio.TimerHandle | None = None
     devices: set[str] = field(default_factory=set)
     """sys paths of the devices authorized under it (and only because of it)."""
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "match": self.match.text, "minutes": self.minutes, "until": self.until,
-                "actor": self.actor}
+        return {"id": self.id, "match": self.match.text, "hash": self.match.hash, "interfaces": self.interfaces,
+                "minutes": self.minutes, "until": self.until, "actor": self.actor}
 
 
 @dataclass
@@ -329,10 +345,16 @@ class UsbController:
         self.held.clear()
 
     # ------------------------------------------------------------------------- exceptions
-    def allow_exception(self, match: str | Match, minutes: float, actor: str) -> dict[str, Any]:
-        """Authorize the devices matching ``match`` (vid:pid:serial, or a port), present now or
-        plugged within ``minutes``, whatever the rules say. ``minutes`` may be a fraction."""
+    def allow_exception(self, match: str | Match, minutes: float, actor: str,
+                        interfaces: str = "rules") -> dict[str, Any]:
+        """Authorize the device matching ``match`` (vid:pid:serial, or a port), present now, and
+        the same device (same descriptors' hash) plugged again within ``minutes``, whatever the
+        rules say. A ``Match`` without a hash is bound to the present device's; no such device,
+        or two of different descriptors, is a ``SekishoError``. ``interfaces``: ``rules`` keeps
+        a ``block-interface`` rule's blocks, ``all`` lifts them. ``minutes`` may be a fraction."""
         m = match if isinstance(match, Match) else Match.parse(match)
+        if interfaces not in EXCEPTION_INTERFACES:
+            raise SekishoError(f"interfaces must be {' or '.join(EXCEPTION_INTERFACES)}, not {interfaces!r}")
         try:
             minutes = float(minutes)
         except (TypeError, ValueError):
@@ -340,9 +362,11 @@ class UsbController:
         if not 0 < minutes <= self.exception_max_minutes:
             raise SekishoError(f"minutes must be more than 0 and at most {self.exception_max_minutes:g} "
                                "([usb] exception_max_minutes)")
+        if m.hash is None:
+            m = self._bind(m)
         until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
         exc = UsbException(uuid.uuid4().hex[:12], m, minutes, actor,
-                           until.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+                           until.isoformat(timespec="milliseconds").replace("+00:00", "Z"), interfaces)
         exc.timer = self.loop.call_later(minutes * 60, self._expire, exc.id, "expired")
         self.exceptions[exc.id] = exc
         targets = [t for t in self.devices.values() if m.matches(t.event)]
@@ -352,11 +376,28 @@ class UsbController:
                       Outcome("exception_granted", "allow", EXCEPTION_RULE, f"allowed for {minutes:g} min by {actor}",
                               exception=exc.describe()), "exception", actor)
         for tracked in targets:
-            if tracked.state != "allowed" or tracked.plan:
+            if tracked.state != "allowed" or (tracked.plan and interfaces == "all"):
                 self._record(tracked, self._decide(tracked, "exception"), "exception")
-        return {"exception": exc.id, "until": exc.until,
+        return {"exception": exc.id, "until": exc.until, "hash": m.hash, "interfaces": interfaces,
                 "devices": sorted(self.devices[p].event.port for p in exc.devices if p in self.devices),
                 "held": sorted(t.event.port for t in targets if t.state == "held")}
+
+    def _bind(self, m: Match) -> Match:
+        """``m`` bound to the descriptors of the one device present that it names."""
+        named = [t for t in self.devices.values() if m.matches(t.event)]
+        hashes = sorted({t.device.hash for t in named if t.device is not None})
+        if not named:
+            raise SekishoError(f"cannot allow {m.text}: no such device is present. Plug it in first: an exception "
+                               "is bound to the descriptors of the device present when it is granted, so that no "
+                               "other device can use it (see: sekisho usb list)")
+        if not hashes:
+            raise SekishoError(f"cannot allow {m.text}: its descriptors cannot be read ({named[0].problem}), so "
+                               "nothing would tell it from another device")
+        if len(hashes) > 1:
+            ports = ", ".join(sorted(t.event.port for t in named))
+            raise SekishoError(f"cannot allow {m.text}: it names {len(named)} devices of different descriptors "
+                               f"(ports {ports}); name one by its port")
+        return replace(m, hash=hashes[0])
 
     def _expire(self, exc_id: str, reason: str) -> None:
         exc = self.exceptions.pop(exc_id, None)
@@ -381,7 +422,10 @@ class UsbController:
                                   error=after.error), "expiry")
 
     def _exception_for(self, event: UsbDeviceAdded) -> UsbException | None:
-        return next((e for e in self.exceptions.values() if e.match.matches(event)), None)
+        """The exception that grants the device most: with two in force, the device has what
+        either gives it."""
+        found = [e for e in self.exceptions.values() if e.match.matches(event)]
+        return max(found, key=lambda e: e.interfaces == "all", default=None)
 
     # ------------------------------------------------------------------------- deciding
     def _added(self, event: UsbDeviceAdded, cause: str) -> None:
@@ -432,8 +476,10 @@ class UsbController:
                            error=self._set_authorized(tracked, "0"))
         verdict = tracked.verdict = self.rules.first_match(tracked.device)
         exc = self._exception_for(tracked.event)
-        # An exception matters where the rules would not authorize the whole device.
-        by_exception = exc is not None and (verdict.decision is not Target.ALLOW or bool(verdict.blocked_interfaces))
+        # An exception matters where the rules would not authorize the device, and where they
+        # leave interfaces off only when it lifts those blocks too.
+        by_exception = exc is not None and (verdict.decision is not Target.ALLOW or (
+            bool(verdict.blocked_interfaces) and exc.interfaces == "all"))
         rule = EXCEPTION_RULE if by_exception else verdict.rule
         exc_info = exc.describe() if by_exception and exc is not None else None
         if by_exception or verdict.decision is Target.ALLOW:
@@ -609,6 +655,6 @@ class UsbController:
                 "per_interface": self.per_interface}
 
 
-__all__ = ["DRIVERS_PROBE", "EXCEPTION_RULE", "HOLD_STATES", "Match", "Outcome", "PRESENT_DEVICES",
+__all__ = ["DRIVERS_PROBE", "EXCEPTION_INTERFACES", "EXCEPTION_RULE", "HOLD_STATES", "Match", "Outcome", "PRESENT_DEVICES",
            "PRESENT_RULE", "Sysfs", "Tracked", "UNREADABLE_RULE", "UsbController", "UsbException", "describe",
            "desks_unattended", "device_class", "has_hid", "interface_slots", "load_rules", "parent_hash_of"]

@@ -332,23 +332,28 @@ def usb_generate(*, out: TextIO | None = None, with_hash: bool = True, ports: st
 
 
 # ----------------------------------------------------------------------------- control ops
-def allow_request(match: str, minutes: float) -> dict[str, Any]:
-    """The control request ``sekisho usb allow MATCH --minutes N`` sends; checks MATCH first, so
-    a typo is reported without a daemon."""
+def allow_request(match: str, minutes: float, interfaces: str = "rules") -> dict[str, Any]:
+    """The control request ``sekisho usb allow MATCH --minutes N [--interfaces all]`` sends;
+    checks MATCH first, so a typo is reported without a daemon."""
     Match.parse(match)
-    return {"op": "usb.allow", "match": match, "minutes": minutes}
+    return {"op": "usb.allow", "match": match, "minutes": minutes, "interfaces": interfaces}
 
 
 def format_allow_reply(reply: dict[str, Any]) -> str:
     devices = ", ".join(reply.get("devices") or []) or "none present yet"
     held = f"; held until a desk is in use: {', '.join(reply['held'])}" if reply.get("held") else ""
-    return f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}"
+    every = "; every interface" if reply.get("interfaces") == "all" else ""
+    return (f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}{every}; "
+            f"bound to the descriptors hash {reply.get('hash')}")
 
 
 async def usb_allow(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:
     """The ``usb.allow`` control op: ``{"op": "usb.allow", "match": "046d:c31c:SERIAL" or "1-2",
-    "minutes": 10}``. Answers the exception's id, its end, and the ports authorized now."""
-    return controller.allow_exception(str(request["match"]), request["minutes"], actor)
+    "minutes": 10, "interfaces": "rules" or "all"}`` (``interfaces`` may be left out: ``rules``).
+    The device must be present. Answers the exception's id, its end, the descriptors' hash it is
+    bound to, and the ports authorized now."""
+    return controller.allow_exception(str(request["match"]), request["minutes"], actor,
+                                      request.get("interfaces", "rules"))
 
 
 async def usb_status(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:

@@ -3,6 +3,8 @@ becomes a skip."""
 
 from __future__ import annotations
 
+import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,22 @@ def gpiosim(tmp_path, gpiosim_lib):
     sim = GpioSim(tmp_path, gpiosim_lib)
     yield sim
     sim.close()
+
+
+@pytest.fixture
+def testbed():
+    """A umockdev testbed for a daemon in another process: it inherits the preload and the
+    testbed's directory, so its sysfs reads and writes and its uevents are the testbed's."""
+    if "umockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
+        pytest.fail("needs umockdev's preload: run the suite under umockdev-wrapper (make test does)")
+    import gi
+    gi.require_version("UMockdev", "1.0")
+    from gi.repository import UMockdev
+    bed = UMockdev.Testbed.new()
+    # /sys/bus/usb/drivers_probe exists on every kernel with USB; the testbed has no such file.
+    probe = Path(bed.get_root_dir()) / "sys" / "bus" / "usb" / "drivers_probe"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("")
+    yield bed
+    del bed
+    gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset

@@ -12,9 +12,10 @@ import subprocess
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import wait_for
+from conftest import SEKISHO, wait_for
 from sekisho.daemon import config
-from sekisho.daemon.commands import CommandRunner, Refused, parse, public_key_text, sign, signed_bytes
+from sekisho.daemon.commands import (CommandRunner, Refused, load_private_key, parse, public_key_text, sign,
+                                     signed_bytes)
 from sekisho.daemon.errors import ConfigError
 
 NOW = dt.datetime(2026, 11, 23, 7, 0, 0, tzinfo=dt.timezone.utc)
@@ -27,7 +28,7 @@ def runner(max_skew_s: float = 30.0) -> CommandRunner:
     keys = {"officer": config.CommandKeyConfig("officer", base64.b64decode(public_key_text(OFFICER)),
                                                ("door.*", "usb.allow")),
             "viewer": config.CommandKeyConfig("viewer", base64.b64decode(public_key_text(VIEWER)), ("door.list",))}
-    return CommandRunner(config.CommandsConfig(max_skew_s, keys), node="door-a", handlers={}, store=None,
+    return CommandRunner(config.CommandsConfig(max_skew_s, keys), site="test", node="door-a", handlers={}, store=None,
                          queue=None, result_topic="r", loop=None, clock=lambda: NOW)
 
 
@@ -39,7 +40,8 @@ def refusal(payload: bytes | dict, r: CommandRunner | None = None) -> str:
 
 
 def good(ts: str = TS) -> dict:
-    return sign("door.unlock", {"door": "entrance"}, node="door-a", key_name="officer", key=OFFICER, ts=ts)
+    return sign("door.unlock", {"door": "entrance"}, site="test", node="door-a", key_name="officer", key=OFFICER,
+                ts=ts)
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -49,9 +51,14 @@ def test_a_good_command_passes():
 
 def test_signed_bytes_are_the_canonical_json_without_sig():
     message = {"sig": "x", "op": "usb.allow", "args": {"minutes": 10, "match": "1-2"}, "id": "c1", "ts": TS,
-               "node": "door-a", "key": "officer", "note": "é"}
+               "site": "test", "node": "door-a", "key": "officer", "note": "é"}
     assert signed_bytes(message) == ('{"args":{"match":"1-2","minutes":10},"id":"c1","key":"officer","node":"door-a",'
-                                     '"note":"é","op":"usb.allow","ts":"2026-11-23T07:00:00.000Z"}').encode()
+                                     '"note":"é","op":"usb.allow","site":"test","ts":"2026-11-23T07:00:00.000Z"}'
+                                     ).encode()
+    # sign() puts the site in the signed bytes; a signer that left it out signed other bytes.
+    signed = good()
+    assert signed["site"] == "test" and b'"site":"test"' in signed_bytes(signed)
+    OFFICER.public_key().verify(base64.b64decode(signed["sig"]), signed_bytes(signed))
 
 
 @pytest.mark.parametrize("payload, reason", [
@@ -63,6 +70,8 @@ def test_signed_bytes_are_the_canonical_json_without_sig():
     (json.dumps({**good(), "args": {"n": 2 ** 60}}).encode(), "larger than 2**53"),
     (json.dumps({k: v for k, v in good().items() if k != "sig"}).encode(), "unsigned"),
     (json.dumps({k: v for k, v in good().items() if k != "node"}).encode(), "malformed: missing node"),
+    (json.dumps({k: v for k, v in good().items() if k not in ("site", "sig")}).encode(), "malformed: missing sig, site"),
+    (json.dumps({**good(), "site": "Tokyo HQ"}).encode(), "site must be lower-case"),
     (json.dumps({**good(), "extra": 1}).encode(), "malformed: unknown extra"),
     (json.dumps({**good(), "args": ["entrance"]}).encode(), "args must be a JSON object"),
     (json.dumps({**good(), "id": ""}).encode(), "id must be 1 to 128"),
@@ -80,24 +89,30 @@ def test_malformed_commands_are_refused_by_name(payload, reason):
 
 
 def test_unknown_key_bad_signature_wrong_node_stale_and_not_permitted():
-    assert "unknown key 'nobody'" in refusal(sign("door.list", {}, node="door-a", key_name="nobody", key=OFFICER,
-                                                  ts=TS))
+    assert "unknown key 'nobody'" in refusal(sign("door.list", {}, site="test", node="door-a", key_name="nobody",
+                                                  key=OFFICER, ts=TS))
     tampered = {**good(), "args": {"door": "back"}}
     assert "bad signature" in refusal(tampered)
     assert "bad signature" in refusal({**good(), "sig": "not base64!"})
-    other_key = sign("door.unlock", {"door": "entrance"}, node="door-a", key_name="officer", key=VIEWER, ts=TS)
+    other_key = sign("door.unlock", {"door": "entrance"}, site="test", node="door-a", key_name="officer", key=VIEWER,
+                     ts=TS)
     assert "bad signature" in refusal(other_key)
-    assert "addressed to node 'door-b'" in refusal(sign("door.list", {}, node="door-b", key_name="officer",
-                                                        key=OFFICER, ts=TS))
+    assert "addressed to node 'door-b'" in refusal(sign("door.list", {}, site="test", node="door-b",
+                                                        key_name="officer", key=OFFICER, ts=TS))
+    assert "addressed to site 'osaka', not 'test'" in refusal(sign("door.list", {}, site="osaka", node="door-a",
+                                                                   key_name="officer", key=OFFICER, ts=TS))
+    # The site is signed: changing it on the wire breaks the signature, it does not re-address.
+    assert "bad signature" in refusal({**sign("door.list", {}, site="osaka", node="door-a", key_name="officer",
+                                              key=OFFICER, ts=TS), "site": "test"})
     assert "31 s behind" in refusal(good(ts="2026-11-23T06:59:29.000Z"))
     assert "31 s ahead" in refusal(good(ts="2026-11-23T07:00:31+00:00"))
     assert "no UTC offset" in refusal(good(ts="2026-11-23T07:00:00"))
     assert "not an RFC 3339 time" in refusal(good(ts="yesterday"))
     runner().check(parse(json.dumps(good(ts="2026-11-23T16:00:29+09:00")).encode()))  # 29 s, another zone
-    assert "may not run 'door.unlock'" in refusal(sign("door.unlock", {"door": "entrance"}, node="door-a",
-                                                       key_name="viewer", key=VIEWER, ts=TS))
-    assert "may not run 'enroll'" in refusal(sign("enroll", {}, node="door-a", key_name="officer", key=OFFICER,
-                                                  ts=TS))
+    assert "may not run 'door.unlock'" in refusal(sign("door.unlock", {"door": "entrance"}, site="test",
+                                                       node="door-a", key_name="viewer", key=VIEWER, ts=TS))
+    assert "may not run 'enroll'" in refusal(sign("enroll", {}, site="test", node="door-a", key_name="officer",
+                                                  key=OFFICER, ts=TS))
 
 
 @pytest.mark.parametrize("section, problem", [
@@ -217,17 +232,60 @@ def test_openssl_signed_command_from_mosquitto_pub_runs(signed_site, tmp_path):
     published by mosquitto's own client: no sekisho code on the sending side."""
     site, sub, _, auditor_key = signed_site
     ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    canonical = f'{{"args":{{}},"id":"openssl-1","key":"auditor","node":"door-a","op":"door.list","ts":"{ts}"}}'
+    canonical = (f'{{"args":{{}},"id":"openssl-1","key":"auditor","node":"door-a","op":"door.list","site":"test",'
+                 f'"ts":"{ts}"}}')
     (tmp_path / "msg").write_text(canonical)
     subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(auditor_key), "-in", str(tmp_path / "msg"),
                     "-out", str(tmp_path / "sig")], check=True)
     sig = base64.b64encode((tmp_path / "sig").read_bytes()).decode()
     # Any field order and spacing on the wire: the signature covers the canonical form.
     publish(site, f'{{ "sig": "{sig}", "op": "door.list", "ts": "{ts}", "node": "door-a", "key": "auditor",'
-                  f' "id": "openssl-1", "args": {{ }} }}')
+                  f' "id": "openssl-1", "args": {{ }}, "site": "test" }}')
     answer = wait_for(lambda: results(sub), what="the answer")[0]
     assert answer["ok"] is True, answer
     assert [d["door"] for d in answer["result"]["doors"]] == ["entrance"]
+
+
+def test_a_command_signed_for_another_site_is_refused(signed_site, tmp_path):
+    """Issue 11, item 8: two sites that reuse the node name door-a and trust the same officer key.
+    A door.unlock signed (by the command line, from the other site's config) for site osaka and
+    captured there is refused here; the same op signed for this site runs."""
+    site, sub, officer_key, _ = signed_site
+    osaka = tmp_path / "osaka.toml"
+    osaka.write_text(site.config.read_text().replace('id = "test"', 'id = "osaka"', 1))
+    captured = subprocess.run([*SEKISHO, "cmd", "sign", "door.unlock", "door=entrance", "seconds=2",
+                               "--key", str(officer_key), "--config", str(osaka), "--data-dir", str(tmp_path / "o")],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    publish(site, captured)
+    refused = wait_for(lambda: results(sub), what="the answer")[0]
+    assert refused["ok"] is False and refused["error"] == "addressed to site 'osaka', not 'test'", refused
+    assert json.loads(captured)["site"] == "osaka" and json.loads(captured)["node"] == "door-a"
+    assert audit_rows(site, "command.refused")[0]["detail"]["error"] == refused["error"]
+    ours = json.loads(site.cli("cmd", "sign", "door.unlock", "door=entrance", "seconds=2",
+                               "--key", str(officer_key)).stdout)
+    assert ours["site"] == "test"
+    publish(site, json.dumps(ours))
+    wait_for(lambda: len(results(sub)) == 2, what="the second answer")
+    assert results(sub)[1]["ok"] is True
+    locks = [m.json["lock"] for m in sub.on("/door/entrance/state")]
+    # Unlocked once, by the second command only: the captured one changed nothing.
+    assert locks.count("unlocked") == 1 and len(audit_rows(site, "command.done")) == 1
+
+
+def test_a_command_from_an_older_signer_without_site_is_refused_with_a_clear_answer(signed_site):
+    """What a console of the first release signs: every field but site, correctly signed. It would
+    run at every site that trusts the key, so it is refused, and the answer says what to do."""
+    site, sub, _, auditor_key = signed_site
+    key = load_private_key(auditor_key)
+    message = {"id": "old-1", "ts": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+               "node": "door-a", "op": "door.list", "args": {}, "key": "auditor"}
+    message["sig"] = base64.b64encode(key.sign(signed_bytes(message))).decode()
+    publish(site, json.dumps(message))
+    answer = wait_for(lambda: results(sub), what="the answer")[0]
+    assert answer["ok"] is False and answer["id"] == "old-1" and "result" not in answer
+    assert answer["error"] == ("malformed: missing site: the command was signed without its site (an older signer); "
+                               "sign it again with a signer that signs site (sekisho cmd sign, docs/mqtt.md)")
+    assert len(audit_rows(site, "command.refused")) == 1 and not audit_rows(site, "command.done")
 
 
 def test_refused_commands_change_nothing_and_are_each_answered_and_audited(signed_site):

@@ -291,6 +291,7 @@ def test_usb_rules_file_is_checked_with_the_config(tmp_path):
     ('supervisor_levels = ["staff"]\napproval_confirm = "pin"', True, "usb.approval_confirm: pin needs a PIN pad on "
                                                                       "every desk's reader; readers.d1 has no pin_pad"),
     ('approval_confirm = "retina"', True, "usb.approval_confirm: must be one of 'card', 'pin'"),
+    ('approval_interfaces = "some"', True, "usb.approval_interfaces: must be one of 'rules', 'all'"),
 ])
 def test_supervisor_approval_settings_are_checked(tmp_path, usb, desk, expected):
     (tmp_path / "usb.rules").write_text("allow id 046d:c31c\n")

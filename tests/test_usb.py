@@ -456,22 +456,79 @@ def test_timed_exception_for_a_present_device_expires(make_rig):
     assert not rig.controller.exceptions
 
 
-def test_timed_exception_by_port_covers_a_device_plugged_later(make_rig):
+def test_timed_exception_by_port_is_bound_to_the_device_present(make_rig):
+    """A port names whatever is in it; the exception admits only the device that was there when
+    it was granted (its descriptors' hash), also after a replug, and never another one."""
     rig = make_rig()
     k = rig.kernel
     k.root_hub()
     rig.start()
-    rig.controller.allow_exception("1-2", 0.004, "card:u1042")
-    assert rig.last()["action"] == "exception_granted" and rig.last()["device"]["port"] == "1-2"
+    with pytest.raises(SekishoError, match="no such device is present. Plug it in first"):
+        rig.controller.allow_exception("1-2", 0.004, "card:u1042")
+    assert not rig.records and not rig.controller.exceptions
     path = k.plug(FLASH)
+    answer = rig.controller.allow_exception("1-2", 0.004, "card:u1042")
     assert authorized(path) == "1" and rig.last()["rule"] == EXCEPTION_RULE
-    other = k.plug(Spec("1-6", 0x0781, 0x5567, ("08:06:50",)))
-    assert authorized(other) == "0"
+    assert answer["hash"] == rig.controller.devices[path].device.hash
+    granted = rig.payloads("exception_granted")[0]
+    assert granted["device"]["port"] == "1-2" and granted["exception"]["hash"] == answer["hash"]
+    k.unplug("1-2")
+    other = k.plug(Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="OTHER"))
+    assert authorized(other) == "0" and rig.last()["rule"] != EXCEPTION_RULE
+    k.unplug("1-2")
+    path = k.plug(FLASH)  # the approved device, back in its port
+    assert authorized(path) == "1" and rig.last()["rule"] == EXCEPTION_RULE
     rig.until(lambda: rig.payloads("exception_expired"), timeout=5, what="the exception to expire")
     assert authorized(path) == "0"
 
 
-def test_an_exception_for_a_device_the_rules_allow_partly_authorizes_it_whole(make_rig):
+# The approved stick's id, serial and name, with a keyboard interface added: a BadUSB that
+# copies what `sekisho usb list` shows of the device it impersonates.
+CLONE = Spec("1-3", 0x0781, 0x5567, ("08:06:50", "03:01:01"), name="Cruzer Blade", serial="4C530001230417116225")
+
+
+def test_an_exception_by_serial_refuses_a_clone_with_other_descriptors(make_rig):
+    """Issue 11, item 9: vid:pid:serial is what a device says of itself; the exception also
+    requires the descriptors' hash recorded at the grant."""
+    rig = make_rig()
+    k = rig.kernel
+    k.root_hub()
+    rig.start()
+    genuine = k.plug(FLASH)
+    answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 5, "cli:supervisor")
+    assert authorized(genuine) == "1" and answer["devices"] == ["1-2"]
+    clone = k.plug(CLONE)
+    assert authorized(clone) == "0"
+    decided = rig.last()
+    assert decided["device"]["port"] == "1-3" and decided["action"] == "blocked"
+    assert decided["rule"] == "call-centre.rules:17" and decided["exception"] is None  # the BadUSB line
+    assert rig.controller.status()["exceptions"][0]["hash"] == answer["hash"]
+    # The same device again, in another port: still the approved one.
+    k.unplug("1-2")
+    again = k.plug(Spec("1-4", FLASH.vid, FLASH.pid, FLASH.interfaces, name=FLASH.name, serial=FLASH.serial))
+    assert authorized(again) == "1" and rig.last()["rule"] == EXCEPTION_RULE
+    rig.controller.stop()
+
+
+def test_an_exception_names_one_device(make_rig):
+    """Two devices that answer to the text (no serial) with different descriptors: which one the
+    supervisor meant cannot be known, so nothing is allowed until a port says it."""
+    rig = make_rig()
+    k = rig.kernel
+    k.root_hub()
+    rig.start()
+    k.plug(Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Stick"))
+    k.plug(Spec("1-3", 0x0781, 0x5567, ("08:06:50",), name="Stick v2"))
+    with pytest.raises(SekishoError, match=r"names 2 devices of different descriptors \(ports 1-2, 1-3\)"):
+        rig.controller.allow_exception("0781:5567:", 5, "cli:supervisor")
+    assert rig.controller.allow_exception("1-3", 5, "cli:supervisor")["devices"] == ["1-3"]
+    assert authorized(k.devices["1-2"]) == "0" and authorized(k.devices["1-3"]) == "1"
+    rig.controller.stop()
+
+
+def test_an_exception_keeps_the_rules_interface_blocks_unless_it_says_all(make_rig):
+    """Issue 11, item 9: the headset's vendor-specific interface, which its rule blocks, stays
+    blocked under an exception; one with interfaces = "all" lifts that block until it ends."""
     rig = make_rig()
     k = rig.kernel
     k.root_hub()
@@ -479,12 +536,25 @@ def test_an_exception_for_a_device_the_rules_allow_partly_authorizes_it_whole(ma
     k.plug(HEADSET)
     k.configure("1-4")
     assert interface_states(k, "1-4")["1-4:1.4"] == "0"
-    rig.controller.allow_exception("0b0e:24c8:70BF92E1A2", 0.004, "cli:supervisor")
+    kept = rig.controller.allow_exception("0b0e:24c8:70BF92E1A2", 5, "cli:supervisor")
+    assert interface_states(k, "1-4") == {"1-4:1.0": "1", "1-4:1.1": "1", "1-4:1.2": "1", "1-4:1.3": "1",
+                                          "1-4:1.4": "0"}
+    assert kept["interfaces"] == "rules" and rig.payloads("exception_granted")[-1]["exception"]["interfaces"] == "rules"
+    # Plugged again under that exception, it is decided by its rule, blocks and all.
+    k.unplug("1-4")
+    k.plug(HEADSET)
+    k.configure("1-4")
+    assert interface_states(k, "1-4")["1-4:1.4"] == "0"
+    assert (rig.last()["rule"], rig.last()["blocked_interfaces"]) == ("call-centre.rules:60", ["ff:00:00"])
+    rig.controller.stop()
+    lifted = rig.controller.allow_exception("0b0e:24c8:70BF92E1A2", 0.004, "cli:supervisor", interfaces="all")
+    assert lifted["interfaces"] == "all" and lifted["devices"] == ["1-4"]
     assert interface_states(k, "1-4")["1-4:1.4"] == "1"
-    rig.until(lambda: rig.payloads("exception_expired"), timeout=5, what="the exception to expire")
+    assert (rig.last()["rule"], rig.last()["blocked_interfaces"]) == (EXCEPTION_RULE, [])
+    rig.until(lambda: len(rig.payloads("exception_expired")) == 2, timeout=5, what="the exception to expire")
     assert interface_states(k, "1-4")["1-4:1.4"] == "0"
     assert authorized(k.devices["1-4"]) == "1"
-    assert "still allowed by call-centre.rules:60" in rig.payloads("exception_expired")[0]["reason"]
+    assert "still allowed by call-centre.rules:60" in rig.payloads("exception_expired")[-1]["reason"]
 
 
 def test_stop_ends_exceptions_and_nothing_is_persisted(make_rig):
@@ -503,7 +573,8 @@ def test_stop_ends_exceptions_and_nothing_is_persisted(make_rig):
 
 @pytest.mark.parametrize("match, minutes, message", [
     ("0781:5567", 5, "vid:pid:serial"), ("sda", 5, "vid:pid:serial"), ("1-2", 0, "more than 0"),
-    ("1-2", 481, "at most 480"), ("1-2", "ten", "a number")])
+    ("1-2", 481, "at most 480"), ("1-2", "ten", "a number"), ("1-2", 5, "no such device is present"),
+    ("0781:5567:4C530001230417116225", 5, "no such device is present")])
 def test_exception_refuses_what_it_cannot_mean(make_rig, match, minutes, message):
     rig = make_rig()
     rig.kernel.root_hub()
@@ -527,6 +598,9 @@ def test_usb_allow_control_op(make_rig):
     assert {d["port"]: d["state"] for d in status["devices"]}["1-2"] == "allowed"
     with pytest.raises(SekishoError):
         allow_request("nonsense", 5)
+    assert allow_request("1-4", 5, "all") == {"op": "usb.allow", "match": "1-4", "minutes": 5, "interfaces": "all"}
+    with pytest.raises(SekishoError, match="interfaces must be rules or all, not 'some'"):
+        rig.loop.run_until_complete(usb_allow(rig.controller, {**request, "interfaces": "some"}, "cli:root"))
 
 
 # ----------------------------------------------------------------------------- golden cases
