@@ -750,7 +750,7 @@ def cmd_usb_test_policy(args: argparse.Namespace) -> int:
         try:
             cfg = _config(args)
             implicit = cfg.usb.implicit_target if cfg.usb else "block"
-        except config_mod.ConfigError:
+        except (config_mod.ConfigError, PermissionDenied):
             implicit = "block"  # testing a policy needs no site config
     return usb_test_policy(args.rules, args.devices, implicit_target=implicit, as_json=args.json)
 

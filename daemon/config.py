@@ -435,6 +435,13 @@ class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
+        self.denied: list[str] = []
+        """Files the config names that the kernel would not let this process read."""
+
+    def unreadable(self, key: str, file: str | Path, exc: OSError) -> None:
+        if isinstance(exc, PermissionError):
+            self.denied.append(str(file))
+        self.problem(key, f"cannot read {file}: {exc.strerror or exc}")
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.path}: {key}: {text}")
@@ -689,6 +696,10 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     commands = _commands(c, data.get("commands", {}))
 
     if c.problems:
+        if len(c.denied) == len(c.problems):
+            # Nothing wrong with the config but who may read its files (a password file of
+            # mode 0600): a privilege to ask for, not a config to fix.
+            raise PermissionDenied(c.denied[0])
         raise ConfigError(c.problems)
     desks = {name: DeskConfig(name=name, levels=frozenset(desk_levels[name]),
                               **{**v, "lock_fallback_command": tuple(v["lock_fallback_command"])})
@@ -710,7 +721,7 @@ def _usb(c: _Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
     try:
         text = rules_file.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
-        c.problem("usb.rules", f"cannot read {rules_file}: {exc.strerror or exc}")
+        c.unreadable("usb.rules", rules_file, exc)
         return None
     implicit = values.get("implicit_target") or "block"
     try:
@@ -782,4 +793,4 @@ def _check_readable(c: _Checker, key: str, file: str) -> None:
         with open(file, "rb"):
             pass
     except OSError as exc:
-        c.problem(key, f"cannot read {file}: {exc.strerror or exc}")
+        c.unreadable(key, file, exc)

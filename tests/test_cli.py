@@ -186,6 +186,20 @@ def test_a_config_the_user_may_not_read_exits_77_with_a_hint(root_only_site):
     assert one_line(r) == f"sekisho: {config}: permission denied (run as root or as the sekisho user)\n"
 
 
+def test_a_password_file_the_user_may_not_read_exits_77_not_78(root_only_site):
+    """The config is fine; the user lacks the privilege to read what it names."""
+    config, data = root_only_site
+    secret = config.parent / "mqtt.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    config.write_text(config.read_text().replace("[mqtt]\n", f'[mqtt]\nusername = "door-a"\npassword_file = "{secret}"\n'))
+    r = as_nobody("check-config", "--config", str(config))
+    assert r.returncode == 77, (r.returncode, r.stderr)
+    assert one_line(r) == f"sekisho: {secret}: permission denied (run as root or as the sekisho user)\n"
+    secret.chmod(0o644)
+    assert as_nobody("check-config", "--config", str(config)).returncode == 0
+
+
 def test_events_into_a_pipe_closed_early_end_quietly(site):
     from sekisho.daemon.store import NewEvent, Store
     store = Store(site.data_dir, "door-a")
