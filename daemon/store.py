@@ -505,7 +505,7 @@ class Store:
     def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise DataError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r} (see: sekisho person list)")
             db.execute("UPDATE people SET active = ? WHERE id = ?", [int(active), person_id])
             self._audit(db, actor, "person.enable" if active else "person.disable", {"person": person_id}, utc_now())
 
@@ -572,7 +572,7 @@ class Store:
     def grant_level(self, person_id: str, level: str, actor: str, *, revoke: bool = False) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise DataError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r} (see: sekisho person list)")
             held = db.execute("SELECT 1 FROM person_levels WHERE person_id = ? AND level = ?",
                               [person_id, level]).fetchone()
             if revoke:
@@ -589,7 +589,7 @@ class Store:
     def set_pin_hash(self, person_id: str, pin_hash: str | None, actor: str) -> None:
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
-                raise DataError(f"no person {person_id!r}")
+                raise DataError(f"no person {person_id!r} (see: sekisho person list)")
             db.execute("UPDATE people SET pin_hash = ? WHERE id = ?", [pin_hash, person_id])
             self._audit(db, actor, "pin.set" if pin_hash else "pin.clear", {"person": person_id}, utc_now())
 

@@ -79,7 +79,7 @@ def test_usage_errors_exit_64_in_one_line(site, args, message):
     (["card", "revoke", "ffffffff"], "sekisho: no active card whose hash starts with 'ffffffff'"),
     (["card", "revoke", "cardcard"], "sekisho: 'cardcard' is not the start of a card hash"),
     (["card", "list", "--person", "nobody"], "sekisho: no person 'nobody' (see: sekisho person list)"),
-    (["person", "disable", "ghost"], "sekisho: no person 'ghost'"),
+    (["person", "disable", "ghost"], "sekisho: no person 'ghost' (see: sekisho person list)"),
     (["person", "grant", "p1", "admins"], "sekisho: no level 'admins' in "),
     (["person", "add", "--id", "p2", "--name", "B", "--valid-from", "2026-13-01"],
      "sekisho: --valid-from: '2026-13-01' is not a date like 2026-04-01"),
