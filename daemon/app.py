@@ -134,7 +134,8 @@ class Daemon:
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, handlers=remote,
                                       store=self.store, queue=self._queue,
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
-        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive, retained=False)
+        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
+                                 threaded=True)
         self.publisher.on_duplicate = self._duplicate_node
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
