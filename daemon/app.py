@@ -35,6 +35,7 @@ from .doors import Doors
 from .errors import SekishoError, StoreError
 from .keys import SiteKey
 from .logind import Logind
+from .logind_watch import SeatWatch
 from .publisher import Publisher
 from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, utc_now
 from .strikes import make_strike
@@ -91,6 +92,8 @@ class Daemon:
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
                            subject_of=self.doors.subject_of, entered=self._entered,
                            raise_alarm=self.doors.raise_alarm, on_change=self._desk_changed) if self.logind else None
+        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.desks.seat_seen) \
+            if self.logind and self.desks else None
         self.usb: UsbController | None = None
         self.usb_driver: UdevUsb | None = None
         if config.usb:
@@ -133,6 +136,8 @@ class Daemon:
         self.doors.startup()
         if self.desks:
             self.desks.startup()
+        if self.seat_watch:
+            await self.seat_watch.start()
         started: list[Driver] = []
         try:
             for name, driver in self.drivers.items():
@@ -164,6 +169,8 @@ class Daemon:
             for driver in reversed(started):
                 await driver.stop()
             await self.doors.shutdown()
+            if self.seat_watch:
+                await self.seat_watch.stop()
             if self.logind:
                 await self.logind.close()
             if self.usb:
