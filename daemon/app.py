@@ -134,10 +134,12 @@ class Daemon:
             log.warning("%s", warning)
         self.publisher.start()
         self.doors.startup()
+        if self.seat_watch:
+            # Before the start-up lock: a session the watch's first listing shows is locked by it,
+            # and one that appears after that listing is a change the watch reports.
+            await self.seat_watch.start()
         if self.desks:
             self.desks.startup()
-        if self.seat_watch:
-            await self.seat_watch.start()
         started: list[Driver] = []
         try:
             for name, driver in self.drivers.items():

@@ -69,7 +69,8 @@ class Desks:
                                       policy.UnknownOccupancy(d.unknown_occupancy), d.away_timeout_s,
                                       policy.UnlockedWithoutCard(d.unlocked_without_card))
                       for name, d in config.desks.items()}
-        self.desks: dict[str, Desk] = {}
+        self.desks: dict[str, Desk] = {name: Desk() for name in config.desks}
+        """Before ``startup`` only the seat watch's first listing (the baseline) is kept here."""
         self.locking: set[str] = set()
         self.relock: dict[str, float] = {}
         self.tasks: set[asyncio.Task] = set()
@@ -78,8 +79,7 @@ class Desks:
         """Nobody is known to hold a desk at start, so every desk's session locks; a card in the
         slot is reported by its reader and makes the desk in_use again."""
         for name in self.config.desks:
-            self.desks[name] = Desk()
-            self._apply(name, policy.start(self.loop.time()), self.loop.time())
+            self._apply(name, policy.start(self.loop.time(), self.desks[name].seen), self.loop.time())
 
     # ------------------------------------------------------------------------- inputs
     def event(self, desk: str, event: Event, card_hash: str | None = None) -> None:
@@ -87,11 +87,11 @@ class Desks:
         decision = policy.decide(self.desks[desk], event, self.loop.time(), self.rules[desk], card)
         self._apply(desk, decision, event.mono)
 
-    def seat_seen(self, seat: str, sessions: tuple[SeatSession, ...]) -> None:
+    def seat_seen(self, seat: str, sessions: tuple[SeatSession, ...], signalled: frozenset[str]) -> None:
         """The seat watch's report: the user sessions on ``seat`` after a change."""
         for name, cfg in self.config.desks.items():
             if cfg.seat == seat:
-                self.event(name, SeatSessionsSeen(source="logind", seat=seat, sessions=sessions))
+                self.event(name, SeatSessionsSeen(source="logind", seat=seat, sessions=sessions, signalled=signalled))
 
     def _card(self, desk: str, card_hash: str) -> Card:
         holder = self.store.card_holder(card_hash)

@@ -11,6 +11,10 @@ user sessions afresh (``Logind.user_sessions``) and reports the whole picture as
 ``SeatSessionsSeen`` when it differs from the last one reported, so a missed, merged or
 reordered signal costs a listing, never a wrong picture. Triggers that arrive during a listing
 run one more listing after it, so the last word is always a listing made after the last signal.
+One thing a listing cannot show is a lock and an unlock that both happened since the previous
+one; so the sessions logind signalled unlocked (``LockedHint`` false) or activated since the
+previous listing go with it (``signalled``), and a report is made for them even when the
+picture itself did not change.
 The match rules name ``sender='org.freedesktop.login1'``, so the bus itself drops the same
 signals sent by anyone else; and a forged trigger could only cause a listing.
 
@@ -40,8 +44,9 @@ from .logind import Logind
 
 log = logging.getLogger("sekisho.logind.watch")
 
-Report = Callable[[str, tuple[SeatSession, ...]], None]
-"""Called on the loop with a seat and its user sessions, sorted by id."""
+Report = Callable[[str, tuple[SeatSession, ...], frozenset[str]], None]
+"""Called on the loop with a seat, its user sessions sorted by id, and the ids of those logind
+signalled unlocked or activated since the previous report."""
 
 
 class SeatWatch:
@@ -53,16 +58,28 @@ class SeatWatch:
         self.last: dict[str, tuple[SeatSession, ...]] = {}
         self._bus: MessageBus | None = None
         self._dirty = False
+        self._signalled: set[str] = set()
+        """Object paths of sessions signalled unlocked or activated since the last listing."""
         self._listing: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
         self._stopping = False
+        self._ready = asyncio.Event()
         self._rules = (ld.manager_signal_rule(ld.SESSION_NEW), ld.manager_signal_rule(ld.SESSION_REMOVED),
                        ld.login1_properties_changed_rule())
 
-    async def start(self) -> None:
-        """Subscribe, then list every seat once; keeps trying in the background on failure."""
+    async def start(self, ready_timeout: float = 5.0) -> bool:
+        """Subscribe, then list every seat once; True once that first listing was reported, False
+        when it took longer than ``ready_timeout`` (the watch keeps trying in the background).
+        The daemon starts the desks after this, so that what their start-up lock sees and what
+        the watch takes as its baseline leave no gap for a login to slip through unseen."""
         self._stopping = False
         self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
+        try:
+            await asyncio.wait_for(self._ready.wait(), ready_timeout)
+        except TimeoutError:
+            log.error("the seat watch has no listing after %g s; desks start without it", ready_timeout)
+            return False
+        return True
 
     async def stop(self) -> None:
         self._stopping = True
@@ -121,6 +138,13 @@ class SeatWatch:
             self.changed()
         elif (msg.interface == ld.PROPERTIES_IFACE and msg.member == ld.PROPERTIES_CHANGED and msg.body
               and msg.body[0] in (ld.SESSION_IFACE, ld.SEAT_IFACE)):
+            changed = msg.body[1] if len(msg.body) > 1 else {}
+            # Only a broadcast passed the match rule's sender test; a unicast signal aimed at this
+            # connection may come from anyone, and triggers a listing but counts for nothing more.
+            if msg.body[0] == ld.SESSION_IFACE and msg.destination is None and (
+                    (ld.PROP_LOCKED_HINT in changed and not changed[ld.PROP_LOCKED_HINT].value)
+                    or (ld.PROP_ACTIVE in changed and changed[ld.PROP_ACTIVE].value)):
+                self._signalled.add(msg.path)
             self.changed()
 
     # ------------------------------------------------------------------------- listing
@@ -133,19 +157,24 @@ class SeatWatch:
     async def _list(self) -> None:
         while self._dirty and not self._stopping:
             self._dirty = False
+            signalled, self._signalled = self._signalled, set()
             for seat in self.seats:
                 try:
                     sessions = await self.logind.user_sessions(seat)
                 except SekishoDBusError as exc:
                     log.error("cannot list the sessions of %s (retrying in %g s): %s", seat, self.retry_s, exc)
                     self._dirty = True
+                    self._signalled |= signalled
                     await asyncio.sleep(self.retry_s)
                     break
                 picture = tuple(sorted((s.seat_session() for s in sessions), key=lambda s: s.id))
-                if self.last.get(seat) != picture:
+                flagged = frozenset(s.id for s in sessions if s.path in signalled)
+                if self.last.get(seat) != picture or flagged:
                     self.last[seat] = picture
-                    log.debug("%s: %s", seat, picture)
+                    log.debug("%s: %s (signalled %s)", seat, picture, sorted(flagged))
                     try:
-                        self.report(seat, picture)
+                        self.report(seat, picture, flagged)
                     except Exception:  # noqa: BLE001 - one bad report must not end the watch for good
                         log.exception("reporting the sessions of %s failed", seat)
+            else:
+                self._ready.set()  # every seat listed once

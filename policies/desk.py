@@ -246,10 +246,11 @@ def _nothing(desk: Desk, rule: str, reason: str, *actions: Action) -> DeskDecisi
 
 
 # ---------------------------------------------------------------------------------- decisions
-def start(now: float) -> DeskDecision:
-    """The desk when the daemon starts: nobody is known to hold it, so its session locks. A card
-    already in the slot is reported by the driver's first look and makes the desk ``in_use``."""
-    return DeskDecision(Desk(since=now), (LockSession(),), "desk.start", "start", True)
+def start(now: float, seen: tuple[SeatSession, ...] | None = None) -> DeskDecision:
+    """The desk when the daemon starts: nobody is known to hold it, so its sessions lock. A card
+    already in the slot is reported by the driver's first look and makes the desk ``in_use``.
+    ``seen``: the seat's listing when the watch made one before the start (its baseline)."""
+    return DeskDecision(Desk(since=now, seen=seen), (LockSession(),), "desk.start", "start", True)
 
 
 def decide(desk: Desk, event: Event, now: float, rules: DeskRules, card: Card | None = None) -> DeskDecision:
@@ -289,8 +290,8 @@ def decide(desk: Desk, event: Event, now: float, rules: DeskRules, card: Card | 
         case NoSessionToLock():
             # Recorded only: who holds the desk follows the seat's listing (SeatSessionsSeen).
             return _nothing(desk, "desk.no-session", "no_session", Publish(Kind.SESSION_LOCKED, holder, "no_session"))
-        case SeatSessionsSeen(sessions=sessions):
-            return _seen(desk, sessions, now, rules)
+        case SeatSessionsSeen(sessions=sessions, signalled=signalled):
+            return _seen(desk, sessions, signalled, now, rules)
     return _nothing(desk, "desk.ignored", type(event).__name__)
 
 
@@ -312,11 +313,12 @@ def _leave_seat(desk: Desk, now: float, rules: DeskRules) -> DeskDecision:
     return _decision(desk, desk, now, (LockSession(), publish), "desk.leave-seat", "leave_seat")
 
 
-def became_usable(before: tuple[SeatSession, ...] | None,
-                  now: tuple[SeatSession, ...]) -> tuple[tuple[SeatSession, str], ...]:
+def became_usable(before: tuple[SeatSession, ...] | None, now: tuple[SeatSession, ...],
+                  signalled: frozenset[str] = frozenset()) -> tuple[tuple[SeatSession, str], ...]:
     """The sessions of ``now`` that someone can use and could not before, each with how:
-    ``new_session`` (a login), ``unlocked`` (``LockedHint`` turned false), ``activated`` (an
-    unlocked session came to the foreground). Nothing against no previous listing."""
+    ``new_session`` (a login), ``unlocked`` (``LockedHint`` turned false, or logind signalled
+    so since the previous listing), ``activated`` (an unlocked session came to the foreground).
+    Nothing against no previous listing."""
     if before is None:
         return ()
     old = {s.id: s for s in before}
@@ -331,11 +333,14 @@ def became_usable(before: tuple[SeatSession, ...] | None,
             usable.append((s, "unlocked"))
         elif s.active and not prev.active:
             usable.append((s, "activated"))
+        elif s.id in signalled:
+            usable.append((s, "unlocked"))
     return tuple(usable)
 
 
-def _seen(desk: Desk, sessions: tuple[SeatSession, ...], now: float, rules: DeskRules) -> DeskDecision:
-    usable = became_usable(desk.seen, sessions)
+def _seen(desk: Desk, sessions: tuple[SeatSession, ...], signalled: frozenset[str], now: float,
+          rules: DeskRules) -> DeskDecision:
+    usable = became_usable(desk.seen, sessions, signalled)
     seen = replace(desk, seen=sessions)
     holder = desk.person_id
     if desk.state is DeskState.IN_USE:

@@ -117,6 +117,9 @@ class SeatSessionsSeen(Event):
 
     seat: str
     sessions: tuple[SeatSession, ...]
+    signalled: frozenset[str] = frozenset()
+    """Sessions logind signalled unlocked (``LockedHint`` false) or activated since the previous
+    listing: a lock and an unlock between two listings would otherwise look like no change."""
 
 
 @dataclass(frozen=True, kw_only=True)
