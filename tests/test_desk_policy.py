@@ -411,6 +411,9 @@ def test_became_usable_against_the_previous_listing():
     assert became_usable(before, (sess("c1", active=False, locked=True), sess("c2", graphical=False))) == (
         (sess("c2", graphical=False), "activated"),)
     assert became_usable(before, (sess("c1", locked=True), sess("c3", locked=True))) == ()  # locked at login
+    # Locked and unlocked again between two listings: only logind's signal tells.
+    assert became_usable(before, before, frozenset({"c2"})) == ((before[1], "unlocked"),)
+    assert became_usable(before, before, frozenset({"c1"})) == ()  # signalled, but locked by now
 
 
 def test_locked_a_password_unlock_without_the_card_is_relocked_with_the_alarm():

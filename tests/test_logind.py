@@ -31,7 +31,8 @@ from logind_mock import SESSION_PATH, LogindMock
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.errors import SekishoDBusError
 from sekisho.daemon.logind import TERMINATE, Logind, LockResult, SeatLockResult, Step, _LockedHintWatch, check_fallback
-from sekisho.policies.events import NoSessionToLock, SessionLocked, SessionLockFailed, SessionTerminated
+from sekisho.daemon.logind_watch import SeatWatch
+from sekisho.policies.events import NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed, SessionTerminated
 
 @pytest.fixture
 def mock(logind: LogindMock) -> LogindMock:
@@ -377,4 +378,55 @@ def test_only_logind_itself_can_confirm_a_lock():
         assert not watch.locked and watch.changed.is_set()   # re-read, do not assume
         watch(_changed(":1.5", SESSION_PATH + "c1", True))
         assert watch.locked
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------ the seat watch
+async def _until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_the_seat_watch_reports_each_change_of_the_seats_user_sessions(mock: LogindMock):
+    mock.add_session("c1", locked=True)
+    mock.add_session("g9", seat="seat1", user="gdm", session_class="greeter")
+    reports: list[tuple[str, tuple, frozenset]] = []
+
+    def ids() -> list[str]:
+        return [s.id for s in reports[-1][1]]
+
+    async def scenario(client: Logind) -> None:
+        watch = SeatWatch(client, ["seat0", "seat0"], lambda *r: reports.append(r))
+        assert await watch.start()  # subscribed and listed once
+        try:
+            assert reports == [("seat0", (SeatSession("c1", True, True, True),), frozenset())]
+            mock.add_session("c2", type="tty", active=True)  # SessionNew
+            await _until(lambda: ids() == ["c1", "c2"])
+            assert reports[-1][1] == (SeatSession("c1", False, True, True), SeatSession("c2", True, False, False))
+            mock.switch_to("c1")  # Active and the seat's ActiveSession
+            await _until(lambda: reports[-1][1][0].active)
+            # Unlocked and locked again before any listing: logind's signal still counts.
+            mock.unlock_by_password("c1")
+            mock.bus.get_object(ld.BUS_NAME, SESSION_PATH + "c1").SetLockedHint(True, dbus_interface=ld.SESSION_IFACE)
+            await _until(lambda: "c1" in reports[-1][2])
+            mock.logout("c2")  # SessionRemoved
+            await _until(lambda: ids() == ["c1"])
+            mock.logout("c1")
+            await _until(lambda: reports[-1][1] == ())
+        finally:
+            await watch.stop()
+    run(scenario)
+    assert {seat for seat, _, _ in reports} == {"seat0"}  # one seat, listed once per change
+
+
+def test_the_seat_watch_without_a_system_bus_starts_late_and_never_raises(mock: LogindMock, monkeypatch,
+                                                                         tmp_path: Path):
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+
+    async def scenario() -> None:
+        watch = SeatWatch(Logind(call_timeout=0.5), ["seat0"], lambda *r: None, retry_s=0.05)
+        assert await watch.start(ready_timeout=0.3) is False
+        await watch.stop()
     asyncio.run(scenario())
