@@ -369,13 +369,12 @@ class Logind:
         started = time.monotonic()
         steps: list[LockStep] = []
 
-        def step(kind: Step, attempt: int = 0, detail: str = "") -> LockStep:
+        def step(kind: Step, attempt: int = 0, detail: str = "") -> None:
             s = LockStep(kind, time.monotonic(), attempt, detail)
             steps.append(s)
             log.debug("lock %s: %s %s %s", seat, kind.value, attempt or "", detail)
             if on_step is not None:
                 on_step(s)
-            return s
 
         try:
             sessions = await self.user_sessions(seat)

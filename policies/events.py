@@ -63,7 +63,8 @@ class LeaveSeatPressed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SessionLocked(Event):
-    """logind confirmed the lock: the session's ``LockedHint`` turned true."""
+    """logind confirmed the lock: the session's ``LockedHint`` turned true (and the desk's
+    confirmation command, if it has one, agreed)."""
 
     session: str
     latency_ms: float | None = None
@@ -76,7 +77,8 @@ class SessionLockFailed(Event):
 
     session: str | None
     reason: str
-    """``unconfirmed``, or the D-Bus error name that stopped it."""
+    """``unconfirmed``, ``text_session_unconfirmed`` (a console left open by ``tty_lock``),
+    ``confirm_command_failed: <how>``, or the D-Bus error name that stopped it."""
     latency_ms: float | None = None
 
 

@@ -133,7 +133,9 @@ def start_logind() -> Iterator[LogindMock]:
     proc, obj = dbusmock.DBusTestCase.spawn_server_template("logind", {}, stdout=subprocess.DEVNULL)
     bus = dbusmock.DBusTestCase.get_dbus(system_bus=True)
     try:
-        yield LogindMock(proc, obj, bus)
+        mock = LogindMock(proc, obj, bus)
+        mock.reset()  # the logind-like behaviours and the helpers, from the first use on
+        yield mock
     finally:
         bus.close()
         proc.terminate()
