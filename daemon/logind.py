@@ -71,6 +71,8 @@ class SessionInfo:
     session_class: str
     type: str
     locked_hint: bool
+    state: str = ""
+    """``online``, ``active`` or ``closing`` (logged out, processes lingering)."""
 
     def seat_session(self, graphical_types: frozenset[str] = ld.GRAPHICAL_TYPES) -> SeatSession:
         return SeatSession(self.id, self.active, self.locked_hint, self.type in graphical_types)
@@ -307,7 +309,7 @@ class Logind:
         return SessionInfo(id=str(p.get(ld.PROP_ID, "")), path=path, seat=str(seat[0]), uid=int(user[0]),
                            user=str(p.get(ld.PROP_NAME, "")), active=bool(p.get(ld.PROP_ACTIVE, False)),
                            session_class=str(p.get(ld.PROP_CLASS, "")), type=str(p.get(ld.PROP_TYPE, "")),
-                           locked_hint=bool(p.get(ld.PROP_LOCKED_HINT, False)))
+                           locked_hint=bool(p.get(ld.PROP_LOCKED_HINT, False)), state=str(p.get(ld.PROP_STATE, "")))
 
     async def sessions(self, seat: str) -> list[SessionInfo]:
         """Every session on ``seat``, in logind's order, whatever its class, type or activity."""
@@ -330,8 +332,12 @@ class Logind:
         return found
 
     async def user_sessions(self, seat: str) -> list[SessionInfo]:
-        """Every session on ``seat`` a person works in (``classes``), graphical or not."""
-        return [s for s in await self.sessions(seat) if s.session_class in self.classes]
+        """Every session on ``seat`` a person works in (``classes``), graphical or not, that is
+        not ``closing``: a logged-out session whose processes linger (Debian's logind keeps them,
+        ``KillUserProcesses=no``) has no screen or console left to use, and must not keep its
+        holder's desk from the next shift."""
+        return [s for s in await self.sessions(seat)
+                if s.session_class in self.classes and s.state != ld.STATE_CLOSING]
 
     async def active_session(self, seat: str) -> SessionInfo | None:
         """The active graphical user session on ``seat``; None at the login screen or with none."""

@@ -43,6 +43,8 @@ PROP_ACTIVE = "Active"
 PROP_CLASS = "Class"
 PROP_TYPE = "Type"
 PROP_STATE = "State"
+STATE_CLOSING = "closing"
+"""The session's user logged out and some of its processes still run."""
 PROP_LOCKED_HINT = "LockedHint"
 
 

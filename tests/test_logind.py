@@ -156,6 +156,14 @@ def test_nothing_to_lock_without_a_user_session_on_the_seat(mock: LogindMock, kw
     assert mock.calls("LockSession") == [] and mock.calls("LockSessions") == []
 
 
+def test_a_closing_session_is_no_user_session_any_more(mock: LogindMock):
+    path = mock.add_session("c1")
+    dbus.Interface(mock.bus.get_object(ld.BUS_NAME, path), dbus.PROPERTIES_IFACE).Set(
+        ld.SESSION_IFACE, ld.PROP_STATE, "closing")  # logged out, a process left behind
+    assert run(lambda c: c.user_sessions("seat0")) == []
+    assert lock().nothing_to_lock
+
+
 @pytest.mark.parametrize("kw", [dict(type="tty"), dict(type="test"), dict(active=False)],
                          ids=["tty", "mock-type", "inactive"])
 def test_text_and_inactive_user_sessions_are_locked_too(mock: LogindMock, kw):
