@@ -364,6 +364,19 @@ def test_a_vacant_desk_relocks_a_password_login_made_without_a_card(site, subscr
     site.stop()
 
 
+def test_a_vacant_desk_relocks_its_session_unlocked_by_password_without_a_card(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)  # nobody's card: c1 locked at start, the desk vacant
+    assert desk_state(sub) == "vacant" and logind.locked_hint("c1")
+    logind.unlock_by_password("c1")
+    wait_for(lambda: ("unlocked_without_card", "unlocked") in desk_events(sub), what="unlocked_without_card")
+    wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 relocked")
+    event = next(m.json for m in sub.on("/desk/desk-01/event") if m.json["kind"] == "unlocked_without_card")
+    assert event["subject"] is None  # nobody held the desk
+    wait_for(lambda: desk_states(sub)[-2:] == ["unlocked", "vacant"], what="unlocked, then vacant again")
+    site.stop()
+
+
 def test_a_console_in_the_foreground_at_the_pull_is_locked_and_the_graphical_session_too(desk):
     site, sub, logind = desk
     started(site, sub, logind)
