@@ -192,8 +192,17 @@ class Desks:
             self._publish(desk, decision, follow)
 
     def describe(self) -> list[dict[str, Any]]:
-        """For ``sekisho desk list`` (local, so the person's id, not the pseudonym)."""
+        """For ``sekisho desk list`` (local, so the person's id, not the pseudonym). ``sessions``
+        is the seat's user sessions as the watch last listed them (None before its first)."""
         return [{"desk": name, "state": d.state.value, "person_id": d.person_id,
-                 "since_s": round(self.loop.time() - d.since, 1)} for name, d in self.desks.items()]
+                 "since_s": round(self.loop.time() - d.since, 1), "sessions": _sessions(d)}
+                for name, d in self.desks.items()]
+
+
+def _sessions(desk: Desk) -> str | None:
+    if desk.seen is None:
+        return None
+    return ", ".join(f"{s.id} {'locked' if s.locked else 'unlocked'}{' active' if s.active else ''}"
+                     for s in desk.seen) or "none"
 
 

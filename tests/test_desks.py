@@ -298,11 +298,23 @@ def desk_states(sub) -> list[str]:
     return [m.json["state"] for m in sub.on("/desk/desk-01/state")]
 
 
-def in_use_then_pulled(site, sub, logind) -> None:
-    """Alice's card in, then out: the desk locked and c1 confirmed locked, calls cleared."""
+def seen_by_the_watch(site, *sessions: str) -> None:
+    """Wait until the daemon's seat watch lists ``sessions`` ("c1 locked", "c2 unlocked active")."""
+    wait_for(lambda: all(s in site.cli("desk", "list").stdout for s in sessions), what=f"the watch seeing {sessions}")
+
+
+def at_work(site, sub, logind) -> None:
+    """Alice's card in and her password typed at the locker (c1 was locked at start)."""
     enter_room(site, sub, ALICE)
     site.tap(ALICE, reader="desk-01")
     wait_for(lambda: desk_state(sub) == "in_use", what="in_use")
+    logind.unlock_by_password("c1")
+    seen_by_the_watch(site, "c1 unlocked active")
+
+
+def in_use_then_pulled(site, sub, logind) -> None:
+    """Alice at work, then her card out: the desk locked and c1 confirmed locked, calls cleared."""
+    at_work(site, sub, logind)
     site.sim("desk-01", {"op": "pull"})
     wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 locked")
     wait_for(lambda: desk_state(sub) == "locked", what="locked")
@@ -380,10 +392,9 @@ def test_a_vacant_desk_relocks_its_session_unlocked_by_password_without_a_card(d
 def test_a_console_in_the_foreground_at_the_pull_is_locked_and_the_graphical_session_too(desk):
     site, sub, logind = desk
     started(site, sub, logind)
-    enter_room(site, sub, ALICE)
-    site.tap(ALICE, reader="desk-01")
-    wait_for(lambda: desk_state(sub) == "in_use", what="in_use")
+    at_work(site, sub, logind)
     logind.add_session("c2", user="alice", type="tty", active=True)  # Ctrl-Alt-F3 and a login there
+    seen_by_the_watch(site, "c2 unlocked active")  # while her card is in: Alice at work
     site.sim("desk-01", {"op": "pull"})
     wait_for(lambda: sorted(logind.calls("LockSession")) == [["c1"], ["c2"]], what="both sessions asked")
     wait_for(lambda: logind.locked_hint("c1"), what="the graphical session locked")
@@ -392,6 +403,22 @@ def test_a_console_in_the_foreground_at_the_pull_is_locked_and_the_graphical_ses
     wait_for(lambda: ("session_terminated", "text_session") in desk_events(sub), what="session_terminated")
     assert logind.session_ids() == ["c1"]
     assert desk_state(sub) == "locked" and alarms(sub, "lock_failed") == []
+    site.stop()
+
+
+def test_tty_lock_alarm_only_leaves_the_console_open_with_the_alarm_and_the_desk_says_unlocked(desk):
+    site, sub, logind = desk
+    write(site, desk_extra='tty_lock = "alarm_only"')
+    started(site, sub, logind)
+    at_work(site, sub, logind)
+    logind.add_session("c2", user="alice", type="tty", active=True)
+    seen_by_the_watch(site, "c2 unlocked active")
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: ("lock_failed", "text_session_unconfirmed") in desk_events(sub), what="lock_failed")
+    assert logind.locked_hint("c1") and logind.calls("TerminateSession") == []
+    assert sorted(logind.calls("LockSession")) == [["c1"], ["c2"]]  # the console asked once, no retry
+    assert wait_for(lambda: alarms(sub, "lock_failed"), what="alarm")[0]["severity"] == "critical"
+    wait_for(lambda: desk_state(sub) == "unlocked", what="the desk says unlocked")
     site.stop()
 
 
@@ -420,12 +447,13 @@ def test_a_confirmation_command_that_disagrees_escalates_as_a_failed_lock(desk, 
 def test_a_pull_with_the_login_screen_in_front_locks_the_session_behind_it_and_keeps_the_holder(desk):
     site, sub, logind = desk
     started(site, sub, logind)
-    enter_room(site, sub, ALICE)
     enter_room(site, sub, BOB)
-    site.tap(ALICE, reader="desk-01")
-    wait_for(lambda: desk_state(sub) == "in_use", what="in_use")
+    at_work(site, sub, logind)
     # "Switch user": the greeter comes to the front, Alice's session stays unlocked behind it.
     logind.add_session("g1", uid=120, user="gdm", session_class="greeter", active=True)
+    # c1 no longer active; the greeter is no user session of the seat's.
+    wait_for(lambda: "c1 unlocked active" not in (out := site.cli("desk", "list").stdout) and "c1 unlocked" in out,
+             what="the watch seeing c1 in the background")
     site.sim("desk-01", {"op": "pull"})
     wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 locked")
     wait_for(lambda: desk_state(sub) == "locked", what="locked")
