@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from sekisho.drivers.base import Driver, DriverError
 from sekisho.policies.access import Mode
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
-                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, UsbDeviceAdded,
-                                     UsbDeviceRemoved, UsbInterfaceAdded)
+                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, SeatSessionsSeen,
+                                     UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
 from .approvals import Approvals
@@ -32,12 +33,14 @@ from .config import Config
 from .control import ControlServer
 from .desks import Desks
 from .doors import Doors
-from .errors import SekishoError, StoreError
+from .errors import SekishoError, StoreDamaged, StoreError
+from .instance import hold_data_dir
 from .keys import SiteKey
 from .logind import Logind
 from .logind_watch import SeatWatch
 from .publisher import Publisher
-from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, utc_now
+from .records_lost import forget_lost, keep_reserve, lost_before, write_lost
+from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage, utc_now
 from .strikes import make_strike
 from .topics import Topics
 from .usb import UsbController, desks_unattended
@@ -46,7 +49,10 @@ from .usb_cli import usb_allow, usb_status
 log = logging.getLogger("sekisho")
 
 RETRY_STORE_S = 1.0
+STOP_RETRY_S = 10.0
+"""At stop, how long to keep trying a store that refuses writes before journaling what it refused."""
 PURGE_EVERY_S = 24 * 3600
+EX_IOERR = 74
 
 
 def purge_before(config: Config) -> str:
@@ -55,9 +61,10 @@ def purge_before(config: Config) -> str:
     return cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def open_store(config: Config, data_dir: Path) -> tuple[Store, SiteKey]:
-    """The store and the site key, as every command that touches records opens them."""
-    store = Store(data_dir, config.site.node)
+def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Store, SiteKey]:
+    """The store and the site key, as every command that touches records opens them; ``check``
+    (the daemon) refuses a store that fails SQLite's quick check."""
+    store = Store(data_dir, config.site.node, check=check)
     return store, SiteKey.load_or_create(Path(data_dir) / "site.key")
 
 
@@ -65,7 +72,14 @@ class Daemon:
     def __init__(self, config: Config, data_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.loop = loop
-        self.store, self.key = open_store(config, data_dir)
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock_fd = hold_data_dir(self.data_dir)  # before anything in it is opened, created or replaced
+        self.store, self.key = open_store(config, data_dir, check=True)
+        self.damaged: BaseException | None = None
+        """Set when the store turned out damaged: nothing is decided from then on that cannot be recorded."""
+        self.exit_code = 0
+        self.retry: asyncio.TimerHandle | None = None
         self.topics = Topics(config.site.id)
         self.publisher = Publisher(
             config.mqtt, self.store, loop=loop, version=__version__, started=utc_now(),
@@ -92,7 +106,8 @@ class Daemon:
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
                            subject_of=self.doors.subject_of, entered=self._entered,
                            raise_alarm=self.doors.raise_alarm, on_change=self._desk_changed) if self.logind else None
-        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.desks.seat_seen) \
+        # The watch reports through handle, the one way in, like a driver.
+        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.handle) \
             if self.logind and self.desks else None
         self.usb: UsbController | None = None
         self.usb_driver: UdevUsb | None = None
@@ -124,16 +139,22 @@ class Daemon:
                                       queue=self._queue, result_topic=self.topics.command_result(config.site.node),
                                       loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive, retained=False)
+        self.publisher.on_duplicate = self._duplicate_node
+        self.duplicate_reported = False
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Run until SIGTERM or SIGINT, or until the store turns out damaged; the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
+        self.loop.set_exception_handler(self._loop_error)
         for warning in self.config.warnings:
             log.warning("%s", warning)
+        keep_reserve(self.data_dir)
         self.publisher.start()
-        self.doors.startup()
+        await self.doors.startup()  # every strike driven as its mode says before any reader starts
+        self._report_lost()
         if self.seat_watch:
             # Before the start-up lock: a session the watch's first listing shows is locked by it,
             # and one that appears after that listing is a change the watch reports.
@@ -177,10 +198,75 @@ class Daemon:
                 await self.logind.close()
             if self.usb:
                 self.usb.stop()  # ends timed exceptions, recorded: they are never kept across a restart
-            self._flush()
-            await self.publisher.stop()
+            await self._flush_at_stop()
+            await self.publisher.stop(drain=self.damaged is None)
             self.store.close()
-            log.info("stopped")
+            log.info("stopped" if not self.exit_code else f"stopped (exit {self.exit_code})")
+        return self.exit_code
+
+    # ------------------------------------------------------------------------- a store that fails
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A damaged store found anywhere (a timer, a task, a callback) stops the daemon."""
+        exc = context.get("exception")
+        if exc is not None and (isinstance(exc, StoreDamaged) or is_damage(exc)):
+            self._store_damaged(exc)
+            return
+        loop.default_exception_handler(context)
+
+    def _store_damaged(self, exc: BaseException) -> None:
+        """Raise ``store_damaged`` (straight to the broker: the outbox lives in the damaged
+        file), take no more decisions, and stop with EX_DATAERR."""
+        if self.damaged is not None:
+            return
+        self.damaged = exc
+        error = exc if isinstance(exc, StoreDamaged) else self.store.damaged_error(exc)
+        log.critical("%s; no door opens and no device is allowed from now on, and the daemon stops", error)
+        node = self.config.site.node
+        self.publisher.publish_now(self.topics.alarm(f"{node}-store-damaged"), {
+            "kind": "store_damaged", "source": node, "severity": "critical", "raised": utc_now(),
+            "detail": str(error), "acked_by": None, "ts": utc_now()})
+        self.exit_code = StoreDamaged.exit_code
+        self.stopping.set()
+
+    def _duplicate_node(self, detail: str) -> None:
+        """Two daemons with one node name on one broker knock each other off it every second;
+        say so on both, loudly, instead of flapping silently."""
+        node = self.config.site.node
+        log.error("duplicate node name %r: %s; give each node its own [site] node", node, detail)
+        if not self.duplicate_reported:
+            self.duplicate_reported = True
+            alarm_id = f"{node}-duplicate-node-{uuid.uuid4().hex[:8]}"
+            self._queue(AlarmChange(alarm_id, "duplicate_node", node, "critical", self.topics.alarm(alarm_id),
+                                    {"kind": "duplicate_node", "source": node, "severity": "critical",
+                                     "detail": detail, "acked_by": None}))
+
+    def _report_lost(self) -> None:
+        """An earlier stop could not commit some records: say so, once, in the record itself."""
+        count = lost_before(self.data_dir)
+        if not count:
+            return
+        node = self.config.site.node
+        alarm_id = f"{node}-records-lost-{uuid.uuid4().hex[:8]}"
+        try:
+            self.store.record([AlarmChange(alarm_id, "records_lost", node, "critical", self.topics.alarm(alarm_id),
+                                           {"kind": "records_lost", "source": node, "severity": "critical",
+                                            "count": count, "acked_by": None})])
+        except StoreError as exc:
+            log.error("%s; the records_lost alarm (%d records) is raised at the next start", exc, count)
+            return
+        forget_lost(self.data_dir)
+        log.error("an earlier stop could not commit %d records (see its journal); alarm %s raised", count, alarm_id)
+        self.publisher.kick()
+
+    async def _flush_at_stop(self) -> None:
+        """Keep trying within ``STOP_RETRY_S``; journal and count what still cannot be committed."""
+        deadline = self.loop.time() + STOP_RETRY_S
+        while self.pending and self.damaged is None and not self._commit() and self.loop.time() < deadline:
+            await asyncio.sleep(RETRY_STORE_S / 2)
+        if self.pending:
+            write_lost(self.data_dir, self.pending)
+            self.pending = []
+            self.exit_code = self.exit_code or EX_IOERR
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""
@@ -200,6 +286,25 @@ class Daemon:
 
     # ------------------------------------------------------------------------- events
     def handle(self, event: Event) -> None:
+        if self.damaged is not None and isinstance(event, (CardPresented, PinEntered, UsbDeviceAdded,
+                                                           UsbInterfaceAdded)):
+            # What could grant (a door, a desk, a device) waits for a store that records it;
+            # a pull, a leave-seat, an exit button or a fire input still act.
+            log.error("%s: %s ignored: the store is damaged", event.source, type(event).__name__)
+            return
+        try:
+            self._handle(event)
+        except Exception as exc:
+            if isinstance(exc, StoreDamaged) or is_damage(exc):
+                self._store_damaged(exc)
+                return
+            raise
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, SeatSessionsSeen):
+            if self.desks:
+                self.desks.seat_seen(event)
+            return
         if isinstance(event, (UsbDeviceAdded, UsbInterfaceAdded, UsbDeviceRemoved)):
             if self.usb:
                 self.usb.handle(event)
@@ -315,32 +420,44 @@ class Daemon:
 
     # ------------------------------------------------------------------------- group commit
     def _queue(self, item: NewEvent | NewState | Move | AlarmChange | CommandResult) -> None:
-        if not self.pending:
+        if not self.pending and self.retry is None:
             self.loop.call_soon(self._flush)
         self.pending.append(item)
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
+        self.retry = None
+        if self.pending and not self._commit() and self.damaged is None:
+            self.retry = self.loop.call_later(RETRY_STORE_S, self._flush)
+
+    def _commit(self) -> bool:
+        """Commit what is pending in one transaction; False when something is left to retry."""
         batch = self.pending
         try:
             self.store.record(batch)
+        except StoreDamaged as exc:
+            self._store_damaged(exc)  # kept in memory: journaled at the stop
+            return False
         except StoreError as exc:
-            # Keep them in memory and try again: a full disk must not lose the record.
+            # Keep them in memory and try again: a full disk must not lose the record. A WAL
+            # left at its largest can hold a small disk full by itself: give its space back.
             log.error("%s; %d events kept in memory, retrying in %.0f s", exc, len(batch), RETRY_STORE_S)
-            self.loop.call_later(RETRY_STORE_S, self._flush)
-            return
+            try:
+                self.store.checkpoint()
+            except StoreDamaged as damage:
+                self._store_damaged(damage)
+            except StoreError as checkpoint_failed:
+                log.debug("%s", checkpoint_failed)
+            return False
         except Exception:
             # A bug, not the disk: one item the store cannot take. Record the rest one by one,
             # so that one bad item never stops the record of everything after it.
             log.exception("the store refused a batch of %d; recording them one by one", len(batch))
             self.pending = self._record_each(batch)
-            if self.pending:
-                self.loop.call_later(RETRY_STORE_S, self._flush)
             self.publisher.kick()
-            return
+            return not self.pending
         self.pending = []
         self.publisher.kick()
+        return True
 
     def _record_each(self, batch: list[Any]) -> list[Any]:
         """Record items one at a time; returns those to retry (the disk), drops what is broken."""
@@ -355,8 +472,10 @@ class Daemon:
         return retry
 
 
-def run(config: Config, data_dir: Path) -> None:
-    async def main() -> None:
-        await Daemon(config, data_dir, asyncio.get_running_loop()).run()
+def run(config: Config, data_dir: Path) -> int:
+    """The daemon until it stops; its exit code (0, or EX_DATAERR for a damaged store, EX_IOERR
+    when records could not be committed by the stop)."""
+    async def main() -> int:
+        return await Daemon(config, data_dir, asyncio.get_running_loop()).run()
 
-    asyncio.run(main())
+    return asyncio.run(main())

@@ -308,8 +308,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import run
     cfg = _config(args)
-    run(cfg, _data_dir(args))
-    return 0
+    return run(cfg, _data_dir(args))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -517,6 +516,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     _, store, _ = _store(args)
+    # The whole file first: a damaged page can hide rows from the chain walk, or stop it.
+    problems = store.integrity()
+    if problems:
+        print(f"store damaged: {store.path}:", file=sys.stderr)
+        for problem in problems[:20]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more", file=sys.stderr)
+        return EX_DATAERR
     report = store.verify_audit()
     if report.ok:
         print(f"audit log intact: {report.rows} rows")

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from sekisho.policies import desk as policy
 from sekisho.policies.desk import Card, Desk, DeskDecision, DeskRules, LockSession, Publish, RaiseAlarm, UnlockSession
-from sekisho.policies.events import CardPresented, Event, SeatSession, SeatSessionsSeen, SessionLocked
+from sekisho.policies.events import CardPresented, Event, SeatSessionsSeen, SessionLocked
 
 from .config import Config, DeskConfig
 from .errors import SekishoDBusError
@@ -87,11 +87,11 @@ class Desks:
         decision = policy.decide(self.desks[desk], event, self.loop.time(), self.rules[desk], card)
         self._apply(desk, decision, event.mono)
 
-    def seat_seen(self, seat: str, sessions: tuple[SeatSession, ...], signalled: frozenset[str]) -> None:
-        """The seat watch's report: the user sessions on ``seat`` after a change."""
+    def seat_seen(self, event: SeatSessionsSeen) -> None:
+        """The seat watch's report: the user sessions on a seat after a change, for its desks."""
         for name, cfg in self.config.desks.items():
-            if cfg.seat == seat:
-                self.event(name, SeatSessionsSeen(source="logind", seat=seat, sessions=sessions, signalled=signalled))
+            if cfg.seat == event.seat:
+                self.event(name, event)
 
     def _card(self, desk: str, card_hash: str) -> Card:
         holder = self.store.card_holder(card_hash)

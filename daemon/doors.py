@@ -76,10 +76,12 @@ class Doors:
             self.inside.setdefault(area, set()).add(person_id)
         self.subjects: dict[str, str] = {}
         self.changed_areas: set[str] = set()
+        self.fire_active: dict[str, bool] = {}
 
-    def startup(self) -> None:
-        """Publish the current occupancy of every area, and clear alarms a previous run left
-        raised: the conditions behind them (lockouts) did not survive the restart."""
+    async def startup(self) -> None:
+        """Drive every strike to what its door's mode calls for, publish the current occupancy
+        of every area, and clear alarms a previous run left raised: the conditions behind them
+        (lockouts) did not survive the restart. The daemon starts no reader before this returns."""
         for alarm in self.store.active_alarms():
             self.queue(AlarmChange(alarm["id"], alarm["kind"], alarm["source"], alarm["severity"],
                                    self.topics.alarm(alarm["id"]), None))
@@ -87,9 +89,14 @@ class Doors:
         # inside, and its word must not overwrite the door node's retained occupancy.
         for area in sorted({a for d in self.config.doors.values() for a in (d.area_in, d.area_out) if a}):
             self.queue(self._occupancy(area))
-        for door, st in self.states.items():
-            # Drives the strike as the stored mode says, and publishes the first door state.
-            self._apply(door, doorstate.set_mode(self.specs[door], st, st.mode, self.loop.time()))
+        # Told unconditionally, never "only if it differs": a daemon killed inside an unlock
+        # window left its strike released, and nothing in memory remembers that.
+        targets = {door: st.mode_open(self.specs[door]) for door, st in self.states.items()}
+        for door, released in targets.items():
+            self.states[door] = dataclasses.replace(self.states[door], strike_released=released)
+        await asyncio.gather(*(self._drive(door, released) for door, released in targets.items()))
+        for door in self.states:
+            self._publish_state(door)
 
     # ------------------------------------------------------------------------- inputs
     def card(self, reader: ReaderConfig, card_hash: str | None, unreadable: str = "") -> None:
@@ -103,9 +110,7 @@ class Doors:
             self._record(reader, Verdict(Decision.DENIED, "card.unreadable", "unreadable"), None, None)
             return
         holder = self.store.card_holder(card_hash) if card_hash else None
-        attempt = Attempt(door=reader.door, direction=reader.direction, local=dt.datetime.now(self.tz),
-                          holder=_holder(holder), locked_out=self.locked_out(card_hash),
-                          location=self._passback_location(holder), mode=self.states[reader.door].mode)
+        attempt = self._attempt(reader, holder, card_hash)
         verdict = access.decide(attempt, self.rules)
         if isinstance(verdict, NeedPin):
             timeout = self.config.doors[reader.door].pin_timeout_s
@@ -127,11 +132,21 @@ class Doors:
         stored = self.store.pin_hash(pending.holder["person_id"]) or ""
         ok = await self.loop.run_in_executor(None, verify_pin, digits, stored)
         card = pending.card_hash
+        # Judged against the world as it is now, not as it was at the tap: the card may have
+        # been revoked, its holder disabled, the door locked down or the card locked out while
+        # the PIN was being typed.
+        holder = self.store.card_holder(card)
+        attempt = self._attempt(reader, holder, card, Pin.OK if ok else Pin.WRONG)
         self.count_pin(card, ok, reader.door)
-        attempt = dataclasses.replace(pending.attempt, pin=Pin.OK if ok else Pin.WRONG)
         verdict = access.decide(attempt, self.rules)
         assert not isinstance(verdict, NeedPin)  # a PIN was given
-        self._record(reader, verdict, pending.holder, card)
+        self._record(reader, verdict, holder, card)
+
+    def _attempt(self, reader: ReaderConfig, holder: dict[str, Any] | None, card_hash: str | None,
+                 pin: Pin = Pin.NOT_GIVEN) -> Attempt:
+        return Attempt(door=reader.door, direction=reader.direction, local=dt.datetime.now(self.tz),
+                       holder=_holder(holder), pin=pin, locked_out=self.locked_out(card_hash),
+                       location=self._passback_location(holder), mode=self.states[reader.door].mode)
 
     def _pin_timed_out(self, reader: ReaderConfig) -> None:
         pending = self.pending.pop(reader.name, None)
@@ -188,9 +203,31 @@ class Doors:
                                         Verdict(Decision.GRANTED, "input.exit", "exit_button"), None, None))
             self._apply(cfg.door, doorstate.release(self.specs[cfg.door], self.states[cfg.door], now))
         elif cfg.kind == "fire":
-            log.warning("fire input %s %s", cfg.name, "ACTIVE: releasing fire exits" if active else "cleared")
-            for door in self.states:
-                self._apply(door, doorstate.fire(self.specs[door], self.states[door], active, now), f"input:{cfg.name}")
+            self._fire(cfg, active, now)
+
+    def _fire(self, cfg: InputConfig, active: bool, now: float) -> None:
+        """A fire input changed: recorded at every door of this node (each record says whether
+        that door now stands released), and one ``fire`` alarm for as long as the input is active.
+        A reset clears the alarm's condition; the fire exits stay released until a person sets
+        their mode back."""
+        if active == self.fire_active.get(cfg.name, False):
+            return  # an input reports its value at start and after a reconnect: a fact, not a change
+        self.fire_active[cfg.name] = active
+        log.warning("fire input %s %s", cfg.name, "ACTIVE: releasing fire exits" if active else "reset")
+        for door in self.states:
+            self._apply(door, doorstate.fire(self.specs[door], self.states[door], active, now), f"input:{cfg.name}")
+            released = self.states[door].mode_open(self.specs[door])
+            payload = {"kind": "fire", "door": door, "input": cfg.name, "state": "active" if active else "reset",
+                       "released": released}
+            columns = {"door": door, "reader": cfg.name, "result": "fire", "reason": payload["state"],
+                       "rule": "input.fire"}
+            self.queue(NewEvent(kind="door", topic=self.topics.door_event(door), payload=payload, columns=columns))
+        if active:
+            alarm_id = f"{cfg.name}-fire-{uuid.uuid4().hex[:8]}"
+            self.alarm_ids[(cfg.name, "fire")] = alarm_id
+            self.raise_alarm(alarm_id, "fire", cfg.name, "critical")
+        elif alarm_id := self.alarm_ids.pop((cfg.name, "fire"), None):
+            self.clear_alarm(alarm_id, "fire", cfg.name, "critical")
 
     def set_mode(self, door: str, mode: Mode, actor: str) -> None:
         self._check_door(door)
@@ -239,13 +276,14 @@ class Doors:
         self._apply(door, doorstate.tick(self.specs[door], self.states[door], self.loop.time()))
 
     async def shutdown(self) -> None:
-        """At the daemon's stop: lock every door (fail-secure), except one in emergency release,
-        which stays open until a person resets it; then let go of the strikes' hardware."""
+        """At the daemon's stop: lock every door (fail-secure), unconditionally, except one its
+        mode holds open (free, or a fire exit in emergency), which stays as a person set it;
+        then let go of the strikes' hardware."""
         self.closed = True  # a timer or a late release drives no strike from now on
         if self.drives:
             await asyncio.wait(list(self.drives), timeout=10)
         for door, st in self.states.items():
-            if st.mode is not Mode.EMERGENCY:
+            if not st.mode_open(self.specs[door]):
                 try:
                     await self.strikes[door].set(False)
                 except StrikeError as exc:
@@ -336,7 +374,8 @@ class Doors:
         columns = {"door": door, "reader": reader, "direction": direction, "person_id": person_id,
                    "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
                    "card": card_hash[:16] if card_hash else None}
-        payload = {"door": door, "reader": reader, "direction": direction, "result": verdict.decision.value,
+        payload = {"kind": "access", "door": door, "reader": reader, "direction": direction,
+                   "result": verdict.decision.value,
                    "reason": verdict.reason, "rule": verdict.rule, "subject": subject}
         log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, subject or "no card", reader, verdict.reason,
                  verdict.rule)

@@ -24,6 +24,14 @@ class StoreError(SekishoError):
     exit_code = 74  # EX_IOERR
 
 
+class StoreDamaged(StoreError):
+    """SQLite found the database file corrupt (SQLITE_CORRUPT) or not a database at all
+    (SQLITE_NOTADB). Nothing is written past it: a record added to a damaged file may be lost
+    with the rest of it, and a repair is for a person with a backup, not for the daemon."""
+
+    exit_code = 65  # EX_DATAERR, as `audit verify` answers an altered log
+
+
 class Unavailable(SekishoError):
     """A service the command needs is not there: the daemon, the broker."""
 

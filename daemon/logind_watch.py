@@ -36,7 +36,7 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusFastError
 
-from sekisho.policies.events import SeatSession
+from sekisho.policies.events import SeatSession, SeatSessionsSeen
 
 from . import logind_defs as ld
 from .errors import SekishoDBusError
@@ -44,8 +44,8 @@ from .logind import Logind
 
 log = logging.getLogger("sekisho.logind.watch")
 
-Report = Callable[[str, tuple[SeatSession, ...], frozenset[str]], None]
-"""Called on the loop with a seat, its user sessions sorted by id, and the ids of those logind
+Report = Callable[[SeatSessionsSeen], None]
+"""Called on the loop with a seat's user sessions, sorted by id, and the ids of those logind
 signalled unlocked or activated since the previous report."""
 
 
@@ -56,6 +56,7 @@ class SeatWatch:
         self.report = report
         self.retry_s = retry_s
         self.last: dict[str, tuple[SeatSession, ...]] = {}
+        """The picture last reported per seat."""
         self._bus: MessageBus | None = None
         self._dirty = False
         self._signalled: set[str] = set()
@@ -173,7 +174,7 @@ class SeatWatch:
                     self.last[seat] = picture
                     log.debug("%s: %s (signalled %s)", seat, picture, sorted(flagged))
                     try:
-                        self.report(seat, picture, flagged)
+                        self.report(SeatSessionsSeen(source="logind", seat=seat, sessions=picture, signalled=flagged))
                     except Exception:  # noqa: BLE001 - one bad report must not end the watch for good
                         log.exception("reporting the sessions of %s failed", seat)
             else:

@@ -19,6 +19,7 @@ import json
 import logging
 import ssl
 import sys
+import uuid
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
@@ -26,11 +27,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttConfig
-from .errors import SekishoError
+from .errors import SekishoError, StoreDamaged, StoreError
 from .store import Store, utc_now
 
 log = logging.getLogger("sekisho.mqtt")
 
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5's reason for a disconnect because another client connected with our client id."""
 WINDOW = 1000
 """Most rows handed to paho and not yet acknowledged; bounds memory after a long outage."""
 PAHO_INFLIGHT = 100
@@ -76,6 +79,16 @@ class Publisher:
         self.cursor = 0                      # last outbox row handed to paho on this connection
         self.acked: list[int] = []
         self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], bool]] = {}
+        self.direct: list[mqtt.MQTTMessageInfo] = []
+        self.instance = uuid.uuid4().hex[:12]
+        """This process, in the status message: how two daemons with one node name tell each other apart."""
+        self.on_duplicate: Callable[[str], None] = lambda detail: None
+        self.connections = 0
+        self.others: dict[str, set[int]] = {}
+        """Other instances seen on our status topic -> the connections (numbered) they were seen on."""
+        self.duplicate_told = False
+        self.client_id = client_id
+        self.subscriptions[status_topic] = (self._status_seen, True)
         self.client = self._make_client(client_id)
 
     # ------------------------------------------------------------------------- set-up
@@ -94,7 +107,32 @@ class Publisher:
 
     def _status(self, state: str) -> bytes:
         return json.dumps({"state": state, "version": self.version, "started": self.started,
-                           "ts": utc_now()}).encode()
+                           "instance": self.instance, "ts": utc_now()}).encode()
+
+    def _status_seen(self, topic: str, payload: bytes) -> None:
+        """Our own status topic, read before we say ``online`` on each connection. Two daemons
+        with one node name share a client id, so the broker hands the session to whichever
+        connected last and sends the other's last will: each then finds the other's status
+        here. Another instance that started after us is a second daemon; one that started
+        before us is either our own previous run (its last will, seen once) or a daemon that
+        is still alive (seen again on a later connection)."""
+        try:
+            status = json.loads(payload) if payload else {}
+            instance, started = str(status.get("instance") or ""), str(status.get("started", ""))
+        except (ValueError, AttributeError):
+            return
+        if not instance or instance == self.instance:
+            return
+        seen = self.others.setdefault(instance, set())
+        seen.add(self.connections)
+        if started < self.started and self.connected:
+            # Our previous run's last will, sent by the broker after we said online: the
+            # retained status must say what is true now.
+            self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        if (started >= self.started or len(seen) >= 2) and not self.duplicate_told:
+            self.duplicate_told = True
+            self.on_duplicate(f"another sekisho (instance {instance}, started {started}) takes this node's "
+                              f"client id {self.client_id} on the broker")
 
     def start(self) -> None:
         """Connect in the background: a broker that is down only delays publishing."""
@@ -134,13 +172,19 @@ class Publisher:
             return
         log.info("connected to %s", self.cfg.url)
         self.connected = True
-        self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self.connections += 1
+        # Subscribed before saying online: the retained status is then still whatever was there
+        # when we connected (see _status_seen). The broker handles one connection's packets in order.
         for topic_filter in self.subscriptions:
             self.client.subscribe(topic_filter, qos=1)
+        self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self.cursor = 0
         self.kick()
 
     def _disconnected(self, reason: ReasonCode) -> None:
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER and not self.duplicate_told:
+            self.duplicate_told = True
+            self.on_duplicate(f"the broker gave this node's session (client id {self.client_id}) to another client")
         if self.connected:
             log.warning("lost the broker (%s); %d events held for resending, the rest wait in the outbox",
                         reason, len(self.held))
@@ -181,25 +225,41 @@ class Publisher:
 
     def _commit_acked(self) -> None:
         acked, self.acked = self.acked, []
-        self.store.outbox_sent(acked)
+        try:
+            self.store.outbox_sent(acked)
+        except StoreDamaged:
+            raise
+        except StoreError as exc:
+            # The rows stay in the outbox and go out again after a reconnect or a restart: a
+            # duplicate, which QoS 1 allows and subscribers drop by id. Nothing is lost.
+            log.warning("%s; %d acknowledged rows stay in the outbox", exc, len(acked))
+
+    def publish_now(self, topic: str, payload: dict[str, Any], retain: bool = True) -> None:
+        """Straight to paho, not through the outbox: for what must be said when the store
+        cannot be written (paho sends it once the broker is reached; the stop waits for it)."""
+        self.direct.append(self.client.publish(topic, json.dumps(payload, sort_keys=True).encode(), qos=1,
+                                               retain=retain))
 
     @property
     def idle(self) -> bool:
         return not self.held and not self.acked and self.store.outbox_count() == 0
 
-    async def stop(self) -> None:
-        """Flush as far as the broker allows, say ``offline``, disconnect."""
+    async def stop(self, drain: bool = True) -> None:
+        """Flush as far as the broker allows (with ``drain``; not from a damaged store), say
+        ``offline``, disconnect."""
         deadline = self.loop.time() + self.cfg.flush_timeout_s
-        while self.connected and not self.idle and self.loop.time() < deadline:
+        while drain and self.connected and not self.idle and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-        if self.acked:
+        while self.direct and not all(info.is_published() for info in self.direct) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.acked and drain:
             self._commit_acked()
         if self.connected:
             info = self.client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
             end = self.loop.time() + 2
             while not info.is_published() and self.loop.time() < end:
                 await asyncio.sleep(0.01)
-        left = self.store.outbox_count()
+        left = self.store.outbox_count() if drain else 0
         if left:
             log.warning("%d messages not yet acknowledged by the broker; they go out on the next start", left)
         self.connected = False  # our own goodbye is not a lost broker

@@ -73,7 +73,10 @@ class CommandStrike(NoStrike):
 
 class MqttStrike(NoStrike):
     """A networked relay that listens on the site's broker. Sent directly, never through the
-    outbox: an unlock queued during an outage must not open the door minutes later."""
+    outbox: an unlock queued during an outage must not open the door minutes later. A lock is
+    the other way round: paho keeps it and sends it as soon as the broker is reached (at start,
+    the daemon locks every door before its first connection is up), since a lock that comes
+    late is still a lock."""
 
     def __init__(self, door: str, client: mqtt.Client, topic: str, on: str, off: str) -> None:
         self.door = door
@@ -82,7 +85,7 @@ class MqttStrike(NoStrike):
         self.payload = {True: on, False: off}
 
     async def set(self, released: bool) -> None:
-        if not self.client.is_connected():
+        if released and not self.client.is_connected():
             raise StrikeError(f"{self.door}: relay topic {self.topic} unreachable: not connected to the broker")
         self.client.publish(self.topic, self.payload[released], qos=1, retain=False)
 

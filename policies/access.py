@@ -3,7 +3,10 @@
 Rules are tried in a fixed order and the first that decides wins; when none grants, the
 explicit default deny does, so every verdict names a rule and a reason a person can read:
 
-  1. ``mode.*``       the door is free or in emergency release: it is open, the pass is recorded
+  1. ``mode.free``    the door is in ``free`` mode: it stands open, any pass is recorded
+     ``mode.emergency`` the door is in ``emergency`` mode and the card is going out: egress is
+                      free for any card, known or not, and recorded; going in follows the rules
+                      below as in ``normal`` mode
   2. ``auth.free``    the door's authentication for this time is ``free``
   3. ``card.*``       unknown card, revoked card, disabled person, validity dates
   4. ``pin.lockout``  too many wrong PINs lately
@@ -15,6 +18,18 @@ explicit default deny does, so every verdict names a rule and a reason a person 
 Only steps 1, 2 and 8 grant (and 7 when the area's anti-passback is soft), so whatever no rule
 grants is denied. A level check comes before the PIN, so a person without access is never asked
 for one.
+
+The modes, for a person reading them aloud (docs/doors.md has the same table):
+
+  mode       strike                                in                   out
+  normal     locked; released per grant            the rules            the rules
+  lockdown   locked; released per grant            override levels only override levels only
+  free       held released                         granted, recorded    granted, recorded
+  emergency  held released at a fire exit, else    the rules            granted to any card,
+             locked and released per grant                              recorded
+
+Emergency is free *egress*: people must get out of a room on fire, but an emergency is no moment
+to let strangers in, so the in-direction keeps its rules even where the strike stands open.
 """
 
 from __future__ import annotations
@@ -152,8 +167,10 @@ def areas(door: DoorRules, direction: str) -> tuple[str, str]:
 
 def decide(a: Attempt, site: SiteRules) -> Verdict | NeedPin:
     door = site.doors[a.door]
-    if a.mode in (Mode.FREE, Mode.EMERGENCY):
-        return _grant(f"mode.{a.mode.value}", "door_open")
+    if a.mode is Mode.FREE:
+        return _grant("mode.free", "door_open")
+    if a.mode is Mode.EMERGENCY and a.direction == "out":
+        return _grant("mode.emergency", "emergency_egress")
     auth = door.auth_at(a.local, site.holidays, a.direction)
     if auth is Auth.FREE:
         return _grant("auth.free", "free")

@@ -84,9 +84,23 @@ def test_lockdown_override_level_opens():
     assert verdict(holder=guard, mode=Mode.LOCKDOWN, local=MON_22) == ("granted", "level:security", "card_and_pin")
 
 
-def test_free_and_emergency_modes_open_for_anyone():
+def test_free_mode_opens_for_anyone_both_ways():
     assert verdict(holder=None, mode=Mode.FREE) == ("granted", "mode.free", "door_open")
-    assert verdict(holder=None, mode=Mode.EMERGENCY) == ("granted", "mode.emergency", "door_open")
+    assert verdict(holder=None, mode=Mode.FREE, direction="out") == ("granted", "mode.free", "door_open")
+
+
+def test_emergency_is_free_egress_not_free_entry():
+    # Out: any card, unknown or revoked, passes and is recorded; no PIN is asked for.
+    assert verdict(holder=None, mode=Mode.EMERGENCY, direction="out") == ("granted", "mode.emergency",
+                                                                        "emergency_egress")
+    revoked = Holder("r", card_active=False)
+    assert verdict(holder=revoked, mode=Mode.EMERGENCY, direction="out", pin=Pin.NOT_GIVEN)[1] == "mode.emergency"
+    # In: the normal rules, PIN included.
+    assert verdict(holder=None, mode=Mode.EMERGENCY) == ("denied", "card.unknown", "unknown_card")
+    assert verdict(holder=revoked, mode=Mode.EMERGENCY) == ("denied", "card.revoked", "revoked")
+    assert verdict(mode=Mode.EMERGENCY, local=MON_22) == ("denied", "level.schedule", "outside_schedule")
+    assert verdict(mode=Mode.EMERGENCY) == ("granted", "level:operators", "card_and_pin")
+    assert isinstance(decide(attempt(mode=Mode.EMERGENCY, pin=Pin.NOT_GIVEN), SITE), NeedPin)
 
 
 def test_auth_window_makes_lobby_free_in_office_hours_only():

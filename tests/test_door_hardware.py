@@ -70,8 +70,13 @@ def hw(site, subscribe, tmp_path):
     site.enroll("guard", GUARD, level="security")
     sub = subscribe()
     site.start()
+    # Every strike is told to lock at start, whatever it was told before; the tests below count
+    # from there.
+    assert strike_log(log) == ["off"]
+    log.unlink()
     yield site, sub, log
-    site.stop()
+    if site.proc is not None:
+        site.stop()
 
 
 def strike_log(log) -> list[str]:
@@ -170,6 +175,56 @@ def test_fire_releases_fire_exit_until_reset(hw, subscribe):
     site.cli("door", "mode", "back", "normal")
     wait_for(lambda: state(sub, "back")["lock"] == "locked", what="relocked by a person")
     wait_for(lambda: [m.payload for m in relay.on("relays/back/POWER")] == [b"ON", b"OFF"], what="relay off")
+
+
+def test_restart_after_sigkill_inside_an_unlock_window_drives_every_strike_locked(hw, subscribe):
+    site, sub, log = hw
+    relay = subscribe("relays/#")
+    site.cli("door", "unlock", "entrance", "--seconds", "600")
+    site.cli("door", "unlock", "back", "--seconds", "600")
+    wait_for(lambda: strike_log(log) == ["on"], what="released for ten minutes")
+    wait_for(lambda: [m.payload for m in relay.on("relays/back/POWER")] == [b"ON"], what="relay released")
+    site.kill()  # SIGKILL: no stop, the strikes stay released
+    assert strike_log(log) == ["on"]
+    site.start()
+    # Locked before the daemon is ready: start() returns once the readers are up, and the strikes
+    # are driven before any reader starts.
+    assert strike_log(log) == ["on", "off"]
+    wait_for(lambda: [m.payload for m in relay.on("relays/back/POWER")] == [b"ON", b"OFF"], what="relay locked")
+    for door in ("entrance", "back"):
+        wait_for(lambda door=door: state(sub, door)["lock"] == "locked", what=f"{door} published locked")
+
+
+def test_stop_locks_a_door_in_emergency_that_is_not_a_fire_exit(hw):
+    site, sub, log = hw
+    site.cli("door", "mode", "entrance", "emergency")
+    site.cli("door", "unlock", "entrance", "--seconds", "600")
+    wait_for(lambda: strike_log(log)[-1:] == ["on"], what="released")
+    assert site.stop() == 0
+    assert strike_log(log)[-1] == "off"
+
+
+def test_fire_input_is_recorded_published_and_alarmed(hw, subscribe):
+    site, sub, log = hw
+    site.sim("fire", {"op": "set", "active": True})
+    fired = wait_for(lambda: len(fire_events(sub)) == 2 and fire_events(sub), what="a fire event per door")
+    assert {e["door"]: (e["state"], e["released"]) for e in fired} == {"back": ("active", True),
+                                                                      "entrance": ("active", False)}
+    assert all(e["input"] == "fire" and e["id"] and e["seq"] for e in fired)
+    alarm = wait_for(lambda: [m for m in alarms(sub) if m.payload and m.json["kind"] == "fire"], what="fire alarm")
+    assert len(alarm) == 1 and alarm[0].json["source"] == "fire" and alarm[0].json["severity"] == "critical"
+    site.sim("fire", {"op": "set", "active": True})  # reported again: not a second fire
+    site.sim("fire", {"op": "set", "active": False})
+    wait_for(lambda: len(fire_events(sub)) == 4, what="the reset recorded at each door")
+    assert [e["state"] for e in fire_events(sub)] == ["active", "active", "reset", "reset"]
+    assert {e["door"]: e["released"] for e in fire_events(sub)[2:]} == {"back": True, "entrance": False}
+    wait_for(lambda: [m for m in alarms(sub) if m.topic == alarm[0].topic and not m.payload], what="alarm cleared")
+    rows = site.cli("events", "--json").stdout
+    assert rows.count('"fire"') >= 4
+
+
+def fire_events(sub) -> list:
+    return [e for e in sub.events() if e.get("kind") == "fire"]
 
 
 def test_mode_lockdown_survives_restart_and_door_cli(hw):

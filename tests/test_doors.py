@@ -1,5 +1,6 @@
 """The door controller through the running daemon: card and PIN, every deny reason it adds,
-lockout and its expiry, anti-passback hard and soft, occupancy and muster."""
+lockout and its expiry, anti-passback hard and soft, occupancy and muster; a PIN judged against
+the world as it is when the PIN arrives; emergency mode as free egress."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ passback = "soft"
 [areas.corridor]
 
 [levels.staff]
-doors = ["entrance", "store"]
+doors = ["entrance", "store", "vault"]
 
 [doors.entrance]
 area_in = "room"
@@ -42,6 +43,15 @@ pin_timeout_s = 3
 [doors.store]
 area_in = "store"
 area_out = "corridor"
+
+[doors.vault]
+auth = "card_and_pin"
+pin_timeout_s = 20
+
+[readers.vault-in]
+driver = "sim"
+door = "vault"
+direction = "in"
 
 [readers.entrance-in]
 driver = "sim"
@@ -85,6 +95,13 @@ def events(sub, n: int):
 
 def short(e) -> tuple[str, str, str]:
     return e["result"], e["reason"], e["rule"]
+
+
+def waiting_for_pin(site, reader: str, uid: str) -> None:
+    """Tap, and return once the daemon is waiting for that card's PIN."""
+    before = site.daemon_log().count(f"{reader}: waiting")
+    site.tap(uid, reader=reader)
+    wait_for(lambda: site.daemon_log().count(f"{reader}: waiting") > before, what=f"{reader} waiting for a PIN")
 
 
 def test_card_then_pin_grants(door_site):
@@ -187,3 +204,45 @@ def test_a_reader_with_an_absent_pin_pad_still_runs_and_says_so(site, subscribe,
     site.sim("entrance-in", {"op": "pin", "digits": "2468"})
     assert short(events(sub, 1)[0]) == ("granted", "card_and_pin", "level:staff")
     site.stop()
+
+
+@pytest.mark.parametrize("change, reason, rule", [
+    (("card", "revoke", "--uid", ALICE), "revoked", "card.revoked"),
+    (("person", "disable", "alice"), "person_disabled", "card.person-disabled"),
+    (("door", "mode", "vault", "lockdown"), "lockdown", "mode.lockdown"),
+])
+def test_a_pin_is_judged_by_the_world_when_it_arrives(door_site, change, reason, rule):
+    site, sub = door_site
+    waiting_for_pin(site, "vault-in", ALICE)
+    site.cli(*change)  # while the PIN is being typed
+    site.sim("vault-in", {"op": "pin", "digits": "2468"})
+    assert short(events(sub, 1)[0]) == ("denied", reason, rule)
+    assert {m.json["lock"] for m in sub.on("/door/vault/state")} == {"locked"}
+
+
+def test_a_card_locked_out_while_its_pin_is_typed_is_refused(door_site):
+    site, sub = door_site
+    waiting_for_pin(site, "vault-in", ALICE)
+    for n in range(3):  # meanwhile the same card collects pin_max_wrong wrong PINs at the entrance
+        waiting_for_pin(site, "entrance-in", ALICE)
+        site.sim("entrance-in", {"op": "pin", "digits": "0000"})
+        events(sub, n + 1)
+    wait_for(lambda: [m for m in sub.messages if "/alarm/" in m.topic and m.payload], what="lockout alarm")
+    site.sim("vault-in", {"op": "pin", "digits": "2468"})  # the right PIN, too late to matter
+    assert short(events(sub, 4)[3]) == ("denied", "locked_out", "pin.lockout")
+
+
+def test_emergency_is_free_egress_not_free_entry(door_site):
+    site, sub = door_site
+    site.cli("door", "mode", "entrance", "emergency")
+    site.tap("04dead00", reader="entrance-in")    # unknown, coming in: the rules still hold
+    site.tap("04dead00", reader="entrance-out")   # unknown, going out: let out, and recorded
+    waiting_for_pin(site, "entrance-in", ALICE)   # Alice coming in still needs her PIN
+    site.sim("entrance-in", {"op": "pin", "digits": "2468"})
+    got = [(e["direction"], *short(e)) for e in events(sub, 3)]
+    assert got == [("in", "denied", "unknown_card", "card.unknown"),
+                   ("out", "granted", "emergency_egress", "mode.emergency"),
+                   ("in", "granted", "card_and_pin", "level:staff")]
+    # Not a fire exit: emergency does not hold its strike open, only each pass releases it.
+    first = next(m.json for m in sub.on("/door/entrance/state") if m.json["mode"] == "emergency")
+    assert first["lock"] == "locked"

@@ -406,7 +406,7 @@ def test_the_seat_watch_reports_each_change_of_the_seats_user_sessions(mock: Log
         return [s.id for s in reports[-1][1]]
 
     async def scenario(client: Logind) -> None:
-        watch = SeatWatch(client, ["seat0", "seat0"], lambda *r: reports.append(r))
+        watch = SeatWatch(client, ["seat0", "seat0"], lambda e: reports.append((e.seat, e.sessions, e.signalled)))
         assert await watch.start()  # subscribed and listed once
         try:
             assert reports == [("seat0", (SeatSession("c1", True, True, True),), frozenset())]
@@ -434,7 +434,7 @@ def test_the_seat_watch_without_a_system_bus_starts_late_and_never_raises(mock: 
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
 
     async def scenario() -> None:
-        watch = SeatWatch(Logind(call_timeout=0.5), ["seat0"], lambda *r: None, retry_s=0.05)
+        watch = SeatWatch(Logind(call_timeout=0.5), ["seat0"], lambda e: None, retry_s=0.05)
         assert await watch.start(ready_timeout=0.3) is False
         await watch.stop()
     asyncio.run(scenario())

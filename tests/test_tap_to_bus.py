@@ -23,7 +23,9 @@ def test_tap_is_one_event_one_audit_row_one_message(site, subscribe):
     assert m.topic == "sekisho/v1/test/door/entrance/event"
     assert m.qos == 1 and m.retain is False
     p = m.json
-    assert set(p) == {"id", "seq", "node", "ts", "door", "reader", "direction", "result", "reason", "rule", "subject"}
+    assert set(p) == {"id", "seq", "node", "ts", "kind", "door", "reader", "direction", "result", "reason", "rule",
+                      "subject"}
+    assert p["kind"] == "access"
     assert p["result"] == "granted" and p["reason"] == "card" and p["rule"] == "level:staff"
     assert p["door"] == "entrance" and p["reader"] == "entrance-in" and p["direction"] == "in"
     assert p["node"] == "door-a" and p["seq"] == 1
