@@ -24,8 +24,8 @@ from sekisho.drivers.base import Driver, DriverError
 from sekisho.policies.access import Mode
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
-                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, UsbDeviceAdded,
-                                     UsbDeviceRemoved, UsbInterfaceAdded)
+                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, SeatSessionsSeen,
+                                     UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded)
 
 from . import __version__
 from .answers import Answer, Answering
@@ -39,6 +39,7 @@ from .errors import SekishoError, StoreDamaged, StoreError
 from .instance import hold_data_dir
 from .keys import SiteKey
 from .logind import Logind
+from .logind_watch import SeatWatch
 from .publisher import Publisher
 from .records_lost import forget_lost, keep_reserve, lost_before, write_lost
 from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage, utc_now
@@ -108,6 +109,9 @@ class Daemon:
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
                            subject_of=self.doors.subject_of, entered=self._entered,
                            raise_alarm=self.doors.raise_alarm, on_change=self._desk_changed) if self.logind else None
+        # The watch reports through handle, the one way in, like a driver.
+        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.handle) \
+            if self.logind and self.desks else None
         self.usb: UsbController | None = None
         self.usb_driver: UdevUsb | None = None
         if config.usb:
@@ -137,7 +141,8 @@ class Daemon:
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, handlers=remote,
                                       store=self.store, queue=self._queue,
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
-        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.receive, retained=False)
+        self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
+                                 threaded=True)
         self.publisher.on_duplicate = self._duplicate_node
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
@@ -154,6 +159,10 @@ class Daemon:
         self.publisher.start()
         await self.doors.startup()  # every strike driven as its mode says before any reader starts
         self._report_lost()
+        if self.seat_watch:
+            # Before the start-up lock: a session the watch's first listing shows is locked by it,
+            # and one that appears after that listing is a change the watch reports.
+            await self.seat_watch.start()
         if self.desks:
             self.desks.startup()
         started: list[Driver] = []
@@ -187,6 +196,8 @@ class Daemon:
             for driver in reversed(started):
                 await driver.stop()
             await self.doors.shutdown()
+            if self.seat_watch:
+                await self.seat_watch.stop()
             if self.logind:
                 await self.logind.close()
             if self.usb:
@@ -298,6 +309,10 @@ class Daemon:
             raise
 
     def _handle(self, event: Event) -> None:
+        if isinstance(event, SeatSessionsSeen):
+            if self.desks:
+                self.desks.seat_seen(event)
+            return
         if isinstance(event, (UsbDeviceAdded, UsbInterfaceAdded, UsbDeviceRemoved)):
             if self.usb:
                 self.usb.handle(event)

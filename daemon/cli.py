@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
     desk = add(sub, "desk", None, "see desks through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    add(desk, "list", cmd_desk_list, "each desk's state, holder and for how long")
+    add(desk, "list", cmd_desk_list, "each desk's state, holder, for how long, and its seat's user sessions")
     usb = add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     p = add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
@@ -723,7 +723,7 @@ def cmd_desk_list(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if not cfg.desks:
         raise SekishoError(f"{cfg.path} has no [desks.<name>] section")
-    _print_table(_daemon(args, {"op": "desk.list"})["desks"], ["desk", "state", "person_id", "since_s"])
+    _print_table(_daemon(args, {"op": "desk.list"})["desks"], ["desk", "state", "person_id", "since_s", "sessions"])
     return 0
 
 

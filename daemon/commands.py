@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import datetime as dt
 import fnmatch
 import json
@@ -64,6 +65,12 @@ MAX_PAYLOAD = 64 * 1024
 MAX_INT = 2 ** 53
 """JCS writes numbers as JavaScript does; integers up to 2**53 are the same bytes either way."""
 MAX_DEPTH = 8
+MAX_ERROR = 200
+"""A refusal's text is at most this long, in the answer, the audit log and the journal."""
+INBOX = 64
+"""Messages waiting to be checked; more than this at once is a flood, dropped and counted."""
+PER_TURN = 8
+"""Messages checked per turn of the loop (a signature check is some 60 µs)."""
 NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
 """What ``op`` and ``key`` look like: they go into the answer and the audit log as they came."""
 
@@ -87,15 +94,15 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise Refused(f"malformed: field {k!r} appears twice")
+            raise Refused("malformed: a field appears twice")
         if not k.isascii():
-            raise Refused(f"malformed: field name {k!r} is not ASCII")
+            raise Refused("malformed: a field name is not ASCII")
         out[k] = v
     return out
 
 
 def _no_float(text: str) -> Any:
-    raise Refused(f"malformed: {text} is not an integer (commands carry integers only)")
+    raise Refused("malformed: a number is not an integer (commands carry integers only)")
 
 
 def _check_values(value: Any, depth: int = 0) -> None:
@@ -109,7 +116,7 @@ def _check_values(value: Any, depth: int = 0) -> None:
         except UnicodeEncodeError:
             raise Refused("malformed: a string is not valid Unicode (a lone surrogate escape)") from None
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        raise Refused(f"malformed: {value} is larger than 2**53")
+        raise Refused("malformed: an integer is larger than 2**53")
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_values(k, depth + 1)
@@ -129,7 +136,8 @@ def parse(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Refused("malformed: not UTF-8") from None
     except ValueError as exc:
-        raise Refused(f"malformed: not JSON ({exc})") from None
+        raise Refused(f"malformed: not JSON (at character {exc.pos})" if isinstance(exc, json.JSONDecodeError)
+                      else "malformed: not JSON") from None
     except RecursionError:
         raise Refused("malformed: nested too deeply") from None
     if not isinstance(message, dict):
@@ -142,8 +150,11 @@ def parse(payload: bytes) -> dict[str, Any]:
     # that sent it learns why.
     older = missing == ["site"] and not unknown
     if (missing or unknown) and not older:
+        # The names of unknown fields are the sender's words: never echoed (a newline in one
+        # would write a line of its own into the log).
         raise Refused("malformed: " + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown fields ({len(unknown)})"] if unknown
+                                                                        else [])))
     for name, kind in FIELDS.items():
         if name in message and not isinstance(message[name], kind):
             raise Refused(f"malformed: {name} must be a JSON {'object' if kind is dict else 'string'}")
@@ -163,9 +174,9 @@ def timestamp(text: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise Refused(f"malformed: ts {text!r} is not an RFC 3339 time") from None
+        raise Refused("malformed: ts is not an RFC 3339 time") from None
     if when.tzinfo is None:
-        raise Refused(f"malformed: ts {text!r} has no UTC offset")
+        raise Refused("malformed: ts has no UTC offset")
     return when
 
 
@@ -220,6 +231,52 @@ def sign(op: str, args: Mapping[str, Any], *, site: str, node: str, key_name: st
 
 
 # ----------------------------------------------------------------------------- the node's side
+class Refusals:
+    """How many refusals of each reason this minute. Each reason's first ``BURST`` are answered
+    and audited one by one (a console learns why its command was refused); past that, a flood of
+    junk writes nothing but its count: one audit row for the reason when the minute is over."""
+
+    BURST = 5
+    WINDOW_S = 60.0
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        self.seen: dict[str, int] = {}
+        self.since = ""
+
+    @staticmethod
+    def reason(error: str) -> str:
+        """The fixed words that start a refusal's text: a handful of them, whatever was sent."""
+        return error.split(":", 1)[0].split(" '", 1)[0][:40]
+
+    def admit(self, error: str) -> bool:
+        """Count one refusal; whether it is to be answered and audited on its own."""
+        self.count(self.reason(error), 1)
+        return self.seen[self.reason(error)] <= self.BURST
+
+    def count(self, reason: str, n: int) -> None:
+        if not self.seen:
+            self.since = utc_now()
+            self.loop.call_later(self.WINDOW_S, self._summarize)
+        self.seen[reason] = self.seen.get(reason, 0) + n
+
+    def _summarize(self) -> None:
+        seen, self.seen = self.seen, {}
+        until = utc_now()
+        for reason, n in sorted(seen.items()):
+            unanswered = n if reason == "flood" else n - self.BURST
+            if unanswered <= 0:
+                continue
+            log.warning("%d more commands refused (%s) between %s and %s, not answered one by one", unanswered,
+                        reason, self.since, until)
+            try:
+                self.store.audit("bus", "command.refused", {"reason": reason, "count": unanswered,
+                                                            "since": self.since, "until": until})
+            except StoreError as exc:
+                log.error("%s; the count above is not in the audit log", exc)
+
+
 class CommandRunner:
     """Checks each message of ``cmd/<node>``, runs what passes, answers and audits all."""
 
@@ -238,12 +295,71 @@ class CommandRunner:
         self.keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.lock = threading.Lock()
+        self.inbox: collections.deque[bytes] = collections.deque()
+        self.overflow = 0
+        self.draining = False
+        self.refusals = Refusals(store, loop)
 
-    def receive(self, topic: str, payload: bytes) -> None:
-        """The publisher's subscription handler, on the loop."""
-        task = self.loop.create_task(self._run(payload))
+    def offer(self, topic: str, payload: bytes) -> None:
+        """The publisher's subscription handler, in paho's network thread. A flood of junk must
+        neither hold the loop (a tap waits behind every queued message) nor memory: at most
+        ``INBOX`` messages wait, the rest are counted and dropped unread (QoS 1 is answered by
+        paho all the same, so the broker does not send them again)."""
+        with self.lock:
+            if len(self.inbox) >= INBOX:
+                self.overflow += 1
+                return
+            self.inbox.append(payload)
+            if self.draining:
+                return
+            self.draining = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """A few messages per loop turn, so a tap between them waits for a few, not for all."""
+        for _ in range(PER_TURN):
+            with self.lock:
+                payload = self.inbox.popleft() if self.inbox else None
+                overflow, self.overflow = self.overflow, 0
+                if payload is None:
+                    self.draining = False
+            if overflow:
+                self.refusals.count("flood", overflow)
+            if payload is None:
+                return
+            try:
+                self.receive(payload)
+            except Exception:  # a bug must not stop the commands after it
+                log.exception("command failed inside sekisho")
+        self.loop.call_soon(self._drain)
+
+    def receive(self, payload: bytes) -> None:
+        """Check one message on the loop; run it in a task of its own if it passes."""
+        if self.closed:
+            return
+        message: dict[str, Any] = {}
+        try:
+            message = parse(payload)
+            self.check(message)
+            if not self.store.claim_command(message["id"], message["key"], message["op"]):
+                raise Refused(f"replayed: id {message['id']!r} was used before")
+        except Refused as exc:
+            self._refuse(exc.message or message, str(exc))
+            return
+        except StoreError as exc:
+            # Not recorded, so not run; the answer waits in memory for the disk, like any event.
+            self._answer(message, {"ok": False, "error": f"not run: cannot record it ({exc})"}, "command.refused")
+            return
+        task = self.loop.create_task(self._run(message))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _refuse(self, message: Mapping[str, Any], error: str) -> None:
+        """Answered and audited each, up to ``Refusals.BURST`` a minute for one reason; past
+        that counted, and the count audited once the minute is over."""
+        if self.refusals.admit(error):
+            self._answer(message, {"ok": False, "error": error[:MAX_ERROR]}, "command.refused")
 
     def check(self, message: dict[str, Any]) -> None:
         """Steps 2 to 5 of the module's list; raises ``Refused``."""
@@ -273,34 +389,16 @@ class CommandRunner:
         for task in self.tasks:
             task.cancel()
 
-    async def _run(self, payload: bytes) -> None:
+    async def _run(self, message: dict[str, Any]) -> None:
+        actor = f"key:{message['key']}"
+        log.info("command %s: %s by %s", message["id"], message["op"], actor)
         try:
-            await self._checked(payload)
+            reply = await run_op(self.handlers, message["op"], dict(message["args"]), actor)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug must not leave a command unanswered, nor stop the next one
             log.exception("command failed inside sekisho")
-            self._answer({}, {"ok": False, "error": "internal error (see the node's log)"}, "command.refused")
-
-    async def _checked(self, payload: bytes) -> None:
-        message: dict[str, Any] = {}
-        if self.closed:
-            return
-        try:
-            message = parse(payload)
-            self.check(message)
-            if not self.store.claim_command(message["id"], message["key"], message["op"]):
-                raise Refused(f"replayed: id {message['id']!r} was used before")
-        except Refused as exc:
-            self._answer(exc.message or message, {"ok": False, "error": str(exc)}, "command.refused")
-            return
-        except StoreError as exc:
-            # Not recorded, so not run; the answer waits in memory for the disk, like any event.
-            self._answer(message, {"ok": False, "error": f"not run: cannot record it ({exc})"}, "command.refused")
-            return
-        actor = f"key:{message['key']}"
-        log.info("command %s: %s by %s", message["id"], message["op"], actor)
-        reply = await run_op(self.handlers, message["op"], dict(message["args"]), actor)
+            reply = {"ok": False, "error": "internal error (see the node's log)"}
         self._answer(message, reply, "command.done" if reply["ok"] else "command.failed")
 
     def _answer(self, message: Mapping[str, Any], reply: Mapping[str, Any], action: str) -> None:

@@ -174,7 +174,7 @@ READER = {
                    "device = \"/dev/input/by-id/...\" }; empty: none (a sim reader takes `sekisho sim pin`)."),
 }
 DESK = {
-    "seat": Key(str, "seat0", "The logind seat whose active graphical session this desk locks."),
+    "seat": Key(str, "seat0", "The logind seat whose user sessions (graphical and text) this desk locks."),
     "area": Key(str, "", "The area the desk stands in ([areas.<name>]); a card whose holder has no recorded "
                 "entry into it is tailgating. Empty: no tailgating check.", lambda v: v and _name(v)),
     "unlock_on_card": Key(bool, False, "Unlock the session when the holder's card comes back; otherwise the "
@@ -193,6 +193,16 @@ DESK = {
                          "unsaved work is lost, the screen is safe).", _one_of("none", "terminate")),
     "lock_fallback_command": Key(list, [], "Instead of lock_fallback, a command to run (argv array; {session}, "
                                  "{seat} and {user} are replaced).", _strings()),
+    "lock_confirm_command": Key(list, [], "A command that must also exit 0 before a graphical session's lock counts "
+                                "as confirmed (argv array, no shell; {session}, {seat} and {user} are replaced); "
+                                "LockedHint alone can be set by the session's own user. Its failure is a failed "
+                                "lock. Empty: LockedHint alone.", _strings()),
+    "unlocked_without_card": Key(str, "relock", "A user session that becomes unlocked or active while no holder's "
+                                 "card is in the slot: relock (lock it again) or alarm_only. Both raise the "
+                                 "unlocked_without_card alarm.", _one_of("relock", "alarm_only")),
+    "tty_lock": Key(str, "terminate", "A text-console session on the seat, whose lock no screen locker confirms: "
+                    "terminate (end it) or alarm_only (leave it, lock_failed alarm).",
+                    _one_of("terminate", "alarm_only")),
 }
 DOOR = {
     "area_in": Key(str, "", "The area a person enters through the door's in-reader ([areas.<name>]).",
@@ -403,6 +413,9 @@ class DeskConfig:
     lock_retries: int
     lock_fallback: str
     lock_fallback_command: tuple[str, ...]
+    lock_confirm_command: tuple[str, ...]
+    unlocked_without_card: str
+    tty_lock: str
     levels: frozenset[str]
     """The levels that may use this desk (from [levels.<name>] desks)."""
 
@@ -702,7 +715,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             raise PermissionDenied(c.denied[0])
         raise ConfigError(c.problems)
     desks = {name: DeskConfig(name=name, levels=frozenset(desk_levels[name]),
-                              **{**v, "lock_fallback_command": tuple(v["lock_fallback_command"])})
+                              **{**v, "lock_fallback_command": tuple(v["lock_fallback_command"]),
+                                 "lock_confirm_command": tuple(v["lock_confirm_command"])})
              for name, v in desk_values.items()}
     site["holidays"] = tuple(site["holidays"])
     rules = SiteRules(MappingProxyType(door_rules), MappingProxyType(levels), MappingProxyType(areas),

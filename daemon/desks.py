@@ -6,8 +6,12 @@ desk's area) and carries out the actions: lock or unlock the seat's session thro
 record and publish desk events, publish the retained desk state, raise alarms.
 
 Locks for one desk never overlap: a lock asked for while one is running runs once more when it
-ends, so the last word is always a lock. What logind answered comes back to the policy as an
-event (``SessionLocked``, ``SessionLockFailed``, ``NoSessionToLock``) and is published from there.
+ends, so the last word is always a lock. A lock covers every user session on the desk's seat;
+what logind answered comes back to the policy as events, one per session (``SessionLocked``,
+``SessionLockFailed``, ``SessionTerminated``; ``NoSessionToLock`` for none), and is published
+from there. What the seat watch (``logind_watch.SeatWatch``) lists after each change of the
+seat's sessions goes to the policy as ``SeatSessionsSeen``: an unlock without the holder's card
+is noticed there and undone by the lock it asks for.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from sekisho.policies import desk as policy
 from sekisho.policies.desk import Card, Desk, DeskDecision, DeskRules, LockSession, Publish, RaiseAlarm, UnlockSession
-from sekisho.policies.events import CardPresented, Event, SessionLocked
+from sekisho.policies.events import CardPresented, Event, SeatSessionsSeen, SessionLocked
 
 from .config import Config, DeskConfig
 from .errors import SekishoDBusError
@@ -62,9 +66,11 @@ class Desks:
         """Called after a desk's state changed (USB control decides held devices then)."""
         self.tz = ZoneInfo(config.site.timezone)
         self.rules = {name: DeskRules(name, d.unlock_on_card, policy.TailgatingStance(d.tailgating),
-                                      policy.UnknownOccupancy(d.unknown_occupancy), d.away_timeout_s)
+                                      policy.UnknownOccupancy(d.unknown_occupancy), d.away_timeout_s,
+                                      policy.UnlockedWithoutCard(d.unlocked_without_card))
                       for name, d in config.desks.items()}
-        self.desks: dict[str, Desk] = {}
+        self.desks: dict[str, Desk] = {name: Desk() for name in config.desks}
+        """Before ``startup`` only the seat watch's first listing (the baseline) is kept here."""
         self.locking: set[str] = set()
         self.relock: dict[str, float] = {}
         self.tasks: set[asyncio.Task] = set()
@@ -73,14 +79,19 @@ class Desks:
         """Nobody is known to hold a desk at start, so every desk's session locks; a card in the
         slot is reported by its reader and makes the desk in_use again."""
         for name in self.config.desks:
-            self.desks[name] = Desk()
-            self._apply(name, policy.start(self.loop.time()), self.loop.time())
+            self._apply(name, policy.start(self.loop.time(), self.desks[name].seen), self.loop.time())
 
     # ------------------------------------------------------------------------- inputs
     def event(self, desk: str, event: Event, card_hash: str | None = None) -> None:
         card = self._card(desk, card_hash) if isinstance(event, CardPresented) and card_hash else None
         decision = policy.decide(self.desks[desk], event, self.loop.time(), self.rules[desk], card)
         self._apply(desk, decision, event.mono)
+
+    def seat_seen(self, event: SeatSessionsSeen) -> None:
+        """The seat watch's report: the user sessions on a seat after a change, for its desks."""
+        for name, cfg in self.config.desks.items():
+            if cfg.seat == event.seat:
+                self.event(name, event)
 
     def _card(self, desk: str, card_hash: str) -> Card:
         holder = self.store.card_holder(card_hash)
@@ -95,7 +106,9 @@ class Desks:
     def _apply(self, desk: str, decision: DeskDecision, trigger: float) -> None:
         before = self.desks[desk]
         self.desks[desk] = decision.desk
-        log.info("%s: %s (%s, rule %s)", desk, decision.state.value, decision.reason, decision.rule)
+        quiet = not decision.actions and not decision.changed
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s: %s (%s, rule %s)", desk, decision.state.value,
+                decision.reason, decision.rule)
         actions = list(decision.actions)
         while actions:
             action = actions.pop(0)
@@ -152,13 +165,17 @@ class Desks:
         try:
             while True:
                 result = await self.logind.lock(cfg.seat, confirm_timeout=cfg.lock_confirm_s,
-                                                retries=cfg.lock_retries, fallback=fallback)
-                outcome = result.event(desk)
-                if isinstance(outcome, SessionLocked):
-                    confirmed = next(s.at for s in result.steps if s.step.value == "lock_confirmed")
-                    outcome = dataclasses.replace(outcome, latency_ms=(confirmed - trigger) * 1000)
-                self._apply(desk, policy.decide(self.desks[desk], outcome, self.loop.time(), self.rules[desk]),
-                            trigger)
+                                                retries=cfg.lock_retries, fallback=fallback,
+                                                text_fallback=TERMINATE if cfg.tty_lock == "terminate" else None,
+                                                confirm_command=list(cfg.lock_confirm_command) or None)
+                for outcome in result.events(desk):
+                    if isinstance(outcome, SessionLocked):
+                        # From the trigger (the card leaving, as the driver saw it), not from the call.
+                        confirmed = next(s.at for s in result.result(outcome.session).steps
+                                         if s.step.value == "lock_confirmed")
+                        outcome = dataclasses.replace(outcome, latency_ms=(confirmed - trigger) * 1000)
+                    self._apply(desk, policy.decide(self.desks[desk], outcome, self.loop.time(), self.rules[desk]),
+                                trigger)
                 if desk not in self.relock:
                     return
                 trigger = self.relock.pop(desk)
@@ -175,8 +192,17 @@ class Desks:
             self._publish(desk, decision, follow)
 
     def describe(self) -> list[dict[str, Any]]:
-        """For ``sekisho desk list`` (local, so the person's id, not the pseudonym)."""
+        """For ``sekisho desk list`` (local, so the person's id, not the pseudonym). ``sessions``
+        is the seat's user sessions as the watch last listed them (None before its first)."""
         return [{"desk": name, "state": d.state.value, "person_id": d.person_id,
-                 "since_s": round(self.loop.time() - d.since, 1)} for name, d in self.desks.items()]
+                 "since_s": round(self.loop.time() - d.since, 1), "sessions": _sessions(d)}
+                for name, d in self.desks.items()]
+
+
+def _sessions(desk: Desk) -> str | None:
+    if desk.seen is None:
+        return None
+    return ", ".join(f"{s.id} {'locked' if s.locked else 'unlocked'}{' active' if s.active else ''}"
+                     for s in desk.seen) or "none"
 
 

@@ -6,24 +6,32 @@ D-Bus client) builds on. Only its low-level API is used (``Message`` in, ``Messa
 name is in ``logind_defs``, no call pays for an introspection round trip, and signals that
 logind sends but does not declare (dbusmock's logind declares none) are caught all the same.
 
-What is locked: the *active* session on the desk's seat whose ``Class`` is a person's
-(``user``) and whose ``Type`` has a screen (``x11``, ``wayland``, ``mir``); see ``USER_CLASSES``
-and ``GRAPHICAL_TYPES``. A seat at the login screen (class ``greeter``) or on a text console has
-nothing a screen locker could cover, and that is reported as nothing to lock, not as a failure.
-logind keeps at most one active session per seat; should two ever claim it, the first listed is
-taken.
+What is locked: every session on the desk's seat whose ``Class`` is a person's (``user``; see
+``USER_CLASSES``), graphical or text, active or not. A person who switched to a text console
+before pulling the card must not leave the graphical session one key away, and a session in the
+background is one ``chvt`` from the foreground. A seat at the login screen (class ``greeter``)
+has nothing to lock, and that is reported as nothing to lock, not as a failure. The sessions
+are locked side by side, so a slow one never delays another.
 
 How a lock is confirmed. ``LockSession(id)`` only asks: logind emits ``Session.Lock`` and the
-desktop's locker locks, then sets ``LockedHint``. So ``lock`` watches that session's
+desktop's locker locks, then sets ``LockedHint``. So each attempt watches that session's
 ``PropertiesChanged`` (a raw ``AddMatch``, installed before the request so no change is missed)
 and also reads ``LockedHint`` once after the request (the hint may already be true, and a locker
-may set it without a change signal). Unconfirmed within ``confirm_timeout``: ask again, up to
-``retries`` more times, then run the fallback: ``"terminate"`` ends the session through
-``TerminateSession(id)``; a list is a command run without a shell, where ``{session}``,
-``{seat}`` and ``{user}`` in an argument become the session id, the seat and the user name.
-``lock`` raises for nothing the bus, logind or the fallback does (only for arguments that
-``check_fallback`` rejects): every step, failures included, is in the ``LockResult``, which the
-daemon records and turns into the desk policy's next input with ``LockResult.event``.
+may set it without a change signal). ``LockedHint`` is the locker's word, and the session's own
+user may set it too (``SetLockedHint``); where that matters, ``confirm_command`` (argv, no shell,
+``{session}``, ``{seat}``, ``{user}`` substituted) must also exit 0 before a lock of a graphical
+session counts as confirmed: a command that fails or hangs makes the attempt unconfirmed, as a
+false hint would (docs/desks.md says what each proves).
+
+Unconfirmed. A graphical session: ask again, up to ``retries`` more times, then run the
+fallback: ``"terminate"`` ends the session through ``TerminateSession(id)``; a list is a command
+run like ``confirm_command``. A text session (``tty``, or any type without a screen) has no
+locker that logind knows of: one request, one ``confirm_timeout``, then ``text_fallback``:
+``"terminate"`` ends it (``SessionTerminated`` when that worked), ``None`` leaves it and reports
+the failed lock. ``lock`` raises for nothing the bus, logind or a command does (only for
+arguments that ``check_fallback`` rejects): every step, failures included, is in the
+``SeatLockResult``, which the daemon records and turns into the desk policy's next inputs with
+``SeatLockResult.events``.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusFastError
 
-from sekisho.policies.events import Event, NoSessionToLock, SessionLocked, SessionLockFailed
+from sekisho.policies.events import (Event, NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed,
+                                     SessionTerminated)
 
 from . import logind_defs as ld
 from .errors import SekishoDBusError
@@ -62,6 +71,11 @@ class SessionInfo:
     session_class: str
     type: str
     locked_hint: bool
+    state: str = ""
+    """``online``, ``active`` or ``closing`` (logged out, processes lingering)."""
+
+    def seat_session(self, graphical_types: frozenset[str] = ld.GRAPHICAL_TYPES) -> SeatSession:
+        return SeatSession(self.id, self.active, self.locked_hint, self.type in graphical_types)
 
 
 class Step(enum.StrEnum):
@@ -73,6 +87,8 @@ class Step(enum.StrEnum):
     LOCK_CONFIRMED = "lock_confirmed"
     LOCK_UNCONFIRMED = "lock_unconfirmed"
     LOCK_CALL_FAILED = "lock_call_failed"
+    CONFIRM_COMMAND_FAILED = "confirm_command_failed"
+    """``LockedHint`` said locked and the confirmation command did not agree; ``detail`` says how."""
     FALLBACK_DONE = "fallback_done"
     FALLBACK_FAILED = "fallback_failed"
 
@@ -89,6 +105,8 @@ class LockStep:
 
 @dataclass(frozen=True)
 class LockResult:
+    """One session's lock: every step, and how it ended."""
+
     seat: str
     session: SessionInfo | None
     steps: tuple[LockStep, ...]
@@ -125,6 +143,11 @@ class LockResult:
         """From the start of ``lock`` to the first ``LockSession`` going out."""
         return self._ms_to(Step.LOCK_REQUESTED)
 
+    @property
+    def text(self) -> bool:
+        """A session without a screen: its fallback is ``text_fallback``."""
+        return self.session is not None and self.session.type not in ld.GRAPHICAL_TYPES
+
     def event(self, source: str) -> Event:
         """The desk policy's input for this outcome."""
         if self.confirmed:
@@ -132,10 +155,50 @@ class LockResult:
             return SessionLocked(source=source, session=self.session.id, latency_ms=self.latency_ms)
         if self.nothing_to_lock:
             return NoSessionToLock(source=source)
-        reason = self.error or next((s.detail for s in reversed(self.steps) if s.step is Step.LOCK_CALL_FAILED),
-                                    "unconfirmed")
-        return SessionLockFailed(source=source, session=self.session.id if self.session else None, reason=reason,
+        assert self.session is not None or self.error is not None
+        sid = self.session.id if self.session else None
+        if self.text and self.fallback == TERMINATE and self.fallback_ok:
+            # Ending a text console that cannot lock is the configured outcome, not a failure.
+            return SessionTerminated(source=source, session=sid or "", reason="text_session")
+        failures = (Step.LOCK_CALL_FAILED, Step.CONFIRM_COMMAND_FAILED)
+        reason = self.error or next((f"{s.step.value}: {s.detail}" if s.step is Step.CONFIRM_COMMAND_FAILED
+                                     else s.detail for s in reversed(self.steps) if s.step in failures),
+                                    "text_session_unconfirmed" if self.text else "unconfirmed")
+        return SessionLockFailed(source=source, session=sid, reason=reason,
                                  latency_ms=(self.finished - self.started) * 1000)
+
+
+@dataclass(frozen=True)
+class SeatLockResult:
+    """A lock of every user session on a seat: one ``LockResult`` each, or, when the sessions
+    could not be listed, one ``LockResult`` that carries the error (``lookup_failed``)."""
+
+    seat: str
+    results: tuple[LockResult, ...]
+    """Empty: the seat had no user session (nothing to lock)."""
+    started: float
+    finished: float
+
+    @property
+    def nothing_to_lock(self) -> bool:
+        return not self.results
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.results)
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.results) and all(r.confirmed for r in self.results)
+
+    def result(self, session: str) -> LockResult:
+        return next(r for r in self.results if r.session is not None and r.session.id == session)
+
+    def events(self, source: str) -> list[Event]:
+        """The desk policy's inputs, one per session (``NoSessionToLock`` for none)."""
+        if not self.results:
+            return [NoSessionToLock(source=source)]
+        return [r.event(source) for r in self.results]
 
 
 class _LockedHintWatch:
@@ -246,7 +309,7 @@ class Logind:
         return SessionInfo(id=str(p.get(ld.PROP_ID, "")), path=path, seat=str(seat[0]), uid=int(user[0]),
                            user=str(p.get(ld.PROP_NAME, "")), active=bool(p.get(ld.PROP_ACTIVE, False)),
                            session_class=str(p.get(ld.PROP_CLASS, "")), type=str(p.get(ld.PROP_TYPE, "")),
-                           locked_hint=bool(p.get(ld.PROP_LOCKED_HINT, False)))
+                           locked_hint=bool(p.get(ld.PROP_LOCKED_HINT, False)), state=str(p.get(ld.PROP_STATE, "")))
 
     async def sessions(self, seat: str) -> list[SessionInfo]:
         """Every session on ``seat``, in logind's order, whatever its class, type or activity."""
@@ -267,6 +330,14 @@ class Logind:
             if info.seat == seat:  # the property is logind's own word; the list entry is a copy
                 found.append(info)
         return found
+
+    async def user_sessions(self, seat: str) -> list[SessionInfo]:
+        """Every session on ``seat`` a person works in (``classes``), graphical or not, that is
+        not ``closing``: a logged-out session whose processes linger (Debian's logind keeps them,
+        ``KillUserProcesses=no``) has no screen or console left to use, and must not keep its
+        holder's desk from the next shift."""
+        return [s for s in await self.sessions(seat)
+                if s.session_class in self.classes and s.state != ld.STATE_CLOSING]
 
     async def active_session(self, seat: str) -> SessionInfo | None:
         """The active graphical user session on ``seat``; None at the login screen or with none."""
@@ -290,10 +361,15 @@ class Logind:
         return session
 
     async def lock(self, seat: str, *, confirm_timeout: float, retries: int = 1, fallback: Fallback = None,
-                   on_step: Callable[[LockStep], None] | None = None) -> LockResult:
-        """Lock the seat's active graphical session and confirm it (see the module docstring).
+                   text_fallback: str | None = TERMINATE, confirm_command: Sequence[str] | None = None,
+                   on_step: Callable[[LockStep], None] | None = None) -> SeatLockResult:
+        """Lock every user session on the seat and confirm each (see the module docstring).
         ``on_step`` sees each step as it happens, so the daemon can publish before the end."""
         check_fallback(fallback)
+        if text_fallback not in (None, TERMINATE):
+            raise ValueError(f"a text session's fallback is {TERMINATE!r} or None, not {text_fallback!r}")
+        if confirm_command:
+            check_fallback(list(confirm_command))
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         started = time.monotonic()
@@ -306,25 +382,47 @@ class Logind:
             if on_step is not None:
                 on_step(s)
 
-        def result(session: SessionInfo | None, attempts: int = 0, confirmed: bool = False,
-                   fallback_run: str | None = None, fallback_ok: bool | None = None,
-                   error: str | None = None) -> LockResult:
-            return LockResult(seat, session, tuple(steps), attempts, confirmed, fallback_run, fallback_ok, error,
+        try:
+            sessions = await self.user_sessions(seat)
+        except SekishoDBusError as exc:
+            log.error("lock %s: cannot list the sessions: %s", seat, exc)
+            step(Step.LOOKUP_FAILED, detail=exc.name)
+            failed = LockResult(seat, None, tuple(steps), 0, False, None, None, exc.name, started, time.monotonic())
+            return SeatLockResult(seat, (failed,), started, time.monotonic())
+        if not sessions:
+            step(Step.NO_SESSION)
+            return SeatLockResult(seat, (), started, time.monotonic())
+        results = await asyncio.gather(*(
+            self._lock_session(s, confirm_timeout=confirm_timeout, retries=retries, fallback=fallback,
+                               text_fallback=text_fallback, confirm_command=confirm_command, on_step=on_step)
+            for s in sessions))
+        return SeatLockResult(seat, tuple(results), started, time.monotonic())
+
+    async def _lock_session(self, session: SessionInfo, *, confirm_timeout: float, retries: int,
+                            fallback: Fallback, text_fallback: str | None, confirm_command: Sequence[str] | None,
+                            on_step: Callable[[LockStep], None] | None) -> LockResult:
+        seat = session.seat
+        started = time.monotonic()
+        steps: list[LockStep] = []
+        text = session.type not in ld.GRAPHICAL_TYPES
+
+        def step(kind: Step, attempt: int = 0, detail: str = "") -> None:
+            s = LockStep(kind, time.monotonic(), attempt, detail)
+            steps.append(s)
+            log.debug("lock %s/%s: %s %s %s", seat, session.id, kind.value, attempt or "", detail)
+            if on_step is not None:
+                on_step(s)
+
+        def result(attempts: int = 0, confirmed: bool = False, fallback_run: str | None = None,
+                   fallback_ok: bool | None = None) -> LockResult:
+            return LockResult(seat, session, tuple(steps), attempts, confirmed, fallback_run, fallback_ok, None,
                               started, time.monotonic())
 
-        try:
-            session = await self.active_session(seat)
-        except SekishoDBusError as exc:
-            log.error("lock %s: cannot find the session: %s", seat, exc)
-            step(Step.LOOKUP_FAILED, detail=exc.name)
-            return result(None, error=exc.name)
-        if session is None:
-            step(Step.NO_SESSION)
-            return result(None)
         step(Step.SESSION_FOUND, detail=session.id)
-
+        # A text console has no locker logind knows of: asking again only keeps it open longer.
+        tries = 1 if text else retries + 1
         attempts, confirmed = 0, False
-        for attempt in range(1, retries + 2):
+        for attempt in range(1, tries + 1):
             attempts = attempt
             try:
                 confirmed = await self._lock_once(session, attempt, confirm_timeout, step)
@@ -332,17 +430,27 @@ class Logind:
                 log.warning("lock %s: %s", seat, exc)
                 step(Step.LOCK_CALL_FAILED, attempt, exc.name)
                 continue
+            if confirmed and confirm_command and not text:
+                ok, detail = await self._run(confirm_command, session, "confirm")
+                if not ok:
+                    log.error("lock %s: LockedHint says %s is locked, the confirmation command does not: %s",
+                              seat, session.id, detail)
+                    step(Step.CONFIRM_COMMAND_FAILED, attempt, detail)
+                    confirmed = False
+                    continue
             if confirmed:
                 step(Step.LOCK_CONFIRMED, attempt, session.id)
-                return result(session, attempts, True)
+                return result(attempts, True)
             step(Step.LOCK_UNCONFIRMED, attempt, session.id)
 
-        log.error("lock %s: session %s not confirmed locked after %d attempts", seat, session.id, attempts)
-        if fallback is None:
-            return result(session, attempts)
-        ran, ok, detail = await self._fallback(fallback, session)
+        log.error("lock %s: session %s (%s) not confirmed locked after %d attempts", seat, session.id,
+                  session.type, attempts)
+        chosen = text_fallback if text else fallback
+        if chosen is None:
+            return result(attempts)
+        ran, ok, detail = await self._fallback(chosen, session)
         step(Step.FALLBACK_DONE if ok else Step.FALLBACK_FAILED, detail=detail)
-        return result(session, attempts, fallback_run=ran, fallback_ok=ok)
+        return result(attempts, fallback_run=ran, fallback_ok=ok)
 
     async def _lock_once(self, session: SessionInfo, attempt: int, confirm_timeout: float,
                          step: Callable[..., None]) -> bool:
@@ -396,27 +504,33 @@ class Logind:
                 return TERMINATE, False, exc.name
             log.warning("fallback: session %s terminated", session.id)
             return TERMINATE, True, session.id
+        ok, detail = await self._run(fallback, session, "fallback")
+        if ok:
+            log.warning("fallback %s ran for session %s", fallback[0], session.id)
+        return fallback[0], ok, detail
+
+    async def _run(self, command: Sequence[str], session: SessionInfo, what: str) -> tuple[bool, str]:
+        """Run a configured command for ``session``, no shell: (exit 0, detail for the record)."""
         argv = [arg.replace("{session}", session.id).replace("{seat}", session.seat).replace("{user}", session.user)
-                for arg in fallback]
+                for arg in command]
         program = argv[0]
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.DEVNULL,
                                                         stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
-            log.error("fallback %s: %s", program, exc)
-            return program, False, str(exc)
+            log.error("%s %s: %s", what, program, exc)
+            return False, str(exc)
         try:
             _, err = await asyncio.wait_for(proc.communicate(), self.fallback_timeout)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            log.error("fallback %s: killed after %g s", program, self.fallback_timeout)
-            return program, False, f"timeout after {self.fallback_timeout:g} s"
+            log.error("%s %s: killed after %g s", what, program, self.fallback_timeout)
+            return False, f"timeout after {self.fallback_timeout:g} s"
         if proc.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
             detail = f"exit {proc.returncode}" + (f": {tail[0][:200]}" if tail else "")
-            log.error("fallback %s: %s", program, detail)
-            return program, False, detail
-        log.warning("fallback %s ran for session %s", program, session.id)
-        return program, True, "exit 0"
+            log.error("%s %s: %s", what, program, detail)
+            return False, detail
+        return True, "exit 0"

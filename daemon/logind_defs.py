@@ -14,6 +14,13 @@ BUS_NAME = "org.freedesktop.login1"
 MANAGER_PATH = "/org/freedesktop/login1"
 MANAGER_IFACE = "org.freedesktop.login1.Manager"
 SESSION_IFACE = "org.freedesktop.login1.Session"
+SEAT_IFACE = "org.freedesktop.login1.Seat"
+SESSION_NEW = "SessionNew"
+"""Manager signal (s session id, o path): a session was created."""
+SESSION_REMOVED = "SessionRemoved"
+"""Manager signal (s session id, o path): a session is gone."""
+PROP_ACTIVE_SESSION = "ActiveSession"
+"""Seat property (so), emits PropertiesChanged when the seat's foreground session changes."""
 
 # Manager methods and their argument signatures.
 LIST_SESSIONS = "ListSessions"
@@ -36,6 +43,8 @@ PROP_ACTIVE = "Active"
 PROP_CLASS = "Class"
 PROP_TYPE = "Type"
 PROP_STATE = "State"
+STATE_CLOSING = "closing"
+"""The session's user logged out and some of its processes still run."""
 PROP_LOCKED_HINT = "LockedHint"
 
 
@@ -57,8 +66,9 @@ USER_CLASSES = frozenset({"user"})
 """Session classes a person works in. Not ``greeter`` (the login screen: nothing to protect),
 ``lock-screen`` (the locker itself), ``background``/``manager`` (no seat, no screen)."""
 GRAPHICAL_TYPES = frozenset({"x11", "wayland", "mir"})
-"""Session types with a screen that a locker can cover. ``tty`` (a text console), ``unspecified``
-(cron, su) and dbusmock's ``test`` are left out."""
+"""Session types with a screen that a locker can cover. Every other type of a user session on a
+seat (``tty``, a text console; ``unspecified``; dbusmock's ``test``) is a text session: no
+locker confirms its lock, so its fallback is the desk's ``tty_lock``."""
 
 # ----------------------------------------------------------------------------- bus daemon
 DBUS_NAME = "org.freedesktop.DBus"
@@ -82,6 +92,18 @@ SESSION_GONE_ERRORS = frozenset({"org.freedesktop.DBus.Error.UnknownObject", "or
 # Error names sekisho gives failures that never reached a D-Bus reply, named as libdbus would.
 ERROR_NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
 ERROR_DISCONNECTED = "org.freedesktop.DBus.Error.Disconnected"
+
+
+def manager_signal_rule(member: str) -> str:
+    """The match rule for one of logind's Manager signals (``SessionNew``, ``SessionRemoved``)."""
+    return f"type='signal',sender='{BUS_NAME}',path='{MANAGER_PATH}',interface='{MANAGER_IFACE}',member='{member}'"
+
+
+def login1_properties_changed_rule() -> str:
+    """Every ``PropertiesChanged`` logind sends for its sessions and seats (``LockedHint``,
+    ``Active``, ``ActiveSession``). ``sender`` makes the bus drop anyone else's."""
+    return (f"type='signal',sender='{BUS_NAME}',path_namespace='{MANAGER_PATH}',interface='{PROPERTIES_IFACE}',"
+            f"member='{PROPERTIES_CHANGED}'")
 
 
 def session_properties_changed_rule(session_path: str) -> str:

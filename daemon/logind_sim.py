@@ -1,6 +1,8 @@
 """A simulated logind for ``sekisho demo``: a private system bus with python-dbusmock's logind
-template, one graphical session, and LockSession/UnlockSession that behave like logind with a
-screen locker (the template's own only record the call).
+template, one graphical session, and LockSession/UnlockSession/TerminateSession that behave like
+logind with a screen locker (the template's own only record the call): a graphical session's
+locker sets ``LockedHint``, a text console has none, and a terminated session is removed with
+``SessionRemoved``.
 
 The demo must never lock the desktop of the person trying it, so it talks to this bus, not to
 the machine's. The tests use the same patch (tests/logind_mock.py).
@@ -29,7 +31,10 @@ session.EmitSignal('org.freedesktop.login1.Session', 'Lock', '', [])
 def locked_hint(session=session):  # exec's locals are not a closure: pass the session in
     session.UpdateProperties('org.freedesktop.login1.Session', {'LockedHint': dbus.Boolean(True)})
     return False  # a GLib timeout that fires once
-if %(delay_ms)d:
+# logind signals Lock to a text console too, but no locker there sets LockedHint.
+if session.Get('org.freedesktop.login1.Session', 'Type') not in ('x11', 'wayland', 'mir'):
+    pass
+elif %(delay_ms)d:
     from gi.repository import GLib
     GLib.timeout_add(%(delay_ms)d, locked_hint)
 else:
@@ -39,6 +44,24 @@ UNLOCK_LIKE_LOGIND = """
 session = objects['/org/freedesktop/login1/session/' + args[0]]
 session.EmitSignal('org.freedesktop.login1.Session', 'Unlock', '', [])
 session.UpdateProperties('org.freedesktop.login1.Session', {'LockedHint': dbus.Boolean(False)})
+"""
+# logind ends the session, drops it from its seat and signals SessionRemoved.
+TERMINATE_LIKE_LOGIND = """
+p = '/org/freedesktop/login1/session/' + args[0]
+if p not in objects:
+    raise dbus.exceptions.DBusException('No session ' + args[0], name='org.freedesktop.login1.NoSuchSession')
+seat_id, seat_path = objects[p].Get('org.freedesktop.login1.Session', 'Seat')
+self.RemoveObject(p)
+if seat_path in objects:
+    seat = objects[seat_path]
+    left = []
+    for entry in seat.Get('org.freedesktop.login1.Seat', 'Sessions'):  # exec locals: no comprehension
+        if entry[0] != args[0]:
+            left.append(entry)
+    seat.Set('org.freedesktop.login1.Seat', 'Sessions', dbus.Array(left, signature='(so)'))
+    if seat.Get('org.freedesktop.login1.Seat', 'ActiveSession')[0] == args[0]:
+        seat.Set('org.freedesktop.login1.Seat', 'ActiveSession', ('', dbus.ObjectPath('/')))
+self.EmitSignal('org.freedesktop.login1.Manager', 'SessionRemoved', 'so', [args[0], dbus.ObjectPath(p)])
 """
 
 
@@ -83,6 +106,7 @@ class SimulatedLogind:
         props.Set("org.freedesktop.login1.Session", "Type", "wayland")
         mock.AddMethod("org.freedesktop.login1.Manager", "LockSession", "s", "", LOCK_LIKE_LOGIND % {"delay_ms": 0})
         mock.AddMethod("org.freedesktop.login1.Manager", "UnlockSession", "s", "", UNLOCK_LIKE_LOGIND)
+        mock.AddMethod("org.freedesktop.login1.Manager", "TerminateSession", "s", "", TERMINATE_LIKE_LOGIND)
         bus.close()
 
     def stop(self) -> None:

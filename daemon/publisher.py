@@ -78,7 +78,7 @@ class Publisher:
         self.held_rows: set[int] = set()
         self.cursor = 0                      # last outbox row handed to paho on this connection
         self.acked: list[int] = []
-        self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], bool]] = {}
+        self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], bool, bool]] = {}
         self.direct: list[mqtt.MQTTMessageInfo] = []
         self.instance = uuid.uuid4().hex[:12]
         """This process, in the status message: how two daemons with one node name tell each other apart."""
@@ -88,7 +88,7 @@ class Publisher:
         """Other instances seen on our status topic -> the connections (numbered) they were seen on."""
         self.duplicate_told = False
         self.client_id = client_id
-        self.subscriptions[status_topic] = (self._status_seen, True)
+        self.subscriptions[status_topic] = (self._status_seen, True, False)
         self.client = self._make_client(client_id)
 
     # ------------------------------------------------------------------------- set-up
@@ -153,9 +153,12 @@ class Publisher:
                                        self.cfg.url, reason or "unknown reason")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        for topic_filter, (handler, retained) in self.subscriptions.items():
+        for topic_filter, (handler, retained, threaded) in self.subscriptions.items():
             if mqtt.topic_matches_sub(topic_filter, msg.topic) and (retained or not msg.retain):
-                self.loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
+                if threaded:
+                    handler(msg.topic, msg.payload)
+                else:
+                    self.loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
@@ -190,10 +193,12 @@ class Publisher:
                         reason, len(self.held))
         self.connected = False
 
-    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None], retained: bool = True) -> None:
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None], retained: bool = True,
+                  threaded: bool = False) -> None:
         """Call ``handler(topic, payload)`` on the loop for each message, retained ones too unless
-        ``retained`` is False; subscribed again on every connection. Set up before ``start``."""
-        self.subscriptions[topic_filter] = (handler, retained)
+        ``retained`` is False; subscribed again on every connection. Set up before ``start``.
+        A ``threaded`` handler is called in paho's network thread instead, and must be safe there."""
+        self.subscriptions[topic_filter] = (handler, retained, threaded)
 
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""

@@ -69,9 +69,10 @@ from .store import NewEvent
 log = logging.getLogger("sekisho.usb")
 
 PRESENT_DEVICES = ("apply", "keep")
-HOLD_STATES = frozenset({"vacant", "away", "locked"})
+HOLD_STATES = frozenset({"vacant", "away", "locked", "unlocked"})
 """Desk states in which a new HID device is held: every state but ``in_use``. ``away`` and
-``locked`` both mean a locked session with nobody typing; ``vacant`` means nobody is there."""
+``locked`` both mean a locked session with nobody typing; ``vacant`` means nobody is there;
+``unlocked`` means a session unlocked without the holder's card (an alarm)."""
 
 # Rule names for decisions no rules-file line made (the rules' own is ``IMPLICIT``).
 PRESENT_RULE = "PRESENT"

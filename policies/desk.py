@@ -6,7 +6,11 @@ A desk is a card slot bound to a seat. Its state is one of
   ``in_use``  the holder's card is in the slot and the session is theirs
   ``away``    the holder pressed leave-seat: the session is locked, the card may still be in
   ``locked``  the holder's card left the slot (or could no longer be seen): locked until the
-              same card comes back, or until no session is left to hold the holder's work
+              same card comes back, or until no user session is left to hold the holder's work
+  ``unlocked``  no holder's card is in the slot and a user session on the seat is unlocked
+              anyway: a password typed at the locker, a new login, a lock that failed. An alarm
+              state; it ends when every user session on the seat is locked again (``locked``,
+              or ``vacant`` without a holder) or the holder's card comes back (``in_use``)
 
 ``decide(desk, event, now, rules, card)`` maps the current ``Desk`` and one input to a
 ``DeskDecision``: the next ``Desk``, the actions to carry out in order, and the rule that decided.
@@ -15,7 +19,8 @@ It reads no clock: ``now`` is the daemon's monotonic time.
 What locks. A card removed, an unreadable card, the reader or pcscd lost, leave-seat, and the
 away timeout all ask for ``LockSession``, in every state: locking a locked session costs
 nothing, while a lock skipped on a wrong belief about the session is an unlocked, unattended
-desk, the leak the desk exists to stop.
+desk, the leak the desk exists to stop. ``LockSession`` means every user session on the seat,
+graphical or text, active or not (the daemon's logind client does that).
 
 What unlocks. Only the holder's own card: the same person *and* the same card hash. A card put
 into a ``vacant`` desk makes it ``in_use`` but never unlocks anything (the holder signs in or
@@ -37,13 +42,26 @@ foreign or a no-access card too); ``flag`` lets the card use the desk all the sa
 Every card inserted publishes one ``card_inserted`` or ``foreign_card`` event that carries the
 reason; a tailgating card publishes a ``tailgating`` event and raises the alarm besides.
 
-What comes back from logind is an input too (the daemon turns its lock result into one):
-``SessionLocked`` and ``SessionLockFailed`` are published, and a failure raises the
-``lock_failed`` alarm; neither changes the state, which follows the cards, not the locker.
-``NoSessionToLock`` frees a ``locked`` or ``away`` desk (``vacant``), so that the next shift's
-card is not refused as foreign forever. ``SessionUnlocked`` (the password typed at the locker)
-brings an ``away`` desk with the holder's card still in back to ``in_use``; without the
-holder's card in the slot it locks the session again, since the desk is not to be used without it.
+What comes back from logind is an input too (the daemon turns its lock result into events):
+``SessionLocked``, ``SessionTerminated`` and ``NoSessionToLock`` are published and change
+nothing. ``SessionLockFailed`` is published and raises the ``lock_failed`` alarm; without the
+holder's card in the slot the desk turns ``unlocked``, since the session is not known locked.
+
+What the seat shows. ``SeatSessionsSeen`` is logind's fresh listing of the seat's user
+sessions after any change. Against the previous listing (the first one is only a baseline: the
+start-up lock covers what it shows) a session *became usable* when it is unlocked and is new,
+was locked before, or has just become the active one. With the holder's card in the slot that
+is the holder at work: an ``away`` desk is ``in_use`` again (``desk.resume``). Without it
+(``vacant``, ``locked``, ``unlocked``) the desk turns ``unlocked``, publishes
+``unlocked_without_card``, raises that alarm, and, unless the desk's stance is ``alarm_only``,
+locks every session again (``desk.unlocked-without-card.relock|alarm-only``). An ``unlocked``
+desk whose sessions are all locked again goes back to ``locked`` (``vacant`` without a holder).
+
+Who holds the desk when nobody is logged in. A ``locked`` or ``unlocked`` desk whose seat lists
+no user session at all is ``vacant`` (``desk.logged-out``), and a lock trigger at a desk whose
+seat listed none frees it the same way: the holder's work is gone, and the next shift's card must
+not be refused as foreign forever. Only the listing frees a desk: a lock that found nothing
+(``NoSessionToLock``) never does, since logind may list nothing for reasons of its own.
 
 The away timeout. A decision into ``away`` sets ``Desk.expires_at``; the daemon schedules a
 call of ``tick(desk, now)`` at that time. ``tick`` treats the card as removed when the
@@ -57,7 +75,8 @@ import enum
 from dataclasses import dataclass, replace
 
 from .events import (CardPresented, CardRemoved, CardUnreadable, Event, LeaveSeatPressed, NoSessionToLock,
-                     ReaderBack, ReaderLost, SessionLocked, SessionLockFailed, SessionUnlocked)
+                     ReaderBack, ReaderLost, SeatSession, SeatSessionsSeen, SessionLocked, SessionLockFailed,
+                     SessionTerminated)
 
 
 class DeskState(enum.StrEnum):
@@ -65,6 +84,7 @@ class DeskState(enum.StrEnum):
     IN_USE = "in_use"
     AWAY = "away"
     LOCKED = "locked"
+    UNLOCKED = "unlocked"
 
 
 class Kind(enum.StrEnum):
@@ -80,11 +100,20 @@ class Kind(enum.StrEnum):
     FOREIGN_CARD = "foreign_card"
     READER_LOST = "reader_lost"
     READER_BACK = "reader_back"
+    UNLOCKED_WITHOUT_CARD = "unlocked_without_card"
+    SESSION_TERMINATED = "session_terminated"
 
 
 class TailgatingStance(enum.StrEnum):
     REFUSE = "refuse"
     FLAG = "flag"
+
+
+class UnlockedWithoutCard(enum.StrEnum):
+    """What a session that became usable without the holder's card gets, besides the alarm."""
+
+    RELOCK = "relock"
+    ALARM_ONLY = "alarm_only"
 
 
 class UnknownOccupancy(enum.StrEnum):
@@ -100,6 +129,7 @@ class DeskRules:
     tailgating: TailgatingStance = TailgatingStance.REFUSE
     unknown_occupancy: UnknownOccupancy = UnknownOccupancy.ALLOW
     away_timeout_s: float = 600.0
+    unlocked_without_card: UnlockedWithoutCard = UnlockedWithoutCard.RELOCK
 
 
 @dataclass(frozen=True)
@@ -129,12 +159,14 @@ class Desk:
     """Monotonic time of the last change of state or holder."""
     expires_at: float | None = None
     """Set only while ``away`` with the card in: when ``tick`` will treat it as removed."""
+    seen: tuple[SeatSession, ...] | None = None
+    """The seat's user sessions as logind last listed them; None before the first listing."""
 
 
 # ---------------------------------------------------------------------------------- actions
 @dataclass(frozen=True)
 class LockSession:
-    """Lock the seat's active session through logind (``Manager.LockSession``)."""
+    """Lock every user session on the seat through logind (``Manager.LockSession`` each)."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +226,18 @@ def _holder_present(desk: Desk) -> bool:
     return desk.slot is not None and desk.card_hash is not None and desk.slot.hash == desk.card_hash
 
 
+def _logged_out(desk: Desk) -> bool:
+    """logind's last listing showed no user session on the seat at all."""
+    return desk.seen is not None and not desk.seen
+
+
 def _lock(desk: Desk, now: float, rule: str, publish: Publish, slot: Card | None) -> DeskDecision:
     """A lock trigger: a desk in use locks; any other keeps its state and locks again."""
     state = DeskState.LOCKED if desk.state in (DeskState.IN_USE, DeskState.AWAY) else desk.state
     new = replace(desk, state=state, slot=slot)
+    if state is DeskState.LOCKED and _logged_out(desk):
+        # Nobody's work is on the seat: the card that leaves frees the desk for the next shift.
+        new = replace(new, state=DeskState.VACANT, person_id=None, card_hash=None)
     return _decision(desk, new, now, (LockSession(), publish), rule, publish.reason)
 
 
@@ -206,10 +246,11 @@ def _nothing(desk: Desk, rule: str, reason: str, *actions: Action) -> DeskDecisi
 
 
 # ---------------------------------------------------------------------------------- decisions
-def start(now: float) -> DeskDecision:
-    """The desk when the daemon starts: nobody is known to hold it, so its session locks. A card
-    already in the slot is reported by the driver's first look and makes the desk ``in_use``."""
-    return DeskDecision(Desk(since=now), (LockSession(),), "desk.start", "start", True)
+def start(now: float, seen: tuple[SeatSession, ...] | None = None) -> DeskDecision:
+    """The desk when the daemon starts: nobody is known to hold it, so its sessions lock. A card
+    already in the slot is reported by the driver's first look and makes the desk ``in_use``.
+    ``seen``: the seat's listing when the watch made one before the start (its baseline)."""
+    return DeskDecision(Desk(since=now, seen=seen), (LockSession(),), "desk.start", "start", True)
 
 
 def decide(desk: Desk, event: Event, now: float, rules: DeskRules, card: Card | None = None) -> DeskDecision:
@@ -238,18 +279,19 @@ def decide(desk: Desk, event: Event, now: float, rules: DeskRules, card: Card | 
             return _nothing(desk, "desk.lock-confirmed", "locked",
                             Publish(Kind.SESSION_LOCKED, holder, "locked", ms))
         case SessionLockFailed(reason=why, latency_ms=ms):
-            return _nothing(desk, "desk.lock-failed", why, Publish(Kind.LOCK_FAILED, holder, why, ms),
-                            RaiseAlarm("lock_failed", "critical"))
+            actions = (Publish(Kind.LOCK_FAILED, holder, why, ms), RaiseAlarm("lock_failed", "critical"))
+            if desk.state in (DeskState.VACANT, DeskState.LOCKED):
+                # Not known locked, and no holder's card in: the state must not say locked.
+                new = replace(desk, state=DeskState.UNLOCKED)
+                return _decision(desk, new, now, actions, "desk.lock-failed", why)
+            return _nothing(desk, "desk.lock-failed", why, *actions)
+        case SessionTerminated(reason=why):
+            return _nothing(desk, "desk.terminated", why, Publish(Kind.SESSION_TERMINATED, holder, why))
         case NoSessionToLock():
-            # No user session holds the holder's work any more (logged out, at the login screen):
-            # the next allowed card starts afresh instead of being a foreign card.
-            publish = Publish(Kind.SESSION_LOCKED, holder, "no_session")
-            if desk.state in (DeskState.LOCKED, DeskState.AWAY):
-                new = replace(desk, state=DeskState.VACANT, person_id=None, card_hash=None)
-                return _decision(desk, new, now, (publish,), "desk.no-session", "no_session")
-            return _nothing(desk, "desk.no-session", "no_session", publish)
-        case SessionUnlocked():
-            return _unlocked(desk, now)
+            # Recorded only: who holds the desk follows the seat's listing (SeatSessionsSeen).
+            return _nothing(desk, "desk.no-session", "no_session", Publish(Kind.SESSION_LOCKED, holder, "no_session"))
+        case SeatSessionsSeen(sessions=sessions, signalled=signalled):
+            return _seen(desk, sessions, signalled, now, rules)
     return _nothing(desk, "desk.ignored", type(event).__name__)
 
 
@@ -271,21 +313,65 @@ def _leave_seat(desk: Desk, now: float, rules: DeskRules) -> DeskDecision:
     return _decision(desk, desk, now, (LockSession(), publish), "desk.leave-seat", "leave_seat")
 
 
-def _unlocked(desk: Desk, now: float) -> DeskDecision:
+def became_usable(before: tuple[SeatSession, ...] | None, now: tuple[SeatSession, ...],
+                  signalled: frozenset[str] = frozenset()) -> tuple[tuple[SeatSession, str], ...]:
+    """The sessions of ``now`` that someone can use and could not before, each with how:
+    ``new_session`` (a login), ``unlocked`` (``LockedHint`` turned false, or logind signalled
+    so since the previous listing), ``activated`` (an unlocked session came to the foreground).
+    Nothing against no previous listing."""
+    if before is None:
+        return ()
+    old = {s.id: s for s in before}
+    usable = []
+    for s in now:
+        if s.locked:
+            continue
+        prev = old.get(s.id)
+        if prev is None:
+            usable.append((s, "new_session"))
+        elif prev.locked:
+            usable.append((s, "unlocked"))
+        elif s.active and not prev.active:
+            usable.append((s, "activated"))
+        elif s.id in signalled:
+            usable.append((s, "unlocked"))
+    return tuple(usable)
+
+
+def _seen(desk: Desk, sessions: tuple[SeatSession, ...], signalled: frozenset[str], now: float,
+          rules: DeskRules) -> DeskDecision:
+    usable = became_usable(desk.seen, sessions, signalled)
+    seen = replace(desk, seen=sessions)
+    holder = desk.person_id
     if desk.state is DeskState.IN_USE:
-        return _nothing(desk, "desk.unlocked", "in_use")
+        return _decision(desk, seen, now, (), "desk.seen", "in_use")
     if desk.state is DeskState.AWAY and _holder_present(desk):
+        if not usable:
+            return _decision(desk, seen, now, (), "desk.seen", "away")
         # The holder came back and typed their password with their card still in.
-        new = replace(desk, state=DeskState.IN_USE)
-        return _decision(desk, new, now, (Publish(Kind.UNLOCKED, desk.person_id, "password"),),
-                         "desk.resume", "password")
-    # Unlocked with no holder's card in the slot: the desk may not be used without it.
-    return _decision(desk, desk, now, (Publish(Kind.UNLOCKED, desk.person_id, "without_card"), LockSession()),
-                     "desk.no-card", "without_card")
+        new = replace(seen, state=DeskState.IN_USE)
+        return _decision(desk, new, now, (Publish(Kind.UNLOCKED, holder, "password"),), "desk.resume", "password")
+    if usable:
+        how = usable[0][1]
+        actions: tuple[Action, ...] = (Publish(Kind.UNLOCKED_WITHOUT_CARD, holder, how),
+                                       RaiseAlarm("unlocked_without_card", "critical"))
+        rule = f"desk.unlocked-without-card.{rules.unlocked_without_card.value.replace('_', '-')}"
+        if rules.unlocked_without_card is UnlockedWithoutCard.RELOCK:
+            actions = (LockSession(), *actions)
+        return _decision(desk, replace(seen, state=DeskState.UNLOCKED), now, actions, rule, how)
+    if desk.state in (DeskState.LOCKED, DeskState.UNLOCKED) and not sessions:
+        # Logged out: no session holds the holder's work, so the next shift starts afresh.
+        new = replace(seen, state=DeskState.VACANT, person_id=None, card_hash=None)
+        return _decision(desk, new, now, (), "desk.logged-out", "logged_out")
+    if desk.state is DeskState.UNLOCKED and all(s.locked for s in sessions):
+        back = DeskState.LOCKED if holder is not None else DeskState.VACANT
+        return _decision(desk, replace(seen, state=back), now, (), "desk.locked-again", "locked_again")
+    return _decision(desk, seen, now, (), "desk.seen", desk.state.value)
 
 
 def _card(desk: Desk, card: Card, now: float, rules: DeskRules) -> DeskDecision:
-    has_holder = desk.state is not DeskState.VACANT
+    # An unlocked desk may have no holder (a login without a card): any allowed card may take it.
+    has_holder = desk.person_id is not None
     same = has_holder and card.hash == desk.card_hash and card.person_id == desk.person_id
     if same and desk.state in (DeskState.IN_USE, DeskState.AWAY):
         # In use and away always hold the holder's card in the slot, so this is a repeat report.
@@ -297,7 +383,9 @@ def _card(desk: Desk, card: Card, now: float, rules: DeskRules) -> DeskDecision:
         alarms = (Publish(Kind.TAILGATING, card.person_id, "no_entry"), RaiseAlarm("tailgating", "warning"))
 
     if has_holder and not same:
-        new = replace(desk, state=DeskState.LOCKED, slot=card)
+        # An unlocked desk stays so until the listing shows its sessions locked again.
+        state = DeskState.UNLOCKED if desk.state is DeskState.UNLOCKED else DeskState.LOCKED
+        new = replace(desk, state=state, slot=card)
         actions: tuple[Action, ...] = (Publish(Kind.FOREIGN_CARD, card.person_id, "foreign_card"),)
         if desk.state is not DeskState.LOCKED:
             actions = (LockSession(), *actions)

@@ -65,7 +65,8 @@ class LeaveSeatPressed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SessionLocked(Event):
-    """logind confirmed the lock: the session's ``LockedHint`` turned true."""
+    """logind confirmed the lock: the session's ``LockedHint`` turned true (and the desk's
+    confirmation command, if it has one, agreed)."""
 
     session: str
     latency_ms: float | None = None
@@ -78,20 +79,51 @@ class SessionLockFailed(Event):
 
     session: str | None
     reason: str
-    """``unconfirmed``, or the D-Bus error name that stopped it."""
+    """``unconfirmed``, ``text_session_unconfirmed`` (a console left open by ``tty_lock``),
+    ``confirm_command_failed: <how>``, or the D-Bus error name that stopped it."""
     latency_ms: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class NoSessionToLock(Event):
-    """The seat has no active graphical user session (the login screen, say)."""
+class SessionTerminated(Event):
+    """A session whose lock could not be confirmed was ended instead (a text console has no
+    screen locker to confirm anything)."""
+
+    session: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class SessionUnlocked(Event):
-    """The session's ``LockedHint`` turned false: someone unlocked it at the desk."""
+class NoSessionToLock(Event):
+    """The seat had no user session to lock when the lock was asked for (the login screen, say).
+    A fact about one lock, never about who holds the desk: ``SeatSessionsSeen`` says that."""
 
-    session: str
+
+@dataclass(frozen=True)
+class SeatSession:
+    """One user session on a seat, as logind listed it."""
+
+    id: str
+    active: bool
+    """The seat's foreground session (logind's ``Active``)."""
+    locked: bool
+    """logind's ``LockedHint``: what the session's locker (or its user) last said."""
+    graphical: bool
+    """A screen a locker can cover (x11, wayland, mir); False for a text console."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeatSessionsSeen(Event):
+    """The user sessions on the seat, listed afresh after logind signalled a change (a session
+    new or removed, ``LockedHint`` or ``Active`` changed, the seat's ``ActiveSession`` moved).
+    The whole picture every time, so a missed or merged signal costs nothing; which session
+    became usable is for the policy to work out against the previous picture."""
+
+    seat: str
+    sessions: tuple[SeatSession, ...]
+    signalled: frozenset[str] = frozenset()
+    """Sessions logind signalled unlocked (``LockedHint`` false) or activated since the previous
+    listing: a lock and an unlock between two listings would otherwise look like no change."""
 
 
 @dataclass(frozen=True, kw_only=True)

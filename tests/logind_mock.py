@@ -7,7 +7,16 @@ The template's ``AddSession`` makes sessions of Type ``test``, which no desktop 
 another. The template's ``Manager.LockSession`` only records the call (notes, pitfall 7).
 ``patch_lock`` makes it behave like logind with a prompt screen locker: emit ``Session.Lock`` on
 the session, then set ``LockedHint`` with a ``PropertiesChanged`` signal, at once or after a
-delay. Unpatched, ``LockedHint`` stays false: a locker that never locks.
+delay, for a graphical session (a text console has no locker). Unpatched, ``LockedHint`` stays
+false: a locker that never locks.
+
+Where the template differs from logind in what it signals, ``reset`` makes it behave like
+logind for every test (org.freedesktop.login1(5)): a session is created whole and then
+announced with ``Manager.SessionNew`` (the template emits nothing, and sets Type and Class only
+after creation); ``TerminateSession`` and ``logout`` remove the session from its seat and emit
+``SessionRemoved`` (the template's does nothing); ``switch_to`` moves the seat's foreground the
+way a VT switch does, each change with its ``PropertiesChanged``. ``unlock_by_password`` is what
+a screen locker does after the right password: ``SetLockedHint(false)`` on the session.
 """
 
 from __future__ import annotations
@@ -23,7 +32,34 @@ import dbusmock
 
 from sekisho.daemon import logind_defs as ld
 
-from sekisho.daemon.logind_sim import LOCK_LIKE_LOGIND, SESSION_PATH  # noqa: F401 - re-exported
+from sekisho.daemon.logind_sim import LOCK_LIKE_LOGIND, SESSION_PATH, TERMINATE_LIKE_LOGIND  # noqa: F401
+
+TEST_IFACE = "org.sekisho.Test"
+"""Helpers that run inside the mock, so that one change is complete before any reader sees it."""
+
+# AddSession, then the properties logind would have from the start, then SessionNew; all in one
+# call, so a listing triggered by the template's own seat signals sees the finished session.
+LOGIN = """
+sid, seat, uid, user, active, stype, sclass, locked = args
+if active:
+    for p, o in list(objects.items()):
+        if '/session/' in p and o.Get('org.freedesktop.login1.Session', 'Seat')[0] == seat:
+            o.UpdateProperties('org.freedesktop.login1.Session', {'Active': dbus.Boolean(False), 'State': 'online'})
+path = self.AddSession(sid, seat, dbus.UInt32(uid), user, active)
+s = objects[path]
+s.props['org.freedesktop.login1.Session'].update({'Type': stype, 'Class': sclass, 'LockedHint': dbus.Boolean(locked)})
+self.EmitSignal('org.freedesktop.login1.Manager', 'SessionNew', 'so', [sid, dbus.ObjectPath(path)])
+ret = path
+"""
+SWITCH_TO = """
+target = objects['/org/freedesktop/login1/session/' + args[0]]
+seat_id, seat_path = target.Get('org.freedesktop.login1.Session', 'Seat')
+for p, o in list(objects.items()):
+    if '/session/' in p and o.Get('org.freedesktop.login1.Session', 'Seat')[0] == seat_id and o is not target:
+        o.UpdateProperties('org.freedesktop.login1.Session', {'Active': dbus.Boolean(False), 'State': 'online'})
+target.UpdateProperties('org.freedesktop.login1.Session', {'Active': dbus.Boolean(True), 'State': 'active'})
+objects[seat_path].Set('org.freedesktop.login1.Seat', 'ActiveSession', (args[0], dbus.ObjectPath(target.path)))
+"""
 
 
 class LogindMock:
@@ -38,16 +74,32 @@ class LogindMock:
     def reset(self) -> None:
         self._mock("Reset")  # the template again, no sessions; the call log survives it
         self._mock("ClearCalls")
+        self.patch(ld.TERMINATE_SESSION, "s", "", TERMINATE_LIKE_LOGIND)
+        self._mock("AddMethod", TEST_IFACE, "Login", "ssusbssb", "s", LOGIN)
+        self._mock("AddMethod", TEST_IFACE, "Logout", "s", "", TERMINATE_LIKE_LOGIND)
+        self._mock("AddMethod", TEST_IFACE, "SwitchTo", "s", "", SWITCH_TO)
 
     def add_session(self, sid: str, seat: str = "seat0", uid: int = 1000, user: str = "alice", active: bool = True,
                     type: str = "wayland", session_class: str = "user", locked: bool = False) -> str:
-        path = self._mock("AddSession", sid, seat, dbus.UInt32(uid), user, active)
-        props = dbus.Interface(self.bus.get_object(ld.BUS_NAME, path), dbus.PROPERTIES_IFACE)
-        props.Set(ld.SESSION_IFACE, ld.PROP_TYPE, type)
-        props.Set(ld.SESSION_IFACE, ld.PROP_CLASS, session_class)
-        if locked:
-            self.bus.get_object(ld.BUS_NAME, path).SetLockedHint(True, dbus_interface=ld.SESSION_IFACE)
-        return str(path)
+        """A login: the session, whole, then ``SessionNew``. An active one takes the seat's
+        foreground from the others, as logind does."""
+        return str(self.obj.Login(sid, seat, dbus.UInt32(uid), user, active, type, session_class, locked,
+                                  dbus_interface=TEST_IFACE))
+
+    def logout(self, sid: str) -> None:
+        self.obj.Logout(sid, dbus_interface=TEST_IFACE)
+
+    def switch_to(self, sid: str) -> None:
+        """A VT switch to ``sid``: it becomes active, the others on its seat inactive."""
+        self.obj.SwitchTo(sid, dbus_interface=TEST_IFACE)
+
+    def unlock_by_password(self, sid: str) -> None:
+        """The screen locker after the right password: it clears ``LockedHint`` on the session."""
+        self.bus.get_object(ld.BUS_NAME, SESSION_PATH + sid).SetLockedHint(False, dbus_interface=ld.SESSION_IFACE)
+
+    def session_ids(self) -> list[str]:
+        listed = self.obj.ListSessions(dbus_interface=ld.MANAGER_IFACE)
+        return sorted(str(row[0]) for row in listed)
 
     def patch(self, method: str, in_sig: str, out_sig: str, code: str) -> None:
         """Replace a Manager method until the next ``reset``."""
@@ -81,7 +133,9 @@ def start_logind() -> Iterator[LogindMock]:
     proc, obj = dbusmock.DBusTestCase.spawn_server_template("logind", {}, stdout=subprocess.DEVNULL)
     bus = dbusmock.DBusTestCase.get_dbus(system_bus=True)
     try:
-        yield LogindMock(proc, obj, bus)
+        mock = LogindMock(proc, obj, bus)
+        mock.reset()  # the logind-like behaviours and the helpers, from the first use on
+        yield mock
     finally:
         bus.close()
         proc.terminate()

@@ -72,7 +72,7 @@ def test_signed_bytes_are_the_canonical_json_without_sig():
     (json.dumps({k: v for k, v in good().items() if k != "node"}).encode(), "malformed: missing node"),
     (json.dumps({k: v for k, v in good().items() if k not in ("site", "sig")}).encode(), "malformed: missing sig, site"),
     (json.dumps({**good(), "site": "Tokyo HQ"}).encode(), "site must be lower-case"),
-    (json.dumps({**good(), "extra": 1}).encode(), "malformed: unknown extra"),
+    (json.dumps({**good(), "extra": 1}).encode(), "malformed: unknown fields (1)"),
     (json.dumps({**good(), "args": ["entrance"]}).encode(), "args must be a JSON object"),
     (json.dumps({**good(), "id": ""}).encode(), "id must be 1 to 128"),
     (b"{" + b" " * 70000 + b"}", "at most 65536"),
@@ -344,3 +344,65 @@ def test_a_retained_command_is_not_run_again_on_each_connection(signed_site):
     site.tap("04ffffff")
     wait_for(lambda: sub.events(), what="a door event after the restart")  # the daemon is connected again
     assert len(results(sub)) == 1 and len(audit_rows(site, "command.refused")) == 0
+
+
+# ----------------------------------------------------------------------------- a flood
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_a_flood_of_junk_commands_costs_little_and_delays_nothing(signed_site):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    site, sub, officer_key, _ = signed_site
+    site.enroll("alice", "04a1a1a1")
+    forged = {**good(), "sig": base64.b64encode(b"\0" * 64).decode()}
+    junk = [b"{not json", json.dumps({"a\nFAKE LOG LINE": 1}).encode(), b"[]", json.dumps(forged).encode(),
+            json.dumps({**good(), "ts": "x\nFAKE TS LINE"}).encode()]
+    before_rss, before_rows = rss_mb(site.proc.pid), len(audit_rows(site, "command.refused"))
+    flooder = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    flooder.max_inflight_messages_set(1000)
+    flooder.connect("127.0.0.1", site.broker.port)
+    flooder.loop_start()
+    try:
+        infos = []
+        for n in range(20_000):
+            infos.append(flooder.publish("sekisho/v1/test/cmd/door-a", junk[n % len(junk)], qos=1))
+            if n % 2000 == 0:
+                site.tap("04a1a1a1", reader="entrance-in" if n % 4000 == 0 else "entrance-out")
+        wait_for(lambda: all(i.is_published() for i in infos), timeout=60, what="the flood delivered to the broker")
+    finally:
+        flooder.loop_stop()
+        flooder.disconnect()
+    # Every tap made during the flood is on the bus, and the daemon still runs signed commands.
+    wait_for(lambda: len(sub.events()) == 10, timeout=30, what="the ten taps made during the flood")
+    answer = json.loads(site.cli("cmd", "send", "door.unlock", "door=entrance", "--key", str(officer_key)).stdout)
+    assert answer["ok"] is True
+    refused_rows = audit_rows(site, "command.refused")[before_rows:]
+    reasons = {r["detail"]["error"].split(":")[0] for r in refused_rows}
+    assert len(refused_rows) <= 5 * len(reasons) and reasons <= {"malformed", "bad signature"}, refused_rows
+    assert rss_mb(site.proc.pid) - before_rss < 25
+    log = site.daemon_log()
+    assert "FAKE LOG LINE" not in log and "FAKE TS LINE" not in log
+    assert all(len(r["error"] or "") <= 200 for r in results(sub))
+
+
+def test_refusals_past_the_burst_are_audited_once_as_a_count(tmp_path):
+    import asyncio
+    from sekisho.daemon.commands import Refusals
+    from sekisho.daemon.store import Store
+    store = Store(tmp_path / "data", "door-a")
+
+    async def flood() -> None:
+        refusals = Refusals(store, asyncio.get_running_loop())
+        refusals.WINDOW_S = 0.05
+        admitted = [refusals.admit("malformed: not JSON") for _ in range(12)]
+        refusals.count("flood", 300)
+        assert admitted == [True] * Refusals.BURST + [False] * (12 - Refusals.BURST)
+        await asyncio.sleep(0.2)
+        assert refusals.admit("malformed: not JSON")  # a new minute, a new burst
+
+    asyncio.run(flood())
+    rows = [json.loads(r[0]) for r in store.db.execute("SELECT detail FROM audit WHERE action = 'command.refused'")]
+    assert sorted((r["reason"], r["count"]) for r in rows) == [("flood", 300), ("malformed", 12 - Refusals.BURST)]

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 
 from sekisho.policies.desk import (Card, Desk, DeskDecision, DeskRules, DeskState, Kind, LockSession, Publish,
-                                   RaiseAlarm, TailgatingStance, UnknownOccupancy, UnlockSession, decide, start, tick)
+                                   RaiseAlarm, TailgatingStance, UnknownOccupancy, UnlockedWithoutCard, UnlockSession,
+                                   became_usable, decide, start, tick)
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, LeaveSeatPressed, NoSessionToLock,
-                                     PinEntered, ReaderBack, ReaderLost, SessionLocked, SessionLockFailed,
-                                     SessionUnlocked)
+                                     PinEntered, ReaderBack, ReaderLost, SeatSession, SeatSessionsSeen, SessionLocked,
+                                     SessionLockFailed, SessionTerminated)
 
 RULES = DeskRules("desk-01", away_timeout_s=300.0)
 ALICE = Card("hash-alice", "alice", allowed=True, entered=True)
@@ -20,6 +21,7 @@ UNKNOWN = Card("hash-unknown", None)
 NO_ACCESS = Card("hash-nina", "nina", allowed=False, entered=True)
 
 VACANT, IN_USE, AWAY, LOCKED = DeskState.VACANT, DeskState.IN_USE, DeskState.AWAY, DeskState.LOCKED
+UNLOCKED = DeskState.UNLOCKED
 LOCK = LockSession()
 SRC = "desk-01-reader"
 
@@ -34,6 +36,19 @@ def feed(desk: Desk, event, now: float = 10.0, rules: DeskRules = RULES) -> Desk
 
 def removed() -> CardRemoved:
     return CardRemoved(source=SRC)
+
+
+def sess(sid: str = "c1", active: bool = True, locked: bool = False, graphical: bool = True) -> SeatSession:
+    return SeatSession(sid, active, locked, graphical)
+
+
+def seen(*sessions: SeatSession) -> SeatSessionsSeen:
+    return SeatSessionsSeen(source="logind", seat="seat0", sessions=tuple(sessions))
+
+
+def listed(desk: Desk, *sessions: SeatSession) -> Desk:
+    """The desk once logind's listing showed ``sessions`` (a baseline when it is the first)."""
+    return feed(desk, seen(*sessions)).desk
 
 
 def kinds(d: DeskDecision) -> list[tuple[str, str | None, str]]:
@@ -189,10 +204,9 @@ def test_in_use_a_different_card_locks_as_foreign(card):
 
 
 def test_in_use_ignores_what_does_not_concern_it():
-    desk = in_use()
-    for d in (tick(desk, 1e9), feed(desk, SessionUnlocked(source="logind", session="c1")),
-              feed(desk, NoSessionToLock(source="logind"))):
-        assert d.desk == desk and not d.changed
+    desk = listed(in_use(), sess(locked=True))
+    for d in (tick(desk, 1e9), feed(desk, seen(sess(locked=False))), feed(desk, NoSessionToLock(source="logind"))):
+        assert d.state is IN_USE and d.desk.person_id == "alice" and not d.changed
         assert others(d) == []
 
 
@@ -210,20 +224,33 @@ def test_lock_confirmed_is_published_with_its_latency():
     assert d.actions == (Publish(Kind.SESSION_LOCKED, "alice", "locked", 3.5),)
 
 
-def test_lock_failed_is_published_and_raises_the_alarm():
+def test_lock_failed_is_published_raises_the_alarm_and_the_desk_no_longer_says_locked():
     desk = locked()
     d = feed(desk, SessionLockFailed(source="logind", session="c1", reason="unconfirmed", latency_ms=6000.0))
-    assert d.desk == desk and d.rule == "desk.lock-failed"
+    assert d.state is UNLOCKED and d.desk.person_id == "alice" and d.rule == "desk.lock-failed" and d.changed
     assert d.actions == (Publish(Kind.LOCK_FAILED, "alice", "unconfirmed", 6000.0),
                          RaiseAlarm("lock_failed", "critical"))
 
 
-def test_nothing_to_lock_is_recorded_and_frees_a_locked_desk():
-    d = feed(locked(), NoSessionToLock(source="logind"), now=30.0)
-    assert (d.state, d.desk.person_id, d.desk.card_hash) == (VACANT, None, None) and d.changed
-    assert d.actions == (Publish(Kind.SESSION_LOCKED, "alice", "no_session"),)
-    # With no session holding Alice's work, Bob's card starts afresh instead of being foreign.
-    assert insert(d.desk, BOB).state is IN_USE
+def test_lock_failed_with_the_holders_card_in_keeps_the_state():
+    desk = away()
+    d = feed(desk, SessionLockFailed(source="logind", session="c1", reason="unconfirmed"))
+    assert d.desk == desk and RaiseAlarm("lock_failed", "critical") in d.actions
+
+
+def test_a_terminated_text_session_is_published():
+    desk = locked()
+    d = feed(desk, SessionTerminated(source="logind", session="c2", reason="text_session"))
+    assert d.desk == desk and d.actions == (Publish(Kind.SESSION_TERMINATED, "alice", "text_session"),)
+
+
+def test_nothing_to_lock_never_frees_a_desk_with_a_holder():
+    # logind may list nothing for reasons of its own; only the seat's listing frees a desk.
+    for desk in (locked(), away(), listed(locked(), sess(locked=True))):
+        d = feed(desk, NoSessionToLock(source="logind"), now=30.0)
+        assert d.desk == desk and d.state is not VACANT and d.desk.person_id == "alice"
+        assert d.actions == (Publish(Kind.SESSION_LOCKED, "alice", "no_session"),)
+    assert insert(feed(locked(), NoSessionToLock(source="logind")).desk, BOB).rule == "desk.foreign-card"
 
 
 def test_nothing_to_lock_at_a_vacant_desk_is_recorded():
@@ -266,7 +293,8 @@ def test_away_holder_returns_by_putting_the_card_back():
 
 
 def test_away_holder_returns_by_password_with_the_card_still_in():
-    d = feed(away(), SessionUnlocked(source="logind", session="c1"))
+    desk = listed(away(), sess(locked=True))
+    d = feed(desk, seen(sess(locked=False)))
     assert d.state is IN_USE and d.expires_at is None and d.rule == "desk.resume"
     assert d.actions == (Publish(Kind.UNLOCKED, "alice", "password"),)
 
@@ -296,9 +324,12 @@ def test_away_same_card_reported_again_changes_nothing():
     assert insert(desk, ALICE).desk == desk
 
 
-def test_away_with_no_session_left_becomes_vacant():
-    d = feed(away(), NoSessionToLock(source="logind"))
-    assert d.state is VACANT and d.expires_at is None and d.desk.person_id is None
+def test_away_with_no_session_left_frees_the_desk_when_the_card_leaves():
+    desk = listed(listed(away(), sess(locked=True)))  # logged out, the card still in
+    assert desk.state is AWAY
+    d = feed(desk, removed())
+    assert (d.state, d.desk.person_id, d.expires_at) == (VACANT, None, None) and LOCK in d.actions
+    assert insert(d.desk, BOB).state is IN_USE  # the next shift
 
 
 # ------------------------------------------------------------------------------ locked
@@ -367,16 +398,78 @@ def test_locked_every_lock_trigger_locks_again(event):
     assert d.actions[0] == LOCK
 
 
-def test_locked_a_password_unlock_without_the_card_is_locked_again():
-    desk = locked()
-    d = feed(desk, SessionUnlocked(source="logind", session="c1"))
-    assert d.state is LOCKED and d.rule == "desk.no-card"
-    assert d.actions == (Publish(Kind.UNLOCKED, "alice", "without_card"), LOCK)
+# ------------------------------------------------------------------------------ what the seat shows
+UNLOCKED_ALARM = RaiseAlarm("unlocked_without_card", "critical")
 
 
-def test_vacant_a_password_unlock_without_a_card_is_locked_again():
-    d = feed(vacant(), SessionUnlocked(source="logind", session="c1"))
-    assert d.state is VACANT and LOCK in d.actions
+def test_became_usable_against_the_previous_listing():
+    assert became_usable(None, (sess(),)) == ()  # the first listing is a baseline
+    before = (sess("c1", locked=True), sess("c2", active=False, graphical=False))
+    assert became_usable(before, before) == ()
+    assert became_usable(before, (sess("c1", locked=False), before[1])) == ((sess("c1"), "unlocked"),)
+    assert became_usable(before, (*before, sess("c3"))) == ((sess("c3"), "new_session"),)
+    assert became_usable(before, (sess("c1", active=False, locked=True), sess("c2", graphical=False))) == (
+        (sess("c2", graphical=False), "activated"),)
+    assert became_usable(before, (sess("c1", locked=True), sess("c3", locked=True))) == ()  # locked at login
+    # Locked and unlocked again between two listings: only logind's signal tells.
+    assert became_usable(before, before, frozenset({"c2"})) == ((before[1], "unlocked"),)
+    assert became_usable(before, before, frozenset({"c1"})) == ()  # signalled, but locked by now
+
+
+def test_locked_a_password_unlock_without_the_card_is_relocked_with_the_alarm():
+    desk = listed(locked(), sess(locked=True))
+    d = feed(desk, seen(sess(locked=False)), now=20.0)
+    assert (d.state, d.desk.person_id, d.changed) == (UNLOCKED, "alice", True)
+    assert d.rule == "desk.unlocked-without-card.relock" and d.reason == "unlocked"
+    assert d.actions == (LOCK, Publish(Kind.UNLOCKED_WITHOUT_CARD, "alice", "unlocked"), UNLOCKED_ALARM)
+    # The relock confirmed: the listing shows it locked, and the desk says locked again.
+    back = feed(d.desk, seen(sess(locked=True)))
+    assert (back.state, back.desk.person_id, back.rule, back.actions) == (LOCKED, "alice", "desk.locked-again", ())
+
+
+def test_alarm_only_raises_the_alarm_without_locking_and_never_says_locked():
+    rules = dataclasses.replace(RULES, unlocked_without_card=UnlockedWithoutCard.ALARM_ONLY)
+    desk = listed(locked(), sess(locked=True))
+    d = feed(desk, seen(sess(locked=False)), rules=rules)
+    assert d.state is UNLOCKED and d.rule == "desk.unlocked-without-card.alarm-only"
+    assert d.actions == (Publish(Kind.UNLOCKED_WITHOUT_CARD, "alice", "unlocked"), UNLOCKED_ALARM)
+    assert feed(d.desk, seen(sess(locked=False)), rules=rules).state is UNLOCKED  # no second alarm either
+    assert feed(d.desk, seen(sess(locked=False)), rules=rules).actions == ()
+
+
+def test_vacant_a_password_login_without_a_card_is_locked_again():
+    desk = listed(vacant())  # the login screen: no user session
+    d = feed(desk, seen(sess("c2")))
+    assert (d.state, d.desk.person_id) == (UNLOCKED, None) and d.reason == "new_session"
+    assert d.actions == (LOCK, Publish(Kind.UNLOCKED_WITHOUT_CARD, None, "new_session"), UNLOCKED_ALARM)
+    assert feed(d.desk, seen(sess("c2", locked=True))).state is VACANT
+    # Logged in without a card first, then the card: the desk is theirs (the alarm stays on record).
+    assert insert(d.desk, ALICE).state is IN_USE
+
+
+def test_a_console_coming_to_the_foreground_without_the_card_is_locked_again():
+    desk = listed(locked(), sess("c1", locked=True), sess("c2", active=False, graphical=False))
+    d = feed(desk, seen(sess("c1", active=False, locked=True), sess("c2", graphical=False)))
+    assert d.state is UNLOCKED and d.reason == "activated" and LOCK in d.actions
+
+
+def test_in_use_the_holder_at_work_changes_nothing():
+    desk = listed(in_use(), sess(locked=True))
+    d = feed(desk, seen(sess(), sess("c2")))
+    assert d.state is IN_USE and d.actions == () and not d.changed
+
+
+def test_logged_out_a_locked_desk_is_vacant_for_the_next_shift():
+    desk = listed(locked(), sess(locked=True))
+    d = feed(desk, seen())
+    assert (d.state, d.desk.person_id, d.desk.card_hash, d.rule) == (VACANT, None, None, "desk.logged-out")
+    assert insert(d.desk, BOB).state is IN_USE
+
+
+def test_a_foreign_card_at_an_unlocked_desk_keeps_it_unlocked():
+    desk = feed(listed(locked(), sess(locked=True)), seen(sess())).desk
+    d = insert(desk, BOB)
+    assert d.state is UNLOCKED and d.rule == "desk.foreign-card"
 
 
 # ------------------------------------------------------------------------------ contract
@@ -399,5 +492,6 @@ def test_the_same_inputs_give_the_same_decision():
 
 def test_published_kinds_are_the_contract_words():
     assert {k.value for k in Kind} == {"card_inserted", "card_removed", "session_locked", "lock_failed", "unlocked",
-                                       "leave_seat", "tailgating", "foreign_card", "reader_lost", "reader_back"}
-    assert {s.value for s in DeskState} == {"vacant", "in_use", "away", "locked"}
+                                       "leave_seat", "tailgating", "foreign_card", "reader_lost", "reader_back",
+                                       "unlocked_without_card", "session_terminated"}
+    assert {s.value for s in DeskState} == {"vacant", "in_use", "away", "locked", "unlocked"}

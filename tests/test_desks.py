@@ -298,3 +298,190 @@ def test_sim_tap_and_pull_at_a_desk_print_what_the_desk_decided(desk):
     assert site.cli("sim", "pull", "desk-01").stdout == "desk-01: card_removed (removed, rule desk.removed)\n"
     wait_for(lambda: desk_state(sub) == "locked", what="locked")
     site.stop()
+
+
+# ------------------------------------------------------------------------------ fail secure (issue 11)
+def alarms(sub, kind: str) -> list[dict]:
+    return [m.json for m in sub.messages if "/alarm/" in m.topic and m.payload and m.json["kind"] == kind]
+
+
+def desk_states(sub) -> list[str]:
+    return [m.json["state"] for m in sub.on("/desk/desk-01/state")]
+
+
+def seen_by_the_watch(site, *sessions: str) -> None:
+    """Wait until the daemon's seat watch lists ``sessions`` ("c1 locked", "c2 unlocked active")."""
+    wait_for(lambda: all(s in site.cli("desk", "list").stdout for s in sessions), what=f"the watch seeing {sessions}")
+
+
+def at_work(site, sub, logind) -> None:
+    """Alice's card in and her password typed at the locker (c1 was locked at start)."""
+    enter_room(site, sub, ALICE)
+    site.tap(ALICE, reader="desk-01")
+    wait_for(lambda: desk_state(sub) == "in_use", what="in_use")
+    logind.unlock_by_password("c1")
+    seen_by_the_watch(site, "c1 unlocked active")
+
+
+def in_use_then_pulled(site, sub, logind) -> None:
+    """Alice at work, then her card out: the desk locked and c1 confirmed locked, calls cleared."""
+    at_work(site, sub, logind)
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 locked")
+    wait_for(lambda: desk_state(sub) == "locked", what="locked")
+    logind.obj.ClearCalls(dbus_interface="org.freedesktop.DBus.Mock")
+
+
+def test_a_password_unlock_after_the_pull_is_relocked_with_the_alarm(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)
+    in_use_then_pulled(site, sub, logind)
+    logind.unlock_by_password("c1")  # the password typed at the locker, no card in the slot
+    wait_for(lambda: ("unlocked_without_card", "unlocked") in desk_events(sub), what="unlocked_without_card")
+    wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 relocked")
+    alarm = wait_for(lambda: alarms(sub, "unlocked_without_card"), what="the alarm")[0]
+    assert alarm["severity"] == "critical" and alarm["source"] == "desk-01"
+    event = next(m.json for m in sub.on("/desk/desk-01/event") if m.json["kind"] == "unlocked_without_card")
+    assert event["subject"] == sub.events()[0]["subject"]  # Alice, as her pseudonym
+    assert event["rule"] == "desk.unlocked-without-card.relock"
+    # While c1 was unlocked the desk said so; once relocked it says locked again, still Alice's.
+    wait_for(lambda: desk_states(sub)[-3:] == ["locked", "unlocked", "locked"], what="unlocked, then locked")
+    assert sub.on("/desk/desk-01/state")[-1].json["subject"] == event["subject"]
+    site.stop()
+
+
+def test_alarm_only_raises_the_alarm_and_the_desk_says_unlocked(desk):
+    import threading
+    site, sub, logind = desk
+    write(site, desk_extra='unlocked_without_card = "alarm_only"')
+    started(site, sub, logind)
+    in_use_then_pulled(site, sub, logind)
+    logind.unlock_by_password("c1")
+    wait_for(lambda: alarms(sub, "unlocked_without_card"), what="the alarm")
+    wait_for(lambda: desk_state(sub) == "unlocked", what="state unlocked")
+    assert ("unlocked_without_card", "unlocked") in desk_events(sub)
+    threading.Event().wait(1.0)  # a relock would have been asked for in the same decision
+    assert logind.calls("LockSession") == [] and not logind.locked_hint("c1")
+    # The person at the desk locks it themselves: the desk says locked again.
+    logind.bus.get_object("org.freedesktop.login1", "/org/freedesktop/login1/session/c1").SetLockedHint(
+        True, dbus_interface="org.freedesktop.login1.Session")
+    wait_for(lambda: desk_state(sub) == "locked", what="locked again")
+    site.stop()
+
+
+def test_a_vacant_desk_relocks_a_password_login_made_without_a_card(site, subscribe, logind):
+    write(site)
+    site.enroll("alice", ALICE)
+    logind.add_session("g1", user="gdm", session_class="greeter")  # the login screen
+    logind.patch_lock()
+    sub = subscribe()
+    site.start()
+    # Nothing to lock at start: the watch's first listing came before this start-up lock.
+    wait_for(lambda: ("session_locked", "no_session") in desk_events(sub), what="start-up lock")
+    assert desk_state(sub) == "vacant"
+    logind.add_session("c2", user="alice", active=True)  # a password login at the greeter, no card
+    wait_for(lambda: ("unlocked_without_card", "new_session") in desk_events(sub), what="unlocked_without_card")
+    wait_for(lambda: logind.calls("LockSession") == [["c2"]] and logind.locked_hint("c2"), what="c2 locked")
+    assert wait_for(lambda: alarms(sub, "unlocked_without_card"), what="alarm")[0]["severity"] == "critical"
+    wait_for(lambda: desk_states(sub)[-2:] == ["unlocked", "vacant"], what="unlocked, then vacant again")
+    site.stop()
+
+
+def test_a_vacant_desk_relocks_its_session_unlocked_by_password_without_a_card(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)  # nobody's card: c1 locked at start, the desk vacant
+    assert desk_state(sub) == "vacant" and logind.locked_hint("c1")
+    logind.unlock_by_password("c1")
+    wait_for(lambda: ("unlocked_without_card", "unlocked") in desk_events(sub), what="unlocked_without_card")
+    wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 relocked")
+    event = next(m.json for m in sub.on("/desk/desk-01/event") if m.json["kind"] == "unlocked_without_card")
+    assert event["subject"] is None  # nobody held the desk
+    wait_for(lambda: desk_states(sub)[-2:] == ["unlocked", "vacant"], what="unlocked, then vacant again")
+    site.stop()
+
+
+def test_a_console_in_the_foreground_at_the_pull_is_locked_and_the_graphical_session_too(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)
+    at_work(site, sub, logind)
+    logind.add_session("c2", user="alice", type="tty", active=True)  # Ctrl-Alt-F3 and a login there
+    seen_by_the_watch(site, "c2 unlocked active")  # while her card is in: Alice at work
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: sorted(logind.calls("LockSession")) == [["c1"], ["c2"]], what="both sessions asked")
+    wait_for(lambda: logind.locked_hint("c1"), what="the graphical session locked")
+    # No locker confirms a console's lock: tty_lock's default ends it.
+    wait_for(lambda: logind.calls("TerminateSession") == [["c2"]], what="the console terminated")
+    wait_for(lambda: ("session_terminated", "text_session") in desk_events(sub), what="session_terminated")
+    assert logind.session_ids() == ["c1"]
+    assert desk_state(sub) == "locked" and alarms(sub, "lock_failed") == []
+    site.stop()
+
+
+def test_tty_lock_alarm_only_leaves_the_console_open_with_the_alarm_and_the_desk_says_unlocked(desk):
+    site, sub, logind = desk
+    write(site, desk_extra='tty_lock = "alarm_only"')
+    started(site, sub, logind)
+    at_work(site, sub, logind)
+    logind.add_session("c2", user="alice", type="tty", active=True)
+    seen_by_the_watch(site, "c2 unlocked active")
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: ("lock_failed", "text_session_unconfirmed") in desk_events(sub), what="lock_failed")
+    assert logind.locked_hint("c1") and logind.calls("TerminateSession") == []
+    assert sorted(logind.calls("LockSession")) == [["c1"], ["c2"]]  # the console asked once, no retry
+    assert wait_for(lambda: alarms(sub, "lock_failed"), what="alarm")[0]["severity"] == "critical"
+    wait_for(lambda: desk_state(sub) == "unlocked", what="the desk says unlocked")
+    site.stop()
+
+
+def test_a_confirmation_command_that_disagrees_escalates_as_a_failed_lock(desk, tmp_path):
+    import sys
+    site, sub, logind = desk
+    seen = tmp_path / "confirm-args"
+    script = tmp_path / "confirm.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')\n"
+                      "sys.exit('no screen locker process in session ' + sys.argv[2])\n")
+    write(site, desk_extra=f'lock_fallback = "terminate"\n'
+                           f'lock_confirm_command = ["{sys.executable}", "{script}", "{seen}", "{{session}}", '
+                           f'"{{user}}"]')
+    site.start()  # c1's LockedHint turns true at once; the command does not agree
+    reason = "confirm_command_failed: exit 1: no screen locker process in session c1"
+    wait_for(lambda: ("lock_failed", reason) in desk_events(sub), timeout=15, what="lock_failed")
+    assert logind.calls("LockSession") == [["c1"], ["c1"]]  # retried like an unconfirmed lock
+    assert logind.calls("TerminateSession") == [["c1"]]      # then the fallback
+    assert seen.read_text() == "c1 alice\nc1 alice\n"
+    alarm = wait_for(lambda: alarms(sub, "lock_failed"), what="alarm")[0]
+    assert alarm["severity"] == "critical"
+    assert ("session_locked", "locked") not in desk_events(sub)
+    site.stop()
+
+
+def test_a_pull_with_the_login_screen_in_front_locks_the_session_behind_it_and_keeps_the_holder(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)
+    enter_room(site, sub, BOB)
+    at_work(site, sub, logind)
+    # "Switch user": the greeter comes to the front, Alice's session stays unlocked behind it.
+    logind.add_session("g1", uid=120, user="gdm", session_class="greeter", active=True)
+    # c1 no longer active; the greeter is no user session of the seat's.
+    wait_for(lambda: "c1 unlocked active" not in (out := site.cli("desk", "list").stdout) and "c1 unlocked" in out,
+             what="the watch seeing c1 in the background")
+    site.sim("desk-01", {"op": "pull"})
+    wait_for(lambda: logind.calls("LockSession") == [["c1"]] and logind.locked_hint("c1"), what="c1 locked")
+    wait_for(lambda: desk_state(sub) == "locked", what="locked")
+    site.tap(BOB, reader="desk-01")
+    wait_for(lambda: ("foreign_card", "foreign_card") in desk_events(sub), what="Bob's card is foreign")
+    assert desk_state(sub) == "locked" and "vacant" not in desk_states(sub)[1:]
+    site.stop()
+
+
+def test_a_holder_who_logged_out_leaves_the_desk_to_the_next_shift(desk):
+    site, sub, logind = desk
+    started(site, sub, logind)
+    in_use_then_pulled(site, sub, logind)
+    enter_room(site, sub, BOB)
+    logind.logout("c1")  # Alice's session ends (logged out from the locker's menu, or terminated)
+    wait_for(lambda: desk_state(sub) == "vacant", what="vacant once no user session is left")
+    site.tap(BOB, reader="desk-01")
+    wait_for(lambda: desk_state(sub) == "in_use", what="Bob's card takes the desk")
+    assert ("foreign_card", "foreign_card") not in desk_events(sub)
+    site.stop()

@@ -30,8 +30,9 @@ from logind_mock import SESSION_PATH, LogindMock
 
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.errors import SekishoDBusError
-from sekisho.daemon.logind import TERMINATE, Logind, LockResult, Step, _LockedHintWatch, check_fallback
-from sekisho.policies.events import NoSessionToLock, SessionLocked, SessionLockFailed
+from sekisho.daemon.logind import TERMINATE, Logind, LockResult, SeatLockResult, Step, _LockedHintWatch, check_fallback
+from sekisho.daemon.logind_watch import SeatWatch
+from sekisho.policies.events import NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed, SessionTerminated
 
 @pytest.fixture
 def mock(logind: LogindMock) -> LogindMock:
@@ -50,9 +51,16 @@ def run(scenario: Callable[[Logind], Awaitable[Any]]) -> Any:
     return asyncio.run(main())
 
 
-def lock(seat: str = "seat0", **kw: Any) -> LockResult:
+def lock(seat: str = "seat0", **kw: Any) -> SeatLockResult:
     kw = {"confirm_timeout": 0.15, "retries": 1, **kw}
     return run(lambda c: c.lock(seat, **kw))
+
+
+def lock1(seat: str = "seat0", **kw: Any) -> LockResult:
+    """The lock of a seat with exactly one user session: that session's result."""
+    result = lock(seat, **kw)
+    assert len(result.results) == 1, result
+    return result.results[0]
 
 
 def steps(result: LockResult) -> list[tuple[str, int]]:
@@ -67,15 +75,63 @@ def test_active_session_reads_the_seat_session(mock: LogindMock):
     assert (info.active, info.session_class, info.type, info.locked_hint) == (True, "user", "wayland", False)
 
 
-def test_of_two_sessions_on_the_seat_the_active_one_is_locked(mock: LogindMock):
+def test_of_two_sessions_on_the_seat_the_active_one_is_unlocked_by_card(mock: LogindMock):
+    mock.add_session("c1", uid=1000, user="alice", active=False)
     mock.add_session("c2", uid=1001, user="bob", active=True)
-    mock.add_session("c1", uid=1000, user="alice", active=False)  # listed after, so order cannot decide
+    mock.add_session("c9", seat="seat1", uid=1002, user="carol", active=True)
+    assert run(lambda c: c.active_session("seat0")).id == "c2"
+    assert run(lambda c: c.unlock("seat0")).id == "c2"
+    assert mock.calls("UnlockSession") == [["c2"]]
+
+
+def test_every_user_session_on_the_seat_is_locked_not_only_the_active_graphical_one(mock: LogindMock):
+    mock.add_session("c1", uid=1000, user="alice", active=False)           # graphical, in the background
+    mock.add_session("c2", uid=1000, user="alice", active=True, type="tty")  # the console she switched to
+    mock.add_session("g1", user="gdm", active=False, session_class="greeter")
     mock.add_session("c9", seat="seat1", uid=1002, user="carol", active=True)
     mock.patch_lock()
-    assert run(lambda c: c.active_session("seat0")).id == "c2"
-    result = lock()
-    assert result.confirmed and result.session.id == "c2"
-    assert mock.calls("LockSession") == [["c2"]]
+    result = lock(retries=0, text_fallback=None)
+    assert sorted(mock.calls("LockSession")) == [["c1"], ["c2"]]  # not the greeter, not the other seat
+    assert result.result("c1").confirmed and mock.locked_hint("c1")
+    assert not result.result("c2").confirmed and result.failed and not result.confirmed
+    events = {e.session: e for e in result.events("desk-01")}
+    assert isinstance(events["c1"], SessionLocked)
+    assert isinstance(events["c2"], SessionLockFailed) and events["c2"].reason == "text_session_unconfirmed"
+    # Side by side: the console's wait never delayed the graphical session's lock.
+    assert result.result("c1").latency_ms < 150
+
+
+def test_a_text_session_that_cannot_lock_is_terminated_once_without_retries(mock: LogindMock):
+    mock.add_session("c1")
+    mock.add_session("c2", type="tty")
+    mock.patch_lock()
+    result = lock(retries=2, fallback=None, text_fallback=TERMINATE)
+    assert sorted(mock.calls("LockSession")) == [["c1"], ["c2"]]   # the console is asked once
+    assert mock.calls("TerminateSession") == [["c2"]]
+    assert mock.session_ids() == ["c1"]
+    assert [type(e) for e in result.events("desk-01")] == [SessionLocked, SessionTerminated]
+
+
+@pytest.mark.parametrize("command, confirmed, reason", [
+    ([sys.executable, "-c", "import sys; sys.exit(0 if sys.argv[1:] == ['c1', 'seat0', 'alice'] else 3)",
+      "{session}", "{seat}", "{user}"], True, None),
+    ([sys.executable, "-c", "import sys; sys.exit('no locker process for c1')"], False,
+     "confirm_command_failed: exit 1: no locker process for c1"),
+], ids=["command-agrees", "command-disagrees"])
+def test_a_confirmation_command_must_agree_with_locked_hint(mock: LogindMock, command, confirmed, reason):
+    mock.add_session("c1", user="alice")
+    mock.patch_lock()
+    result = lock1(retries=1, confirm_command=command, fallback=TERMINATE)
+    assert result.confirmed is confirmed
+    if confirmed:
+        assert steps(result)[-1] == ("lock_confirmed", 1) and mock.calls("TerminateSession") == []
+    else:
+        # Escalated as a failed lock: asked again, then the fallback, then lock_failed.
+        assert mock.calls("LockSession") == [["c1"], ["c1"]]
+        assert [s for s, _ in steps(result)].count("confirm_command_failed") == 2
+        assert mock.calls("TerminateSession") == [["c1"]]
+        event = result.event("desk-01")
+        assert isinstance(event, SessionLockFailed) and event.reason == reason
 
 
 def test_a_session_that_logs_out_while_listed_is_skipped(mock: LogindMock):
@@ -84,24 +140,36 @@ def test_a_session_that_logs_out_while_listed_is_skipped(mock: LogindMock):
     ghost = ("ghost", dbus.UInt32(1000), "alice", "seat0", dbus.ObjectPath(SESSION_PATH + "ghost"))
     real = ("c1", dbus.UInt32(1000), "alice", "seat0", dbus.ObjectPath(SESSION_PATH + "c1"))
     mock.patch(ld.LIST_SESSIONS, "", "a(susso)", f"ret = [{ghost!r}, {real!r}]")
-    result = lock()
+    result = lock1()
     assert result.confirmed and result.session.id == "c1"
 
 
 @pytest.mark.parametrize("kw", [
     dict(session_class="greeter", user="gdm"),   # the login screen
-    dict(type="tty"),                           # a text console
-    dict(type="test"),                          # what the template itself creates
-    dict(active=False),
     dict(seat="seat1"),
-], ids=["greeter", "tty", "mock-type", "inactive", "other-seat"])
-def test_nothing_to_lock_without_an_active_graphical_user_session(mock: LogindMock, kw):
+], ids=["greeter", "other-seat"])
+def test_nothing_to_lock_without_a_user_session_on_the_seat(mock: LogindMock, kw):
     mock.add_session("c1", **kw)
     result = lock()
-    assert result.nothing_to_lock and not result.failed and result.session is None
-    assert steps(result) == [("no_session", 0)]
-    assert isinstance(result.event("desk-01"), NoSessionToLock)
+    assert result.nothing_to_lock and not result.failed and result.results == ()
+    assert [type(e) for e in result.events("desk-01")] == [NoSessionToLock]
     assert mock.calls("LockSession") == [] and mock.calls("LockSessions") == []
+
+
+def test_a_closing_session_is_no_user_session_any_more(mock: LogindMock):
+    path = mock.add_session("c1")
+    dbus.Interface(mock.bus.get_object(ld.BUS_NAME, path), dbus.PROPERTIES_IFACE).Set(
+        ld.SESSION_IFACE, ld.PROP_STATE, "closing")  # logged out, a process left behind
+    assert run(lambda c: c.user_sessions("seat0")) == []
+    assert lock().nothing_to_lock
+
+
+@pytest.mark.parametrize("kw", [dict(type="tty"), dict(type="test"), dict(active=False)],
+                         ids=["tty", "mock-type", "inactive"])
+def test_text_and_inactive_user_sessions_are_locked_too(mock: LogindMock, kw):
+    mock.add_session("c1", **kw)
+    result = lock(retries=0, text_fallback=None)
+    assert mock.calls("LockSession") == [["c1"]] and not result.nothing_to_lock
 
 
 def test_nothing_to_lock_on_a_seat_with_no_session_at_all(mock: LogindMock):
@@ -115,7 +183,7 @@ def test_lock_calls_lock_session_with_exactly_that_id_and_confirms_by_locked_hin
     mock.add_session("c7")
     mock.patch_lock()
     seen = []
-    result = lock(on_step=seen.append)
+    result = lock1(on_step=seen.append)
     assert mock.calls("LockSession") == [["c7"]]
     assert mock.calls("LockSessions") == []
     assert mock.calls("Lock", SESSION_PATH + "c7") == []  # through the Manager, as a desk asks
@@ -131,7 +199,7 @@ def test_lock_calls_lock_session_with_exactly_that_id_and_confirms_by_locked_hin
 def test_a_locked_hint_that_arrives_later_is_caught_by_its_signal(mock: LogindMock):
     mock.add_session("c1")
     mock.patch_lock(delay_ms=150)
-    result = lock(confirm_timeout=2.0)
+    result = lock1(confirm_timeout=2.0)
     assert result.confirmed and result.attempts == 1
     assert 150 <= result.latency_ms < 1500, result.latency_ms
     assert mock.calls("LockSession") == [["c1"]]
@@ -140,7 +208,7 @@ def test_a_locked_hint_that_arrives_later_is_caught_by_its_signal(mock: LogindMo
 def test_a_session_already_locked_is_confirmed_by_reading_the_hint(mock: LogindMock):
     # The unpatched LockSession changes nothing and sends no signal: only the re-read sees it.
     mock.add_session("c1", locked=True)
-    result = lock()
+    result = lock1()
     assert result.confirmed and result.attempts == 1
     assert mock.calls("LockSession") == [["c1"]]
 
@@ -148,7 +216,7 @@ def test_a_session_already_locked_is_confirmed_by_reading_the_hint(mock: LogindM
 # ------------------------------------------------------------------------------ lock not confirmed
 def test_unconfirmed_lock_retries_then_terminates_the_session(mock: LogindMock):
     mock.add_session("c1")  # unpatched: LockedHint stays false
-    result = lock(retries=2, fallback=TERMINATE)
+    result = lock1(retries=2, fallback=TERMINATE)
     assert mock.calls("LockSession") == [["c1"]] * 3
     assert mock.calls("TerminateSession") == [["c1"]]
     assert not result.confirmed and result.failed and result.attempts == 3
@@ -166,7 +234,7 @@ def test_unconfirmed_lock_runs_the_fallback_command_with_the_session(mock: Login
     out = tmp_path / "fallback.txt"
     command = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))",
                str(out), "{session}", "{seat}", "{user}"]
-    result = lock(retries=0, fallback=command)
+    result = lock1(retries=0, fallback=command)
     assert out.read_text() == "c3 seat0 alice"
     assert (result.fallback, result.fallback_ok, result.failed) == (sys.executable, True, True)
     assert result.steps[-1].step is Step.FALLBACK_DONE
@@ -179,7 +247,7 @@ def test_unconfirmed_lock_runs_the_fallback_command_with_the_session(mock: Login
 ], ids=["exit-status", "missing-program"])
 def test_a_failing_fallback_command_is_recorded(mock: LogindMock, command, detail):
     mock.add_session("c1")
-    result = lock(retries=0, fallback=command)
+    result = lock1(retries=0, fallback=command)
     assert result.failed and result.fallback_ok is False
     assert result.steps[-1].step is Step.FALLBACK_FAILED and detail in result.steps[-1].detail
 
@@ -190,7 +258,7 @@ def test_a_hung_fallback_command_is_killed_and_recorded(mock: LogindMock):
 
     async def scenario(client: Logind) -> LockResult:
         client.fallback_timeout = 0.2
-        return await client.lock("seat0", confirm_timeout=0.1, retries=0, fallback=hang)
+        return (await client.lock("seat0", confirm_timeout=0.1, retries=0, fallback=hang)).results[0]
     result = run(scenario)
     assert result.fallback_ok is False and result.steps[-1].detail == "timeout after 0.2 s"
 
@@ -201,7 +269,7 @@ def test_a_logind_that_does_not_answer_in_time_is_a_failed_attempt(mock: LogindM
     os.mkfifo(gate)
     # A hung logind: the mock's LockSession blocks reading the FIFO until the test opens it.
     mock.patch(ld.LOCK_SESSION, "s", "", f"open({str(gate)!r}).read()")
-    result = lock(confirm_timeout=0.1, retries=0)
+    result = lock1(confirm_timeout=0.1, retries=0)
     os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO here: the mock never got the call
     assert result.failed
     assert [(s.step, s.detail) for s in result.steps][-1] == (Step.LOCK_CALL_FAILED, ld.ERROR_NO_REPLY)
@@ -211,7 +279,7 @@ def test_a_logind_that_does_not_answer_in_time_is_a_failed_attempt(mock: LogindM
 def test_a_refused_lock_call_keeps_the_dbus_error_name_and_still_falls_back(mock: LogindMock):
     mock.add_session("c1")
     mock.patch_error(ld.LOCK_SESSION, "s", "", "org.freedesktop.DBus.Error.AccessDenied")
-    result = lock(retries=1, fallback=TERMINATE)
+    result = lock1(retries=1, fallback=TERMINATE)
     assert [s.detail for s in result.steps if s.step is Step.LOCK_CALL_FAILED] == [
         "org.freedesktop.DBus.Error.AccessDenied"] * 2
     assert mock.calls("TerminateSession") == [["c1"]]
@@ -221,14 +289,14 @@ def test_a_refused_lock_call_keeps_the_dbus_error_name_and_still_falls_back(mock
 def test_a_failed_terminate_is_recorded(mock: LogindMock):
     mock.add_session("c1")
     mock.patch_error(ld.TERMINATE_SESSION, "s", "", "org.freedesktop.login1.NoSuchSession")
-    result = lock(retries=0, fallback=TERMINATE)
+    result = lock1(retries=0, fallback=TERMINATE)
     assert (result.fallback, result.fallback_ok) == ("terminate", False)
     assert result.steps[-1].detail == "org.freedesktop.login1.NoSuchSession"
 
 
 def test_without_a_fallback_an_unconfirmed_lock_only_reports(mock: LogindMock):
     mock.add_session("c1")
-    result = lock(retries=0)
+    result = lock1(retries=0)
     assert result.failed and result.fallback is None and result.fallback_ok is None
     assert mock.calls("TerminateSession") == []
 
@@ -236,7 +304,7 @@ def test_without_a_fallback_an_unconfirmed_lock_only_reports(mock: LogindMock):
 def test_logind_refusing_the_listing_is_a_failure_not_nothing_to_lock(mock: LogindMock):
     mock.add_session("c1")
     mock.patch_error(ld.LIST_SESSIONS, "", "a(susso)", "org.freedesktop.DBus.Error.AccessDenied")
-    result = lock(fallback=TERMINATE)
+    result = lock1(fallback=TERMINATE)
     assert result.failed and not result.nothing_to_lock
     assert result.error == "org.freedesktop.DBus.Error.AccessDenied"
     assert steps(result) == [("lookup_failed", 0)]
@@ -287,7 +355,7 @@ def test_a_dropped_bus_connection_is_made_again_on_the_next_call(mock: LogindMoc
         dropped = client._bus  # what the system bus restarting would do to the daemon's connection
         dropped.disconnect()
         await dropped.wait_for_disconnect()
-        return await client.lock("seat0", confirm_timeout=1.0)
+        return (await client.lock("seat0", confirm_timeout=1.0)).results[0]
     assert run(scenario).confirmed
     assert mock.calls("LockSession") == [["c1"]]
 
@@ -318,4 +386,55 @@ def test_only_logind_itself_can_confirm_a_lock():
         assert not watch.locked and watch.changed.is_set()   # re-read, do not assume
         watch(_changed(":1.5", SESSION_PATH + "c1", True))
         assert watch.locked
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------ the seat watch
+async def _until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_the_seat_watch_reports_each_change_of_the_seats_user_sessions(mock: LogindMock):
+    mock.add_session("c1", locked=True)
+    mock.add_session("g9", seat="seat1", user="gdm", session_class="greeter")
+    reports: list[tuple[str, tuple, frozenset]] = []
+
+    def ids() -> list[str]:
+        return [s.id for s in reports[-1][1]]
+
+    async def scenario(client: Logind) -> None:
+        watch = SeatWatch(client, ["seat0", "seat0"], lambda e: reports.append((e.seat, e.sessions, e.signalled)))
+        assert await watch.start()  # subscribed and listed once
+        try:
+            assert reports == [("seat0", (SeatSession("c1", True, True, True),), frozenset())]
+            mock.add_session("c2", type="tty", active=True)  # SessionNew
+            await _until(lambda: ids() == ["c1", "c2"])
+            assert reports[-1][1] == (SeatSession("c1", False, True, True), SeatSession("c2", True, False, False))
+            mock.switch_to("c1")  # Active and the seat's ActiveSession
+            await _until(lambda: reports[-1][1][0].active)
+            # Unlocked and locked again before any listing: logind's signal still counts.
+            mock.unlock_by_password("c1")
+            mock.bus.get_object(ld.BUS_NAME, SESSION_PATH + "c1").SetLockedHint(True, dbus_interface=ld.SESSION_IFACE)
+            await _until(lambda: "c1" in reports[-1][2])
+            mock.logout("c2")  # SessionRemoved
+            await _until(lambda: ids() == ["c1"])
+            mock.logout("c1")
+            await _until(lambda: reports[-1][1] == ())
+        finally:
+            await watch.stop()
+    run(scenario)
+    assert {seat for seat, _, _ in reports} == {"seat0"}  # one seat, listed once per change
+
+
+def test_the_seat_watch_without_a_system_bus_starts_late_and_never_raises(mock: LogindMock, monkeypatch,
+                                                                         tmp_path: Path):
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+
+    async def scenario() -> None:
+        watch = SeatWatch(Logind(call_timeout=0.5), ["seat0"], lambda e: None, retry_s=0.05)
+        assert await watch.start(ready_timeout=0.3) is False
+        await watch.stop()
     asyncio.run(scenario())
