@@ -366,7 +366,7 @@ class Daemon:
             self.answering.end(token)
         reader = self.config.readers.get(event.source)
         at_door = reader is not None and bool(reader.door)
-        if decisions.decided or (at_door and isinstance(event, PinEntered)):
+        if decisions.decided or (at_door and isinstance(event, PinEntered) and self.damaged is None):
             return
         decisions.send(waiting="pin" if at_door and event.source in self.doors.pending else None)
 
