@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import resource
 import signal
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,11 @@ class Daemon:
 
     async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         assert self.desks is not None  # the op is registered only with desks
-        return {"desks": self.desks.describe()}
+        # What the bus has told this node of the areas its desks are in: None until the door
+        # node's retained occupancy has arrived (the desks then judge by their stance).
+        remote = sorted({d.area for d in self.config.desks.values() if d.area} - self.local_areas)
+        return {"desks": self.desks.describe(),
+                "occupancy": {a: len(self.occupancy[a]) if a in self.occupancy else None for a in remote}}
 
     async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         door = str(request["door"])
@@ -346,7 +351,20 @@ class Daemon:
         return retry
 
 
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: Debian starts a process at 1,024, which a
+    node with a hundred sim sockets and their clients could reach (the unit sets LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 def run(config: Config, data_dir: Path) -> None:
+    raise_fd_limit()
+
     async def main() -> None:
         await Daemon(config, data_dir, asyncio.get_running_loop()).run()
 
