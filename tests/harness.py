@@ -324,6 +324,14 @@ class Site:
             s.sendall(json.dumps(request).encode() + b"\n")
             return json.loads(s.makefile("rb").readline())
 
+    def sim_answers(self, reader: str) -> bool:
+        """Does the reader's socket answer? A request no reader knows changes nothing, and any
+        answer to it means the socket listens (its file exists a moment before that)."""
+        try:
+            return "error" in self.sim(reader, {"op": "probe"})
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
     def enroll(self, person: str, uid: str, level: str = "staff", name: str = "") -> None:
         """A new person with a card, holding ``level`` (the test config's one level by default)."""
         self.cli("person", "add", "--id", person, "--name", name or f"Person {person}")
