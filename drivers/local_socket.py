@@ -13,14 +13,16 @@ How it fails, and why:
   never shuts out the next ``sekisho`` command or tap, and the daemon's file descriptors stay
   bounded by ``limit`` per socket whatever clients do. Activity, not age, picks the victim: a
   benchmark's one long connection tapping a thousand times is never the one closed.
-- **Out of descriptors, accept backs off instead of spinning.** On EMFILE, ENFILE, ENOBUFS or
-  ENOMEM the accept loop sleeps (doubling, up to a second) and the clients wait in the kernel's
-  backlog. asyncio's own ``start_unix_server`` does not (Python 3.11): on EMFILE it logs a
-  traceback and tries again up to a hundred times in the same tick, scheduling a retry for each
-  attempt, which is how 1,500 connections made the daemon livelock writing gigabytes of log.
+- **Out of descriptors, accept neither spins nor gives up.** On EMFILE, ENFILE, ENOBUFS or
+  ENOMEM (a process limit lower than the caps allow for) the longest idle client of this socket
+  is closed to make room, as above; with none, the accept loop sleeps (doubling, up to a second)
+  and the clients wait in the kernel's backlog. asyncio's own ``start_unix_server`` does
+  neither (Python 3.11): on EMFILE it logs a traceback and tries again up to a hundred times in
+  the same tick, scheduling a retry for each attempt, which is how 1,500 connections made the
+  daemon livelock writing gigabytes of log.
 - **The log stays bounded.** Each kind of trouble (closed to make room, refused, accept failed,
-  a handler's bug) is logged at most once a minute per socket, and the next message says how
-  many were left out.
+  a handler's bug) is logged at most once a minute per socket, and when the minute is over, one
+  line says how many more there were.
 - A client that hangs up, or sends a line longer than ``LINE_LIMIT``, is closed without an answer.
 """
 
@@ -154,27 +156,42 @@ class LocalServer:
             try:
                 sock, _ = await loop.sock_accept(self.listener)
             except OSError as exc:
-                # Out of descriptors (or a peer gone before accept): wait and let the backlog
-                # hold the clients, rather than retry in a tight loop.
+                out = exc.errno in OUT_OF_RESOURCES
+                if out and self._drop_longest_idle():
+                    # This socket's own idle clients yield first: the newcomer is the one
+                    # likely to ask for something. One loop turn lets the dropped one close.
+                    self.log.warning("made room", "out of descriptors; closed the longest idle connection")
+                    await asyncio.sleep(0)
+                    continue
+                # Out of descriptors with nothing to give back (or a peer gone before accept):
+                # wait, the clients held in the kernel's backlog, rather than retry in a tight loop.
                 pause = min(BACKOFF_S[1], pause * 2 or BACKOFF_S[0])
-                kind = "out of resources" if exc.errno in OUT_OF_RESOURCES else "accept failed"
+                kind = "out of resources" if out else "accept failed"
                 self.log.warning(kind, "cannot accept a connection: %s; retrying in %.2f s", exc.strerror or exc,
                                  pause)
                 await asyncio.sleep(pause)
                 continue
             pause = 0.0
             self._admit(sock)
+            # With a backlog, sock_accept returns at once, never yielding: without this turn a
+            # flood of connections starves every other task, and the closes of those dropped.
+            await asyncio.sleep(0)
+
+    def _drop_longest_idle(self) -> bool:
+        idle = next((c for c in self.clients if not c.busy), None)
+        if idle is None:
+            return False
+        del self.clients[idle]
+        idle.drop()
+        return True
 
     def _admit(self, sock: socket.socket) -> None:
         if len(self.clients) >= self.limit:
-            idle = next((c for c in self.clients if not c.busy), None)
-            if idle is None:
+            if not self._drop_longest_idle():
                 sock.close()
                 self.log.warning("refused", "%d connections, each answering a request; closed a new one",
                                  len(self.clients))
                 return
-            del self.clients[idle]
-            idle.drop()
             self.log.warning("made room", "%d connections at once; closed the longest idle to make room",
                              self.limit)
         try:
