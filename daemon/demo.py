@@ -141,7 +141,12 @@ class _Parts:
         self.ends.append(end)
 
     def daemon(self, proc: subprocess.Popen) -> None:
-        self.started(lambda: setattr(self, "rc", _end(proc, signal.SIGTERM, STOP_DAEMON_S)))
+        def end() -> None:
+            rc = _end(proc, signal.SIGTERM, STOP_DAEMON_S)
+            # Killed by our SIGTERM before its handlers were in place (stopped while starting)
+            # is a stop like any other; killed by another signal, the shell's 128 + n.
+            self.rc = 0 if rc == -signal.SIGTERM else 128 - rc if rc < 0 else rc
+        self.started(end)
 
     def take_down(self) -> None:
         for end in reversed(self.ends):
