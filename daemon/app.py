@@ -49,6 +49,17 @@ RETRY_STORE_S = 1.0
 PURGE_EVERY_S = 24 * 3600
 
 
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: Debian starts a process at 1,024, which a
+    node with a hundred sim sockets and their clients could reach (the unit sets LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 def purge_before(config: Config) -> str:
     """The store timestamp before which records are past the site's retention period."""
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.site.retention_days)
@@ -63,6 +74,7 @@ def open_store(config: Config, data_dir: Path) -> tuple[Store, SiteKey]:
 
 class Daemon:
     def __init__(self, config: Config, data_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+        raise_fd_limit()  # before anything is opened
         self.config = config
         self.loop = loop
         self.store, self.key = open_store(config, data_dir)
@@ -351,20 +363,7 @@ class Daemon:
         return retry
 
 
-def raise_fd_limit() -> None:
-    """The soft limit on open files up to the hard one: Debian starts a process at 1,024, which a
-    node with a hundred sim sockets and their clients could reach (the unit sets LimitNOFILE)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
-
-
 def run(config: Config, data_dir: Path) -> None:
-    raise_fd_limit()
-
     async def main() -> None:
         await Daemon(config, data_dir, asyncio.get_running_loop()).run()
 
