@@ -21,7 +21,7 @@ round trips before ``LockSession`` goes out. Target (issue 6): the added latency
 The person taps in at the door reader first, so the desk (in area ``room``) sees a recorded
 entry and does not refuse the card as tailgating.
 
-Run: .venv/bin/python bench/desk_lock_latency.py [--cycles 200]
+Run: .venv/bin/python bench/desk_lock_latency.py [--cycles 200] [--quick]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _site import Broker, Site, Subscriber, summary, wait_for, workdir
+from _site import Broker, Site, Subscriber, parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
 from logind_mock import start_logind
 from pcsc_latency import BareWatcher
@@ -97,9 +97,7 @@ def label(text: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cycles", type=int, default=200)
-    cycles = ap.parse_args().cycles
+    cycles = parse(argparse.ArgumentParser(), cycles=(200, 3)).cycles
     began = time.monotonic()
     tmp = workdir()
     stamp_file = tmp / "locksession.mono"

@@ -12,7 +12,7 @@ Both are measured from the fake card's socket connect or close, on the monotonic
 vpcd itself polls the card socket, so most of the absolute time is vpcd's; the difference is
 the driver's. Target (issue 4): the added latency p99 <= 20 ms.
 
-Run: .venv/bin/python bench/pcsc_latency.py [--cycles 200]
+Run: .venv/bin/python bench/pcsc_latency.py [--cycles 200] [--quick]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import threading
 import time
 
-from _site import summary, wait_for, workdir
+from _site import parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
 
 from sekisho.drivers.pcsc import PcscReader
@@ -78,9 +78,7 @@ def label(text: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cycles", type=int, default=200)
-    cycles = ap.parse_args().cycles
+    cycles = parse(argparse.ArgumentParser(), cycles=(200, 5)).cycles
     tmp = workdir()
     pcscd = Pcscd(tmp)
     pcscd.start()

@@ -1,7 +1,7 @@
 """Start-up to retained `online`, idle RSS, and sim tap -> event at a subscriber over 1,000 taps.
 
 Targets (issue 3): start-up <= 1 s, idle RSS <= 60 MB, tap latency p99 <= 50 ms.
-Run: .venv/bin/python bench/tap_latency.py [--taps 1000]
+Run: .venv/bin/python bench/tap_latency.py [--taps 1000] [--quick]
 """
 
 from __future__ import annotations
@@ -13,17 +13,23 @@ import subprocess
 import threading
 import time
 
-from _site import UID, Broker, Subscriber, enrolled_site, rss_mb, summary, wait_for, workdir
+from _site import UID, Broker, Subscriber, answers, enrolled_site, parse, rss_mb, summary, wait_for, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--taps", type=int, default=1000)
-    n = ap.parse_args().taps
+    n = parse(argparse.ArgumentParser(), taps=(1000, 20)).taps
     tmp = workdir()
     broker = Broker(tmp)
     broker.start()
     site = enrolled_site(tmp, broker)
+    try:
+        measure(site, broker, n)
+    finally:
+        site.kill()
+        broker.stop()
+
+
+def measure(site, broker: Broker, n: int) -> None:  # noqa: ANN001
     arrived: dict[int, float] = {}
     got = threading.Condition()
     sub = Subscriber(broker.port, "sekisho/#")
@@ -45,7 +51,7 @@ def main() -> None:
     with got:
         got.wait_for(lambda: 0 in arrived, timeout=30)
     print(f"start-up to retained online: {(arrived[0] - t0) * 1000:.0f} ms")
-    wait_for(lambda: (site.data_dir / "sim" / "entrance-in.sock").exists(), what="sim socket")
+    wait_for(lambda: answers(site.data_dir, site.proc.pid), what="the daemon to answer on its control socket")
     threading.Event().wait(2)  # let start-up garbage settle before reading idle RSS
     print(f"idle RSS: {rss_mb(site.proc.pid):.1f} MB")
 
@@ -66,7 +72,6 @@ def main() -> None:
     print(f"RSS after {n} taps: {rss_mb(site.proc.pid):.1f} MB")
     site.stop()
     sub.close()
-    broker.stop()
 
 
 def site_cmd(site) -> list[str]:  # noqa: ANN001

@@ -2,7 +2,7 @@
 counts distinct event ids at a real subscriber (zero loss is the pass mark).
 
 Target (issue 3): 2,000 events/s for 60 s with zero loss.
-Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60]
+Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60] [--quick]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import threading
 import time
 
-from _site import UID, Broker, Subscriber, enrolled_site, rss_mb, wait_for, workdir
+from _site import UID, Broker, Subscriber, enrolled_site, parse, rss_mb, wait_for, workdir
 
 
 async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
@@ -47,14 +47,19 @@ async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--seconds", type=int, default=60)
-    args = ap.parse_args()
+    args = parse(argparse.ArgumentParser(), rate=(2000, 200), seconds=(60, 2))
     tmp = workdir()
     broker = Broker(tmp)
     broker.start()
     site = enrolled_site(tmp, broker)
+    try:
+        measure(site, broker, args.rate, args.seconds)
+    finally:
+        site.kill()
+        broker.stop()
+
+
+def measure(site, broker: Broker, rate: int, seconds: int) -> None:  # noqa: ANN001
     ids: set[str] = set()
     lock = threading.Lock()
     sub = Subscriber(broker.port, "sekisho/+/+/door/+/event")
@@ -63,8 +68,7 @@ def main() -> None:
         with lock:
             ids.add(json.loads(msg.payload)["id"])
     sub.client.on_message = on_message
-    site.start()
-    wait_for(lambda: (site.data_dir / "sim" / "entrance-out.sock").exists(), what="daemon")
+    site.start()  # returns once the daemon answers on its control socket
 
     peak = [0.0]
 
@@ -74,7 +78,7 @@ def main() -> None:
             threading.Event().wait(1)
     threading.Thread(target=sample, daemon=True).start()
 
-    sent, elapsed = asyncio.run(drive(str(site.data_dir / "sim" / "entrance-in.sock"), args.rate, args.seconds))
+    sent, elapsed = asyncio.run(drive(str(site.data_dir / "sim" / "entrance-in.sock"), rate, seconds))
     print(f"offered {sent} taps in {elapsed:.1f} s = {sent / elapsed:.0f}/s (all answered by the reader)")
     t_end = time.perf_counter()
     wait_for(lambda: len(ids) >= sent, timeout=120, what="every event at the subscriber")
@@ -86,7 +90,6 @@ def main() -> None:
     print(f"daemon peak RSS {peak[0]:.1f} MB")
     site.stop()
     sub.close()
-    broker.stop()
 
 
 if __name__ == "__main__":

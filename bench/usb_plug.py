@@ -14,7 +14,7 @@ as ``Daemon.emit`` sends them. The main thread plays the kernel. Each sample:
   3. the bare monitor returns it (t_bare), the controller writes ``authorized`` 1 (t_write);
   4. the keyboard is removed (uevent remove), and both monitors drain it.
 
-Run (umockdev's preload is required): umockdev-wrapper .venv/bin/python bench/usb_plug.py [--plugs 1000]
+Run (umockdev's preload is required): umockdev-wrapper .venv/bin/python bench/usb_plug.py [--plugs 1000] [--quick]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from _site import parse  # noqa: E402
 from usbfake import Kernel, Spec  # noqa: E402
 
 from sekisho.daemon.topics import Topics  # noqa: E402
@@ -74,10 +75,7 @@ def line(name: str, samples_ms: list[float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plugs", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=20)
-    args = parser.parse_args()
+    args = parse(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), plugs=(1000, 20), warmup=(20, 2))
     if "umockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
         print("run under umockdev's preload: umockdev-wrapper .venv/bin/python bench/usb_plug.py", file=sys.stderr)
         return 2
@@ -167,8 +165,8 @@ def main() -> int:
     over = [w - b for w, b in zip(write_ms, bare_ms)]
     print(line("difference per sample (sekisho's own share)", over))
     target = percentile(write_ms, 0.99) <= 20.0
-    print(f"target p99 <= 20 ms: {'met' if target else 'MISSED'}")
-    return 0 if target else 1
+    print(f"target p99 <= 20 ms: {'met' if target else 'MISSED'}" + (" (a quick run: not judged)" if args.quick else ""))
+    return 0 if target or args.quick else 1
 
 
 if __name__ == "__main__":

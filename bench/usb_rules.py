@@ -10,7 +10,7 @@ Three policies, each timed with ``RuleSet.first_match`` on one device, one call 
   call-centre  examples/usb/call-centre.rules (30 rules) with a headset, allowed at line 77
 
 Pure Python, no daemon and no I/O in the timed part.
-Run: .venv/bin/python bench/usb_rules.py [--runs 20000]
+Run: .venv/bin/python bench/usb_rules.py [--runs 20000] [--quick]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import argparse
 import random
 import time
 from pathlib import Path
+
+from _site import parse
 
 from sekisho.policies.usbrules import Device, RuleSet, Target
 
@@ -71,9 +73,7 @@ def report(name: str, rules: RuleSet, device: Device, runs: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=20000)
-    runs = ap.parse_args().runs
+    runs = parse(argparse.ArgumentParser(), runs=(20000, 200)).runs
     text, device = generated_policy(random.Random(7))
     start = time.perf_counter()
     generated = RuleSet.parse(text, "generated.rules")

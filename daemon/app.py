@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import resource
 import signal
 import uuid
 from pathlib import Path
@@ -57,6 +58,17 @@ PURGE_EVERY_S = 24 * 3600
 EX_IOERR = 74
 
 
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: Debian starts a process at 1,024, which a
+    node with a hundred sim sockets and their clients could reach (the unit sets LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 def purge_before(config: Config) -> str:
     """The store timestamp before which records are past the site's retention period."""
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.site.retention_days)
@@ -72,6 +84,7 @@ def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Sto
 
 class Daemon:
     def __init__(self, config: Config, data_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+        raise_fd_limit()  # before anything is opened
         self.config = config
         self.loop = loop
         self.data_dir = Path(data_dir)
@@ -396,7 +409,11 @@ class Daemon:
 
     async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         assert self.desks is not None  # the op is registered only with desks
-        return {"desks": self.desks.describe()}
+        # What the bus has told this node of the areas its desks are in: None until the door
+        # node's retained occupancy has arrived (the desks then judge by their stance).
+        remote = sorted({d.area for d in self.config.desks.values() if d.area} - self.local_areas)
+        return {"desks": self.desks.describe(),
+                "occupancy": {a: len(self.occupancy[a]) if a in self.occupancy else None for a in remote}}
 
     async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         door = str(request["door"])

@@ -4,19 +4,22 @@ A Unix socket in the data dir, mode 0600, so only the daemon's own user (root, o
 ``sekisho`` service user) can use it. One JSON request per line, one JSON answer per line:
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The caller's user is taken from the
 socket's peer credentials, not from the request, and goes into the audit log.
+
+No number of clients can exhaust the daemon through it: at most a bounded number of connections
+at once, the longest idle closed to make room for a new one, accept backing off when the process
+is out of descriptors, and all of it logged at most once a minute (sekisho.drivers.local_socket).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import pwd
 import socket
-import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
+
+from sekisho.drivers.local_socket import LocalServer
 
 from .errors import PermissionDenied, SekishoError
 
@@ -30,10 +33,7 @@ def socket_path(data_dir: Path) -> Path:
     return Path(data_dir) / SOCKET_NAME
 
 
-def peer_user(writer: asyncio.StreamWriter) -> str:
-    sock = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", creds)
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -44,34 +44,16 @@ class ControlServer:
     def __init__(self, data_dir: Path, handlers: Mapping[str, Handler]) -> None:
         self.path = socket_path(data_dir)
         self.handlers = handlers
-        self.server: asyncio.AbstractServer | None = None
+        self.server = LocalServer(self.path, self._answer, log=log)
 
     async def start(self) -> None:
-        if self.path.is_socket():
-            self.path.unlink()  # left over from a daemon that was killed
-        old_umask = os.umask(0o177)
-        try:
-            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        finally:
-            os.umask(old_umask)
+        await self.server.start()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-        self.path.unlink(missing_ok=True)
+        await self.server.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        user = peer_user(writer)
-        try:
-            while line := await reader.readline():
-                reply = await self._dispatch(line, user)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, ValueError):
-            log.debug("control client %s went away", user)
-        finally:
-            writer.close()
+    async def _answer(self, line: bytes, uid: int) -> dict[str, Any]:
+        return await self._dispatch(line, user_name(uid))
 
     async def _dispatch(self, line: bytes, user: str) -> dict[str, Any]:
         try:

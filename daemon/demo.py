@@ -3,6 +3,14 @@
 Starts a private mosquitto on the port the config names, enrolls two demo people (one with a
 card that opens, one whose card is revoked), runs the daemon, and prints every message that
 reaches the bus, so a newcomer can tap a card in a second terminal and watch the event arrive.
+
+It stops on SIGINT (Ctrl-C) and on SIGTERM, by handlers of its own, as the daemon does: a
+process started in the background by a non-interactive shell (a CI runner, ``nohup``, ``cmd &``
+in a script) inherits SIGINT ignored, so waiting for a KeyboardInterrupt would wait forever,
+and SIGTERM's default action would kill the demo alone and leave its broker, daemon and watcher
+running. However it stops (a signal, the daemon exiting, an error while starting), it takes down
+everything it started, in reverse order: the daemon first, so it can say offline to the broker,
+each given a bounded time and then killed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .app import open_store
 from .config import Config
@@ -27,6 +36,33 @@ from .pins import hash_pin
 PEOPLE = [("u1001", "Demo Operator", "04a1b2c3d4e5f6", True, "operators"),
           ("u1002", "Demo Leaver", "04deadbeef0001", False, "operators")]
 PIN = "1234"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_DAEMON_S = 20.0
+"""As the unit's TimeoutStopSec: the daemon flushes its outbox and says offline."""
+STOP_OTHERS_S = 5.0
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    # One stop is enough; ignoring the rest keeps a second Ctrl-C from cutting the take-down
+    # short, which is itself bounded (each part is killed after its time).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop(signum)
+
+
+def _end(proc: subprocess.Popen, sig: int, within: float) -> int:
+    """Signal ``proc`` and reap it; killed when it has not exited ``within`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            return proc.wait(within)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 def _enroll(cfg: Config, data_dir: Path) -> None:
@@ -48,7 +84,7 @@ def _enroll(cfg: Config, data_dir: Path) -> None:
         store.close()
 
 
-def _start_broker(cfg: Config, data_dir: Path) -> subprocess.Popen:
+def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], object]], None]) -> None:
     tls, host, port = cfg.mqtt.endpoint
     if tls or host not in ("127.0.0.1", "localhost"):
         raise SekishoError(f"the demo runs its own broker on this machine; {cfg.path} must use mqtt://127.0.0.1:PORT")
@@ -63,17 +99,17 @@ def _start_broker(cfg: Config, data_dir: Path) -> subprocess.Popen:
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=open(data_dir / "mosquitto.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
+    started(lambda: _end(proc, signal.SIGTERM, STOP_OTHERS_S))
     deadline = time.monotonic() + 10
     while True:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
+                return
         try:
             proc.wait(timeout=0.05)
         except subprocess.TimeoutExpired:
             if time.monotonic() < deadline:
                 continue
-        proc.kill()
         raise SekishoError(f"mosquitto did not start; see {data_dir / 'mosquitto.log'}")
 
 
@@ -94,27 +130,67 @@ def _until_watching(watcher: subprocess.Popen, timeout: float = 10.0) -> None:
     subscribed.wait(timeout)
 
 
+class _Parts:
+    """What the demo started, each with its way to end, and the daemon's exit status."""
+
+    def __init__(self) -> None:
+        self.ends: list[Callable[[], object]] = []
+        self.rc = 0
+
+    def started(self, end: Callable[[], object]) -> None:
+        self.ends.append(end)
+
+    def daemon(self, proc: subprocess.Popen) -> None:
+        def end() -> None:
+            rc = _end(proc, signal.SIGTERM, STOP_DAEMON_S)
+            # Killed by our SIGTERM before its handlers were in place (stopped while starting)
+            # is a stop like any other; killed by another signal, the shell's 128 + n.
+            self.rc = 0 if rc == -signal.SIGTERM else 128 - rc if rc < 0 else rc
+        self.started(end)
+
+    def take_down(self) -> None:
+        for end in reversed(self.ends):
+            end()
+
+
 def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
+    """Runs until the daemon exits or a stop signal arrives; the daemon's exit status."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _enroll(cfg, data_dir)
-    broker = _start_broker(cfg, data_dir)
+    parts = _Parts()
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
+    try:
+        _run(cfg, data_dir, cli_args, parts)
+    except _Stop:
+        pass  # asked to stop: what the daemon says to its SIGTERM is the demo's exit status
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # the take-down runs to its end
+        parts.take_down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return parts.rc
+
+
+def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> None:
+    """Start the parts, each registered as soon as it exists, then wait for the daemon to exit;
+    a stop signal arrives here as _Stop."""
+    _start_broker(cfg, data_dir, parts.started)
     env = dict(os.environ)
-    logind = None
     if cfg.desks:
         # Desks lock a session through logind: the demo's own, never the desktop you are on.
         logind = SimulatedLogind(data_dir)
-        try:
-            logind.start()
-        except SekishoError:
-            broker.terminate()
-            raise
+        parts.started(logind.stop)  # stops whatever part of it started
+        logind.start()
         env["DBUS_SYSTEM_BUS_ADDRESS"] = logind.address
     me = [sys.executable, "-m", "sekisho.daemon.cli"]
     # The watcher first, subscribed before the daemon starts: the daemon's first events
     # (the desk's start-up lock) are not retained, and a newcomer should see them too.
     watcher = subprocess.Popen([*me, "watch", *cli_args], env=env, stderr=subprocess.PIPE)
+    parts.started(lambda: _end(watcher, signal.SIGTERM, STOP_OTHERS_S))
     _until_watching(watcher)
     daemon = subprocess.Popen([*me, "run", *cli_args], env=env)
+    parts.daemon(daemon)
     readers = ", ".join(cfg.readers)
     args = " ".join(cli_args)
     print(f"""
@@ -136,16 +212,4 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
   (shorter: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN={PIN})
   Every message on the bus is printed below. Ctrl-C stops everything.
 """, flush=True)
-    try:
-        rc = daemon.wait()
-    except KeyboardInterrupt:
-        daemon.send_signal(signal.SIGTERM)
-        rc = daemon.wait()
-    finally:
-        watcher.terminate()
-        watcher.wait()
-        broker.terminate()
-        broker.wait()
-        if logind:
-            logind.stop()
-    return rc
+    daemon.wait()

@@ -23,13 +23,17 @@ import abc
 import asyncio
 import dataclasses
 import json
-import os
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 
 from .base import Emit, Option
+from .local_socket import LocalServer
+
+log = logging.getLogger("sekisho.sim")
+
 
 ANSWER_MAX_S = 10.0
 
@@ -54,44 +58,27 @@ def parse_uid(text: str) -> bytes:
 
 
 class _SimSocket(abc.ABC):
-    """A Unix socket (mode 0600) taking one JSON request per line; subclasses answer them."""
+    """A local socket (mode 0600, a bounded number of clients: local_socket.py) taking one JSON
+    request per line; subclasses answer them."""
 
     def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path) -> None:
         self.name = name
         self.path = socket_path(name, options, data_dir)
         self.emit = emit
-        self.server: asyncio.AbstractServer | None = None
+        self.server = LocalServer(self.path, self._answer, log=log)
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.path.is_socket():
-            self.path.unlink()  # left over from a daemon that was killed
-        old_umask = os.umask(0o177)  # the socket is born 0600, never briefly world-writable
-        try:
-            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        finally:
-            os.umask(old_umask)
+        await self.server.start()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        self.path.unlink(missing_ok=True)
+        await self.server.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, line: bytes, uid: int) -> dict[str, Any]:
         try:
-            while line := await reader.readline():
-                try:
-                    reply = await self.handle(json.loads(line))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    reply = {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass  # a client that hung up or sent an over-long line: nothing to answer
-        finally:
-            writer.close()
+            return await self.handle(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
 
     @abc.abstractmethod
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, SEKISHO, Broker, Proxy, Site, Subscriber, free_port, wait_for  # noqa: F401 - re-exported
+from harness import REPO, SEKISHO, Broker, Proxy, Site, Subscriber, answers, free_port, wait_for  # noqa: F401 - re-exported
 
 
 @pytest.fixture

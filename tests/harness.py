@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -36,6 +37,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         threading.Event().wait(0.02)
+
+
+def control(data_dir: Path, request: dict[str, Any], timeout: float = 10.0) -> tuple[int, dict[str, Any]] | None:
+    """One request on the daemon's control socket: (the pid that answered, its answer), or None
+    when nothing listens there (no file yet, or one left by a daemon that is gone)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(Path(data_dir) / "control.sock"))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+        s.sendall(json.dumps(request).encode() + b"\n")
+        line = s.makefile("rb").readline()
+    return (pid, json.loads(line)) if line else None
+
+
+def answers(data_dir: Path, pid: int | None = None) -> bool:
+    """Is the daemon ready: does it (the process ``pid``, when given) answer ``door list`` on its
+    control socket? The socket opens after every driver has started, and an answer means the
+    loop is running, which a socket file existing does not (it may be a dead daemon's)."""
+    got = control(data_dir, {"op": "door.list"})
+    return got is not None and got[1].get("ok") is True and pid in (None, got[0])
 
 
 def free_port() -> int:
@@ -260,19 +284,24 @@ class Site:
             assert r.returncode == 0, f"{args} failed ({r.returncode}): {r.stderr}"
         return r
 
-    def start(self, env: dict[str, str] | None = None) -> None:
-        """Run the daemon; ``env`` replaces the environment (a test double's preload)."""
-        self.proc = subprocess.Popen([*SEKISHO, "run", "--config", str(self.config), "--data-dir",
+    def start(self, env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> None:
+        """Run the daemon and wait until it answers on its control socket; ``env`` replaces the
+        environment (a test double's preload), ``wrapper`` is a command that execs the daemon
+        (``prlimit --nofile=...``)."""
+        self.proc = subprocess.Popen([*wrapper, *SEKISHO, "run", "--config", str(self.config), "--data-dir",
                                       str(self.data_dir)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      env=env)
-        # The control socket opens after every driver has started: the daemon is ready.
-        control = self.data_dir / "control.sock"
-        control.unlink(missing_ok=True)
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()}"
-            return control.exists()
-        wait_for(ready, 15, "the daemon's control socket")
+            return answers(self.data_dir, self.proc.pid)
+        wait_for(ready, 15, "the daemon to answer on its control socket")
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Speak the control socket directly, as `sekisho door list` and the others do."""
+        got = control(self.data_dir, request)
+        assert got is not None, "no daemon answers on the control socket"
+        return got[1]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -294,6 +323,14 @@ class Site:
             s.connect(str(self.data_dir / "sim" / f"{reader}.sock"))
             s.sendall(json.dumps(request).encode() + b"\n")
             return json.loads(s.makefile("rb").readline())
+
+    def sim_answers(self, reader: str) -> bool:
+        """Does the reader's socket answer? A request no reader knows changes nothing, and any
+        answer to it means the socket listens (its file exists a moment before that)."""
+        try:
+            return "error" in self.sim(reader, {"op": "probe"})
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
 
     def enroll(self, person: str, uid: str, level: str = "staff", name: str = "") -> None:
         """A new person with a card, holding ``level`` (the test config's one level by default)."""

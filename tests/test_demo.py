@@ -1,4 +1,5 @@
-"""`sekisho demo` (what `make demo` runs) works for a newcomer: broker, daemon, bus monitor."""
+"""`sekisho demo` (what `make demo` runs) works for a newcomer: broker, daemon, bus monitor; and
+it stops, taking everything it started down with it, however it was started and stopped."""
 
 from __future__ import annotations
 
@@ -6,20 +7,33 @@ import os
 import signal
 import stat
 import subprocess
+from pathlib import Path
 
-from conftest import REPO, SEKISHO, free_port, wait_for
+import pytest
+
+from conftest import REPO, SEKISHO, answers, free_port, wait_for
+
+
+def demo_args(tmp_path: Path) -> list[str]:
+    return ["--config", str(REPO / "examples" / "demo.toml"), "--data-dir", str(tmp_path / "data"),
+            "--mqtt", f"mqtt://127.0.0.1:{free_port()}"]
+
+
+def wait_ready(demo: subprocess.Popen, tmp_path: Path, out: Path) -> None:
+    """The daemon answers on its control socket and the watcher has printed its online status."""
+    def ready() -> bool:
+        assert demo.poll() is None, f"the demo exited: {out.read_text()}"
+        return answers(tmp_path / "data") and "node/door-a/status" in out.read_text()
+    wait_for(ready, timeout=30, what="the demo to come up")
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    port = free_port()
-    args = ["--config", str(REPO / "examples" / "demo.toml"), "--data-dir", str(tmp_path / "data"),
-            "--mqtt", f"mqtt://127.0.0.1:{port}"]
+    args = demo_args(tmp_path)
     out = tmp_path / "demo.out"
     demo = subprocess.Popen([*SEKISHO, "demo", *args], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
     try:
+        wait_ready(demo, tmp_path, out)
         sock = tmp_path / "data" / "sim" / "entrance-in.sock"
-        wait_for(lambda: sock.exists() and "node/door-a/status" in out.read_text(), timeout=20,
-                 what=f"the demo to come up: {out.read_text() if out.exists() else ''}")
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         text = out.read_text()
         assert "sim tap entrance-in 04a1b2c3d4e5f6" in text  # the printed instructions
@@ -50,8 +64,66 @@ def test_demo_runs_end_to_end(tmp_path):
     # A second run is idempotent: the demo people are not enrolled twice.
     demo = subprocess.Popen([*SEKISHO, "demo", *args], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "node/door-a/status" in out.read_text(), timeout=20, what="the second demo")
+        wait_ready(demo, tmp_path, out)
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0, out.read_text()
     assert "Traceback" not in out.read_text()
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid``, each with its command line."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            # The fields after the command name, which may itself hold spaces and parentheses.
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(proc.name)] = cmdline
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has yet to reap it
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_demo_started_in_the_background_stops_and_takes_its_children_down(tmp_path, sig):
+    """As a CI runner or ``nohup`` starts it: SIGINT inherited ignored (a non-interactive shell
+    does this to a background job). Either signal stops it, and nothing it started outlives it."""
+    out = tmp_path / "demo.out"
+    # sh sets SIGINT to ignored and exec keeps it so, for the demo and for what it starts.
+    demo = subprocess.Popen(["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"', *SEKISHO, "demo",
+                             *demo_args(tmp_path)], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    kids: dict[int, str] = {}
+    try:
+        wait_ready(demo, tmp_path, out)
+        kids = children(demo.pid)
+        assert any("mosquitto" in c for c in kids.values()), kids
+        assert any(" run " in c for c in kids.values()), kids
+        assert any(" watch " in c for c in kids.values()), kids
+        demo.send_signal(sig)
+        try:
+            rc = demo.wait(40)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the demo ignored {sig.name}: {out.read_text()}") from None
+        assert rc == 0, out.read_text()
+        left = {pid: cmd for pid, cmd in kids.items() if alive(pid)}
+        assert not left, f"still running after the demo exited: {left}"
+        assert "Traceback" not in out.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for pid in kids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

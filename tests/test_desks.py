@@ -262,6 +262,9 @@ def test_desk_node_learns_who_is_inside_from_the_bus(site, subscribe, logind):
     logind.patch_lock()
     sub = subscribe()
     site.start()
+    # Ready is not enough: the retained occupancy reaches the daemon some time after it starts.
+    wait_for(lambda: site.control({"op": "desk.list"})["occupancy"] == {"room": 1},
+             what="the desk node to have the door node's retained occupancy")
     site.tap(BOB, reader="desk-01")
     wait_for(lambda: ("tailgating", "no_entry") in desk_events(sub), what="Bob is not inside")
     site.sim("desk-01", {"op": "pull"})

@@ -70,7 +70,7 @@ def test_enroll_without_daemon_opens_the_reader_itself(site):
     site.cli("person", "add", "--id", "p1", "--name", "A")
     proc = start_enroll(site, "p1", reader="entrance-out")
     sock = site.data_dir / "sim" / "entrance-out.sock"
-    wait_for(sock.exists, what="the enroll command's own sim reader")
+    wait_for(lambda: site.sim_answers("entrance-out"), what="the enroll command's own sim reader to answer")
     assert site.sim("entrance-out", {"op": "tap", "uid": UID}) == {"ok": True}
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

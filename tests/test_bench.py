@@ -1,0 +1,55 @@
+"""Every benchmark in bench/ runs here in its quick mode (a few iterations, no target judged),
+so that none can rot between the times someone measures: each must exit 0 and print its
+figures. A benchmark added to bench/ without a line here fails the suite."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+FIGURES = {
+    "command_flood.py": [r"flood: 2000 junk commands in", r"sim tap -> subscriber during the flood: n=20 p50=",
+                         r"audit rows added: \d+"],
+    "desk_lock_latency.py": [r"card out -> LockSession received by logind\s*: n=3 p50=", r"added by the daemon"],
+    "doors.py": [r"lookup \+ decide .* p50=", r"sim tap -> strike output: n=\d+ p50=", r"RSS: idle [\d.]+ MB"],
+    "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
+    "tap_latency.py": [r"start-up to retained online: \d+ ms", r"sim tap -> subscriber: n=20 p50="],
+    "throughput.py": [r"received 400 distinct events at the subscriber, 0 lost", r"events/s"],
+    "usb_plug.py": [r"uevent -> authorized written \(sekisho\): n=20 p50="],
+    "usb_rules.py": [r"generated\s+rules=201 -> allow .* n=200 p50=", r"call-centre .* p50="],
+}
+"""Each benchmark's figures lines, as its quick run prints them."""
+
+
+def test_every_benchmark_is_run_here():
+    assert sorted(p.name for p in (REPO / "bench").glob("[!_]*.py")) == sorted(FIGURES)
+
+
+@pytest.fixture
+def short_tmp():
+    """A benchmark's work dir goes here, not in pytest's tmp_path: its sockets' paths must stay
+    within the 108 bytes a Unix socket address holds."""
+    path = Path(tempfile.mkdtemp(prefix="bench-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("bench", sorted(FIGURES))
+def test_benchmark_runs_quick(bench, short_tmp):
+    # The suite runs under umockdev-wrapper, which usb_plug.py needs; a testbed a test left in
+    # the environment is no business of the others.
+    env = {k: v for k, v in os.environ.items() if k != "UMOCKDEV_DIR"} | {"TMPDIR": str(short_tmp)}
+    r = subprocess.run([sys.executable, str(REPO / "bench" / bench), "--quick"], capture_output=True, text=True,
+                       timeout=180, cwd=short_tmp, env=env)
+    assert r.returncode == 0, f"{bench} --quick exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    for figure in FIGURES[bench]:
+        assert re.search(figure, r.stdout), f"{bench} printed no line like {figure!r}:\n{r.stdout}\n{r.stderr}"
