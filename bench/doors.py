@@ -56,7 +56,8 @@ from sekisho.daemon import config as config_mod
 from sekisho.daemon.doors import Doors
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.pins import hash_pin
-from sekisho.daemon.store import GENESIS, Store, chain_hash, utc_now
+from sekisho.daemon.store import GENESIS, Store, chain_hash
+from sekisho.daemon.timestamps import utc_now
 from sekisho.daemon.topics import Topics
 from sekisho.policies import access
 from sekisho.policies.access import Attempt, Auth, NeedPin

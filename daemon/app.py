@@ -43,13 +43,14 @@ from .logind import Logind
 from .logind_watch import SeatWatch
 from .publisher import Publisher
 from .records_lost import forget_lost, keep_reserve, lost_before, write_lost
-from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage, utc_now
+from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage
 from .strikes import make_strike
+from .timestamps import rfc3339, utc_now
 from .topics import Topics
 from .usb import UsbController, desks_unattended
 from .usb_cli import usb_allow, usb_status
 
-log = logging.getLogger("sekisho")
+log = logging.getLogger(__name__)
 
 RETRY_STORE_S = 1.0
 STOP_RETRY_S = 10.0
@@ -72,7 +73,7 @@ def raise_fd_limit() -> None:
 def purge_before(config: Config) -> str:
     """The store timestamp before which records are past the site's retention period."""
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.site.retention_days)
-    return cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(cutoff)
 
 
 def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Store, SiteKey]:

@@ -33,6 +33,7 @@ from . import config as config_mod
 from sekisho.policies.access import Mode
 
 from .errors import DataError, NoInput, PermissionDenied, SekishoError, Unavailable, UsageError
+from .timestamps import rfc3339
 
 DEFAULT_CONFIG = "/etc/sekisho/sekisho.toml"
 DEFAULT_DATA_DIR = "/var/lib/sekisho"
@@ -474,7 +475,7 @@ def cmd_muster(args: argparse.Namespace) -> int:
     rows = store.muster(args.area)
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     for r in rows:
-        r["since"] = dt.datetime.fromisoformat(r["since"].replace("Z", "+00:00")).astimezone(tz).strftime(
+        r["since"] = dt.datetime.fromisoformat(r["since"]).astimezone(tz).strftime(
             "%Y-%m-%d %H:%M")
     columns = ["area", "person_id", "name", "since"]
     if args.csv:
@@ -565,7 +566,7 @@ def _instant(text: str | None, tz: str, flag: str) -> str | None:
         raise DataError(f"{flag}: {text!r} is not a date or time (example: 2026-11-01 or 2026-11-01T09:00)") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=zoneinfo.ZoneInfo(tz))
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(t)
 
 
 EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "reason", "rule", "person_id", "id"]

@@ -55,10 +55,11 @@ from .config import CommandsConfig, Config
 from .control import Handler, run_op
 from .errors import SekishoError, StoreError, Unavailable
 from .publisher import make_client
-from .store import CommandResult, Store, canonical_json, utc_now
+from .store import CommandResult, Store, canonical_json
+from .timestamps import utc_now
 from .topics import Topics
 
-log = logging.getLogger("sekisho.commands")
+log = logging.getLogger(__name__)
 
 FIELDS = {"id": str, "ts": str, "site": str, "node": str, "op": str, "args": dict, "key": str, "sig": str}
 MAX_PAYLOAD = 64 * 1024

@@ -33,9 +33,10 @@ from .config import Config, DeskConfig
 from .errors import SekishoDBusError
 from .logind import TERMINATE, Logind
 from .store import NewEvent, NewState, Store
+from .timestamps import rfc3339
 from .topics import Topics
 
-log = logging.getLogger("sekisho.desks")
+log = logging.getLogger(__name__)
 
 
 def holds_now(config: Config, holder: dict[str, Any], levels: frozenset[str], now: dt.datetime) -> bool:
@@ -145,7 +146,7 @@ class Desks:
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max(0.0, self.loop.time() - d.since))
         self.queue(NewState(self.topics.desk_state(desk), {
             "state": d.state.value, "subject": self.subject_of(d.person_id) if d.person_id else None,
-            "since": since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}))
+            "since": rfc3339(since)}))
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

@@ -27,12 +27,13 @@ from .config import Config, InputConfig, ReaderConfig
 from .errors import SekishoError
 from .keys import SiteKey
 from .pins import verify_pin
-from .store import AlarmChange, Move, NewEvent, NewState, Store, utc_now
+from .store import AlarmChange, Move, NewEvent, NewState, Store
 from .strikes import Strike as StrikeDriver
 from .strikes import StrikeError
+from .timestamps import rfc3339, utc_now
 from .topics import Topics
 
-log = logging.getLogger("sekisho.doors")
+log = logging.getLogger(__name__)
 
 Item = NewEvent | NewState | Move | AlarmChange
 
@@ -316,7 +317,7 @@ class Doors:
         reset = dt.datetime.combine(now.date(), dt.time.fromisoformat(self.config.site.passback_reset), self.tz)
         if reset > now:
             reset -= dt.timedelta(days=1)
-        return reset.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return rfc3339(reset)
 
     def _passback_location(self, holder: dict[str, Any] | None) -> str | None:
         if holder is None or holder["person_id"] not in self.locations:

@@ -28,9 +28,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttConfig
 from .errors import SekishoError, StoreDamaged, StoreError
-from .store import Store, utc_now
+from .store import Store
+from .timestamps import utc_now
 
-log = logging.getLogger("sekisho.mqtt")
+log = logging.getLogger(__name__)
 
 SESSION_TAKEN_OVER = 0x8E
 """MQTT 5's reason for a disconnect because another client connected with our client id."""

@@ -30,7 +30,6 @@ When the disk or the file fails:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlite_utils
 
 from .errors import DataError, PermissionDenied, SekishoError, StoreDamaged, StoreError
+from .timestamps import utc_now
 
 GENESIS = "0" * 64
 DB_NAME = "sekisho.db"
@@ -59,11 +59,6 @@ def is_damage(exc: BaseException) -> bool:
     """Is this SQLite error a damaged file, as opposed to a full disk, a lock or a bug?"""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in _DAMAGE_CODES
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC with milliseconds, the one timestamp form on the bus and in the store."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def canonical_json(obj: Any) -> bytes:

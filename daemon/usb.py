@@ -65,8 +65,9 @@ from sekisho.policies.usbrules import (Device, RuleSet, RuleSyntaxError, Target,
 
 from .errors import ConfigError, SekishoError
 from .store import NewEvent
+from .timestamps import rfc3339
 
-log = logging.getLogger("sekisho.usb")
+log = logging.getLogger(__name__)
 
 PRESENT_DEVICES = ("apply", "keep")
 HOLD_STATES = frozenset({"vacant", "away", "locked", "unlocked"})
@@ -367,7 +368,7 @@ class UsbController:
             m = self._bind(m)
         until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
         exc = UsbException(uuid.uuid4().hex[:12], m, minutes, actor,
-                           until.isoformat(timespec="milliseconds").replace("+00:00", "Z"), interfaces)
+                           rfc3339(until), interfaces)
         exc.timer = self.loop.call_later(minutes * 60, self._expire, exc.id, "expired")
         self.exceptions[exc.id] = exc
         targets = [t for t in self.devices.values() if m.matches(t.event)]
