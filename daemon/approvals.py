@@ -30,7 +30,7 @@ from .pins import verify_pin
 from .store import NewEvent, Store
 from .usb import Match, UsbController
 
-log = logging.getLogger("sekisho.approvals")
+log = logging.getLogger(__name__)
 
 RULE = "usb.approval"
 

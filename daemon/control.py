@@ -23,7 +23,7 @@ from sekisho.drivers.local_socket import LocalServer
 
 from .errors import PermissionDenied, SekishoError
 
-log = logging.getLogger("sekisho.control")
+log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 Handler = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]

@@ -53,7 +53,7 @@ from sekisho.policies.events import (Event, NoSessionToLock, SeatSession, Sessio
 from . import logind_defs as ld
 from .errors import SekishoDBusError
 
-log = logging.getLogger("sekisho.logind")
+log = logging.getLogger(__name__)
 
 TERMINATE = "terminate"
 Fallback = str | Sequence[str] | None

@@ -42,7 +42,7 @@ from . import logind_defs as ld
 from .errors import SekishoDBusError
 from .logind import Logind
 
-log = logging.getLogger("sekisho.logind.watch")
+log = logging.getLogger(__name__)
 
 Report = Callable[[SeatSessionsSeen], None]
 """Called on the loop with a seat's user sessions, sorted by id, and the ids of those logind

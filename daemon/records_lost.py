@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-log = logging.getLogger("sekisho.records")
+log = logging.getLogger(__name__)
 
 RESERVE = "reserve"
 RESERVE_BYTES = 64 * 1024

@@ -15,7 +15,7 @@ from sekisho.drivers.gpio import GpioOutput
 
 from .errors import SekishoError
 
-log = logging.getLogger("sekisho.strike")
+log = logging.getLogger(__name__)
 
 
 class StrikeError(SekishoError):

@@ -25,7 +25,7 @@ from sekisho.policies.events import InputChanged
 
 from .base import REQUIRED, DriverError, Emit, Option
 
-log = logging.getLogger("sekisho.gpio")
+log = logging.getLogger(__name__)
 
 CONSUMER = "sekisho"
 BIASES = ("as-is", "pull-up", "pull-down", "disabled")

@@ -32,7 +32,7 @@ from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChan
 from .base import Emit, Option
 from .local_socket import LocalServer
 
-log = logging.getLogger("sekisho.sim")
+log = logging.getLogger(__name__)
 
 
 ANSWER_MAX_S = 10.0

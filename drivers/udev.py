@@ -28,7 +28,7 @@ from sekisho.policies.usbrules import sysfs_text
 
 from .base import DriverError, Emit, Option
 
-log = logging.getLogger("sekisho.drivers.udev")
+log = logging.getLogger(__name__)
 
 SYSFS = "/sys"
 USB_DEVICES = "/sys/bus/usb/devices"
