@@ -34,7 +34,6 @@ from _site import Broker, Site, Subscriber, parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
 from logind_mock import start_logind
 from pcsc_latency import BareWatcher
-
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.logind_sim import LOCK_LIKE_LOGIND, SESSION_PATH
 
@@ -175,7 +174,7 @@ def main() -> None:
     assert len(watcher.empty) == cycles, f"pcscd reported {len(watcher.empty)} removals for {cycles} cycles"
     reported = [m.json["latency_ms"] for m in sub.on("/desk/desk-01/event")
                 if m.json and (m.json["kind"], m.json["reason"]) == ("session_locked", "locked")][1:]
-    added = [lock - bare for lock, bare in zip(rem_lock, rem_bare)]
+    added = [lock - bare for lock, bare in zip(rem_lock, rem_bare, strict=True)]
     print(f"{cycles} insert/remove cycles at vpcd, pcscd {pcscd.exe}, {time.monotonic() - began:.0f} s in all")
     print(summary(label("card out -> pcscd reports EMPTY"), rem_bare))
     print(summary(label("card out -> LockSession received by logind"), rem_lock))

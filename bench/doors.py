@@ -51,7 +51,6 @@ from pathlib import Path
 from _site import Broker, Site, Subscriber, answers, parse, rss_mb, summary, wait_for, workdir
 from gpiosim import GpioSim, build
 from harness import SEKISHO
-
 from sekisho.daemon import config as config_mod
 from sekisho.daemon.doors import Doors
 from sekisho.daemon.keys import SiteKey
@@ -143,8 +142,8 @@ def make_config(url: str, n_doors: int, n_levels: int, strike: str, fifo: Path, 
         out.append("\n".join(lines) + "\n")
 
     levels = [f"lv-{i:03d}" for i in range(n_levels)]
-    sizes, size_w = zip(*DOORS_PER_LEVEL.items())
-    scheds, sched_w = zip(*SCHEDULE_MIX.items())
+    sizes, size_w = zip(*DOORS_PER_LEVEL.items(), strict=True)
+    scheds, sched_w = zip(*SCHEDULE_MIX.items(), strict=True)
     for i, level in enumerate(levels):
         chosen = set(rng.sample(doors, min(n_doors, rng.choices(sizes, size_w)[0])))
         if i < n_doors:

@@ -24,7 +24,6 @@ import time
 
 from _site import parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
-
 from sekisho.drivers.pcsc import PcscReader
 from sekisho.policies.events import CardPresented, CardRemoved, Event
 
@@ -119,11 +118,11 @@ def main() -> None:
     print(f"{cycles} insert/remove cycles at vpcd, pcscd {pcscd.exe}")
     print(summary(label("insert:pcscd reports PRESENT"), ins_bare))
     print(summary(label("insert:driver emits Presented"), ins_drv))
-    print(summary(label("insert:added by the driver"), [d - b for d, b in zip(ins_drv, ins_bare)]))
+    print(summary(label("insert:added by the driver"), [d - b for d, b in zip(ins_drv, ins_bare, strict=True)]))
     print(summary(label("remove:pcscd reports EMPTY"), rem_bare))
     print(summary(label("remove:driver emits Removed"), rem_drv))
-    print(summary(label("remove:added by the driver"), [d - b for d, b in zip(rem_drv, rem_bare)]))
-    added = [d - b for d, b in zip(ins_drv + rem_drv, ins_bare + rem_bare)]
+    print(summary(label("remove:added by the driver"), [d - b for d, b in zip(rem_drv, rem_bare, strict=True)]))
+    added = [d - b for d, b in zip(ins_drv + rem_drv, ins_bare + rem_bare, strict=True)]
     print(summary(label("both:added by the driver"), added))
 
 

@@ -32,11 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from _site import parse  # noqa: E402
-from usbfake import Kernel, Spec  # noqa: E402
-
 from sekisho.daemon.topics import Topics  # noqa: E402
 from sekisho.daemon.usb import Sysfs, UsbController, load_rules  # noqa: E402
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices  # noqa: E402
+from usbfake import Kernel, Spec  # noqa: E402
 
 KEYBOARD = Spec("1-1", 0x046D, 0xC31C, ("03:01:01", "03:00:00"), name="USB Keyboard", connect_type="hotplug")
 
@@ -81,8 +80,8 @@ def main() -> int:
         return 2
     import gi
     gi.require_version("UMockdev", "1.0")
-    from gi.repository import UMockdev
     import pyudev
+    from gi.repository import UMockdev
 
     tb = UMockdev.Testbed.new()  # before any monitor (see the testing notes)
     kernel = Kernel(tb)
@@ -162,10 +161,11 @@ def main() -> int:
     print(f"{args.plugs} plug events (after {args.warmup} warm-up), umockdev, call-centre.rules, a keyboard allowed:")
     print(line("uevent -> authorized written (sekisho)", write_ms))
     print(line("uevent -> bare pyudev monitor (umockdev)", bare_ms))
-    over = [w - b for w, b in zip(write_ms, bare_ms)]
+    over = [w - b for w, b in zip(write_ms, bare_ms, strict=True)]
     print(line("difference per sample (sekisho's own share)", over))
     target = percentile(write_ms, 0.99) <= 20.0
-    print(f"target p99 <= 20 ms: {'met' if target else 'MISSED'}" + (" (a quick run: not judged)" if args.quick else ""))
+    judged = " (a quick run: not judged)" if args.quick else ""
+    print(f"target p99 <= 20 ms: {'met' if target else 'MISSED'}{judged}")
     return 0 if target or args.quick else 1
 
 

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from _site import parse
-
 from sekisho.policies.usbrules import Device, RuleSet, Target
 
 REPO = Path(__file__).resolve().parent.parent

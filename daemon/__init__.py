@@ -1,6 +1,7 @@
 """The process: config, store, outbox, MQTT, the command line, and the one loop that acts."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("sekisho")

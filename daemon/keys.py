@@ -25,7 +25,7 @@ class SiteKey:
         self._key = key
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "SiteKey":
+    def load_or_create(cls, path: Path) -> SiteKey:
         """Read the key file, creating it (mode 0600) if there is none. An existing key is
         never overwritten: every stored card hash depends on it."""
         try:
@@ -44,7 +44,7 @@ class SiteKey:
         return cls._read(path)
 
     @classmethod
-    def _read(cls, path: Path) -> "SiteKey":
+    def _read(cls, path: Path) -> SiteKey:
         try:
             mode = path.stat().st_mode
             text = path.read_text().strip()

@@ -40,15 +40,22 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusFastError
 
-from sekisho.policies.events import (Event, NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed,
-                                     SessionTerminated)
+from sekisho.policies.events import (
+    Event,
+    NoSessionToLock,
+    SeatSession,
+    SessionLocked,
+    SessionLockFailed,
+    SessionTerminated,
+)
 
 from . import logind_defs as ld
 from .errors import SekishoDBusError

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus

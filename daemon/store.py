@@ -36,9 +36,10 @@ import os
 import sqlite3
 import stat
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import sqlite_utils
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 
-
 from .config import Config
 from .errors import SekishoError
 from .publisher import make_client

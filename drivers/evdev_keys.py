@@ -43,8 +43,9 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from sekisho.policies.events import Event, InputChanged, PinEntered
 

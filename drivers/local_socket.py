@@ -37,8 +37,9 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 MAX_CLIENTS = 32
 """Connections per socket at once; a person's commands and a test's taps need a handful."""

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 

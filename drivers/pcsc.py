@@ -34,9 +34,10 @@ import fnmatch
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 

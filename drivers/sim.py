@@ -24,8 +24,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 

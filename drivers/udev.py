@@ -20,8 +20,9 @@ import asyncio
 import errno
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from sekisho.policies.events import UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
 from sekisho.policies.usbrules import sysfs_text

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .decisions import Decision, Verdict
 from .schedule import Schedule

@@ -15,10 +15,11 @@ holder someone else. That is the scene it is for (the operator took their card o
 supervisor came over), and it keeps a supervisor's own sign-in, and the habit of putting a card
 in again when nothing seems to happen, from ever approving anything. What is not an approval
 is the desk's business (``Pass``): a card that is not a supervisor's, a supervisor's card with
-nothing blocked to allow, any card at a desk that is vacant, in use, or the supervisor's own. While an approval is pending, the supervisor's card going out
-and coming back and the PINs belong to it (``Hold``); any other card ends it (``Refuse``) and
-goes to the desk. A supervisor not recorded inside the desk's area cannot approve: the card is
-refused here and goes to the desk, whose tailgating rule then speaks.
+nothing blocked to allow, any card at a desk that is vacant, in use, or the supervisor's own.
+While an approval is pending, the supervisor's card going out and coming back and the PINs
+belong to it (``Hold``); any other card ends it (``Refuse``) and goes to the desk. A supervisor
+not recorded inside the desk's area cannot approve: the card is refused here and goes to the
+desk, whose tailgating rule then speaks.
 
 ``now`` is the daemon's monotonic time; nothing here reads a clock.
 """

@@ -74,9 +74,21 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from .events import (CardPresented, CardRemoved, CardUnreadable, Event, LeaveSeatPressed, NoSessionToLock,
-                     ReaderBack, ReaderLost, SeatSession, SeatSessionsSeen, SessionLocked, SessionLockFailed,
-                     SessionTerminated)
+from .events import (
+    CardPresented,
+    CardRemoved,
+    CardUnreadable,
+    Event,
+    LeaveSeatPressed,
+    NoSessionToLock,
+    ReaderBack,
+    ReaderLost,
+    SeatSession,
+    SeatSessionsSeen,
+    SessionLocked,
+    SessionLockFailed,
+    SessionTerminated,
+)
 
 
 class DeskState(enum.StrEnum):

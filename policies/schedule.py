@@ -31,7 +31,7 @@ class TimeRange:
     """Minutes after midnight, 1..1440; not after ``start`` means the range crosses midnight."""
 
     @classmethod
-    def parse(cls, text: str) -> "TimeRange":
+    def parse(cls, text: str) -> TimeRange:
         m = _RANGE.match(text)
         if not m or (m.group(3) == "24" and m.group(4) != "00"):
             raise ValueError(f"{text!r} is not a time range like 08:30-17:00 (24:00 may end a range)")
@@ -56,7 +56,7 @@ class Schedule:
     holiday: tuple[TimeRange, ...] = ()
 
     @classmethod
-    def always(cls, name: str = "always") -> "Schedule":
+    def always(cls, name: str = "always") -> Schedule:
         whole = (TimeRange(0, 1440),)
         return cls(name, (whole,) * 7, whole)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,14 @@ def testbed():
     yield bed
     del bed
     gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MB filesystem, so the disk really fills (tests run as root, as CI does)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test (run the tests as root): {r.stderr}"
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)

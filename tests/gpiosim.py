@@ -19,9 +19,9 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 SOURCE = Path(__file__).with_name("gpiosim_preload.c")
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 # dbusmock and dbus-python come from Debian (python3-dbusmock, python3-dbus) through the venv's
 # system site packages; without them this module fails to import, which fails the run.
@@ -31,7 +32,6 @@ import dbus
 import dbusmock
 
 from sekisho.daemon import logind_defs as ld
-
 from sekisho.daemon.logind_sim import LOCK_LIKE_LOGIND, SESSION_PATH, TERMINATE_LIKE_LOGIND  # noqa: F401
 
 TEST_IFACE = "org.sekisho.Test"

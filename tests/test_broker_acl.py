@@ -1,8 +1,9 @@
 """The shipped broker config and ACL against the MQTT contract (issue 11, item 10): a real
 mosquitto with passwords (made by mosquitto_passwd) and systemd/mosquitto-sekisho.acl as
 shipped, the daemon on the topology of examples/sekisho.toml logging in as its node, the
-officer's console as a subscriber, and the example's strike relay. Every topic docs/mqtt.md says a node publishes must reach
-the officer; what a node must not publish must be refused by the broker.
+officer's console as a subscriber, and the example's strike relay. Every topic docs/mqtt.md
+says a node publishes must reach the officer; what a node must not publish must be refused by
+the broker.
 
 The example config and the example ACL are for the same site (tokyo-hq) and node (door-a), so
 both are used as they are; the config is adapted only where a test must: simulated readers and
@@ -25,8 +26,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import REPO, Broker, Site, wait_for
-from usbfake import Kernel, Spec
 from sekisho.daemon.topics import Topics
+from usbfake import Kernel, Spec
 
 EXAMPLE = REPO / "examples" / "sekisho.toml"
 ACL = REPO / "systemd" / "mosquitto-sekisho.acl"
@@ -91,7 +92,8 @@ class Client:
         self.acks: dict[int, int] = {}
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}",
+                                  protocol=mqtt.MQTTv5)
         self.client.username_pw_set(user, PASSWORDS[user])
         self.refused: list[Any] = []
 

@@ -6,12 +6,40 @@ import dataclasses
 
 import pytest
 
-from sekisho.policies.desk import (Card, Desk, DeskDecision, DeskRules, DeskState, Kind, LockSession, Publish,
-                                   RaiseAlarm, TailgatingStance, UnknownOccupancy, UnlockedWithoutCard, UnlockSession,
-                                   became_usable, decide, start, tick)
-from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, LeaveSeatPressed, NoSessionToLock,
-                                     PinEntered, ReaderBack, ReaderLost, SeatSession, SeatSessionsSeen, SessionLocked,
-                                     SessionLockFailed, SessionTerminated)
+from sekisho.policies.desk import (
+    Card,
+    Desk,
+    DeskDecision,
+    DeskRules,
+    DeskState,
+    Kind,
+    LockSession,
+    Publish,
+    RaiseAlarm,
+    TailgatingStance,
+    UnknownOccupancy,
+    UnlockedWithoutCard,
+    UnlockSession,
+    became_usable,
+    decide,
+    start,
+    tick,
+)
+from sekisho.policies.events import (
+    CardPresented,
+    CardRemoved,
+    CardUnreadable,
+    LeaveSeatPressed,
+    NoSessionToLock,
+    PinEntered,
+    ReaderBack,
+    ReaderLost,
+    SeatSession,
+    SeatSessionsSeen,
+    SessionLocked,
+    SessionLockFailed,
+    SessionTerminated,
+)
 
 RULES = DeskRules("desk-01", away_timeout_s=300.0)
 ALICE = Card("hash-alice", "alice", allowed=True, entered=True)

@@ -31,7 +31,7 @@ override = true
 area_in = "room"
 unlock_s = 1.0
 held_open_s = 2
-strike = {{ driver = "command", unlock = ["{py}", "{relay}", "{log}", "on"], lock = ["{py}", "{relay}", "{log}", "off"] }}
+strike = {{driver = "command", unlock = ["{py}", "{relay}", "{log}", "on"], lock = ["{py}", "{relay}", "{log}", "off"]}}
 
 [doors.back]
 fire_exit = true

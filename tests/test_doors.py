@@ -143,7 +143,8 @@ def test_lockout_after_three_wrong_pins_raises_alarm_and_expires(door_site, subs
     for _ in range(3):
         site.tap(ALICE)
         site.sim("entrance-in", {"op": "pin", "digits": "0000"})
-        wait_for(lambda n=len(sub.events()): len(sub.events()) > n, what="the wrong PIN recorded")
+        n = len(sub.events())
+        wait_for(lambda: len(sub.events()) > n, what="the wrong PIN recorded")
     alarm = wait_for(lambda: [m for m in sub.messages if "/alarm/" in m.topic and m.payload], what="lockout alarm")[0]
     assert alarm.json["kind"] == "pin_lockout" and alarm.json["source"] == "entrance"
     late = subscribe(alarm.topic)
@@ -192,7 +193,7 @@ def test_a_reader_with_an_absent_pin_pad_still_runs_and_says_so(site, subscribe,
     reader's own PIN op still answers) and nothing crashes."""
     text = CONFIG.format(url=site.broker.url).replace(
         '[readers.entrance-in]\ndriver = "sim"',
-        f'[readers.entrance-in]\ndriver = "sim"\npin_pad = {{ driver = "evdev", device = "{tmp_path}/no-such-event*" }}')
+        f'[readers.entrance-in]\ndriver = "sim"\npin_pad = {{driver = "evdev", device = "{tmp_path}/no-such-event*"}}')
     site.config.write_text(text)
     site.enroll("alice", ALICE, name="Alice")
     site.cli("person", "pin", "alice", input_text="2468\n")

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from sekisho.policies.access import Mode
-from sekisho.policies.doorstate import (FORCED, HELD_OPEN, Alarm, DoorSpec, DoorState, Strike, WakeAt, contact, fire,
-                                        release, set_mode, tick)
+from sekisho.policies.doorstate import (
+    FORCED,
+    HELD_OPEN,
+    Alarm,
+    DoorSpec,
+    DoorState,
+    Strike,
+    WakeAt,
+    contact,
+    fire,
+    release,
+    set_mode,
+    tick,
+)
 
 SPEC = DoorSpec("d", unlock_s=5, held_open_s=30)
 EXIT = DoorSpec("d", unlock_s=5, held_open_s=30, fire_exit=True)

@@ -47,7 +47,8 @@ def test_golden_case(path: Path, people: dict, case: dict):
     cfg = config.load(path.with_name(path.name.replace(".cases.toml", ".toml")))
     reader = cfg.readers[case["reader"]]
     when: dt.datetime = case["when"]
-    attempt = Attempt(door=reader.door, direction=reader.direction, local=when.replace(tzinfo=ZoneInfo(cfg.site.timezone)),
+    local = when.replace(tzinfo=ZoneInfo(cfg.site.timezone))
+    attempt = Attempt(door=reader.door, direction=reader.direction, local=local,
                       holder=holder(people, case["who"]), pin=Pin(case.get("pin", "not_given")),
                       locked_out=case.get("locked_out", False), location=case.get("location"),
                       mode=Mode(case.get("mode", "normal")))

@@ -17,22 +17,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
-
-import pytest
+from typing import Any
 
 # dbusmock and dbus-python come from Debian (python3-dbusmock, python3-dbus) through the venv's
 # system site packages; without them this module fails to import, which fails the run.
 import dbus
+import pytest
 from dbus_fast import Message, MessageType, Variant
-from logind_mock import SESSION_PATH, LogindMock
 
+from logind_mock import SESSION_PATH, LogindMock
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.errors import SekishoDBusError
-from sekisho.daemon.logind import TERMINATE, Logind, LockResult, SeatLockResult, Step, _LockedHintWatch, check_fallback
+from sekisho.daemon.logind import TERMINATE, LockResult, Logind, SeatLockResult, Step, _LockedHintWatch, check_fallback
 from sekisho.daemon.logind_watch import SeatWatch
 from sekisho.policies.events import NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed, SessionTerminated
+
 
 @pytest.fixture
 def mock(logind: LogindMock) -> LogindMock:

@@ -17,7 +17,7 @@ from conftest import SEKISHO, wait_for
 from harness import Site
 from sekisho.daemon.errors import StoreDamaged
 from sekisho.daemon.store import DB_NAME, NewEvent, Store
-from test_store import fill, tiny_disk  # noqa: F401 - the 2 MB filesystem fixture
+from test_store import fill
 
 CARD = "04a1b2c3"
 PAGE_FILL = b"\xa5" * 4096

@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
 
 import pytest
 
@@ -92,17 +91,6 @@ def test_garbled_site_key_is_refused(tmp_path):
     path.chmod(0o600)
     with pytest.raises(SekishoError, match="not a site key"):
         SiteKey.load_or_create(path)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 2 MB filesystem, so the disk really fills (tests run as root, as CI does)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test (run the tests as root): {r.stderr}"
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def fill(path) -> None:

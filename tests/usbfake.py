@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 
 def descriptors(vid: int, pid: int, interfaces: Sequence[str], *, device_class: int = 0,

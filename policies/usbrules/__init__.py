@@ -8,8 +8,16 @@ blocking. Pure: text in, values and decisions out; docs/sekisho-rules.5.md is th
     hashing  USBGuard's ``hash``, ``parent-hash`` and interface list, from sysfs values
 """
 
-from .hashing import (DescriptorError, Descriptors, device_hash, hash_string, interface_types, parse_descriptors,
-                      root_hub_parent_hash, sysfs_text)
+from .hashing import (
+                      DescriptorError,
+                      Descriptors,
+                      device_hash,
+                      hash_string,
+                      interface_types,
+                      parse_descriptors,
+                      root_hub_parent_hash,
+                      sysfs_text,
+)
 from .lexer import RuleSyntaxError, Token, TokenKind, tokenize, tokenize_line
 from .matcher import IMPLICIT, Device, RuleSet, UsbVerdict, applies
 from .parser import ParsedRule, parse_rule, parse_rules

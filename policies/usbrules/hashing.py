@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 _DEVICE, _CONFIGURATION, _INTERFACE, _ENDPOINT = 0x01, 0x02, 0x04, 0x05
 _SIZES: Mapping[int, tuple[int, ...]] = MappingProxyType(

@@ -19,8 +19,8 @@ A string's value is its bytes, kept as ``str`` the way ``rule.canonical_text`` d
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 BLANKS = " \t"
 _NOT_IN_WORD = frozenset(BLANKS + '{}"#\r\ufeff')

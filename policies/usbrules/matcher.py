@@ -28,9 +28,9 @@ line of the rule that matched, or ``IMPLICIT`` when none did (USBGuard's ``Impli
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
 
 from .parser import ParsedRule, parse_rules
 from .rule import VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target, canonical_text
@@ -130,7 +130,7 @@ def attribute_applies_as_usbguard(attribute: Attribute, device: Device) -> bool:
     if op is not SetOperator.ALL_OF and len(rule_values) != len(device_values):
         return False
     if op is SetOperator.EQUALS_ORDERED:
-        return all(covers(r, d) for r, d in zip(rule_values, device_values))
+        return all(covers(r, d) for r, d in zip(rule_values, device_values, strict=True))
     return all(any(covers(r, d) for d in device_values) for r in rule_values)
 
 

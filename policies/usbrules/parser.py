@@ -16,13 +16,12 @@ skipped: a rule read differently from how USBGuard reads it would decide differe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 from .lexer import RuleSyntaxError, Token, TokenKind, split_lines, tokenize_line
-from .rule import (BLOCK_INTERFACE, VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target,
-                   Value)
+from .rule import BLOCK_INTERFACE, VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target, Value
 
 ATTRIBUTE_NAMES = ", ".join([*(str(k) for k in Key), BLOCK_INTERFACE])
 

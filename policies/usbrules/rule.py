@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Union
 
 
 class Target(enum.StrEnum):
@@ -151,7 +151,7 @@ class InterfaceType:
         return f"{self.class_:02x}:{sub}:{proto}"
 
 
-Value = Union[DeviceId, InterfaceType, str]
+Value = DeviceId | InterfaceType | str
 
 VALUE_TYPE: Mapping[Key, type] = MappingProxyType({
     Key.ID: DeviceId,
