@@ -7,7 +7,7 @@ Spec: https://www.freedesktop.org/software/systemd/man/latest/org.freedesktop.lo
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Final, TypedDict
 
 # ----------------------------------------------------------------------------- logind
 BUS_NAME = "org.freedesktop.login1"
@@ -19,7 +19,7 @@ SESSION_NEW = "SessionNew"
 """Manager signal (s session id, o path): a session was created."""
 SESSION_REMOVED = "SessionRemoved"
 """Manager signal (s session id, o path): a session is gone."""
-PROP_ACTIVE_SESSION = "ActiveSession"
+PROP_ACTIVE_SESSION: Final = "ActiveSession"
 """Seat property (so), emits PropertiesChanged when the seat's foreground session changes."""
 
 # Manager methods and their argument signatures.
@@ -33,19 +33,19 @@ TERMINATE_SESSION = "TerminateSession"
 SESSION_ID_SIG = "s"
 
 # Session properties read through org.freedesktop.DBus.Properties.
-PROP_ID = "Id"
-PROP_SEAT = "Seat"
+PROP_ID: Final = "Id"
+PROP_SEAT: Final = "Seat"
 """(so): seat id and seat path; ("", "/") for a session on no seat (ssh)."""
-PROP_USER = "User"
+PROP_USER: Final = "User"
 """(uo): uid and user path."""
-PROP_NAME = "Name"
-PROP_ACTIVE = "Active"
-PROP_CLASS = "Class"
-PROP_TYPE = "Type"
-PROP_STATE = "State"
+PROP_NAME: Final = "Name"
+PROP_ACTIVE: Final = "Active"
+PROP_CLASS: Final = "Class"
+PROP_TYPE: Final = "Type"
+PROP_STATE: Final = "State"
 STATE_CLOSING = "closing"
 """The session's user logged out and some of its processes still run."""
-PROP_LOCKED_HINT = "LockedHint"
+PROP_LOCKED_HINT: Final = "LockedHint"
 
 
 class SessionProperties(TypedDict, total=False):

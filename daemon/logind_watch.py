@@ -142,7 +142,7 @@ class SeatWatch:
             changed = msg.body[1] if len(msg.body) > 1 else {}
             # Only a broadcast passed the match rule's sender test; a unicast signal aimed at this
             # connection may come from anyone, and triggers a listing but counts for nothing more.
-            if msg.body[0] == ld.SESSION_IFACE and msg.destination is None and (
+            if msg.body[0] == ld.SESSION_IFACE and msg.destination is None and msg.path is not None and (
                     (ld.PROP_LOCKED_HINT in changed and not changed[ld.PROP_LOCKED_HINT].value)
                     or (ld.PROP_ACTIVE in changed and changed[ld.PROP_ACTIVE].value)):
                 self._signalled.add(msg.path)

@@ -158,9 +158,9 @@ class Publisher:
         for topic_filter, (handler, retained, threaded) in self.subscriptions.items():
             if mqtt.topic_matches_sub(topic_filter, msg.topic) and (retained or not msg.retain):
                 if threaded:
-                    handler(msg.topic, msg.payload)
+                    handler(msg.topic, bytes(msg.payload))
                 else:
-                    self.loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
+                    self.loop.call_soon_threadsafe(handler, msg.topic, bytes(msg.payload))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:

@@ -75,17 +75,17 @@ def chain_hash(prev: str, row: dict[str, Any]) -> str:
 # Append new ones; never edit one that has shipped.
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["people"].create({"id": str, "name": str, "active": int, "created": str}, pk="id")
-    db["cards"].create({"hash": str, "person_id": str, "active": int, "created": str, "revoked": str},
-                       pk="hash", foreign_keys=[("person_id", "people", "id")])
-    db["cards"].create_index(["person_id"])
-    db["events"].create({"id": str, "seq": int, "ts": str, "node": str, "kind": str, "door": str,
-                         "reader": str, "direction": str, "person_id": str, "result": str, "reason": str,
-                         "rule": str, "card": str, "payload": str}, pk="id")
+    db.table("people").create({"id": str, "name": str, "active": int, "created": str}, pk="id")
+    db.table("cards").create({"hash": str, "person_id": str, "active": int, "created": str, "revoked": str},
+                             pk="hash", foreign_keys=[("person_id", "people", "id")])
+    db.table("cards").create_index(["person_id"])
+    db.table("events").create({"id": str, "seq": int, "ts": str, "node": str, "kind": str, "door": str,
+                               "reader": str, "direction": str, "person_id": str, "result": str, "reason": str,
+                               "rule": str, "card": str, "payload": str}, pk="id")
     for cols in (["ts"], ["person_id", "ts"], ["door", "ts"]):
-        db["events"].create_index(cols)
-    db["audit"].create({"n": int, "ts": str, "actor": str, "action": str, "detail": str, "prev": str,
-                        "hash": str}, pk="n")
+        db.table("events").create_index(cols)
+    db.table("audit").create({"n": int, "ts": str, "actor": str, "action": str, "detail": str, "prev": str,
+                              "hash": str}, pk="n")
     db.execute("CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
                "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
     db.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
@@ -94,30 +94,30 @@ def _v1(db: sqlite_utils.Database) -> None:
     # "rows after n" cursor can never skip a new row.
     db.execute("CREATE TABLE outbox (n INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, "
                "topic TEXT NOT NULL, payload TEXT NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)")
-    db["sequence"].create({"node": str, "last": int}, pk="node")
-    db["meta"].create({"key": str, "value": str}, pk="key")
+    db.table("sequence").create({"node": str, "last": int}, pk="node")
+    db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     """Doors: validity dates, PINs, access levels, where people are, door modes, alarms."""
     for table in ("people", "cards"):
-        db[table].add_column("valid_from", str)
-        db[table].add_column("valid_until", str)
-    db["people"].add_column("pin_hash", str)
-    db["person_levels"].create({"person_id": str, "level": str}, pk=("person_id", "level"),
-                               foreign_keys=[("person_id", "people", "id")])
-    db["locations"].create({"person_id": str, "area": str, "since": str}, pk="person_id",
-                           foreign_keys=[("person_id", "people", "id")])
-    db["door_modes"].create({"door": str, "mode": str, "since": str, "actor": str}, pk="door")
-    db["alarms"].create({"id": str, "kind": str, "source": str, "severity": str, "raised": str, "cleared": str,
-                         "acked_by": str}, pk="id")
+        db.table(table).add_column("valid_from", str)
+        db.table(table).add_column("valid_until", str)
+    db.table("people").add_column("pin_hash", str)
+    db.table("person_levels").create({"person_id": str, "level": str}, pk=("person_id", "level"),
+                                     foreign_keys=[("person_id", "people", "id")])
+    db.table("locations").create({"person_id": str, "area": str, "since": str}, pk="person_id",
+                                 foreign_keys=[("person_id", "people", "id")])
+    db.table("door_modes").create({"door": str, "mode": str, "since": str, "actor": str}, pk="door")
+    db.table("alarms").create({"id": str, "kind": str, "source": str, "severity": str, "raised": str, "cleared": str,
+                               "acked_by": str}, pk="id")
 
 
 def _v3(db: sqlite_utils.Database) -> None:
     """Signed commands: every id ever run, so that a replay is refused even after a restart."""
-    db["commands"].create({"id": str, "received": str, "key": str, "op": str, "ok": int, "error": str,
-                           "done": str}, pk="id")
-    db["commands"].create_index(["received"])
+    db.table("commands").create({"id": str, "received": str, "key": str, "op": str, "ok": int, "error": str,
+                                 "done": str}, pk="id")
+    db.table("commands").create_index(["received"])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
@@ -332,9 +332,9 @@ class Store:
         n, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         body = {"n": n, "ts": ts, "actor": actor, "action": action, "detail": detail}
         digest = chain_hash(prev, body)
-        db["audit"].insert({**body, "detail": json.dumps(detail, sort_keys=True), "prev": prev,
-                            "hash": digest})
-        db["meta"].upsert({"key": "audit_head", "value": f"{n}:{digest}"}, pk="key")
+        db.table("audit").insert({**body, "detail": json.dumps(detail, sort_keys=True), "prev": prev,
+                                  "hash": digest})
+        db.table("meta").upsert({"key": "audit_head", "value": f"{n}:{digest}"}, pk="key")
 
     def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -385,7 +385,7 @@ class Store:
                 audit_rows = db.execute("DELETE FROM audit WHERE n <= ?", [last[0]]).rowcount
                 db.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
                            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
-                db["meta"].upsert({"key": "audit_anchor", "value": f"{last[0]}:{last[1]}"}, pk="key")
+                db.table("meta").upsert({"key": "audit_anchor", "value": f"{last[0]}:{last[1]}"}, pk="key")
             if events or audit_rows:  # a purge that found nothing old changes nothing to audit
                 self._audit(db, actor, "retention.purge", {"before": before, "events": events,
                                                            "audit_rows": audit_rows}, utc_now())
@@ -494,8 +494,8 @@ class Store:
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
                 raise SekishoError(f"person {person_id!r} already exists")
-            db["people"].insert({"id": person_id, "name": name, "active": 1, "created": utc_now(),
-                                 "valid_from": valid_from, "valid_until": valid_until})
+            db.table("people").insert({"id": person_id, "name": name, "active": 1, "created": utc_now(),
+                                       "valid_from": valid_from, "valid_until": valid_until})
             self._audit(db, actor, "person.add", {"person": person_id}, utc_now())
 
     def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
@@ -526,8 +526,8 @@ class Store:
                 raise SekishoError(f"this card is already enrolled to {owner[0]!r}; revoke it there first")
             if owner and owner[1]:
                 raise SekishoError(f"this card is already enrolled to {person_id!r}")
-            db["cards"].upsert({"hash": card_hash, "person_id": person_id, "active": 1, "created": utc_now(),
-                                "revoked": None, "valid_from": valid_from, "valid_until": valid_until}, pk="hash")
+            db.table("cards").upsert({"hash": card_hash, "person_id": person_id, "active": 1, "created": utc_now(),
+                                      "revoked": None, "valid_from": valid_from, "valid_until": valid_until}, pk="hash")
             self._audit(db, actor, "card.add", {"person": person_id, "card": card_hash[:12]}, utc_now())
 
     def revoke_card(self, hash_prefix: str, actor: str) -> str:

@@ -90,7 +90,8 @@ class NfcReader(ThreadedDriver):
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         for key, value in (("path", self.path), ("targets", self.targets), ("poll_interval_ms", self.interval_ms)):
-            wrong = self.OPTIONS[key].check(value)
+            check = self.OPTIONS[key].check
+            wrong = check(value) if check else None
             if wrong:
                 raise DriverError(f"{key}: {wrong}")
         try:

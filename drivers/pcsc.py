@@ -113,7 +113,8 @@ class PcscReader(ThreadedDriver):
     async def start(self) -> None:
         for key, value in (("name", self.pattern), ("poll_timeout_ms", self.poll_timeout_ms),
                            ("read_timeout_ms", round(self.read_timeout_s * 1000))):
-            wrong = self.OPTIONS[key].check(value)
+            check = self.OPTIONS[key].check
+            wrong = check(value) if check else None
             if wrong:
                 raise DriverError(f"{key}: {wrong}")
         try:
@@ -211,7 +212,7 @@ class PcscReader(ThreadedDriver):
                     relist = True
                 else:
                     self._reader_state = state & ~sc.SCARD_STATE_CHANGED
-                    self._card_state(state, atr)
+                    self._card_state(name, state, atr)
 
     def _list(self, ctx: int) -> list[str]:
         sc = self.sc
@@ -247,7 +248,7 @@ class PcscReader(ThreadedDriver):
         self._stopping.wait(0.05)
 
     # ------------------------------------------------------------------------- cards
-    def _card_state(self, state: int, atr: list[int]) -> None:
+    def _card_state(self, reader: str, state: int, atr: list[int]) -> None:
         sc = self.sc
         present = bool(state & sc.SCARD_STATE_PRESENT)
         counter = state >> 16
@@ -260,7 +261,7 @@ class PcscReader(ThreadedDriver):
         if state & sc.SCARD_STATE_MUTE:
             result: _Read | None = _Read(None, "no_answer", "no ATR")
         else:
-            result = self._read_uid(self._reader)
+            result = self._read_uid(reader)
         if result is None:
             return  # stopping
         if result.dead:

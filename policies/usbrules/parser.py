@@ -215,6 +215,6 @@ class _Line:
         if token.kind is not TokenKind.WORD:
             raise self._error(token, f"{name} takes {_EXAMPLE[kind]}, not {token.text}")
         try:
-            return kind.parse(token.value)  # type: ignore[attr-defined,no-any-return]
+            return kind.parse(token.value)  # type: ignore[attr-defined]
         except ValueError as e:
             raise self._error(token, str(e)) from None

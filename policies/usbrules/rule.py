@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import cast
 
 
 class Target(enum.StrEnum):
@@ -212,7 +213,7 @@ class Attribute:
         if not all(isinstance(v, kind) for v in values):
             raise TypeError(f"{self.key} takes {kind.__name__} values, not {values!r}")
         if kind is str:
-            values = tuple(canonical_text(v) for v in values)
+            values = tuple(canonical_text(cast(str, v)) for v in values)
         object.__setattr__(self, "values", values)
 
     def to_text(self) -> str:
