@@ -55,3 +55,32 @@ def test_import_policies_pulls_nothing_outside_stdlib():
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def calls(path: Path, name: str):
+    """Every call of a function or method called ``name`` in the file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)) == name:
+                yield node
+
+
+def sources():
+    for folder in ("daemon", "drivers", "policies", "bench"):
+        yield from sorted((REPO / folder).rglob("*.py"))
+
+
+def test_every_logger_is_named_after_its_module():
+    """One scheme: logging.getLogger(__name__), so a log line names the module it came from."""
+    bad = [(str(p.relative_to(REPO)), c.lineno) for p in sources() for c in calls(p, "getLogger")
+           if not (len(c.args) == 1 and isinstance(c.args[0], ast.Name) and c.args[0].id == "__name__")]
+    assert not bad, bad
+
+
+def test_timestamps_are_written_in_one_place():
+    """RFC 3339 text is made by daemon/timestamps.py only (rfc3339, utc_now): the store compares
+    timestamps as text, which orders them only if every one has the same form."""
+    bad = [(str(p.relative_to(REPO)), c.lineno) for p in sources() if p.name != "timestamps.py"
+           for c in calls(p, "isoformat") if any(k.arg == "timespec" for k in c.keywords)]
+    assert not bad, bad
