@@ -7,20 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sekisho.policies.access import (
-    Attempt,
-    Auth,
-    AuthWindow,
-    DoorRules,
-    Holder,
-    Level,
-    Mode,
-    NeedPin,
-    Passback,
-    Pin,
-    SiteRules,
-    decide,
-)
+from sekisho.policies.access import (Attempt, Auth, AuthWindow, DoorRules, Holder, Level, Mode, NeedPin, Passback,
+                                     Pin, SiteRules, decide)
 from sekisho.policies.decisions import Decision
 from sekisho.policies.schedule import Schedule, TimeRange
 
@@ -63,8 +51,7 @@ def test_pin_is_asked_only_after_the_level_check():
 
 @pytest.mark.parametrize("kw, expected", [
     (dict(holder=None), ("denied", "card.unknown", "unknown_card")),
-    (dict(holder=Holder("alice", card_active=False, levels=frozenset({"operators"}))),
-     ("denied", "card.revoked", "revoked")),
+    (dict(holder=Holder("alice", card_active=False, levels=frozenset({"operators"}))), ("denied", "card.revoked", "revoked")),
     (dict(holder=Holder("a", person_active=False, levels=frozenset({"operators"}))),
      ("denied", "card.person-disabled", "person_disabled")),
     (dict(holder=Holder("a", levels=frozenset({"operators"}), valid_until=dt.date(2026, 11, 22))),
