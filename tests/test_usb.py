@@ -33,12 +33,13 @@ from usbfake import Kernel, Spec, descriptors, read
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
-from sekisho.daemon.usb import (EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Sysfs, UsbController, desks_unattended,
-                                interface_slots, load_rules)
+from sekisho.daemon.usb import (EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, UsbController, desks_unattended,
+                                load_rules)
+from sekisho.daemon.usb_sysfs import Sysfs
 from sekisho.daemon.usb_cli import (allow_request, parse_umockdev, umockdev_devices, usb_allow, usb_generate, usb_list,
                                     usb_status, usb_test_policy)
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
-from sekisho.policies.usbrules import RuleSet, Target, parse_rule
+from sekisho.policies.usbrules import RuleSet, Target, parse_descriptors, parse_rule
 
 EXAMPLES = REPO / "examples" / "usb"
 CALL_CENTRE = EXAMPLES / "call-centre.rules"
@@ -294,7 +295,7 @@ def test_composite_device_with_a_blocked_interface(make_rig):
 def test_interface_slots_cover_alternate_settings():
     # Interface 1 has two settings, one of them vendor-specific: blocking ff blocks interface 1.
     raw = descriptors(0x0B0E, 0x24C8, ["01:01:00", "01:02:00"]) + bytes([9, 4, 1, 1, 0, 0xFF, 0x00, 0, 0])
-    assert interface_slots(raw) == {(1, 0): {"01:01:00"}, (1, 1): {"01:02:00", "ff:00:00"}}
+    assert parse_descriptors(raw).slots == {(1, 0): {"01:01:00"}, (1, 1): {"01:02:00", "ff:00:00"}}
 
 
 def test_hubs_and_the_devices_behind_them(make_rig):
