@@ -2,7 +2,8 @@
 
 Where its parts live: ``usb_devices`` (what is known of each device: its descriptors parsed once,
 its state), ``usb_sysfs`` (the only writes: ``authorized``, interfaces, drivers_probe, ``remove``),
-``usb_exceptions`` (supervisors' timed exceptions). This module decides and records.
+``usb_exceptions`` (supervisors' timed exceptions), ``usb_events`` (the event each decision is
+recorded and published as). This module decides.
 
 The kernel does the enforcing (Documentation/usb/authorization.rst): a device whose
 ``authorized`` attribute is 0 has no configuration and no interfaces, so no driver can touch it.
@@ -53,10 +54,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
@@ -64,7 +64,8 @@ from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
 from .errors import ConfigError
 from .store import NewEvent
-from .usb_devices import DeviceState, Tracked, hash_of
+from .usb_devices import DeviceState, Inventory, Tracked
+from .usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Action, Cause, Outcome, UsbEvents
 from .usb_exceptions import ExceptionInterfaces, Exceptions, Match
 from .usb_sysfs import DRIVERS_PROBE, Sysfs, UsbSysfs
 
@@ -75,39 +76,11 @@ HOLD_STATES = frozenset({"vacant", "away", "locked", "unlocked"})
 ``locked`` both mean a locked session with nobody typing; ``vacant`` means nobody is there;
 ``unlocked`` means a session unlocked without the holder's card (an alarm)."""
 
-# Rule names for decisions no rules-file line made (the rules' own is ``IMPLICIT``).
-PRESENT_RULE = "PRESENT"
-"""``present_devices = "keep"``: the device was left as found at start."""
-EXCEPTION_RULE = "EXCEPTION"
-"""Authorized by a supervisor's timed exception."""
-UNREADABLE_RULE = "UNREADABLE"
-"""The device's id or descriptors could not be read or parsed; it is blocked (fail-secure)."""
-
-
 class PresentDevices(StrEnum):
     """``[usb] present_devices``: what start does with the devices already plugged."""
 
     APPLY = "apply"
     KEEP = "keep"
-
-
-class Action(StrEnum):
-    """An event's ``action`` on ``usb/<host>/event``: what the device is now, or what happened."""
-
-    ALLOWED = "allowed"
-    BLOCKED = "blocked"
-    EXCEPTION_GRANTED = "exception_granted"
-    EXCEPTION_EXPIRED = "exception_expired"
-
-
-class Cause(StrEnum):
-    """An event's ``cause``: what made the controller decide."""
-
-    PRESENT = "present"
-    PLUG = "plug"
-    UNLOCKED = "unlocked"
-    EXCEPTION = "exception"
-    EXPIRY = "expiry"
 
 
 def desks_unattended(states: Iterable[str]) -> bool:
@@ -128,20 +101,6 @@ def load_rules(path: str | Path, implicit_target: str = "block") -> RuleSet:
         raise ConfigError(str(exc).split("\n")) from None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    action: Action
-    """``allowed`` or ``blocked`` for a decision: what the device is now (the contract's word)."""
-    decision: Target
-    """What was decided (a held device: what the rules say)."""
-    rule: str
-    reason: str = ""
-    held: bool = False
-    blocked_interfaces: tuple[str, ...] = ()
-    exception: dict[str, Any] | None = None
-    error: str | None = None
-
-
 class UsbController:
     """The inventory of USB devices present and the decision on each; ``UsbSysfs`` carries the
     decisions out, ``Exceptions`` keeps the supervisors' timed exceptions."""
@@ -158,17 +117,15 @@ class UsbController:
                 from None
         self.rules = rules
         self.topic = topic
-        self.queue = queue
+        self.events = UsbEvents(topic, queue)
         self.loop = loop
         self.hold_hid_while_locked = hold_hid_while_locked
         self.desk_locked = desk_locked
         self.sysfs = UsbSysfs(sysfs, drivers_probe)
-        self.read = read
         self.per_interface = any(p.rule.block_interfaces for p in rules.rules)
         """A rule blocks interfaces: new interfaces start unauthorized (``interface_authorized_default``
         0) and are authorized one by one, so no driver binds to a blocked one even for a moment."""
-        self.devices: dict[str, Tracked] = {}
-        self.held: set[str] = set()
+        self.inventory = Inventory(read)
         self.exceptions = Exceptions(exception_max_minutes)
 
     # ------------------------------------------------------------------------- lifecycle
@@ -194,13 +151,12 @@ class UsbController:
                 self.sysfs.guard_bus(event.sys_path, self.per_interface)  # a new host controller (a dock's, a card's)
             self._added(event, Cause.PRESENT if event.present else Cause.PLUG)
         elif isinstance(event, UsbInterfaceAdded):
-            tracked = self.devices.get(event.device_sys_path)
+            tracked = self.inventory.devices.get(event.device_sys_path)
             if tracked is not None and tracked.plan is not None:
                 blocked = tracked.interface_blocked(event.name, lambda: event.interface_type)
                 self.sysfs.set_interfaces(tracked.event.sys_path, {event.name: not blocked})
         elif isinstance(event, UsbDeviceRemoved):
-            tracked = self.devices.pop(event.sys_path, None)
-            self.held.discard(event.sys_path)
+            tracked = self.inventory.remove(event.sys_path)
             self.exceptions.forget(event.sys_path)
             if tracked is not None:
                 log.info("%s removed (%s)", tracked.event.port, tracked.state)
@@ -208,13 +164,14 @@ class UsbController:
     def desk_unlocked(self) -> None:
         """A desk went back in use: decide the held devices if no desk holds them any more. Cheap
         when nothing is held, so the daemon may call it on every desk state change."""
-        if not self.held or self.desk_locked():
+        held = self.inventory.held
+        if not held or self.desk_locked():
             return
-        for path in sorted(self.held):
-            tracked = self.devices.get(path)
+        for path in sorted(held):
+            tracked = self.inventory.devices.get(path)
             if tracked is not None:
                 self._record(tracked, self._decide(tracked, Cause.UNLOCKED), Cause.UNLOCKED)
-        self.held.clear()
+        held.clear()
 
     # ------------------------------------------------------------------------- exceptions
     def allow_exception(self, match: str | Match, minutes: float, actor: str,
@@ -226,52 +183,36 @@ class UsbController:
         a ``block-interface`` rule's blocks, ``all`` lifts them. ``minutes`` may be a fraction."""
         m, minutes, scope = self.exceptions.check(match, minutes, interfaces)
         if m.hash is None:
-            m = self.exceptions.bind(m, self.devices.values())
+            m = self.exceptions.bind(m, self.inventory.devices.values())
         exc = self.exceptions.add(m, minutes, actor, scope)
         exc.timer = self.loop.call_later(minutes * 60, self._expire, exc.id, "expired")
-        targets = [t for t in self.devices.values() if m.matches(t)]
-        log.info("exception %s: %s allowed for %g min by %s (%d present)", exc.id, m.text, minutes, actor,
-                 len(targets))
-        self._publish(targets[0].payload() if len(targets) == 1 else m.payload(),
-                      Outcome(Action.EXCEPTION_GRANTED, Target.ALLOW, EXCEPTION_RULE,
-                              f"allowed for {minutes:g} min by {actor}", exception=exc.describe()),
-                      Cause.EXCEPTION, actor)
+        devices = self.inventory.devices
+        targets = [t for t in devices.values() if m.matches(t)]
+        self.events.exception_granted(exc, [t.payload() for t in targets])
         for tracked in targets:
             if tracked.state is not DeviceState.ALLOWED or (tracked.plan and scope is ExceptionInterfaces.ALL):
                 self._record(tracked, self._decide(tracked, Cause.EXCEPTION), Cause.EXCEPTION)
         return {"exception": exc.id, "until": exc.until, "hash": m.hash, "interfaces": scope,
-                "devices": sorted(self.devices[p].event.port for p in exc.devices if p in self.devices),
+                "devices": sorted(devices[p].event.port for p in exc.devices if p in devices),
                 "held": sorted(t.event.port for t in targets if t.state is DeviceState.HELD)}
 
     def _expire(self, exc_id: str, reason: str) -> None:
         exc = self.exceptions.pop(exc_id)
         if exc is None:
             return
-        affected = [self.devices[p] for p in sorted(exc.devices) if p in self.devices]
+        devices = self.inventory.devices
+        affected = [devices[p] for p in sorted(exc.devices) if p in devices]
         log.info("exception %s (%s) ended: %s; %d device(s) decided again", exc.id, exc.match.text, reason,
                  len(affected))
         if not affected:
-            self._publish(exc.match.payload(), Outcome(Action.EXCEPTION_EXPIRED, Target.ALLOW, EXCEPTION_RULE, reason,
-                                                       exception=exc.describe()), Cause.EXPIRY)
+            self.events.exception_expired(exc, reason)
         for tracked in affected:
             tracked.exception = None
-            after = self._decide(tracked, Cause.EXPIRY)
-            now = ("deauthorized" if after.action is Action.BLOCKED else f"still allowed by {after.rule}")
-            self._publish(tracked.payload(),
-                          Outcome(Action.EXCEPTION_EXPIRED, after.decision, after.rule, f"{reason}; {now}",
-                                  blocked_interfaces=after.blocked_interfaces, exception=exc.describe(),
-                                  error=after.error), Cause.EXPIRY)
+            self.events.exception_expired(exc, reason, tracked, self._decide(tracked, Cause.EXPIRY))
 
     # ------------------------------------------------------------------------- deciding
     def _added(self, event: UsbDeviceAdded, cause: Cause) -> None:
-        before = self.devices.get(event.sys_path)
-        tracked = Tracked.of(event, self._hash_at)
-        if before is not None and before.hash is not None and before.hash == tracked.hash:
-            # The same device reported again (udevadm trigger): what it was decides whether it
-            # is new to the hold, and an exception that authorized it still covers it.
-            tracked.state, tracked.exception = before.state, before.exception
-        self.devices[event.sys_path] = tracked
-        self.held.discard(event.sys_path)
+        tracked = self.inventory.track(event)
         if cause is Cause.PRESENT and (not event.parent_is_device or self.present_devices is PresentDevices.KEEP):
             tracked.state = DeviceState.KEPT
             if not event.parent_is_device:
@@ -284,19 +225,10 @@ class UsbController:
             return
         self._record(tracked, self._decide(tracked, cause), cause)
 
-    def _hash_at(self, sys_path: str) -> str:
-        known = self.devices.get(sys_path)
-        if known is not None and known.hash is not None:
-            return known.hash
-        try:
-            return hash_of(self.read(sys_path))
-        except ValueError:
-            return ""
-
     def _decide(self, tracked: Tracked, cause: Cause) -> Outcome:
         """Decide one device and carry it out; returns what to record."""
         path = tracked.event.sys_path
-        self.held.discard(path)
+        self.inventory.held.discard(path)
         if tracked.device is None:
             tracked.state, tracked.plan = DeviceState.BLOCKED, None
             return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE, f"cannot be decided: {tracked.problem}",
@@ -313,7 +245,7 @@ class UsbController:
             if (cause is not Cause.PRESENT and tracked.state is not DeviceState.ALLOWED and self.hold_hid_while_locked
                     and tracked.has_hid() and self.desk_locked()):
                 tracked.state, tracked.plan = DeviceState.HELD, None
-                self.held.add(path)
+                self.inventory.held.add(path)
                 return Outcome(Action.BLOCKED, verdict.decision, rule,
                                "held: a HID device plugged while no one is at the desk; decided when a desk is in use",
                                held=True, exception=exc_info, error=self.sysfs.set_authorized(path, False))
@@ -359,44 +291,30 @@ class UsbController:
     # ------------------------------------------------------------------------- records and views
     def last_blocked(self) -> Tracked | None:
         """The device the rules blocked most recently that is still here and still blocked."""
-        blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state is DeviceState.BLOCKED]
-        return max(blocked, key=lambda t: t.blocked_at or 0.0, default=None)
+        return self.inventory.last_blocked()
 
     def blocked_match(self, sys_path: str) -> Match | None:
         """What an approval at the desk allows for the device at ``sys_path``: that one device,
         bound to its descriptors' hash; None when it is gone, no longer blocked, or unreadable."""
-        tracked = self.devices.get(sys_path)
+        tracked = self.inventory.devices.get(sys_path)
         if tracked is None or tracked.state is not DeviceState.BLOCKED or tracked.hash is None:
             return None
         return Match.of(tracked.event, tracked.hash)
 
     def device_payload(self, sys_path: str) -> dict[str, Any] | None:
         """The ``device`` object of an event about the device at ``sys_path``; None when it is gone."""
-        tracked = self.devices.get(sys_path)
+        tracked = self.inventory.devices.get(sys_path)
         return tracked.payload() if tracked is not None else None
 
     def _record(self, tracked: Tracked, outcome: Outcome, cause: Cause) -> None:
-        blocked = outcome.action is Action.BLOCKED and outcome.decision is Target.BLOCK and not outcome.held
-        tracked.blocked_at = self.loop.time() if blocked and tracked.device is not None else None
-        e = tracked.event
-        log.info("%s %s:%s %r: %s (%s, rule %s)%s", e.port, e.vendor_id, e.product_id, e.name, outcome.action,
-                 outcome.decision, outcome.rule, f": {outcome.reason}" if outcome.reason else "")
-        self._publish(tracked.payload(), outcome, cause)
-
-    def _publish(self, device: Mapping[str, Any], outcome: Outcome, cause: Cause, actor: str = "daemon") -> None:
-        payload = {"action": outcome.action, "device": dict(device), "rule": outcome.rule,
-                   "decision": outcome.decision, "reason": outcome.reason, "cause": cause, "held": outcome.held,
-                   "blocked_interfaces": list(outcome.blocked_interfaces), "exception": outcome.exception,
-                   "error": outcome.error}
-        self.queue(NewEvent(kind="usb", topic=self.topic, payload=payload, actor=actor,
-                            columns={"result": outcome.action, "reason": outcome.reason, "rule": outcome.rule}))
+        tracked.blocked_at = self.loop.time() if outcome.blocked_by_rules and tracked.device is not None else None
+        self.events.decided(tracked, outcome, cause)
 
     def status(self) -> dict[str, Any]:
         """What the control op ``usb.list`` answers: every device the controller knows, and the
         exceptions in force."""
-        devices = [t.status() for _, t in sorted(self.devices.items(), key=lambda kv: (kv[0].count("/"), kv[0]))]
-        return {"devices": devices, "exceptions": self.exceptions.describe(), "per_interface": self.per_interface}
+        return {"devices": self.inventory.status(), "exceptions": self.exceptions.describe(),
+                "per_interface": self.per_interface}
 
 
-__all__ = ["Action", "Cause", "EXCEPTION_RULE", "HOLD_STATES", "Outcome", "PRESENT_RULE", "PresentDevices",
-           "UNREADABLE_RULE", "UsbController", "desks_unattended", "load_rules"]
+__all__ = ["HOLD_STATES", "PresentDevices", "UsbController", "desks_unattended", "load_rules"]

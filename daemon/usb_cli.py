@@ -28,8 +28,9 @@ from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, Ru
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
-from .usb import UNREADABLE_RULE, UsbController, load_rules
+from .usb import UsbController, load_rules
 from .usb_devices import describe, hash_of, parent_hash_of
+from .usb_events import UNREADABLE_RULE
 from .usb_exceptions import Match
 
 IMPLICIT_TARGETS = tuple(t.value for t in Target)

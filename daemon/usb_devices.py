@@ -1,5 +1,5 @@
-"""What the USB controller knows of each device present: the driver's report, the rules' ``Device``
-built from it, and the state the controller left it in.
+"""What the USB controller knows of each device present (``Inventory``): the driver's report, the
+rules' ``Device`` built from it, and the state the controller left it in.
 
 A device's descriptors are parsed once, when it is first described (``describe``): the hash, the
 interface list, the interface slots and the device class all come from that one walk
@@ -140,4 +140,48 @@ class Tracked:
                 "rule": v.rule if v else None, "exception": self.exception, "problem": self.problem or None}
 
 
-__all__ = ["DeviceState", "Tracked", "describe", "describe_parsed", "hash_of", "parent_hash_of"]
+class Inventory:
+    """The USB devices present, by sys path, and which of them are held until a desk is in use."""
+
+    def __init__(self, read: Callable[[str], UsbDeviceAdded]) -> None:
+        self.devices: dict[str, Tracked] = {}
+        self.held: set[str] = set()
+        self.read = read
+        """Reads a device the inventory does not know (a hub present before its children)."""
+
+    def track(self, event: UsbDeviceAdded) -> Tracked:
+        """``event`` described and tracked in place of what its sys path held, not held."""
+        before = self.devices.get(event.sys_path)
+        tracked = Tracked.of(event, self._hash_at)
+        if before is not None and before.hash is not None and before.hash == tracked.hash:
+            # The same device reported again (udevadm trigger): what it was decides whether it
+            # is new to the hold, and an exception that authorized it still covers it.
+            tracked.state, tracked.exception = before.state, before.exception
+        self.devices[event.sys_path] = tracked
+        self.held.discard(event.sys_path)
+        return tracked
+
+    def remove(self, sys_path: str) -> Tracked | None:
+        self.held.discard(sys_path)
+        return self.devices.pop(sys_path, None)
+
+    def _hash_at(self, sys_path: str) -> str:
+        known = self.devices.get(sys_path)
+        if known is not None and known.hash is not None:
+            return known.hash
+        try:
+            return hash_of(self.read(sys_path))
+        except ValueError:
+            return ""
+
+    def last_blocked(self) -> Tracked | None:
+        """The device the rules blocked most recently that is still here and still blocked."""
+        blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state is DeviceState.BLOCKED]
+        return max(blocked, key=lambda t: t.blocked_at or 0.0, default=None)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every device, parents first, as ``usb.list`` answers it."""
+        return [t.status() for _, t in sorted(self.devices.items(), key=lambda kv: (kv[0].count("/"), kv[0]))]
+
+
+__all__ = ["DeviceState", "Inventory", "Tracked", "describe", "describe_parsed", "hash_of", "parent_hash_of"]

@@ -33,8 +33,8 @@ from usbfake import Kernel, Spec, descriptors, read
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
-from sekisho.daemon.usb import (EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, UsbController, desks_unattended,
-                                load_rules)
+from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
+from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
 from sekisho.daemon.usb_sysfs import Sysfs
 from sekisho.daemon.usb_cli import (allow_request, parse_umockdev, umockdev_devices, usb_allow, usb_generate, usb_list,
                                     usb_status, usb_test_policy)
@@ -173,7 +173,7 @@ def test_a_plugged_keyboard_is_authorized_and_its_interfaces_follow(make_rig):
     assert read("/sys/bus/usb/drivers_probe") == "1-1:1.1"
 
     k.unplug("1-1")
-    assert "/sys/devices/0000:00:14.0/usb1/1-1" not in rig.controller.devices
+    assert "/sys/devices/0000:00:14.0/usb1/1-1" not in rig.controller.inventory.devices
 
 
 def test_a_flash_drive_is_never_authorized(make_rig):
@@ -265,7 +265,7 @@ def test_known_usbguard_hashes_through_sysfs(make_rig):
                         if not line.startswith("#")).lstrip("\n")
     assert rig.kernel.tb.add_from_string(recording)
     rig.start()
-    devices = {t.event.port: t for t in rig.controller.devices.values()}
+    devices = {t.event.port: t for t in rig.controller.inventory.devices.values()}
     assert devices["1-4"].device.hash == "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs+eiRR/haro7+Ng="
     assert devices["1-4.2"].device.hash == "D3deklX12Ir3kJPfUZ5AQNwHeZn1bwtPkQkw6e+8B38="
     assert {p["device"]["port"]: (p["action"], p["rule"]) for p in rig.payloads()} == {
@@ -309,7 +309,7 @@ def test_hubs_and_the_devices_behind_them(make_rig):
     behind = k.plug(Spec("1-5.1", 0x046D, 0xC077, ("03:01:02",), name="USB Optical Mouse"))
     stick = k.plug(Spec("1-5.2", 0x0781, 0x5567, ("08:06:50",)))
     assert (authorized(behind), authorized(stick)) == ("1", "0")
-    tracked = {t.event.port: t.device for t in rig.controller.devices.values()}
+    tracked = {t.event.port: t.device for t in rig.controller.inventory.devices.values()}
     assert tracked["1-5.1"].parent_hash == tracked["1-5"].hash
     assert tracked["1-5"].parent_hash == tracked["usb1"].hash
 
@@ -320,7 +320,7 @@ def test_parent_hash_ties_a_device_to_a_hub(make_rig):
     k.root_hub()
     rig.start()
     k.plug(HUB)
-    hub_hash = rig.controller.devices[k.devices["1-5"]].device.hash
+    hub_hash = rig.controller.inventory.devices[k.devices["1-5"]].device.hash
     rig.controller.rules = RuleSet.parse(f'allow with-interface 09:00:00\nallow parent-hash "{hub_hash}"\n',
                                          "desk.rules")
     behind = k.plug(Spec("1-5.3", 0x0781, 0x5567, ("08:06:50",)))
@@ -348,7 +348,7 @@ def test_reject_removes_the_device(make_rig):
     assert read(f"{path}/remove") == "1" and authorized(path) == "0"
     assert (rig.last()["action"], rig.last()["decision"]) == ("blocked", "reject")
     k.unplug("1-2")  # what the kernel does after remove: the port is disabled, the device goes
-    assert path not in rig.controller.devices
+    assert path not in rig.controller.inventory.devices
 
 
 def test_reject_without_remove_falls_back_to_deauthorizing(make_rig):
@@ -416,7 +416,7 @@ def test_hid_plugged_while_the_desk_is_locked_is_held(make_rig):
     rig.controller.desk_unlocked()
     assert authorized(kbd) == "1"
     assert (rig.last()["action"], rig.last()["cause"], rig.last()["held"]) == ("allowed", "unlocked", False)
-    assert not rig.controller.held
+    assert not rig.controller.inventory.held
 
 
 def test_devices_present_at_start_are_not_held(make_rig):
@@ -470,7 +470,7 @@ def test_timed_exception_by_port_is_bound_to_the_device_present(make_rig):
     path = k.plug(FLASH)
     answer = rig.controller.allow_exception("1-2", 0.004, "card:u1042")
     assert authorized(path) == "1" and rig.last()["rule"] == EXCEPTION_RULE
-    assert answer["hash"] == rig.controller.devices[path].device.hash
+    assert answer["hash"] == rig.controller.inventory.devices[path].device.hash
     granted = rig.payloads("exception_granted")[0]
     assert granted["device"]["port"] == "1-2" and granted["exception"]["hash"] == answer["hash"]
     k.unplug("1-2")
@@ -749,7 +749,7 @@ def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
         only = RuleSet.parse(entry["as_rule"] + "\n", "pasted.rules")
         assert only.rules[0].rule == rule
     keyboard = RuleSet.parse(entries["1-1"]["as_rule"] + "\n", "pasted.rules")
-    tracked = rig.controller.devices[k.devices["1-1"]].device
+    tracked = rig.controller.inventory.devices[k.devices["1-1"]].device
     assert keyboard.first_match(tracked).rule == "pasted.rules:1"
 
 
@@ -769,7 +769,7 @@ def test_generate_allows_exactly_what_is_present(make_rig):
     assert 'serial "4C530001230417116225"' in text and 'via-port "1-2"' not in text  # a serial: no port
     assert 'via-port "1-1"' in text  # no serial: the port tells two of them apart
     rig.start()
-    tracked = [t.device for t in rig.controller.devices.values()]
+    tracked = [t.device for t in rig.controller.inventory.devices.values()]
     verdicts = [rules.first_match(d) for d in tracked]
     assert all(v.decision is Target.ALLOW for v in verdicts)
     assert len({v.line for v in verdicts}) == len(tracked)  # one line per device
