@@ -33,6 +33,7 @@ from usbfake import Kernel, Spec, descriptors, read
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
+from sekisho.daemon import usb_devices
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
 from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
 from sekisho.daemon.usb_sysfs import Sysfs
@@ -174,6 +175,27 @@ def test_a_plugged_keyboard_is_authorized_and_its_interfaces_follow(make_rig):
 
     k.unplug("1-1")
     assert "/sys/devices/0000:00:14.0/usb1/1-1" not in rig.controller.inventory.devices
+
+
+def test_a_devices_descriptors_are_parsed_once(make_rig, monkeypatch):
+    # Hash, interface list, interface slots and device class all come from one walk, made when
+    # the device is tracked; deciding, its interfaces and its exception do not walk them again.
+    walked: list[bytes] = []
+
+    def counting(raw: bytes) -> Any:
+        walked.append(raw)
+        return parse_descriptors(raw)
+    monkeypatch.setattr(usb_devices, "parse_descriptors", counting)
+    rig = make_rig()
+    k = rig.kernel
+    k.root_hub()
+    rig.start()
+    walked.clear()
+    k.plug(HEADSET)
+    k.configure("1-4")
+    rig.controller.allow_exception("1-4", 1, "test", "all")
+    assert walked == [HEADSET.descriptors]
+    assert rig.last()["device"]["class"] == "00" and interface_states(k, "1-4")["1-4:1.4"] == "1"
 
 
 def test_a_flash_drive_is_never_authorized(make_rig):
