@@ -17,7 +17,6 @@ umockdev aborts the process when a monitor has a dozen unread.
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
 import os
@@ -64,18 +63,8 @@ def under_umockdev():
 
 
 @pytest.fixture
-def tb():
-    import gi
-    gi.require_version("UMockdev", "1.0")
-    from gi.repository import UMockdev
-    bed = UMockdev.Testbed.new()
-    # /sys/bus/usb/drivers_probe exists on every kernel with USB; the testbed has no such file.
-    probe = Path(bed.get_root_dir()) / "sys" / "bus" / "usb" / "drivers_probe"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text("")
-    yield bed
-    del bed
-    gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset
+def tb(testbed):
+    return testbed  # conftest's: this process is the one under the preload here
 
 
 class Rig:
@@ -98,6 +87,12 @@ class Rig:
         self.loop.run_until_complete(self.driver.start())
         self.base = self.kernel.sent
         self.controller.start(enumerate_usb_devices())
+
+    def started(self) -> Rig:
+        """Started on a bus with one root hub (usb1) and nothing plugged."""
+        self.kernel.root_hub()
+        self.start()
+        return self
 
     def settle(self) -> None:
         """Run the loop until the driver has read every uevent sent since it started."""
@@ -186,10 +181,8 @@ def test_a_devices_descriptors_are_parsed_once(make_rig, monkeypatch):
         walked.append(raw)
         return parse_descriptors(raw)
     monkeypatch.setattr(usb_devices, "parse_descriptors", counting)
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     walked.clear()
     k.plug(HEADSET)
     k.configure("1-4")
@@ -199,10 +192,8 @@ def test_a_devices_descriptors_are_parsed_once(make_rig, monkeypatch):
 
 
 def test_a_flash_drive_is_never_authorized(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert authorized(path) == "0"
     assert rig.last()["action"] == "blocked" and rig.last()["rule"] == "call-centre.rules:23"
@@ -210,10 +201,8 @@ def test_a_flash_drive_is_never_authorized(make_rig):
 
 
 def test_badusb_keyboard_and_storage_is_blocked(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(BADUSB)
     assert authorized(path) == "0"
     assert (rig.last()["action"], rig.last()["rule"]) == ("blocked", "call-centre.rules:17")
@@ -221,10 +210,8 @@ def test_badusb_keyboard_and_storage_is_blocked(make_rig):
 
 
 def test_a_device_that_cannot_be_read_stays_blocked(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.tb.add_device("usb", "1-6", k.devices["usb1"], ["idVendor", "1234", "authorized", "0"],
                            ["DEVTYPE", "usb_device"])
     k.sent += 1
@@ -298,10 +285,8 @@ def test_known_usbguard_hashes_through_sysfs(make_rig):
 
 # ----------------------------------------------------------------------------- composite and hubs
 def test_composite_device_with_a_blocked_interface(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(HEADSET)
     assert authorized(path) == "1"
     assert (rig.last()["rule"], rig.last()["blocked_interfaces"]) == ("call-centre.rules:60", ["ff:00:00"])
@@ -321,10 +306,8 @@ def test_interface_slots_cover_alternate_settings():
 
 
 def test_hubs_and_the_devices_behind_them(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     hub = k.plug(HUB)
     assert authorized(hub) == "1" and rig.last()["rule"] == "call-centre.rules:79"
     k.configure("1-5")
@@ -337,10 +320,8 @@ def test_hubs_and_the_devices_behind_them(make_rig):
 
 
 def test_parent_hash_ties_a_device_to_a_hub(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(HUB)
     hub_hash = rig.controller.inventory.devices[k.devices["1-5"]].device.hash
     rig.controller.rules = RuleSet.parse(f'allow with-interface 09:00:00\nallow parent-hash "{hub_hash}"\n',
@@ -351,10 +332,8 @@ def test_parent_hash_ties_a_device_to_a_hub(make_rig):
 
 
 def test_a_new_host_controller_is_guarded(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     usb2 = k.root_hub("usb2", authorized_default="-1")
     assert read(f"{usb2}/authorized_default") == "0"
     assert rig.last()["device"]["port"] == "usb2" and rig.last()["action"] == "allowed"
@@ -362,10 +341,8 @@ def test_a_new_host_controller_is_guarded(make_rig):
 
 # ----------------------------------------------------------------------------- reject
 def test_reject_removes_the_device(make_rig):
-    rig = make_rig("reject with-interface one-of { 08:*:* }\nallow\n")
+    rig = make_rig("reject with-interface one-of { 08:*:* }\nallow\n").started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert read(f"{path}/remove") == "1" and authorized(path) == "0"
     assert (rig.last()["action"], rig.last()["decision"]) == ("blocked", "reject")
@@ -393,10 +370,8 @@ class FailingSysfs(Sysfs):
 
 
 def test_a_refused_write_is_recorded_not_raised(make_rig):
-    rig = make_rig(sysfs=FailingSysfs())
+    rig = make_rig(sysfs=FailingSysfs()).started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(KEYBOARD)
     assert authorized(path) == "0"
     event = rig.last()
@@ -404,10 +379,8 @@ def test_a_refused_write_is_recorded_not_raised(make_rig):
 
 
 def test_a_device_gone_before_its_write_is_recorded(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(Spec("1-1", 0x046D, 0xC31C, ("03:01:01",), authorized_attr=False))
     event = rig.last()
     assert event["action"] == "blocked" and "went away" in event["error"]
@@ -415,10 +388,8 @@ def test_a_device_gone_before_its_write_is_recorded(make_rig):
 
 # ----------------------------------------------------------------------------- screen lock
 def test_hid_plugged_while_the_desk_is_locked_is_held(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     rig.locked = True
     kbd = k.plug(KEYBOARD)
     assert authorized(kbd) == "0"
@@ -458,10 +429,8 @@ def test_which_desk_states_hold():
 
 # ----------------------------------------------------------------------------- exceptions
 def test_timed_exception_for_a_present_device_expires(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert authorized(path) == "0"
     answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 0.004, "cli:supervisor")
@@ -482,10 +451,8 @@ def test_timed_exception_for_a_present_device_expires(make_rig):
 def test_timed_exception_by_port_is_bound_to_the_device_present(make_rig):
     """A port names whatever is in it; the exception admits only the device that was there when
     it was granted (its descriptors' hash), also after a replug, and never another one."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     with pytest.raises(SekishoError, match="no such device is present. Plug it in first"):
         rig.controller.allow_exception("1-2", 0.004, "card:u1042")
     assert not rig.records and not rig.controller.exceptions
@@ -513,10 +480,8 @@ CLONE = Spec("1-3", 0x0781, 0x5567, ("08:06:50", "03:01:01"), name="Cruzer Blade
 def test_an_exception_by_serial_refuses_a_clone_with_other_descriptors(make_rig):
     """Issue 11, item 9: vid:pid:serial is what a device says of itself; the exception also
     requires the descriptors' hash recorded at the grant."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     genuine = k.plug(FLASH)
     answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 5, "cli:supervisor")
     assert authorized(genuine) == "1" and answer["devices"] == ["1-2"]
@@ -536,10 +501,8 @@ def test_an_exception_by_serial_refuses_a_clone_with_other_descriptors(make_rig)
 def test_an_exception_names_one_device(make_rig):
     """Two devices that answer to the text (no serial) with different descriptors: which one the
     supervisor meant cannot be known, so nothing is allowed until a port says it."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Stick"))
     k.plug(Spec("1-3", 0x0781, 0x5567, ("08:06:50",), name="Stick v2"))
     with pytest.raises(SekishoError, match=r"names 2 devices of different descriptors \(ports 1-2, 1-3\)"):
@@ -552,10 +515,8 @@ def test_an_exception_names_one_device(make_rig):
 def test_an_exception_keeps_the_rules_interface_blocks_unless_it_says_all(make_rig):
     """Issue 11, item 9: the headset's vendor-specific interface, which its rule blocks, stays
     blocked under an exception; one with interfaces = "all" lifts that block until it ends."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(HEADSET)
     k.configure("1-4")
     assert interface_states(k, "1-4")["1-4:1.4"] == "0"
@@ -581,10 +542,8 @@ def test_an_exception_keeps_the_rules_interface_blocks_unless_it_says_all(make_r
 
 
 def test_stop_ends_exceptions_and_nothing_is_persisted(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     rig.controller.allow_exception("1-2", 30, "cli:supervisor")
     assert authorized(path) == "1"
@@ -608,10 +567,8 @@ def test_exception_refuses_what_it_cannot_mean(make_rig, match, minutes, message
 
 
 def test_usb_allow_control_op(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     request = allow_request("0781:5567:4C530001230417116225", 5)
     answer = rig.loop.run_until_complete(usb_allow(rig.controller, request, "cli:root"))
@@ -748,10 +705,8 @@ def test_umockdev_parsing_reads_escapes_and_binary():
 
 
 def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(KEYBOARD)
     k.plug(FLASH)
     out = io.StringIO()
