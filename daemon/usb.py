@@ -35,15 +35,12 @@ What it does, in order:
   BadUSB stick types into an unattended workstation.
 - Timed exceptions (``allow_exception``): a device matching ``vid:pid:serial`` or a port is
   authorized for N minutes whatever the rules say; at expiry the rules decide it again (so it is
-  deauthorized unless they allow it). An exception is bound to the descriptors of the device it
-  was granted for: the device must be present at the grant, its hash (USBGuard's, over name,
-  ids, serial and descriptors) is recorded, and a device that matches the text but not the hash
-  (a clone that copies the serial, another device put into the port) is decided by the rules
-  alone. Text without a hash would let any device that claims the serial in. The interfaces a
-  ``block-interface`` rule leaves off stay off under an exception unless it says
-  ``interfaces = "all"``: the supervisor allowed the device, not what the room's policy keeps
-  off every device of its kind. Kept in memory only: a restart forgets them, and ``stop`` ends
-  them first so nothing stays authorized by an exception while the daemon is down.
+  deauthorized unless they allow it). An exception is bound to the descriptors' hash of the
+  device present at the grant (usb_exceptions says why): a clone is decided by the rules alone.
+  The interfaces a ``block-interface`` rule leaves off stay off under an exception unless it
+  says ``interfaces = "all"``: the supervisor allowed the device, not what the room's policy
+  keeps off every device of its kind. Kept in memory only: a restart forgets them, and ``stop``
+  ends them first so nothing stays authorized by an exception while the daemon is down.
 
 Every decision is recorded and published on ``usb/<host>/event`` through ``queue``; a sysfs write
 that fails (EACCES, or ENOENT because the device went away) is logged and carried in the event's
@@ -102,8 +99,8 @@ def load_rules(path: str | Path, implicit_target: str = "block") -> RuleSet:
 
 
 class UsbController:
-    """The inventory of USB devices present and the decision on each; ``UsbSysfs`` carries the
-    decisions out, ``Exceptions`` keeps the supervisors' timed exceptions."""
+    """Decides each USB device of its ``Inventory`` by the rules, the hold and the ``Exceptions``
+    in force; ``UsbSysfs`` carries the decisions out, ``UsbEvents`` records them."""
 
     def __init__(self, rules: RuleSet, *, topic: str, queue: Callable[[NewEvent], None],
                  loop: asyncio.AbstractEventLoop, present_devices: str = "apply", hold_hid_while_locked: bool = True,
@@ -113,8 +110,8 @@ class UsbController:
         try:
             self.present_devices = PresentDevices(present_devices)
         except ValueError:
-            raise ValueError(f"present_devices must be one of {tuple(PresentDevices)}, not {present_devices!r}") \
-                from None
+            raise ValueError(f"present_devices must be one of {tuple(p.value for p in PresentDevices)}, "
+                             f"not {present_devices!r}") from None
         self.rules = rules
         self.topic = topic
         self.events = UsbEvents(topic, queue)
