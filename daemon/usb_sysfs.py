@@ -30,6 +30,8 @@ import logging
 import os
 from typing import Mapping
 
+from sekisho.drivers.udev import read_interface
+
 log = logging.getLogger("sekisho.usb")
 
 DRIVERS_PROBE = "/sys/bus/usb/drivers_probe"
@@ -99,11 +101,11 @@ class UsbSysfs:
         except OSError as exc:
             return [], f"{sys_path}: {exc.strerror or exc}"
 
-    def interface_type(self, sys_path: str, name: str) -> str:
-        """An interface's ``cc:ss:pp`` as sysfs shows it (its active setting)."""
-        parts = [self.sysfs.read(f"{sys_path}/{name}/{a}") or ""
-                 for a in ("bInterfaceClass", "bInterfaceSubClass", "bInterfaceProtocol")]
-        return ":".join(p.lower() for p in parts)
+    @staticmethod
+    def interface_type(sys_path: str, name: str) -> str:
+        """An interface's ``cc:ss:pp`` as sysfs shows it (its active setting), read as the udev
+        driver reports a new interface's; empty when it cannot be read."""
+        return read_interface(f"{sys_path}/{name}").interface_type
 
     def set_interfaces(self, sys_path: str, wanted: Mapping[str, bool]) -> list[str]:
         """Make each named interface's ``authorized`` what ``wanted`` says, then probe the ones

@@ -34,11 +34,13 @@ from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
 from sekisho.daemon import usb_devices
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
+from sekisho.daemon.usb_devices import Tracked
 from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
 from sekisho.daemon.usb_sysfs import Sysfs
 from sekisho.daemon.usb_cli import (allow_request, parse_umockdev, umockdev_devices, usb_allow, usb_generate, usb_list,
                                     usb_status, usb_test_policy)
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
+from sekisho.policies.events import UsbDeviceAdded
 from sekisho.policies.usbrules import RuleSet, Target, parse_descriptors, parse_rule
 
 EXAMPLES = REPO / "examples" / "usb"
@@ -303,6 +305,22 @@ def test_interface_slots_cover_alternate_settings():
     # Interface 1 has two settings, one of them vendor-specific: blocking ff blocks interface 1.
     raw = descriptors(0x0B0E, 0x24C8, ["01:01:00", "01:02:00"]) + bytes([9, 4, 1, 1, 0, 0xFF, 0x00, 0, 0])
     assert parse_descriptors(raw).slots == {(1, 0): {"01:01:00"}, (1, 1): {"01:02:00", "ff:00:00"}}
+
+
+def test_an_interface_the_descriptors_do_not_list_is_judged_by_its_sysfs_type():
+    event = UsbDeviceAdded(source="test", sys_path="/sys/devices/x/1-4", devpath="/devices/x/1-4", port="1-4",
+                           vendor_id="0b0e", product_id="24c8", serial="", name="", descriptors=HEADSET.descriptors,
+                           connect_type="", authorized="0", parent_sys_path="/sys/devices/x", parent_is_device=True)
+    tracked = Tracked.of(event, lambda parent: "")
+    tracked.plan = frozenset({"ff:00:00"})
+
+    def unread() -> str:
+        raise AssertionError("the descriptors list this interface: sysfs is not read")
+    assert tracked.interface_blocked("1-4:1.4", unread) and not tracked.interface_blocked("1-4:1.3", unread)
+    assert tracked.interface_blocked("1-4:1.9", lambda: "ff:00:00")
+    assert not tracked.interface_blocked("1-4:1.9", lambda: "")
+    tracked.plan = frozenset()
+    assert not tracked.interface_blocked("1-4:1.4", unread)
 
 
 def test_hubs_and_the_devices_behind_them(make_rig):
