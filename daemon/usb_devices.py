@@ -1,7 +1,7 @@
 """What the USB controller knows of each device present (``Inventory``): the driver's report, the
 rules' ``Device`` built from it, and the state the controller left it in.
 
-A device's descriptors are parsed once, when it is first described (``describe``): the hash, the
+A device's descriptors are parsed once, when it is tracked (``Tracked.of``): the hash, the
 interface list, the interface slots and the device class all come from that one walk
 (``policies.usbrules.parse_descriptors``). A device whose id or descriptors cannot be read or
 parsed is still tracked, with ``device`` None and the reason in ``problem``: USBGuard refuses such
@@ -32,22 +32,16 @@ class DeviceState(StrEnum):
     """Left as found at start: a root hub, or every device with ``present_devices = "keep"``."""
 
 
-def describe_parsed(event: UsbDeviceAdded, parent_hash: str) -> tuple[Device, Descriptors]:
-    """The rules' ``Device`` for what the driver read, and its descriptors parsed. ``ValueError``
-    (``DescriptorError`` is one) when the id or the descriptors are missing or malformed."""
-    parsed = parse_descriptors(event.descriptors)
-    return _device(event, parsed, parent_hash), parsed
+def describe(event: UsbDeviceAdded, parent_hash: str) -> Device:
+    """The rules' ``Device`` for what the driver read. ``ValueError`` (``DescriptorError`` is
+    one) when the id or the descriptors are missing or malformed."""
+    return _device(event, parse_descriptors(event.descriptors), parent_hash)
 
 
 def _device(event: UsbDeviceAdded, parsed: Descriptors, parent_hash: str) -> Device:
     return Device(id=f"{event.vendor_id}:{event.product_id}", serial=event.serial, name=event.name,
                   hash=_hash(event, parsed), parent_hash=parent_hash, via_port=event.port,
                   with_connect_type=event.connect_type, interfaces=parsed.interfaces)
-
-
-def describe(event: UsbDeviceAdded, parent_hash: str) -> Device:
-    """The rules' ``Device`` for what the driver read (``ValueError`` as ``describe_parsed``)."""
-    return describe_parsed(event, parent_hash)[0]
 
 
 def hash_of(event: UsbDeviceAdded) -> str:
@@ -184,4 +178,4 @@ class Inventory:
         return [t.status() for _, t in sorted(self.devices.items(), key=lambda kv: (kv[0].count("/"), kv[0]))]
 
 
-__all__ = ["DeviceState", "Inventory", "Tracked", "describe", "describe_parsed", "hash_of", "parent_hash_of"]
+__all__ = ["DeviceState", "Inventory", "Tracked", "describe", "hash_of", "parent_hash_of"]
