@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 import resource
@@ -22,7 +21,6 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
-from sekisho.policies.access import Mode
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
                                      LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, SeatSessionsSeen,
@@ -41,13 +39,14 @@ from .instance import hold_data_dir
 from .keys import SiteKey
 from .logind import Logind
 from .logind_watch import SeatWatch
+from .ops import Parts, Table, declared
 from .publisher import Publisher
 from .records_lost import forget_lost, keep_reserve, lost_before, write_lost
 from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage, utc_now
 from .strikes import make_strike
+from .tap_enrolment import TapEnrolment
 from .topics import Topics
 from .usb import UsbController, desks_unattended
-from .usb_cli import usb_allow, usb_status
 
 log = logging.getLogger("sekisho")
 
@@ -139,19 +138,14 @@ class Daemon:
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
-        self.enrolling: dict[str, asyncio.Future[bytes]] = {}
-        handlers = {"enroll": self.enroll, "door.list": self.door_list, "door.unlock": self.door_unlock,
-                    "door.mode": self.door_mode}
-        if self.desks:
-            handlers["desk.list"] = self.desk_list
-        if self.usb:
-            handlers |= {"usb.allow": functools.partial(usb_allow, self.usb),
-                         "usb.list": functools.partial(usb_status, self.usb)}
-        self.control = ControlServer(Path(data_dir), handlers)
+        self.enrolment = TapEnrolment(config, self.store, self.key, loop)
+        ops = Table(Parts(doors=self.doors, desks=self.desks, usb=self.usb, enrolment=self.enrolment,
+                          occupancy=self.occupancy,
+                          remote_areas=tuple(sorted({d.area for d in config.desks.values() if d.area}
+                                                    - self.local_areas))), declared())
+        self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
-        # Enrolling is for a person at the reader, through the control socket; not a remote op.
-        remote = {op: h for op, h in handlers.items() if op != "enroll"}
-        self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, handlers=remote,
+        self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
                                       store=self.store, queue=self._queue,
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
@@ -342,8 +336,7 @@ class Daemon:
         if reader is None:
             log.error("event from unknown source %r dropped: %r", event.source, event)
             return
-        if isinstance(event, CardPresented) and reader.name in self.enrolling:
-            self.enrolling.pop(reader.name).set_result(event.uid)
+        if isinstance(event, CardPresented) and self.enrolment.take(reader.name, event.uid):
             return
         if reader.desk and self.desks:
             if isinstance(event, (ReaderLost, CardUnreadable)):
@@ -403,60 +396,6 @@ class Daemon:
             self.occupancy[area] = set(json.loads(payload)["subjects"]) if payload else set()
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed occupancy message on %s", topic)
-
-    async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        return {"doors": self.doors.describe()}
-
-    async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        assert self.desks is not None  # the op is registered only with desks
-        # What the bus has told this node of the areas its desks are in: None until the door
-        # node's retained occupancy has arrived (the desks then judge by their stance).
-        remote = sorted({d.area for d in self.config.desks.values() if d.area} - self.local_areas)
-        return {"desks": self.desks.describe(),
-                "occupancy": {a: len(self.occupancy[a]) if a in self.occupancy else None for a in remote}}
-
-    async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        door = str(request["door"])
-        if door not in self.config.doors:
-            raise SekishoError(f"no door {door!r} (doors: {', '.join(self.config.doors)})")
-        seconds = float(request.get("seconds") or self.config.doors[door].unlock_s)
-        if not 0.5 <= seconds <= 3600:
-            raise SekishoError("seconds must be between 0.5 and 3600")
-        self.doors.unlock(door, seconds, actor)
-        return {}
-
-    async def door_mode(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        mode = str(request["mode"])
-        if mode not in Mode.__members__.values():
-            raise SekishoError(f"unknown mode {mode!r} (modes: {', '.join(m.value for m in Mode)})")
-        self.doors.set_mode(str(request["door"]), Mode(mode), actor)
-        return {}
-
-    async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        """Wait for one card at a reader and enroll it; the tap opens nothing."""
-        person_id, reader, timeout = str(request["person"]), str(request["reader"]), float(request["timeout"])
-        if not 1 <= timeout <= 600:
-            raise SekishoError("timeout must be from 1 to 600 seconds")
-        if reader not in self.config.readers:
-            raise SekishoError(f"no reader {reader!r} (readers: {', '.join(self.config.readers)})")
-        if self.store.person(person_id) is None:
-            raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
-        if reader in self.enrolling:
-            raise SekishoError(f"an enrollment is already waiting at {reader}")
-        waiter = self.loop.create_future()
-        self.enrolling[reader] = waiter
-        log.info("waiting up to %g s for a card at %s to enroll to %s (%s)", timeout, reader, person_id, actor)
-        try:
-            uid = await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise SekishoError(f"no card was presented at {reader} within {timeout:g} s") from None
-        finally:
-            if self.enrolling.get(reader) is waiter:
-                del self.enrolling[reader]
-        card_hash = self.key.card_hash(uid)
-        self.store.add_card(person_id, card_hash, actor)
-        log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
-        return {"card": card_hash[:12]}
 
     # ------------------------------------------------------------------------- group commit
     def _queue(self, item: NewEvent | NewState | Move | AlarmChange | CommandResult) -> None:

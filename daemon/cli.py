@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from . import __version__
 from . import config as config_mod
+from . import ops
 from sekisho.policies.access import Mode
 
 from .errors import DataError, NoInput, PermissionDenied, SekishoError, Unavailable, UsageError
@@ -270,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
               "[commands.keys] and may run the op. Make a key with keygen, put the public key\n"
               "it prints into each node's config, then send.").add_subparsers(
                   dest="action", metavar="ACTION", required=True)
+    add(cmd, "ops", cmd_cmd_ops, "list the ops a signed command may run, with their arguments",
+        "List the ops a node runs when a signed command asks (each node only those of its\n"
+        "parts: desk.list with desks, usb.* with [usb]), with their arguments; [NAME] is optional.\n"
+        "A key runs only the ops its [commands.keys.<name>] ops patterns name.")
     p = add(cmd, "keygen", cmd_cmd_keygen, "make a new Ed25519 key for signing commands",
             "Write a new Ed25519 private key to FILE (PEM, PKCS #8, mode 0600; an existing file\n"
             "is never overwritten) and print the [commands.keys.<name>] section that lets it in.\n"
@@ -280,10 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Print the public key of FILE as public_key takes it. FILE may also be a key made by\n"
             "`openssl genpkey -algorithm ed25519` or `ssh-keygen -t ed25519` (unencrypted).")
     p.add_argument("file", help="a private key file")
-    sign_help = ("OP is a control op (usb.allow, door.unlock, door.mode, door.list, desk.list,\n"
-                 "usb.list); ARG is NAME=VALUE, where VALUE is read as JSON when it parses\n"
-                 "(minutes=10 is a number) and as text otherwise (door=entrance). The command is\n"
-                 "signed for [site] id of the config: a node of another site refuses it.")
+    sign_help = ("OP is one of the ops below (also: sekisho cmd ops); ARG is NAME=VALUE, where\n"
+                 "VALUE is read as JSON when it parses (minutes=10 is a number) and as text\n"
+                 "otherwise (door=entrance). The command is signed for [site] id of the config: a\n"
+                 "node of another site refuses it.\n\nops a signed command may run ([optional]):\n"
+                 + ops.help_text(ops.declared()) + "\n")
     for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
                              ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
         p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
@@ -772,6 +778,11 @@ def _key_name(file: str, name: str | None) -> str:
     if wrong := config_mod._name(name):
         raise SekishoError(f"key name {name!r}: {wrong} (give one with --name or --key-name)")
     return name
+
+
+def cmd_cmd_ops(args: argparse.Namespace) -> int:
+    print(ops.help_text(ops.declared()))
+    return 0
 
 
 def cmd_cmd_keygen(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""What ``sekisho usb ...`` does: list, test-policy, generate, and the ``usb.allow`` control op.
+"""What ``sekisho usb ...`` does: list, test-policy, generate, and the ``usb.allow`` request.
 
 Each command is a function with plain arguments that prints and returns an exit code, so the
 argparse wiring in cli.py stays thin and tests call these directly. A user's mistake raises
@@ -28,7 +28,7 @@ from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, Ru
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
-from .usb import UNREADABLE_RULE, Match, UsbController, describe, hash_of, load_rules, parent_hash_of
+from .usb import UNREADABLE_RULE, Match, describe, hash_of, load_rules, parent_hash_of
 
 IMPLICIT_TARGETS = tuple(t.value for t in Target)
 
@@ -331,7 +331,7 @@ def usb_generate(*, out: TextIO | None = None, with_hash: bool = True, ports: st
     return 0
 
 
-# ----------------------------------------------------------------------------- control ops
+# ----------------------------------------------------------------------------- the usb.allow request
 def allow_request(match: str, minutes: float, interfaces: str = "rules") -> dict[str, Any]:
     """The control request ``sekisho usb allow MATCH --minutes N [--interfaces all]`` sends;
     checks MATCH first, so a typo is reported without a daemon."""
@@ -345,17 +345,3 @@ def format_allow_reply(reply: dict[str, Any]) -> str:
     every = "; every interface" if reply.get("interfaces") == "all" else ""
     return (f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}{every}; "
             f"bound to the descriptors hash {reply.get('hash')}")
-
-
-async def usb_allow(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:
-    """The ``usb.allow`` control op: ``{"op": "usb.allow", "match": "046d:c31c:SERIAL" or "1-2",
-    "minutes": 10, "interfaces": "rules" or "all"}`` (``interfaces`` may be left out: ``rules``).
-    The device must be present. Answers the exception's id, its end, the descriptors' hash it is
-    bound to, and the ports authorized now."""
-    return controller.allow_exception(str(request["match"]), request["minutes"], actor,
-                                      request.get("interfaces", "rules"))
-
-
-async def usb_status(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:
-    """The ``usb.list`` control op: the controller's view (states, held devices, exceptions)."""
-    return controller.status()

@@ -35,8 +35,8 @@ from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
 from sekisho.daemon.usb import (EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Sysfs, UsbController, desks_unattended,
                                 interface_slots, load_rules)
-from sekisho.daemon.usb_cli import (allow_request, parse_umockdev, umockdev_devices, usb_allow, usb_generate, usb_list,
-                                    usb_status, usb_test_policy)
+from sekisho.daemon.ops import Parts, usb_allow, usb_status
+from sekisho.daemon.usb_cli import allow_request, parse_umockdev, umockdev_devices, usb_generate, usb_list, usb_test_policy
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.usbrules import RuleSet, Target, parse_rule
 
@@ -591,16 +591,16 @@ def test_usb_allow_control_op(make_rig):
     rig.start()
     path = k.plug(FLASH)
     request = allow_request("0781:5567:4C530001230417116225", 5)
-    answer = rig.loop.run_until_complete(usb_allow(rig.controller, request, "cli:root"))
+    answer = rig.loop.run_until_complete(usb_allow(Parts(usb=rig.controller), request, "cli:root"))
     assert answer["devices"] == ["1-2"] and authorized(path) == "1"
-    status = rig.loop.run_until_complete(usb_status(rig.controller, {"op": "usb.list"}, "cli:root"))
+    status = rig.loop.run_until_complete(usb_status(Parts(usb=rig.controller), {}, "cli:root"))
     assert status["exceptions"][0]["id"] == answer["exception"]
     assert {d["port"]: d["state"] for d in status["devices"]}["1-2"] == "allowed"
     with pytest.raises(SekishoError):
         allow_request("nonsense", 5)
     assert allow_request("1-4", 5, "all") == {"op": "usb.allow", "match": "1-4", "minutes": 5, "interfaces": "all"}
     with pytest.raises(SekishoError, match="interfaces must be rules or all, not 'some'"):
-        rig.loop.run_until_complete(usb_allow(rig.controller, {**request, "interfaces": "some"}, "cli:root"))
+        rig.loop.run_until_complete(usb_allow(Parts(usb=rig.controller), {**request, "interfaces": "some"}, "cli:root"))
 
 
 # ----------------------------------------------------------------------------- golden cases
