@@ -394,13 +394,7 @@ class CommandRunner:
     async def _run(self, message: dict[str, Any]) -> None:
         actor = f"key:{message['key']}"
         log.info("command %s: %s by %s", message["id"], message["op"], actor)
-        try:
-            reply = await self.ops.run(message["op"], message["args"], actor)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not leave a command unanswered, nor stop the next one
-            log.exception("command failed inside sekisho")
-            reply = {"ok": False, "error": "internal error (see the node's log)"}
+        reply = await self.ops.run(message["op"], message["args"], actor)
         self._answer(message, reply, "command.done" if reply["ok"] else "command.failed")
 
     def _answer(self, message: Mapping[str, Any], reply: Mapping[str, Any], action: str) -> None:

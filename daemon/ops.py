@@ -11,12 +11,15 @@ Failure model: ``Table.run`` never raises for a caller's mistake. It answers ``{
 with what the handler returned, or ``{"ok": false, "error": "..."}`` for an unknown op, a request
 that does not fit the declaration (checked here, before the handler runs, so handlers never
 check request shapes), or a ``SekishoError`` from the handler (a door that does not exist, a
-device that is not present). Anything else is a bug in sekisho and propagates; the control
-socket and the command runner each answer it as an internal error.
+device that is not present). Anything else a handler raises is a bug in sekisho: logged with
+its traceback and answered ``internal error``, so neither a signed command nor a request on
+the control socket goes unanswered, and the next one runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
@@ -30,6 +33,8 @@ if TYPE_CHECKING:  # the command line reads the declarations without loading the
     from .doors import Doors
     from .tap_enrolment import TapEnrolment
     from .usb import UsbController
+
+log = logging.getLogger("sekisho.ops")
 
 Answer = dict[str, Any]
 
@@ -75,7 +80,7 @@ class Arg:
             try:
                 value = float(given)
             except ValueError:
-                value = math.nan
+                value = math.nan  # text that is no number: refused below, with inf and nan
             if not math.isfinite(value):
                 raise SekishoError(f"{self.name} must be a number, not {given!r}")
         if self.choices and value not in self.choices:
@@ -94,6 +99,8 @@ Handler = Callable[[Parts, Answer, str], Awaitable[Answer]]
 
 @dataclass(frozen=True)
 class Op:
+    """One operation, declared once: what the control socket, signed commands and help know of it."""
+
     name: str
     summary: str
     handler: Handler
@@ -136,16 +143,20 @@ class Table:
             return {"ok": True, **await op.handler(self.parts, op.check(request), actor)}
         except SekishoError as exc:
             return {"ok": False, "error": str(exc)}
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed inside sekisho", op.name)
+            return {"ok": False, "error": "internal error (see the node's log)"}
 
 
 def help_text(ops: Iterable[Op], *, remote: bool = True) -> str:
-    """One line per op (those a signed command may run, by default), then its arguments."""
-    shown = [op for op in ops if op.remote or not remote]
-    width = max(len(op.usage()) for op in shown)
+    """Each op (those a signed command may run, by default): its usage, summary and arguments."""
     lines = []
-    for op in shown:
-        lines.append(f"  {op.usage():<{width}}  {op.summary}")
-        lines += [f"      {a.name}: {a.help}" for a in op.args]
+    for op in ops:
+        if op.remote or not remote:
+            width = max((len(a.name) for a in op.args), default=0)
+            lines += [f"  {op.usage()}", f"    {op.summary}", *(f"      {a.name:<{width}}  {a.help}" for a in op.args)]
     return "\n".join(lines)
 
 
@@ -202,7 +213,7 @@ async def enroll(parts: Parts, args: Answer, actor: str) -> Answer:
 
 def declared() -> tuple[Op, ...]:
     """Every op sekisho knows, in the order help lists them."""
-    door = Arg("door", str, "the door's name in the config")
+    door = Arg("door", str, "the door's name")
     return (
         Op("door.list", "each door's lock, mode, contact and alarm", door_list, "doors"),
         Op("door.unlock", "release a door for a while (audited)", door_unlock, "doors",
@@ -210,12 +221,13 @@ def declared() -> tuple[Op, ...]:
                       bounds=(0.5, 3600)))),
         Op("door.mode", "set a door's mode (audited; kept over a restart)", door_mode, "doors",
            (door, Arg("mode", str, " | ".join(m.value for m in Mode), choices=tuple(m.value for m in Mode)))),
-        Op("desk.list", "each desk's state, holder and its seat's user sessions", desk_list, "desks"),
-        Op("usb.allow", "allow one present device for a limited time (recorded)", usb_allow, "usb",
-           (Arg("match", str, "vid:pid:serial (046d:c31c:ABC123) or a port (1-2.3)"),
+        Op("desk.list", "each desk's state, holder, for how long, and its seat's user sessions", desk_list, "desks"),
+        Op("usb.allow", "allow one device for a limited time (recorded, never kept over a restart)", usb_allow,
+           "usb",
+           (Arg("match", str, "vid:pid:serial or a port"),
             Arg("minutes", float, "how long, at most [usb] exception_max_minutes"),
-            Arg("interfaces", str, "rules (default) keeps what block-interface rules block; all lifts it",
-                required=False, default="rules"))),
+            Arg("interfaces", str, "rules (default): interfaces a block-interface rule blocks stay blocked; "
+                                   "all: those too", required=False, default="rules"))),
         Op("usb.list", "the USB devices, their states, and the exceptions in force", usb_status, "usb"),
         # For a person standing at the reader: through the control socket only, never remote.
         Op("enroll", "enroll the next card tapped at a reader to a person", enroll, "enrolment",
