@@ -30,7 +30,8 @@ from .errors import SekishoError
 
 if TYPE_CHECKING:  # the command line reads the declarations without loading the controllers
     from .desks import Desks
-    from .doors import Doors
+    from .door_states import DoorStates
+    from .presence import Presence
     from .tap_enrolment import TapEnrolment
     from .usb import UsbController
 
@@ -43,14 +44,11 @@ Answer = dict[str, Any]
 class Parts:
     """What the ops act on, built once by the composition root; None where the node has none."""
 
-    doors: Doors | None = None
+    door_states: DoorStates | None = None
     desks: Desks | None = None
+    presence: Presence | None = None
     usb: UsbController | None = None
     enrolment: TapEnrolment | None = None
-    occupancy: Mapping[str, set[str]] | None = None
-    """Who is in each area by the site's bus (for areas whose doors another node runs)."""
-    remote_areas: tuple[str, ...] = ()
-    """The areas of this node's desks whose doors another node runs."""
 
 
 @dataclass(frozen=True)
@@ -163,33 +161,29 @@ def help_text(ops: Iterable[Op], *, remote: bool = True) -> str:
 # ----------------------------------------------------------------------------- the handlers
 # Thin: what a request may hold is the declaration's; what the state allows is the part's.
 async def door_list(parts: Parts, args: Answer, actor: str) -> Answer:
-    assert parts.doors is not None  # the table holds the op only with its part
-    return {"doors": parts.doors.describe()}
+    assert parts.door_states is not None  # the table holds the op only with its part
+    return {"doors": parts.door_states.describe()}
 
 
 async def door_unlock(parts: Parts, args: Answer, actor: str) -> Answer:
-    doors = parts.doors
+    doors = parts.door_states
     assert doors is not None
-    door = args["door"]
-    if door not in doors.config.doors:
-        raise SekishoError(f"no door {door!r} (doors: {', '.join(doors.config.doors)})")
-    doors.unlock(door, args["seconds"] or doors.config.doors[door].unlock_s, actor)
+    doors.check_door(args["door"])  # before its unlock_s is looked up
+    doors.unlock(args["door"], args["seconds"] or doors.specs[args["door"]].unlock_s, actor)
     return {}
 
 
 async def door_mode(parts: Parts, args: Answer, actor: str) -> Answer:
-    assert parts.doors is not None
-    parts.doors.set_mode(args["door"], Mode(args["mode"]), actor)
+    assert parts.door_states is not None
+    parts.door_states.set_mode(args["door"], Mode(args["mode"]), actor)
     return {}
 
 
 async def desk_list(parts: Parts, args: Answer, actor: str) -> Answer:
-    assert parts.desks is not None
+    assert parts.desks is not None and parts.presence is not None
     # What the bus has told this node of the areas its desks are in: None until the door
     # node's retained occupancy has arrived (the desks then judge by their stance).
-    occupancy = parts.occupancy or {}
-    return {"desks": parts.desks.describe(),
-            "occupancy": {a: len(occupancy[a]) if a in occupancy else None for a in parts.remote_areas}}
+    return {"desks": parts.desks.describe(), "occupancy": parts.presence.remote_counts()}
 
 
 async def usb_allow(parts: Parts, args: Answer, actor: str) -> Answer:
@@ -215,11 +209,11 @@ def declared() -> tuple[Op, ...]:
     """Every op sekisho knows, in the order help lists them."""
     door = Arg("door", str, "the door's name")
     return (
-        Op("door.list", "each door's lock, mode, contact and alarm", door_list, "doors"),
-        Op("door.unlock", "release a door for a while (audited)", door_unlock, "doors",
+        Op("door.list", "each door's lock, mode, contact and alarm", door_list, "door_states"),
+        Op("door.unlock", "release a door for a while (audited)", door_unlock, "door_states",
            (door, Arg("seconds", float, "how long (default: the door's unlock_s)", required=False,
                       bounds=(0.5, 3600)))),
-        Op("door.mode", "set a door's mode (audited; kept over a restart)", door_mode, "doors",
+        Op("door.mode", "set a door's mode (audited; kept over a restart)", door_mode, "door_states",
            (door, Arg("mode", str, " | ".join(m.value for m in Mode), choices=tuple(m.value for m in Mode)))),
         Op("desk.list", "each desk's state, holder, for how long, and its seat's user sessions", desk_list, "desks"),
         Op("usb.allow", "allow one device for a limited time (recorded, never kept over a restart)", usb_allow,

@@ -1,6 +1,7 @@
 """The table of operations, in process: every op's arguments checked from its declaration before
 its handler runs, the remote flag honoured by the signed-command runner, an op without its part
-absent from a node's table, and the command line's help and docs/mqtt.md listing the table."""
+absent from a node's table, the handlers on the door node's real collaborators (test_controllers'
+House), and the command line's help and docs/mqtt.md listing the table."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import REPO
+from test_controllers import House
 from sekisho.daemon import config
 from sekisho.daemon.cli import build_parser, main
 from sekisho.daemon.commands import CommandRunner, public_key_text, sign
 from sekisho.daemon.ops import Arg, Op, Parts, Table, declared, help_text
 from sekisho.daemon.store import Store
+from sekisho.daemon.tap_enrolment import TapEnrolment
+from sekisho.policies.access import Mode
 
-EVERY_PART = Parts(doors=object(), desks=object(), usb=object(), enrolment=object(), occupancy={})  # type: ignore[arg-type]
+EVERY_PART = Parts(door_states=object(), desks=object(), presence=object(), usb=object(), enrolment=object())  # type: ignore[arg-type]
 
 
 def recording(ops: tuple[Op, ...]) -> tuple[Table, list[tuple[str, dict[str, Any], str]]]:
@@ -123,13 +127,13 @@ def test_an_unknown_op_is_answered_with_the_known_ones():
 def test_a_bug_in_a_handler_is_answered_and_logged(caplog):
     async def broken(parts: Parts, args: dict[str, Any], actor: str) -> dict[str, Any]:
         return {}["missing"]
-    table = Table(EVERY_PART, [Op("door.list", "x", broken, "doors")])
+    table = Table(EVERY_PART, [Op("door.list", "x", broken, "door_states")])
     assert run(table, "door.list", {}) == {"ok": False, "error": "internal error (see the node's log)"}
     assert "door.list failed inside sekisho" in caplog.text and "KeyError" in caplog.text
 
 
 def test_a_node_has_only_the_ops_of_its_parts():
-    table = Table(Parts(doors=object(), enrolment=object()), OPS)  # type: ignore[arg-type]
+    table = Table(Parts(door_states=object(), presence=object(), enrolment=object()), OPS)  # type: ignore[arg-type]
     assert "door.unlock" in table and "enroll" in table
     assert "desk.list" not in table and "usb.allow" not in table and "usb.list" not in table
     assert run(table, "usb.list", {})["error"].startswith("unknown op 'usb.list' (known: door.list,")
@@ -192,3 +196,44 @@ def test_docs_mqtt_lists_the_remote_ops_with_their_arguments():
     for op in OPS:
         if op.remote:
             assert [a.name for a in op.args] == re.findall(r"(?:^|, )`(\w+)`", documented[op.name]), op.name
+
+
+# ----------------------------------------------------------------------------- the real handlers
+def test_the_handlers_act_on_the_parts_the_composition_root_builds(tmp_path):
+    """Through the table as the control socket runs it, on the door node's real collaborators."""
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        house = House(tmp_path, loop)
+        house.store.add_person("bob", "Bob", "test")
+        enrolment = TapEnrolment(house.config, house.store, house.key, loop)
+        table = Table(Parts(door_states=house.states, presence=house.presence, enrolment=enrolment), declared())
+        assert "desk.list" not in table and "usb.allow" not in table
+        await house.states.startup()
+        listed = await table.run("door.list", {"op": "door.list"}, "cli:root")
+        assert [d["door"] for d in listed["doors"]] == ["entrance", "vault"]
+        assert await table.run("door.unlock", {"door": "entrance"}, "cli:root") == {"ok": True}
+        await asyncio.sleep(0.05)
+        assert house.strikes["entrance"].told == [False, True]  # for its unlock_s, 0.5 s
+        assert await table.run("door.unlock", {"door": "back"}, "cli:root") == {
+            "ok": False, "error": "no door 'back' (doors: entrance, vault)"}
+        assert await table.run("door.mode", {"door": "vault", "mode": "lockdown"}, "key:officer") == {"ok": True}
+        assert house.states.mode("vault") is Mode.LOCKDOWN
+        assert (await table.run("enroll", {"person": "ghost", "reader": "entrance-in", "timeout": 5}, "cli:root")
+                )["error"] == "no person 'ghost' (add them first: sekisho person add)"
+        assert (await table.run("enroll", {"person": "bob", "reader": "nowhere", "timeout": 5}, "cli:root")
+                )["error"].startswith("no reader 'nowhere'")
+        assert not enrolment.take("entrance-in", b"\x04\x01")  # nobody waits: the door has the card
+        waiting = loop.create_task(table.run("enroll", {"person": "bob", "reader": "entrance-in", "timeout": 5},
+                                             "cli:root"))
+        await asyncio.sleep(0.01)
+        assert (await table.run("enroll", {"person": "bob", "reader": "entrance-in", "timeout": 5}, "cli:root")
+                )["error"] == "an enrollment is already waiting at entrance-in"
+        assert enrolment.take("entrance-in", bytes.fromhex("04b0b0b0"))
+        card = house.key.card_hash(bytes.fromhex("04b0b0b0"))
+        assert await waiting == {"ok": True, "card": card[:12]}
+        assert [c["hash"] for c in house.store.cards("bob")] == [card]
+        assert (await table.run("enroll", {"person": "bob", "reader": "entrance-in", "timeout": 1}, "cli:root")
+                ) == {"ok": False, "error": "no card was presented at entrance-in within 1 s"}
+        assert enrolment.waiting == {}
+        await house.states.shutdown()
+    asyncio.run(go())
