@@ -769,7 +769,7 @@ def cmd_usb_allow(args: argparse.Namespace) -> int:
 
 def _key_name(file: str, name: str | None) -> str:
     name = name or Path(file).name.split(".")[0]
-    if wrong := config_mod._name(name):
+    if wrong := config_mod.topic_name(name):
         raise SekishoError(f"key name {name!r}: {wrong} (give one with --name or --key-name)")
     return name
 

@@ -48,7 +48,8 @@ from typing import Any, ClassVar, Mapping
 
 from sekisho.policies.events import Event, InputChanged, PinEntered
 
-from .base import REQUIRED, DriverError, Emit, Option
+from .base import DriverError, Emit
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 
-from .base import REQUIRED, DriverError, Emit, Option, ThreadedDriver
+from .base import DriverError, Emit, ThreadedDriver
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 
