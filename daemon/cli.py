@@ -740,7 +740,7 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     u = _usb_config(args)
     reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
     status = reply if reply and reply.get("ok") else None
-    return usb_list(u.rules_file, u.implicit_target, as_json=args.json, status=status)
+    return usb_list(u.rules, as_json=args.json, status=status)
 
 
 def cmd_usb_test_policy(args: argparse.Namespace) -> int:

@@ -258,14 +258,15 @@ def usb_test_policy(rules_path: str | Path, devices: Sequence[str] = (), *, impl
     return 0
 
 
-def usb_list(rules_path: str | Path, implicit_target: str = "block", *, as_json: bool = False,
-             status: dict[str, Any] | None = None, out: TextIO | None = None, root: str = USB_DEVICES) -> int:
+def usb_list(rules: RuleSet, *, as_json: bool = False, status: dict[str, Any] | None = None,
+             out: TextIO | None = None, root: str = USB_DEVICES) -> int:
     """``sekisho usb list``: every device present, whether the kernel has it authorized, how
     the rules decide it and by which line, and the device as a rule (paste it into the rules
-    file). ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it adds
-    what the rules file does not know (held devices, exceptions)."""
+    file). ``rules`` are the config's, as it parsed them (``UsbConfig.rules``): the file is not
+    read again. ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it
+    adds what the rules file does not know (held devices, exceptions)."""
     out = out or sys.stdout
-    entries = evaluate(_rules(rules_path, implicit_target), present_items(root))
+    entries = evaluate(rules, present_items(root))
     if status is not None:
         known = {d["sys_path"]: d for d in status.get("devices", [])}
         for entry in entries:

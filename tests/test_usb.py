@@ -732,13 +732,13 @@ def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
     k.plug(KEYBOARD)
     k.plug(FLASH)
     out = io.StringIO()
-    assert usb_list(CALL_CENTRE, out=out, status=rig.controller.status()) == 0
+    assert usb_list(load_rules(CALL_CENTRE), out=out, status=rig.controller.status()) == 0
     lines = out.getvalue().splitlines()
     assert lines[lines.index(next(line for line in lines if line.startswith("1-1 "))) + 1] == \
         "  allow  call-centre.rules:72  allow with-interface one-of { 03:01:01 03:01:02 }"
     assert any(line.startswith("1-2 ") and "not authorized" in line and "(blocked)" in line for line in lines)
     out = io.StringIO()
-    usb_list(CALL_CENTRE, as_json=True, out=out)
+    usb_list(load_rules(CALL_CENTRE), as_json=True, out=out)
     entries = {e["port"]: e for e in json.loads(out.getvalue())["devices"]}
     assert entries["1-1"]["authorized"] == "1" and entries["1-2"]["authorized"] == "0"
     for entry in entries.values():
