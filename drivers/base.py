@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 from sekisho.policies.events import Event
 
@@ -63,3 +63,13 @@ class ThreadedDriver:
 
 class DriverError(Exception):
     """A driver could not start: missing library, device or permission. The message says which."""
+
+
+def check_options(options: Mapping[str, Option], values: Iterable[tuple[str, Any]]) -> None:
+    """At ``start()``: the values a driver holds pass its ``OPTIONS`` checks. The config loader
+    ran them already; this catches a driver built without a config. ``DriverError`` names the
+    first that does not."""
+    for key, value in values:
+        check = options[key].check
+        if check and (wrong := check(value)):
+            raise DriverError(f"{key}: {wrong}")

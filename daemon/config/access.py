@@ -45,10 +45,8 @@ LEVEL = {
 def read_areas(c: Checker, raw: Any) -> dict[str, Passback]:
     """Each area's anti-passback stance."""
     areas = {}
-    for name, section in c.table("areas", raw).items():
-        where = f"areas.{name}"
-        c.name(where, name, "area")
-        stance = c.section(where, c.table(where, section), AREA).get("passback")
+    for name, where, section in c.named("areas", raw, "area"):
+        stance = c.section(where, section, AREA)["passback"]
         areas[name] = Passback(stance) if stance in Passback.__members__.values() else Passback.OFF
     return areas
 
@@ -77,9 +75,8 @@ def find_schedule(c: Checker, schedules: Mapping[str, Schedule], key: str, name:
 def read_levels(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
     """Each level's keys, converted; what they name is checked by ``link_levels``."""
     levels = {}
-    for name, section in c.table("levels", raw).items():
-        where = f"levels.{name}"
-        values = c.section(where, c.table(where, section), LEVEL)
+    for name, where, section in c.named("levels", raw):
+        values = c.section(where, section, LEVEL)
         if not values["doors"] and not values["desks"]:
             c.problem(where, "names no doors and no desks; a level must give access to something")
         levels[name] = values

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from sekisho.drivers import registry
 from sekisho.drivers.options import REQUIRED, Option, kind, type_name
@@ -55,10 +55,14 @@ class Checker:
         except OSError as exc:
             self.unreadable(key, file, exc)
 
-    def name(self, where: str, name: str, what: str) -> None:
-        """A section's own name (``[doors.<name>]``) becomes a topic segment."""
-        if wrong := topic_name(name):
-            self.problem(where, f"{what} name {wrong}")
+    def named(self, top: str, raw: Any, what: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Each ``[top.<name>]`` table as (name, dotted key, table). With ``what``, the name
+        becomes a topic segment and is checked as one (``door name must be ...``)."""
+        for name, section in self.table(top, raw).items():
+            where = f"{top}.{name}"
+            if what and (wrong := topic_name(name)):
+                self.problem(where, f"{what} name {wrong}")
+            yield name, where, self.table(where, section)
 
     def no_such(self, key: str, what: str, name: str, known: Iterable[str], none: str = "none") -> None:
         """``key`` names a ``what`` that no section defines; the problem lists those that exist."""

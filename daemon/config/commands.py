@@ -56,10 +56,8 @@ def read_commands(c: Checker, raw: Any) -> CommandsConfig:
     table = c.table("commands", raw)
     values = c.section("commands", table, COMMANDS, extra_ok=frozenset({"keys"}))
     keys = {}
-    for name, spec in c.table("commands.keys", table.get("keys", {})).items():
-        where = f"commands.keys.{name}"
-        c.name(where, name, "key")
-        v = c.section(where, c.table(where, spec), COMMAND_KEY)
+    for name, where, spec in c.named("commands.keys", table.get("keys", {}), "key"):
+        v = c.section(where, spec, COMMAND_KEY)
         # A key that failed a check is None here, and the load fails anyway.
         if v["public_key"] is not None and v["ops"] is not None:
             keys[name] = CommandKeyConfig(name, base64.b64decode(v["public_key"]), tuple(v["ops"]))

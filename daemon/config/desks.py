@@ -70,10 +70,8 @@ class DeskConfig:
 def read_desks(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
     """Each desk's own keys, converted."""
     desks = {}
-    for name, section in c.table("desks", raw).items():
-        where = f"desks.{name}"
-        c.name(where, name, "desk")
-        desks[name] = c.section(where, c.table(where, section), DESK)
+    for name, where, section in c.named("desks", raw, "desk"):
+        desks[name] = c.section(where, section, DESK)
     return desks
 
 

@@ -79,10 +79,8 @@ class DoorConfig:
 
 def read_doors(c: Checker, raw: Any) -> dict[str, DoorConfig]:
     doors = {}
-    for name, section in c.table("doors", raw).items():
-        where = f"doors.{name}"
-        c.name(where, name, "door")
-        values = c.section(where, c.table(where, section), DOOR)
+    for name, where, section in c.named("doors", raw, "door"):
+        values = c.section(where, section, DOOR)
         values["auth_schedules"] = tuple(
             MappingProxyType(c.section(key, c.table(key, item), AUTH_WINDOW))
             for key, item in ((f"{where}.auth_schedules[{i + 1}]", item)

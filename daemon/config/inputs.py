@@ -38,10 +38,8 @@ class InputConfig:
 
 def read_inputs(c: Checker, raw: Any) -> dict[str, InputConfig]:
     inputs = {}
-    for name, section in c.table("inputs", raw).items():
-        where = f"inputs.{name}"
-        c.name(where, name, "input")
-        driven = c.driven(where, c.table(where, section), INPUT, registry.INPUTS)
+    for name, where, section in c.named("inputs", raw, "input"):
+        driven = c.driven(where, section, INPUT, registry.INPUTS)
         if driven is not None:
             values, options = driven
             inputs[name] = InputConfig(name=name, options=options, **values)

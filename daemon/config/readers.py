@@ -42,10 +42,8 @@ class ReaderConfig:
 
 def read_readers(c: Checker, raw: Any) -> dict[str, ReaderConfig]:
     readers = {}
-    for name, section in c.table("readers", raw).items():
-        where = f"readers.{name}"
-        c.name(where, name, "reader")
-        driven = c.driven(where, c.table(where, section), READER, registry.KINDS)
+    for name, where, section in c.named("readers", raw, "reader"):
+        driven = c.driven(where, section, READER, registry.KINDS)
         if driven is None:
             continue
         values, options = driven
