@@ -81,13 +81,15 @@ def read_doors(c: Checker, raw: Any) -> dict[str, DoorConfig]:
     doors = {}
     for name, where, section in c.named("doors", raw, "door"):
         values = c.section(where, section, DOOR)
-        values["auth_schedules"] = tuple(
-            MappingProxyType(c.section(key, c.table(key, item), AUTH_WINDOW))
-            for key, item in ((f"{where}.auth_schedules[{i + 1}]", item)
-                              for i, item in enumerate(values["auth_schedules"])))
+        values["auth_schedules"] = tuple(_auth_window(c, f"{where}.auth_schedules[{i + 1}]", item)
+                                         for i, item in enumerate(values["auth_schedules"]))
         values["strike"] = _strike(c, f"{where}.strike", values["strike"])
         doors[name] = DoorConfig(name=name, **values)
     return doors
+
+
+def _auth_window(c: Checker, where: str, raw: Any) -> Mapping[str, str]:
+    return MappingProxyType(c.section(where, c.table(where, raw), AUTH_WINDOW))
 
 
 def _strike(c: Checker, where: str, raw: dict[str, Any]) -> Mapping[str, Any]:
