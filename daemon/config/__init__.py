@@ -11,7 +11,8 @@ Every problem is one line naming the file and the dotted key, all problems are r
 together (``ConfigError``, exit 78), and nothing starts while there is one. A config whose only
 problems are files this process may not read raises ``PermissionDenied`` instead (exit 77).
 ``sekisho check-config`` calls ``load`` and nothing else, so it checks exactly what start-up
-checks; files the config names (the USB rules) are read here, once, and never again.
+checks. The USB rules file is read and parsed here, once (``UsbConfig.rules``); the other files
+the config names (password, certificates) are only opened, to prove that they can be.
 
 The schema is also the documentation: every key has a default and a help text, and a test
 holds examples/sekisho.toml to mention each of them.
