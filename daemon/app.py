@@ -1,9 +1,13 @@
 """The composition root: builds the store, the publisher and the drivers, and runs the loop.
 
 One asyncio loop owns all state. Drivers hand events in through ``emit``, which is safe from any
-thread; the handler decides through ``sekisho.policies`` and queues what to record. Everything
-queued in one loop tick is committed in one transaction (group commit) and only then offered to
-the publisher, so nothing is published that is not on disk first.
+thread; ``handle`` routes each to its controller (doors, desks, approvals, USB), which decides
+through ``sekisho.policies`` and queues what to record. Everything queued in one loop tick is
+committed in one transaction (``GroupCommit``, commits.py) and only then offered to the
+publisher, so nothing is published that is not on disk first.
+
+The site's shared state has named homes built here once and passed in: ``Presence`` (who is
+where, pseudonyms), ``Alarms`` (their life cycle and ids), ``Lockouts`` (wrong PINs).
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-import json
 import logging
 import resource
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +34,23 @@ from . import __version__
 from .answers import Answer, Answering
 from .approvals import Approvals
 from .commands import CommandRunner
+from .commits import GroupCommit, Item
 from .config import Config
 from .control import ControlServer
+from .alarms import Alarms
 from .desks import Desks
+from .door_states import DoorStates
 from .doors import Doors
 from .errors import SekishoError, StoreDamaged, StoreError
 from .instance import hold_data_dir
 from .keys import SiteKey
+from .lockouts import Lockouts
 from .logind import Logind
 from .logind_watch import SeatWatch
+from .presence import Presence
 from .publisher import Publisher
-from .records_lost import forget_lost, keep_reserve, lost_before, write_lost
-from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store, is_damage, utc_now
+from .records_lost import keep_reserve
+from .store import Store, is_damage, utc_now
 from .strikes import make_strike
 from .topics import Topics
 from .usb import UsbController, desks_unattended
@@ -51,9 +58,6 @@ from .usb_cli import usb_allow, usb_status
 
 log = logging.getLogger("sekisho")
 
-RETRY_STORE_S = 1.0
-STOP_RETRY_S = 10.0
-"""At stop, how long to keep trying a store that refuses writes before journaling what it refused."""
 PURGE_EVERY_S = 24 * 3600
 EX_IOERR = 74
 
@@ -94,7 +98,6 @@ class Daemon:
         self.damaged: BaseException | None = None
         """Set when the store turned out damaged: nothing is decided from then on that cannot be recorded."""
         self.exit_code = 0
-        self.retry: asyncio.TimerHandle | None = None
         self.topics = Topics(config.site.id)
         self.publisher = Publisher(
             config.mqtt, self.store, loop=loop, version=__version__, started=utc_now(),
@@ -111,17 +114,21 @@ class Daemon:
             f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
                 name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
             for name, r in config.readers.items() if r.pin_pad})
-        self.pending: list[NewEvent | NewState | Move | AlarmChange | CommandResult] = []
+        self.commits = GroupCommit(self.store, loop, self.data_dir, committed=self.publisher.kick,
+                                   on_damaged=self._store_damaged)
         self.answering = Answering(loop)
+        # The site's state that several controllers share, each in its own named home.
+        self.alarms = Alarms(config.site.node, self.store, self.topics, self._queue)
+        self.presence = Presence(config, self.store, self.key, self.topics, loop, self._queue)
+        self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
-        self.doors = Doors(config, self.store, self.key, self.topics, loop, self._queue, strikes)
+        self.door_states = DoorStates(config, self.store, self.topics, loop, self._queue, self.alarms, strikes)
+        self.doors = Doors(config, self.store, self.topics, loop, self._queue, states=self.door_states,
+                           presence=self.presence, lockouts=self.lockouts)
         self.logind = Logind() if config.desks else None
-        self.occupancy: dict[str, set[str]] = {}
-        """Who is in each area by the site's bus, for areas whose doors another node runs."""
-        self.local_areas = {a for d in config.doors.values() for a in (d.area_in, d.area_out) if a}
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
-                           subject_of=self.doors.subject_of, entered=self._entered,
-                           raise_alarm=self.doors.raise_alarm, on_change=self._desk_changed) if self.logind else None
+                           presence=self.presence, alarms=self.alarms,
+                           on_change=self._desk_changed) if self.logind else None
         # The watch reports through handle, the one way in, like a driver.
         self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.handle) \
             if self.logind and self.desks else None
@@ -133,12 +140,11 @@ class Daemon:
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
-        self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, subject_of=self.doors.subject_of,
-                                   entered=self._entered, desk_of=lambda desk: self.desks.desks[desk],
-                                   locked_out=self.doors.locked_out, count_pin=self.doors.count_pin) \
+        self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, desks=self.desks,
+                                   presence=self.presence, lockouts=self.lockouts) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
-        if self.desks and {d.area for d in config.desks.values() if d.area} - self.local_areas:
-            self.publisher.subscribe(self.topics.area_occupancy("+"), self._occupancy_seen)
+        if self.presence.remote_areas:
+            self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
         self.enrolling: dict[str, asyncio.Future[bytes]] = {}
         handlers = {"enroll": self.enroll, "door.list": self.door_list, "door.unlock": self.door_unlock,
                     "door.mode": self.door_mode}
@@ -170,8 +176,10 @@ class Daemon:
             log.warning("%s", warning)
         keep_reserve(self.data_dir)
         self.publisher.start()
-        await self.doors.startup()  # every strike driven as its mode says before any reader starts
-        self._report_lost()
+        self.alarms.startup()
+        self.presence.startup()
+        await self.door_states.startup()  # every strike driven as its mode says before any reader starts
+        self.commits.report_lost(self.alarms, self.config.site.node)
         if self.seat_watch:
             # Before the start-up lock: a session the watch's first listing shows is locked by it,
             # and one that appears after that listing is a change the watch reports.
@@ -208,14 +216,15 @@ class Daemon:
             self.commands.close()
             for driver in reversed(started):
                 await driver.stop()
-            await self.doors.shutdown()
+            await self.door_states.shutdown()
             if self.seat_watch:
                 await self.seat_watch.stop()
             if self.logind:
                 await self.logind.close()
             if self.usb:
                 self.usb.stop()  # ends timed exceptions, recorded: they are never kept across a restart
-            await self._flush_at_stop()
+            if not await self.commits.flush_at_stop():
+                self.exit_code = self.exit_code or EX_IOERR
             await self.publisher.stop(drain=self.damaged is None)
             self.store.close()
             log.info("stopped" if not self.exit_code else f"stopped (exit {self.exit_code})")
@@ -238,10 +247,7 @@ class Daemon:
         self.damaged = exc
         error = exc if isinstance(exc, StoreDamaged) else self.store.damaged_error(exc)
         log.critical("%s; no door opens and no device is allowed from now on, and the daemon stops", error)
-        node = self.config.site.node
-        self.publisher.publish_now(self.topics.alarm(f"{node}-store-damaged"), {
-            "kind": "store_damaged", "source": node, "severity": "critical", "raised": utc_now(),
-            "detail": str(error), "acked_by": None, "ts": utc_now()})
+        self.publisher.publish_now(*self.alarms.damaged(str(error)))
         self.exit_code = StoreDamaged.exit_code
         self.stopping.set()
 
@@ -252,38 +258,7 @@ class Daemon:
         log.error("duplicate node name %r: %s; give each node its own [site] node", node, detail)
         if not self.duplicate_reported:
             self.duplicate_reported = True
-            alarm_id = f"{node}-duplicate-node-{uuid.uuid4().hex[:8]}"
-            self._queue(AlarmChange(alarm_id, "duplicate_node", node, "critical", self.topics.alarm(alarm_id),
-                                    {"kind": "duplicate_node", "source": node, "severity": "critical",
-                                     "detail": detail, "acked_by": None}))
-
-    def _report_lost(self) -> None:
-        """An earlier stop could not commit some records: say so, once, in the record itself."""
-        count = lost_before(self.data_dir)
-        if not count:
-            return
-        node = self.config.site.node
-        alarm_id = f"{node}-records-lost-{uuid.uuid4().hex[:8]}"
-        try:
-            self.store.record([AlarmChange(alarm_id, "records_lost", node, "critical", self.topics.alarm(alarm_id),
-                                           {"kind": "records_lost", "source": node, "severity": "critical",
-                                            "count": count, "acked_by": None})])
-        except StoreError as exc:
-            log.error("%s; the records_lost alarm (%d records) is raised at the next start", exc, count)
-            return
-        forget_lost(self.data_dir)
-        log.error("an earlier stop could not commit %d records (see its journal); alarm %s raised", count, alarm_id)
-        self.publisher.kick()
-
-    async def _flush_at_stop(self) -> None:
-        """Keep trying within ``STOP_RETRY_S``; journal and count what still cannot be committed."""
-        deadline = self.loop.time() + STOP_RETRY_S
-        while self.pending and self.damaged is None and not self._commit() and self.loop.time() < deadline:
-            await asyncio.sleep(RETRY_STORE_S / 2)
-        if self.pending:
-            write_lost(self.data_dir, self.pending)
-            self.pending = []
-            self.exit_code = self.exit_code or EX_IOERR
+            self.alarms.raise_("duplicate_node", node, "critical", detail=detail)
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""
@@ -335,8 +310,12 @@ class Daemon:
             if cfg.kind == "leave_seat":
                 if event.active and self.desks:
                     self.desks.event(cfg.desk, LeaveSeatPressed(source=cfg.name, at=event.at, mono=event.mono))
-            else:
-                self.doors.input(cfg, event.active)
+            elif cfg.kind == "contact":
+                self.door_states.contact(cfg.door, event.active)
+            elif cfg.kind == "exit" and event.active:
+                self.doors.exit_pressed(cfg)
+            elif cfg.kind == "fire":
+                self.door_states.fire(cfg, event.active)
             return
         reader = self.config.readers.get(event.source)
         if reader is None:
@@ -390,30 +369,14 @@ class Daemon:
         if self.usb:
             self.usb.desk_unlocked()  # decides held HID devices once a desk is in use again
 
-    def _entered(self, person_id: str, area: str) -> bool | None:
-        """Is the person recorded inside ``area``? None when nobody knows who is in it."""
-        if area in self.local_areas:
-            return self.doors.locations.get(person_id, ("", ""))[0] == area
-        inside = self.occupancy.get(area)
-        return None if inside is None else self.doors.subject_of(person_id) in inside
-
-    def _occupancy_seen(self, topic: str, payload: bytes) -> None:
-        area = topic.split("/")[-2]
-        try:
-            self.occupancy[area] = set(json.loads(payload)["subjects"]) if payload else set()
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed occupancy message on %s", topic)
-
     async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        return {"doors": self.doors.describe()}
+        return {"doors": self.door_states.describe()}
 
     async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         assert self.desks is not None  # the op is registered only with desks
         # What the bus has told this node of the areas its desks are in: None until the door
         # node's retained occupancy has arrived (the desks then judge by their stance).
-        remote = sorted({d.area for d in self.config.desks.values() if d.area} - self.local_areas)
-        return {"desks": self.desks.describe(),
-                "occupancy": {a: len(self.occupancy[a]) if a in self.occupancy else None for a in remote}}
+        return {"desks": self.desks.describe(), "occupancy": self.presence.remote_counts()}
 
     async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         door = str(request["door"])
@@ -422,14 +385,14 @@ class Daemon:
         seconds = float(request.get("seconds") or self.config.doors[door].unlock_s)
         if not 0.5 <= seconds <= 3600:
             raise SekishoError("seconds must be between 0.5 and 3600")
-        self.doors.unlock(door, seconds, actor)
+        self.door_states.unlock(door, seconds, actor)
         return {}
 
     async def door_mode(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
         mode = str(request["mode"])
         if mode not in Mode.__members__.values():
             raise SekishoError(f"unknown mode {mode!r} (modes: {', '.join(m.value for m in Mode)})")
-        self.doors.set_mode(str(request["door"]), Mode(mode), actor)
+        self.door_states.set_mode(str(request["door"]), Mode(mode), actor)
         return {}
 
     async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
@@ -458,59 +421,9 @@ class Daemon:
         log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
         return {"card": card_hash[:12]}
 
-    # ------------------------------------------------------------------------- group commit
-    def _queue(self, item: NewEvent | NewState | Move | AlarmChange | CommandResult) -> None:
-        if not self.pending and self.retry is None:
-            self.loop.call_soon(self._flush)
-        self.pending.append(item)
+    def _queue(self, item: Item) -> None:
+        self.commits.queue(item)
         self.answering.recorded(item)
-
-    def _flush(self) -> None:
-        self.retry = None
-        if self.pending and not self._commit() and self.damaged is None:
-            self.retry = self.loop.call_later(RETRY_STORE_S, self._flush)
-
-    def _commit(self) -> bool:
-        """Commit what is pending in one transaction; False when something is left to retry."""
-        batch = self.pending
-        try:
-            self.store.record(batch)
-        except StoreDamaged as exc:
-            self._store_damaged(exc)  # kept in memory: journaled at the stop
-            return False
-        except StoreError as exc:
-            # Keep them in memory and try again: a full disk must not lose the record. A WAL
-            # left at its largest can hold a small disk full by itself: give its space back.
-            log.error("%s; %d events kept in memory, retrying in %.0f s", exc, len(batch), RETRY_STORE_S)
-            try:
-                self.store.checkpoint()
-            except StoreDamaged as damage:
-                self._store_damaged(damage)
-            except StoreError as checkpoint_failed:
-                log.debug("%s", checkpoint_failed)
-            return False
-        except Exception:
-            # A bug, not the disk: one item the store cannot take. Record the rest one by one,
-            # so that one bad item never stops the record of everything after it.
-            log.exception("the store refused a batch of %d; recording them one by one", len(batch))
-            self.pending = self._record_each(batch)
-            self.publisher.kick()
-            return not self.pending
-        self.pending = []
-        self.publisher.kick()
-        return True
-
-    def _record_each(self, batch: list[Any]) -> list[Any]:
-        """Record items one at a time; returns those to retry (the disk), drops what is broken."""
-        retry = []
-        for item in batch:
-            try:
-                self.store.record([item])
-            except StoreError:
-                retry.append(item)
-            except Exception:
-                log.exception("dropped an item the store cannot record: %r", item)
-        return retry
 
 
 def run(config: Config, data_dir: Path) -> int:

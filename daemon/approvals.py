@@ -18,13 +18,16 @@ import logging
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from sekisho.policies import access
 from sekisho.policies import approval as policy
 from sekisho.policies.approval import ApprovalRules, Ask, Candidate, Grant, Hold, Pending, Refuse, Supervisor
-from sekisho.policies.desk import Desk, DeskState
+from sekisho.policies.desk import DeskState
 from sekisho.policies.events import CardPresented, CardRemoved, Event, PinEntered
 
 from .config import Config, ReaderConfig
-from .desks import holds_now
+from .desks import Desks
+from .lockouts import Lockouts
+from .presence import Presence
 from .errors import SekishoError
 from .pins import verify_pin
 from .store import NewEvent, Store
@@ -37,9 +40,7 @@ RULE = "usb.approval"
 
 class Approvals:
     def __init__(self, config: Config, store: Store, usb: UsbController, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[NewEvent], None], *, subject_of: Callable[[str], str],
-                 entered: Callable[[str, str], bool | None], desk_of: Callable[[str], Desk],
-                 locked_out: Callable[[str], bool], count_pin: Callable[[str, bool, str], None]) -> None:
+                 queue: Callable[[NewEvent], None], *, desks: Desks, presence: Presence, lockouts: Lockouts) -> None:
         assert config.usb is not None
         self.config = config
         self.cfg = config.usb
@@ -47,11 +48,9 @@ class Approvals:
         self.usb = usb
         self.loop = loop
         self.queue = queue
-        self.subject_of = subject_of
-        self.entered = entered
-        self.desk_of = desk_of
-        self.locked_out = locked_out
-        self.count_pin = count_pin
+        self.desks = desks
+        self.presence = presence
+        self.lockouts = lockouts
         self.tz = ZoneInfo(config.site.timezone)
         self.rules = ApprovalRules(self.cfg.approval_window_s, self.cfg.confirm_s, self.cfg.approval_confirm)
         self.pending: dict[str, Pending] = {}
@@ -66,7 +65,7 @@ class Approvals:
                 last = self.usb.last_blocked()
                 device = Candidate(last.event.sys_path, last.blocked_at or 0.0) if last is not None else None
                 supervisor = self._supervisor(desk, card_hash)
-                held = self.desk_of(desk)
+                held = self.desks.state(desk)
                 waiting = (held.state in (DeskState.LOCKED, DeskState.AWAY) and supervisor is not None
                            and held.person_id not in (None, supervisor.person_id))
                 step = policy.card(pending, card_hash, supervisor, device, waiting, now, rules)
@@ -83,19 +82,19 @@ class Approvals:
 
     def _supervisor(self, desk: str, card_hash: str) -> Supervisor | None:
         holder = self.store.card_holder(card_hash)
-        if (not self.cfg.supervisor_levels or holder is None or not holder["card_active"]
-                or not holder["person_active"]
-                or not holds_now(self.config, holder, self.cfg.supervisor_levels, dt.datetime.now(self.tz))):
+        if (holder is None or not self.cfg.supervisor_levels
+                or not access.holds(holder, self.cfg.supervisor_levels, self.config.rules, dt.datetime.now(self.tz))):
             return None
         area = self.config.desks[desk].area
-        entered = self.entered(holder["person_id"], area) if area else True
-        return Supervisor(holder["person_id"], card_hash, entered, holder["has_pin"], self.locked_out(card_hash))
+        entered = self.presence.entered(holder.person_id, area) if area else True
+        return Supervisor(holder.person_id, card_hash, entered, holder.has_pin, self.lockouts.locked_out(card_hash))
 
     async def _check_pin(self, desk: str, pending: Pending, digits: str) -> None:
         stored = self.store.pin_hash(pending.supervisor.person_id)
         correct = bool(stored) and await self.loop.run_in_executor(None, verify_pin, digits, stored)
         # Counted with the door's wrong PINs: a stolen supervisor card gets no more guesses here.
-        self.count_pin(pending.supervisor.card_hash, correct, desk)
+        self.lockouts.count(pending.supervisor.card_hash, correct, desk,
+                            self.presence.subject_of(pending.supervisor.person_id))
         if self.pending.get(desk) is not pending:
             return  # ended while the PIN was being checked (expired, another card)
         self._apply(desk, policy.pin(pending, correct, self.loop.time(), self.rules))
@@ -140,7 +139,7 @@ class Approvals:
         match = (Match(f"{e.vendor_id}:{e.product_id}:{e.serial}", vendor=e.vendor_id.lower(),
                        product=e.product_id.lower(), serial=e.serial, hash=tracked.device.hash) if e.serial
                  else Match(e.port, port=e.port, hash=tracked.device.hash))
-        actor = f"supervisor:{self.subject_of(p.supervisor.person_id)}"
+        actor = f"supervisor:{self.presence.subject_of(p.supervisor.person_id)}"
         log.info("%s: %s allows %s for %g min", desk, actor, match.text, self.cfg.approval_minutes)
         try:
             self.usb.allow_exception(match, self.cfg.approval_minutes, actor, self.cfg.approval_interfaces)
@@ -152,7 +151,7 @@ class Approvals:
         tracked = self.usb.devices.get(device.device)
         payload: dict[str, Any] = {
             "action": action, "rule": RULE, "reason": reason, "cause": "desk", "desk": desk,
-            "subject": self.subject_of(s.person_id), "confirm": confirm,
+            "subject": self.presence.subject_of(s.person_id), "confirm": confirm,
             "device": self.usb.device_payload(tracked) if tracked is not None else None}
         log.info("%s: %s %s (%s)", desk, action, device.device, reason)
         self.queue(NewEvent(kind="usb", topic=self.usb.topic, payload=payload,

@@ -539,7 +539,7 @@ def cmd_card_revoke(args: argparse.Namespace) -> int:
     _, store, key = _store(args)
     card_hash = store.revoke_card(key.card_hash(uid) if uid else prefix, _actor())
     holder = store.card_holder(card_hash)
-    person = store.person(holder["person_id"]) if holder else None
+    person = store.person(holder.person_id) if holder else None
     whose = f" of {person['id']} ({person['name']})" if person else ""
     print(f"card {card_hash[:12]}{whose} revoked")
     return 0

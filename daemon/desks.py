@@ -20,38 +20,28 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-
-import uuid
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from sekisho.policies import access
 from sekisho.policies import desk as policy
 from sekisho.policies.desk import Card, Desk, DeskDecision, DeskRules, LockSession, Publish, RaiseAlarm, UnlockSession
 from sekisho.policies.events import CardPresented, Event, SeatSessionsSeen, SessionLocked
 
+from .alarms import Alarms
 from .config import Config, DeskConfig
 from .errors import SekishoDBusError
 from .logind import TERMINATE, Logind
+from .presence import Presence
 from .store import NewEvent, NewState, Store
 from .topics import Topics
 
 log = logging.getLogger("sekisho.desks")
 
 
-def holds_now(config: Config, holder: dict[str, Any], levels: frozenset[str], now: dt.datetime) -> bool:
-    """Does the holder (``Store.card_holder``), valid today, hold one of ``levels`` whose schedule
-    is in force at ``now`` (the site's local time)?"""
-    today = now.date()
-    valid = ((holder["valid_from"] is None or today >= dt.date.fromisoformat(holder["valid_from"])) and
-             (holder["valid_until"] is None or today <= dt.date.fromisoformat(holder["valid_until"])))
-    return valid and any(config.rules.levels[name].schedule.active(now, config.rules.holidays)
-                         for name in holder["levels"] & levels if name in config.rules.levels)
-
-
 class Desks:
     def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[Any], None], *, logind: Logind, subject_of: Callable[[str], str],
-                 entered: Callable[[str, str], bool | None], raise_alarm: Callable[[str, str, str, str], None],
+                 queue: Callable[[Any], None], *, logind: Logind, presence: Presence, alarms: Alarms,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.store = store
@@ -59,9 +49,8 @@ class Desks:
         self.loop = loop
         self.queue = queue
         self.logind = logind
-        self.subject_of = subject_of
-        self.entered = entered
-        self.raise_alarm = raise_alarm
+        self.presence = presence
+        self.alarms = alarms
         self.on_change = on_change
         """Called after a desk's state changed (USB control decides held devices then)."""
         self.tz = ZoneInfo(config.site.timezone)
@@ -93,14 +82,17 @@ class Desks:
             if cfg.seat == event.seat:
                 self.event(name, event)
 
+    def state(self, desk: str) -> Desk:
+        return self.desks[desk]
+
     def _card(self, desk: str, card_hash: str) -> Card:
         holder = self.store.card_holder(card_hash)
-        if holder is None or not holder["card_active"] or not holder["person_active"]:
+        if holder is None or not holder.card_active or not holder.person_active:
             return Card(card_hash, None)
         cfg = self.config.desks[desk]
-        allowed = holds_now(self.config, holder, cfg.levels, dt.datetime.now(self.tz))
-        entered = self.entered(holder["person_id"], cfg.area) if cfg.area else True
-        return Card(card_hash, holder["person_id"], allowed, entered)
+        allowed = access.holds(holder, cfg.levels, self.config.rules, dt.datetime.now(self.tz))
+        entered = self.presence.entered(holder.person_id, cfg.area) if cfg.area else True
+        return Card(card_hash, holder.person_id, allowed, entered)
 
     # ------------------------------------------------------------------------- actions
     def _apply(self, desk: str, decision: DeskDecision, trigger: float) -> None:
@@ -110,6 +102,7 @@ class Desks:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s: %s (%s, rule %s)", desk, decision.state.value,
                 decision.reason, decision.rule)
         actions = list(decision.actions)
+        about = decision.desk.person_id  # whom an alarm is about: the person of the event before it, or the holder
         while actions:
             action = actions.pop(0)
             match action:
@@ -121,8 +114,9 @@ class Desks:
                     self._spawn(self._unlock(desk, decision, follow))
                 case Publish():
                     self._publish(desk, decision, action)
+                    about = action.person_id or about
                 case RaiseAlarm(kind=kind, severity=severity):
-                    self.raise_alarm(f"{desk}-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}", kind, desk, severity)
+                    self.alarms.raise_(kind, desk, severity, self.presence.subject_of(about) if about else None)
         if decision.changed or before.state != decision.desk.state:
             self._publish_state(desk)
             self.on_change()
@@ -133,7 +127,7 @@ class Desks:
         self._apply(desk, policy.tick(self.desks[desk], self.loop.time()), self.loop.time())
 
     def _publish(self, desk: str, decision: DeskDecision, p: Publish) -> None:
-        subject = self.subject_of(p.person_id) if p.person_id else None
+        subject = self.presence.subject_of(p.person_id) if p.person_id else None
         payload = {"desk": desk, "kind": p.kind.value, "subject": subject, "reason": p.reason,
                    "rule": decision.rule, "latency_ms": round(p.latency_ms, 2) if p.latency_ms is not None else None}
         columns = {"reader": desk, "person_id": p.person_id, "reason": p.reason, "rule": decision.rule,
@@ -144,7 +138,7 @@ class Desks:
         d = self.desks[desk]
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max(0.0, self.loop.time() - d.since))
         self.queue(NewState(self.topics.desk_state(desk), {
-            "state": d.state.value, "subject": self.subject_of(d.person_id) if d.person_id else None,
+            "state": d.state.value, "subject": self.presence.subject_of(d.person_id) if d.person_id else None,
             "since": since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}))
 
     def _spawn(self, coro: Any) -> None:

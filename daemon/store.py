@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import sqlite_utils
 
+from sekisho.policies.access import Holder
+
 from .errors import DataError, PermissionDenied, SekishoError, StoreDamaged, StoreError
 
 GENESIS = "0" * 64
@@ -124,7 +126,14 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["commands"].create_index(["received"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Alarms with a life cycle: whom an alarm is about, when it was acknowledged and closed."""
+    for column in ("subject", "acked_at", "closed"):
+        db["alarms"].add_column(column, str)
+    db.execute("UPDATE alarms SET closed = cleared WHERE cleared IS NOT NULL")  # cleared was closed until now
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 @dataclass(frozen=True)
@@ -425,13 +434,25 @@ class Store:
                                                                                    ensure_ascii=False)])
                     continue
                 if isinstance(item, AlarmChange):
-                    if item.payload is not None:
-                        db.execute("INSERT INTO alarms (id, kind, source, severity, raised) VALUES (?, ?, ?, ?, ?)",
-                                   [item.alarm_id, item.kind, item.source, item.severity, ts])
+                    p = item.payload
+                    if p is not None:
+                        # An id names a condition, so it comes back after the alarm was closed:
+                        # the row is the alarm's latest life, the audit log keeps every one.
+                        db.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, acked_by, "
+                                   "acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                                   "kind = excluded.kind, source = excluded.source, severity = excluded.severity, "
+                                   "subject = excluded.subject, raised = excluded.raised, cleared = excluded.cleared, "
+                                   "acked_by = excluded.acked_by, acked_at = excluded.acked_at, closed = NULL",
+                                   [item.alarm_id, item.kind, item.source, item.severity, p.get("subject"),
+                                    p.get("raised") or ts, p.get("cleared"), p.get("acked_by"), p.get("acked_at")])
+                        action = ("alarm.ack" if p.get("acked_by") else "alarm.clear" if p.get("cleared")
+                                  else "alarm.raise")
                     else:
-                        db.execute("UPDATE alarms SET cleared = ? WHERE id = ?", [ts, item.alarm_id])
-                    self._audit(db, "daemon", "alarm.raise" if item.payload is not None else "alarm.clear",
-                                {"alarm": item.alarm_id, "kind": item.kind, "source": item.source}, ts)
+                        db.execute("UPDATE alarms SET cleared = coalesce(cleared, ?), closed = ? WHERE id = ?",
+                                   [ts, ts, item.alarm_id])
+                        action = "alarm.close"
+                    self._audit(db, "daemon", action, {"alarm": item.alarm_id, "kind": item.kind, "source": item.source},
+                                ts)
                     item = NewState(item.topic, item.payload)
                 if isinstance(item, NewState):
                     text = json.dumps({**item.payload, "ts": ts}, sort_keys=True, ensure_ascii=False) \
@@ -552,9 +573,10 @@ class Store:
         return list(self.db.query(sql + (" WHERE person_id = ?" if person_id else "") + " ORDER BY person_id, created",
                                   [person_id] if person_id else []))
 
-    def card_holder(self, card_hash: str) -> dict[str, Any] | None:
+    def card_holder(self, card_hash: str) -> Holder | None:
         """Everything the door decision needs about a card and its holder, or None if the card
-        was never enrolled."""
+        was never enrolled; the validity dates are the later start and the earlier end of the
+        person's and the card's."""
         row = self.db.execute(
             "SELECT c.person_id, c.active, p.active, c.valid_from, c.valid_until, p.valid_from, p.valid_until, "
             "p.pin_hash IS NOT NULL, (SELECT group_concat(level, char(31)) FROM person_levels l "
@@ -564,9 +586,10 @@ class Store:
             return None
         starts = [d for d in (row[3], row[5]) if d]
         ends = [d for d in (row[4], row[6]) if d]
-        return {"person_id": row[0], "card_active": bool(row[1]), "person_active": bool(row[2]),
-                "valid_from": max(starts) if starts else None, "valid_until": min(ends) if ends else None,
-                "has_pin": bool(row[7]), "levels": frozenset(row[8].split("\x1f")) if row[8] else frozenset()}
+        return Holder(person_id=row[0], card_active=bool(row[1]), person_active=bool(row[2]),
+                      levels=frozenset(row[8].split("\x1f")) if row[8] else frozenset(), has_pin=bool(row[7]),
+                      valid_from=dt.date.fromisoformat(max(starts)) if starts else None,
+                      valid_until=dt.date.fromisoformat(min(ends)) if ends else None)
 
     # ------------------------------------------------------------------------- access data
     def grant_level(self, person_id: str, level: str, actor: str, *, revoke: bool = False) -> None:
@@ -617,7 +640,8 @@ class Store:
             self._audit(db, actor, "door.mode", {"door": door, "mode": mode}, utc_now())
 
     def active_alarms(self) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM alarms WHERE cleared IS NULL ORDER BY raised"))
+        """Alarms not closed: raised, or cleared and waiting for a person."""
+        return list(self.db.query("SELECT * FROM alarms WHERE closed IS NULL ORDER BY raised"))
 
 
 def _private_dir(path: Path) -> None:

@@ -11,7 +11,9 @@ explicit default deny does, so every verdict names a rule and a reason a person 
   3. ``card.*``       unknown card, revoked card, disabled person, validity dates
   4. ``pin.lockout``  too many wrong PINs lately
   5. ``level:<name>`` the holder's access levels: door, schedule, lockdown override
-  6. ``pin.*``        card and PIN doors: a PIN is needed, wrong, or too late
+  6. ``pin.*``        card and PIN doors: the PIN is wrong, too late, or not set. The door flow
+                      asks ``needs_pin`` first and waits for the PIN; ``decide`` is then called
+                      once, with the PIN's outcome
   7. ``passback:<area>`` entering an area you are in, or leaving one you are not in
   8. ``level:<name>``  granted by that level
 
@@ -142,13 +144,6 @@ class Attempt:
     mode: Mode = Mode.NORMAL
 
 
-@dataclass(frozen=True)
-class NeedPin:
-    """Not a decision yet: the card may pass once a correct PIN follows in time."""
-
-    rule: str
-
-
 _STRICTNESS = {Passback.OFF: 0, Passback.SOFT: 1, Passback.HARD: 2}
 
 
@@ -165,53 +160,98 @@ def areas(door: DoorRules, direction: str) -> tuple[str, str]:
     return (door.area_out, door.area_in) if direction == "in" else (door.area_in, door.area_out)
 
 
-def decide(a: Attempt, site: SiteRules) -> Verdict | NeedPin:
-    door = site.doors[a.door]
-    if a.mode is Mode.FREE:
-        return _grant("mode.free", "door_open")
-    if a.mode is Mode.EMERGENCY and a.direction == "out":
-        return _grant("mode.emergency", "emergency_egress")
-    auth = door.auth_at(a.local, site.holidays, a.direction)
-    if auth is Auth.FREE:
-        return _grant("auth.free", "free")
-
-    h = a.holder
+def refusal(h: Holder | None, today: dt.date) -> Verdict | None:
+    """Is the card good today: known, not revoked, its holder enabled, within its dates? The
+    deny verdict when not, None when it is. Doors, desks and approvals all ask this."""
     if h is None:
         return _deny("card.unknown", "unknown_card")
     if not h.card_active:
         return _deny("card.revoked", "revoked")
     if not h.person_active:
         return _deny("card.person-disabled", "person_disabled")
-    today = a.local.date()
     if h.valid_from is not None and today < h.valid_from:
         return _deny("card.not-yet-valid", "not_yet_valid")
     if h.valid_until is not None and today > h.valid_until:
         return _deny("card.expired", "expired")
+    return None
+
+
+def levels_in_force(h: Holder, site: SiteRules, local: dt.datetime, among: frozenset[str] | None = None) -> list[Level]:
+    """The holder's levels (``among`` these, when given) whose schedule is in force at ``local``,
+    by name."""
+    return [site.levels[name] for name in sorted(h.levels if among is None else h.levels & among)
+            if name in site.levels and site.levels[name].schedule.active(local, site.holidays)]
+
+
+def holds(h: Holder | None, among: frozenset[str], site: SiteRules, local: dt.datetime) -> bool:
+    """Is the card good today and does its holder hold one of ``among`` in force now? (A desk's
+    levels, the supervisors' levels.)"""
+    return h is not None and refusal(h, local.date()) is None and bool(levels_in_force(h, site, local, among))
+
+
+def needs_pin(a: Attempt, site: SiteRules) -> bool:
+    """Should the door wait for a PIN before it decides? Only when the door asks for one now
+    and nothing before the PIN would refuse the card: a person without access is never asked
+    for a PIN, and a refusal is never kept waiting."""
+    if a.pin is not Pin.NOT_GIVEN:
+        return False
+    door = site.doors[a.door]
+    if door.auth_at(a.local, site.holidays, a.direction) is not Auth.CARD_AND_PIN:
+        return False
+    return _before_pin(a, site) is None and a.holder is not None and a.holder.has_pin
+
+
+def _before_pin(a: Attempt, site: SiteRules) -> Verdict | None:
+    """Steps 1 to 5: a verdict that needs no PIN (a grant by mode or a free door, or a refusal),
+    or None when the holder's levels open this door now (their first such level decides the
+    rule of a grant: see ``_level``)."""
+    if a.mode is Mode.FREE:
+        return _grant("mode.free", "door_open")
+    if a.mode is Mode.EMERGENCY and a.direction == "out":
+        return _grant("mode.emergency", "emergency_egress")
+    if site.doors[a.door].auth_at(a.local, site.holidays, a.direction) is Auth.FREE:
+        return _grant("auth.free", "free")
+    if (refused := refusal(a.holder, a.local.date())) is not None:
+        return refused
     if a.locked_out:
         return _deny("pin.lockout", "locked_out")
-
-    levels = [site.levels[name] for name in sorted(h.levels) if name in site.levels]
-    at_door = [lv for lv in levels if a.door in lv.doors]
-    if not at_door:
+    assert a.holder is not None  # refusal() said so
+    if not any(a.door in lv.doors for name in a.holder.levels if (lv := site.levels.get(name))):
         return _deny("level.none", "no_access")
-    in_time = [lv for lv in at_door if lv.schedule.active(a.local, site.holidays)]
+    in_time = [lv for lv in levels_in_force(a.holder, site, a.local) if a.door in lv.doors]
     if not in_time:
         return _deny("level.schedule", "outside_schedule")
-    if a.mode is Mode.LOCKDOWN:
-        in_time = [lv for lv in in_time if lv.override]
-        if not in_time:
-            return _deny("mode.lockdown", "lockdown")
-    level_rule = f"level:{in_time[0].name}"
+    if a.mode is Mode.LOCKDOWN and not any(lv.override for lv in in_time):
+        return _deny("mode.lockdown", "lockdown")
+    return None
+
+
+def _level(a: Attempt, site: SiteRules) -> Level:
+    """The level a grant at this door is by: the first by name in force here (in lockdown, the
+    first that overrides it)."""
+    assert a.holder is not None
+    return next(lv for lv in levels_in_force(a.holder, site, a.local)
+                if a.door in lv.doors and (a.mode is not Mode.LOCKDOWN or lv.override))
+
+
+def decide(a: Attempt, site: SiteRules) -> Verdict:
+    """The door's verdict on one attempt, once its PIN (if the door wants one) is in ``a.pin``."""
+    if (verdict := _before_pin(a, site)) is not None:
+        return verdict
+    assert a.holder is not None
+    door = site.doors[a.door]
+    auth = door.auth_at(a.local, site.holidays, a.direction)
+    level_rule = f"level:{_level(a, site).name}"
 
     if auth is Auth.CARD_AND_PIN:
-        if not h.has_pin:
+        if not a.holder.has_pin:
             return _deny("pin.not-set", "no_pin")
-        if a.pin is Pin.NOT_GIVEN:
-            return NeedPin(level_rule)
         if a.pin is Pin.TIMEOUT:
             return _deny("pin.timeout", "pin_timeout")
         if a.pin is Pin.WRONG:
             return _deny("pin.wrong", "pin_wrong")
+        if a.pin is Pin.NOT_GIVEN:
+            return _deny("pin.not-given", "pin_not_given")  # needs_pin() was not asked first
 
     left, entered = areas(door, a.direction)
     if a.location is not None:

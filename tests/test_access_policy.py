@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sekisho.policies.access import (Attempt, Auth, AuthWindow, DoorRules, Holder, Level, Mode, NeedPin, Passback,
-                                     Pin, SiteRules, decide)
+from sekisho.policies.access import (Attempt, Auth, AuthWindow, DoorRules, Holder, Level, Mode, Passback, Pin,
+                                     SiteRules, decide, holds, needs_pin, refusal)
 from sekisho.policies.decisions import Decision
 from sekisho.policies.schedule import Schedule, TimeRange
 
@@ -36,7 +36,6 @@ def attempt(**kw) -> Attempt:
 
 def verdict(**kw):
     v = decide(attempt(**kw), SITE)
-    assert not isinstance(v, NeedPin)
     return v.decision.value, v.rule, v.reason
 
 
@@ -45,8 +44,11 @@ def test_card_and_pin_grants_naming_the_level():
 
 
 def test_pin_is_asked_only_after_the_level_check():
-    assert decide(attempt(pin=Pin.NOT_GIVEN), SITE) == NeedPin("level:operators")
+    assert needs_pin(attempt(pin=Pin.NOT_GIVEN), SITE)
+    assert not needs_pin(attempt(pin=Pin.NOT_GIVEN, local=MON_22), SITE)
     assert verdict(pin=Pin.NOT_GIVEN, local=MON_22) == ("denied", "level.schedule", "outside_schedule")
+    assert not needs_pin(attempt(pin=Pin.NOT_GIVEN, holder=None), SITE)
+    assert not needs_pin(attempt(pin=Pin.NOT_GIVEN, holder=Holder("x", levels=frozenset({"operators"}))), SITE)
 
 
 @pytest.mark.parametrize("kw, expected", [
@@ -100,7 +102,8 @@ def test_emergency_is_free_egress_not_free_entry():
     assert verdict(holder=revoked, mode=Mode.EMERGENCY) == ("denied", "card.revoked", "revoked")
     assert verdict(mode=Mode.EMERGENCY, local=MON_22) == ("denied", "level.schedule", "outside_schedule")
     assert verdict(mode=Mode.EMERGENCY) == ("granted", "level:operators", "card_and_pin")
-    assert isinstance(decide(attempt(mode=Mode.EMERGENCY, pin=Pin.NOT_GIVEN), SITE), NeedPin)
+    assert needs_pin(attempt(mode=Mode.EMERGENCY, pin=Pin.NOT_GIVEN), SITE)
+    assert not needs_pin(attempt(mode=Mode.EMERGENCY, pin=Pin.NOT_GIVEN, direction="out"), SITE)
 
 
 def test_auth_window_makes_lobby_free_in_office_hours_only():
@@ -124,3 +127,17 @@ def test_exit_from_where_you_are_is_granted():
 
 def test_decision_enum_is_only_decisions():
     assert {d.value for d in Decision} == {"granted", "denied"}
+
+
+def test_validity_and_levels_in_force_are_one_question_for_doors_desks_and_approvals():
+    today = MON_10.date()
+    assert refusal(ALICE, today) is None
+    assert refusal(None, today).rule == "card.unknown"
+    assert refusal(Holder("a", valid_until=today - dt.timedelta(days=1)), today).rule == "card.expired"
+    assert refusal(Holder("a", valid_from=today + dt.timedelta(days=1)), today).rule == "card.not-yet-valid"
+    assert holds(ALICE, frozenset({"operators"}), SITE, MON_10)
+    assert not holds(ALICE, frozenset({"operators"}), SITE, MON_22)  # outside the level's schedule
+    assert not holds(ALICE, frozenset({"security"}), SITE, MON_10)  # a level Alice does not hold
+    assert not holds(Holder("a", person_active=False, levels=frozenset({"operators"})), frozenset({"operators"}),
+                     SITE, MON_10)
+    assert not holds(None, frozenset({"operators"}), SITE, MON_10)

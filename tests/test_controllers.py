@@ -1,0 +1,334 @@
+"""The controllers in-process, on a real store in a temp dir and a real event loop, without a
+broker or a daemon: Alarms, Lockouts, Presence, DoorStates and Doors, and Desks against
+dbusmock's logind. An edge case here costs milliseconds; the end-to-end tests cover the wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+
+from sekisho.daemon import config as config_mod
+from sekisho.daemon.alarms import Alarms, Phase
+from sekisho.daemon.door_states import DoorStates
+from sekisho.daemon.doors import Doors
+from sekisho.daemon.keys import SiteKey
+from sekisho.daemon.lockouts import Lockouts
+from sekisho.daemon.pins import hash_pin
+from sekisho.daemon.presence import Presence
+from sekisho.daemon.store import AlarmChange, Move, NewEvent, NewState, Store
+from sekisho.daemon.topics import Topics
+from sekisho.policies.access import Mode
+
+CONFIG = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+pin_max_wrong = 2
+pin_lockout_s = 1
+
+[areas.room]
+passback = "hard"
+
+[areas.office]
+
+[levels.staff]
+doors = ["entrance", "vault"]
+desks = ["desk-01"]
+
+[doors.entrance]
+area_in = "room"
+unlock_s = 0.5
+
+[doors.vault]
+auth = "card_and_pin"
+pin_timeout_s = 3
+fire_exit = true
+
+[readers.entrance-in]
+driver = "sim"
+door = "entrance"
+direction = "in"
+
+[readers.entrance-out]
+driver = "sim"
+door = "entrance"
+direction = "out"
+
+[readers.vault-in]
+driver = "sim"
+door = "vault"
+direction = "in"
+
+[inputs.fire]
+driver = "sim"
+kind = "fire"
+
+[desks.desk-01]
+area = "room"
+lock_confirm_s = 1.0
+lock_retries = 0
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+"""
+
+
+class FakeStrike:
+    """The hardware edge: what a strike was told, in order."""
+
+    def __init__(self) -> None:
+        self.told: list[bool] = []
+
+    async def set(self, released: bool) -> None:
+        self.told.append(released)
+
+    def close(self) -> None:
+        self.told.append(None)  # type: ignore[arg-type]
+
+
+class House:
+    """The door node's collaborators, built as the composition root builds them."""
+
+    def __init__(self, tmp_path, loop: asyncio.AbstractEventLoop) -> None:
+        path = tmp_path / "sekisho.toml"
+        path.write_text(CONFIG)
+        self.config = config_mod.load(path)
+        self.store = Store(tmp_path / "data", "door-a")
+        self.key = SiteKey.load_or_create(tmp_path / "data" / "site.key")
+        self.queued: list[Any] = []
+        topics = Topics("test")
+        self.alarms = Alarms("door-a", self.store, topics, self.queued.append)
+        self.presence = Presence(self.config, self.store, self.key, topics, loop, self.queued.append)
+        self.lockouts = Lockouts(self.config.site, self.alarms, loop)
+        self.strikes = {door: FakeStrike() for door in self.config.doors}
+        self.states = DoorStates(self.config, self.store, topics, loop, self.queued.append, self.alarms, self.strikes)
+        self.doors = Doors(self.config, self.store, topics, loop, self.queued.append, states=self.states,
+                           presence=self.presence, lockouts=self.lockouts)
+
+    def enroll(self, person: str, uid: str, pin: str = "2468") -> str:
+        self.store.add_person(person, person.title(), "test")
+        card = self.key.card_hash(bytes.fromhex(uid))
+        self.store.add_card(person, card, "test")
+        self.store.grant_level(person, "staff", "test")
+        self.store.set_pin_hash(person, hash_pin(pin), "test")
+        return card
+
+    def events(self) -> list[dict]:
+        return [i.payload for i in self.queued if isinstance(i, NewEvent)]
+
+    def alarm_changes(self) -> list[AlarmChange]:
+        return [i for i in self.queued if isinstance(i, AlarmChange)]
+
+    def commit(self) -> None:
+        self.store.record(self.queued)
+        self.queued.clear()
+
+
+def run(coro) -> Any:
+    return asyncio.run(coro)
+
+
+# ----------------------------------------------------------------------------- alarms
+def test_an_alarm_id_names_its_condition_and_clearing_closes_it(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        first = house.alarms.raise_("forced", "entrance", "critical")
+        assert first == house.alarms.raise_("forced", "entrance", "critical") == "door-a.entrance.forced"
+        assert house.alarms.alarm_id("pin_lockout", "vault", "3f2c") == "door-a.vault.pin-lockout.3f2c"
+        house.alarms.clear("forced", "entrance")
+        house.alarms.clear("forced", "entrance")  # not open any more: nothing
+        changes = house.alarm_changes()
+        assert [c.payload is None for c in changes] == [False, False, True]
+        assert changes[0].payload["raised"] and changes[0].payload["acked_by"] is None
+        house.commit()
+        house.alarms.raise_("forced", "entrance", "critical")  # the same condition again: the same id
+        house.commit()  # an upsert: the id's row is its latest life
+        assert [a["id"] for a in house.store.active_alarms()] == [first]
+        with sqlite3.connect(house.store.path) as db:
+            actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE action LIKE 'alarm.%' ORDER BY n")]
+        assert actions == ["alarm.raise", "alarm.raise", "alarm.close", "alarm.raise"]
+    run(go())
+
+
+def test_with_acknowledgement_needed_an_alarm_waits_for_a_person(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        house.alarms.ack_needed = True
+        alarm_id = house.alarms.raise_("held_open", "entrance", "warning")
+        house.alarms.clear("held_open", "entrance")
+        assert house.alarms.open[alarm_id].phase is Phase.CLEARED
+        assert house.alarm_changes()[-1].payload["cleared"]
+        acked = house.alarms.ack(alarm_id, "key:officer")
+        assert acked.acked_by == "key:officer" and alarm_id not in house.alarms.open
+        assert house.alarm_changes()[-1].payload is None  # closed: the retained message emptied
+        with pytest.raises(KeyError):
+            house.alarms.ack(alarm_id, "key:officer")
+        other = house.alarms.raise_("fire", "fire", "critical")
+        house.alarms.ack(other, "key:officer")
+        assert house.alarms.open[other].phase is Phase.ACKED  # still burning
+    run(go())
+
+
+def test_alarms_left_open_by_a_previous_run_are_closed_at_start(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        house.alarms.raise_("forced", "entrance", "critical")
+        house.commit()
+        again = House(tmp_path, asyncio.get_running_loop())
+        again.alarms.startup()
+        assert [(c.alarm_id, c.payload) for c in again.alarm_changes()] == [("door-a.entrance.forced", None)]
+        again.commit()
+        assert again.store.active_alarms() == []
+    run(go())
+
+
+# ----------------------------------------------------------------------------- lockouts
+def test_wrong_pins_lock_a_card_out_with_an_alarm_about_its_holder_until_it_ends(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        house.lockouts.count("card1", False, "vault", "3f2c")
+        house.lockouts.count("card1", True, "vault", "3f2c")  # a right PIN starts the count again
+        house.lockouts.count("card1", False, "vault", "3f2c")
+        assert not house.lockouts.locked_out("card1")
+        house.lockouts.count("card1", False, "desk-01", "3f2c")  # wherever it was typed
+        assert house.lockouts.locked_out("card1") and not house.lockouts.locked_out("card2")
+        raised = house.alarm_changes()[-1]
+        assert raised.alarm_id == "door-a.desk-01.pin-lockout.3f2c" and raised.payload["subject"] == "3f2c"
+        await asyncio.sleep(1.1)
+        assert not house.lockouts.locked_out("card1")
+        assert house.alarm_changes()[-1].payload is None
+    run(go())
+
+
+# ----------------------------------------------------------------------------- presence
+def test_presence_local_moves_remote_occupancy_and_subjects(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        presence = house.presence
+        assert presence.local_areas == {"room"} and presence.entered("alice", "room") is False
+        presence.move("alice", "room")
+        presence.move("bob", "room")
+        await asyncio.sleep(0)
+        occupancy = [i.payload for i in house.queued if isinstance(i, NewState)]
+        assert occupancy == [{"count": 2, "subjects": sorted([presence.subject_of("alice"),
+                                                              presence.subject_of("bob")])}]
+        assert [i.area for i in house.queued if isinstance(i, Move)] == ["room", "room"]
+        assert presence.entered("alice", "room") and presence.passback_area("alice") == "room"
+        assert presence.subject_of("alice") == house.key.pseudonym("alice")
+        # A remote area is unknown until its door node says, and a malformed message changes nothing.
+        presence.remote_areas = frozenset({"office"})
+        assert presence.entered("alice", "office") is None
+        presence.occupancy_heard("sekisho/v1/test/area/office/occupancy",
+                                 json.dumps({"count": 1, "subjects": [presence.subject_of("alice")]}).encode())
+        presence.occupancy_heard("sekisho/v1/test/area/office/occupancy", b"{not json")
+        assert presence.entered("alice", "office") is True and presence.entered("bob", "office") is False
+        assert presence.remote_counts() == {"office": 1}
+    run(go())
+
+
+# ----------------------------------------------------------------------------- doors
+def test_start_drives_every_strike_and_a_grant_releases_records_and_moves(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        alice = house.enroll("alice", "04a1a1a1")
+        await house.states.startup()
+        assert house.strikes["entrance"].told == [False] and house.strikes["vault"].told == [False]
+        house.doors.card(house.config.readers["entrance-in"], alice)
+        await asyncio.sleep(0.05)
+        assert house.strikes["entrance"].told == [False, True]
+        assert [(e["result"], e["rule"]) for e in house.events()] == [("granted", "level:staff")]
+        assert house.presence.entered("alice", "room")
+        house.doors.card(house.config.readers["entrance-in"], alice)  # in again: hard anti-passback
+        assert house.events()[-1]["rule"] == "passback:room"
+        await asyncio.sleep(0.6)
+        assert house.strikes["entrance"].told == [False, True, False]  # unlock_s is over
+        await house.states.shutdown()
+        assert house.strikes["entrance"].told[-2:] == [False, None]
+    run(go())
+
+
+def test_a_pin_waits_then_is_judged_once_against_the_store_as_it_is_then(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        alice = house.enroll("alice", "04a1a1a1")
+        vault = house.config.readers["vault-in"]
+        house.doors.card(vault, house.key.card_hash(bytes.fromhex("04dead00")))  # unknown: never asked
+        assert house.events()[-1]["reason"] == "unknown_card" and not house.doors.pending
+        house.doors.card(vault, alice)
+        assert "vault-in" in house.doors.pending and len(house.events()) == 1
+        house.store.revoke_card(alice[:12], "test")
+        house.doors.pin(vault, "2468")
+        await asyncio.sleep(0.5)
+        assert house.events()[-1]["reason"] == "revoked"
+        bob = house.enroll("bob", "04b0b0b0")
+        house.doors.card(vault, bob)
+        house.states.set_mode("vault", Mode.LOCKDOWN, "test")
+        house.doors.pin(vault, "2468")
+        await asyncio.sleep(0.5)
+        assert house.events()[-1]["reason"] == "lockdown"
+        house.states.set_mode("vault", Mode.NORMAL, "test")
+        house.doors.card(vault, bob)
+        await asyncio.sleep(3.2)  # no PIN within pin_timeout_s
+        assert house.events()[-1]["reason"] == "pin_timeout"
+    run(go())
+
+
+def test_fire_is_recorded_at_each_door_alarmed_once_and_the_fire_exit_stays_open(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        await house.states.startup()
+        fire = house.config.inputs["fire"]
+        house.states.fire(fire, True)
+        house.states.fire(fire, True)  # reported again: not a second fire
+        house.states.fire(fire, False)
+        fires = [(e["door"], e["state"], e["released"]) for e in house.events()]
+        assert fires == [("entrance", "active", False), ("vault", "active", True),
+                         ("entrance", "reset", False), ("vault", "reset", True)]
+        assert [(c.kind, c.payload is None) for c in house.alarm_changes()] == [("fire", False), ("fire", True)]
+        assert house.states.mode("vault") is Mode.EMERGENCY
+        await asyncio.sleep(0.05)
+        assert house.strikes["vault"].told == [False, True]
+    run(go())
+
+
+# ----------------------------------------------------------------------------- desks
+def test_a_desk_on_logind_tailgating_names_the_person_and_a_pull_locks(tmp_path, logind):
+    from sekisho.daemon.desks import Desks
+    from sekisho.daemon.logind import Logind
+    from sekisho.policies.events import CardPresented, CardRemoved
+
+    logind.patch_lock()
+    logind.add_session("c1", user="alice")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        house = House(tmp_path, loop)
+        alice = house.enroll("alice", "04a1a1a1")
+        client = Logind(call_timeout=2.0)
+        desks = Desks(house.config, house.store, Topics("test"), loop, house.queued.append, logind=client,
+                      presence=house.presence, alarms=house.alarms)
+        try:
+            desks.startup()
+            await asyncio.sleep(0.3)
+            # Alice's card in the slot, with no recorded entry into the room: tailgating, refused.
+            desks.event("desk-01", CardPresented(source="desk-01", uid=bytes.fromhex("04a1a1a1")), alice)
+            tailgating = [c for c in house.alarm_changes() if c.kind == "tailgating"]
+            assert tailgating and tailgating[0].payload["subject"] == house.presence.subject_of("alice")
+            assert desks.state("desk-01").state.value in ("vacant", "locked")
+            house.presence.move("alice", "room")  # through the door
+            desks.event("desk-01", CardPresented(source="desk-01", uid=bytes.fromhex("04a1a1a1")), alice)
+            assert desks.state("desk-01").state.value == "in_use"
+            asked = len(logind.calls("LockSession"))
+            desks.event("desk-01", CardRemoved(source="desk-01"))
+            await asyncio.sleep(0.5)
+            assert desks.state("desk-01").state.value == "locked"
+            assert logind.calls("LockSession")[asked:] == [["c1"]] and logind.locked_hint("c1")
+        finally:
+            await client.close()
+    run(go())
