@@ -5,7 +5,7 @@ argparse wiring in cli.py stays thin and tests call these directly. A user's mis
 ``SekishoError`` (``ConfigError`` for a broken rules file, every broken line named).
 
 Devices are read from sysfs the way the daemon reads them (``drivers.udev.read_device``) and
-described with the daemon's own ``usb.describe``, so a test-policy run decides exactly as the
+described with the daemon's own ``usb_devices.describe``, so a test-policy run decides exactly as the
 daemon would. ``test-policy`` also reads umockdev recordings (``umockdev-record`` output, the
 format of USBGuard's own use-case tests), so a policy can be tried on a device recorded on
 another machine.
@@ -28,7 +28,10 @@ from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, Ru
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
-from .usb import UNREADABLE_RULE, Match, UsbController, describe, hash_of, load_rules, parent_hash_of
+from .usb import UsbController, load_rules
+from .usb_devices import describe, hash_of, parent_hash_of
+from .usb_events import UNREADABLE_RULE
+from .usb_exceptions import Match
 
 IMPLICIT_TARGETS = tuple(t.value for t in Target)
 
