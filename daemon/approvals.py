@@ -31,7 +31,7 @@ from .presence import Presence
 from .errors import SekishoError
 from .pins import verify_pin
 from .store import NewEvent, Store
-from .usb import Match, UsbController
+from .usb import UsbController
 
 log = logging.getLogger("sekisho.approvals")
 
@@ -128,17 +128,11 @@ class Approvals:
         return taken
 
     def _grant(self, desk: str, p: Pending) -> None:
-        tracked = self.usb.devices.get(p.device.device)
-        if tracked is None or tracked.state != "blocked" or tracked.device is None:
+        # Only the device the supervisor saw, by its descriptors' hash (UsbController.blocked_match).
+        match = self.usb.blocked_match(p.device.device)
+        if match is None:
             self._publish(desk, "approval_refused", p.supervisor, p.device, "device_gone")
             return
-        e = tracked.event
-        # This one device: by its serial, or, without one, its port; either way only with the
-        # descriptors' hash of the device the supervisor saw, so that a clone that copies the
-        # serial, or another device put into that port, is not let in while the exception lasts.
-        match = (Match(f"{e.vendor_id}:{e.product_id}:{e.serial}", vendor=e.vendor_id.lower(),
-                       product=e.product_id.lower(), serial=e.serial, hash=tracked.device.hash) if e.serial
-                 else Match(e.port, port=e.port, hash=tracked.device.hash))
         actor = f"supervisor:{self.presence.subject_of(p.supervisor.person_id)}"
         log.info("%s: %s allows %s for %g min", desk, actor, match.text, self.cfg.approval_minutes)
         try:
@@ -148,11 +142,10 @@ class Approvals:
 
     def _publish(self, desk: str, action: str, s: Supervisor, device: Candidate, reason: str,
                  confirm: str | None = None) -> None:
-        tracked = self.usb.devices.get(device.device)
         payload: dict[str, Any] = {
             "action": action, "rule": RULE, "reason": reason, "cause": "desk", "desk": desk,
             "subject": self.presence.subject_of(s.person_id), "confirm": confirm,
-            "device": self.usb.device_payload(tracked) if tracked is not None else None}
+            "device": self.usb.device_payload(device.device)}
         log.info("%s: %s %s (%s)", desk, action, device.device, reason)
         self.queue(NewEvent(kind="usb", topic=self.usb.topic, payload=payload,
                             columns={"result": action, "reason": reason, "rule": RULE, "reader": desk,

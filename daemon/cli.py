@@ -749,7 +749,7 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     u = _usb_config(args)
     reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
     status = reply if reply and reply.get("ok") else None
-    return usb_list(u.rules_file, u.implicit_target, as_json=args.json, status=status)
+    return usb_list(u.rules, as_json=args.json, status=status)
 
 
 def cmd_usb_test_policy(args: argparse.Namespace) -> int:
@@ -778,7 +778,7 @@ def cmd_usb_allow(args: argparse.Namespace) -> int:
 
 def _key_name(file: str, name: str | None) -> str:
     name = name or Path(file).name.split(".")[0]
-    if wrong := config_mod._name(name):
+    if wrong := config_mod.topic_name(name):
         raise SekishoError(f"key name {name!r}: {wrong} (give one with --name or --key-name)")
     return name
 

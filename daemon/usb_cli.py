@@ -5,7 +5,7 @@ argparse wiring in cli.py stays thin and tests call these directly. A user's mis
 ``SekishoError`` (``ConfigError`` for a broken rules file, every broken line named).
 
 Devices are read from sysfs the way the daemon reads them (``drivers.udev.read_device``) and
-described with the daemon's own ``usb.describe``, so a test-policy run decides exactly as the
+described with the daemon's own ``usb_devices.describe``, so a test-policy run decides exactly as the
 daemon would. ``test-policy`` also reads umockdev recordings (``umockdev-record`` output, the
 format of USBGuard's own use-case tests), so a policy can be tried on a device recorded on
 another machine.
@@ -28,7 +28,10 @@ from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, Ru
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
-from .usb import UNREADABLE_RULE, Match, describe, hash_of, load_rules, parent_hash_of
+from .usb import load_rules
+from .usb_devices import describe, hash_of, parent_hash_of
+from .usb_events import UNREADABLE_RULE
+from .usb_exceptions import Match
 
 IMPLICIT_TARGETS = tuple(t.value for t in Target)
 
@@ -258,14 +261,15 @@ def usb_test_policy(rules_path: str | Path, devices: Sequence[str] = (), *, impl
     return 0
 
 
-def usb_list(rules_path: str | Path, implicit_target: str = "block", *, as_json: bool = False,
-             status: dict[str, Any] | None = None, out: TextIO | None = None, root: str = USB_DEVICES) -> int:
+def usb_list(rules: RuleSet, *, as_json: bool = False, status: dict[str, Any] | None = None,
+             out: TextIO | None = None, root: str = USB_DEVICES) -> int:
     """``sekisho usb list``: every device present, whether the kernel has it authorized, how
     the rules decide it and by which line, and the device as a rule (paste it into the rules
-    file). ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it adds
-    what the rules file does not know (held devices, exceptions)."""
+    file). ``rules`` are the config's, as it parsed them (``UsbConfig.rules``): the file is not
+    read again. ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it
+    adds what the rules file does not know (held devices, exceptions)."""
     out = out or sys.stdout
-    entries = evaluate(_rules(rules_path, implicit_target), present_items(root))
+    entries = evaluate(rules, present_items(root))
     if status is not None:
         known = {d["sys_path"]: d for d in status.get("devices", [])}
         for entry in entries:

@@ -29,7 +29,8 @@ from typing import Any, Mapping
 
 from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 
-from .base import Emit, Option
+from .base import Emit
+from .options import Option
 from .local_socket import LocalServer
 
 log = logging.getLogger("sekisho.sim")

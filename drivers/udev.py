@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Mapping
 from sekisho.policies.events import UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
 from sekisho.policies.usbrules import sysfs_text
 
-from .base import DriverError, Emit, Option
+from .base import DriverError, Emit
+from .options import Option
 
 log = logging.getLogger("sekisho.drivers.udev")
 

@@ -17,7 +17,6 @@ umockdev aborts the process when a monitor has a dozen unread.
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
 import os
@@ -33,12 +32,16 @@ from usbfake import Kernel, Spec, descriptors, read
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
-from sekisho.daemon.usb import (EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Sysfs, UsbController, desks_unattended,
-                                interface_slots, load_rules)
+from sekisho.daemon import usb_devices
 from sekisho.daemon.ops import Parts, usb_allow, usb_status
+from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
+from sekisho.daemon.usb_devices import Tracked
+from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
+from sekisho.daemon.usb_sysfs import Sysfs
 from sekisho.daemon.usb_cli import allow_request, parse_umockdev, umockdev_devices, usb_generate, usb_list, usb_test_policy
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
-from sekisho.policies.usbrules import RuleSet, Target, parse_rule
+from sekisho.policies.events import UsbDeviceAdded
+from sekisho.policies.usbrules import RuleSet, Target, parse_descriptors, parse_rule
 
 EXAMPLES = REPO / "examples" / "usb"
 CALL_CENTRE = EXAMPLES / "call-centre.rules"
@@ -62,18 +65,8 @@ def under_umockdev():
 
 
 @pytest.fixture
-def tb():
-    import gi
-    gi.require_version("UMockdev", "1.0")
-    from gi.repository import UMockdev
-    bed = UMockdev.Testbed.new()
-    # /sys/bus/usb/drivers_probe exists on every kernel with USB; the testbed has no such file.
-    probe = Path(bed.get_root_dir()) / "sys" / "bus" / "usb" / "drivers_probe"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text("")
-    yield bed
-    del bed
-    gc.collect()  # finalizes the testbed now: its directory goes, its preload state is reset
+def tb(testbed):
+    return testbed  # conftest's: this process is the one under the preload here
 
 
 class Rig:
@@ -96,6 +89,12 @@ class Rig:
         self.loop.run_until_complete(self.driver.start())
         self.base = self.kernel.sent
         self.controller.start(enumerate_usb_devices())
+
+    def started(self) -> Rig:
+        """Started on a bus with one root hub (usb1) and nothing plugged."""
+        self.kernel.root_hub()
+        self.start()
+        return self
 
     def settle(self) -> None:
         """Run the loop until the driver has read every uevent sent since it started."""
@@ -172,14 +171,31 @@ def test_a_plugged_keyboard_is_authorized_and_its_interfaces_follow(make_rig):
     assert read("/sys/bus/usb/drivers_probe") == "1-1:1.1"
 
     k.unplug("1-1")
-    assert "/sys/devices/0000:00:14.0/usb1/1-1" not in rig.controller.devices
+    assert "/sys/devices/0000:00:14.0/usb1/1-1" not in rig.controller.inventory.devices
+
+
+def test_a_devices_descriptors_are_parsed_once(make_rig, monkeypatch):
+    # Hash, interface list, interface slots and device class all come from one walk, made when
+    # the device is tracked; deciding, its interfaces and its exception do not walk them again.
+    walked: list[bytes] = []
+
+    def counting(raw: bytes) -> Any:
+        walked.append(raw)
+        return parse_descriptors(raw)
+    monkeypatch.setattr(usb_devices, "parse_descriptors", counting)
+    rig = make_rig().started()
+    k = rig.kernel
+    walked.clear()
+    k.plug(HEADSET)
+    k.configure("1-4")
+    rig.controller.allow_exception("1-4", 1, "test", "all")
+    assert walked == [HEADSET.descriptors]
+    assert rig.last()["device"]["class"] == "00" and interface_states(k, "1-4")["1-4:1.4"] == "1"
 
 
 def test_a_flash_drive_is_never_authorized(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert authorized(path) == "0"
     assert rig.last()["action"] == "blocked" and rig.last()["rule"] == "call-centre.rules:23"
@@ -187,10 +203,8 @@ def test_a_flash_drive_is_never_authorized(make_rig):
 
 
 def test_badusb_keyboard_and_storage_is_blocked(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(BADUSB)
     assert authorized(path) == "0"
     assert (rig.last()["action"], rig.last()["rule"]) == ("blocked", "call-centre.rules:17")
@@ -198,10 +212,8 @@ def test_badusb_keyboard_and_storage_is_blocked(make_rig):
 
 
 def test_a_device_that_cannot_be_read_stays_blocked(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.tb.add_device("usb", "1-6", k.devices["usb1"], ["idVendor", "1234", "authorized", "0"],
                            ["DEVTYPE", "usb_device"])
     k.sent += 1
@@ -264,7 +276,7 @@ def test_known_usbguard_hashes_through_sysfs(make_rig):
                         if not line.startswith("#")).lstrip("\n")
     assert rig.kernel.tb.add_from_string(recording)
     rig.start()
-    devices = {t.event.port: t for t in rig.controller.devices.values()}
+    devices = {t.event.port: t for t in rig.controller.inventory.devices.values()}
     assert devices["1-4"].device.hash == "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs+eiRR/haro7+Ng="
     assert devices["1-4.2"].device.hash == "D3deklX12Ir3kJPfUZ5AQNwHeZn1bwtPkQkw6e+8B38="
     assert {p["device"]["port"]: (p["action"], p["rule"]) for p in rig.payloads()} == {
@@ -275,10 +287,8 @@ def test_known_usbguard_hashes_through_sysfs(make_rig):
 
 # ----------------------------------------------------------------------------- composite and hubs
 def test_composite_device_with_a_blocked_interface(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(HEADSET)
     assert authorized(path) == "1"
     assert (rig.last()["rule"], rig.last()["blocked_interfaces"]) == ("call-centre.rules:60", ["ff:00:00"])
@@ -294,32 +304,44 @@ def test_composite_device_with_a_blocked_interface(make_rig):
 def test_interface_slots_cover_alternate_settings():
     # Interface 1 has two settings, one of them vendor-specific: blocking ff blocks interface 1.
     raw = descriptors(0x0B0E, 0x24C8, ["01:01:00", "01:02:00"]) + bytes([9, 4, 1, 1, 0, 0xFF, 0x00, 0, 0])
-    assert interface_slots(raw) == {(1, 0): {"01:01:00"}, (1, 1): {"01:02:00", "ff:00:00"}}
+    assert parse_descriptors(raw).slots == {(1, 0): {"01:01:00"}, (1, 1): {"01:02:00", "ff:00:00"}}
+
+
+def test_an_interface_the_descriptors_do_not_list_is_judged_by_its_sysfs_type():
+    event = UsbDeviceAdded(source="test", sys_path="/sys/devices/x/1-4", devpath="/devices/x/1-4", port="1-4",
+                           vendor_id="0b0e", product_id="24c8", serial="", name="", descriptors=HEADSET.descriptors,
+                           connect_type="", authorized="0", parent_sys_path="/sys/devices/x", parent_is_device=True)
+    tracked = Tracked.of(event, lambda parent: "")
+    tracked.plan = frozenset({"ff:00:00"})
+
+    def unread() -> str:
+        raise AssertionError("the descriptors list this interface: sysfs is not read")
+    assert tracked.interface_blocked("1-4:1.4", unread) and not tracked.interface_blocked("1-4:1.3", unread)
+    assert tracked.interface_blocked("1-4:1.9", lambda: "ff:00:00")
+    assert not tracked.interface_blocked("1-4:1.9", lambda: "")
+    tracked.plan = frozenset()
+    assert not tracked.interface_blocked("1-4:1.4", unread)
 
 
 def test_hubs_and_the_devices_behind_them(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     hub = k.plug(HUB)
     assert authorized(hub) == "1" and rig.last()["rule"] == "call-centre.rules:79"
     k.configure("1-5")
     behind = k.plug(Spec("1-5.1", 0x046D, 0xC077, ("03:01:02",), name="USB Optical Mouse"))
     stick = k.plug(Spec("1-5.2", 0x0781, 0x5567, ("08:06:50",)))
     assert (authorized(behind), authorized(stick)) == ("1", "0")
-    tracked = {t.event.port: t.device for t in rig.controller.devices.values()}
+    tracked = {t.event.port: t.device for t in rig.controller.inventory.devices.values()}
     assert tracked["1-5.1"].parent_hash == tracked["1-5"].hash
     assert tracked["1-5"].parent_hash == tracked["usb1"].hash
 
 
 def test_parent_hash_ties_a_device_to_a_hub(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(HUB)
-    hub_hash = rig.controller.devices[k.devices["1-5"]].device.hash
+    hub_hash = rig.controller.inventory.devices[k.devices["1-5"]].device.hash
     rig.controller.rules = RuleSet.parse(f'allow with-interface 09:00:00\nallow parent-hash "{hub_hash}"\n',
                                          "desk.rules")
     behind = k.plug(Spec("1-5.3", 0x0781, 0x5567, ("08:06:50",)))
@@ -328,10 +350,8 @@ def test_parent_hash_ties_a_device_to_a_hub(make_rig):
 
 
 def test_a_new_host_controller_is_guarded(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     usb2 = k.root_hub("usb2", authorized_default="-1")
     assert read(f"{usb2}/authorized_default") == "0"
     assert rig.last()["device"]["port"] == "usb2" and rig.last()["action"] == "allowed"
@@ -339,15 +359,13 @@ def test_a_new_host_controller_is_guarded(make_rig):
 
 # ----------------------------------------------------------------------------- reject
 def test_reject_removes_the_device(make_rig):
-    rig = make_rig("reject with-interface one-of { 08:*:* }\nallow\n")
+    rig = make_rig("reject with-interface one-of { 08:*:* }\nallow\n").started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert read(f"{path}/remove") == "1" and authorized(path) == "0"
     assert (rig.last()["action"], rig.last()["decision"]) == ("blocked", "reject")
     k.unplug("1-2")  # what the kernel does after remove: the port is disabled, the device goes
-    assert path not in rig.controller.devices
+    assert path not in rig.controller.inventory.devices
 
 
 def test_reject_without_remove_falls_back_to_deauthorizing(make_rig):
@@ -370,10 +388,8 @@ class FailingSysfs(Sysfs):
 
 
 def test_a_refused_write_is_recorded_not_raised(make_rig):
-    rig = make_rig(sysfs=FailingSysfs())
+    rig = make_rig(sysfs=FailingSysfs()).started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(KEYBOARD)
     assert authorized(path) == "0"
     event = rig.last()
@@ -381,10 +397,8 @@ def test_a_refused_write_is_recorded_not_raised(make_rig):
 
 
 def test_a_device_gone_before_its_write_is_recorded(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(Spec("1-1", 0x046D, 0xC31C, ("03:01:01",), authorized_attr=False))
     event = rig.last()
     assert event["action"] == "blocked" and "went away" in event["error"]
@@ -392,10 +406,8 @@ def test_a_device_gone_before_its_write_is_recorded(make_rig):
 
 # ----------------------------------------------------------------------------- screen lock
 def test_hid_plugged_while_the_desk_is_locked_is_held(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     rig.locked = True
     kbd = k.plug(KEYBOARD)
     assert authorized(kbd) == "0"
@@ -415,7 +427,7 @@ def test_hid_plugged_while_the_desk_is_locked_is_held(make_rig):
     rig.controller.desk_unlocked()
     assert authorized(kbd) == "1"
     assert (rig.last()["action"], rig.last()["cause"], rig.last()["held"]) == ("allowed", "unlocked", False)
-    assert not rig.controller.held
+    assert not rig.controller.inventory.held
 
 
 def test_devices_present_at_start_are_not_held(make_rig):
@@ -435,10 +447,8 @@ def test_which_desk_states_hold():
 
 # ----------------------------------------------------------------------------- exceptions
 def test_timed_exception_for_a_present_device_expires(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     assert authorized(path) == "0"
     answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 0.004, "cli:supervisor")
@@ -459,17 +469,15 @@ def test_timed_exception_for_a_present_device_expires(make_rig):
 def test_timed_exception_by_port_is_bound_to_the_device_present(make_rig):
     """A port names whatever is in it; the exception admits only the device that was there when
     it was granted (its descriptors' hash), also after a replug, and never another one."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     with pytest.raises(SekishoError, match="no such device is present. Plug it in first"):
         rig.controller.allow_exception("1-2", 0.004, "card:u1042")
     assert not rig.records and not rig.controller.exceptions
     path = k.plug(FLASH)
     answer = rig.controller.allow_exception("1-2", 0.004, "card:u1042")
     assert authorized(path) == "1" and rig.last()["rule"] == EXCEPTION_RULE
-    assert answer["hash"] == rig.controller.devices[path].device.hash
+    assert answer["hash"] == rig.controller.inventory.devices[path].device.hash
     granted = rig.payloads("exception_granted")[0]
     assert granted["device"]["port"] == "1-2" and granted["exception"]["hash"] == answer["hash"]
     k.unplug("1-2")
@@ -490,10 +498,8 @@ CLONE = Spec("1-3", 0x0781, 0x5567, ("08:06:50", "03:01:01"), name="Cruzer Blade
 def test_an_exception_by_serial_refuses_a_clone_with_other_descriptors(make_rig):
     """Issue 11, item 9: vid:pid:serial is what a device says of itself; the exception also
     requires the descriptors' hash recorded at the grant."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     genuine = k.plug(FLASH)
     answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 5, "cli:supervisor")
     assert authorized(genuine) == "1" and answer["devices"] == ["1-2"]
@@ -513,10 +519,8 @@ def test_an_exception_by_serial_refuses_a_clone_with_other_descriptors(make_rig)
 def test_an_exception_names_one_device(make_rig):
     """Two devices that answer to the text (no serial) with different descriptors: which one the
     supervisor meant cannot be known, so nothing is allowed until a port says it."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Stick"))
     k.plug(Spec("1-3", 0x0781, 0x5567, ("08:06:50",), name="Stick v2"))
     with pytest.raises(SekishoError, match=r"names 2 devices of different descriptors \(ports 1-2, 1-3\)"):
@@ -529,10 +533,8 @@ def test_an_exception_names_one_device(make_rig):
 def test_an_exception_keeps_the_rules_interface_blocks_unless_it_says_all(make_rig):
     """Issue 11, item 9: the headset's vendor-specific interface, which its rule blocks, stays
     blocked under an exception; one with interfaces = "all" lifts that block until it ends."""
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(HEADSET)
     k.configure("1-4")
     assert interface_states(k, "1-4")["1-4:1.4"] == "0"
@@ -558,10 +560,8 @@ def test_an_exception_keeps_the_rules_interface_blocks_unless_it_says_all(make_r
 
 
 def test_stop_ends_exceptions_and_nothing_is_persisted(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     rig.controller.allow_exception("1-2", 30, "cli:supervisor")
     assert authorized(path) == "1"
@@ -585,10 +585,8 @@ def test_exception_refuses_what_it_cannot_mean(make_rig, match, minutes, message
 
 
 def test_usb_allow_control_op(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     path = k.plug(FLASH)
     request = allow_request("0781:5567:4C530001230417116225", 5)
     answer = rig.loop.run_until_complete(usb_allow(Parts(usb=rig.controller), request, "cli:root"))
@@ -725,20 +723,18 @@ def test_umockdev_parsing_reads_escapes_and_binary():
 
 
 def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
-    rig = make_rig()
+    rig = make_rig().started()
     k = rig.kernel
-    k.root_hub()
-    rig.start()
     k.plug(KEYBOARD)
     k.plug(FLASH)
     out = io.StringIO()
-    assert usb_list(CALL_CENTRE, out=out, status=rig.controller.status()) == 0
+    assert usb_list(load_rules(CALL_CENTRE), out=out, status=rig.controller.status()) == 0
     lines = out.getvalue().splitlines()
     assert lines[lines.index(next(line for line in lines if line.startswith("1-1 "))) + 1] == \
         "  allow  call-centre.rules:72  allow with-interface one-of { 03:01:01 03:01:02 }"
     assert any(line.startswith("1-2 ") and "not authorized" in line and "(blocked)" in line for line in lines)
     out = io.StringIO()
-    usb_list(CALL_CENTRE, as_json=True, out=out)
+    usb_list(load_rules(CALL_CENTRE), as_json=True, out=out)
     entries = {e["port"]: e for e in json.loads(out.getvalue())["devices"]}
     assert entries["1-1"]["authorized"] == "1" and entries["1-2"]["authorized"] == "0"
     for entry in entries.values():
@@ -748,7 +744,7 @@ def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
         only = RuleSet.parse(entry["as_rule"] + "\n", "pasted.rules")
         assert only.rules[0].rule == rule
     keyboard = RuleSet.parse(entries["1-1"]["as_rule"] + "\n", "pasted.rules")
-    tracked = rig.controller.devices[k.devices["1-1"]].device
+    tracked = rig.controller.inventory.devices[k.devices["1-1"]].device
     assert keyboard.first_match(tracked).rule == "pasted.rules:1"
 
 
@@ -768,7 +764,7 @@ def test_generate_allows_exactly_what_is_present(make_rig):
     assert 'serial "4C530001230417116225"' in text and 'via-port "1-2"' not in text  # a serial: no port
     assert 'via-port "1-1"' in text  # no serial: the port tells two of them apart
     rig.start()
-    tracked = [t.device for t in rig.controller.devices.values()]
+    tracked = [t.device for t in rig.controller.inventory.devices.values()]
     verdicts = [rules.first_match(d) for d in tracked]
     assert all(v.decision is Target.ALLOW for v in verdicts)
     assert len({v.line for v in verdicts}) == len(tracked)  # one line per device

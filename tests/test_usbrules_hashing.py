@@ -98,6 +98,17 @@ def test_alternate_settings_and_other_configurations_all_count():
     data = (device + config(1) + iface(0, 0, "0102") + endpoint + iface(0, 1, "0102") + endpoint
             + config(2) + iface(0, 0, "ffff") + endpoint)
     assert interface_types(data) == ("01:02:00", "01:02:00", "ff:ff:00")
+    # The daemon's view of the same walk: the kernel's interface directory <port>:<cfg>.<num>
+    # to every setting it may switch to.
+    assert parse_descriptors(data).slots == {(1, 0): {"01:02:00"}, (2, 0): {"ff:ff:00"}}
+
+
+def test_one_walk_gives_the_class_and_the_hash_input():
+    parsed = parse_descriptors(DOCK)
+    assert (parsed.device_class, parsed.interfaces, dict(parsed.slots)) == ("09", ("09:00:00",), {(1, 0): {"09:00:00"}})
+    assert parse_descriptors(TRACKBALL).device_class == "00"
+    assert device_hash(name="Lenovo ThinkPad WS Dock", vendor_id="17ef", product_id="305a", serial="",
+                       descriptors=parsed) == "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs+eiRR/haro7+Ng="
 
 
 def test_unknown_descriptors_are_hashed_and_skipped():

@@ -5,7 +5,7 @@ blocking. Pure: text in, values and decisions out; docs/sekisho-rules.5.md is th
     parser   tokens to ``Rule`` values, one rule per line
     rule     ``Rule``, ``Attribute``, ``SetOperator``, ``Target`` and ``to_text``
     matcher  ``Device``, ``RuleSet.first_match`` -> ``UsbVerdict``
-    hashing  USBGuard's ``hash``, ``parent-hash`` and interface list, from sysfs values
+    hashing  USBGuard's ``hash``, ``parent-hash`` and interface list, from sysfs values; ``Descriptors``
 """
 
 from .hashing import (DescriptorError, Descriptors, device_hash, hash_string, interface_types, parse_descriptors,

@@ -1,5 +1,7 @@
-"""USBGuard's device ``hash`` and ``parent-hash``, and the interface list, from the same inputs
-USBGuard reads, so that a ``hash "..."`` rule written for USBGuard matches the same device here.
+"""USBGuard's device ``hash`` and ``parent-hash`` and the interface list, from the same inputs
+USBGuard reads, so that a ``hash "..."`` rule written for USBGuard matches the same device here;
+and, from the same one walk over the descriptors, what the daemon needs besides (the device class,
+the interfaces by configuration and number).
 
 How USBGuard computes them (USBGuard/usbguard @ 1477faa, the files named):
 
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -60,6 +62,8 @@ class DescriptorError(ValueError):
 
 @dataclass(frozen=True)
 class Descriptors:
+    """Everything sekisho reads from one device's descriptors, from one walk over them."""
+
     vendor_id: int | None
     product_id: int | None
     """From the device descriptor; ``None`` when there is none (USBGuard takes the id from sysfs)."""
@@ -67,6 +71,12 @@ class Descriptors:
     """Every interface descriptor's ``cc:ss:pp`` in order: what a rule's ``with-interface`` sees."""
     hashed: bytes
     """The descriptor bytes as USBGuard hashes them."""
+    device_class: str | None = None
+    """``bDeviceClass`` as two hex digits (``00``: the class is per interface)."""
+    slots: Mapping[tuple[int, int], frozenset[str]] = field(default_factory=dict)
+    """(bConfigurationValue, bInterfaceNumber) to the ``cc:ss:pp`` of every alternate setting of
+    that interface: the kernel names the interface's sysfs directory ``<port>:<cfg>.<num>``, and an
+    interface is blocked when any of its settings is, since a driver may switch to it."""
 
     @property
     def root_hub(self) -> bool:
@@ -82,6 +92,9 @@ def parse_descriptors(raw: bytes) -> Descriptors:
     seen: set[int] = set()
     vendor: int | None = None
     product: int | None = None
+    device_class: str | None = None
+    config = 0
+    slots: dict[tuple[int, int], set[str]] = {}
     while pos < len(raw):
         if pos + 2 > len(raw):
             raise DescriptorError("Cannot parse descriptor data: partial read while reading header data")
@@ -98,6 +111,7 @@ def parse_descriptors(raw: bytes) -> Descriptors:
                 raise DescriptorError("Invalid descriptor data: multiple device descriptors for one device")
             vendor = int.from_bytes(descriptor[8:10], "little")
             product = int.from_bytes(descriptor[10:12], "little")
+            device_class = f"{descriptor[4]:02x}"
             if vendor == _LINUX_FOUNDATION and product in _ROOT_HUB_PRODUCTS:
                 descriptor = descriptor[:12] + b"\0\0" + descriptor[14:]
         elif kind == _CONFIGURATION:
@@ -107,11 +121,13 @@ def parse_descriptors(raw: bytes) -> Descriptors:
             # USBGuard forgets the interface and endpoint state at each configuration, so an
             # endpoint must follow an interface of the same configuration.
             seen -= {_INTERFACE, _ENDPOINT}
+            config = descriptor[5]
         elif kind == _INTERFACE:
             if _CONFIGURATION not in seen:
                 raise DescriptorError("Invalid descriptor data: missing parent configuration descriptor while "
                                       "loading interface")
             interfaces.append(f"{descriptor[5]:02x}:{descriptor[6]:02x}:{descriptor[7]:02x}")
+            slots.setdefault((config, descriptor[2]), set()).add(interfaces[-1])
         elif kind == _ENDPOINT and _INTERFACE not in seen:
             raise DescriptorError("Invalid descriptor data: missing parent interface descriptor while loading "
                                   "endpoint")
@@ -120,7 +136,8 @@ def parse_descriptors(raw: bytes) -> Descriptors:
         pos += length
     if pos < 18:
         raise DescriptorError("USB descriptor parser processed less data than the size of a USB device descriptor")
-    return Descriptors(vendor, product, tuple(interfaces), b"".join(parts))
+    return Descriptors(vendor, product, tuple(interfaces), b"".join(parts), device_class,
+                       MappingProxyType({k: frozenset(v) for k, v in slots.items()}))
 
 
 def interface_types(descriptors: bytes) -> tuple[str, ...]:
@@ -139,14 +156,15 @@ def _digest(*chunks: bytes) -> str:
 
 
 def device_hash(*, name: str | bytes, vendor_id: str | bytes, product_id: str | bytes, serial: str | bytes,
-                descriptors: bytes) -> str:
+                descriptors: bytes | Descriptors) -> str:
     """A device's ``hash``: SHA-256 over name, vendor id, product id, serial and the descriptors,
     base64. Pass the sysfs attribute values as ``sysfs_text`` gives them (``idVendor`` is ``"17ef"``
-    text, not a number) and ``descriptors`` as the file's raw bytes."""
+    text, not a number) and ``descriptors`` as the file's raw bytes, or as ``parse_descriptors``
+    gave them when they are parsed already."""
     if not vendor_id or not product_id:
         raise DescriptorError("vendor and/or product id values not available")
-    return _digest(_bytes(name), _bytes(vendor_id), _bytes(product_id), _bytes(serial),
-                   parse_descriptors(descriptors).hashed)
+    parsed = descriptors if isinstance(descriptors, Descriptors) else parse_descriptors(descriptors)
+    return _digest(_bytes(name), _bytes(vendor_id), _bytes(product_id), _bytes(serial), parsed.hashed)
 
 
 def hash_string(value: str | bytes) -> str:
