@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import resource
 import signal
@@ -24,7 +23,6 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
-from sekisho.policies.access import Mode
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
                                      LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, SeatSessionsSeen,
@@ -47,15 +45,16 @@ from .keys import SiteKey
 from .lockouts import Lockouts
 from .logind import Logind
 from .logind_watch import SeatWatch
+from .ops import Parts, Table, declared
 from .presence import Presence
 from .publisher import Publisher
 from .records_lost import keep_reserve
 from .store import Store, is_damage
 from .strikes import make_strike
+from .tap_enrolment import TapEnrolment
 from .timestamps import rfc3339, utc_now
 from .topics import Topics
 from .usb import UsbController, desks_unattended
-from .usb_cli import usb_allow, usb_status
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +145,12 @@ class Daemon:
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
-        self.enrolling: dict[str, asyncio.Future[bytes]] = {}
-        handlers = {"enroll": self.enroll, "door.list": self.door_list, "door.unlock": self.door_unlock,
-                    "door.mode": self.door_mode}
-        if self.desks:
-            handlers["desk.list"] = self.desk_list
-        if self.usb:
-            handlers |= {"usb.allow": functools.partial(usb_allow, self.usb),
-                         "usb.list": functools.partial(usb_status, self.usb)}
-        self.control = ControlServer(Path(data_dir), handlers)
+        self.enrolment = TapEnrolment(config, self.store, self.key, loop)
+        ops = Table(Parts(door_states=self.door_states, desks=self.desks, presence=self.presence, usb=self.usb,
+                          enrolment=self.enrolment), declared())
+        self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
-        # Enrolling is for a person at the reader, through the control socket; not a remote op.
-        remote = {op: h for op, h in handlers.items() if op != "enroll"}
-        self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, handlers=remote,
+        self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
                                       store=self.store, queue=self._queue,
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
@@ -322,8 +314,7 @@ class Daemon:
         if reader is None:
             log.error("event from unknown source %r dropped: %r", event.source, event)
             return
-        if isinstance(event, CardPresented) and reader.name in self.enrolling:
-            self.enrolling.pop(reader.name).set_result(event.uid)
+        if isinstance(event, CardPresented) and self.enrolment.take(reader.name, event.uid):
             return
         if reader.desk and self.desks:
             if isinstance(event, (ReaderLost, CardUnreadable)):
@@ -369,58 +360,6 @@ class Daemon:
     def _desk_changed(self) -> None:
         if self.usb:
             self.usb.desk_unlocked()  # decides held HID devices once a desk is in use again
-
-    async def door_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        return {"doors": self.door_states.describe()}
-
-    async def desk_list(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        assert self.desks is not None  # the op is registered only with desks
-        # What the bus has told this node of the areas its desks are in: None until the door
-        # node's retained occupancy has arrived (the desks then judge by their stance).
-        return {"desks": self.desks.describe(), "occupancy": self.presence.remote_counts()}
-
-    async def door_unlock(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        door = str(request["door"])
-        if door not in self.config.doors:
-            raise SekishoError(f"no door {door!r} (doors: {', '.join(self.config.doors)})")
-        seconds = float(request.get("seconds") or self.config.doors[door].unlock_s)
-        if not 0.5 <= seconds <= 3600:
-            raise SekishoError("seconds must be between 0.5 and 3600")
-        self.door_states.unlock(door, seconds, actor)
-        return {}
-
-    async def door_mode(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        mode = str(request["mode"])
-        if mode not in Mode.__members__.values():
-            raise SekishoError(f"unknown mode {mode!r} (modes: {', '.join(m.value for m in Mode)})")
-        self.door_states.set_mode(str(request["door"]), Mode(mode), actor)
-        return {}
-
-    async def enroll(self, request: dict[str, Any], actor: str) -> dict[str, Any]:
-        """Wait for one card at a reader and enroll it; the tap opens nothing."""
-        person_id, reader, timeout = str(request["person"]), str(request["reader"]), float(request["timeout"])
-        if not 1 <= timeout <= 600:
-            raise SekishoError("timeout must be from 1 to 600 seconds")
-        if reader not in self.config.readers:
-            raise SekishoError(f"no reader {reader!r} (readers: {', '.join(self.config.readers)})")
-        if self.store.person(person_id) is None:
-            raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
-        if reader in self.enrolling:
-            raise SekishoError(f"an enrollment is already waiting at {reader}")
-        waiter = self.loop.create_future()
-        self.enrolling[reader] = waiter
-        log.info("waiting up to %g s for a card at %s to enroll to %s (%s)", timeout, reader, person_id, actor)
-        try:
-            uid = await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise SekishoError(f"no card was presented at {reader} within {timeout:g} s") from None
-        finally:
-            if self.enrolling.get(reader) is waiter:
-                del self.enrolling[reader]
-        card_hash = self.key.card_hash(uid)
-        self.store.add_card(person_id, card_hash, actor)
-        log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
-        return {"card": card_hash[:12]}
 
     def _queue(self, item: Item) -> None:
         self.commits.queue(item)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from . import __version__
 from . import config as config_mod
-from sekisho.policies.access import Mode
+from . import ops
 
 from .errors import DataError, NoInput, PermissionDenied, SekishoError, Unavailable, UsageError
 from .timestamps import rfc3339
@@ -211,18 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="the input's name in the config")
     p.add_argument("state", choices=["open", "closed", "on", "off", "press"])
 
+    # What goes through the running daemon says what its op declares (ops.py), in the same words.
+    op = {o.name: o for o in ops.declared()}
     door = add(sub, "door", None, "see and drive doors through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    add(door, "list", cmd_door_list, "each door's lock, mode, contact and alarm")
-    p = add(door, "unlock", cmd_door_unlock, "release a door for a while (audited)")
-    p.add_argument("door", help="the door's name")
-    p.add_argument("--seconds", type=float, help="how long (default: the door's unlock_s)")
-    p = add(door, "mode", cmd_door_mode, "set a door's mode (audited)",
+    add(door, "list", cmd_door_list, op["door.list"].summary)
+    p = add(door, "unlock", cmd_door_unlock, op["door.unlock"].summary)
+    door_arg, seconds = op["door.unlock"].args
+    p.add_argument("door", help=door_arg.help)
+    p.add_argument("--seconds", type=float, help=seconds.help)
+    p = add(door, "mode", cmd_door_mode, op["door.mode"].summary,
             "Set a door's mode: normal; lockdown (only override levels open); free (released);\n"
             "emergency (fire exits released). Setting normal is also how a person resets an\n"
             "emergency release after a fire alarm. The mode survives a restart.")
-    p.add_argument("door", help="the door's name")
-    p.add_argument("mode", choices=[m.value for m in Mode])
+    door_arg, mode = op["door.mode"].args
+    p.add_argument("door", help=door_arg.help)
+    p.add_argument("mode", choices=mode.choices)
 
     add(sub, "demo", cmd_demo, "run a private broker, the daemon and a bus monitor, for a first look",
         "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
@@ -230,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
     desk = add(sub, "desk", None, "see desks through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    add(desk, "list", cmd_desk_list, "each desk's state, holder, for how long, and its seat's user sessions")
+    add(desk, "list", cmd_desk_list, op["desk.list"].summary)
     usb = add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     p = add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
@@ -255,22 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ports", choices=["noserial", "all", "none"], default="noserial",
                    help="when to add via-port (default: only for devices without a serial number)")
     p.add_argument("--catch-all", choices=["allow", "block", "reject"], help="end with this target's bare rule")
-    p = add(usb, "allow", cmd_usb_allow, "allow one device for a limited time (recorded, never kept over a restart)",
+    p = add(usb, "allow", cmd_usb_allow, op["usb.allow"].summary,
             "Allow one device for N minutes through the running daemon, recorded and published:\n"
             "MATCH is vid:pid:serial (046d:c31c:ABC123, the serial may be empty: 046d:c31c:) or a\n"
             "port (1-2.3). The device must be plugged in: the exception is bound to its descriptors'\n"
             "hash, so a device that only claims the same serial, or another device in that port,\n"
             "is not let in. At expiry the device is decided by the rules again.")
-    p.add_argument("match", help="vid:pid:serial or a port")
-    p.add_argument("--minutes", type=float, required=True, help="how long")
-    p.add_argument("--interfaces", choices=["rules", "all"], default="rules",
-                   help="rules (default): interfaces a block-interface rule blocks stay blocked; all: those too")
+    match, minutes, interfaces = op["usb.allow"].args
+    p.add_argument("match", help=match.help)
+    p.add_argument("--minutes", type=float, required=True, help=minutes.help)
+    p.add_argument("--interfaces", choices=["rules", "all"], default=interfaces.default, help=interfaces.help)
     cmd = add(sub, "cmd", None, "sign and send a command to a node through the broker",
               "Signed commands (docs/mqtt.md): an officer's key signs a command, the broker carries\n"
               "it to cmd/<node>, and the node runs it only if the key is one of its\n"
               "[commands.keys] and may run the op. Make a key with keygen, put the public key\n"
               "it prints into each node's config, then send.").add_subparsers(
                   dest="action", metavar="ACTION", required=True)
+    add(cmd, "ops", cmd_cmd_ops, "list the ops a signed command may run, with their arguments",
+        "List the ops a node runs when a signed command asks (each node only those of its\n"
+        "parts: desk.list with desks, usb.* with [usb]), with their arguments; [NAME] is optional.\n"
+        "A key runs only the ops its [commands.keys.<name>] ops patterns name.")
     p = add(cmd, "keygen", cmd_cmd_keygen, "make a new Ed25519 key for signing commands",
             "Write a new Ed25519 private key to FILE (PEM, PKCS #8, mode 0600; an existing file\n"
             "is never overwritten) and print the [commands.keys.<name>] section that lets it in.\n"
@@ -281,10 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Print the public key of FILE as public_key takes it. FILE may also be a key made by\n"
             "`openssl genpkey -algorithm ed25519` or `ssh-keygen -t ed25519` (unencrypted).")
     p.add_argument("file", help="a private key file")
-    sign_help = ("OP is a control op (usb.allow, door.unlock, door.mode, door.list, desk.list,\n"
-                 "usb.list); ARG is NAME=VALUE, where VALUE is read as JSON when it parses\n"
-                 "(minutes=10 is a number) and as text otherwise (door=entrance). The command is\n"
-                 "signed for [site] id of the config: a node of another site refuses it.")
+    sign_help = ("OP is one of the ops below (also: sekisho cmd ops); ARG is NAME=VALUE, where\n"
+                 "VALUE is read as JSON when it parses (minutes=10 is a number) and as text\n"
+                 "otherwise (door=entrance). The command is signed for [site] id of the config: a\n"
+                 "node of another site refuses it.\n\nops a signed command may run ([optional]):\n"
+                 + ops.help_text(ops.declared()) + "\n")
     for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
                              ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
         p = add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
@@ -741,7 +750,7 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     u = _usb_config(args)
     reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
     status = reply if reply and reply.get("ok") else None
-    return usb_list(u.rules_file, u.implicit_target, as_json=args.json, status=status)
+    return usb_list(u.rules, as_json=args.json, status=status)
 
 
 def cmd_usb_test_policy(args: argparse.Namespace) -> int:
@@ -770,9 +779,14 @@ def cmd_usb_allow(args: argparse.Namespace) -> int:
 
 def _key_name(file: str, name: str | None) -> str:
     name = name or Path(file).name.split(".")[0]
-    if wrong := config_mod._name(name):
+    if wrong := config_mod.topic_name(name):
         raise SekishoError(f"key name {name!r}: {wrong} (give one with --name or --key-name)")
     return name
+
+
+def cmd_cmd_ops(args: argparse.Namespace) -> int:
+    print(ops.help_text(ops.declared()))
+    return 0
 
 
 def cmd_cmd_keygen(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ Every command, run or refused, is answered on ``cmd/<node>/result`` with ``id``,
 ``error`` (and ``op``, ``node``, and what the op returned under ``result``) and audited; the
 answer goes through the outbox like every event, so it survives a broker outage.
 
-The ops are the control socket's (``control.run_op``), run with the actor ``key:<name>``.
+The ops are those of the node's table (ops.py) declared ``remote``, their arguments checked as
+declared, run with the actor ``key:<name>``; any other op is answered as unknown.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .config import CommandsConfig, Config
-from .control import Handler, run_op
 from .errors import SekishoError, StoreError, Unavailable
+from .ops import Table
 from .publisher import make_client
 from .store import CommandResult, Store, canonical_json
 from .timestamps import utc_now
@@ -281,13 +282,14 @@ class Refusals:
 class CommandRunner:
     """Checks each message of ``cmd/<node>``, runs what passes, answers and audits all."""
 
-    def __init__(self, cfg: CommandsConfig, *, site: str, node: str, handlers: Mapping[str, Handler], store: Store,
+    def __init__(self, cfg: CommandsConfig, *, site: str, node: str, ops: Table, store: Store,
                  queue: Callable[[CommandResult], None], result_topic: str, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.cfg = cfg
         self.site = site
         self.node = node
-        self.handlers = handlers
+        self.ops = ops.remote()
+        """Only the ops a signed command may run: any other is answered as an unknown op."""
         self.store = store
         self.queue = queue
         self.result_topic = result_topic
@@ -393,13 +395,7 @@ class CommandRunner:
     async def _run(self, message: dict[str, Any]) -> None:
         actor = f"key:{message['key']}"
         log.info("command %s: %s by %s", message["id"], message["op"], actor)
-        try:
-            reply = await run_op(self.handlers, message["op"], dict(message["args"]), actor)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not leave a command unanswered, nor stop the next one
-            log.exception("command failed inside sekisho")
-            reply = {"ok": False, "error": "internal error (see the node's log)"}
+        reply = await self.ops.run(message["op"], message["args"], actor)
         self._answer(message, reply, "command.done" if reply["ok"] else "command.failed")
 
     def _answer(self, message: Mapping[str, Any], reply: Mapping[str, Any], action: str) -> None:

@@ -2,8 +2,10 @@
 
 A Unix socket in the data dir, mode 0600, so only the daemon's own user (root, or the
 ``sekisho`` service user) can use it. One JSON request per line, one JSON answer per line:
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The caller's user is taken from the
-socket's peer credentials, not from the request, and goes into the audit log.
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; the ops and their arguments are the
+table's (ops.py), every op of this node, also those a signed command may not run. The caller's
+user is taken from the socket's peer credentials, not from the request, and goes into the audit
+log.
 
 No number of clients can exhaust the daemon through it: at most a bounded number of connections
 at once, the longest idle closed to make room for a new one, accept backing off when the process
@@ -17,16 +19,16 @@ import logging
 import pwd
 import socket
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from sekisho.drivers.local_socket import LocalServer
 
 from .errors import PermissionDenied, SekishoError
+from .ops import Table
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
-Handler = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -41,9 +43,9 @@ def user_name(uid: int) -> str:
 
 
 class ControlServer:
-    def __init__(self, data_dir: Path, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, data_dir: Path, ops: Table) -> None:
         self.path = socket_path(data_dir)
-        self.handlers = handlers
+        self.ops = ops
         self.server = LocalServer(self.path, self._answer, log=log)
 
     async def start(self) -> None:
@@ -62,23 +64,7 @@ class ControlServer:
             return {"ok": False, "error": f"bad request: {exc}"}
         if not isinstance(request, dict):
             return {"ok": False, "error": "bad request: not a JSON object"}
-        return await run_op(self.handlers, request.get("op"), request, f"cli:{user}")
-
-
-async def run_op(handlers: Mapping[str, Handler], op: Any, request: dict[str, Any], actor: str) -> dict[str, Any]:
-    """Run one op as the control socket and signed commands both do: ``{"ok": true, ...}`` with
-    what the op answers, or ``{"ok": false, "error": "..."}``."""
-    handler = handlers.get(op) if isinstance(op, str) else None
-    if handler is None:
-        return {"ok": False, "error": f"unknown op {op!r} (known: {', '.join(handlers)})"}
-    try:
-        return {"ok": True, **await handler(request, actor)}
-    except SekishoError as exc:
-        return {"ok": False, "error": str(exc)}
-    except KeyError as exc:
-        return {"ok": False, "error": f"bad request: {op} needs {exc.args[0]!r}"}
-    except (ValueError, TypeError, AttributeError) as exc:
-        return {"ok": False, "error": f"bad request: {exc!r}"}
+        return await self.ops.run(request.get("op"), request, f"cli:{user}")
 
 
 def call(data_dir: Path, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""What ``sekisho usb ...`` does: list, test-policy, generate, and the ``usb.allow`` control op.
+"""What ``sekisho usb ...`` does: list, test-policy, generate, and the ``usb.allow`` request.
 
 Each command is a function with plain arguments that prints and returns an exit code, so the
 argparse wiring in cli.py stays thin and tests call these directly. A user's mistake raises
@@ -28,7 +28,7 @@ from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
 from .timestamps import utc_now
-from .usb import UsbController, load_rules
+from .usb import load_rules
 from .usb_devices import describe, hash_of, parent_hash_of
 from .usb_events import UNREADABLE_RULE
 from .usb_exceptions import Match
@@ -261,14 +261,15 @@ def usb_test_policy(rules_path: str | Path, devices: Sequence[str] = (), *, impl
     return 0
 
 
-def usb_list(rules_path: str | Path, implicit_target: str = "block", *, as_json: bool = False,
-             status: dict[str, Any] | None = None, out: TextIO | None = None, root: str = USB_DEVICES) -> int:
+def usb_list(rules: RuleSet, *, as_json: bool = False, status: dict[str, Any] | None = None,
+             out: TextIO | None = None, root: str = USB_DEVICES) -> int:
     """``sekisho usb list``: every device present, whether the kernel has it authorized, how
     the rules decide it and by which line, and the device as a rule (paste it into the rules
-    file). ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it adds
-    what the rules file does not know (held devices, exceptions)."""
+    file). ``rules`` are the config's, as it parsed them (``UsbConfig.rules``): the file is not
+    read again. ``status`` is the running daemon's ``usb.list`` answer, if there is a daemon: it
+    adds what the rules file does not know (held devices, exceptions)."""
     out = out or sys.stdout
-    entries = evaluate(_rules(rules_path, implicit_target), present_items(root))
+    entries = evaluate(rules, present_items(root))
     if status is not None:
         known = {d["sys_path"]: d for d in status.get("devices", [])}
         for entry in entries:
@@ -334,7 +335,7 @@ def usb_generate(*, out: TextIO | None = None, with_hash: bool = True, ports: st
     return 0
 
 
-# ----------------------------------------------------------------------------- control ops
+# ----------------------------------------------------------------------------- the usb.allow request
 def allow_request(match: str, minutes: float, interfaces: str = "rules") -> dict[str, Any]:
     """The control request ``sekisho usb allow MATCH --minutes N [--interfaces all]`` sends;
     checks MATCH first, so a typo is reported without a daemon."""
@@ -348,17 +349,3 @@ def format_allow_reply(reply: dict[str, Any]) -> str:
     every = "; every interface" if reply.get("interfaces") == "all" else ""
     return (f"exception {reply['exception']} until {reply['until']}; authorized now: {devices}{held}{every}; "
             f"bound to the descriptors hash {reply.get('hash')}")
-
-
-async def usb_allow(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:
-    """The ``usb.allow`` control op: ``{"op": "usb.allow", "match": "046d:c31c:SERIAL" or "1-2",
-    "minutes": 10, "interfaces": "rules" or "all"}`` (``interfaces`` may be left out: ``rules``).
-    The device must be present. Answers the exception's id, its end, the descriptors' hash it is
-    bound to, and the ports authorized now."""
-    return controller.allow_exception(str(request["match"]), request["minutes"], actor,
-                                      request.get("interfaces", "rules"))
-
-
-async def usb_status(controller: UsbController, request: dict[str, Any], actor: str) -> dict[str, Any]:
-    """The ``usb.list`` control op: the controller's view (states, held devices, exceptions)."""
-    return controller.status()

@@ -1,36 +1,18 @@
-"""The shape every driver has, and the table its options are declared in."""
+"""The shape every driver has: its constructor, ``start`` and ``stop``, its ``OPTIONS`` table (of
+``Option``, drivers/options.py) and ``emit``, the one way back to the daemon."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 from sekisho.policies.events import Event
 
+from .options import Option
+
 Emit = Callable[[Event], None]
 """Hands an event to the daemon's loop. Safe to call from any thread."""
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "required"
-
-
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class Option:
-    """One driver option as the config file spells it. ``check`` returns what is wrong with a
-    value, or None; the config loader runs it, so a bad value stops ``check-config`` rather
-    than the daemon's start."""
-
-    type: type
-    default: Any
-    help: str
-    check: Callable[[Any], str | None] | None = None
 
 
 class Driver(Protocol):
@@ -81,3 +63,13 @@ class ThreadedDriver:
 
 class DriverError(Exception):
     """A driver could not start: missing library, device or permission. The message says which."""
+
+
+def check_options(options: Mapping[str, Option], values: Iterable[tuple[str, Any]]) -> None:
+    """At ``start()``: the values a driver holds pass its ``OPTIONS`` checks. The config loader
+    ran them already; this catches a driver built without a config. ``DriverError`` names the
+    first that does not."""
+    for key, value in values:
+        check = options[key].check
+        if check and (wrong := check(value)):
+            raise DriverError(f"{key}: {wrong}")

@@ -49,7 +49,8 @@ from typing import Any, ClassVar
 
 from sekisho.policies.events import Event, InputChanged, PinEntered
 
-from .base import REQUIRED, DriverError, Emit, Option
+from .base import DriverError, Emit, check_options
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,7 @@ class _EvdevDevice:
         return [("device", self.pattern)]
 
     async def start(self) -> None:
-        for key, value in self._check_options():
-            check = self.OPTIONS[key].check
-            if check and (wrong := check(value)):
-                raise DriverError(f"{key}: {wrong}")
+        check_options(self.OPTIONS, self._check_options())
         try:
             import evdev
         except ImportError as exc:

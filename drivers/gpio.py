@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from sekisho.policies.events import InputChanged
 
-from .base import REQUIRED, DriverError, Emit, Option
+from .base import DriverError, Emit
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 
-from .base import REQUIRED, DriverError, Emit, Option, ThreadedDriver
+from .base import DriverError, Emit, ThreadedDriver, check_options
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,8 @@ class NfcReader(ThreadedDriver):
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        for key, value in (("path", self.path), ("targets", self.targets), ("poll_interval_ms", self.interval_ms)):
-            check = self.OPTIONS[key].check
-            wrong = check(value) if check else None
-            if wrong:
-                raise DriverError(f"{key}: {wrong}")
+        check_options(self.OPTIONS, (("path", self.path), ("targets", self.targets),
+                                     ("poll_interval_ms", self.interval_ms)))
         try:
             import nfc
         except (ImportError, OSError) as exc:

@@ -41,7 +41,8 @@ from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, ReaderBack, ReaderLost
 
-from .base import REQUIRED, DriverError, Emit, Option, ThreadedDriver
+from .base import DriverError, Emit, ThreadedDriver, check_options
+from .options import REQUIRED, Option
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,8 @@ class PcscReader(ThreadedDriver):
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        for key, value in (("name", self.pattern), ("poll_timeout_ms", self.poll_timeout_ms),
-                           ("read_timeout_ms", round(self.read_timeout_s * 1000))):
-            check = self.OPTIONS[key].check
-            wrong = check(value) if check else None
-            if wrong:
-                raise DriverError(f"{key}: {wrong}")
+        check_options(self.OPTIONS, (("name", self.pattern), ("poll_timeout_ms", self.poll_timeout_ms),
+                                     ("read_timeout_ms", round(self.read_timeout_s * 1000))))
         try:
             from smartcard import scard
         except (ImportError, OSError) as exc:

@@ -30,8 +30,9 @@ from typing import Any
 
 from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 
-from .base import Emit, Option
+from .base import Emit
 from .local_socket import LocalServer
+from .options import Option
 
 log = logging.getLogger(__name__)
 

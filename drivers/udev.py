@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 from sekisho.policies.events import UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
 from sekisho.policies.usbrules import sysfs_text
 
-from .base import DriverError, Emit, Option
+from .base import DriverError, Emit
+from .options import Option
 
 log = logging.getLogger(__name__)
 

@@ -187,7 +187,7 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
             "door/<door>/event": [topics.door_event("entrance")],
             "door/<door>/state": [topics.door_state("entrance")],
             "area/<area>/occupancy": [topics.area_occupancy("operator-room"), topics.area_occupancy("lobby")],
-            "alarm/<alarm-id>": [topics.alarm("entrance-forced-")],
+            "alarm/<alarm-id>": [topics.alarm(f"{NODE}.entrance.forced")],
             "desk/<desk>/state": [topics.desk_state("desk-01")],
             "desk/<desk>/event": [topics.desk_event("desk-01")],
             "cmd/<node>/result": [topics.command_result(NODE)],

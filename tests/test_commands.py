@@ -17,6 +17,7 @@ from sekisho.daemon import config
 from sekisho.daemon.commands import (CommandRunner, Refused, load_private_key, parse, public_key_text, sign,
                                      signed_bytes)
 from sekisho.daemon.errors import ConfigError
+from sekisho.daemon.ops import Parts, Table
 
 NOW = dt.datetime(2026, 11, 23, 7, 0, 0, tzinfo=dt.timezone.utc)
 TS = "2026-11-23T07:00:00.000Z"
@@ -28,7 +29,7 @@ def runner(max_skew_s: float = 30.0) -> CommandRunner:
     keys = {"officer": config.CommandKeyConfig("officer", base64.b64decode(public_key_text(OFFICER)),
                                                ("door.*", "usb.allow")),
             "viewer": config.CommandKeyConfig("viewer", base64.b64decode(public_key_text(VIEWER)), ("door.list",))}
-    return CommandRunner(config.CommandsConfig(max_skew_s, keys), site="test", node="door-a", handlers={}, store=None,
+    return CommandRunner(config.CommandsConfig(max_skew_s, keys), site="test", node="door-a", ops=Table(Parts(), ()), store=None,
                          queue=None, result_topic="r", loop=None, clock=lambda: NOW)
 
 

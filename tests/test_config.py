@@ -306,3 +306,73 @@ def test_supervisor_approval_settings_are_checked(tmp_path, usb, desk, expected)
     text = GOOD + '\n[levels.staff]\ndoors = ["entrance"]\n\n' + desk_part + f'[usb]\nrules = "usb.rules"\n{usb}\n'
     r = check(tmp_path, text)
     assert r.returncode == 78 and f"bad.toml: {expected}" in r.stderr, r.stderr
+
+
+def test_config_keys_and_driver_options_are_one_type():
+    """A config section and a driver's OPTIONS are declared alike, and one loader converts both."""
+    from sekisho.drivers.options import Option
+    tables = [config.SITE, config.MQTT, config.READER, config.DOOR, config.AREA, config.SCHEDULE, config.LEVEL,
+              config.INPUT, config.DESK, config.USB, config.COMMANDS, config.COMMAND_KEY, *config.STRIKES.values()]
+    for kinds in (registry.KINDS, registry.INPUTS, registry.PIN_PADS):
+        tables += [registry.load(kind, kinds).OPTIONS for kind in kinds]
+    wrong = [(key, spec) for table in tables for key, spec in table.items() if type(spec) is not Option]
+    assert not wrong, wrong
+
+
+def test_references_are_checked_after_every_section_by_itself(tmp_path):
+    """Shape problems of every section first, then what the sections name in each other: all in one
+    report, and a reference to a section with problems of its own is still checked."""
+    text = GOOD.replace('node = "n1"', 'node = 1').replace('door = "entrance"', 'door = "back"') + """
+[levels.x]
+doors = ["entrance", "side"]
+schedule = "nights"
+
+[desks.d1]
+tailgating = "ignore"
+area = "nowhere"
+"""
+    with pytest.raises(ConfigError) as exc:
+        config.load(_write(tmp_path, text))
+    lines = [line.split(": ", 1)[1] for line in exc.value.problems]
+    shape = ["site.node: must be a string, not an integer 1",
+             "desks.d1.tailgating: must be one of 'refuse', 'flag'"]
+    references = ["desks.d1.area: no area 'nowhere' (areas: none)",
+                  "levels.x.doors: no door 'side' (doors: entrance)",
+                  "levels.x.schedule: no schedule 'nights' (schedules: always)",
+                  "readers.r1.door: no door 'back' (doors: entrance)"]
+    assert sorted(lines) == sorted(shape + references)
+    assert max(lines.index(line) for line in shape) < min(lines.index(line) for line in references)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GOOD.replace("[doors.entrance]", "[doors.entrance]\nauth_schedules = [1]"),
+     "bad.toml: doors.entrance.auth_schedules[1]: must be a table ([doors.entrance.auth_schedules[1]]), not an "
+     "integer"),
+    (GOOD.replace("[doors.entrance]", "[doors.entrance]\nstrike = { driver = [\"gpio\"] }"),
+     "bad.toml: doors.entrance.strike.driver: unknown strike driver ['gpio'] (known: none, sim, command, gpio, mqtt)"),
+    (GOOD + "pin_pad = { driver = [\"evdev\"] }\n",
+     "bad.toml: readers.r1.pin_pad.driver: unknown PIN pad driver ['evdev'] (known: evdev)"),
+])
+def test_a_driver_or_window_of_the_wrong_shape_is_a_problem_not_a_crash(tmp_path, text, expected):
+    r = check(tmp_path, text)
+    assert r.returncode == 78 and expected in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_usb_rules_file_is_read_once(tmp_path, monkeypatch):
+    """check-config parses the rules; `sekisho usb list` decides by what it parsed and never
+    opens the file again (the daemon's controller takes ``UsbConfig.rules`` alike)."""
+    from sekisho.daemon import cli
+    rules = tmp_path / "usb.rules"
+    rules.write_text("allow id 046d:c31c\n")
+    path = _write(tmp_path, GOOD + "[usb]\nrules = \"usb.rules\"\n")
+    reads = []
+    real = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self == rules:
+            reads.append(self)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "read_text", counting)
+    assert cli.main(["usb", "list", "--json", "--config", str(path), "--data-dir", str(tmp_path / "data")]) == 0
+    assert reads == [rules]

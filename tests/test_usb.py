@@ -33,12 +33,12 @@ from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
 from sekisho.daemon import usb_devices
+from sekisho.daemon.ops import Parts, usb_allow, usb_status
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
 from sekisho.daemon.usb_devices import Tracked
 from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
 from sekisho.daemon.usb_sysfs import Sysfs
-from sekisho.daemon.usb_cli import (allow_request, parse_umockdev, umockdev_devices, usb_allow, usb_generate, usb_list,
-                                    usb_status, usb_test_policy)
+from sekisho.daemon.usb_cli import allow_request, parse_umockdev, umockdev_devices, usb_generate, usb_list, usb_test_policy
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import UsbDeviceAdded
 from sekisho.policies.usbrules import RuleSet, Target, parse_descriptors, parse_rule
@@ -589,16 +589,16 @@ def test_usb_allow_control_op(make_rig):
     k = rig.kernel
     path = k.plug(FLASH)
     request = allow_request("0781:5567:4C530001230417116225", 5)
-    answer = rig.loop.run_until_complete(usb_allow(rig.controller, request, "cli:root"))
+    answer = rig.loop.run_until_complete(usb_allow(Parts(usb=rig.controller), request, "cli:root"))
     assert answer["devices"] == ["1-2"] and authorized(path) == "1"
-    status = rig.loop.run_until_complete(usb_status(rig.controller, {"op": "usb.list"}, "cli:root"))
+    status = rig.loop.run_until_complete(usb_status(Parts(usb=rig.controller), {}, "cli:root"))
     assert status["exceptions"][0]["id"] == answer["exception"]
     assert {d["port"]: d["state"] for d in status["devices"]}["1-2"] == "allowed"
     with pytest.raises(SekishoError):
         allow_request("nonsense", 5)
     assert allow_request("1-4", 5, "all") == {"op": "usb.allow", "match": "1-4", "minutes": 5, "interfaces": "all"}
     with pytest.raises(SekishoError, match="interfaces must be rules or all, not 'some'"):
-        rig.loop.run_until_complete(usb_allow(rig.controller, {**request, "interfaces": "some"}, "cli:root"))
+        rig.loop.run_until_complete(usb_allow(Parts(usb=rig.controller), {**request, "interfaces": "some"}, "cli:root"))
 
 
 # ----------------------------------------------------------------------------- golden cases
@@ -728,13 +728,13 @@ def test_usb_list_shows_decisions_and_pastable_rules(make_rig):
     k.plug(KEYBOARD)
     k.plug(FLASH)
     out = io.StringIO()
-    assert usb_list(CALL_CENTRE, out=out, status=rig.controller.status()) == 0
+    assert usb_list(load_rules(CALL_CENTRE), out=out, status=rig.controller.status()) == 0
     lines = out.getvalue().splitlines()
     assert lines[lines.index(next(line for line in lines if line.startswith("1-1 "))) + 1] == \
         "  allow  call-centre.rules:72  allow with-interface one-of { 03:01:01 03:01:02 }"
     assert any(line.startswith("1-2 ") and "not authorized" in line and "(blocked)" in line for line in lines)
     out = io.StringIO()
-    usb_list(CALL_CENTRE, as_json=True, out=out)
+    usb_list(load_rules(CALL_CENTRE), as_json=True, out=out)
     entries = {e["port"]: e for e in json.loads(out.getvalue())["devices"]}
     assert entries["1-1"]["authorized"] == "1" and entries["1-2"]["authorized"] == "0"
     for entry in entries.values():

@@ -1,0 +1,68 @@
+"""``[site]``: which site and node this is, its time zone, holidays and site-wide limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+
+from sekisho.drivers.options import REQUIRED, Option, between
+
+from .checker import Checker, topic_name
+
+
+def _timezone(v: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r} (example: Asia/Tokyo)"
+    return None
+
+
+def _hhmm(v: str) -> str | None:
+    try:
+        dt.time.fromisoformat(v)
+    except ValueError:
+        return f"{v!r} is not a time of day like 04:00"
+    return None
+
+
+def _dates(v: list) -> str | None:
+    bad = [x for x in v if not isinstance(x, dt.date) or isinstance(x, dt.datetime)]
+    return f"must be TOML dates like 2026-01-01 (unquoted), not {bad[0]!r}" if bad else None
+
+
+SITE = {
+    "id": Option(str, REQUIRED, "The site's name; the topic segment after sekisho/v1/.", topic_name),
+    "node": Option(str, REQUIRED, "This node's name, unique in the site.", topic_name),
+    "timezone": Option(str, "UTC", "The site's time zone, for schedules and reports.", _timezone),
+    "publish_names": Option(bool, False, "Publish people's names on the bus instead of pseudonyms."),
+    "holidays": Option(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's.",
+                       _dates),
+    "passback_reset": Option(str, "04:00", "Local time of day at which anti-passback forgets where everyone is.",
+                             _hhmm),
+    "pin_max_wrong": Option(int, 3, "Wrong PINs in a row that lock a card out.", between(1, 20)),
+    "retention_days": Option(int, 365, "Days events and audit rows are kept; older ones are deleted daily (and by "
+                             "sekisho purge).", between(1, 3650)),
+    "pin_lockout_s": Option(int, 300, "Seconds a card stays locked out after too many wrong PINs.",
+                            between(1, 86400)),
+}
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str
+    node: str
+    timezone: str
+    publish_names: bool
+    holidays: tuple[dt.date, ...]
+    passback_reset: str
+    pin_max_wrong: int
+    retention_days: int
+    pin_lockout_s: int
+
+
+def read_site(c: Checker, raw: Any) -> SiteConfig:
+    values = c.section("site", c.table("site", raw), SITE)
+    return SiteConfig(**{**values, "holidays": tuple(values["holidays"])})
