@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from .store import AlarmChange, Store
 from .timestamps import utc_now

@@ -24,18 +24,30 @@ from typing import Any
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
-from sekisho.policies.events import (CardPresented, CardRemoved, CardUnreadable, Event, InputChanged,
-                                     LeaveSeatPressed, PinEntered, ReaderBack, ReaderLost, SeatSessionsSeen,
-                                     UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded)
+from sekisho.policies.events import (
+    CardPresented,
+    CardRemoved,
+    CardUnreadable,
+    Event,
+    InputChanged,
+    LeaveSeatPressed,
+    PinEntered,
+    ReaderBack,
+    ReaderLost,
+    SeatSessionsSeen,
+    UsbDeviceAdded,
+    UsbDeviceRemoved,
+    UsbInterfaceAdded,
+)
 
 from . import __version__
+from .alarms import Alarms
 from .answers import Answer, Answering
 from .approvals import Approvals
 from .commands import CommandRunner
 from .commits import GroupCommit, Item
 from .config import Config
 from .control import ControlServer
-from .alarms import Alarms
 from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sekisho.policies import access
@@ -26,10 +27,10 @@ from sekisho.policies.events import CardPresented, CardRemoved, Event, PinEntere
 
 from .config import Config, ReaderConfig
 from .desks import Desks
-from .lockouts import Lockouts
-from .presence import Presence
 from .errors import SekishoError
+from .lockouts import Lockouts
 from .pins import verify_pin
+from .presence import Presence
 from .store import NewEvent, Store
 from .usb import UsbController
 
@@ -90,7 +91,7 @@ class Approvals:
         return Supervisor(holder.person_id, card_hash, entered, holder.has_pin, self.lockouts.locked_out(card_hash))
 
     async def _check_pin(self, desk: str, pending: Pending, digits: str) -> None:
-        stored = self.store.pin_hash(pending.supervisor.person_id)
+        stored = self.store.pin_hash(pending.supervisor.person_id) or ""
         correct = bool(stored) and await self.loop.run_in_executor(None, verify_pin, digits, stored)
         # Counted with the door's wrong PINs: a stolen supervisor card gets no more guesses here.
         self.lockouts.count(pending.supervisor.card_hash, correct, desk,

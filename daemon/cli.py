@@ -25,13 +25,12 @@ import signal
 import socket
 import sys
 import zoneinfo
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import __version__
+from . import __version__, ops
 from . import config as config_mod
-from . import ops
-
 from .errors import DataError, NoInput, PermissionDenied, SekishoError, Unavailable, UsageError
 from .timestamps import rfc3339
 
@@ -111,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(subparsers: Any, name: str, func: Callable[..., int], help: str, description: str = "") -> argparse.ArgumentParser:
+    def add(subparsers: Any, name: str, func: Callable[..., int] | None, help: str,
+            description: str = "") -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help, description=description or help, formatter_class=fmt)
         _common(p, suppress=True)
         p.set_defaults(func=func)
@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(sub, "purge", cmd_purge, "delete events and audit rows older than the site's retention_days",
         "Delete events and audit rows older than [site] retention_days now (the daemon also\n"
         "does it daily). The audit chain stays verifiable from an anchor; the purge is audited.")
-    audit = add(sub, "audit", None, "check the audit log").add_subparsers(dest="action", metavar="ACTION", required=True)
+    audit = add(sub, "audit", None, "check the audit log").add_subparsers(dest="action", metavar="ACTION",
+                                                                          required=True)
     add(audit, "verify", cmd_audit_verify, "walk the hash chain; name the first altered or missing row",
         "Walk the audit log's hash chain from its first row. Exit 0 when every row is intact;\n"
         "otherwise print the first row that was altered or removed and exit 65.")
@@ -635,6 +636,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _sim(args: argparse.Namespace, request: dict[str, Any], name: str | None = None) -> int:
     from sekisho.drivers.sim import socket_path
     cfg = _config(args)
+    known: Mapping[str, Any]
     if name is None:
         name, kind, known = args.reader, "reader", cfg.readers
     else:

@@ -45,8 +45,9 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -190,6 +191,7 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SekishoError(f"{path}: cannot read the key: {exc.strerror or exc}") from None
+    key: object
     try:
         if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY"):
             key = serialization.load_ssh_private_key(data, password=None)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 from .alarms import Alarms
 from .errors import StoreDamaged, StoreError

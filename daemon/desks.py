@@ -20,7 +20,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sekisho.policies import access
@@ -111,7 +112,11 @@ class Desks:
                     self._lock(desk, trigger)
                 case UnlockSession():
                     # Its "unlocked" event is published only once logind has done it.
-                    follow = actions.pop(0) if actions and isinstance(actions[0], Publish) else None
+                    follow = actions[0] if actions else None
+                    if isinstance(follow, Publish):
+                        actions.pop(0)
+                    else:
+                        follow = None
                     self._spawn(self._unlock(desk, decision, follow))
                 case Publish():
                     self._publish(desk, decision, action)

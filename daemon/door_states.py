@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sekisho.policies import doorstate
 from sekisho.policies.access import Mode

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 from sekisho.policies import access

@@ -29,8 +29,10 @@ async def _one_card(cfg: Config, data_dir: Path, reader_name: str, timeout: floa
     loop = asyncio.get_running_loop()
     cards: asyncio.Queue[Event] = asyncio.Queue()
     reader = cfg.readers[reader_name]
-    driver = registry.load(reader.driver)(reader_name, reader.options, lambda e: loop.call_soon_threadsafe(
-        cards.put_nowait, e), data_dir=Path(data_dir))
+    def emit(event: Event) -> None:
+        loop.call_soon_threadsafe(cards.put_nowait, event)
+
+    driver = registry.load(reader.driver)(reader_name, reader.options, emit, data_dir=Path(data_dir))
     try:
         await driver.start()
     except DriverError as exc:

@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from .config import Config

@@ -50,10 +50,12 @@ that fails (EACCES, or ENOENT because the device went away) is logged and carrie
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
@@ -282,7 +284,7 @@ class UsbController:
         if error is not None:
             return [error]
         return self.sysfs.set_interfaces(path, {
-            name: not tracked.interface_blocked(name, lambda n=name: self.sysfs.interface_type(path, n))
+            name: not tracked.interface_blocked(name, functools.partial(self.sysfs.interface_type, path, name))
             for name in names})
 
     # ------------------------------------------------------------------------- records and views

@@ -17,9 +17,10 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, TextIO
 
 from sekisho.drivers.udev import USB_DEVICES, enumerate_usb_devices, is_usb_device, read_device
 from sekisho.policies.events import UsbDeviceAdded

@@ -10,13 +10,20 @@ a device, and so does sekisho (the controller keeps it blocked).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 from sekisho.policies.events import UsbDeviceAdded
-from sekisho.policies.usbrules import (Descriptors, Device, UsbVerdict, device_hash, parse_descriptors,
-                                       root_hub_parent_hash)
+from sekisho.policies.usbrules import (
+    Descriptors,
+    Device,
+    UsbVerdict,
+    device_hash,
+    parse_descriptors,
+    root_hub_parent_hash,
+)
 
 
 class DeviceState(StrEnum):

@@ -9,9 +9,10 @@ this module never raises for the bus or the disk, the store's own failure model 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sekisho.policies.usbrules import Target
 

@@ -16,9 +16,10 @@ import asyncio
 import datetime as dt
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from sekisho.policies.events import UsbDeviceAdded
 

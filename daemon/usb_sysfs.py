@@ -28,7 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from sekisho.drivers.udev import read_interface
 

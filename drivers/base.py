@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sekisho.policies.events import Event
 

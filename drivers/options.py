@@ -14,8 +14,9 @@ None; the loader runs it, so a bad value stops ``check-config`` rather than the 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Check = Callable[[Any], str | None]
 """Returns what is wrong with a value, or None."""

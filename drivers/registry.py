@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from .base import Driver
+
 KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
     "sim": "sekisho.drivers.sim:SimReader",
     "pcsc": "sekisho.drivers.pcsc:PcscReader",
@@ -22,7 +24,8 @@ PIN_PADS: dict[str, str] = {  # a reader's own PIN pad: [readers.<name>] pin_pad
 }
 
 
-def load(kind: str, kinds: dict[str, str] = KINDS) -> type:
+def load(kind: str, kinds: dict[str, str] = KINDS) -> type[Driver]:
     """The driver class for ``kind``. Importing it does not import its hardware library."""
     module_name, _, class_name = kinds[kind].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    driver: type[Driver] = getattr(importlib.import_module(module_name), class_name)
+    return driver

@@ -7,8 +7,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sekisho.policies.access import (Attempt, Auth, AuthWindow, DoorRules, Holder, Level, Mode, Passback, Pin,
-                                     SiteRules, decide, holds, needs_pin, refusal)
+from sekisho.policies.access import (
+    Attempt,
+    Auth,
+    AuthWindow,
+    DoorRules,
+    Holder,
+    Level,
+    Mode,
+    Passback,
+    Pin,
+    SiteRules,
+    decide,
+    holds,
+    needs_pin,
+    refusal,
+)
 from sekisho.policies.decisions import Decision
 from sekisho.policies.schedule import Schedule, TimeRange
 

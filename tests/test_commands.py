@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import SEKISHO, wait_for
 from sekisho.daemon import config
-from sekisho.daemon.commands import (CommandRunner, Refused, load_private_key, parse, public_key_text, sign,
-                                     signed_bytes)
+from sekisho.daemon.commands import CommandRunner, Refused, load_private_key, parse, public_key_text, sign, signed_bytes
 from sekisho.daemon.errors import ConfigError
 from sekisho.daemon.ops import Parts, Table
 
@@ -391,6 +390,7 @@ def test_a_flood_of_junk_commands_costs_little_and_delays_nothing(signed_site):
 
 def test_refusals_past_the_burst_are_audited_once_as_a_count(tmp_path):
     import asyncio
+
     from sekisho.daemon.commands import Refusals
     from sekisho.daemon.store import Store
     store = Store(tmp_path / "data", "door-a")

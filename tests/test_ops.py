@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import REPO
-from test_controllers import House
 from sekisho.daemon import config
 from sekisho.daemon.cli import build_parser, main
 from sekisho.daemon.commands import CommandRunner, public_key_text, sign
@@ -25,6 +24,7 @@ from sekisho.daemon.ops import Arg, Op, Parts, Table, declared, help_text
 from sekisho.daemon.store import Store
 from sekisho.daemon.tap_enrolment import TapEnrolment
 from sekisho.policies.access import Mode
+from test_controllers import House
 
 EVERY_PART = Parts(door_states=object(), desks=object(), presence=object(), usb=object(), enrolment=object())  # type: ignore[arg-type]
 

@@ -22,26 +22,34 @@ import json
 import os
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from conftest import REPO
-from usbfake import Kernel, Spec, descriptors, read
+from sekisho.daemon import usb_devices
 from sekisho.daemon.errors import ConfigError, SekishoError
+from sekisho.daemon.ops import Parts, usb_allow, usb_status
 from sekisho.daemon.store import NewEvent
 from sekisho.daemon.topics import Topics
-from sekisho.daemon import usb_devices
-from sekisho.daemon.ops import Parts, usb_allow, usb_status
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
+from sekisho.daemon.usb_cli import (
+    allow_request,
+    parse_umockdev,
+    umockdev_devices,
+    usb_generate,
+    usb_list,
+    usb_test_policy,
+)
 from sekisho.daemon.usb_devices import Tracked
 from sekisho.daemon.usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE
 from sekisho.daemon.usb_sysfs import Sysfs
-from sekisho.daemon.usb_cli import allow_request, parse_umockdev, umockdev_devices, usb_generate, usb_list, usb_test_policy
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import UsbDeviceAdded
 from sekisho.policies.usbrules import RuleSet, Target, parse_descriptors, parse_rule
+from usbfake import Kernel, Spec, descriptors, read
 
 EXAMPLES = REPO / "examples" / "usb"
 CALL_CENTRE = EXAMPLES / "call-centre.rules"

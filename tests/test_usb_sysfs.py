@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from usbfake import Kernel, Spec, read
 from sekisho.daemon.usb_sysfs import DRIVERS_PROBE, Sysfs, UsbSysfs
+from usbfake import Kernel, Spec, read
 
 HEADSET = Spec("1-4", 0x0B0E, 0x24C8, ("01:01:00", "01:02:00", "ff:00:00"), name="Jabra Evolve")
 

@@ -20,8 +20,15 @@ import hashlib
 
 import pytest
 
-from sekisho.policies.usbrules import (DescriptorError, device_hash, hash_string, interface_types, parse_descriptors,
-                                       root_hub_parent_hash, sysfs_text)
+from sekisho.policies.usbrules import (
+    DescriptorError,
+    device_hash,
+    hash_string,
+    interface_types,
+    parse_descriptors,
+    root_hub_parent_hash,
+    sysfs_text,
+)
 from sekisho.policies.usbrules.hashing import parent_path
 
 DOCK = bytes.fromhex("1201100209000140EF175A3010500102000109021900010100E0000904000001090000000705810301000C")

@@ -7,9 +7,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sekisho.policies.usbrules import (IMPLICIT, Attribute, Device, DeviceId, InterfaceType, Key, RuleSet,
-                                       SetOperator, Target, UsbVerdict, applies, device_hash, interface_types,
-                                       parse_rule)
+from sekisho.policies.usbrules import (
+    IMPLICIT,
+    Attribute,
+    Device,
+    DeviceId,
+    InterfaceType,
+    Key,
+    RuleSet,
+    SetOperator,
+    Target,
+    UsbVerdict,
+    applies,
+    device_hash,
+    interface_types,
+    parse_rule,
+)
 from sekisho.policies.usbrules.matcher import attribute_applies, attribute_applies_as_usbguard
 
 KEYBOARD = Device(id="046d:c31c", name="USB Keyboard", serial="", via_port="1-2", with_connect_type="hotplug",
@@ -177,7 +190,7 @@ def test_a_device_printed_as_a_rule_is_the_rule_usbguard_prints():
 
 
 HEX4 = st.text("0123456789abcdef", min_size=4, max_size=4)
-IFACE = st.tuples(*[st.integers(0, 255)] * 3).map(lambda t: "%02x:%02x:%02x" % t)
+IFACE = st.tuples(*[st.integers(0, 255)] * 3).map(lambda t: "{:02x}:{:02x}:{:02x}".format(*t))
 devices = st.builds(Device, id=st.builds(lambda v, p: f"{v}:{p}", HEX4, HEX4), serial=st.text(max_size=8),
                     name=st.text(max_size=8), hash=st.text(max_size=8), parent_hash=st.text(max_size=8),
                     via_port=st.text(max_size=8), with_connect_type=st.sampled_from(["", "hotplug", "hardwired"]),

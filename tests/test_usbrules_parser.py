@@ -10,8 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import REPO
-from sekisho.policies.usbrules import (Attribute, DeviceId, InterfaceType, Key, Rule, RuleSyntaxError, SetOperator,
-                                       Target, parse_rule, parse_rules)
+from sekisho.policies.usbrules import (
+    Attribute,
+    DeviceId,
+    InterfaceType,
+    Key,
+    Rule,
+    RuleSyntaxError,
+    SetOperator,
+    Target,
+    parse_rule,
+    parse_rules,
+)
 from sekisho.policies.usbrules.rule import VALUE_TYPE
 
 DATA = REPO / "tests" / "usbrules"

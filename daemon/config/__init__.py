@@ -34,10 +34,10 @@ holds examples/sekisho.toml to mention each of them.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from sekisho.policies.access import SiteRules
 

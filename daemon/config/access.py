@@ -8,8 +8,9 @@ what loads but can never take effect is a warning, not a problem (``warnings``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers.options import Option, one_of, strings
 from sekisho.policies.access import Level, Passback, SiteRules
@@ -33,7 +34,7 @@ AREA = {
 SCHEDULE = {day: Option(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\", \"13:00-17:30\"]; "
                         "a range that ends before it starts crosses midnight.", strings(_time_range))
             for day, label in zip(DAYS + (HOLIDAY,), ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays",
-                                                      "Saturdays", "Sundays", "the site's holidays"))}
+                                                      "Saturdays", "Sundays", "the site's holidays"), strict=True)}
 LEVEL = {
     "doors": Option(list, [], "The doors this level opens.", strings()),
     "desks": Option(list, [], "The desks whose sessions this level may use.", strings()),
@@ -116,12 +117,12 @@ def warnings(path: Path, rules: SiteRules, served: frozenset[str]) -> list[str]:
                        "this level can never open a door")
         for door in sorted(level.doors - served):
             out.append(f"{path}: levels.{level.name}.doors: door {door!r} has no reader on this node")
-    for door in rules.doors.values():
-        for i, window in enumerate(door.windows):
+    for rules_of in rules.doors.values():
+        for i, window in enumerate(rules_of.windows):
             if window.schedule.never:
-                out.append(f"{path}: doors.{door.name}.auth_schedules[{i + 1}]: schedule {window.schedule.name!r} "
-                           "has no time ranges; it can never apply")
-            elif window.schedule.name == "always" and i + 1 < len(door.windows):
-                out.append(f"{path}: doors.{door.name}.auth_schedules[{i + 2}]: never applies, "
+                out.append(f"{path}: doors.{rules_of.name}.auth_schedules[{i + 1}]: schedule "
+                           f"{window.schedule.name!r} has no time ranges; it can never apply")
+            elif window.schedule.name == "always" and i + 1 < len(rules_of.windows):
+                out.append(f"{path}: doors.{rules_of.name}.auth_schedules[{i + 2}]: never applies, "
                            f"auth_schedules[{i + 1}] is always active")
     return out

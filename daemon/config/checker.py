@@ -9,9 +9,10 @@ loads, so that stand-in is never used.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.options import REQUIRED, Option, kind, type_name

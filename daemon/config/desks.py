@@ -6,8 +6,9 @@ builds the ``DeskConfig`` once the levels are read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers.options import Option, between, one_of, strings
 from sekisho.policies.access import Passback

@@ -7,9 +7,10 @@ access policy takes it (``DoorRules``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers.gpio import GpioOutput
 from sekisho.drivers.options import REQUIRED, Option, between, one_of, strings

@@ -7,8 +7,9 @@ and an input whose driver is unknown is dropped after that one problem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.gpio import chip_path

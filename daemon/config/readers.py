@@ -7,9 +7,10 @@ driver is unknown is dropped after that one problem, since its other keys cannot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.options import REQUIRED, Option, one_of

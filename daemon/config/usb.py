@@ -9,9 +9,10 @@ is no ``UsbConfig``, and the checks that need one are skipped: the file's proble
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sekisho.drivers.options import REQUIRED, Option, between, one_of, strings
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
