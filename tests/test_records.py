@@ -139,9 +139,7 @@ def test_damage_found_while_running_raises_the_alarm_and_stops(site, subscribe, 
     assert CARD not in log.lower()
 
 
-def test_a_stop_on_a_full_disk_journals_what_it_holds_and_the_next_start_says_so(tiny_disk, broker, subscribe,
-                                                                                   tmp_path):
-    site = Site(tmp_path, broker)
+def test_a_stop_on_a_full_disk_journals_what_it_holds_and_the_next_start_says_so(tiny_disk, site, subscribe):
     site.data_dir = tiny_disk / "data"
     enrolled(site)
     sub = subscribe()
@@ -170,10 +168,9 @@ def test_a_stop_on_a_full_disk_journals_what_it_holds_and_the_next_start_says_so
     assert site.stop() == 0
 
 
-def test_a_small_disk_that_the_wal_fills_recovers_by_itself(tiny_disk, broker, subscribe, tmp_path):
+def test_a_small_disk_that_the_wal_fills_recovers_by_itself(tiny_disk, site, subscribe):
     """No filler: the WAL alone outgrows a 2 MB filesystem long before SQLite's automatic
-    checkpoint (1,000 pages) would cut it back."""
-    site = Site(tmp_path, broker)
+    checkpoint (1,000 pages) would cut it back. (The site fixture kills a daemon a failure left.)"""
     site.data_dir = tiny_disk / "data"
     enrolled(site)
     sub = subscribe()
@@ -205,8 +202,8 @@ def test_two_nodes_with_one_name_on_one_broker_are_reported_on_both(site, subscr
     wait_for(lambda: sub.on("/node/door-a/status"), what="the first online")
     (tmp_path / "twin").mkdir()
     twin = Site(tmp_path / "twin", site.broker)
-    twin.start()
     try:
+        twin.start()
         for s in (site, twin):
             wait_for(lambda s=s: "duplicate node name 'door-a'" in s.daemon_log(), timeout=20,
                      what="the duplicate reported")
@@ -214,7 +211,7 @@ def test_two_nodes_with_one_name_on_one_broker_are_reported_on_both(site, subscr
                                    and m.json["kind"] == "duplicate_node"], timeout=20, what="the alarm")
         assert alarms[0].json["severity"] == "critical"
     finally:
-        twin.stop()
+        twin.kill()
 
 
 def test_the_store_files_are_private_and_an_open_data_dir_is_refused(site):

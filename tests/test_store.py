@@ -114,9 +114,7 @@ def test_full_disk_store_keeps_nothing_half_written(tiny_disk):
     assert [r["seq"] for r in s.events()] == [1, 2] and s.verify_audit().ok
 
 
-def test_full_disk_daemon_keeps_events_and_publishes_them_later(tiny_disk, broker, subscribe, tmp_path):
-    from harness import Site
-    site = Site(tmp_path, broker)
+def test_full_disk_daemon_keeps_events_and_publishes_them_later(tiny_disk, site, subscribe):
     site.data_dir = tiny_disk / "data"
     site.cli("person", "add", "--id", "p1", "--name", "A")
     site.cli("card", "add", "--person", "p1", "--uid", "04a1b2c3")
