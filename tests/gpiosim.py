@@ -59,6 +59,9 @@ class Line:
     """The physical level the outside world puts on the line (an input's contact, a button)."""
     output: int | None = None
     """The physical level an output request sets; None while the line is no output."""
+    outputs: list[int] = field(default_factory=list)
+    """Every level an output request has set, in order: a strike released for one second is
+    seen afterwards however late a busy machine lets the test look."""
     stable: int = 0
     """The debounced level, as reported."""
     request: Request | None = None
@@ -135,6 +138,11 @@ class GpioSim:
         with self.lock:
             return self.chips[chip][offset].level
 
+    def outputs(self, chip: int, offset: int) -> list[int]:
+        """Every physical level output requests have set on a line, oldest first."""
+        with self.lock:
+            return list(self.chips[chip][offset].outputs)
+
     def consumer(self, chip: int, offset: int) -> str | None:
         with self.lock:
             request = self.chips[chip][offset].request
@@ -196,6 +204,7 @@ class GpioSim:
             line.flags, line.debounce_us = want["flags"], want["debounce"]
             if line.flags & FLAG_OUTPUT:
                 line.output = want["value"] ^ bool(line.flags & FLAG_ACTIVE_LOW)
+                line.outputs.append(line.output)
             else:
                 line.output = None
                 line.stable = line.driven
@@ -245,6 +254,7 @@ class GpioSim:
                 for idx, line in enumerate(lines):
                     if mask >> idx & 1:
                         line.output = (bits >> idx & 1) ^ bool(line.flags & FLAG_ACTIVE_LOW)
+                        line.outputs.append(line.output)
                         if self.on_output is not None:
                             self.on_output(request.chip, request.offsets[idx], line.output)
                 return 0, 0

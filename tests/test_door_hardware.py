@@ -96,8 +96,8 @@ def test_grant_releases_strike_then_relocks(hw, subscribe):
     site, sub, log = hw
     wait_for(lambda: state(sub, "entrance"), what="initial door state")
     site.tap(ALICE)
-    wait_for(lambda: strike_log(log) == ["on"], what="strike released")
-    wait_for(lambda: strike_log(log) == ["on", "off"], what="strike locked after unlock_s")
+    # Not "on" alone first: a busy machine may let the test look only after unlock_s (1 s).
+    wait_for(lambda: strike_log(log) == ["on", "off"], what="strike released, then locked after unlock_s")
     locks = [m.json["lock"] for m in sub.on("/door/entrance/state")]
     assert locks[-3:] == ["locked", "unlocked", "locked"]
     fresh = subscribe("sekisho/v1/test/door/+/state")
@@ -107,9 +107,11 @@ def test_grant_releases_strike_then_relocks(hw, subscribe):
                                                                                    "ts"}
 
 
-def test_open_close_after_grant_relocks_at_once(hw):
+def test_open_close_after_a_release_relocks_at_once(hw):
     site, sub, log = hw
-    site.tap(ALICE)
+    # A minute's release, not a tap's 1 s: the door must be opened inside the window, and a busy
+    # machine may take longer than a second to get there.
+    site.cli("door", "unlock", "entrance", "--seconds", "60")
     wait_for(lambda: strike_log(log) == ["on"], what="released")
     site.sim("entrance-contact", {"op": "set", "active": True})
     site.sim("entrance-contact", {"op": "set", "active": False})

@@ -89,8 +89,9 @@ def test_strike_line_is_held_locked_released_on_a_grant_and_locked_again(door):
     assert sim.level(0, STRIKE) == 0 and sim.consumer(0, STRIKE) == "sekisho"
     assert {sim.consumer(0, line) for line in (CONTACT, EXIT, FIRE)} == {"sekisho"}
     site.tap(ALICE)
-    wait_for(lambda: sim.level(0, STRIKE) == 1, what="the strike released")
-    wait_for(lambda: sim.level(0, STRIKE) == 0, what="the strike locked after unlock_s")
+    # Released for unlock_s (1 s), which a busy machine may not let the test see while it lasts.
+    wait_for(lambda: 1 in sim.outputs(0, STRIKE), what="the strike released")
+    wait_for(lambda: sim.outputs(0, STRIKE)[-1] == 0, what="the strike locked after unlock_s")
     assert [e["result"] for e in sub.events()] == ["granted"]
 
 
@@ -109,7 +110,7 @@ def test_a_bouncing_contact_is_one_forced_door_then_closes(door):
 def test_exit_button_active_low_releases_and_records_an_exit(door):
     site, sub, sim = door
     sim.drive(0, EXIT, 0)  # pressed: the button pulls the line to ground
-    wait_for(lambda: sim.level(0, STRIKE) == 1, what="released by the exit button")
+    wait_for(lambda: 1 in sim.outputs(0, STRIKE), what="released by the exit button")
     sim.drive(0, EXIT, 1)
     event = wait_for(lambda: sub.events(), what="the exit event")[0]
     assert (event["direction"], event["result"], event["reason"]) == ("out", "granted", "exit_button")
