@@ -166,7 +166,7 @@ def main() -> None:
             sub.close()
         if watcher is not None:
             watcher.stop()
-        pcscd.stop()
+        pcscd.release()
         bus.close()
         broker.stop()
 

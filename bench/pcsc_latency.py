@@ -111,7 +111,7 @@ def main() -> None:
         asyncio.run(reader.stop())
         watcher.stop()
         card.remove()
-        pcscd.stop()
+        pcscd.release()
     assert len(emitted[CardPresented]) == len(emitted[CardRemoved]) == cycles, "a duplicate or a missed event"
     assert not other, f"unexpected events: {other}"
 

@@ -55,7 +55,7 @@ def pcscd(tmp_path: Path):
     d = Pcscd(tmp_path)
     d.start()
     yield d
-    d.stop()
+    d.release()
 
 
 @pytest.fixture(scope="session")

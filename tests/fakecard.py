@@ -21,6 +21,7 @@ and for bench/pcsc_latency.py.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -159,16 +160,34 @@ READER = "Virtual PCD 00 00"
 """vpcd makes two readers per config entry, on ``port`` and ``port + 1``; cards go to the first."""
 
 
+MACHINE_LOCK = Path("/tmp/sekisho-test-pcscd.lock")
+"""pcscd is one per machine: a ``Pcscd`` holds an exclusive lock on this file from creation to
+``release()``, so two test runs (or a run and a benchmark) on one machine take turns at pcscd
+instead of failing each other's tests."""
+MACHINE_LOCK_WAIT_S = 900.0
+
+
 class Pcscd:
     """The real pcscd (``--foreground``), reading its reader config from a directory of our own
     that holds one vpcd entry on a free port. pcscd is a system singleton (it owns
-    /run/pcscd), so ``start()`` refuses to run beside a pcscd it did not start. ``stop()``,
-    ``kill()`` and ``start()`` again work on the same port, for the restart tests."""
+    /run/pcscd): creating a ``Pcscd`` waits for the machine's turn (``MACHINE_LOCK``), and
+    ``start()`` refuses to run beside a pcscd it did not start. ``stop()``, ``kill()`` and
+    ``start()`` again work on the same port, for the restart tests; ``release()`` ends the turn."""
 
     def __init__(self, workdir: Path) -> None:
         exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
         assert os.path.exists(exe), "pcscd is not installed (make test installs it: apt-get install pcscd)"
         assert VPCD_DRIVER.exists(), f"{VPCD_DRIVER} is missing (apt-get install vsmartcard-vpcd)"
+        self._turn = open(MACHINE_LOCK, "a")  # closed with the object, if release() is never called
+        deadline = time.monotonic() + MACHINE_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(self._turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"another test run held pcscd ({MACHINE_LOCK}) for " \
+                    f"{MACHINE_LOCK_WAIT_S:g} s"
+                time.sleep(0.2)
         self.exe = exe
         self.port = _free_port_pair()
         self.conf = workdir / f"{MARK}-conf"
@@ -207,6 +226,11 @@ class Pcscd:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None
+
+    def release(self) -> None:
+        """Stop pcscd and give the machine's pcscd to the next test run."""
+        self.stop()
+        self._turn.close()
 
 
 def ensure_no_other_pcscd() -> None:

@@ -239,7 +239,7 @@ def test_missing_pcscd_and_missing_reader_then_both_back(tmp_path, start_reader)
         # One outage, one ReaderLost: pcscd down, then up without the reader, is still one.
         assert rec.kinds() == ["ReaderLost", "ReaderBack", "CardPresented"]
     finally:
-        pcscd.stop()
+        pcscd.release()
 
 
 def pcscd_lists(expected: list[str]) -> bool:
@@ -312,7 +312,7 @@ def test_stop_is_prompt_and_final(pcscd, cards, tmp_path):
 
 
 def test_stop_is_prompt_while_pcscd_is_down(tmp_path):
-    Pcscd(tmp_path)  # fails the test if pcscd is not installed
+    turn = Pcscd(tmp_path)  # fails the test if pcscd is not installed; holds the machine's pcscd, unstarted
     ensure_no_other_pcscd()
     rec = Recorder()
     reader = PcscReader("desk-01", {"name": READER}, rec, data_dir=tmp_path)
@@ -321,3 +321,4 @@ def test_stop_is_prompt_while_pcscd_is_down(tmp_path):
     t0 = time.monotonic()
     asyncio.run(reader.stop())
     assert time.monotonic() - t0 < 0.5
+    turn.release()
