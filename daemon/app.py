@@ -1,7 +1,7 @@
 """The composition root: builds the store, the publisher and the drivers, and runs the loop.
 
 One asyncio loop owns all state. Drivers hand events in through ``emit``, which is safe from any
-thread; ``handle`` routes each to its controller (doors, desks, approvals, USB), which decides
+thread; the ``Router`` (router.py) hands each to its controller (doors, desks, approvals, USB), which decides
 through ``sekisho.policies`` and queues what to record. Everything queued in one loop tick is
 committed in one transaction (``GroupCommit``, commits.py) and only then offered to the
 publisher, so nothing is published that is not on disk first.
@@ -13,7 +13,6 @@ where, pseudonyms), ``Alarms`` (their life cycle and ids), ``Lockouts`` (wrong P
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import resource
@@ -25,24 +24,12 @@ from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (
-    CardPresented,
-    CardRemoved,
-    CardUnreadable,
     Event,
-    InputChanged,
-    LeaveSeatPressed,
-    PinEntered,
-    ReaderBack,
-    ReaderLost,
-    SeatSessionsSeen,
-    UsbDeviceAdded,
-    UsbDeviceRemoved,
-    UsbInterfaceAdded,
 )
 
 from . import __version__
 from .alarms import Alarms
-from .answers import Answer, Answering
+from .answers import Answering
 from .approvals import Approvals
 from .commands import CommandRunner
 from .commits import GroupCommit, Item
@@ -61,6 +48,7 @@ from .ops import Parts, Table, declared
 from .presence import Presence
 from .publisher import Publisher
 from .records_lost import keep_reserve
+from .router import Controllers, Router
 from .store import Store, is_damage
 from .strikes import make_strike
 from .tap_enrolment import TapEnrolment
@@ -141,9 +129,6 @@ class Daemon:
         self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
                            presence=self.presence, alarms=self.alarms,
                            on_change=self._desk_changed) if self.logind else None
-        # The watch reports through handle, the one way in, like a driver.
-        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.handle) \
-            if self.logind and self.desks else None
         self.usb: UsbController | None = None
         self.usb_driver: UdevUsb | None = None
         if config.usb:
@@ -158,6 +143,14 @@ class Daemon:
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
         self.enrolment = TapEnrolment(config, self.store, self.key, loop)
+        self.router = Router(config, self.key, Controllers(
+            doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
+            approvals=self.approvals, usb=self.usb), self.answering,
+            damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
+        # The watch reports straight to the router, on the loop: its first listing is routed
+        # before the desks' start-up lock (run() says why).
+        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.router.handle) \
+            if self.logind and self.desks else None
         ops = Table(Parts(door_states=self.door_states, desks=self.desks, presence=self.presence, usb=self.usb,
                           enrolment=self.enrolment), declared())
         self.control = ControlServer(Path(data_dir), ops)
@@ -279,92 +272,7 @@ class Daemon:
 
     def emit(self, event: Event) -> None:
         """The one way in for drivers; safe from any thread."""
-        self.loop.call_soon_threadsafe(self.handle, event)
-
-    # ------------------------------------------------------------------------- events
-    def handle(self, event: Event) -> None:
-        answer = event.raw.get("answer")
-        if callable(answer):
-            self._handle_answering(event, answer)
-            return
-        if self.damaged is not None and isinstance(event, (CardPresented, PinEntered, UsbDeviceAdded,
-                                                           UsbInterfaceAdded)):
-            # What could grant (a door, a desk, a device) waits for a store that records it;
-            # a pull, a leave-seat, an exit button or a fire input still act.
-            log.error("%s: %s ignored: the store is damaged", event.source, type(event).__name__)
-            return
-        try:
-            self._handle(event)
-        except Exception as exc:
-            if isinstance(exc, StoreDamaged) or is_damage(exc):
-                self._store_damaged(exc)
-                return
-            raise
-
-    def _handle(self, event: Event) -> None:
-        if isinstance(event, SeatSessionsSeen):
-            if self.desks:
-                self.desks.seat_seen(event)
-            return
-        if isinstance(event, (UsbDeviceAdded, UsbInterfaceAdded, UsbDeviceRemoved)):
-            if self.usb:
-                self.usb.handle(event)
-            return
-        if isinstance(event, InputChanged) and event.source in self.config.inputs:
-            cfg = self.config.inputs[event.source]
-            if cfg.kind == "leave_seat":
-                if event.active and self.desks:
-                    self.desks.event(cfg.desk, LeaveSeatPressed(source=cfg.name, at=event.at, mono=event.mono))
-            elif cfg.kind == "contact":
-                self.door_states.contact(cfg.door, event.active)
-            elif cfg.kind == "exit" and event.active:
-                self.doors.exit_pressed(cfg)
-            elif cfg.kind == "fire":
-                self.door_states.fire(cfg, event.active)
-            return
-        reader = self.config.readers.get(event.source)
-        if reader is None:
-            log.error("event from unknown source %r dropped: %r", event.source, event)
-            return
-        if isinstance(event, CardPresented) and self.enrolment.take(reader.name, event.uid):
-            return
-        if reader.desk and self.desks:
-            if isinstance(event, (ReaderLost, CardUnreadable)):
-                log.warning("%s: %s", reader.name, event)
-            card_hash = self.key.card_hash(event.uid) if isinstance(event, CardPresented) else None
-            if self.approvals and self.approvals.handle(reader, event, card_hash):
-                return  # a supervisor's card or PIN allowing a blocked device
-            self.desks.event(reader.desk, event, card_hash)
-            return
-        match event:
-            case CardPresented(uid=uid):
-                self.doors.card(reader, self.key.card_hash(uid))
-            case CardUnreadable(reason=reason):
-                log.warning("%s: unreadable card (%s)", reader.name, reason)
-                self.doors.card(reader, None, unreadable=reason)
-            case PinEntered(digits=digits):
-                self.doors.pin(reader, digits)
-            case CardRemoved():
-                log.debug("%s: card removed", reader.name)
-            case ReaderLost(reason=reason):
-                log.warning("%s: reader lost (%s)", reader.name, reason)
-            case ReaderBack():
-                log.info("%s: reader back", reader.name)
-
-    def _handle_answering(self, event: Event, answer: Answer) -> None:
-        """Handle an event whose driver asked what it decided (answers.py): answered behind the
-        commit when something was decided now, when the check finishes for a PIN at a door (a
-        PIN there always ends in a decision), and at once, with nothing, otherwise."""
-        decisions, token = self.answering.start(answer)
-        try:
-            self.handle(dataclasses.replace(event, raw={k: v for k, v in event.raw.items() if k != "answer"}))
-        finally:
-            self.answering.end(token)
-        reader = self.config.readers.get(event.source)
-        at_door = reader is not None and bool(reader.door)
-        if decisions.decided or (at_door and isinstance(event, PinEntered) and self.damaged is None):
-            return
-        decisions.send(waiting="pin" if at_door and event.source in self.doors.pending else None)
+        self.loop.call_soon_threadsafe(self.router.handle, event)
 
     def _desks_unattended(self) -> bool:
         return self.desks is not None and desks_unattended(d.state for d in self.desks.desks.values())
