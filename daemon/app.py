@@ -138,7 +138,8 @@ class Daemon:
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
         self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, desks=self.desks,
-                                   presence=self.presence, lockouts=self.lockouts) \
+                                   presence=self.presence, lockouts=self.lockouts,
+                                   inventory=self.usb.inventory) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)

@@ -33,6 +33,8 @@ from .pins import verify_pin
 from .presence import Presence
 from .store import NewEvent, Store
 from .usb import UsbController
+from .usb_devices import Inventory
+from .usb_exceptions import Match
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ RULE = "usb.approval"
 
 class Approvals:
     def __init__(self, config: Config, store: Store, usb: UsbController, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[NewEvent], None], *, desks: Desks, presence: Presence, lockouts: Lockouts) -> None:
+                 queue: Callable[[NewEvent], None], *, desks: Desks, presence: Presence, lockouts: Lockouts,
+                 inventory: Inventory) -> None:
         assert config.usb is not None
         self.config = config
         self.cfg = config.usb
         self.store = store
         self.usb = usb
+        self.inventory = inventory
+        """The USB devices present: which was blocked last, and what it is."""
         self.loop = loop
         self.queue = queue
         self.desks = desks
@@ -63,7 +68,7 @@ class Approvals:
         pending = self.pending.get(desk)
         match event:
             case CardPresented() if card_hash:
-                last = self.usb.last_blocked()
+                last = self.inventory.last_blocked()
                 device = Candidate(last.event.sys_path, last.blocked_at or 0.0) if last is not None else None
                 supervisor = self._supervisor(desk, card_hash)
                 held = self.desks.state(desk)
@@ -129,11 +134,13 @@ class Approvals:
         return taken
 
     def _grant(self, desk: str, p: Pending) -> None:
-        # Only the device the supervisor saw, by its descriptors' hash (UsbController.blocked_match).
-        match = self.usb.blocked_match(p.device.device)
-        if match is None:
+        # Only the device the supervisor saw, bound to its descriptors' hash: a clone plugged in
+        # its place is not covered.
+        blocked = self.inventory.still_blocked(p.device.device)
+        if blocked is None or blocked.hash is None:
             self._publish(desk, "approval_refused", p.supervisor, p.device, "device_gone")
             return
+        match = Match.of(blocked.event, blocked.hash)
         actor = f"supervisor:{self.presence.subject_of(p.supervisor.person_id)}"
         log.info("%s: %s allows %s for %g min", desk, actor, match.text, self.cfg.approval_minutes)
         try:
@@ -146,7 +153,7 @@ class Approvals:
         payload: dict[str, Any] = {
             "action": action, "rule": RULE, "reason": reason, "cause": "desk", "desk": desk,
             "subject": self.presence.subject_of(s.person_id), "confirm": confirm,
-            "device": self.usb.device_payload(device.device)}
+            "device": self.inventory.payload(device.device)}
         log.info("%s: %s %s (%s)", desk, action, device.device, reason)
         self.queue(NewEvent(kind="usb", topic=self.usb.topic, payload=payload,
                             columns={"result": action, "reason": reason, "rule": RULE, "reader": desk,

@@ -288,23 +288,6 @@ class UsbController:
             for name in names})
 
     # ------------------------------------------------------------------------- records and views
-    def last_blocked(self) -> Tracked | None:
-        """The device the rules blocked most recently that is still here and still blocked."""
-        return self.inventory.last_blocked()
-
-    def blocked_match(self, sys_path: str) -> Match | None:
-        """What an approval at the desk allows for the device at ``sys_path``: that one device,
-        bound to its descriptors' hash; None when it is gone, no longer blocked, or unreadable."""
-        tracked = self.inventory.devices.get(sys_path)
-        if tracked is None or tracked.state is not DeviceState.BLOCKED or tracked.hash is None:
-            return None
-        return Match.of(tracked.event, tracked.hash)
-
-    def device_payload(self, sys_path: str) -> dict[str, Any] | None:
-        """The ``device`` object of an event about the device at ``sys_path``; None when it is gone."""
-        tracked = self.inventory.devices.get(sys_path)
-        return tracked.payload() if tracked is not None else None
-
     def _record(self, tracked: Tracked, outcome: Outcome, cause: Cause) -> None:
         tracked.blocked_at = self.loop.time() if outcome.blocked_by_rules and tracked.device is not None else None
         self.events.decided(tracked, outcome, cause)

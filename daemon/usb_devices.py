@@ -180,6 +180,19 @@ class Inventory:
         blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state is DeviceState.BLOCKED]
         return max(blocked, key=lambda t: t.blocked_at or 0.0, default=None)
 
+    def still_blocked(self, sys_path: str) -> Tracked | None:
+        """The device at ``sys_path`` if it is still here, still blocked and readable (so it has a
+        descriptors' hash an approval can be bound to); None otherwise."""
+        tracked = self.devices.get(sys_path)
+        if tracked is None or tracked.state is not DeviceState.BLOCKED or tracked.hash is None:
+            return None
+        return tracked
+
+    def payload(self, sys_path: str) -> dict[str, Any] | None:
+        """The ``device`` object of an event about the device at ``sys_path``; None when it is gone."""
+        tracked = self.devices.get(sys_path)
+        return tracked.payload() if tracked is not None else None
+
     def status(self) -> list[dict[str, Any]]:
         """Every device, parents first, as ``usb.list`` answers it."""
         return [t.status() for _, t in sorted(self.devices.items(), key=lambda kv: (kv[0].count("/"), kv[0]))]
