@@ -32,7 +32,8 @@ from sekisho.policies.events import CardPresented, Event, SeatSessionsSeen, Sess
 from .alarms import Alarms
 from .config import Config, DeskConfig
 from .errors import SekishoDBusError
-from .logind import TERMINATE, Logind
+from .logind import Logind
+from .logind_commands import TERMINATE
 from .presence import Presence
 from .store import NewEvent, NewState, Store
 from .timestamps import rfc3339

@@ -30,7 +30,10 @@ from dbus_fast import Message, MessageType, Variant
 from logind_mock import SESSION_PATH, LogindMock
 from sekisho.daemon import logind_defs as ld
 from sekisho.daemon.errors import SekishoDBusError
-from sekisho.daemon.logind import TERMINATE, LockResult, Logind, SeatLockResult, Step, _LockedHintWatch, check_fallback
+from sekisho.daemon.logind import Logind
+from sekisho.daemon.logind_commands import TERMINATE, check_fallback
+from sekisho.daemon.logind_lock import _LockedHintWatch
+from sekisho.daemon.logind_results import LockResult, SeatLockResult, Step
 from sekisho.daemon.logind_watch import SeatWatch
 from sekisho.policies.events import NoSessionToLock, SeatSession, SessionLocked, SessionLockFailed, SessionTerminated
 
@@ -353,7 +356,7 @@ def test_a_dropped_bus_connection_is_made_again_on_the_next_call(mock: LogindMoc
     mock.patch_lock()
 
     async def scenario(client: Logind) -> LockResult:
-        dropped = client._bus  # what the system bus restarting would do to the daemon's connection
+        dropped = client.bus.connection  # what the system bus restarting would do to the daemon's connection
         dropped.disconnect()
         await dropped.wait_for_disconnect()
         return (await client.lock("seat0", confirm_timeout=1.0)).results[0]
