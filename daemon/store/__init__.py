@@ -46,8 +46,8 @@ import sqlite_utils
 
 from sekisho.policies.access import Holder
 
-from .errors import DataError, PermissionDenied, SekishoError, StoreDamaged, StoreError
-from .timestamps import utc_now
+from ..errors import DataError, PermissionDenied, SekishoError, StoreDamaged, StoreError
+from ..timestamps import utc_now
 
 GENESIS = "0" * 64
 DB_NAME = "sekisho.db"
