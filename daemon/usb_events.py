@@ -16,7 +16,7 @@ from typing import Any
 
 from sekisho.policies.usbrules import Target
 
-from .store import NewEvent
+from .store.record import NewEvent
 from .usb_devices import Tracked
 from .usb_exceptions import UsbException
 
