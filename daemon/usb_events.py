@@ -2,7 +2,7 @@
 
 ``UsbEvents`` builds the payload (``action``, ``device``, ``rule``, ``decision``, ``reason``,
 ``cause``, ``held``, ``blocked_interfaces``, ``exception``, ``error``) and hands it to ``queue``,
-which commits it with its audit and outbox rows before anything is published (daemon/store.py):
+which commits it with its audit and outbox rows before anything is published (daemon/store/record.py):
 this module never raises for the bus or the disk, the store's own failure model applies.
 """
 

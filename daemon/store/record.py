@@ -24,8 +24,8 @@ from .database import Database
 
 @dataclass(frozen=True)
 class NewEvent:
-    """An event to record and publish. The store adds ``id``, ``seq``, ``node`` and ``ts`` to
-    the payload; ``columns`` are kept beside it for queries (and may name the person, which
+    """An event to record and publish. ``Record.record`` adds ``id``, ``seq``, ``node`` and ``ts``
+    to the payload; ``columns`` are kept beside it for queries (and may name the person, which
     the payload never does)."""
 
     kind: str
@@ -76,6 +76,7 @@ class CommandResult:
     topic: str
     payload: dict[str, Any]
     detail: dict[str, Any]
+
 
 Item = NewEvent | NewState | Move | AlarmChange | CommandResult
 """Anything ``Record.record`` commits."""
