@@ -1,7 +1,7 @@
 """Door decisions at site scale: 100,000 enrolled cards, 500 access levels, 50 doors.
 
 One run reports the figures of issue 5:
-  1. decision time: ``Store.card_holder(hash)`` plus ``access.decide(...)``, the way
+  1. decision time: ``People.card_holder(hash)`` plus ``access.decide(...)``, the way
      ``Doors.card`` makes a decision, over random taps (known and unknown cards) at random
      readers; target p99 <= 1 ms;
   2. sim tap -> strike output: the daemon as a process, every door's strike an MQTT relay
@@ -19,7 +19,7 @@ of a GPIO chip through libgpiod, the chip being the tests' userspace one (tests/
 the daemon under its preload): the figure is timestamped when the line's value is set, i.e. as
 the kernel would take it.
 
-The store is filled in one transaction through the same tables and columns the Store API
+The store is filled in one transaction through the same tables and columns ``People``
 writes (people, cards, person_levels, the hash-chained audit rows), because 100,000
 ``add_person`` calls, each its own fsync'd transaction, would take most of the time budget.
 
@@ -59,7 +59,10 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
 from sekisho.daemon.presence import Presence
-from sekisho.daemon.store import GENESIS, Store, chain_hash
+from sekisho.daemon.store.audit import GENESIS, chain_hash
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.people import People
+from sekisho.daemon.store.record import Record
 from sekisho.daemon.timestamps import utc_now
 from sekisho.daemon.topics import Topics
 from sekisho.policies import access
@@ -175,7 +178,9 @@ def uid_of(i: int, enrolled: bool = True) -> bytes:
 
 
 @dataclass
-class People:
+class Population:
+    """The people the bench enrolled, as the taps need them back."""
+
     ids: list[str]
     uids: list[bytes]
     hashes: list[str]
@@ -183,10 +188,10 @@ class People:
     inside: dict[str, str] = field(default_factory=dict)
 
 
-def populate(store: Store, key: SiteKey, n: int, levels: list[str], areas: list[str], n_inside: int,
-             rng: random.Random) -> tuple[People, Counter]:
+def populate(database: Database, key: SiteKey, n: int, levels: list[str], areas: list[str], n_inside: int,
+             rng: random.Random) -> tuple[Population, Counter]:
     """Everything `sekisho person add / card add / person grant / person pin` would write for
-    ``n`` people, in one transaction: the rows, and the audit rows chained as Store._audit
+    ``n`` people, in one transaction: the rows, and the audit rows chained as ``audit.append``
     chains them."""
     today = dt.date.today()
     pin = hash_pin("2468")  # one real scrypt hash, shared: hashing 100,000 PINs would take minutes
@@ -239,7 +244,7 @@ def populate(store: Store, key: SiteKey, n: int, levels: list[str], areas: list[
         held.append(mine)
     inside = {ids[i]: rng.choice(areas) for i in rng.sample(range(n), min(n, n_inside))}
 
-    with store.transaction() as db:
+    with database.transaction() as db:
         last = db.execute("SELECT n, hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
         n_audit, prev = (last[0], last[1]) if last else (0, GENESIS)
         audit_rows = []
@@ -263,7 +268,7 @@ def populate(store: Store, key: SiteKey, n: int, levels: list[str], areas: list[
                    "SET value = excluded.value", [f"{n_audit}:{prev}"])
     mix["level grants"] = len(level_rows)
     mix["audit rows"] = len(audit_rows)
-    return People(ids, uids, hashes, held, inside), mix
+    return Population(ids, uids, hashes, held, inside), mix
 
 
 # ----------------------------------------------------------------------------- figures
@@ -285,26 +290,27 @@ def vm(pid: int, field_name: str) -> float:
     raise RuntimeError(f"no {field_name}")
 
 
-def offline_doors(cfg: config_mod.Config, store: Store, key: SiteKey) -> tuple[Doors, asyncio.AbstractEventLoop]:
+def offline_doors(cfg: config_mod.Config, database: Database, key: SiteKey) -> tuple[Doors, asyncio.AbstractEventLoop]:
     """The daemon's door controller over the bench's store, on a loop that never runs: only
     its read-only helpers are used, so the attempt is built exactly as Doors.card builds it."""
     loop = asyncio.new_event_loop()
     topics, discard = Topics(cfg.site.id), lambda item: None
-    alarms = Alarms(cfg.site.node, store, topics, discard)
-    presence = Presence(cfg, store, key, topics, loop, discard)
-    states = DoorStates(cfg, store, topics, loop, discard, alarms, {})
-    return Doors(cfg, store, topics, loop, discard, states=states, presence=presence,
+    people, record = People(database), Record(database, cfg.site.node)
+    alarms = Alarms(cfg.site.node, record, topics, discard)
+    presence = Presence(cfg, people, record, key, topics, loop, discard)
+    states = DoorStates(cfg, record, topics, loop, discard, alarms, {})
+    return Doors(cfg, people, topics, loop, discard, states=states, presence=presence,
                  lockouts=Lockouts(cfg.site, alarms, loop)), loop
 
 
 def attempt_for(doors: Doors, door: str, direction: str, card_hash: str) -> tuple[access.Holder | None, Attempt]:
     """Doors.card, up to the decision: the attempt built by the daemon's own code, so that the
     benchmark measures what runs and breaks (in the suite's quick run) when that changes."""
-    holder = doors.store.card_holder(card_hash)
+    holder = doors.people.card_holder(card_hash)
     return holder, doors._attempt(doors.config.readers[f"{door}-{direction}"], holder, card_hash)
 
 
-def bench_decisions(doors: Doors, spec: SiteSpec, people: People, key: SiteKey, n: int,
+def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteKey, n: int,
                     rng: random.Random) -> None:
     readers = list(spec.readers.values())
     taps = []
@@ -326,7 +332,7 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: People, key: SiteKey, 
     clock = time.perf_counter_ns
     for door, direction, card in taps:
         t0 = clock()
-        holder = doors.store.card_holder(card)
+        holder = doors.people.card_holder(card)
         t1 = clock()
         attempt = doors._attempt(doors.config.readers[f"{door}-{direction}"], holder, card)
         t2 = clock()
@@ -341,13 +347,13 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: People, key: SiteKey, 
           "holder's levels, the rest at a random reader), the rest unknown; outcomes: "
           + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     print("  " + summary_us("lookup + decide (card_holder, Attempt as Doors.card builds it, decide)", both))
-    print("  " + summary_us("  of which Store.card_holder", lookup))
+    print("  " + summary_us("  of which People.card_holder", lookup))
     print("  " + summary_us("  of which access.decide alone", decide))
     ok = pct(both, 0.99) <= 1_000_000
     print(f"  decision p99 {pct(both, 0.99) / 1000:.1f} us: {'meets' if ok else 'MISSES'} the target p99 <= 1 ms")
 
 
-def strike_candidates(doors: Doors, spec: SiteSpec, people: People, taps: int,
+def strike_candidates(doors: Doors, spec: SiteSpec, people: Population, taps: int,
                       rng: random.Random) -> dict[str, list[tuple[str, bytes, str]]]:
     """Per door, (reader, uid, person) taps that the policy grants by card alone right now, each
     person at most once (so anti-passback never sees them twice)."""
@@ -505,20 +511,20 @@ def run(args: argparse.Namespace, tmp: Path, broker: Broker, site: Site) -> None
           f"{len(cfg.areas)} areas, {len(cfg.inputs)} inputs, strike driver {args.strike}; work dir {tmp}")
 
     t = time.perf_counter()
-    store = Store(site.data_dir, cfg.site.node)
+    database = Database(site.data_dir)
     key = SiteKey.load_or_create(site.data_dir / "site.key")
-    people, mix = populate(store, key, args.people, spec.levels, list(cfg.areas), args.inside, rng)
+    people, mix = populate(database, key, args.people, spec.levels, list(cfg.areas), args.inside, rng)
     size = {p.name: p.stat().st_size / 2 ** 20 for p in site.data_dir.glob("sekisho.db*")}
     print(f"store: {args.people} people and cards in {time.perf_counter() - t:.1f} s, "
           + ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(size.items())) + "; "
           + ", ".join(f"{k} {v}" for k, v in sorted(mix.items())) + f", inside an area {len(people.inside)}")
 
     print("\n1. decision time (in this process, the daemon not running)")
-    doors, loop = offline_doors(cfg, store, key)
+    doors, loop = offline_doors(cfg, database, key)
     bench_decisions(doors, spec, people, key, args.decisions, rng)
     candidates = strike_candidates(doors, spec, people, args.taps, rng)
     loop.close()
-    store.close()
+    database.close()
 
     watch = Watch()
     env = None

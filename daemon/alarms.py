@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .store import AlarmChange, Store
+from .store.record import AlarmChange, Record
 from .timestamps import utc_now
 from .topics import Topics
 
@@ -66,10 +66,10 @@ class Alarm:
 
 
 class Alarms:
-    def __init__(self, node: str, store: Store, topics: Topics, queue: Callable[[AlarmChange], None], *,
+    def __init__(self, node: str, record: Record, topics: Topics, queue: Callable[[AlarmChange], None], *,
                  ack_needed: bool = False) -> None:
         self.node = node
-        self.store = store
+        self.record = record
         self.topics = topics
         self.queue = queue
         self.ack_needed = ack_needed
@@ -82,7 +82,7 @@ class Alarms:
     def startup(self) -> None:
         """Alarms a previous run left open are closed: the conditions behind them (lockouts, a
         door held open) did not survive the restart, and anything still true is raised again."""
-        for row in self.store.active_alarms():
+        for row in self.record.active_alarms():
             self.queue(AlarmChange(row["id"], row["kind"], row["source"], row["severity"],
                                    self.topics.alarm(row["id"]), None))
 

@@ -20,7 +20,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from .store import NewEvent
+from .store.record import NewEvent
 
 Answer = Callable[[dict[str, Any]], None]
 

@@ -49,7 +49,10 @@ from .presence import Presence
 from .publisher import Publisher
 from .records_lost import keep_reserve
 from .router import Controllers, Router
-from .store import Store, is_damage
+from .store.database import Database, is_damage
+from .store.outbox import Outbox
+from .store.people import People
+from .store.record import Record
 from .strikes import make_strike
 from .tap_enrolment import TapEnrolment
 from .timestamps import rfc3339, utc_now
@@ -79,11 +82,11 @@ def purge_before(config: Config) -> str:
     return rfc3339(cutoff)
 
 
-def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Store, SiteKey]:
-    """The store and the site key, as every command that touches records opens them; ``check``
-    (the daemon) refuses a store that fails SQLite's quick check."""
-    store = Store(data_dir, config.site.node, check=check)
-    return store, SiteKey.load_or_create(Path(data_dir) / "site.key")
+def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Database, SiteKey]:
+    """The store's file and the site key, as every command that touches records opens them;
+    ``check`` (the daemon) refuses a store that fails SQLite's quick check."""
+    database = Database(data_dir, check=check)
+    return database, SiteKey.load_or_create(Path(data_dir) / "site.key")
 
 
 class Daemon:
@@ -94,13 +97,15 @@ class Daemon:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock_fd = hold_data_dir(self.data_dir)  # before anything in it is opened, created or replaced
-        self.store, self.key = open_store(config, data_dir, check=True)
+        self.database, self.key = open_store(config, data_dir, check=True)
+        self.people = People(self.database)
+        self.record = Record(self.database, config.site.node)
         self.damaged: BaseException | None = None
         """Set when the store turned out damaged: nothing is decided from then on that cannot be recorded."""
         self.exit_code = 0
         self.topics = Topics(config.site.id)
         self.publisher = Publisher(
-            config.mqtt, self.store, loop=loop, version=__version__, started=utc_now(),
+            config.mqtt, Outbox(self.database), loop=loop, version=__version__, started=utc_now(),
             client_id=config.mqtt.client_id or f"sekisho-{config.site.id}-{config.site.node}",
             status_topic=self.topics.node_status(config.site.node))
         self.drivers: dict[str, Driver] = {
@@ -114,19 +119,19 @@ class Daemon:
             f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
                 name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
             for name, r in config.readers.items() if r.pin_pad})
-        self.commits = GroupCommit(self.store, loop, self.data_dir, committed=self.publisher.kick,
+        self.commits = GroupCommit(self.record, self.database, loop, self.data_dir, committed=self.publisher.kick,
                                    on_damaged=self._store_damaged)
         self.answering = Answering(loop)
         # The site's state that several controllers share, each in its own named home.
-        self.alarms = Alarms(config.site.node, self.store, self.topics, self._queue)
-        self.presence = Presence(config, self.store, self.key, self.topics, loop, self._queue)
+        self.alarms = Alarms(config.site.node, self.record, self.topics, self._queue)
+        self.presence = Presence(config, self.people, self.record, self.key, self.topics, loop, self._queue)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
-        self.door_states = DoorStates(config, self.store, self.topics, loop, self._queue, self.alarms, strikes)
-        self.doors = Doors(config, self.store, self.topics, loop, self._queue, states=self.door_states,
+        self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes)
+        self.doors = Doors(config, self.people, self.topics, loop, self._queue, states=self.door_states,
                            presence=self.presence, lockouts=self.lockouts)
         self.logind = Logind() if config.desks else None
-        self.desks = Desks(config, self.store, self.topics, loop, self._queue, logind=self.logind,
+        self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
                            presence=self.presence, alarms=self.alarms,
                            on_change=self._desk_changed) if self.logind else None
         self.usb: UsbController | None = None
@@ -137,13 +142,13 @@ class Daemon:
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
-        self.approvals = Approvals(config, self.store, self.usb, loop, self._queue, desks=self.desks,
+        self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
-        self.enrolment = TapEnrolment(config, self.store, self.key, loop)
+        self.enrolment = TapEnrolment(config, self.people, self.key, loop)
         self.router = Router(config, self.key, Controllers(
             doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
             approvals=self.approvals, usb=self.usb), self.answering,
@@ -157,7 +162,7 @@ class Daemon:
         self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
-                                      store=self.store, queue=self._queue,
+                                      record=self.record, queue=self._queue,
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
                                  threaded=True)
@@ -225,7 +230,7 @@ class Daemon:
             if not await self.commits.flush_at_stop():
                 self.exit_code = self.exit_code or EX_IOERR
             await self.publisher.stop(drain=self.damaged is None)
-            self.store.close()
+            self.database.close()
             log.info("stopped" if not self.exit_code else f"stopped (exit {self.exit_code})")
         return self.exit_code
 
@@ -244,7 +249,7 @@ class Daemon:
         if self.damaged is not None:
             return
         self.damaged = exc
-        error = exc if isinstance(exc, StoreDamaged) else self.store.damaged_error(exc)
+        error = exc if isinstance(exc, StoreDamaged) else self.database.damaged_error(exc)
         log.critical("%s; no door opens and no device is allowed from now on, and the daemon stops", error)
         self.publisher.publish_now(*self.alarms.damaged(str(error)))
         self.exit_code = StoreDamaged.exit_code
@@ -262,7 +267,7 @@ class Daemon:
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""
         try:
-            events, audit_rows = self.store.purge(purge_before(self.config), "daemon")
+            events, audit_rows = self.record.purge(purge_before(self.config), "daemon")
         except StoreError as exc:
             log.error("retention purge failed: %s", exc)
         else:

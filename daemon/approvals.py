@@ -31,7 +31,8 @@ from .errors import SekishoError
 from .lockouts import Lockouts
 from .pins import verify_pin
 from .presence import Presence
-from .store import NewEvent, Store
+from .store.people import People
+from .store.record import NewEvent
 from .usb import UsbController
 from .usb_devices import Inventory
 from .usb_exceptions import Match
@@ -42,13 +43,13 @@ RULE = "usb.approval"
 
 
 class Approvals:
-    def __init__(self, config: Config, store: Store, usb: UsbController, loop: asyncio.AbstractEventLoop,
+    def __init__(self, config: Config, people: People, usb: UsbController, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent], None], *, desks: Desks, presence: Presence, lockouts: Lockouts,
                  inventory: Inventory) -> None:
         assert config.usb is not None
         self.config = config
         self.cfg = config.usb
-        self.store = store
+        self.people = people
         self.usb = usb
         self.inventory = inventory
         """The USB devices present: which was blocked last, and what it is."""
@@ -87,7 +88,7 @@ class Approvals:
         return self._apply(desk, step)
 
     def _supervisor(self, desk: str, card_hash: str) -> Supervisor | None:
-        holder = self.store.card_holder(card_hash)
+        holder = self.people.card_holder(card_hash)
         if (holder is None or not self.cfg.supervisor_levels
                 or not access.holds(holder, self.cfg.supervisor_levels, self.config.rules, dt.datetime.now(self.tz))):
             return None
@@ -96,7 +97,7 @@ class Approvals:
         return Supervisor(holder.person_id, card_hash, entered, holder.has_pin, self.lockouts.locked_out(card_hash))
 
     async def _check_pin(self, desk: str, pending: Pending, digits: str) -> None:
-        stored = self.store.pin_hash(pending.supervisor.person_id) or ""
+        stored = self.people.pin_hash(pending.supervisor.person_id) or ""
         correct = bool(stored) and await self.loop.run_in_executor(None, verify_pin, digits, stored)
         # Counted with the door's wrong PINs: a stolen supervisor card gets no more guesses here.
         self.lockouts.count(pending.supervisor.card_hash, correct, desk,

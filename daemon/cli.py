@@ -329,19 +329,34 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("SEKISHO_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def _store(args: argparse.Namespace, *, create: bool = True):  # noqa: ANN202 - returns (Config, Store, SiteKey)
-    """The config, store and site key. A command that only reads passes ``create=False``: a
-    data directory without a store is then an error, never a new empty store to list."""
+def _store(args: argparse.Namespace, *, create: bool = True):  # noqa: ANN202 - returns (Config, Database, SiteKey)
+    """The config, the store's file and the site key. A command that only reads passes
+    ``create=False``: a data directory without a store is then an error, never a new empty store
+    to list."""
     from .app import open_store
-    from .store import DB_NAME
+    from .store.database import DB_NAME
     cfg = _config(args)
     data_dir = _data_dir(args)
     if not create and not (data_dir / DB_NAME).exists():
         what = "no data directory" if not data_dir.exists() else "no store in"
         raise NoInput(f"{what} {data_dir} (is --data-dir right? `sekisho run` or `sekisho person add` "
                       f"creates it)")
-    store, key = open_store(cfg, data_dir)
-    return cfg, store, key
+    database, key = open_store(cfg, data_dir)
+    return cfg, database, key
+
+
+def _people(args: argparse.Namespace, *, create: bool = True):  # noqa: ANN202 - returns (Config, People, SiteKey)
+    """The config, the enrolment data and the site key, as ``_store`` opens them."""
+    from .store.people import People
+    cfg, database, key = _store(args, create=create)
+    return cfg, People(database), key
+
+
+def _record(args: argparse.Namespace, *, create: bool = True):  # noqa: ANN202 - returns (Config, Record)
+    """The config and the node's record, as ``_store`` opens them."""
+    from .store.record import Record
+    cfg, database, _ = _store(args, create=create)
+    return cfg, Record(database, cfg.site.node)
 
 
 def _actor() -> str:
@@ -362,8 +377,8 @@ def _no(kind: str, name: str, known: Any, where: str = "") -> DataError:
     return DataError(f"no {kind} {name!r}{f' in {where}' if where else ''} ({kind}s: {listed})")
 
 
-def _person(store: Any, person_id: str) -> None:
-    if store.person(person_id) is None:
+def _person(people: Any, person_id: str) -> None:
+    if people.person(person_id) is None:
         raise DataError(f"no person {person_id!r} (see: sekisho person list)")
 
 
@@ -412,56 +427,56 @@ def _validity(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def cmd_person_add(args: argparse.Namespace) -> int:
     valid = _validity(args)
-    _, store, _ = _store(args)
-    store.add_person(args.id, args.name, _actor(), *valid)
+    _, people, _ = _people(args)
+    people.add_person(args.id, args.name, _actor(), *valid)
     print(f"added {args.id}")
     return 0
 
 
 def cmd_person_list(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args, create=False)
+    _, people, _ = _people(args, create=False)
     rows = [{**r, "state": "active" if r["active"] else "disabled", "pin": "yes" if r["pin"] else "no"}
-            for r in store.people()]
+            for r in people.people()]
     _print_table(rows, ["id", "name", "state", "levels", "pin", "cards", "valid_from", "valid_until"])
     return 0
 
 
 def cmd_person_disable(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
-    store.set_person_active(args.id, False, _actor())
+    _, people, _ = _people(args)
+    people.set_person_active(args.id, False, _actor())
     print(f"disabled {args.id}")
     return 0
 
 
 def cmd_person_enable(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
-    store.set_person_active(args.id, True, _actor())
+    _, people, _ = _people(args)
+    people.set_person_active(args.id, True, _actor())
     print(f"enabled {args.id}")
     return 0
 
 
 def cmd_person_grant(args: argparse.Namespace) -> int:
-    cfg, store, _ = _store(args)
+    cfg, people, _ = _people(args)
     if args.level not in cfg.rules.levels:
         raise _no("level", args.level, cfg.rules.levels, str(cfg.path))
-    store.grant_level(args.id, args.level, _actor())
+    people.grant_level(args.id, args.level, _actor())
     print(f"{args.id} now holds {args.level}")
     return 0
 
 
 def cmd_person_ungrant(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args)
-    store.grant_level(args.id, args.level, _actor(), revoke=True)
+    _, people, _ = _people(args)
+    people.grant_level(args.id, args.level, _actor(), revoke=True)
     print(f"{args.id} no longer holds {args.level}")
     return 0
 
 
 def cmd_person_pin(args: argparse.Namespace) -> int:
     from .pins import hash_pin, valid_pin
-    _, store, _ = _store(args)
-    _person(store, args.id)
+    _, people, _ = _people(args)
+    _person(people, args.id)
     if args.clear:
-        store.set_pin_hash(args.id, None, _actor())
+        people.set_pin_hash(args.id, None, _actor())
         print(f"PIN of {args.id} removed")
         return 0
     if sys.stdin.isatty():
@@ -473,16 +488,16 @@ def cmd_person_pin(args: argparse.Namespace) -> int:
         pin = sys.stdin.readline().strip()
     if wrong := valid_pin(pin):
         raise DataError(f"{wrong}; nothing changed")
-    store.set_pin_hash(args.id, hash_pin(pin), _actor())
+    people.set_pin_hash(args.id, hash_pin(pin), _actor())
     print(f"PIN of {args.id} set")
     return 0
 
 
 def cmd_muster(args: argparse.Namespace) -> int:
-    cfg, store, _ = _store(args, create=False)
+    cfg, record = _record(args, create=False)
     if args.area and args.area not in cfg.areas:
         raise _no("area", args.area, cfg.areas, str(cfg.path))
-    rows = store.muster(args.area)
+    rows = record.muster(args.area)
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     for r in rows:
         r["since"] = dt.datetime.fromisoformat(r["since"]).astimezone(tz).strftime(
@@ -505,9 +520,9 @@ def cmd_muster(args: argparse.Namespace) -> int:
 def cmd_card_add(args: argparse.Namespace) -> int:
     uid = _uid(args.uid)
     valid = _validity(args)
-    _, store, key = _store(args)
+    _, people, key = _people(args)
     card_hash = key.card_hash(uid)
-    store.add_card(args.person, card_hash, _actor(), *valid)
+    people.add_card(args.person, card_hash, _actor(), *valid)
     print(f"card {card_hash[:12]} enrolled to {args.person}")
     return 0
 
@@ -515,14 +530,15 @@ def cmd_card_add(args: argparse.Namespace) -> int:
 def cmd_card_enroll(args: argparse.Namespace) -> int:
     from . import control
     from .enrollment import enroll_without_daemon
+    from .store.people import People
     cfg = _config(args)
     if args.reader not in cfg.readers:
         raise _no("reader", args.reader, cfg.readers, str(cfg.path))
     if not 1 <= args.timeout <= 3600:
         raise UsageError("--timeout must be between 1 and 3600 seconds")
-    _, store, _ = _store(args, create=False)
-    _person(store, args.person)  # before anyone waits at the reader
-    store.close()
+    _, database, _ = _store(args, create=False)
+    _person(People(database), args.person)  # before anyone waits at the reader
+    database.close()
     print(f"present the card at {args.reader} (waiting up to {args.timeout:g} s) ...", file=sys.stderr, flush=True)
     request = {"op": "enroll", "person": args.person, "reader": args.reader, "timeout": args.timeout}
     reply = control.call(_data_dir(args), request, timeout=args.timeout + 10)
@@ -547,21 +563,21 @@ def cmd_card_revoke(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.hash!r} is too short to name one card: give at least {REVOKE_PREFIX_MIN} "
                              f"hex digits (see: sekisho card list) or --uid")
     uid = _uid(args.uid) if args.uid else None
-    _, store, key = _store(args)
-    card_hash = store.revoke_card(key.card_hash(uid) if uid else prefix, _actor())
-    holder = store.card_holder(card_hash)
-    person = store.person(holder.person_id) if holder else None
+    _, people, key = _people(args)
+    card_hash = people.revoke_card(key.card_hash(uid) if uid else prefix, _actor())
+    holder = people.card_holder(card_hash)
+    person = people.person(holder.person_id) if holder else None
     whose = f" of {person['id']} ({person['name']})" if person else ""
     print(f"card {card_hash[:12]}{whose} revoked")
     return 0
 
 
 def cmd_card_list(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args, create=False)
+    _, people, _ = _people(args, create=False)
     if args.person:
-        _person(store, args.person)
+        _person(people, args.person)
     rows = [{"card": r["hash"][:12], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
-             "created": r["created"], "revoked": r["revoked"]} for r in store.cards(args.person)]
+             "created": r["created"], "revoked": r["revoked"]} for r in people.cards(args.person)]
     _print_table(rows, ["card", "person", "state", "created", "revoked"])
     return 0
 
@@ -583,15 +599,18 @@ EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    cfg, store, _ = _store(args, create=False)
+    from .store.people import People
+    from .store.record import Record
+    cfg, database, _ = _store(args, create=False)
+    record = Record(database, cfg.site.node)
     if args.person:
-        _person(store, args.person)
+        _person(People(database), args.person)
     # A door this node no longer has still has its record; only a name found nowhere is a slip.
-    if args.door and args.door not in cfg.doors and not store.events(door=args.door):
+    if args.door and args.door not in cfg.doors and not record.events(door=args.door):
         raise _no("door", args.door, cfg.doors, str(cfg.path))
-    rows = store.events(since=_instant(args.since, cfg.site.timezone, "--since"),
-                        until=_instant(args.until, cfg.site.timezone, "--until"),
-                        door=args.door, person=args.person, result=args.result)
+    rows = record.events(since=_instant(args.since, cfg.site.timezone, "--since"),
+                         until=_instant(args.until, cfg.site.timezone, "--until"),
+                         door=args.door, person=args.person, result=args.result)
     rows = [{c: r.get(c) for c in EVENT_COLUMNS} for r in rows]
     if args.json:
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
@@ -607,25 +626,26 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from .app import purge_before
-    cfg, store, _ = _store(args)
+    cfg, record = _record(args)
     before = purge_before(cfg)
-    events, audit_rows = store.purge(before, _actor())
+    events, audit_rows = record.purge(before, _actor())
     print(f"deleted {events} events and {audit_rows} audit rows from before {before}")
     return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    _, store, _ = _store(args, create=False)
+    from .store.audit import verify
+    _, database, _ = _store(args, create=False)
     # The whole file first: a damaged page can hide rows from the chain walk, or stop it.
-    problems = store.integrity()
+    problems = database.integrity()
     if problems:
-        print(f"store damaged: {store.path}:", file=sys.stderr)
+        print(f"store damaged: {database.path}:", file=sys.stderr)
         for problem in problems[:20]:
             print(f"  {problem}", file=sys.stderr)
         if len(problems) > 20:
             print(f"  ... and {len(problems) - 20} more", file=sys.stderr)
         return EX_DATAERR
-    report = store.verify_audit()
+    report = verify(database.db)
     if report.ok:
         print(f"audit log intact: {report.rows} rows")
         return 0

@@ -57,7 +57,8 @@ from .config import CommandsConfig, Config
 from .errors import SekishoError, StoreError, Unavailable
 from .ops import Table
 from .publisher import make_client
-from .store import CommandResult, Store, canonical_json
+from .store.audit import canonical_json
+from .store.record import CommandResult, Record
 from .timestamps import utc_now
 from .topics import Topics
 
@@ -243,8 +244,8 @@ class Refusals:
     BURST = 5
     WINDOW_S = 60.0
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
-        self.store = store
+    def __init__(self, record: Record, loop: asyncio.AbstractEventLoop) -> None:
+        self.record = record
         self.loop = loop
         self.seen: dict[str, int] = {}
         self.since = ""
@@ -275,7 +276,7 @@ class Refusals:
             log.warning("%d more commands refused (%s) between %s and %s, not answered one by one", unanswered,
                         reason, self.since, until)
             try:
-                self.store.audit("bus", "command.refused", {"reason": reason, "count": unanswered,
+                self.record.audit("bus", "command.refused", {"reason": reason, "count": unanswered,
                                                             "since": self.since, "until": until})
             except StoreError as exc:
                 log.error("%s; the count above is not in the audit log", exc)
@@ -284,7 +285,7 @@ class Refusals:
 class CommandRunner:
     """Checks each message of ``cmd/<node>``, runs what passes, answers and audits all."""
 
-    def __init__(self, cfg: CommandsConfig, *, site: str, node: str, ops: Table, store: Store,
+    def __init__(self, cfg: CommandsConfig, *, site: str, node: str, ops: Table, record: Record,
                  queue: Callable[[CommandResult], None], result_topic: str, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.cfg = cfg
@@ -292,7 +293,7 @@ class CommandRunner:
         self.node = node
         self.ops = ops.remote()
         """Only the ops a signed command may run: any other is answered as an unknown op."""
-        self.store = store
+        self.record = record
         self.queue = queue
         self.result_topic = result_topic
         self.loop = loop
@@ -304,7 +305,7 @@ class CommandRunner:
         self.inbox: collections.deque[bytes] = collections.deque()
         self.overflow = 0
         self.draining = False
-        self.refusals = Refusals(store, loop)
+        self.refusals = Refusals(record, loop)
 
     def offer(self, topic: str, payload: bytes) -> None:
         """The publisher's subscription handler, in paho's network thread. A flood of junk must
@@ -347,7 +348,7 @@ class CommandRunner:
         try:
             message = parse(payload)
             self.check(message)
-            if not self.store.claim_command(message["id"], message["key"], message["op"]):
+            if not self.record.claim_command(message["id"], message["key"], message["op"]):
                 raise Refused(f"replayed: id {message['id']!r} was used before")
         except Refused as exc:
             self._refuse(exc.message or message, str(exc))

@@ -23,20 +23,22 @@ from pathlib import Path
 from .alarms import Alarms
 from .errors import StoreDamaged, StoreError
 from .records_lost import forget_lost, lost_before, write_lost
-from .store import AlarmChange, CommandResult, Move, NewEvent, NewState, Store
+from .store.database import Database
+from .store.record import Item, Record
 
 log = logging.getLogger(__name__)
 
-Item = NewEvent | NewState | Move | AlarmChange | CommandResult
 RETRY_S = 1.0
 STOP_RETRY_S = 10.0
 """At stop, how long to keep trying a store that refuses writes before journaling what it refused."""
 
 
 class GroupCommit:
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, data_dir: Path, *,
+    def __init__(self, record: Record, database: Database, loop: asyncio.AbstractEventLoop, data_dir: Path, *,
                  committed: Callable[[], None], on_damaged: Callable[[BaseException], None]) -> None:
-        self.store = store
+        self.record = record
+        self.database = database
+        """Checkpointed after a failed write, to give back the room the WAL held."""
         self.loop = loop
         self.data_dir = data_dir
         self.committed = committed
@@ -60,14 +62,14 @@ class GroupCommit:
         """Commit what is pending in one transaction; False when something is left to retry."""
         batch = self.pending
         try:
-            self.store.record(batch)
+            self.record.record(batch)
         except StoreDamaged as exc:
             self._damaged(exc)  # kept in memory: journaled at the stop
             return False
         except StoreError as exc:
             log.error("%s; %d events kept in memory, retrying in %.0f s", exc, len(batch), RETRY_S)
             try:
-                self.store.checkpoint()
+                self.database.checkpoint()
             except StoreDamaged as damage:
                 self._damaged(damage)
             except StoreError as checkpoint_failed:
@@ -101,7 +103,7 @@ class GroupCommit:
             return
         change = alarms.raised("records_lost", node, "critical", count=count)
         try:
-            self.store.record([change])
+            self.record.record([change])
         except StoreError as exc:
             log.error("%s; the records_lost alarm (%d records) is raised at the next start", exc, count)
             return
@@ -119,7 +121,7 @@ class GroupCommit:
         retry = []
         for item in batch:
             try:
-                self.store.record([item])
+                self.record.record([item])
             except StoreError:
                 retry.append(item)
             except Exception:

@@ -31,6 +31,7 @@ from .config import Config
 from .errors import SekishoError
 from .logind_sim import SimulatedLogind
 from .pins import hash_pin
+from .store.people import People
 
 # (id, name, card UID, card still valid, level); Demo Operator's PIN is 1234.
 PEOPLE = [("u1001", "Demo Operator", "04a1b2c3d4e5f6", True, "operators"),
@@ -66,22 +67,23 @@ def _end(proc: subprocess.Popen, sig: int, within: float) -> int:
 
 
 def _enroll(cfg: Config, data_dir: Path) -> None:
-    store, key = open_store(cfg, data_dir)
+    database, key = open_store(cfg, data_dir)
+    people = People(database)
     try:
-        known = {p["id"] for p in store.people()}
+        known = {p["id"] for p in people.people()}
         for person_id, name, uid, active, level in PEOPLE:
             if person_id in known:
                 continue
             card = key.card_hash(bytes.fromhex(uid))
-            store.add_person(person_id, name, "demo")
-            store.add_card(person_id, card, "demo")
+            people.add_person(person_id, name, "demo")
+            people.add_card(person_id, card, "demo")
             if level in cfg.rules.levels:
-                store.grant_level(person_id, level, "demo")
-            store.set_pin_hash(person_id, hash_pin(PIN), "demo")
+                people.grant_level(person_id, level, "demo")
+            people.set_pin_hash(person_id, hash_pin(PIN), "demo")
             if not active:
-                store.revoke_card(card, "demo")
+                people.revoke_card(card, "demo")
     finally:
-        store.close()
+        database.close()
 
 
 def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], object]], None]) -> None:

@@ -35,7 +35,8 @@ from .errors import SekishoDBusError
 from .logind import Logind
 from .logind_commands import TERMINATE
 from .presence import Presence
-from .store import NewEvent, NewState, Store
+from .store.people import People
+from .store.record import NewEvent, NewState
 from .timestamps import rfc3339
 from .topics import Topics
 
@@ -43,11 +44,11 @@ log = logging.getLogger(__name__)
 
 
 class Desks:
-    def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
+    def __init__(self, config: Config, people: People, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[Any], None], *, logind: Logind, presence: Presence, alarms: Alarms,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.config = config
-        self.store = store
+        self.people = people
         self.topics = topics
         self.loop = loop
         self.queue = queue
@@ -89,7 +90,7 @@ class Desks:
         return self.desks[desk]
 
     def _card(self, desk: str, card_hash: str) -> Card:
-        holder = self.store.card_holder(card_hash)
+        holder = self.people.card_holder(card_hash)
         if holder is None or not holder.card_active or not holder.person_active:
             return Card(card_hash, None)
         cfg = self.config.desks[desk]

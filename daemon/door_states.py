@@ -27,7 +27,7 @@ from sekisho.policies.doorstate import Alarm, DoorSpec, DoorState, Strike, WakeA
 from .alarms import Alarms
 from .config import Config, InputConfig
 from .errors import SekishoError
-from .store import NewEvent, NewState, Store
+from .store.record import NewEvent, NewState, Record
 from .strikes import Strike as StrikeDriver
 from .strikes import StrikeError
 from .topics import Topics
@@ -36,10 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class DoorStates:
-    def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
+    def __init__(self, config: Config, record: Record, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent | NewState], None], alarms: Alarms,
                  strikes: dict[str, StrikeDriver]) -> None:
-        self.store = store
+        self.record = record
         self.topics = topics
         self.loop = loop
         self.queue = queue
@@ -49,7 +49,7 @@ class DoorStates:
         """Strike commands under way; the stop waits for them before it locks."""
         self.closed = False
         self.specs = {name: DoorSpec(name, d.unlock_s, d.held_open_s, d.fire_exit) for name, d in config.doors.items()}
-        modes = store.door_modes()
+        modes = record.door_modes()
         self.states = {name: DoorState(mode=Mode(modes.get(name, Mode.NORMAL.value))) for name in config.doors}
         self.published: dict[str, tuple[str, ...]] = {}
         self.fire_active: dict[str, bool] = {}
@@ -96,7 +96,7 @@ class DoorStates:
     def unlock(self, door: str, seconds: float, actor: str) -> None:
         """An operator's momentary release, audited."""
         self.check_door(door)
-        self.store.audit(actor, "door.unlock", {"door": door, "seconds": seconds})
+        self.record.audit(actor, "door.unlock", {"door": door, "seconds": seconds})
         log.info("%s: released for %g s by %s", door, seconds, actor)
         self.release(door, seconds)
 
@@ -141,7 +141,7 @@ class DoorStates:
         before, (after, actions) = self.states[door], result
         self.states[door] = after
         if after.mode is not before.mode:
-            self.store.set_door_mode(door, after.mode.value, actor)
+            self.record.set_door_mode(door, after.mode.value, actor)
         for action in actions:
             match action:
                 case Strike(released=released) if not self.closed:

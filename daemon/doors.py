@@ -31,7 +31,8 @@ from .door_states import DoorStates
 from .lockouts import Lockouts
 from .pins import verify_pin
 from .presence import Presence
-from .store import NewEvent, Store
+from .store.people import People
+from .store.record import NewEvent
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,12 @@ class PendingPin:
 
 
 class Doors:
-    def __init__(self, config: Config, store: Store, topics: Topics, loop: asyncio.AbstractEventLoop,
+    def __init__(self, config: Config, people: People, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent], None], *, states: DoorStates, presence: Presence,
                  lockouts: Lockouts) -> None:
         self.config = config
         self.rules = config.rules
-        self.store = store
+        self.people = people
         self.topics = topics
         self.loop = loop
         self.queue = queue
@@ -71,7 +72,7 @@ class Doors:
         if unreadable or card_hash is None:
             self._record(reader, Verdict(Decision.DENIED, "card.unreadable", "unreadable"), None, None)
             return
-        holder = self.store.card_holder(card_hash)
+        holder = self.people.card_holder(card_hash)
         attempt = self._attempt(reader, holder, card_hash)
         if holder is not None and access.needs_pin(attempt, self.rules):
             timeout = self.config.doors[reader.door].pin_timeout_s
@@ -97,9 +98,9 @@ class Doors:
         self.states.release(cfg.door)
 
     async def _check_pin(self, reader: ReaderConfig, pending: PendingPin, digits: str) -> None:
-        stored = self.store.pin_hash(pending.person_id) or ""
+        stored = self.people.pin_hash(pending.person_id) or ""
         ok = await self.loop.run_in_executor(None, verify_pin, digits, stored)
-        holder = self.store.card_holder(pending.card_hash)  # the world as it is now
+        holder = self.people.card_holder(pending.card_hash)  # the world as it is now
         attempt = self._attempt(reader, holder, pending.card_hash, Pin.OK if ok else Pin.WRONG)
         self.lockouts.count(pending.card_hash, ok, reader.door, self.presence.subject_of(pending.person_id))
         self._decide(reader, attempt, pending.card_hash)
@@ -107,7 +108,7 @@ class Doors:
     def _pin_timed_out(self, reader: ReaderConfig) -> None:
         pending = self.pending.pop(reader.name, None)
         if pending is not None:
-            holder = self.store.card_holder(pending.card_hash)
+            holder = self.people.card_holder(pending.card_hash)
             self._decide(reader, self._attempt(reader, holder, pending.card_hash, Pin.TIMEOUT), pending.card_hash)
 
     def _attempt(self, reader: ReaderConfig, holder: Holder | None, card_hash: str,

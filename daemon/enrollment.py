@@ -12,16 +12,18 @@ from sekisho.policies.events import CardPresented, CardUnreadable, Event
 from .app import open_store
 from .config import Config
 from .errors import SekishoError
+from .store.people import People
 
 
 def enroll_without_daemon(cfg: Config, data_dir: Path, person_id: str, reader_name: str, timeout: float,
                           actor: str) -> str:
-    store, key = open_store(cfg, data_dir)
-    if store.person(person_id) is None:
+    database, key = open_store(cfg, data_dir)
+    people = People(database)
+    if people.person(person_id) is None:
         raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
     uid = asyncio.run(_one_card(cfg, data_dir, reader_name, timeout))
     card_hash = key.card_hash(uid)
-    store.add_card(person_id, card_hash, actor)
+    people.add_card(person_id, card_hash, actor)
     return card_hash[:12]
 
 

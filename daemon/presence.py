@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 from .config import Config
 from .keys import SiteKey
-from .store import Move, NewState, Store
+from .store.people import People
+from .store.record import Move, NewState, Record
 from .timestamps import rfc3339, utc_now
 from .topics import Topics
 
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class Presence:
-    def __init__(self, config: Config, store: Store, key: SiteKey, topics: Topics, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[Move | NewState], None]) -> None:
+    def __init__(self, config: Config, people: People, record: Record, key: SiteKey, topics: Topics,
+                 loop: asyncio.AbstractEventLoop, queue: Callable[[Move | NewState], None]) -> None:
         self.config = config
-        self.store = store
+        self.people = people
         self.key = key
         self.topics = topics
         self.loop = loop
@@ -43,7 +44,7 @@ class Presence:
         self.tz = ZoneInfo(config.site.timezone)
         self.local_areas = frozenset(a for d in config.doors.values() for a in (d.area_in, d.area_out) if a)
         self.remote_areas = frozenset(d.area for d in config.desks.values() if d.area) - self.local_areas
-        self.locations = store.locations()
+        self.locations = record.locations()
         """person id -> (area, since as the store's UTC text), for everyone inside a local area."""
         # Who is in each area, kept up to date on every move: rebuilding it from ``locations``
         # on each grant cost one HMAC per person inside, on the tap path, before the strike.
@@ -67,7 +68,7 @@ class Presence:
         subject = self.subjects.get(person_id)
         if subject is None:
             if self.config.site.publish_names:
-                person = self.store.person(person_id)
+                person = self.people.person(person_id)
                 subject = person["name"] if person else person_id
             else:
                 subject = self.key.pseudonym(person_id)

@@ -29,7 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttConfig
 from .errors import SekishoError, StoreDamaged, StoreError
-from .store import Store
+from .store.outbox import Outbox
 from .timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,10 @@ def make_client(cfg: MqttConfig, client_id: str = "") -> mqtt.Client:
 
 
 class Publisher:
-    def __init__(self, cfg: MqttConfig, store: Store, *, client_id: str, status_topic: str,
+    def __init__(self, cfg: MqttConfig, outbox: Outbox, *, client_id: str, status_topic: str,
                  version: str, started: str, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
-        self.store = store
+        self.outbox = outbox
         self.loop = loop
         self.status_topic = status_topic
         self.version = version
@@ -205,7 +205,7 @@ class Publisher:
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""
         while self.connected and len(self.held) < WINDOW:
-            rows = self.store.outbox_after(self.cursor, WINDOW - len(self.held))
+            rows = self.outbox.after(self.cursor, WINDOW - len(self.held))
             if not rows:
                 return
             for row in rows:
@@ -233,7 +233,7 @@ class Publisher:
     def _commit_acked(self) -> None:
         acked, self.acked = self.acked, []
         try:
-            self.store.outbox_sent(acked)
+            self.outbox.sent(acked)
         except StoreDamaged:
             raise
         except StoreError as exc:
@@ -249,7 +249,7 @@ class Publisher:
 
     @property
     def idle(self) -> bool:
-        return not self.held and not self.acked and self.store.outbox_count() == 0
+        return not self.held and not self.acked and self.outbox.count() == 0
 
     async def stop(self, drain: bool = True) -> None:
         """Flush as far as the broker allows (with ``drain``; not from a damaged store), say
@@ -266,7 +266,7 @@ class Publisher:
             end = self.loop.time() + 2
             while not info.is_published() and self.loop.time() < end:
                 await asyncio.sleep(0.01)
-        left = self.store.outbox_count() if drain else 0
+        left = self.outbox.count() if drain else 0
         if left:
             log.warning("%d messages not yet acknowledged by the broker; they go out on the next start", left)
         self.connected = False  # our own goodbye is not a lost broker

@@ -40,7 +40,7 @@ from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
 from .keys import SiteKey
-from .store import is_damage
+from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
 from .usb import UsbController
 

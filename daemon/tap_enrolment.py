@@ -17,15 +17,15 @@ import logging
 from .config import Config
 from .errors import SekishoError
 from .keys import SiteKey
-from .store import Store
+from .store.people import People
 
 log = logging.getLogger(__name__)
 
 
 class TapEnrolment:
-    def __init__(self, config: Config, store: Store, key: SiteKey, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: Config, people: People, key: SiteKey, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
-        self.store = store
+        self.people = people
         self.key = key
         self.loop = loop
         self.waiting: dict[str, asyncio.Future[bytes]] = {}
@@ -44,7 +44,7 @@ class TapEnrolment:
         """Wait for one card at ``reader`` and enroll it to ``person_id``; its hash prefix."""
         if reader not in self.config.readers:
             raise SekishoError(f"no reader {reader!r} (readers: {', '.join(self.config.readers)})")
-        if self.store.person(person_id) is None:
+        if self.people.person(person_id) is None:
             raise SekishoError(f"no person {person_id!r} (add them first: sekisho person add)")
         if reader in self.waiting:
             raise SekishoError(f"an enrollment is already waiting at {reader}")
@@ -59,6 +59,6 @@ class TapEnrolment:
             if self.waiting.get(reader) is waiter:
                 del self.waiting[reader]
         card_hash = self.key.card_hash(uid)
-        self.store.add_card(person_id, card_hash, actor)
+        self.people.add_card(person_id, card_hash, actor)
         log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
         return card_hash[:12]

@@ -62,7 +62,7 @@ from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, Usb
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
 from .errors import ConfigError
-from .store import NewEvent
+from .store.record import NewEvent
 from .usb_devices import DeviceState, Inventory, Tracked
 from .usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Action, Cause, Outcome, UsbEvents
 from .usb_exceptions import ExceptionInterfaces, Exceptions, Match

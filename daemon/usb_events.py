@@ -2,7 +2,7 @@
 
 ``UsbEvents`` builds the payload (``action``, ``device``, ``rule``, ``decision``, ``reason``,
 ``cause``, ``held``, ``blocked_interfaces``, ``exception``, ``error``) and hands it to ``queue``,
-which commits it with its audit and outbox rows before anything is published (daemon/store.py):
+which commits it with its audit and outbox rows before anything is published (daemon/store/record.py):
 this module never raises for the bus or the disk, the store's own failure model applies.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from sekisho.policies.usbrules import Target
 
-from .store import NewEvent
+from .store.record import NewEvent
 from .usb_devices import Tracked
 from .usb_exceptions import UsbException
 

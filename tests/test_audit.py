@@ -7,21 +7,25 @@ import sqlite3
 
 import pytest
 
-from sekisho.daemon.store import NewEvent, Store
+from sekisho.daemon.store.audit import verify
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.people import People
+from sekisho.daemon.store.record import NewEvent, Record
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path, "n1")
-    s.add_person("p1", "A", "test")
-    s.add_person("p2", "B", "test")
-    s.record([NewEvent(kind="door", topic="t", payload={"result": "granted"}, columns={"door": "d"})] * 3)
-    s.add_card("p1", "ab" * 32, "test")
-    yield s
-    s.close()
+    d = Database(tmp_path)
+    people = People(d)
+    people.add_person("p1", "A", "test")
+    people.add_person("p2", "B", "test")
+    Record(d, "n1").record([NewEvent(kind="door", topic="t", payload={"result": "granted"}, columns={"door": "d"})] * 3)
+    people.add_card("p1", "ab" * 32, "test")
+    yield d
+    d.close()
 
 
-def tamper(store: Store, sql: str) -> None:
+def tamper(store: Database, sql: str) -> None:
     """What an attacker with the file can do: drop the append-only triggers, then write."""
     db = sqlite3.connect(store.path)
     db.execute("DROP TRIGGER audit_no_update")
@@ -32,7 +36,7 @@ def tamper(store: Store, sql: str) -> None:
 
 
 def test_intact_log_verifies(store):
-    report = store.verify_audit()
+    report = verify(store.db)
     assert report.ok and report.rows == 6
 
 
@@ -45,14 +49,14 @@ def test_triggers_refuse_update_and_delete(store):
 
 def test_edited_row_is_named(store):
     tamper(store, "UPDATE audit SET detail = replace(detail, 'p2', 'p9') WHERE n = 2")
-    report = store.verify_audit()
+    report = verify(store.db)
     assert not report.ok and report.rows == 1
     assert report.problem == "row 2: content does not match its hash (edited)"
 
 
 def test_deleted_row_is_named(store):
     tamper(store, "DELETE FROM audit WHERE n = 4")
-    report = store.verify_audit()
+    report = verify(store.db)
     assert not report.ok
     assert report.problem.startswith("row 4 is missing")
 
@@ -62,13 +66,13 @@ def test_renumbered_rows_after_delete_are_caught(store):
     tamper_db = sqlite3.connect(store.path)
     tamper_db.execute("UPDATE audit SET n = n - 1 WHERE n > 4")
     tamper_db.commit()
-    report = store.verify_audit()
+    report = verify(store.db)
     assert not report.ok and report.problem.startswith("row 4: does not follow row 3")
 
 
 def test_truncated_tail_is_caught(store):
     tamper(store, "DELETE FROM audit WHERE n = 6")
-    report = store.verify_audit()
+    report = verify(store.db)
     assert not report.ok and "rows removed from the end" in report.problem
 
 
@@ -77,7 +81,7 @@ def test_cli_exit_codes(site):
     site.cli("person", "disable", "p1")
     r = site.cli("audit", "verify")
     assert r.stdout.strip() == "audit log intact: 2 rows"
-    tamper(Store(site.data_dir, "door-a"), "UPDATE audit SET actor = 'someone-else' WHERE n = 1")
+    tamper(Database(site.data_dir), "UPDATE audit SET actor = 'someone-else' WHERE n = 1")
     r = site.cli("audit", "verify", check=False)
     assert r.returncode == 65
     assert "row 1: content does not match its hash (edited)" in r.stderr
@@ -93,9 +97,9 @@ def test_retention_purge_keeps_the_chain_verifiable(store):
     db.execute("CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
                "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
     db.commit()
-    events, audit_rows = store.purge("2001-01-01T00:00:00.000Z", "test")
+    events, audit_rows = Record(store, "n1").purge("2001-01-01T00:00:00.000Z", "test")
     assert (events, audit_rows) == (2, 4)
-    report = store.verify_audit()
+    report = verify(store.db)
     assert report.ok, report.problem
     assert report.rows == 3  # rows 5, 6 and the purge's own row
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -104,7 +108,7 @@ def test_retention_purge_keeps_the_chain_verifiable(store):
 
 def test_deleting_the_oldest_rows_without_a_purge_is_caught(store):
     tamper(store, "DELETE FROM audit WHERE n <= 2")
-    report = store.verify_audit()
+    report = verify(store.db)
     assert not report.ok and report.problem.startswith("row 1 is missing")
 
 

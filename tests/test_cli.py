@@ -201,14 +201,16 @@ def test_a_password_file_the_user_may_not_read_exits_77_not_78(root_only_site):
 
 
 def test_events_into_a_pipe_closed_early_end_quietly(site):
-    from sekisho.daemon.store import NewEvent, Store
-    store = Store(site.data_dir, "door-a")
+    from sekisho.daemon.store.database import Database
+    from sekisho.daemon.store.record import NewEvent, Record
+    database = Database(site.data_dir)
     # Far more than a pipe holds (64 KiB), so the writer is still writing when head has gone.
-    store.record([NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event",
-                           payload={"door": "entrance", "result": "denied", "reason": "unknown_card"},
-                           columns={"door": "entrance", "reader": "entrance-in", "result": "denied",
-                                    "reason": "unknown_card", "rule": "card.unknown"}) for _ in range(2000)])
-    store.close()
+    Record(database, "door-a").record([
+        NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event",
+                 payload={"door": "entrance", "result": "denied", "reason": "unknown_card"},
+                 columns={"door": "entrance", "reader": "entrance-in", "result": "denied",
+                          "reason": "unknown_card", "rule": "card.unknown"}) for _ in range(2000)])
+    database.close()
     cli = " ".join(shlex.quote(a) for a in [*SEKISHO, "events", "--json", "--config", str(site.config),
                                              "--data-dir", str(site.data_dir)])
     r = subprocess.run(f"set -o pipefail; {cli} | head -1; echo \"status ${{PIPESTATUS[0]}}\"", shell=True,

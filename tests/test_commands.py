@@ -28,7 +28,7 @@ def runner(max_skew_s: float = 30.0) -> CommandRunner:
     keys = {"officer": config.CommandKeyConfig("officer", base64.b64decode(public_key_text(OFFICER)),
                                                ("door.*", "usb.allow")),
             "viewer": config.CommandKeyConfig("viewer", base64.b64decode(public_key_text(VIEWER)), ("door.list",))}
-    return CommandRunner(config.CommandsConfig(max_skew_s, keys), site="test", node="door-a", ops=Table(Parts(), ()), store=None,
+    return CommandRunner(config.CommandsConfig(max_skew_s, keys), site="test", node="door-a", ops=Table(Parts(), ()), record=None,
                          queue=None, result_topic="r", loop=None, clock=lambda: NOW)
 
 
@@ -392,11 +392,12 @@ def test_refusals_past_the_burst_are_audited_once_as_a_count(tmp_path):
     import asyncio
 
     from sekisho.daemon.commands import Refusals
-    from sekisho.daemon.store import Store
-    store = Store(tmp_path / "data", "door-a")
+    from sekisho.daemon.store.database import Database
+    from sekisho.daemon.store.record import Record
+    database = Database(tmp_path / "data")
 
     async def flood() -> None:
-        refusals = Refusals(store, asyncio.get_running_loop())
+        refusals = Refusals(Record(database, "door-a"), asyncio.get_running_loop())
         refusals.WINDOW_S = 0.05
         admitted = [refusals.admit("malformed: not JSON") for _ in range(12)]
         refusals.count("flood", 300)
@@ -405,5 +406,5 @@ def test_refusals_past_the_burst_are_audited_once_as_a_count(tmp_path):
         assert refusals.admit("malformed: not JSON")  # a new minute, a new burst
 
     asyncio.run(flood())
-    rows = [json.loads(r[0]) for r in store.db.execute("SELECT detail FROM audit WHERE action = 'command.refused'")]
+    rows = [json.loads(r[0]) for r in database.db.execute("SELECT detail FROM audit WHERE action = 'command.refused'")]
     assert sorted((r["reason"], r["count"]) for r in rows) == [("flood", 300), ("malformed", 12 - Refusals.BURST)]

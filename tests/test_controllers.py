@@ -19,7 +19,9 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
 from sekisho.daemon.presence import Presence
-from sekisho.daemon.store import AlarmChange, Move, NewEvent, NewState, Store
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.people import People
+from sekisho.daemon.store.record import AlarmChange, Move, NewEvent, NewState, Record
 from sekisho.daemon.topics import Topics
 from sekisho.policies.access import Mode
 
@@ -99,24 +101,26 @@ class House:
         path = tmp_path / "sekisho.toml"
         path.write_text(CONFIG)
         self.config = config_mod.load(path)
-        self.store = Store(tmp_path / "data", "door-a")
+        self.database = Database(tmp_path / "data")
+        self.people = People(self.database)
+        self.record = Record(self.database, "door-a")
         self.key = SiteKey.load_or_create(tmp_path / "data" / "site.key")
         self.queued: list[Any] = []
         topics = Topics("test")
-        self.alarms = Alarms("door-a", self.store, topics, self.queued.append)
-        self.presence = Presence(self.config, self.store, self.key, topics, loop, self.queued.append)
+        self.alarms = Alarms("door-a", self.record, topics, self.queued.append)
+        self.presence = Presence(self.config, self.people, self.record, self.key, topics, loop, self.queued.append)
         self.lockouts = Lockouts(self.config.site, self.alarms, loop)
         self.strikes = {door: FakeStrike() for door in self.config.doors}
-        self.states = DoorStates(self.config, self.store, topics, loop, self.queued.append, self.alarms, self.strikes)
-        self.doors = Doors(self.config, self.store, topics, loop, self.queued.append, states=self.states,
+        self.states = DoorStates(self.config, self.record, topics, loop, self.queued.append, self.alarms, self.strikes)
+        self.doors = Doors(self.config, self.people, topics, loop, self.queued.append, states=self.states,
                            presence=self.presence, lockouts=self.lockouts)
 
     def enroll(self, person: str, uid: str, pin: str = "2468") -> str:
-        self.store.add_person(person, person.title(), "test")
+        self.people.add_person(person, person.title(), "test")
         card = self.key.card_hash(bytes.fromhex(uid))
-        self.store.add_card(person, card, "test")
-        self.store.grant_level(person, "staff", "test")
-        self.store.set_pin_hash(person, hash_pin(pin), "test")
+        self.people.add_card(person, card, "test")
+        self.people.grant_level(person, "staff", "test")
+        self.people.set_pin_hash(person, hash_pin(pin), "test")
         return card
 
     def events(self) -> list[dict]:
@@ -126,7 +130,7 @@ class House:
         return [i for i in self.queued if isinstance(i, AlarmChange)]
 
     def commit(self) -> None:
-        self.store.record(self.queued)
+        self.record.record(self.queued)
         self.queued.clear()
 
 
@@ -149,8 +153,8 @@ def test_an_alarm_id_names_its_condition_and_clearing_closes_it(tmp_path):
         house.commit()
         house.alarms.raise_("forced", "entrance", "critical")  # the same condition again: the same id
         house.commit()  # an upsert: the id's row is its latest life
-        assert [a["id"] for a in house.store.active_alarms()] == [first]
-        with sqlite3.connect(house.store.path) as db:
+        assert [a["id"] for a in house.record.active_alarms()] == [first]
+        with sqlite3.connect(house.database.path) as db:
             actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE action LIKE 'alarm.%' ORDER BY n")]
         assert actions == ["alarm.raise", "alarm.raise", "alarm.close", "alarm.raise"]
     run(go())
@@ -184,7 +188,7 @@ def test_alarms_left_open_by_a_previous_run_are_closed_at_start(tmp_path):
         again.alarms.startup()
         assert [(c.alarm_id, c.payload) for c in again.alarm_changes()] == [("door-a.entrance.forced", None)]
         again.commit()
-        assert again.store.active_alarms() == []
+        assert again.record.active_alarms() == []
     run(go())
 
 
@@ -262,7 +266,7 @@ def test_a_pin_waits_then_is_judged_once_against_the_store_as_it_is_then(tmp_pat
         assert house.events()[-1]["reason"] == "unknown_card" and not house.doors.pending
         house.doors.card(vault, alice)
         assert "vault-in" in house.doors.pending and len(house.events()) == 1
-        house.store.revoke_card(alice[:12], "test")
+        house.people.revoke_card(alice[:12], "test")
         house.doors.pin(vault, "2468")
         await asyncio.sleep(0.5)
         assert house.events()[-1]["reason"] == "revoked"
@@ -311,7 +315,7 @@ def test_a_desk_on_logind_tailgating_names_the_person_and_a_pull_locks(tmp_path,
         house = House(tmp_path, loop)
         alice = house.enroll("alice", "04a1a1a1")
         client = Logind(call_timeout=2.0)
-        desks = Desks(house.config, house.store, Topics("test"), loop, house.queued.append, logind=client,
+        desks = Desks(house.config, house.people, Topics("test"), loop, house.queued.append, logind=client,
                       presence=house.presence, alarms=house.alarms)
         try:
             desks.startup()

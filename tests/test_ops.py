@@ -21,7 +21,8 @@ from sekisho.daemon import config
 from sekisho.daemon.cli import build_parser, main
 from sekisho.daemon.commands import CommandRunner, public_key_text, sign
 from sekisho.daemon.ops import Arg, Op, Parts, Table, declared, help_text
-from sekisho.daemon.store import Store
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.record import Record
 from sekisho.daemon.tap_enrolment import TapEnrolment
 from sekisho.policies.access import Mode
 from test_controllers import House
@@ -148,11 +149,11 @@ def test_the_command_runner_runs_remote_ops_only(tmp_path):
     """A key that may run every op still cannot run one the table keeps off the bus (enroll):
     it is answered as unknown, audited as failed, and its handler never runs."""
     loop = asyncio.new_event_loop()
-    store = Store(tmp_path, "door-a")
+    database = Database(tmp_path)
     table, calls = recording(OPS)
     answers: list[Any] = []
     keys = {"officer": config.CommandKeyConfig("officer", base64.b64decode(public_key_text(KEY)), ("*",))}
-    runner = CommandRunner(config.CommandsConfig(30.0, keys), site="test", node="door-a", ops=table, store=store,
+    runner = CommandRunner(config.CommandsConfig(30.0, keys), site="test", node="door-a", ops=table, record=Record(database, "door-a"),
                            queue=answers.append, result_topic="r", loop=loop, clock=lambda: NOW)
     remote = [op for op in OPS if op.remote]
     try:
@@ -163,7 +164,7 @@ def test_the_command_runner_runs_remote_ops_only(tmp_path):
             loop.run_until_complete(asyncio.wait(list(runner.tasks)))
     finally:
         runner.close()
-        store.close()
+        database.close()
         loop.close()
     assert [name for name, _, actor in calls] == [op.name for op in remote]
     assert {actor for _, _, actor in calls} == {"key:officer"}
@@ -204,8 +205,8 @@ def test_the_handlers_act_on_the_parts_the_composition_root_builds(tmp_path):
     async def go() -> None:
         loop = asyncio.get_running_loop()
         house = House(tmp_path, loop)
-        house.store.add_person("bob", "Bob", "test")
-        enrolment = TapEnrolment(house.config, house.store, house.key, loop)
+        house.people.add_person("bob", "Bob", "test")
+        enrolment = TapEnrolment(house.config, house.people, house.key, loop)
         table = Table(Parts(door_states=house.states, presence=house.presence, enrolment=enrolment), declared())
         assert "desk.list" not in table and "usb.allow" not in table
         await house.states.startup()
@@ -231,7 +232,7 @@ def test_the_handlers_act_on_the_parts_the_composition_root_builds(tmp_path):
         assert enrolment.take("entrance-in", bytes.fromhex("04b0b0b0"))
         card = house.key.card_hash(bytes.fromhex("04b0b0b0"))
         assert await waiting == {"ok": True, "card": card[:12]}
-        assert [c["hash"] for c in house.store.cards("bob")] == [card]
+        assert [c["hash"] for c in house.people.cards("bob")] == [card]
         assert (await table.run("enroll", {"person": "bob", "reader": "entrance-in", "timeout": 1}, "cli:root")
                 ) == {"ok": False, "error": "no card was presented at entrance-in within 1 s"}
         assert enrolment.waiting == {}

@@ -16,7 +16,8 @@ import pytest
 from conftest import SEKISHO, wait_for
 from harness import Site
 from sekisho.daemon.errors import StoreDamaged
-from sekisho.daemon.store import DB_NAME, NewEvent, Store
+from sekisho.daemon.store.database import DB_NAME, Database
+from sekisho.daemon.store.record import NewEvent, Record
 from test_store import fill
 
 CARD = "04a1b2c3"
@@ -71,12 +72,13 @@ BTREES = ["alarms", "audit", "cards", "commands", "door_modes", "events", "idx_c
 def filled(site) -> Site:
     """A store holding people, cards, events, a door mode and a command, with no daemon running."""
     enrolled(site)
-    store = Store(site.data_dir, "door-a")
-    store.record([NewEvent(kind="door", topic="t/door/entrance/event", payload={"result": "granted"},
-                           columns={"door": "entrance", "result": "granted", "person_id": "p1"})] * 5)
-    store.set_door_mode("entrance", "normal", "test")
-    store.claim_command("c1", "k", "door.list")
-    store.close()
+    database = Database(site.data_dir)
+    record = Record(database, "door-a")
+    record.record([NewEvent(kind="door", topic="t/door/entrance/event", payload={"result": "granted"},
+                            columns={"door": "entrance", "result": "granted", "person_id": "p1"})] * 5)
+    record.set_door_mode("entrance", "normal", "test")
+    record.claim_command("c1", "k", "door.list")
+    database.close()
     return site
 
 
@@ -91,7 +93,7 @@ def test_a_damaged_page_in_any_table_or_index_is_found_before_anything_is_writte
     overwrite_page(db, dict(btrees(db))[victim])
     before = digest(db)
     with pytest.raises(StoreDamaged, match="damaged and was not opened"):
-        Store(filled.data_dir, "door-a", check=True)  # as the daemon opens it
+        Database(filled.data_dir, check=True)  # as the daemon opens it
     assert main(["audit", "verify", "--config", str(filled.config), "--data-dir", str(filled.data_dir)]) == 65
     err = capsys.readouterr().err
     assert f"store damaged: {db}" in err or "damaged" in err

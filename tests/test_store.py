@@ -13,7 +13,11 @@ import pytest
 from conftest import wait_for
 from sekisho.daemon.errors import SekishoError, StoreError
 from sekisho.daemon.keys import SiteKey
-from sekisho.daemon.store import MIGRATIONS, NewEvent, Store
+from sekisho.daemon.store.audit import verify
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.outbox import Outbox
+from sekisho.daemon.store.record import NewEvent, Record
+from sekisho.daemon.store.schema import MIGRATIONS
 
 
 def ev(result: str = "granted") -> NewEvent:
@@ -21,49 +25,54 @@ def ev(result: str = "granted") -> NewEvent:
                     columns={"door": "d", "result": result})
 
 
+def opened(path, node: str = "n1") -> tuple[Database, Record]:
+    database = Database(path)
+    return database, Record(database, node)
+
+
 def test_fresh_store_is_at_latest_schema_in_wal(tmp_path):
-    s = Store(tmp_path / "data", "n1")
-    assert s.schema_version() == len(MIGRATIONS)
-    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    d = Database(tmp_path / "data")
+    assert d.schema_version() == len(MIGRATIONS)
+    assert d.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert d.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o700
 
 
 def test_newer_schema_is_refused(tmp_path):
-    Store(tmp_path, "n1").close()
+    Database(tmp_path).close()
     db = sqlite3.connect(tmp_path / "sekisho.db")
     db.execute("UPDATE schema_version SET version = 99")
     db.commit()
     with pytest.raises(StoreError, match="store schema 99 is newer than this sekisho knows"):
-        Store(tmp_path, "n1")
+        Database(tmp_path)
 
 
 def test_reopen_does_not_migrate_again_and_seq_continues(tmp_path):
-    s = Store(tmp_path, "n1")
+    d, s = opened(tmp_path)
     s.record([ev(), ev()])
-    s.close()
-    s = Store(tmp_path, "n1")
+    d.close()
+    d, s = opened(tmp_path)
     s.record([ev()])
     seqs = [r["seq"] for r in s.events()]
     assert seqs == [1, 2, 3]
-    other = Store(tmp_path, "n2")
+    _, other = opened(tmp_path, "n2")
     other.record([ev()])
     assert other.last_seq() == 1 and s.last_seq() == 3
 
 
 def test_event_audit_outbox_in_one_transaction(tmp_path):
-    s = Store(tmp_path, "n1")
+    d, s = opened(tmp_path)
     bad = NewEvent(kind="door", topic="t", payload={}, columns={"no_such_column": 1})
     with pytest.raises(StoreError, match="nothing of it was kept"):
         s.record([ev(), bad])
-    counts = [s.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events", "audit", "outbox")]
+    counts = [d.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events", "audit", "outbox")]
     assert counts == [0, 0, 0]
     assert s.last_seq() == 0
     s.record([ev()])
-    row = s.outbox_after(0, 10)[0]
+    row = Outbox(d).after(0, 10)[0]
     payload = json.loads(row.payload)
     assert payload["seq"] == 1 and payload["node"] == "n1" and row.qos == 1 and not row.retain
-    assert s.verify_audit().ok
+    assert verify(d.db).ok
 
 
 def test_site_key_created_0600_and_never_overwritten(tmp_path):
@@ -103,7 +112,7 @@ def fill(path) -> None:
 
 
 def test_full_disk_store_keeps_nothing_half_written(tiny_disk):
-    s = Store(tiny_disk / "data", "n1")
+    d, s = opened(tiny_disk / "data")
     s.record([ev()])
     fill(tiny_disk / "filler")
     with pytest.raises(StoreError, match="full"):
@@ -111,7 +120,7 @@ def test_full_disk_store_keeps_nothing_half_written(tiny_disk):
     (tiny_disk / "filler").unlink()
     assert s.last_seq() == 1
     s.record([ev()])
-    assert [r["seq"] for r in s.events()] == [1, 2] and s.verify_audit().ok
+    assert [r["seq"] for r in s.events()] == [1, 2] and verify(d.db).ok
 
 
 def test_full_disk_daemon_keeps_events_and_publishes_them_later(tiny_disk, site, subscribe):

@@ -32,7 +32,7 @@ from conftest import REPO
 from sekisho.daemon import usb_devices
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.ops import Parts, usb_allow, usb_status
-from sekisho.daemon.store import NewEvent
+from sekisho.daemon.store.record import NewEvent
 from sekisho.daemon.topics import Topics
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
 from sekisho.daemon.usb_cli import (

@@ -1,0 +1,227 @@
+"""What happened on this node, in order: events with their audit and outbox rows, moves, door
+modes, alarms and signed commands, the retention purge, and the state a restart reads back.
+
+The rule the rest of the daemon relies on: an event, its audit row and its outbox row are
+written in one transaction (``Record.record``), so nothing is published that was not first
+committed, and nothing committed is lost when the broker or the daemon dies. Several events that
+arrive in one loop tick share one transaction (group commit, ``daemon/commits.py``); that, not
+weaker sync, is where the throughput comes from. The row types below are what the controllers
+queue for that transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..timestamps import utc_now
+from .audit import append, cut
+from .database import Database
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record and publish. ``Record.record`` adds ``id``, ``seq``, ``node`` and ``ts``
+    to the payload; ``columns`` are kept beside it for queries (and may name the person, which
+    the payload never does)."""
+
+    kind: str
+    topic: str
+    payload: dict[str, Any]
+    columns: dict[str, Any] = field(default_factory=dict)
+    actor: str = "daemon"
+
+
+@dataclass(frozen=True)
+class NewState:
+    """A retained state message (door state, occupancy, alarm): an outbox row only. An empty
+    ``payload`` clears the retained message. ``ts`` is added unless the payload is empty."""
+
+    topic: str
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Move:
+    """A person entered ``area`` (or left every area: ``area`` empty)."""
+
+    person_id: str
+    area: str
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """An alarm raised (``payload`` set) or cleared (``payload`` None): its row in the alarms
+    table, an audit row, and the retained ``alarm/<id>`` message (empty when cleared)."""
+
+    alarm_id: str
+    kind: str
+    source: str
+    severity: str
+    topic: str
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The answer to a signed command: its audit row, the command's row completed (when it was
+    claimed), and the ``cmd/<node>/result`` message. ``action`` is ``command.done``,
+    ``command.failed`` (the op ran and refused) or ``command.refused`` (it never ran)."""
+
+    action: str
+    actor: str
+    topic: str
+    payload: dict[str, Any]
+    detail: dict[str, Any]
+
+
+Item = NewEvent | NewState | Move | AlarmChange | CommandResult
+"""Anything ``Record.record`` commits."""
+
+
+class Record:
+    def __init__(self, database: Database, node: str) -> None:
+        self.database = database
+        self.node = node
+        """Whose events these are: the ``node`` of each payload, and whose sequence ``seq`` continues."""
+
+    def record(self, items: Sequence[Item]) -> None:
+        """Commit events (with their audit and outbox rows), state messages and moves, all in
+        one transaction, in the order given."""
+        if not items:
+            return
+        with self.database.transaction() as db:
+            row = db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+            seq = start = row[0] if row else 0
+            for item in items:
+                ts = utc_now()
+                if isinstance(item, Move):
+                    if item.area:
+                        db.execute("INSERT INTO locations (person_id, area, since) VALUES (?, ?, ?) ON CONFLICT"
+                                   "(person_id) DO UPDATE SET area = excluded.area, since = excluded.since",
+                                   [item.person_id, item.area, ts])
+                    else:
+                        db.execute("DELETE FROM locations WHERE person_id = ?", [item.person_id])
+                    continue
+                if isinstance(item, CommandResult):
+                    payload = {**item.payload, "ts": ts}
+                    if item.action != "command.refused":
+                        db.execute("UPDATE commands SET ok = ?, error = ?, done = ? WHERE id = ?",
+                                   [int(payload["ok"]), payload.get("error"), ts, payload["id"]])
+                    append(db, item.actor, item.action, item.detail, ts)
+                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                               [payload.get("id") or "", item.topic, json.dumps(payload, sort_keys=True,
+                                                                                   ensure_ascii=False)])
+                    continue
+                if isinstance(item, AlarmChange):
+                    p = item.payload
+                    if p is not None:
+                        # An id names a condition, so it comes back after the alarm was closed:
+                        # the row is the alarm's latest life, the audit log keeps every one.
+                        db.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, "
+                                   "acked_by, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                                   "ON CONFLICT(id) DO UPDATE SET "
+                                   "kind = excluded.kind, source = excluded.source, severity = excluded.severity, "
+                                   "subject = excluded.subject, raised = excluded.raised, cleared = excluded.cleared, "
+                                   "acked_by = excluded.acked_by, acked_at = excluded.acked_at, closed = NULL",
+                                   [item.alarm_id, item.kind, item.source, item.severity, p.get("subject"),
+                                    p.get("raised") or ts, p.get("cleared"), p.get("acked_by"), p.get("acked_at")])
+                        action = ("alarm.ack" if p.get("acked_by") else "alarm.clear" if p.get("cleared")
+                                  else "alarm.raise")
+                    else:
+                        db.execute("UPDATE alarms SET cleared = coalesce(cleared, ?), closed = ? WHERE id = ?",
+                                   [ts, ts, item.alarm_id])
+                        action = "alarm.close"
+                    append(db, "daemon", action,
+                                {"alarm": item.alarm_id, "kind": item.kind, "source": item.source}, ts)
+                    item = NewState(item.topic, item.payload)
+                if isinstance(item, NewState):
+                    text = json.dumps({**item.payload, "ts": ts}, sort_keys=True, ensure_ascii=False) \
+                        if item.payload is not None else ""
+                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)",
+                               [item.topic, text])
+                    continue
+                seq += 1
+                event_id = str(uuid.uuid4())
+                payload = {**item.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
+                text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+                db.execute("INSERT INTO events (id, seq, ts, node, kind, payload, " + ", ".join(item.columns) +
+                           ") VALUES (?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
+                           [event_id, seq, ts, self.node, item.kind, text, *item.columns.values()])
+                what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
+                append(db, item.actor, f"{item.kind}.{what}",
+                            {"event": event_id, "seq": seq, **item.columns}, ts)
+                db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                           [event_id, item.topic, text])
+            if seq != start:
+                db.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
+                           "ON CONFLICT(node) DO UPDATE SET last = excluded.last", [self.node, seq])
+
+    def events(self, *, since: str | None = None, until: str | None = None, door: str | None = None,
+               person: str | None = None, result: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for clause, value in (("ts >= ?", since), ("ts < ?", until), ("door = ?", door),
+                              ("person_id = ?", person), ("result = ?", result)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
+        return list(self.database.db.query(sql, args))
+
+    def last_seq(self) -> int:
+        row = self.database.db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+        return row[0] if row else 0
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        """An audited action that is no event and changes nothing else (an operator's momentary
+        unlock, a minute's count of refused commands)."""
+        with self.database.transaction() as db:
+            append(db, actor, action, detail, utc_now())
+
+    def claim_command(self, command_id: str, key: str, op: str) -> bool:
+        """Record a command's id before it runs; False if the id was used before (a replay)."""
+        with self.database.transaction() as db:
+            return db.execute("INSERT OR IGNORE INTO commands (id, received, key, op) VALUES (?, ?, ?, ?)",
+                              [command_id, utc_now(), key, op]).rowcount == 1
+
+    def purge(self, before: str, actor: str) -> tuple[int, int]:
+        """Delete events and audit rows older than ``before`` (the store's UTC timestamp text):
+        the retention period of the data-protection rules. The audit chain stays verifiable
+        (``audit.cut`` leaves its anchor), and the purge is itself audited. Returns (events,
+        audit rows) deleted."""
+        with self.database.transaction() as db:
+            events = db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
+            # A command older than this is refused as stale anyway; its id need not be kept.
+            db.execute("DELETE FROM commands WHERE received < ?", [before])
+            audit_rows = cut(db, before)
+            if events or audit_rows:  # a purge that found nothing old changes nothing to audit
+                append(db, actor, "retention.purge", {"before": before, "events": events,
+                                                      "audit_rows": audit_rows}, utc_now())
+        return events, audit_rows
+
+    # ------------------------------------------------------------------------- what a restart reads back
+    def locations(self) -> dict[str, tuple[str, str]]:
+        """person id -> (area, since) for everyone recorded inside some area."""
+        return {r[0]: (r[1], r[2]) for r in self.database.db.execute("SELECT person_id, area, since FROM locations")}
+
+    def muster(self, area: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT l.area, l.person_id, p.name, l.since FROM locations l JOIN people p ON p.id = l.person_id" +
+               (" WHERE l.area = ?" if area else "") + " ORDER BY l.area, p.name")
+        return list(self.database.db.query(sql, [area] if area else []))
+
+    def door_modes(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.database.db.execute("SELECT door, mode FROM door_modes")}
+
+    def set_door_mode(self, door: str, mode: str, actor: str) -> None:
+        with self.database.transaction() as db:
+            db.execute("INSERT INTO door_modes (door, mode, since, actor) VALUES (?, ?, ?, ?) ON CONFLICT(door) "
+                       "DO UPDATE SET mode = excluded.mode, since = excluded.since, actor = excluded.actor",
+                       [door, mode, utc_now(), actor])
+            append(db, actor, "door.mode", {"door": door, "mode": mode}, utc_now())
+
+    def active_alarms(self) -> list[dict[str, Any]]:
+        """Alarms not closed: raised, or cleared and waiting for a person."""
+        return list(self.database.db.query("SELECT * FROM alarms WHERE closed IS NULL ORDER BY raised"))
