@@ -183,7 +183,7 @@ class Run:
         self.loop.run_until_complete(self.driver.start())
         return self
 
-    def until(self, predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
+    def until(self, predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:

@@ -410,7 +410,7 @@ def test_only_logind_itself_can_confirm_a_lock():
 
 
 # ------------------------------------------------------------------------------ the seat watch
-async def _until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
