@@ -470,8 +470,12 @@ class Logind:
         (owner,) = await self._bus_daemon(ld.GET_NAME_OWNER, ld.BUS_NAME)
         watch = _LockedHintWatch(session.path, owner)
         rule = ld.session_properties_changed_rule(session.path)
-        assert self._bus is not None
         bus = self._bus
+        if bus is None:
+            # close() ran while GetNameOwner was answered: the daemon is stopping. The same
+            # answer as any call on a closed client, not an AssertionError in a desk's lock task.
+            raise SekishoDBusError(ld.ERROR_DISCONNECTED, "the logind client is closed",
+                                   call=f"{ld.LOCK_SESSION}({session.id})")
         bus.add_message_handler(watch)
         try:
             await self._bus_daemon(ld.ADD_MATCH, rule)

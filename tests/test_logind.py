@@ -380,6 +380,25 @@ def test_a_dropped_bus_connection_is_made_again_on_the_next_call(mock: LogindMoc
     assert mock.calls("LockSession") == [["c1"]]
 
 
+def test_a_client_closed_during_a_lock_fails_the_attempt_without_raising(mock: LogindMock):
+    # The daemon stopping while a desk's lock is under way: close() lands between two calls.
+    mock.add_session("c1")
+    mock.patch_lock()
+
+    async def scenario(client: Logind) -> LockResult:
+        first = client._bus_daemon
+
+        async def then_closed(member: str, arg: str) -> list[Any]:
+            got = await first(member, arg)
+            await client.close()
+            return got
+        client._bus_daemon = then_closed  # type: ignore[method-assign]
+        return (await client.lock("seat0", confirm_timeout=CONFIRMED_S, retries=0)).results[0]
+    result = run(scenario)
+    assert result.failed and not result.confirmed
+    assert [(s.step, s.detail) for s in result.steps][-1] == (Step.LOCK_CALL_FAILED, ld.ERROR_DISCONNECTED)
+
+
 def test_a_closed_client_refuses_calls(mock: LogindMock):
     async def scenario(client: Logind) -> None:
         await client.close()
