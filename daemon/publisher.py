@@ -79,6 +79,9 @@ class Publisher:
         self.held: dict[int, int] = {}       # paho mid -> outbox row n
         self.held_rows: set[int] = set()
         self.cursor = 0                      # last outbox row handed to paho on this connection
+        self.resending = False
+        """paho is resending what it holds on a new connection: nothing new is handed over until
+        the first acknowledgement, or it could overtake those rows (see _connected)."""
         self.acked: list[int] = []
         self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], bool, bool]] = {}
         self.direct: list[mqtt.MQTTMessageInfo] = []
@@ -184,6 +187,10 @@ class Publisher:
             self.client.subscribe(topic_filter, qos=1)
         self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self.cursor = 0
+        # paho calls on_connect before it resends the rows it holds, in its own thread: rows
+        # handed over now could go out ahead of them, out of seq order. Its first PUBACK on this
+        # connection comes after it has resent every one of them; _acknowledged kicks then.
+        self.resending = bool(self.held)
         self.kick()
 
     def _disconnected(self, reason: ReasonCode) -> None:
@@ -204,14 +211,16 @@ class Publisher:
 
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""
-        while self.connected and len(self.held) < WINDOW:
+        while self.connected and not self.resending and len(self.held) < WINDOW:
             rows = self.store.outbox_after(self.cursor, WINDOW - len(self.held))
             if not rows:
                 return
+            # Acknowledged, and leaving the outbox with the next _commit_acked: not again.
+            acked = set(self.acked)
             for row in rows:
                 self.cursor = row.n
-                if row.n in self.held_rows:
-                    continue  # paho resends this one itself
+                if row.n in self.held_rows or row.n in acked:
+                    continue  # paho resends this one itself, or the broker has it
                 info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
                 # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
                 self.held[info.mid] = row.n
@@ -221,6 +230,7 @@ class Publisher:
         n = self.held.pop(mid, None)
         if n is None:
             return  # the status message
+        self.resending = False
         self.held_rows.discard(n)
         if reason.is_failure:
             log.error("broker refused outbox row %d: %s; it stays queued and is retried on reconnect", n, reason)

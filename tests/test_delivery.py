@@ -3,12 +3,20 @@ broker down, connection cut mid-burst, daemon killed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import socket
 import sqlite3
+import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from conftest import wait_for
-from sekisho.daemon.publisher import PAHO_INFLIGHT
+from sekisho.daemon import config as config_mod
+from sekisho.daemon.publisher import PAHO_INFLIGHT, Publisher
+from sekisho.daemon.store import NewEvent, Store
 
 UID = "04a1b2c3d4e5f6"
 
@@ -108,3 +116,104 @@ def test_status_retained_online_then_offline_on_stop_and_on_sigkill(site, subscr
     fresh = subscribe("sekisho/v1/test/node/+/status")
     wait_for(lambda: fresh.messages, what="retained offline")
     assert fresh.messages[0].retain and fresh.messages[0].json["state"] == "offline"
+
+
+class Relay:
+    """A TCP relay to the broker that can stop passing on what the clients connected now send
+    (``drop``): their QoS 1 messages stay unacknowledged, held by paho. Later connections pass."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropping: set[socket.socket] = set()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self.pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not (outbound and src in self.dropping):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            s.close()
+
+    def drop(self) -> None:
+        self.dropping.update(client for client, _ in self.pairs)
+
+    def cut(self) -> None:
+        pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_rows_paho_holds_at_a_reconnect_go_out_before_newer_ones(tmp_path, broker, subscribe):
+    """paho calls on_connect before it resends what it holds. Here its network thread waits in
+    on_connect until the loop has run the publisher's own handler, as a busy machine may make it
+    wait: rows the publisher handed over there would go out first, out of seq order."""
+    config_path = tmp_path / "sekisho.toml"
+    relay = Relay(broker.port)
+    config_path.write_text(f'[site]\nid = "test"\nnode = "door-a"\n\n[mqtt]\nurl = "mqtt://127.0.0.1:{relay.port}"\n'
+                           'reconnect_max_s = 1\n')
+    cfg = config_mod.load(config_path)
+    sub = subscribe("sekisho/v1/test/door/#")
+    store = Store(tmp_path / "data", "door-a")
+
+    def commit(first: int, last: int) -> None:
+        store.record([NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event", payload={"n": i},
+                               columns={"door": "entrance", "result": "granted"})
+                      for i in range(first, last + 1)])
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher(cfg.mqtt, store, client_id="sekisho-test-door-a", status_topic="sekisho/v1/test/node/door-a/status",
+                        version="test", started="2026-01-01T00:00:00.000Z", loop=loop)
+        on_connect = pub.client.on_connect
+
+        def late(*args: Any) -> None:
+            on_connect(*args)
+            handled = threading.Event()
+            loop.call_soon_threadsafe(handled.set)  # after the publisher's _connected
+            handled.wait(10)
+        pub.client.on_connect = late
+        pub.start()
+        try:
+            async def until(predicate: Callable[[], Any], what: str) -> None:
+                deadline = loop.time() + 20
+                while not predicate():
+                    assert loop.time() < deadline, f"timed out waiting for {what}"
+                    await asyncio.sleep(0.01)
+            await until(lambda: pub.connected and relay.pairs, "the publisher connected")
+            relay.drop()
+            commit(1, 5)
+            pub.kick()
+            await until(lambda: len(pub.held) == 5, "five rows held by paho")
+            await asyncio.sleep(0.2)  # on the wire, dropped by the relay
+            commit(6, 10)  # the outbox has more when the connection comes back
+            relay.cut()
+            await until(lambda: len(sub.events()) >= 10, "ten events at the subscriber")
+        finally:
+            await pub.stop(drain=False)
+            relay.close()
+    asyncio.run(go())
+    assert [e["n"] for e in sub.events()][:10] == list(range(1, 11))
