@@ -177,6 +177,19 @@ class TypeACard(EmulatedCard):
                 + bytearray.fromhex("480000" "e1101200") + bytearray(176))
 
 
+@pytest.fixture(autouse=True)
+def patient_udp_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader's commands wait at least half a second for the card's answer. nfcpy times
+    them for a radio (a FeliCa presence check waits under 5 ms); here the card is a thread of
+    this busy test process behind UDP, and a late answer would make a card that never left the
+    reader look removed and presented again."""
+    real = nfc.clf.udp.Device.send_cmd_recv_rsp
+
+    def patient(self: Any, target: Any, data: Any, timeout: float) -> Any:
+        return real(self, target, data, max(timeout, 0.5) if timeout else timeout)
+    monkeypatch.setattr(nfc.clf.udp.Device, "send_cmd_recv_rsp", patient)
+
+
 @pytest.fixture
 def port() -> int:
     return free_udp_port()
