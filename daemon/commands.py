@@ -53,10 +53,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .broker_connection import make_client
 from .config import CommandsConfig, Config
 from .errors import SekishoError, StoreError, Unavailable
 from .ops import Table
-from .publisher import make_client
 from .store.audit import canonical_json
 from .store.record import CommandResult, Record
 from .timestamps import utc_now

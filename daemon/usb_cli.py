@@ -1,8 +1,9 @@
 """What ``sekisho usb ...`` does: list, test-policy, generate, and the ``usb.allow`` request.
 
 Each command is a function with plain arguments that prints and returns an exit code, so the
-argparse wiring in cli.py stays thin and tests call these directly. A user's mistake raises
-``SekishoError`` (``ConfigError`` for a broken rules file, every broken line named).
+argparse wiring (declared in cli.py, adapted in control_cli.py) stays thin and tests call these
+directly. A user's mistake raises ``SekishoError`` (``ConfigError`` for a broken rules file,
+every broken line named).
 
 Devices are read from sysfs the way the daemon reads them (``drivers.udev.read_device``) and
 described with the daemon's own ``usb_devices.describe``, so a test-policy run decides exactly as the

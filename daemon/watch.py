@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 
+from .broker_connection import make_client
 from .config import Config
 from .errors import SekishoError
-from .publisher import make_client
 from .topics import Topics
 
 

@@ -1,0 +1,102 @@
+"""What ``sekisho door ...``, ``desk list`` and ``usb ...`` do: see and drive the parts of the
+running daemon.
+
+What acts goes through the daemon's control socket (``_daemon``), as an op of ops.py: the daemon
+decides, records and publishes it as it would a signed command, and a command never drives a
+strike or writes sysfs behind its back. ``usb list|test-policy|generate`` read sysfs themselves
+through usb_cli.py, imported only when they run, so other commands start without it. The
+arguments are declared in cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import config as config_mod
+from .cli_site import _config, _data_dir, _no, _print_table
+from .errors import PermissionDenied, SekishoError, Unavailable
+
+
+def _daemon(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    from . import control
+    reply = control.call(_data_dir(args), request, timeout=10)
+    if reply is None:
+        raise Unavailable("no daemon is running with this --data-dir (start it: sekisho run)")
+    if not reply["ok"]:
+        raise SekishoError(reply["error"])
+    return reply
+
+
+def cmd_door_list(args: argparse.Namespace) -> int:
+    _config(args)
+    _print_table(_daemon(args, {"op": "door.list"})["doors"], ["door", "lock", "mode", "contact", "alarm"])
+    return 0
+
+
+def _door(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    if args.door not in cfg.doors:
+        raise _no("door", args.door, cfg.doors, str(cfg.path))
+
+
+def cmd_door_unlock(args: argparse.Namespace) -> int:
+    _door(args)
+    _daemon(args, {"op": "door.unlock", "door": args.door, "seconds": args.seconds})
+    print(f"{args.door} released")
+    return 0
+
+
+def cmd_door_mode(args: argparse.Namespace) -> int:
+    _door(args)
+    _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
+    print(f"{args.door} is now in {args.mode} mode")
+    return 0
+
+
+def cmd_desk_list(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if not cfg.desks:
+        raise SekishoError(f"{cfg.path} has no [desks.<name>] section")
+    _print_table(_daemon(args, {"op": "desk.list"})["desks"], ["desk", "state", "person_id", "since_s", "sessions"])
+    return 0
+
+
+def _usb_config(args: argparse.Namespace) -> config_mod.UsbConfig:
+    cfg = _config(args)
+    if cfg.usb is None:
+        raise SekishoError(f"{cfg.path} has no [usb] section: this node does not control USB")
+    return cfg.usb
+
+
+def cmd_usb_list(args: argparse.Namespace) -> int:
+    from . import control
+    from .usb_cli import usb_list
+    u = _usb_config(args)
+    reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
+    status = reply if reply and reply.get("ok") else None
+    return usb_list(u.rules, as_json=args.json, status=status)
+
+
+def cmd_usb_test_policy(args: argparse.Namespace) -> int:
+    from .usb_cli import usb_test_policy
+    implicit = args.implicit_target
+    if implicit is None:
+        try:
+            cfg = _config(args)
+            implicit = cfg.usb.implicit_target if cfg.usb else "block"
+        except (config_mod.ConfigError, PermissionDenied):
+            implicit = "block"  # testing a policy needs no site config
+    return usb_test_policy(args.rules, args.devices, implicit_target=implicit, as_json=args.json)
+
+
+def cmd_usb_generate(args: argparse.Namespace) -> int:
+    from .usb_cli import usb_generate
+    return usb_generate(with_hash=not args.no_hash, ports=args.ports, catch_all=args.catch_all)
+
+
+def cmd_usb_allow(args: argparse.Namespace) -> int:
+    from .usb_cli import allow_request, format_allow_reply
+    _usb_config(args)
+    print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes, args.interfaces))))
+    return 0

@@ -1,0 +1,88 @@
+"""Hands committed outbox rows to the broker, at QoS 1, in ``seq`` order, and forgets a row only
+on its PUBACK.
+
+There is exactly one owner of each retry. paho keeps every QoS 1 message it was given until the
+broker acknowledges it, and sends it again by itself after a reconnect. So a row is handed to
+paho at most once per connection: ``held`` maps paho's message id to the outbox row. After a
+reconnect the outbox is read again from its start, skipping the rows paho still holds; after a
+restart paho holds nothing and every unacknowledged row goes out again, in order. A duplicate
+can then only be a message that was in flight when the connection or the process died, which
+QoS 1 allows and subscribers drop by ``id``.
+
+Runs on the asyncio loop only; the connection reports each connection and each PUBACK there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .broker_connection import BrokerConnection
+from .errors import StoreDamaged, StoreError
+from .store.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class OutboxDrain:
+    def __init__(self, outbox: Outbox, connection: BrokerConnection, loop: asyncio.AbstractEventLoop, *,
+                 window: int) -> None:
+        self.outbox = outbox
+        self.connection = connection
+        self.loop = loop
+        self.window = window                 # most rows held at once (publisher.WINDOW)
+        self.held: dict[int, int] = {}       # paho mid -> outbox row n
+        self.held_rows: set[int] = set()
+        self.cursor = 0                      # last outbox row handed to paho on this connection
+        self.acked: list[int] = []
+
+    def restart(self) -> None:
+        """A new connection: read the outbox again from its start (``kick`` skips what paho holds)."""
+        self.cursor = 0
+        self.kick()
+
+    def kick(self) -> None:
+        """Hand the next committed rows to paho, if connected and the window has room."""
+        while self.connection.connected and len(self.held) < self.window:
+            rows = self.outbox.after(self.cursor, self.window - len(self.held))
+            if not rows:
+                return
+            for row in rows:
+                self.cursor = row.n
+                if row.n in self.held_rows:
+                    continue  # paho resends this one itself
+                info = self.connection.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
+                self.held[info.mid] = row.n
+                self.held_rows.add(row.n)
+
+    def acknowledged(self, mid: int, reason: ReasonCode) -> None:
+        n = self.held.pop(mid, None)
+        if n is None:
+            return  # not a row: the status message, or one published straight to paho
+        self.held_rows.discard(n)
+        if reason.is_failure:
+            log.error("broker refused outbox row %d: %s; it stays queued and is retried on reconnect", n, reason)
+        else:
+            if not self.acked:
+                self.loop.call_soon(self.commit_acked)
+            self.acked.append(n)
+        self.kick()
+
+    def commit_acked(self) -> None:
+        """Mark the acknowledged rows sent, in one transaction for all PUBACKs of a loop tick."""
+        acked, self.acked = self.acked, []
+        try:
+            self.outbox.sent(acked)
+        except StoreDamaged:
+            raise
+        except StoreError as exc:
+            # The rows stay in the outbox and go out again after a reconnect or a restart: a
+            # duplicate, which QoS 1 allows and subscribers drop by id. Nothing is lost.
+            log.warning("%s; %d acknowledged rows stay in the outbox", exc, len(acked))
+
+    @property
+    def idle(self) -> bool:
+        return not self.held and not self.acked and self.outbox.count() == 0

@@ -1,0 +1,169 @@
+"""What ``sekisho person ...`` and ``sekisho card ...`` do: people, their access levels, PINs and
+validity, and their cards, in the store of this node.
+
+A card is known only by the keyed hash of its UID; a revoke is named by a hash prefix long enough
+that a slip cannot revoke someone else's card. The arguments are declared in cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from .cli_site import _actor, _config, _data_dir, _no, _people, _person, _print_table, _store, _uid
+from .errors import DataError, SekishoError, UsageError
+
+REVOKE_PREFIX_MIN = 8
+"""Hex digits that name a card to revoke: 8 make a slip onto another card about 1 in 4 billion."""
+
+
+def _date(text: str | None, flag: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise DataError(f"{flag}: {text!r} is not a date like 2026-04-01") from None
+
+
+def _validity(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """--valid-from and --valid-until; a range that ends before it starts would silently open
+    nothing, so it is refused."""
+    start, end = _date(args.valid_from, "--valid-from"), _date(args.valid_until, "--valid-until")
+    if start and end and end < start:
+        raise DataError(f"--valid-until {end} is before --valid-from {start}; nothing changed")
+    return start, end
+
+
+def cmd_person_add(args: argparse.Namespace) -> int:
+    valid = _validity(args)
+    _, people, _ = _people(args)
+    people.add_person(args.id, args.name, _actor(), *valid)
+    print(f"added {args.id}")
+    return 0
+
+
+def cmd_person_list(args: argparse.Namespace) -> int:
+    _, people, _ = _people(args, create=False)
+    rows = [{**r, "state": "active" if r["active"] else "disabled", "pin": "yes" if r["pin"] else "no"}
+            for r in people.people()]
+    _print_table(rows, ["id", "name", "state", "levels", "pin", "cards", "valid_from", "valid_until"])
+    return 0
+
+
+def cmd_person_disable(args: argparse.Namespace) -> int:
+    _, people, _ = _people(args)
+    people.set_person_active(args.id, False, _actor())
+    print(f"disabled {args.id}")
+    return 0
+
+
+def cmd_person_enable(args: argparse.Namespace) -> int:
+    _, people, _ = _people(args)
+    people.set_person_active(args.id, True, _actor())
+    print(f"enabled {args.id}")
+    return 0
+
+
+def cmd_person_grant(args: argparse.Namespace) -> int:
+    cfg, people, _ = _people(args)
+    if args.level not in cfg.rules.levels:
+        raise _no("level", args.level, cfg.rules.levels, str(cfg.path))
+    people.grant_level(args.id, args.level, _actor())
+    print(f"{args.id} now holds {args.level}")
+    return 0
+
+
+def cmd_person_ungrant(args: argparse.Namespace) -> int:
+    _, people, _ = _people(args)
+    people.grant_level(args.id, args.level, _actor(), revoke=True)
+    print(f"{args.id} no longer holds {args.level}")
+    return 0
+
+
+def cmd_person_pin(args: argparse.Namespace) -> int:
+    from .pins import hash_pin, valid_pin
+    _, people, _ = _people(args)
+    _person(people, args.id)
+    if args.clear:
+        people.set_pin_hash(args.id, None, _actor())
+        print(f"PIN of {args.id} removed")
+        return 0
+    if sys.stdin.isatty():
+        import getpass
+        pin = getpass.getpass(f"new PIN for {args.id}: ")
+        if getpass.getpass("again: ") != pin:
+            raise DataError("the two PINs differ; nothing changed")
+    else:
+        pin = sys.stdin.readline().strip()
+    if wrong := valid_pin(pin):
+        raise DataError(f"{wrong}; nothing changed")
+    people.set_pin_hash(args.id, hash_pin(pin), _actor())
+    print(f"PIN of {args.id} set")
+    return 0
+
+
+def cmd_card_add(args: argparse.Namespace) -> int:
+    uid = _uid(args.uid)
+    valid = _validity(args)
+    _, people, key = _people(args)
+    card_hash = key.card_hash(uid)
+    people.add_card(args.person, card_hash, _actor(), *valid)
+    print(f"card {card_hash[:12]} enrolled to {args.person}")
+    return 0
+
+
+def cmd_card_enroll(args: argparse.Namespace) -> int:
+    from . import control
+    from .enrollment import enroll_without_daemon
+    from .store.people import People
+    cfg = _config(args)
+    if args.reader not in cfg.readers:
+        raise _no("reader", args.reader, cfg.readers, str(cfg.path))
+    if not 1 <= args.timeout <= 3600:
+        raise UsageError("--timeout must be between 1 and 3600 seconds")
+    _, database, _ = _store(args, create=False)
+    _person(People(database), args.person)  # before anyone waits at the reader
+    database.close()
+    print(f"present the card at {args.reader} (waiting up to {args.timeout:g} s) ...", file=sys.stderr, flush=True)
+    request = {"op": "enroll", "person": args.person, "reader": args.reader, "timeout": args.timeout}
+    reply = control.call(_data_dir(args), request, timeout=args.timeout + 10)
+    if reply is None:
+        card = enroll_without_daemon(cfg, _data_dir(args), args.person, args.reader, args.timeout, _actor())
+    elif reply["ok"]:
+        card = reply["card"]
+    else:
+        raise SekishoError(reply["error"])
+    print(f"card {card} enrolled to {args.person}")
+    return 0
+
+
+def cmd_card_revoke(args: argparse.Namespace) -> int:
+    if bool(args.hash) == bool(args.uid):
+        raise UsageError("name the card by the start of its hash or by --uid (one of them)")
+    prefix = (args.hash or "").lower()
+    if args.hash:
+        if any(c not in "0123456789abcdef" for c in prefix):
+            raise DataError(f"{args.hash!r} is not the start of a card hash (hex digits, as card list shows)")
+        if len(prefix) < REVOKE_PREFIX_MIN:
+            raise UsageError(f"{args.hash!r} is too short to name one card: give at least {REVOKE_PREFIX_MIN} "
+                             f"hex digits (see: sekisho card list) or --uid")
+    uid = _uid(args.uid) if args.uid else None
+    _, people, key = _people(args)
+    card_hash = people.revoke_card(key.card_hash(uid) if uid else prefix, _actor())
+    holder = people.card_holder(card_hash)
+    person = people.person(holder.person_id) if holder else None
+    whose = f" of {person['id']} ({person['name']})" if person else ""
+    print(f"card {card_hash[:12]}{whose} revoked")
+    return 0
+
+
+def cmd_card_list(args: argparse.Namespace) -> int:
+    _, people, _ = _people(args, create=False)
+    if args.person:
+        _person(people, args.person)
+    rows = [{"card": r["hash"][:12], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
+             "created": r["created"], "revoked": r["revoked"]} for r in people.cards(args.person)]
+    _print_table(rows, ["card", "person", "state", "created", "revoked"])
+    return 0

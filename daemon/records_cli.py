@@ -1,0 +1,116 @@
+"""What ``sekisho muster``, ``events``, ``purge`` and ``audit verify`` do: read and keep the record.
+
+Each reads the store without creating one (a mistyped ``--data-dir`` is an error, not an empty
+list), except ``purge``, which writes. Times a person types without a zone are in the site's time
+zone; the store's are UTC text, compared as text. The arguments are declared in cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+import zoneinfo
+
+from .cli_site import _actor, _no, _person, _print_table, _record, _store
+from .errors import DataError
+from .timestamps import rfc3339
+
+EX_DATAERR = 65
+
+
+def cmd_muster(args: argparse.Namespace) -> int:
+    cfg, record = _record(args, create=False)
+    if args.area and args.area not in cfg.areas:
+        raise _no("area", args.area, cfg.areas, str(cfg.path))
+    rows = record.muster(args.area)
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+    for r in rows:
+        r["since"] = dt.datetime.fromisoformat(r["since"]).astimezone(tz).strftime(
+            "%Y-%m-%d %H:%M")
+    columns = ["area", "person_id", "name", "since"]
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    areas = [args.area] if args.area else list(cfg.areas)
+    for area in areas:
+        inside = [r for r in rows if r["area"] == area]
+        print(f"{area}: {len(inside)} inside")
+        for r in inside:
+            print(f"  {r['name']:<30} {r['person_id']:<12} since {r['since']}")
+    return 0
+
+
+def _instant(text: str | None, tz: str, flag: str) -> str | None:
+    """A user's time as the store's UTC timestamp text."""
+    if text is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise DataError(f"{flag}: {text!r} is not a date or time (example: 2026-11-01 or 2026-11-01T09:00)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=zoneinfo.ZoneInfo(tz))
+    return rfc3339(t)
+
+
+EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "reason", "rule", "person_id", "id"]
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from .store.people import People
+    from .store.record import Record
+    cfg, database, _ = _store(args, create=False)
+    record = Record(database, cfg.site.node)
+    if args.person:
+        _person(People(database), args.person)
+    # A door this node no longer has still has its record; only a name found nowhere is a slip.
+    if args.door and args.door not in cfg.doors and not record.events(door=args.door):
+        raise _no("door", args.door, cfg.doors, str(cfg.path))
+    rows = record.events(since=_instant(args.since, cfg.site.timezone, "--since"),
+                         until=_instant(args.until, cfg.site.timezone, "--until"),
+                         door=args.door, person=args.person, result=args.result)
+    rows = [{c: r.get(c) for c in EVENT_COLUMNS} for r in rows]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, EVENT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows, ["ts", "door", "reader", "direction", "result", "reason", "person_id", "rule"])
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from .app import purge_before
+    cfg, record = _record(args)
+    before = purge_before(cfg)
+    events, audit_rows = record.purge(before, _actor())
+    print(f"deleted {events} events and {audit_rows} audit rows from before {before}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .store.audit import verify
+    _, database, _ = _store(args, create=False)
+    # The whole file first: a damaged page can hide rows from the chain walk, or stop it.
+    problems = database.integrity()
+    if problems:
+        print(f"store damaged: {database.path}:", file=sys.stderr)
+        for problem in problems[:20]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more", file=sys.stderr)
+        return EX_DATAERR
+    report = verify(database.db)
+    if report.ok:
+        print(f"audit log intact: {report.rows} rows")
+        return 0
+    print(f"audit log altered: {report.problem} ({report.rows} rows before it are intact)", file=sys.stderr)
+    return EX_DATAERR
