@@ -33,6 +33,7 @@ from . import config as config_mod
 from .cli_site import DEFAULT_CONFIG, DEFAULT_DATA_DIR, _config, _data_dir
 from .commands_cli import cmd_cmd_keygen, cmd_cmd_ops, cmd_cmd_public_key, cmd_cmd_send, cmd_cmd_sign
 from .control_cli import (
+    cmd_alarm_ack,
     cmd_desk_list,
     cmd_door_list,
     cmd_door_mode,
@@ -57,7 +58,7 @@ from .people_cli import (
     cmd_person_pin,
     cmd_person_ungrant,
 )
-from .records_cli import cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
+from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_records(sub)
     _add_sim(sub)
     _add_doors_and_desks(sub, op)
+    _add_alarms(sub, op)
     _add_usb(sub, op)
     _add_cmd(sub)
     _add_tools(sub)
@@ -280,6 +282,29 @@ def _add_doors_and_desks(sub: Any, op: dict[str, ops.Op]) -> None:
     desk = _add(sub, "desk", None, "see desks through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     _add(desk, "list", cmd_desk_list, op["desk.list"].summary)
+
+
+def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
+    p = _add(sub, "alarms", cmd_alarms, "list alarms: open ones first to act on, or all for the audit",
+             "List alarms from this node's record, oldest raised first, with local times in the site's\n"
+             "time zone. Each line is an alarm id's latest life (raised, cleared, acknowledged by whom,\n"
+             "closed); every earlier life and every acknowledgement is in the audit log. An alarm stays\n"
+             "open until a person acknowledges it, even after its condition has cleared.")
+    p.add_argument("--open", action="store_true", help="only alarms not closed yet")
+    p.add_argument("--since", metavar="TIME", help="only alarms raised from this time on (2026-11-01 or "
+                                                   "2026-11-01T09:00)")
+    fmt_group = p.add_mutually_exclusive_group()
+    fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
+    fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
+    alarm = _add(sub, "alarm", None, "acknowledge an alarm through the running daemon").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _add(alarm, "ack", cmd_alarm_ack, op["alarm.ack"].summary,
+             "Acknowledge an open alarm as the user running this command: recorded in the audit log\n"
+             "with the note, published on alarm/<id>. It closes once its condition has cleared (the\n"
+             "door closed, the lockout ended). sekisho alarms --open lists the ids.")
+    id_arg, note = op["alarm.ack"].args
+    p.add_argument("id", help=id_arg.help)
+    p.add_argument("--note", help=note.help)
 
 
 def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:

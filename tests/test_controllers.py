@@ -14,8 +14,8 @@ import pytest
 from sekisho.daemon import config as config_mod
 from sekisho.daemon.alarms import Alarms, Phase
 from sekisho.daemon.door_states import DoorStates
-from sekisho.daemon.errors import SekishoError
 from sekisho.daemon.doors import Doors
+from sekisho.daemon.errors import SekishoError
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlite_utils
+
 from ..timestamps import utc_now
 from .audit import append, cut
 from .database import Database
@@ -86,6 +88,13 @@ Item = NewEvent | NewState | Move | AlarmChange | CommandResult
 """Anything ``Record.record`` commits."""
 
 
+def _retain(db: sqlite_utils.Database, topic: str, states: Sequence[dict[str, Any] | None], ts: str) -> None:
+    """Retained messages for the outbox, in order; None is the empty message that clears a topic."""
+    for state in states:
+        text = json.dumps({**state, "ts": ts}, sort_keys=True, ensure_ascii=False) if state is not None else ""
+        db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)", [topic, text])
+
+
 class Record:
     def __init__(self, database: Database, node: str) -> None:
         self.database = database
@@ -140,12 +149,12 @@ class Record:
                     if item.closed:
                         detail["closed"] = True
                     append(db, item.actor, item.action, detail, ts)
-                    item = NewState(item.topic, None if item.closed else p)
+                    # A closing step is still said (who acknowledged it, when it cleared) before
+                    # the empty retained message takes the alarm off the broker.
+                    _retain(db, item.topic, [p, None] if item.closed else [p], ts)
+                    continue
                 if isinstance(item, NewState):
-                    text = json.dumps({**item.payload, "ts": ts}, sort_keys=True, ensure_ascii=False) \
-                        if item.payload is not None else ""
-                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)",
-                               [item.topic, text])
+                    _retain(db, item.topic, [item.payload], ts)
                     continue
                 seq += 1
                 event_id = str(uuid.uuid4())
