@@ -15,7 +15,7 @@ APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclit
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0
 
-.PHONY: test lint demo deps venv tap pull pin clean
+.PHONY: test lint demo deps venv tap pull pin door ack clean
 
 # Lint first, so a finding fails the run before seven minutes of tests. Under umockdev's
 # preload: the USB tests run on its simulated sysfs and uevents (and fail, never skip, without
@@ -44,6 +44,13 @@ pull:
 PIN ?= 1234
 pin:
 	$(VENV)/bin/sekisho sim pin $(READER) $(PIN) $(DEMO)
+# make door STATE=open (then closed): the demo door's contact; make ack ALARM=<id>
+STATE ?= open
+door:
+	$(VENV)/bin/sekisho sim input entrance-contact $(STATE) $(DEMO)
+ALARM ?= door-a.entrance.forced
+ack:
+	$(VENV)/bin/sekisho alarm ack $(ALARM) $(DEMO)
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \

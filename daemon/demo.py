@@ -207,6 +207,10 @@ def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> Non
     .venv/bin/sekisho sim tap desk-01 04a1b2c3d4e5f6 {args}       # the card in the desk's slot:
                                                                   #   in_use (once inside the room)
     .venv/bin/sekisho sim pull desk-01 {args}                      # pulled: the session locks
+    .venv/bin/sekisho sim input entrance-contact open {args}      # the door opened without a card
+    .venv/bin/sekisho sim input entrance-contact closed {args}    #   and closed: a forced-door alarm,
+    .venv/bin/sekisho alarms --open {args}                         #   open until a person has seen it:
+    .venv/bin/sekisho alarm ack door-a.entrance.forced {args}      #   acknowledged, and closed
     .venv/bin/sekisho muster {args}                                # who is inside
     .venv/bin/sekisho events {args}
     .venv/bin/sekisho audit verify {args}

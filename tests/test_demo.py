@@ -37,6 +37,17 @@ def test_demo_runs_end_to_end(tmp_path):
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         text = out.read_text()
         assert "sim tap entrance-in 04a1b2c3d4e5f6" in text  # the printed instructions
+        # The forced door of the printed instructions (before any grant releases the door): an
+        # alarm that waits for a person.
+        for state in ("open", "closed"):
+            r = subprocess.run([*SEKISHO, "sim", "input", "entrance-contact", state, *args], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr
+        assert "alarm ack door-a.entrance.forced" in text
+        wait_for(lambda: "door-a.entrance.forced" in subprocess.run(
+            [*SEKISHO, "alarms", "--open", *args], capture_output=True, text=True).stdout, what="the open alarm")
+        r = subprocess.run([*SEKISHO, "alarm", "ack", "door-a.entrance.forced", *args], capture_output=True, text=True)
+        assert r.returncode == 0 and "closed" in r.stdout, r.stderr
         for sim in (["tap", "entrance-in", "04a1b2c3d4e5f6"], ["pin", "entrance-in", "1234"],
                     ["tap", "entrance-out", "04deadbeef0001"]):
             r = subprocess.run([*SEKISHO, "sim", *sim, *args], capture_output=True, text=True)
