@@ -17,6 +17,7 @@ import zoneinfo
 
 from .cli_site import _actor, _no, _person, _print_table, _record, _store
 from .errors import DataError
+from .timestamps import local as local_time
 from .timestamps import rfc3339
 
 EX_DATAERR = 65
@@ -105,8 +106,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     rows = []
     for row in record.alarms(open_only=args.open, since=_instant(args.since, cfg.site.timezone, "--since")):
-        local = {k: dt.datetime.fromisoformat(row[k]).astimezone(tz).isoformat(timespec="seconds") if row[k] else None
-                 for k in ("raised", "cleared", "acked_at", "closed")}
+        local = {k: local_time(row[k], tz) if row[k] else None for k in ("raised", "cleared", "acked_at", "closed")}
         rows.append({**{c: row.get(c) for c in ALARM_COLUMNS}, **local, "state": _alarm_state(row)})
     if args.json:
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
