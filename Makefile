@@ -11,10 +11,11 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # Debian packages: the broker, pcscd and what pyscard builds with, the virtual reader and the
 # D-Bus and udev test doubles (python3-dbusmock, umockdev). gi and dbus come from Debian, so
 # the venv is made from Debian's python with --system-site-packages. chromium is the browser the
-# console's tests drive (tests/test_console.py).
+# console's tests drive (tests/test_console.py), with a Japanese font for their screenshots.
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
-	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium
+	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
+	fonts-ipafont-gothic
 # Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
 # re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
 # a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts
