@@ -187,20 +187,20 @@ def test_a_forced_door_alarm_stays_after_the_door_closes_until_acknowledged_in_t
     assert b("count", selector=row) == 1  # the door closed; the alarm waits for a person
 
     b("click", selector=f"{row} [data-test=ack]")
-    b("fill", selector="[data-test=note]", value="checked: a courier")
+    b("fill", selector="[data-test=note]", value="checked: a courier (宅配便)")
     b("click", selector="[data-test=confirm-ok]")
     b("wait", selector=row, state="detached")
     b("wait", selector='[data-test=result][data-op="alarm.ack"][data-state=ok]')
     b.screenshot("alarm-acknowledged")
 
     sent = [c for c in console.commands() if c["op"] == "alarm.ack"][-1]
-    assert sent["args"] == {"id": FORCED, "note": "checked: a courier"} and sent["key"] == "officer"
+    assert sent["args"] == {"id": FORCED, "note": "checked: a courier (宅配便)"} and sent["key"] == "officer"
     wait_for(lambda: console.bus.on(f"/alarm/{FORCED}")[-1].payload == b"", what="the alarm emptied on the bus")
     said = [m.json for m in console.bus.on(f"/alarm/{FORCED}") if m.payload][-1]
-    assert (said["acked_by"], said["ack_note"]) == ("key:officer", "checked: a courier")
+    assert (said["acked_by"], said["ack_note"]) == ("key:officer", "checked: a courier (宅配便)")
     acked = console.audit("alarm.ack")
     assert [(a["actor"], a["detail"]["alarm"], a["detail"]["note"]) for a in acked] == [
-        ("key:officer", FORCED, "checked: a courier")]
+        ("key:officer", FORCED, "checked: a courier (宅配便)")]
     assert console.site.cli("audit", "verify").returncode == 0
 
 
