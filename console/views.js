@@ -24,6 +24,20 @@ function Header({ site, ui, t, actions }) {
   </header>`;
 }
 
+// Shown while the broker is not reached: a broker that wants a user (the ACL's `officer`).
+function BrokerLogin({ ui, t, actions }) {
+  const [user, setUser] = useState('');
+  const [password, setPassword] = useState('');
+  if (ui.conn !== 'disconnected') return null;
+  return html`<form class="notice readonly keyform" data-test="login"
+    onSubmit=${(e) => { e.preventDefault(); actions.login(user, password); }}>
+    ${ui.connError && html`<span class="error">${ui.connError}</span>`}
+    <label>${t('broker_user')} <input value=${user} onInput=${(e) => setUser(e.target.value)} autocomplete="username" /></label>
+    <label>${t('broker_password')} <input type="password" value=${password} autocomplete="current-password"
+      onInput=${(e) => setPassword(e.target.value)} /></label>
+    <button disabled=${!user}>${t('login')}</button></form>`;
+}
+
 function KeyBox({ ui, t, actions }) {
   const [name, setName] = useState('');
   const [text, setText] = useState('');
@@ -167,6 +181,7 @@ export function App({ site, ui, t, actions }) {
   const [asking, setAsking] = useState(null);
   const props = { site, ui: { ...ui, actions }, t, ask: setAsking };
   return html`<${Header} site=${site} ui=${ui} t=${t} actions=${actions} />
+    <${BrokerLogin} ui=${ui} t=${t} actions=${actions} />
     <${KeyBox} ui=${ui} t=${t} actions=${actions} />
     <${CommandLog} ui=${ui} t=${t} />
     <main>

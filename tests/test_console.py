@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -234,3 +235,29 @@ def test_the_console_server_serves_only_the_page_and_its_config(console):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(console.url + path)
         assert err.value.code == 404
+
+
+def test_sekisho_console_serves_https_with_a_certificate_and_says_one_line_when_it_cannot(console, tmp_path):
+    cert, key = tmp_path / "console.crt", tmp_path / "console.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    port = free_port()
+    common = ["--config", str(console.site.config), "--data-dir", str(console.site.data_dir)]
+    server = subprocess.Popen([*SEKISHO, "console", "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
+                               *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith(f"sekisho console: https://localhost:{port}/"), line
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=5) as r:
+            assert b'src="app.js"' in r.read()
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0
+    for args, error in ((["--tls-cert", str(cert)], "--tls-cert and --tls-key go together"),
+                        (["--tls-cert", str(key), "--tls-key", str(key)], "cannot load"),
+                        (["--broker-ws", "http://x/"], "a ws:// or wss:// URL")):
+        r = subprocess.run([*SEKISHO, "console", "--port", str(free_port()), *args, *common], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode != 0 and r.stderr.count("\n") == 1 and error in r.stderr, r.stderr
