@@ -14,7 +14,8 @@ or a store: a mistyped ``--data-dir`` is reported, not papered over with an empt
 This module holds every command's arguments and help, in one place so that they read alike,
 and ``main``; what a command does lives in the module named after its group (people_cli.py,
 records_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py), on the shared footing
-of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) are here.
+of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) and the
+console's (console_server.py) are here.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alarms(sub, op)
     _add_usb(sub, op)
     _add_cmd(sub)
+    _add_console(sub)
     _add_tools(sub)
     return parser
 
@@ -386,6 +388,29 @@ def _add_cmd(sub: Any) -> None:
                            help="seconds to wait for the answer (default 10)")
 
 
+def _add_console(sub: Any) -> None:
+    from .console_server import DEFAULT_PORT, LANGUAGES
+    p = _add(sub, "console", cmd_console, "serve the officer's dashboard (console/) over HTTP or HTTPS",
+             "Serve the officer's web dashboard: open alarms with acknowledgement, doors, areas, desks,\n"
+             "the live event stream and the nodes (docs/console.md). The page talks to the broker over\n"
+             "MQTT-over-WebSockets (--broker-ws) and signs commands in the browser with the officer's\n"
+             "own key; this server holds no key. It listens on 127.0.0.1 unless told otherwise; from\n"
+             "another machine serve it with --tls-cert and --tls-key, since a browser signs only on\n"
+             "https:// or on localhost.\n\nexample:\n"
+             "  sekisho console --broker-ws ws://127.0.0.1:9001/ --port 8443")
+    p.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                   help="the address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN, with TLS)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT})")
+    p.add_argument("--broker-ws", metavar="URL",
+                   help="the broker's WebSocket listener as the browser reaches it, e.g. wss://broker:8884/ "
+                        "(default: ws:// or wss:// on port 9001 of the host the page came from)")
+    p.add_argument("--lang", choices=LANGUAGES, default="auto",
+                   help="the page's language until the officer switches (default auto: Japanese when the "
+                        "browser asks for it)")
+    p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for HTTPS")
+    p.add_argument("--tls-key", metavar="FILE", help="its PEM private key")
+
+
 def _add_tools(sub: Any) -> None:
     _add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
          "List the readers pcscd sees now, with the configured reader whose name pattern\n"
@@ -418,6 +443,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     cli_args = ["--config", str(cfg.path), "--data-dir", str(data_dir)]
     return demo(cfg, data_dir, cli_args + (["--mqtt", args.mqtt] if args.mqtt else []))
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from .console_server import serve
+    return serve(_config(args), listen=args.listen, port=args.port, broker_ws=args.broker_ws, lang=args.lang,
+                 tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def cmd_readers(args: argparse.Namespace) -> int:
