@@ -36,23 +36,32 @@ class OutboxDrain:
         self.held: dict[int, int] = {}       # paho mid -> outbox row n
         self.held_rows: set[int] = set()
         self.cursor = 0                      # last outbox row handed to paho on this connection
+        self.resending = False
+        """paho is resending what it holds on a new connection: nothing new is handed over until
+        the first acknowledgement, or it could overtake those rows (see ``restart``)."""
         self.acked: list[int] = []
 
     def restart(self) -> None:
         """A new connection: read the outbox again from its start (``kick`` skips what paho holds)."""
         self.cursor = 0
+        # paho calls on_connect before it resends the rows it holds, in its own thread: rows
+        # handed over now could go out ahead of them, out of seq order. Its first PUBACK on this
+        # connection comes after it has resent every one of them; ``acknowledged`` kicks then.
+        self.resending = bool(self.held)
         self.kick()
 
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""
-        while self.connection.connected and len(self.held) < self.window:
+        while self.connection.connected and not self.resending and len(self.held) < self.window:
             rows = self.outbox.after(self.cursor, self.window - len(self.held))
             if not rows:
                 return
+            # Acknowledged, and leaving the outbox with the next commit_acked: not again.
+            acked = set(self.acked)
             for row in rows:
                 self.cursor = row.n
-                if row.n in self.held_rows:
-                    continue  # paho resends this one itself
+                if row.n in self.held_rows or row.n in acked:
+                    continue  # paho resends this one itself, or the broker has it
                 info = self.connection.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
                 # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
                 self.held[info.mid] = row.n
@@ -62,6 +71,7 @@ class OutboxDrain:
         n = self.held.pop(mid, None)
         if n is None:
             return  # not a row: the status message, or one published straight to paho
+        self.resending = False
         self.held_rows.discard(n)
         if reason.is_failure:
             log.error("broker refused outbox row %d: %s; it stays queued and is retried on reconnect", n, reason)

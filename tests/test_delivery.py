@@ -3,12 +3,23 @@ broker down, connection cut mid-burst, daemon killed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import signal
+import socket
 import sqlite3
+import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from conftest import wait_for
-from sekisho.daemon.publisher import PAHO_INFLIGHT
+from sekisho.daemon import config as config_mod
+from sekisho.daemon.publisher import Publisher
+from sekisho.daemon.store.database import Database
+from sekisho.daemon.store.outbox import Outbox
+from sekisho.daemon.store.record import NewEvent, Record
 
 UID = "04a1b2c3d4e5f6"
 
@@ -46,10 +57,14 @@ def test_cut_mid_burst_only_in_flight_messages_repeat(site, proxy, subscribe):
     site.start()
     wait_for(lambda: sub.on("/status"), what="the daemon online")
     n = 600
+    cuts = 0
     for i in range(n):
         site.tap(UID)
         if i in (n // 3, 2 * n // 3):
-            wait_for(lambda: proxy.pairs, what="the daemon connected through the proxy")
+            cuts += 1
+            # Connected as the publisher sees it, so that the cut is logged with what paho held.
+            wait_for(lambda: site.daemon_log().count("broker_connection: connected to") == cuts and proxy.pairs,
+                     what="the daemon connected through the proxy")
             assert proxy.cut() == 1
     events = wait_for(lambda: len({e["id"] for e in sub.events()}) >= n and sub.events(), timeout=60,
                       what=f"{n} distinct events")
@@ -60,9 +75,12 @@ def test_cut_mid_burst_only_in_flight_messages_repeat(site, proxy, subscribe):
     assert all(len(ids) == 1 for ids in by_seq.values()), "one seq was sent under two ids"
     repeats = Counter(e["id"] for e in events)
     duplicates = sum(c - 1 for c in repeats.values())
-    # QoS 1 allows a repeat of what was unacknowledged when the broker died, never more.
-    assert duplicates <= PAHO_INFLIGHT, f"{duplicates} duplicates: replayed beyond what was in flight"
-    assert max(repeats.values()) <= 2
+    # QoS 1 allows a repeat of what was unacknowledged when a connection died, never more: what
+    # paho held at each cut, as the daemon logs it. Not PAHO_INFLIGHT: after a reconnect paho
+    # resends all it holds at once, which can be more, and a cut may come during that burst.
+    held = [int(k) for k in re.findall(r"lost the broker \(.*?\); (\d+) events held", site.daemon_log())]
+    assert len(held) >= cuts and duplicates <= sum(held), f"{duplicates} duplicates: more than was held {held}"
+    assert max(repeats.values()) <= 1 + len(held)  # once, and at most once more per cut
     site.stop()
 
 
@@ -108,3 +126,105 @@ def test_status_retained_online_then_offline_on_stop_and_on_sigkill(site, subscr
     fresh = subscribe("sekisho/v1/test/node/+/status")
     wait_for(lambda: fresh.messages, what="retained offline")
     assert fresh.messages[0].retain and fresh.messages[0].json["state"] == "offline"
+
+
+class Relay:
+    """A TCP relay to the broker that can stop passing on what the clients connected now send
+    (``drop``): their QoS 1 messages stay unacknowledged, held by paho. Later connections pass."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropping: set[socket.socket] = set()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self.pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not (outbound and src in self.dropping):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            s.close()
+
+    def drop(self) -> None:
+        self.dropping.update(client for client, _ in self.pairs)
+
+    def cut(self) -> None:
+        pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_rows_paho_holds_at_a_reconnect_go_out_before_newer_ones(tmp_path, broker, subscribe):
+    """paho calls on_connect before it resends what it holds. Here its network thread waits in
+    on_connect until the loop has run the publisher's own handler, as a busy machine may make it
+    wait: rows the publisher handed over there would go out first, out of seq order."""
+    config_path = tmp_path / "sekisho.toml"
+    relay = Relay(broker.port)
+    config_path.write_text(f'[site]\nid = "test"\nnode = "door-a"\n\n[mqtt]\nurl = "mqtt://127.0.0.1:{relay.port}"\n'
+                           'reconnect_max_s = 1\n')
+    cfg = config_mod.load(config_path)
+    sub = subscribe("sekisho/v1/test/door/#")
+    database = Database(tmp_path / "data")
+    record = Record(database, "door-a")
+
+    def commit(first: int, last: int) -> None:
+        record.record([NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event", payload={"n": i},
+                               columns={"door": "entrance", "result": "granted"})
+                      for i in range(first, last + 1)])
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher(cfg.mqtt, Outbox(database), client_id="sekisho-test-door-a", status_topic="sekisho/v1/test/node/door-a/status",
+                        version="test", started="2026-01-01T00:00:00.000Z", loop=loop)
+        on_connect = pub.client.on_connect
+
+        def late(*args: Any) -> None:
+            on_connect(*args)
+            handled = threading.Event()
+            loop.call_soon_threadsafe(handled.set)  # after the publisher's _connected
+            handled.wait(10)
+        pub.client.on_connect = late
+        pub.start()
+        try:
+            async def until(predicate: Callable[[], Any], what: str) -> None:
+                deadline = loop.time() + 20
+                while not predicate():
+                    assert loop.time() < deadline, f"timed out waiting for {what}"
+                    await asyncio.sleep(0.01)
+            await until(lambda: pub.connection.connected and relay.pairs, "the publisher connected")
+            relay.drop()
+            commit(1, 5)
+            pub.kick()
+            await until(lambda: len(pub.outbox_drain.held) == 5, "five rows held by paho")
+            await asyncio.sleep(0.2)  # on the wire, dropped by the relay
+            commit(6, 10)  # the outbox has more when the connection comes back
+            relay.cut()
+            await until(lambda: len(sub.events()) >= 10, "ten events at the subscriber")
+        finally:
+            await pub.stop(drain=False)
+            relay.close()
+    asyncio.run(go())
+    assert [e["n"] for e in sub.events()][:10] == list(range(1, 11))

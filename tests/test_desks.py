@@ -28,7 +28,7 @@ area_in = "room"
 
 [desks.desk-01]
 area = "room"
-lock_confirm_s = 2.0
+lock_confirm_s = 5.0
 lock_retries = 1
 {desk_extra}
 
@@ -100,7 +100,7 @@ def test_card_out_locks_exactly_that_session(desk):
     wait_for(lambda: desk_state(sub) == "locked", what="locked")
     locked = wait_for(lambda: [m.json for m in sub.on("/desk/desk-01/event") if m.json["kind"] == "session_locked"
                                and m.json["latency_ms"] is not None][1:], what="session_locked with latency")[0]
-    assert 0 < locked["latency_ms"] < 5000 and set(locked) >= {"id", "seq", "kind", "subject", "latency_ms"}
+    assert 0 < locked["latency_ms"] < 60_000 and set(locked) >= {"id", "seq", "kind", "subject", "latency_ms"}
     assert ("card_removed", "removed") in desk_events(sub)
     site.stop()
 
@@ -161,7 +161,7 @@ def test_lock_not_confirmed_retries_then_fallback_and_alarm(desk):
     logind.reset()
     logind.add_session("c1", seat="seat0", user="alice")  # LockSession left a no-op: LockedHint stays false
     site.start()
-    wait_for(lambda: ("lock_failed", "unconfirmed") in desk_events(sub), timeout=15, what="lock_failed")
+    wait_for(lambda: ("lock_failed", "unconfirmed") in desk_events(sub), timeout=40, what="lock_failed")
     assert logind.calls("LockSession") == [["c1"], ["c1"]]  # the first try and one retry
     assert logind.calls("TerminateSession") == [["c1"]]
     alarm = wait_for(lambda: [m for m in sub.messages if "/alarm/" in m.topic and m.payload], what="alarm")[0]
@@ -413,7 +413,7 @@ def test_a_console_in_the_foreground_at_the_pull_is_locked_and_the_graphical_ses
     wait_for(lambda: sorted(logind.calls("LockSession")) == [["c1"], ["c2"]], what="both sessions asked")
     wait_for(lambda: logind.locked_hint("c1"), what="the graphical session locked")
     # No locker confirms a console's lock: tty_lock's default ends it.
-    wait_for(lambda: logind.calls("TerminateSession") == [["c2"]], what="the console terminated")
+    wait_for(lambda: logind.calls("TerminateSession") == [["c2"]], timeout=30, what="the console terminated")
     wait_for(lambda: ("session_terminated", "text_session") in desk_events(sub), what="session_terminated")
     assert logind.session_ids() == ["c1"]
     assert desk_state(sub) == "locked" and alarms(sub, "lock_failed") == []
@@ -428,7 +428,7 @@ def test_tty_lock_alarm_only_leaves_the_console_open_with_the_alarm_and_the_desk
     logind.add_session("c2", user="alice", type="tty", active=True)
     seen_by_the_watch(site, "c2 unlocked active")
     site.sim("desk-01", {"op": "pull"})
-    wait_for(lambda: ("lock_failed", "text_session_unconfirmed") in desk_events(sub), what="lock_failed")
+    wait_for(lambda: ("lock_failed", "text_session_unconfirmed") in desk_events(sub), timeout=30, what="lock_failed")
     assert logind.locked_hint("c1") and logind.calls("TerminateSession") == []
     assert sorted(logind.calls("LockSession")) == [["c1"], ["c2"]]  # the console asked once, no retry
     assert wait_for(lambda: alarms(sub, "lock_failed"), what="alarm")[0]["severity"] == "critical"
@@ -448,7 +448,7 @@ def test_a_confirmation_command_that_disagrees_escalates_as_a_failed_lock(desk, 
                            f'"{{user}}"]')
     site.start()  # c1's LockedHint turns true at once; the command does not agree
     reason = "confirm_command_failed: exit 1: no screen locker process in session c1"
-    wait_for(lambda: ("lock_failed", reason) in desk_events(sub), timeout=15, what="lock_failed")
+    wait_for(lambda: ("lock_failed", reason) in desk_events(sub), timeout=40, what="lock_failed")
     assert logind.calls("LockSession") == [["c1"], ["c1"]]  # retried like an unconfirmed lock
     assert logind.calls("TerminateSession") == [["c1"]]      # then the fallback
     assert seen.read_text() == "c1 alice\nc1 alice\n"

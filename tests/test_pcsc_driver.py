@@ -182,13 +182,16 @@ def test_unreadable_card_is_reported_and_the_next_card_is_read(pcscd, cards, sta
 
 
 def test_card_that_never_answers_times_out_and_the_driver_carries_on(pcscd, cards, start_reader):
-    _, rec = start_reader(read_timeout_ms=500)
+    # 4 s, twice the default: the wait is the one configured (a lower bound, which a busy machine
+    # cannot break), and it ends (the card stays silent until it is removed).
+    _, rec = start_reader(read_timeout_ms=4000)
     silent = cards(UID_A, mode="silent")
+    inserted = time.monotonic()
     silent.insert()
     wait_for(lambda: silent.apdus, WAIT, "the GET UID command at the card")
-    asked = time.monotonic()
-    assert rec.wait(CardUnreadable, 1).reason == "no_answer"
-    assert time.monotonic() - asked < 2.0
+    unreadable = rec.wait(CardUnreadable, 1, "the read to time out")
+    assert time.monotonic() - inserted >= 4.0
+    assert (unreadable.reason, unreadable.raw["detail"]) == ("no_answer", "no reply in 4000 ms")
     silent.remove()
     rec.wait(CardRemoved, 1)
     good = cards(UID_B)
@@ -295,7 +298,8 @@ def test_pattern_picks_the_reader(pcscd, cards, start_reader):
     assert rec.wait(CardPresented, 1).raw["reader"] == READER
 
 
-def test_stop_is_prompt_and_final(pcscd, cards, tmp_path):
+def test_stop_is_prompt_and_final(pcscd, cards, tmp_path, monkeypatch):
+    monkeypatch.setattr("sekisho.drivers.pcsc.STOP_TIMEOUT_S", 60.0)  # a stop() that gives up took a minute
     rec = Recorder()
     # A wait of ten minutes per call: only SCardCancel can end it in time.
     reader = PcscReader("desk-01", {"name": READER, "poll_timeout_ms": 600_000}, rec, data_dir=tmp_path)
@@ -305,13 +309,16 @@ def test_stop_is_prompt_and_final(pcscd, cards, tmp_path):
     rec.wait(CardPresented, 1)
     t0 = time.monotonic()
     asyncio.run(reader.stop())
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 30
     assert not [t for t in threading.enumerate() if t.name == "pcsc desk-01"]
     card.remove()  # nothing may arrive after stop(): the thread is gone
     assert rec.kinds() == ["CardPresented"]
 
 
-def test_stop_is_prompt_while_pcscd_is_down(tmp_path):
+def test_stop_is_prompt_while_pcscd_is_down(tmp_path, monkeypatch):
+    # It waits a minute before it tries pcscd again; stop() must not wait that out.
+    monkeypatch.setattr("sekisho.drivers.pcsc.BACKOFF_FIRST_S", 60.0)
+    monkeypatch.setattr("sekisho.drivers.pcsc.BACKOFF_MAX_S", 60.0)
     turn = Pcscd(tmp_path)  # fails the test if pcscd is not installed; holds the machine's pcscd, unstarted
     ensure_no_other_pcscd()
     rec = Recorder()
@@ -320,5 +327,5 @@ def test_stop_is_prompt_while_pcscd_is_down(tmp_path):
     rec.wait(ReaderLost, 1)
     t0 = time.monotonic()
     asyncio.run(reader.stop())
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 30
     turn.release()

@@ -169,7 +169,7 @@ area_in = "room"
 
 [desks.desk-01]
 area = "room"
-lock_confirm_s = 2.0
+lock_confirm_s = 5.0
 lock_retries = 1
 
 [readers.entrance-in]
