@@ -42,19 +42,23 @@ async function main() {
     const options = { protocolVersion: 5, clean: true, reconnectPeriod: 2000, connectTimeout: 10000 };
     const user = localStorage.getItem(USER_KEY);
     if (user) Object.assign(options, { username: user, password: sessionStorage.getItem(PASSWORD_KEY) || '' });
-    client = mqtt.connect(brokerUrl(layout), options);
-    client.on('connect', () => {
-      client.subscribe(`${layout.base}/#`, { qos: 1 }, (err) => {
+    const mine = mqtt.connect(brokerUrl(layout), options);
+    client = mine;
+    // A client ended for a new login can still report its close after the new one connected:
+    // only the current client's events count.
+    const on = (what, handler) => mine.on(what, (...args) => { if (client === mine) handler(...args); });
+    on('connect', () => {
+      mine.subscribe(`${layout.base}/#`, { qos: 1 }, (err) => {
         ui.conn = err ? 'disconnected' : 'connected';
         ui.connError = err ? String(err.message || err) : null;
         redraw();
       });
     });
-    client.on('message', (topic, payload) => {
+    on('message', (topic, payload) => {
       if (apply(site, topic, new TextDecoder().decode(payload))) redraw();
     });
-    for (const what of ['close', 'offline']) client.on(what, () => { ui.conn = 'disconnected'; redraw(); });
-    client.on('error', (err) => { ui.connError = String(err.message || err); redraw(); });
+    for (const what of ['close', 'offline']) on(what, () => { ui.conn = 'disconnected'; redraw(); });
+    on('error', (err) => { ui.connError = String(err.message || err); redraw(); });
   }
 
   // A command: refused here without a key; otherwise signed, published, and followed to its answer.
@@ -95,7 +99,9 @@ async function main() {
       connect();
     },
     ack(alarm, note) {
-      command(alarm.node, 'alarm.ack', note ? { id: alarm.id, note } : { id: alarm.id }, alarm.id);
+      // raised: the occurrence the officer saw; the node refuses the ack if it was raised again since.
+      const args = { id: alarm.id, ...(alarm.raised ? { raised: alarm.raised } : {}), ...(note ? { note } : {}) };
+      command(alarm.node, 'alarm.ack', args, alarm.id);
     },
     unlock(door, node) { command(node, 'door.unlock', { door }, door); },
     setMode(door, node, mode) { command(node, 'door.mode', { door, mode }, `${door} → ${mode}`); },

@@ -57,7 +57,7 @@ export function pickLanguage(configured, stored, browser) {
 export function translator(lang) {
   const i = lang === 'ja' ? 0 : 1;
   return (key, values) => {
-    let text = WORDS[key] ? WORDS[key][i] : key;
+    let text = Object.hasOwn(WORDS, key) ? WORDS[key][i] : key;
     for (const [k, v] of Object.entries(values || {})) text = text.replace(`{${k}}`, v);
     return text;
   };

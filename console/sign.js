@@ -25,6 +25,8 @@ export function canonical(value) {
     return '{' + Object.keys(value).sort().map((k) => JSON.stringify(k) + ':' + canonical(value[k])).join(',') + '}';
   }
   if (typeof value === 'number' && !Number.isSafeInteger(value)) throw new Error('commands carry whole numbers only');
+  // JSON.stringify leaves such a field out of the message it sends: signing it would sign other bytes.
+  if (value === undefined || typeof value === 'function') throw new Error('a command field without a value');
   return JSON.stringify(value);
 }
 

@@ -86,7 +86,7 @@ function Alarms({ site, ui, t, ask }) {
         <td>${a.acked_by ? html`<span data-test="acked">${t('acked')}: ${a.acked_by}</span>`
           : html`<button data-test="ack" onClick=${() => ask({
             text: t('confirm_ack', { id: a.id }), note: true,
-            run: (note) => ui.actions.ack({ id: a.id, node: alarmNode(a.id) }, note),
+            run: (note) => ui.actions.ack({ id: a.id, node: alarmNode(a.id), raised: a.raised }, note),
           })}>${t('acknowledge')}</button>`}</td></tr>`)}
       </tbody></table>`}</section>`;
 }

@@ -96,29 +96,44 @@ class Alarms:
         now = utc_now()
         for row in self.record.active_alarms():
             alarm = Alarm(row["id"], row["kind"], row["source"], row["severity"], row["subject"], row["raised"],
-                          cleared=row["cleared"] or now, acked_by=row["acked_by"], acked_at=row["acked_at"],
+                          cleared=row["cleared"], acked_by=row["acked_by"], acked_at=row["acked_at"],
                           ack_note=row["ack_note"])
-            self._settle(alarm, "alarm.clear", "daemon")
+            if alarm.cleared and self.ack_needed:
+                self.open[alarm.id] = alarm  # waiting for a person already, and said so: as it was
+            else:
+                self._settle(replace(alarm, cleared=alarm.cleared or now), "alarm.clear", "daemon")
 
-    def raise_(self, kind: str, source: str, severity: str, subject: str | None = None, **detail: Any) -> str:
-        """Open the alarm (or refresh it, if it is open) through the queue; its id."""
-        change = self.raised(kind, source, severity, subject, **detail)
+    def raise_(self, kind: str, source: str, severity: str, subject: str | None = None, *, incident: bool = False,
+               **detail: Any) -> str:
+        """Open the alarm (or refresh it, if it is open) through the queue; its id. An
+        ``incident`` (a lock that failed, a tailgater, a strike that did not answer) has no
+        condition that could clear later: it is cleared as it is raised, and closes once a
+        person has acknowledged it."""
+        change = self.raised(kind, source, severity, subject, incident=incident, **detail)
         self.queue(change)
         return change.alarm_id
 
-    def raised(self, kind: str, source: str, severity: str, subject: str | None = None,
+    def raised(self, kind: str, source: str, severity: str, subject: str | None = None, *, incident: bool = False,
                **detail: Any) -> AlarmChange:
         """Open the alarm and return its change for the caller to commit itself (at start, before
         the daemon's queue runs)."""
         alarm_id = self.alarm_id(kind, source, subject)
         before = self.open.get(alarm_id)
-        alarm = Alarm(alarm_id, kind, source, severity, subject, before.raised if before else utc_now(),
-                      detail=tuple(sorted(detail.items())))
-        if before is not None and not before.cleared:
+        now = utc_now()
+        # Raised again while its condition holds: the same occurrence, its time and its
+        # acknowledgement kept. After the condition cleared (or for an incident): a new one.
+        same = before is not None and not before.cleared
+        alarm = Alarm(alarm_id, kind, source, severity, subject, before.raised if before and same else now,
+                      cleared=now if incident else None, detail=tuple(sorted(detail.items())))
+        if before is not None and same:
             alarm = replace(alarm, acked_by=before.acked_by, acked_at=before.acked_at, ack_note=before.ack_note)
-        self.open[alarm_id] = alarm
         log.warning("alarm %s raised (%s, %s)", alarm_id, kind, severity)
-        return self._change(alarm, "alarm.raise", "daemon")
+        closed = incident and not self.ack_needed
+        if closed:
+            self.open.pop(alarm_id, None)
+        else:
+            self.open[alarm_id] = alarm
+        return self._change(alarm, "alarm.raise", "daemon", closed)
 
     def clear(self, kind: str, source: str, subject: str | None = None) -> None:
         """The condition behind the alarm is gone; nothing happens if it is not open."""
@@ -127,13 +142,17 @@ class Alarms:
             return
         self._settle(replace(alarm, cleared=utc_now()), "alarm.clear", "daemon")
 
-    def ack(self, alarm_id: str, by: str, note: str | None = None) -> Alarm:
+    def ack(self, alarm_id: str, by: str, note: str | None = None, raised: str | None = None) -> Alarm:
         """A person has seen it: ``by`` is who (``key:<id>`` for a signed command, ``cli:<user>``
-        at the node). An alarm acknowledged already keeps its first acknowledgement. An id that
-        is not open is a ``SekishoError``."""
+        at the node). ``raised``, when given, is the occurrence the person saw: one raised again
+        since is refused, not acknowledged unseen. An alarm acknowledged already keeps its first
+        acknowledgement. An id that is not open is a ``SekishoError``."""
         alarm = self.open.get(alarm_id)
         if alarm is None:
             raise SekishoError(f"no open alarm {alarm_id!r} (sekisho alarms --open lists them)")
+        if raised is not None and raised != alarm.raised:
+            raise SekishoError(f"alarm {alarm_id!r} was raised again at {alarm.raised}, after the one seen "
+                               f"({raised}): look at it first")
         if not alarm.acked_by:
             alarm = replace(alarm, acked_by=by, acked_at=utc_now(), ack_note=note or None)
             log.info("alarm %s acknowledged by %s", alarm_id, by)

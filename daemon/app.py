@@ -263,7 +263,7 @@ class Daemon:
         log.error("duplicate node name %r: %s; give each node its own [site] node", node, detail)
         if not self.duplicate_reported:
             self.duplicate_reported = True
-            self.alarms.raise_("duplicate_node", node, "critical", detail=detail)
+            self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""

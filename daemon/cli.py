@@ -304,7 +304,7 @@ def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
              "Acknowledge an open alarm as the user running this command: recorded in the audit log\n"
              "with the note, published on alarm/<id>. It closes once its condition has cleared (the\n"
              "door closed, the lockout ended). sekisho alarms --open lists the ids.")
-    id_arg, note = op["alarm.ack"].args
+    id_arg, note, _ = op["alarm.ack"].args  # raised: for a console that shows one occurrence
     p.add_argument("id", help=id_arg.help)
     p.add_argument("--note", help=note.help)
 

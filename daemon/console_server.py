@@ -28,6 +28,7 @@ import mimetypes
 import signal
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"
          ".json": "application/json", ".svg": "image/svg+xml", ".md": "text/plain", ".txt": "text/plain"}
 SKIPPED = {".sh"}
 """Files of console/ that are tools, not part of the page (console/vendor/update.sh)."""
+HANDSHAKE_AND_REQUEST_S = 10.0
+"""How long a connection may take over its TLS handshake and each read of its request."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def load_page(root: Path, layout: Mapping[str, Any]) -> Page:
         raise SekishoError(f"{root}: no index.html; the console's files are missing")
     files: dict[str, tuple[str, bytes]] = {}
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix in SKIPPED or any(p.startswith(".") for p in path.parts):
+        if not path.is_file() or path.suffix in SKIPPED or any(p.startswith(".") for p in path.relative_to(root).parts):
             continue
         kind = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind == "application/json":
@@ -120,10 +123,35 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+class _Server(ThreadingHTTPServer):
+    """Each connection on its own thread, TLS included: the handshake of a connection is done in
+    its thread, with the handler's timeout, so one client that connects and says nothing holds
+    up nobody else (wrapping the listening socket would do every handshake in the accept loop)."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, addr = super().get_request()
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away, timed out or failed its handshake: its own problem.
+        log.debug("console: %s: %s", client_address, sys.exc_info()[1])
+
+
 def _handler(page: Page, headers: Mapping[str, str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sekisho-console"
         sys_version = ""
+        timeout = HANDSHAKE_AND_REQUEST_S
+
+        def setup(self) -> None:
+            super().setup()  # the timeout, first
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.do_handshake()
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self._answer(body=True)
@@ -155,10 +183,9 @@ class ConsoleServer:
     def __init__(self, page: Page, listen: str, port: int, broker_ws: str | None,
                  tls: tuple[str, str] | None = None) -> None:
         try:
-            self.httpd = ThreadingHTTPServer((listen, port), _handler(page, _security_headers(broker_ws)))
+            self.httpd = _Server((listen, port), _handler(page, _security_headers(broker_ws)))
         except OSError as exc:
             raise Unavailable(f"cannot listen on {listen}:{port}: {exc.strerror or exc}") from None
-        self.httpd.daemon_threads = True
         self.scheme = "http"
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -168,7 +195,7 @@ class ConsoleServer:
             except (OSError, ssl.SSLError) as exc:
                 self.httpd.server_close()
                 raise SekishoError(f"--tls-cert {tls[0]} / --tls-key {tls[1]}: cannot load: {exc}") from None
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.httpd.tls = context
             self.scheme = "https"
         host, bound = self.httpd.socket.getsockname()[:2]
         # localhost, not 127.0.0.1: the name a browser treats as a secure context in every version;

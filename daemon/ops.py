@@ -193,7 +193,7 @@ async def alarm_list(parts: Parts, args: Answer, actor: str) -> Answer:
 
 async def alarm_ack(parts: Parts, args: Answer, actor: str) -> Answer:
     assert parts.alarms is not None
-    alarm = parts.alarms.ack(args["id"], actor, args["note"])
+    alarm = parts.alarms.ack(args["id"], actor, args["note"], args["raised"])
     return {"id": alarm.id, "acked_by": alarm.acked_by, "acked_at": alarm.acked_at,
             "closed": alarm.id not in parts.alarms.open}
 
@@ -238,7 +238,9 @@ def declared() -> tuple[Op, ...]:
         Op("alarm.ack", "acknowledge an open alarm (audited with who and the note); it closes once its "
                         "condition has cleared", alarm_ack, "alarms",
            (Arg("id", str, "the alarm's id (alarm.list shows them)"),
-            Arg("note", str, "what was done about it, for the record", required=False, max_len=500))),
+            Arg("note", str, "what was done about it, for the record", required=False, max_len=500),
+            Arg("raised", str, "when the occurrence seen was raised (its raised field): refused if it was raised "
+                               "again since", required=False, max_len=40))),
         Op("desk.list", "each desk's state, holder, for how long, and its seat's user sessions", desk_list, "desks"),
         Op("usb.allow", "allow one device for a limited time (recorded, never kept over a restart)", usb_allow,
            "usb",

@@ -23,7 +23,7 @@ async function open({ locale }) {
 // Poll an expression from here: waitForFunction would compile it inside the page, which the
 // page's Content-Security-Policy (no eval) rightly refuses.
 async function until({ expression, timeout }) {
-  const deadline = Date.now() + (timeout || 10000);
+  const deadline = Date.now() + (timeout || 30000);
   while (!(await page.evaluate(expression))) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${expression}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -39,7 +39,7 @@ const ops = {
   fill: ({ selector, value }) => page.fill(selector, value),
   select: ({ selector, value }) => page.selectOption(selector, value),
   upload: ({ selector, path }) => page.setInputFiles(selector, path),
-  wait: ({ selector, state, timeout }) => page.waitForSelector(selector, { state: state || 'visible', timeout: timeout || 10000 }).then(() => true),
+  wait: ({ selector, state, timeout }) => page.waitForSelector(selector, { state: state || 'visible', timeout: timeout || 30000 }).then(() => true),
   until,
   text: ({ selector }) => page.innerText(selector),
   count: ({ selector }) => page.locator(selector).count(),

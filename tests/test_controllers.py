@@ -221,6 +221,37 @@ def test_an_acknowledgement_holds_while_the_condition_lasts_and_not_for_the_next
     run(go())
 
 
+def test_an_incident_is_cleared_as_it_is_raised_and_closes_when_acknowledged(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        failed = house.alarms.raise_("lock_failed", "desk-01", "critical", incident=True)
+        raised = house.alarm_changes()[-1]
+        assert raised.payload["cleared"] == raised.payload["raised"] and not raised.closed
+        house.alarms.ack(failed, "cli:guard")
+        assert failed not in house.alarms.open and house.alarm_changes()[-1].closed
+        house.alarms.ack_needed = False  # a lab: said, and closed at once
+        house.alarms.raise_("lock_failed", "desk-01", "critical", incident=True)
+        assert house.alarm_changes()[-1].closed and failed not in house.alarms.open
+    run(go())
+
+
+def test_an_acknowledgement_names_the_occurrence_it_saw(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        forced = house.alarms.raise_("forced", "entrance", "critical")
+        first = house.alarms.open[forced].raised
+        house.alarms.clear("forced", "entrance")
+        await asyncio.sleep(0.01)  # timestamps have milliseconds
+        house.alarms.raise_("forced", "entrance", "critical")  # forced again, before anyone looked
+        second = house.alarms.open[forced].raised
+        assert second > first  # a new occurrence, with its own time
+        with pytest.raises(SekishoError, match="was raised again"):
+            house.alarms.ack(forced, "key:officer-1", raised=first)
+        assert house.alarms.open[forced].acked_by is None
+        assert house.alarms.ack(forced, "key:officer-1", raised=second).acked_by == "key:officer-1"
+    run(go())
+
+
 def test_open_alarms_outlive_a_restart_as_cleared_and_wait_for_a_person(tmp_path):
     async def go() -> None:
         loop = asyncio.get_running_loop()
@@ -238,6 +269,9 @@ def test_open_alarms_outlive_a_restart_as_cleared_and_wait_for_a_person(tmp_path
         again.commit()
         assert [a["id"] for a in again.record.active_alarms()] == [forced]
         assert set(again.alarms.open) == {forced}
+        third = House(tmp_path, loop)
+        third.alarms.startup()  # waiting for a person already, and said so: nothing more to say
+        assert third.alarm_changes() == [] and set(third.alarms.open) == {forced}
         again.alarms.ack(forced, "key:officer-1")
         again.commit()
         assert again.record.active_alarms() == []
