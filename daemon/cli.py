@@ -409,6 +409,9 @@ def _add_console(sub: Any) -> None:
                         "browser asks for it)")
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for HTTPS")
     p.add_argument("--tls-key", metavar="FILE", help="its PEM private key")
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve another machine over plain HTTP all the same: the page cannot sign there, and a "
+                        "broker password typed into it crosses the network in clear")
 
 
 def _add_tools(sub: Any) -> None:
@@ -448,7 +451,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from .console_server import serve
     return serve(_config(args), listen=args.listen, port=args.port, broker_ws=args.broker_ws, lang=args.lang,
-                 tls_cert=args.tls_cert, tls_key=args.tls_key)
+                 tls_cert=args.tls_cert, tls_key=args.tls_key, plain_http=args.plain_http)
 
 
 def cmd_readers(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ A port already in use or a certificate that does not load is one line and an exi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
@@ -116,6 +117,13 @@ def _security_headers(broker_ws: str | None) -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-cache",
     }
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def _origin(url: str) -> str:
@@ -214,10 +222,14 @@ class ConsoleServer:
 
 
 def serve(cfg: Config, *, listen: str, port: int, broker_ws: str | None, lang: str,
-          tls_cert: str | None, tls_key: str | None, root: Path = CONSOLE_DIR) -> int:
+          tls_cert: str | None, tls_key: str | None, plain_http: bool = False, root: Path = CONSOLE_DIR) -> int:
     """``sekisho console``: serve until SIGINT or SIGTERM."""
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if tls_cert is None and not plain_http and not _loopback(listen):
+        raise UsageError(f"--listen {listen} without --tls-cert and --tls-key: another machine's browser would get "
+                         "a page that cannot sign, and a broker password typed into it would cross the network in "
+                         "clear (--plain-http if that is what you want)")
     if broker_ws is not None and urlsplit(broker_ws).scheme not in ("ws", "wss"):
         raise UsageError(f"--broker-ws {broker_ws}: a ws:// or wss:// URL")
     page = load_page(root, site_layout(cfg, broker_ws, lang))

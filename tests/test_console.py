@@ -260,7 +260,8 @@ def test_sekisho_console_serves_https_with_a_certificate_and_says_one_line_when_
         assert server.wait(10) == 0
     for args, error in ((["--tls-cert", str(cert)], "--tls-cert and --tls-key go together"),
                         (["--tls-cert", str(key), "--tls-key", str(key)], "cannot load"),
-                        (["--broker-ws", "http://x/"], "a ws:// or wss:// URL")):
+                        (["--broker-ws", "http://x/"], "a ws:// or wss:// URL"),
+                        (["--listen", "0.0.0.0"], "--listen 0.0.0.0 without --tls-cert and --tls-key")):
         r = subprocess.run([*SEKISHO, "console", "--port", str(free_port()), *args, *common], capture_output=True,
                            text=True, timeout=20)
         assert r.returncode != 0 and r.stderr.count("\n") == 1 and error in r.stderr, r.stderr
