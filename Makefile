@@ -10,17 +10,24 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 
 # Debian packages: the broker, pcscd and what pyscard builds with, the virtual reader and the
 # D-Bus and udev test doubles (python3-dbusmock, umockdev). gi and dbus come from Debian, so
-# the venv is made from Debian's python with --system-site-packages.
+# the venv is made from Debian's python with --system-site-packages. chromium is the browser the
+# console's tests drive (tests/test_console.py), with a Japanese font for their screenshots.
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
-	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0
+	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
+	fonts-ipafont-gothic
+# Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
+# re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
+# a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts
+# with Debian's).
+NODE_APT_PACKAGES := nodejs npm
 
-.PHONY: test lint demo deps venv tap pull pin clean
+.PHONY: test lint demo deps venv node vendor tap pull pin door ack clean
 
 # Lint first, so a finding fails the run before seven minutes of tests. Under umockdev's
 # preload: the USB tests run on its simulated sysfs and uevents (and fail, never skip, without
 # it). Nothing else notices the preload.
-test: lint
+test: lint node
 	umockdev-wrapper $(PY) -m pytest -q
 
 # ruff and mypy, configured in pyproject.toml. mypy reads the package as Python imports it,
@@ -44,10 +51,18 @@ pull:
 PIN ?= 1234
 pin:
 	$(VENV)/bin/sekisho sim pin $(READER) $(PIN) $(DEMO)
+# make door STATE=open (then closed): the demo door's contact; make ack ALARM=<id>
+STATE ?= open
+door:
+	$(VENV)/bin/sekisho sim input entrance-contact $(STATE) $(DEMO)
+ALARM ?= door-a.entrance.forced
+ack:
+	$(VENV)/bin/sekisho alarm ack $(ALARM) $(DEMO)
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
+		command -v npm >/dev/null || echo $(NODE_APT_PACKAGES)); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Debian packages:" $$missing; \
@@ -65,5 +80,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The node packages the tests use (playwright-core, exactly as package-lock.json pins it), in
+# ./node_modules; no install scripts run (playwright-core has none it needs: it downloads no
+# browser, the tests use Debian's chromium).
+node: deps node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The console's libraries (mqtt.js, Preact, htm), fetched from npm at the versions and integrity
+# console/vendor/update.sh records, into console/vendor/: by hand, when a version changes.
+vendor:
+	console/vendor/update.sh
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache .mypy_cache build/mypy
+	rm -rf node_modules $(VENV) .demo .pytest_cache .ruff_cache .mypy_cache build/mypy

@@ -123,7 +123,8 @@ class Daemon:
                                    on_damaged=self._store_damaged)
         self.answering = Answering(loop)
         # The site's state that several controllers share, each in its own named home.
-        self.alarms = Alarms(config.site.node, self.record, self.topics, self._queue)
+        self.alarms = Alarms(config.site.node, self.record, self.topics, self._queue,
+                             ack_needed=config.site.alarms_need_ack)
         self.presence = Presence(config, self.people, self.record, self.key, self.topics, loop, self._queue)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
@@ -157,8 +158,8 @@ class Daemon:
         # before the desks' start-up lock (run() says why).
         self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.router.handle) \
             if self.logind and self.desks else None
-        ops = Table(Parts(door_states=self.door_states, desks=self.desks, presence=self.presence, usb=self.usb,
-                          enrolment=self.enrolment), declared())
+        ops = Table(Parts(door_states=self.door_states, alarms=self.alarms, desks=self.desks, presence=self.presence,
+                          usb=self.usb, enrolment=self.enrolment), declared())
         self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
@@ -262,7 +263,7 @@ class Daemon:
         log.error("duplicate node name %r: %s; give each node its own [site] node", node, detail)
         if not self.duplicate_reported:
             self.duplicate_reported = True
-            self.alarms.raise_("duplicate_node", node, "critical", detail=detail)
+            self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""

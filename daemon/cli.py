@@ -14,7 +14,8 @@ or a store: a mistyped ``--data-dir`` is reported, not papered over with an empt
 This module holds every command's arguments and help, in one place so that they read alike,
 and ``main``; what a command does lives in the module named after its group (people_cli.py,
 records_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py), on the shared footing
-of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) are here.
+of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) and the
+console's (console_server.py) are here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from . import config as config_mod
 from .cli_site import DEFAULT_CONFIG, DEFAULT_DATA_DIR, _config, _data_dir
 from .commands_cli import cmd_cmd_keygen, cmd_cmd_ops, cmd_cmd_public_key, cmd_cmd_send, cmd_cmd_sign
 from .control_cli import (
+    cmd_alarm_ack,
     cmd_desk_list,
     cmd_door_list,
     cmd_door_mode,
@@ -57,7 +59,7 @@ from .people_cli import (
     cmd_person_pin,
     cmd_person_ungrant,
 )
-from .records_cli import cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
+from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
@@ -146,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_records(sub)
     _add_sim(sub)
     _add_doors_and_desks(sub, op)
+    _add_alarms(sub, op)
     _add_usb(sub, op)
     _add_cmd(sub)
+    _add_console(sub)
     _add_tools(sub)
     return parser
 
@@ -282,6 +286,29 @@ def _add_doors_and_desks(sub: Any, op: dict[str, ops.Op]) -> None:
     _add(desk, "list", cmd_desk_list, op["desk.list"].summary)
 
 
+def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
+    p = _add(sub, "alarms", cmd_alarms, "list alarms: open ones first to act on, or all for the audit",
+             "List alarms from this node's record, oldest raised first, with local times in the site's\n"
+             "time zone. Each line is an alarm id's latest life (raised, cleared, acknowledged by whom,\n"
+             "closed); every earlier life and every acknowledgement is in the audit log. An alarm stays\n"
+             "open until a person acknowledges it, even after its condition has cleared.")
+    p.add_argument("--open", action="store_true", help="only alarms not closed yet")
+    p.add_argument("--since", metavar="TIME", help="only alarms raised from this time on (2026-11-01 or "
+                                                   "2026-11-01T09:00)")
+    fmt_group = p.add_mutually_exclusive_group()
+    fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
+    fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
+    alarm = _add(sub, "alarm", None, "acknowledge an alarm through the running daemon").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _add(alarm, "ack", cmd_alarm_ack, op["alarm.ack"].summary,
+             "Acknowledge an open alarm as the user running this command: recorded in the audit log\n"
+             "with the note, published on alarm/<id>. It closes once its condition has cleared (the\n"
+             "door closed, the lockout ended). sekisho alarms --open lists the ids.")
+    id_arg, note, _ = op["alarm.ack"].args  # raised: for a console that shows one occurrence
+    p.add_argument("id", help=id_arg.help)
+    p.add_argument("--note", help=note.help)
+
+
 def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     usb = _add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device") \
         .add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -361,6 +388,32 @@ def _add_cmd(sub: Any) -> None:
                            help="seconds to wait for the answer (default 10)")
 
 
+def _add_console(sub: Any) -> None:
+    from .console_server import DEFAULT_PORT, LANGUAGES
+    p = _add(sub, "console", cmd_console, "serve the officer's dashboard (console/) over HTTP or HTTPS",
+             "Serve the officer's web dashboard: open alarms with acknowledgement, doors, areas, desks,\n"
+             "the live event stream and the nodes (docs/console.md). The page talks to the broker over\n"
+             "MQTT-over-WebSockets (--broker-ws) and signs commands in the browser with the officer's\n"
+             "own key; this server holds no key. It listens on 127.0.0.1 unless told otherwise; from\n"
+             "another machine serve it with --tls-cert and --tls-key, since a browser signs only on\n"
+             "https:// or on localhost.\n\nexample:\n"
+             "  sekisho console --broker-ws ws://127.0.0.1:9001/ --port 8443")
+    p.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                   help="the address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN, with TLS)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT})")
+    p.add_argument("--broker-ws", metavar="URL",
+                   help="the broker's WebSocket listener as the browser reaches it, e.g. wss://broker:8884/ "
+                        "(default: ws:// or wss:// on port 9001 of the host the page came from)")
+    p.add_argument("--lang", choices=LANGUAGES, default="auto",
+                   help="the page's language until the officer switches (default auto: Japanese when the "
+                        "browser asks for it)")
+    p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for HTTPS")
+    p.add_argument("--tls-key", metavar="FILE", help="its PEM private key")
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve another machine over plain HTTP all the same: the page cannot sign there, and a "
+                        "broker password typed into it crosses the network in clear")
+
+
 def _add_tools(sub: Any) -> None:
     _add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
          "List the readers pcscd sees now, with the configured reader whose name pattern\n"
@@ -393,6 +446,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     cli_args = ["--config", str(cfg.path), "--data-dir", str(data_dir)]
     return demo(cfg, data_dir, cli_args + (["--mqtt", args.mqtt] if args.mqtt else []))
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from .console_server import serve
+    return serve(_config(args), listen=args.listen, port=args.port, broker_ws=args.broker_ws, lang=args.lang,
+                 tls_cert=args.tls_cert, tls_key=args.tls_key, plain_http=args.plain_http)
 
 
 def cmd_readers(args: argparse.Namespace) -> int:

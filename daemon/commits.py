@@ -101,7 +101,7 @@ class GroupCommit:
         count = lost_before(self.data_dir)
         if not count:
             return
-        change = alarms.raised("records_lost", node, "critical", count=count)
+        change = alarms.raised("records_lost", node, "critical", incident=True, count=count)
         try:
             self.record.record([change])
         except StoreError as exc:

@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 from . import config as config_mod
-from .cli_site import _config, _data_dir, _no, _print_table
+from .cli_site import _config, _data_dir, _no, _print_table, _record
 from .errors import PermissionDenied, SekishoError, Unavailable
 
 
@@ -51,6 +51,19 @@ def cmd_door_mode(args: argparse.Namespace) -> int:
     _door(args)
     _daemon(args, {"op": "door.mode", "door": args.door, "mode": args.mode})
     print(f"{args.door} is now in {args.mode} mode")
+    return 0
+
+
+def cmd_alarm_ack(args: argparse.Namespace) -> int:
+    cfg, record = _record(args, create=False)
+    open_ids = [row["id"] for row in record.alarms(open_only=True)]
+    if args.id not in open_ids:
+        raise _no("open alarm", args.id, open_ids, f"the record of {cfg.site.node}")
+    reply = _daemon(args, {"op": "alarm.ack", "id": args.id, "note": args.note})
+    if reply["closed"]:
+        print(f"{reply['id']} acknowledged by {reply['acked_by']} and closed (its condition had cleared)")
+    else:
+        print(f"{reply['id']} acknowledged by {reply['acked_by']}; open until its condition clears")
     return 0
 
 

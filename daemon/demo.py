@@ -1,8 +1,10 @@
 """``sekisho demo``: the whole system on one machine, for a first look.
 
-Starts a private mosquitto on the port the config names, enrolls two demo people (one with a
-card that opens, one whose card is revoked), runs the daemon, and prints every message that
-reaches the bus, so a newcomer can tap a card in a second terminal and watch the event arrive.
+Starts a private mosquitto on the port the config names (and a WebSockets listener beside it,
+for the officer's console), enrolls two demo people (one with a card that opens, one whose card
+is revoked), runs the daemon, serves the officer's console on localhost, and prints every
+message that reaches the bus, so a newcomer can tap a card in a second terminal and watch the
+event arrive, in the terminal and in the browser.
 
 It stops on SIGINT (Ctrl-C) and on SIGTERM, by handlers of its own, as the daemon does: a
 process started in the background by a non-interactive shell (a CI runner, ``nohup``, ``cmd &``
@@ -41,6 +43,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_DAEMON_S = 20.0
 """As the unit's TimeoutStopSec: the daemon flushes its outbox and says offline."""
 STOP_OTHERS_S = 5.0
+CONSOLE_PORT = 18080
+"""Where the demo serves the console when the port is free (else one the kernel picks)."""
+
+
+def _port_near(port: int) -> int:
+    """``port`` when nothing on this machine listens there, else a free one the kernel picks."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class _Stop(Exception):
@@ -86,7 +100,8 @@ def _enroll(cfg: Config, data_dir: Path) -> None:
         database.close()
 
 
-def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], object]], None]) -> None:
+def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], object]], None]) -> int:
+    """Start mosquitto; the port of its WebSockets listener (the MQTT port + 1 when free)."""
     tls, host, port = cfg.mqtt.endpoint
     if tls or host not in ("127.0.0.1", "localhost"):
         raise SekishoError(f"the demo runs its own broker on this machine; {cfg.path} must use mqtt://127.0.0.1:PORT")
@@ -97,8 +112,10 @@ def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], o
         if s.connect_ex(("127.0.0.1", port)) == 0:
             raise SekishoError(f"something already listens on 127.0.0.1:{port}; stop it, or change [mqtt] url "
                                f"in {cfg.path}")
+    ws_port = _port_near(port + 1)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"listener {ws_port} 127.0.0.1\nprotocol websockets\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=open(data_dir / "mosquitto.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     started(lambda: _end(proc, signal.SIGTERM, STOP_OTHERS_S))
@@ -106,13 +123,23 @@ def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], o
     while True:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                return ws_port
         try:
             proc.wait(timeout=0.05)
         except subprocess.TimeoutExpired:
             if time.monotonic() < deadline:
                 continue
         raise SekishoError(f"mosquitto did not start; see {data_dir / 'mosquitto.log'}")
+
+
+def _start_console(cfg: Config, broker_ws: str, started: Callable[[Callable[[], object]], None]) -> str:
+    """Serve console/ on localhost, in this process (sekisho console does the same); its URL."""
+    from .console_server import CONSOLE_DIR, ConsoleServer, load_page, site_layout
+    page = load_page(CONSOLE_DIR, site_layout(cfg, broker_ws, "auto"))
+    server = ConsoleServer(page, "127.0.0.1", _port_near(CONSOLE_PORT), broker_ws)
+    server.start()
+    started(server.close)
+    return server.url
 
 
 def _until_watching(watcher: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -177,7 +204,8 @@ def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
 def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> None:
     """Start the parts, each registered as soon as it exists, then wait for the daemon to exit;
     a stop signal arrives here as _Stop."""
-    _start_broker(cfg, data_dir, parts.started)
+    ws_port = _start_broker(cfg, data_dir, parts.started)
+    console = _start_console(cfg, f"ws://127.0.0.1:{ws_port}/", parts.started)
     env = dict(os.environ)
     if cfg.desks:
         # Desks lock a session through logind: the demo's own, never the desktop you are on.
@@ -207,9 +235,16 @@ def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> Non
     .venv/bin/sekisho sim tap desk-01 04a1b2c3d4e5f6 {args}       # the card in the desk's slot:
                                                                   #   in_use (once inside the room)
     .venv/bin/sekisho sim pull desk-01 {args}                      # pulled: the session locks
+    .venv/bin/sekisho sim input entrance-contact open {args}      # the door opened without a card
+    .venv/bin/sekisho sim input entrance-contact closed {args}    #   and closed: a forced-door alarm,
+    .venv/bin/sekisho alarms --open {args}                         #   open until a person has seen it:
+    .venv/bin/sekisho alarm ack door-a.entrance.forced {args}      #   acknowledged, and closed
     .venv/bin/sekisho muster {args}                                # who is inside
     .venv/bin/sekisho events {args}
     .venv/bin/sekisho audit verify {args}
+
+  The officer's console: {console}  (the broker's WebSockets on ws://127.0.0.1:{ws_port}/)
+  Import examples/demo-officer.key in the page to acknowledge alarms and set the door's mode.
 
   (shorter: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN={PIN})
   Every message on the bus is printed below. Ctrl-C stops everything.

@@ -124,7 +124,8 @@ class Desks:
                     self._publish(desk, decision, action)
                     about = action.person_id or about
                 case RaiseAlarm(kind=kind, severity=severity):
-                    self.alarms.raise_(kind, desk, severity, self.presence.subject_of(about) if about else None)
+                    self.alarms.raise_(kind, desk, severity, self.presence.subject_of(about) if about else None,
+                                      incident=True)
         if decision.changed or before.state != decision.desk.state:
             self._publish_state(desk)
             self.on_change()

@@ -164,7 +164,7 @@ class DoorStates:
             await self.strikes[door].set(released)
         except StrikeError as exc:
             log.error("%s", exc)
-            self.alarms.raise_("strike_failed", door, "critical")
+            self.alarms.raise_("strike_failed", door, "critical", incident=True)
 
     def _publish_state(self, door: str) -> None:
         view = self.describe_one(door)

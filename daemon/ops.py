@@ -30,6 +30,7 @@ from sekisho.policies.access import Mode
 from .errors import SekishoError
 
 if TYPE_CHECKING:  # the command line reads the declarations without loading the controllers
+    from .alarms import Alarms
     from .desks import Desks
     from .door_states import DoorStates
     from .presence import Presence
@@ -46,6 +47,7 @@ class Parts:
     """What the ops act on, built once by the composition root; None where the node has none."""
 
     door_states: DoorStates | None = None
+    alarms: Alarms | None = None
     desks: Desks | None = None
     presence: Presence | None = None
     usb: UsbController | None = None
@@ -63,6 +65,8 @@ class Arg:
     default: Any = None
     choices: tuple[str, ...] = ()
     bounds: tuple[float, float] | None = None
+    max_len: int | None = None
+    """For text: the most characters it may have."""
 
     def value(self, op: str, request: Mapping[str, Any]) -> Any:
         given = request.get(self.name)
@@ -82,6 +86,8 @@ class Arg:
                 value = math.nan  # text that is no number: refused below, with inf and nan
             if not math.isfinite(value):
                 raise SekishoError(f"{self.name} must be a number, not {given!r}")
+        if self.max_len is not None and len(value) > self.max_len:
+            raise SekishoError(f"{self.name} is longer than {self.max_len} characters")
         if self.choices and value not in self.choices:
             raise SekishoError(f"unknown {self.name} {value!r} ({self.name}s: {', '.join(self.choices)})")
         if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
@@ -180,6 +186,18 @@ async def door_mode(parts: Parts, args: Answer, actor: str) -> Answer:
     return {}
 
 
+async def alarm_list(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.alarms is not None
+    return {"alarms": [{"id": a.id, **a.message()} for a in parts.alarms.listing()]}
+
+
+async def alarm_ack(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.alarms is not None
+    alarm = parts.alarms.ack(args["id"], actor, args["note"], args["raised"])
+    return {"id": alarm.id, "acked_by": alarm.acked_by, "acked_at": alarm.acked_at,
+            "closed": alarm.id not in parts.alarms.open}
+
+
 async def desk_list(parts: Parts, args: Answer, actor: str) -> Answer:
     assert parts.desks is not None and parts.presence is not None
     # What the bus has told this node of the areas its desks are in: None until the door
@@ -216,6 +234,13 @@ def declared() -> tuple[Op, ...]:
                       bounds=(0.5, 3600)))),
         Op("door.mode", "set a door's mode (audited; kept over a restart)", door_mode, "door_states",
            (door, Arg("mode", str, " | ".join(m.value for m in Mode), choices=tuple(m.value for m in Mode)))),
+        Op("alarm.list", "the open alarms, oldest first", alarm_list, "alarms"),
+        Op("alarm.ack", "acknowledge an open alarm (audited with who and the note); it closes once its "
+                        "condition has cleared", alarm_ack, "alarms",
+           (Arg("id", str, "the alarm's id (alarm.list shows them)"),
+            Arg("note", str, "what was done about it, for the record", required=False, max_len=500),
+            Arg("raised", str, "when the occurrence seen was raised (its raised field): refused if it was raised "
+                               "again since", required=False, max_len=40))),
         Op("desk.list", "each desk's state, holder, for how long, and its seat's user sessions", desk_list, "desks"),
         Op("usb.allow", "allow one device for a limited time (recorded, never kept over a restart)", usb_allow,
            "usb",

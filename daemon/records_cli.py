@@ -1,4 +1,5 @@
-"""What ``sekisho muster``, ``events``, ``purge`` and ``audit verify`` do: read and keep the record.
+"""What ``sekisho muster``, ``events``, ``alarms``, ``purge`` and ``audit verify`` do: read and keep the
+record.
 
 Each reads the store without creating one (a mistyped ``--data-dir`` is an error, not an empty
 list), except ``purge``, which writes. Times a person types without a zone are in the site's time
@@ -16,6 +17,7 @@ import zoneinfo
 
 from .cli_site import _actor, _no, _person, _print_table, _record, _store
 from .errors import DataError
+from .timestamps import local as local_time
 from .timestamps import rfc3339
 
 EX_DATAERR = 65
@@ -84,6 +86,39 @@ def cmd_events(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     else:
         _print_table(rows, ["ts", "door", "reader", "direction", "result", "reason", "person_id", "rule"])
+    return 0
+
+
+ALARM_COLUMNS = ["id", "kind", "source", "severity", "subject", "state", "raised", "cleared", "acked_by", "acked_at",
+                 "ack_note", "closed"]
+
+
+def _alarm_state(row: dict) -> str:
+    if row["closed"]:
+        return "closed"
+    if row["acked_by"]:
+        return "acked"  # seen; its condition still holds
+    return "cleared" if row["cleared"] else "raised"
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    cfg, record = _record(args, create=False)
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+    rows = []
+    for row in record.alarms(open_only=args.open, since=_instant(args.since, cfg.site.timezone, "--since")):
+        local = {k: local_time(row[k], tz) if row[k] else None for k in ("raised", "cleared", "acked_at", "closed")}
+        rows.append({**{c: row.get(c) for c in ALARM_COLUMNS}, **local, "state": _alarm_state(row)})
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, ALARM_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif not rows:
+        print("no alarms" if not args.open else "no open alarms")
+    else:
+        _print_table(rows, ["id", "severity", "state", "raised", "cleared", "acked_by"])
     return 0
 
 

@@ -20,3 +20,9 @@ def rfc3339(t: dt.datetime) -> str:
 def utc_now() -> str:
     """Now, as ``rfc3339`` writes it."""
     return rfc3339(dt.datetime.now(dt.timezone.utc))
+
+
+def local(ts: str, zone: dt.tzinfo) -> str:
+    """A stored timestamp as a person reads it in the site's zone, to the second, with its offset
+    (``2026-11-23T16:12:03+09:00``): for listings, never for storing."""
+    return dt.datetime.fromisoformat(ts).astimezone(zone).isoformat(timespec="seconds")

@@ -72,11 +72,13 @@ def free_port() -> int:
 class Broker:
     """A real mosquitto on 127.0.0.1:<free port>; stop() and start() again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, websockets: bool = False) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert os.path.exists(exe), "mosquitto is not installed (make test installs it)"
         self.exe = exe
         self.port = free_port()
+        self.ws_port = free_port() if websockets else None
+        """MQTT over WebSockets, as the officer's console speaks it (``ws_url``)."""
         self.conf = workdir / "mosquitto.conf"
         # Persistence, so a subscriber's session and its queued messages survive a broker restart
         # the way they do on a production broker.
@@ -84,13 +86,19 @@ class Broker:
         # user root: run as root, mosquitto would switch to its own user and could not write here.
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
                              f"persistence_location {workdir / 'mosquitto-db'}/\n"
-                             "max_queued_messages 0\nmax_inflight_messages 0\n")
+                             "max_queued_messages 0\nmax_inflight_messages 0\n"
+                             + (f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n" if websockets else ""))
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        assert self.ws_port is not None, "this broker has no WebSockets listener (Broker(websockets=True))"
+        return f"ws://127.0.0.1:{self.ws_port}/"
 
     def start(self) -> None:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=open(self.log, "ab"),
@@ -99,7 +107,9 @@ class Broker:
         def up() -> bool:
             assert self.proc.poll() is None, f"mosquitto exited: {self.log.read_text()}"
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                for port in (self.port, self.ws_port):
+                    if port is not None:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return True
             except OSError:
                 return False

@@ -65,10 +65,10 @@ def example_config(port: int, password_file: Path) -> str:
 
 def broker_config(port: int, password_file: Path, workdir: Path) -> str:
     """systemd/mosquitto-sekisho.conf's authentication as shipped, on a plain local listener
-    (its TLS listener needs certificates a test does not have)."""
+    (its TLS listeners, MQTT and WebSockets, need certificates a test does not have)."""
     kept = [line for line in BROKER_CONF.read_text().splitlines()
             if line.strip() and not line.startswith("#") and line.split()[0] not in ("listener", "certfile", "keyfile",
-                                                                                    "cafile")]
+                                                                                    "cafile", "protocol")]
     text = "\n".join(kept) + "\n"
     text = swap(text, "password_file /etc/mosquitto/sekisho.passwd", f"password_file {password_file}")
     text = swap(text, "acl_file /etc/mosquitto/sekisho.acl", f"acl_file {ACL}")

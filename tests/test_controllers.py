@@ -15,6 +15,7 @@ from sekisho.daemon import config as config_mod
 from sekisho.daemon.alarms import Alarms, Phase
 from sekisho.daemon.door_states import DoorStates
 from sekisho.daemon.doors import Doors
+from sekisho.daemon.errors import SekishoError
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
@@ -149,56 +150,140 @@ async def until(predicate, what: str, timeout: float = 10.0) -> Any:
 
 
 # ----------------------------------------------------------------------------- alarms
-def test_an_alarm_id_names_its_condition_and_clearing_closes_it(tmp_path):
+def audit_rows(house: House) -> list[tuple[str, str, dict]]:
+    with sqlite3.connect(house.database.path) as db:
+        return [(r[0], r[1], json.loads(r[2])) for r in db.execute(
+            "SELECT actor, action, detail FROM audit WHERE action LIKE 'alarm.%' ORDER BY n")]
+
+
+def test_an_alarm_id_names_its_condition_and_without_acknowledgement_clearing_closes_it(tmp_path):
     async def go() -> None:
         house = House(tmp_path, asyncio.get_running_loop())
+        house.alarms.ack_needed = False  # [site] alarms_need_ack = false
         first = house.alarms.raise_("forced", "entrance", "critical")
         assert first == house.alarms.raise_("forced", "entrance", "critical") == "door-a.entrance.forced"
         assert house.alarms.alarm_id("pin_lockout", "vault", "3f2c") == "door-a.vault.pin-lockout.3f2c"
         house.alarms.clear("forced", "entrance")
         house.alarms.clear("forced", "entrance")  # not open any more: nothing
         changes = house.alarm_changes()
-        assert [c.payload is None for c in changes] == [False, False, True]
+        assert [c.closed for c in changes] == [False, False, True]
         assert changes[0].payload["raised"] and changes[0].payload["acked_by"] is None
         house.commit()
+        assert house.record.active_alarms() == []
         house.alarms.raise_("forced", "entrance", "critical")  # the same condition again: the same id
         house.commit()  # an upsert: the id's row is its latest life
-        assert [a["id"] for a in house.record.active_alarms()] == [first]
-        with sqlite3.connect(house.database.path) as db:
-            actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE action LIKE 'alarm.%' ORDER BY n")]
-        assert actions == ["alarm.raise", "alarm.raise", "alarm.close", "alarm.raise"]
+        assert [(a["id"], a["closed"]) for a in house.record.alarms()] == [(first, None)]
+        assert [(actor, action) for actor, action, _ in audit_rows(house)] == [
+            ("daemon", "alarm.raise"), ("daemon", "alarm.raise"), ("daemon", "alarm.clear"), ("daemon", "alarm.raise")]
     run(go())
 
 
-def test_with_acknowledgement_needed_an_alarm_waits_for_a_person(tmp_path):
+def test_an_alarm_waits_for_a_person_even_after_its_condition_cleared(tmp_path):
     async def go() -> None:
         house = House(tmp_path, asyncio.get_running_loop())
-        house.alarms.ack_needed = True
+        assert house.alarms.ack_needed  # the default
         alarm_id = house.alarms.raise_("held_open", "entrance", "warning")
         house.alarms.clear("held_open", "entrance")
         assert house.alarms.open[alarm_id].phase is Phase.CLEARED
-        assert house.alarm_changes()[-1].payload["cleared"]
-        acked = house.alarms.ack(alarm_id, "key:officer")
-        assert acked.acked_by == "key:officer" and alarm_id not in house.alarms.open
-        assert house.alarm_changes()[-1].payload is None  # closed: the retained message emptied
-        with pytest.raises(KeyError):
-            house.alarms.ack(alarm_id, "key:officer")
-        other = house.alarms.raise_("fire", "fire", "critical")
-        house.alarms.ack(other, "key:officer")
-        assert house.alarms.open[other].phase is Phase.ACKED  # still burning
+        cleared = house.alarm_changes()[-1]
+        assert cleared.payload["cleared"] and not cleared.closed  # retained, with cleared set
+        house.commit()
+        assert [a["id"] for a in house.record.active_alarms()] == [alarm_id]
+        acked = house.alarms.ack(alarm_id, "key:officer-1", "door checked, a delivery")
+        assert acked.acked_by == "key:officer-1" and alarm_id not in house.alarms.open
+        closing = house.alarm_changes()[-1]
+        assert closing.closed and closing.payload["acked_by"] == "key:officer-1"
+        house.commit()
+        row = house.record.alarms()[0]
+        assert (row["acked_by"], row["ack_note"], bool(row["closed"])) == ("key:officer-1", "door checked, a delivery",
+                                                                           True)
+        assert audit_rows(house)[-1] == ("key:officer-1", "alarm.ack", {
+            "alarm": alarm_id, "kind": "held_open", "source": "entrance", "note": "door checked, a delivery",
+            "closed": True})
+        with pytest.raises(SekishoError, match="no open alarm 'door-a.entrance.held-open'"):
+            house.alarms.ack(alarm_id, "key:officer-1")
     run(go())
 
 
-def test_alarms_left_open_by_a_previous_run_are_closed_at_start(tmp_path):
+def test_an_acknowledgement_holds_while_the_condition_lasts_and_not_for_the_next_time(tmp_path):
     async def go() -> None:
         house = House(tmp_path, asyncio.get_running_loop())
-        house.alarms.raise_("forced", "entrance", "critical")
+        fire = house.alarms.raise_("fire", "fire", "critical")
+        house.alarms.ack(fire, "cli:guard")
+        assert house.alarms.open[fire].phase is Phase.ACKED  # still burning: open, acknowledged
+        house.alarms.ack(fire, "key:officer-1")  # the first acknowledgement stands
+        house.alarms.raise_("fire", "fire", "critical")  # reported again while active: the same occurrence
+        assert house.alarms.open[fire].acked_by == "cli:guard"
+        house.alarms.clear("fire", "fire")
+        assert fire not in house.alarms.open  # cleared and acknowledged: closed
+        house.alarms.raise_("fire", "fire", "critical")  # a new fire: waits for a person again
+        assert house.alarms.open[fire].phase is Phase.RAISED and house.alarms.open[fire].acked_by is None
+    run(go())
+
+
+def test_an_incident_is_cleared_as_it_is_raised_and_closes_when_acknowledged(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        failed = house.alarms.raise_("lock_failed", "desk-01", "critical", incident=True)
+        raised = house.alarm_changes()[-1]
+        assert raised.payload["cleared"] == raised.payload["raised"] and not raised.closed
+        house.alarms.ack(failed, "cli:guard")
+        assert failed not in house.alarms.open and house.alarm_changes()[-1].closed
+        house.alarms.ack_needed = False  # a lab: said, and closed at once
+        house.alarms.raise_("lock_failed", "desk-01", "critical", incident=True)
+        assert house.alarm_changes()[-1].closed and failed not in house.alarms.open
+    run(go())
+
+
+def test_an_acknowledgement_names_the_occurrence_it_saw(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        forced = house.alarms.raise_("forced", "entrance", "critical")
+        first = house.alarms.open[forced].raised
+        house.alarms.clear("forced", "entrance")
+        await asyncio.sleep(0.01)  # timestamps have milliseconds
+        house.alarms.raise_("forced", "entrance", "critical")  # forced again, before anyone looked
+        second = house.alarms.open[forced].raised
+        assert second > first  # a new occurrence, with its own time
+        with pytest.raises(SekishoError, match="was raised again"):
+            house.alarms.ack(forced, "key:officer-1", raised=first)
+        assert house.alarms.open[forced].acked_by is None
+        assert house.alarms.ack(forced, "key:officer-1", raised=second).acked_by == "key:officer-1"
+    run(go())
+
+
+def test_open_alarms_outlive_a_restart_as_cleared_and_wait_for_a_person(tmp_path):
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        house = House(tmp_path, loop)
+        forced = house.alarms.raise_("forced", "entrance", "critical")
+        fire = house.alarms.raise_("fire", "fire", "critical")
+        house.alarms.ack(fire, "cli:guard")
         house.commit()
-        again = House(tmp_path, asyncio.get_running_loop())
+        again = House(tmp_path, loop)
         again.alarms.startup()
-        assert [(c.alarm_id, c.payload) for c in again.alarm_changes()] == [("door-a.entrance.forced", None)]
+        # The unacknowledged one stays open, its condition cleared by the restart; the acknowledged
+        # one closes (raised again by the input if it is still active).
+        assert [(c.alarm_id, c.closed, bool(c.payload["cleared"])) for c in again.alarm_changes()] == [
+            (forced, False, True), (fire, True, True)]
+        again.commit()
+        assert [a["id"] for a in again.record.active_alarms()] == [forced]
+        assert set(again.alarms.open) == {forced}
+        third = House(tmp_path, loop)
+        third.alarms.startup()  # waiting for a person already, and said so: nothing more to say
+        assert third.alarm_changes() == [] and set(third.alarms.open) == {forced}
+        again.alarms.ack(forced, "key:officer-1")
         again.commit()
         assert again.record.active_alarms() == []
+        (tmp_path / "lab").mkdir()
+        lab = House(tmp_path / "lab", loop)
+        lab.alarms.raise_("forced", "entrance", "critical")
+        lab.commit()
+        restarted = House(tmp_path / "lab", loop)
+        restarted.alarms.ack_needed = False
+        restarted.alarms.startup()
+        restarted.commit()
+        assert restarted.record.active_alarms() == []
     run(go())
 
 
@@ -216,7 +301,8 @@ def test_wrong_pins_lock_a_card_out_with_an_alarm_about_its_holder_until_it_ends
         assert raised.alarm_id == "door-a.desk-01.pin-lockout.3f2c" and raised.payload["subject"] == "3f2c"
         await asyncio.sleep(1.1)
         assert not house.lockouts.locked_out("card1")
-        assert house.alarm_changes()[-1].payload is None
+        ended = house.alarm_changes()[-1]
+        assert ended.action == "alarm.clear" and ended.payload["cleared"] and not ended.closed  # waits for a person
     run(go())
 
 
@@ -307,7 +393,7 @@ def test_fire_is_recorded_at_each_door_alarmed_once_and_the_fire_exit_stays_open
         fires = [(e["door"], e["state"], e["released"]) for e in house.events()]
         assert fires == [("entrance", "active", False), ("vault", "active", True),
                          ("entrance", "reset", False), ("vault", "reset", True)]
-        assert [(c.kind, c.payload is None) for c in house.alarm_changes()] == [("fire", False), ("fire", True)]
+        assert [(c.kind, c.action) for c in house.alarm_changes()] == [("fire", "alarm.raise"), ("fire", "alarm.clear")]
         assert house.states.mode("vault") is Mode.EMERGENCY
         await asyncio.sleep(0.05)
         assert house.strikes["vault"].told == [False, True]

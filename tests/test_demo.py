@@ -3,10 +3,14 @@ it stops, taking everything it started down with it, however it was started and 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
 import stat
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,25 @@ def test_demo_runs_end_to_end(tmp_path):
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         text = out.read_text()
         assert "sim tap entrance-in 04a1b2c3d4e5f6" in text  # the printed instructions
+        # The officer's console, served beside them, pointing at the broker's WebSockets listener.
+        url = re.search(r"The officer's console: (http://localhost:\d+/)", text)
+        assert url, text
+        with urllib.request.urlopen(url[1] + "config.json", timeout=5) as r:
+            layout = json.load(r)
+        assert layout["site"] == "demo" and layout["doors"]["entrance"]["node"] == "door-a"
+        ws_port = int(layout["broker"].rsplit(":", 1)[1].strip("/"))
+        socket.create_connection(("127.0.0.1", ws_port), timeout=5).close()
+        # The forced door of the printed instructions (before any grant releases the door): an
+        # alarm that waits for a person.
+        for state in ("open", "closed"):
+            r = subprocess.run([*SEKISHO, "sim", "input", "entrance-contact", state, *args], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr
+        assert "alarm ack door-a.entrance.forced" in text
+        wait_for(lambda: "door-a.entrance.forced" in subprocess.run(
+            [*SEKISHO, "alarms", "--open", *args], capture_output=True, text=True).stdout, what="the open alarm")
+        r = subprocess.run([*SEKISHO, "alarm", "ack", "door-a.entrance.forced", *args], capture_output=True, text=True)
+        assert r.returncode == 0 and "closed" in r.stdout, r.stderr
         for sim in (["tap", "entrance-in", "04a1b2c3d4e5f6"], ["pin", "entrance-in", "1234"],
                     ["tap", "entrance-out", "04deadbeef0001"]):
             r = subprocess.run([*SEKISHO, "sim", *sim, *args], capture_output=True, text=True)

@@ -153,8 +153,8 @@ def test_lockout_after_three_wrong_pins_raises_alarm_and_expires(door_site, subs
     assert alarm.json["kind"] == "pin_lockout" and alarm.json["source"] == "entrance"
     late = subscribe(alarm.topic)
     assert wait_for(lambda: late.messages, what="the retained alarm")[0].retain
-    wait_for(lambda: [m for m in sub.messages if m.topic == alarm.topic and not m.payload], timeout=30,
-             what="the alarm cleared when the lockout ends")
+    wait_for(lambda: [m for m in sub.messages if m.topic == alarm.topic and m.payload and m.json["cleared"]],
+             timeout=30, what="the alarm's condition cleared when the lockout ends")
     site.tap(ALICE)
     site.sim("entrance-in", {"op": "pin", "digits": "2468"})
     assert short(events(sub, 5)[4])[0] == "granted"

@@ -47,6 +47,9 @@ SITE = {
                              "sekisho purge).", between(1, 3650)),
     "pin_lockout_s": Option(int, 300, "Seconds a card stays locked out after too many wrong PINs.",
                             between(1, 86400)),
+    "alarms_need_ack": Option(bool, True, "An alarm stays open until a person acknowledges it (sekisho alarm ack, "
+                              "or the console), even after its condition has cleared; false: it closes when "
+                              "the condition clears (a lab or a demo, never a room with personal data)."),
 }
 
 
@@ -61,6 +64,7 @@ class SiteConfig:
     pin_max_wrong: int
     retention_days: int
     pin_lockout_s: int
+    alarms_need_ack: bool
 
 
 def read_site(c: Checker, raw: Any) -> SiteConfig:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlite_utils
+
 from ..timestamps import utc_now
 from .audit import append, cut
 from .database import Database
@@ -54,15 +56,19 @@ class Move:
 
 @dataclass(frozen=True)
 class AlarmChange:
-    """An alarm raised (``payload`` set) or cleared (``payload`` None): its row in the alarms
-    table, an audit row, and the retained ``alarm/<id>`` message (empty when cleared)."""
+    """One step of an alarm's life (alarms.py): its row in the alarms table (the id's latest
+    life), an audit row (``action`` by ``actor``: ``alarm.raise``, ``alarm.clear``, ``alarm.ack``),
+    and the retained ``alarm/<id>`` message: ``payload``, or empty once ``closed``."""
 
     alarm_id: str
     kind: str
     source: str
     severity: str
     topic: str
-    payload: dict[str, Any] | None
+    payload: dict[str, Any]
+    action: str = "alarm.raise"
+    actor: str = "daemon"
+    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,13 @@ class CommandResult:
 
 Item = NewEvent | NewState | Move | AlarmChange | CommandResult
 """Anything ``Record.record`` commits."""
+
+
+def _retain(db: sqlite_utils.Database, topic: str, states: Sequence[dict[str, Any] | None], ts: str) -> None:
+    """Retained messages for the outbox, in order; None is the empty message that clears a topic."""
+    for state in states:
+        text = json.dumps({**state, "ts": ts}, sort_keys=True, ensure_ascii=False) if state is not None else ""
+        db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)", [topic, text])
 
 
 class Record:
@@ -118,31 +131,30 @@ class Record:
                     continue
                 if isinstance(item, AlarmChange):
                     p = item.payload
-                    if p is not None:
-                        # An id names a condition, so it comes back after the alarm was closed:
-                        # the row is the alarm's latest life, the audit log keeps every one.
-                        db.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, "
-                                   "acked_by, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                                   "ON CONFLICT(id) DO UPDATE SET "
-                                   "kind = excluded.kind, source = excluded.source, severity = excluded.severity, "
-                                   "subject = excluded.subject, raised = excluded.raised, cleared = excluded.cleared, "
-                                   "acked_by = excluded.acked_by, acked_at = excluded.acked_at, closed = NULL",
-                                   [item.alarm_id, item.kind, item.source, item.severity, p.get("subject"),
-                                    p.get("raised") or ts, p.get("cleared"), p.get("acked_by"), p.get("acked_at")])
-                        action = ("alarm.ack" if p.get("acked_by") else "alarm.clear" if p.get("cleared")
-                                  else "alarm.raise")
-                    else:
-                        db.execute("UPDATE alarms SET cleared = coalesce(cleared, ?), closed = ? WHERE id = ?",
-                                   [ts, ts, item.alarm_id])
-                        action = "alarm.close"
-                    append(db, "daemon", action,
-                                {"alarm": item.alarm_id, "kind": item.kind, "source": item.source}, ts)
-                    item = NewState(item.topic, item.payload)
+                    # An id names a condition, so it comes back after the alarm was closed: the
+                    # row is the alarm's latest life, the audit log keeps every one.
+                    db.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, acked_by, "
+                               "acked_at, ack_note, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                               "ON CONFLICT(id) DO UPDATE SET "
+                               "kind = excluded.kind, source = excluded.source, severity = excluded.severity, "
+                               "subject = excluded.subject, raised = excluded.raised, cleared = excluded.cleared, "
+                               "acked_by = excluded.acked_by, acked_at = excluded.acked_at, "
+                               "ack_note = excluded.ack_note, closed = excluded.closed",
+                               [item.alarm_id, item.kind, item.source, item.severity, p.get("subject"),
+                                p.get("raised") or ts, p.get("cleared"), p.get("acked_by"), p.get("acked_at"),
+                                p.get("ack_note"), ts if item.closed else None])
+                    detail: dict[str, Any] = {"alarm": item.alarm_id, "kind": item.kind, "source": item.source}
+                    if item.action == "alarm.ack" and p.get("ack_note"):
+                        detail["note"] = p["ack_note"]
+                    if item.closed:
+                        detail["closed"] = True
+                    append(db, item.actor, item.action, detail, ts)
+                    # A closing step is still said (who acknowledged it, when it cleared) before
+                    # the empty retained message takes the alarm off the broker.
+                    _retain(db, item.topic, [p, None] if item.closed else [p], ts)
+                    continue
                 if isinstance(item, NewState):
-                    text = json.dumps({**item.payload, "ts": ts}, sort_keys=True, ensure_ascii=False) \
-                        if item.payload is not None else ""
-                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)",
-                               [item.topic, text])
+                    _retain(db, item.topic, [item.payload], ts)
                     continue
                 seq += 1
                 event_id = str(uuid.uuid4())
@@ -224,4 +236,16 @@ class Record:
 
     def active_alarms(self) -> list[dict[str, Any]]:
         """Alarms not closed: raised, or cleared and waiting for a person."""
-        return list(self.database.db.query("SELECT * FROM alarms WHERE closed IS NULL ORDER BY raised"))
+        return self.alarms(open_only=True)
+
+    def alarms(self, *, open_only: bool = False, since: str | None = None) -> list[dict[str, Any]]:
+        """Each alarm id's latest life, oldest raised first: the open ones only, or those raised
+        since a store timestamp. Every earlier life is in the audit log."""
+        where, params = ["1"], []
+        if open_only:
+            where.append("closed IS NULL")
+        if since:
+            where.append("raised >= ?")
+            params.append(since)
+        return list(self.database.db.query(f"SELECT * FROM alarms WHERE {' AND '.join(where)} ORDER BY raised, id",
+                                           params))

@@ -65,4 +65,9 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE alarms SET closed = cleared WHERE cleared IS NOT NULL")  # cleared was closed until now
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Alarms wait for a person: what they noted when they acknowledged it."""
+    db.table("alarms").add_column("ack_note", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]

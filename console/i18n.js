@@ -1,0 +1,79 @@
+// The page's words in Japanese and English. A missing key shows itself, never an empty string.
+const WORDS = {
+  title: ['関所 監視コンソール', 'sekisho officer console'],
+  alarms: ['未確認・継続中のアラーム', 'Open alarms'],
+  no_alarms: ['アラームはありません', 'No open alarms'],
+  doors: ['扉', 'Doors'],
+  areas: ['在室状況', 'Occupancy'],
+  desks: ['席', 'Desks'],
+  events: ['イベント', 'Event stream'],
+  nodes: ['ノード', 'Nodes'],
+  commands: ['コマンドの結果', 'Command answers'],
+  severity: ['重要度', 'Severity'], kind: ['種類', 'Kind'], source: ['発生元', 'Source'],
+  raised: ['発生', 'Raised'], cleared: ['解消', 'Cleared'], subject: ['対象者', 'Subject'],
+  acked: ['確認済み', 'Acknowledged'], acknowledge: ['確認', 'Acknowledge'],
+  note: ['メモ（任意）', 'Note (optional)'],
+  critical: ['重大', 'critical'], warning: ['警告', 'warning'],
+  lock: ['錠', 'Lock'], mode: ['モード', 'Mode'], contact: ['扉の開閉', 'Contact'], alarm: ['アラーム', 'Alarm'],
+  last_event: ['最後のイベント', 'Last event'],
+  locked: ['施錠', 'locked'], unlocked: ['解錠', 'unlocked'],
+  open: ['開', 'open'], closed: ['閉', 'closed'], unknown: ['不明', 'unknown'],
+  normal: ['通常', 'normal'], lockdown: ['封鎖', 'lockdown'], free: ['開放', 'free'], emergency: ['非常', 'emergency'],
+  forced: ['こじ開け', 'forced'], held_open: ['開放し過ぎ', 'held open'],
+  unlock: ['解錠する', 'Unlock'], set_mode: ['モード変更', 'Set mode'],
+  granted: ['許可', 'granted'], denied: ['拒否', 'denied'], in: ['入室', 'in'], out: ['退室', 'out'],
+  vacant: ['空席', 'vacant'], in_use: ['使用中', 'in use'], away: ['離席', 'away'],
+  inside: ['人', 'inside'],
+  online: ['オンライン', 'online'], offline: ['オフライン', 'offline'], since: ['開始', 'since'],
+  connected: ['ブローカーに接続中', 'connected to the broker'],
+  connecting: ['ブローカーに接続しています…', 'connecting to the broker…'],
+  disconnected: ['ブローカーから切断されました（再接続します）', 'not connected to the broker (retrying)'],
+  readonly: ['閲覧のみ：署名鍵がないため、操作は送信できません。', 'Read-only: no signing key, so no command can be sent.'],
+  no_crypto: ['このブラウザ（またはこの接続）では署名できません：https:// か localhost で開いてください。',
+    'This browser cannot sign here: open the page over https:// or on localhost.'],
+  signing_as: ['署名鍵', 'Signing key'], public_key: ['公開鍵', 'public key'],
+  key_file: ['秘密鍵（PEM）', 'Private key (PEM)'], key_name: ['鍵の名前', 'Key name'],
+  import_key: ['鍵を取り込む', 'Import key'], forget_key: ['鍵を削除', 'Forget key'],
+  key_imported: ['鍵を取り込みました', 'Key imported'],
+  confirm: ['実行', 'Confirm'], cancel: ['取消', 'Cancel'],
+  confirm_unlock: ['扉 {door} を解錠しますか？', 'Unlock door {door}?'],
+  confirm_mode: ['扉 {door} を「{mode}」モードにしますか？', 'Set door {door} to {mode}?'],
+  confirm_ack: ['アラーム {id} を確認済みにしますか？', 'Acknowledge alarm {id}?'],
+  refused_no_key: ['送信しません：署名鍵がありません（閲覧のみ）', 'Not sent: no signing key (read-only)'],
+  waiting: ['応答待ち…', 'waiting for the answer…'], ok: ['成功', 'done'], refused: ['拒否', 'refused'],
+  broker_user: ['ブローカーのユーザー', 'Broker user'], broker_password: ['パスワード', 'Password'],
+  login: ['接続', 'Connect'],
+  nothing: ['なし', 'none'],
+};
+
+export const LANGS = ['ja', 'en'];
+
+export function pickLanguage(configured, stored, browser) {
+  if (LANGS.includes(stored)) return stored;
+  if (LANGS.includes(configured)) return configured;
+  return (browser || '').toLowerCase().startsWith('ja') ? 'ja' : 'en';
+}
+
+export function translator(lang) {
+  const i = lang === 'ja' ? 0 : 1;
+  return (key, values) => {
+    let text = Object.hasOwn(WORDS, key) ? WORDS[key][i] : key;
+    for (const [k, v] of Object.entries(values || {})) text = text.replace(`{${k}}`, v);
+    return text;
+  };
+}
+
+// A stored time (UTC, RFC 3339) as a person reads it in the site's zone, written the same way
+// in both languages: 2026-11-23 16:12:03 (Swedish dates are ISO 8601's).
+export function localTime(ts, lang, timeZone) {
+  if (!ts) return '—';
+  const when = new Date(ts);
+  if (Number.isNaN(when.getTime())) return ts;
+  const options = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+    second: '2-digit', hour12: false };
+  try {
+    return when.toLocaleString('sv-SE', { ...options, timeZone });
+  } catch {
+    return when.toLocaleString('sv-SE', options); // a zone this browser does not know: its own
+  }
+}

@@ -1,0 +1,62 @@
+// Debian's chromium, headless, driven by playwright-core for tests/browser.py: one JSON request
+// a line on stdin ({"op": "click", "selector": ...}), one JSON answer a line on stdout
+// ({"ok": true, "value": ...} or {"ok": false, "error": ..., "logs": [...]}). The page's console
+// messages and errors are kept and returned with every failure.
+import readline from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'], headless: true,
+});
+const logs = [];
+let page = null;
+
+async function open({ locale }) {
+  if (page) await page.context().close();
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale });
+  page = await context.newPage();
+  page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  return true;
+}
+
+// Poll an expression from here: waitForFunction would compile it inside the page, which the
+// page's Content-Security-Policy (no eval) rightly refuses.
+async function until({ expression, timeout }) {
+  const deadline = Date.now() + (timeout || 30000);
+  while (!(await page.evaluate(expression))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${expression}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}
+
+const ops = {
+  open,
+  goto: ({ url }) => page.goto(url).then((r) => r.status()),
+  reload: () => page.reload().then((r) => r.status()),
+  click: ({ selector }) => page.click(selector),
+  fill: ({ selector, value }) => page.fill(selector, value),
+  select: ({ selector, value }) => page.selectOption(selector, value),
+  upload: ({ selector, path }) => page.setInputFiles(selector, path),
+  wait: ({ selector, state, timeout }) => page.waitForSelector(selector, { state: state || 'visible', timeout: timeout || 30000 }).then(() => true),
+  until,
+  text: ({ selector }) => page.innerText(selector),
+  count: ({ selector }) => page.locator(selector).count(),
+  eval: ({ expression }) => page.evaluate(expression),
+  screenshot: ({ path }) => page.screenshot({ path, fullPage: true }).then(() => path),
+  logs: () => logs,
+};
+
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  const request = JSON.parse(line);
+  let answer;
+  try {
+    const value = await ops[request.op](request);
+    answer = { ok: true, value: value === undefined ? null : value };
+  } catch (err) {
+    answer = { ok: false, error: String(err.message || err), logs };
+  }
+  process.stdout.write(JSON.stringify(answer) + '\n');
+}
+await browser.close();
