@@ -263,15 +263,24 @@ def test_felica_left_on_the_reader_is_one_presentation_and_removal_is_reported(p
 def test_type_a_card_gives_its_uid(port, cards, start_reader):
     _, rec = start_reader(f"udp:127.0.0.1:{port}", targets=["106A"])
     card = cards(TypeACard(port))
-    card.insert()
-    presented = rec.wait(CardPresented, 1)
-    assert presented.uid == bytes.fromhex(TYPE_A_UID)
-    assert presented.raw["tag"] == "Type2Tag" and "NTAG213" in presented.raw["product"]
+    # nfcpy's udp listen ends its window after the anticollision if time is up, and the reader's
+    # GET_VERSION then finds nobody listening: nfcpy names the tag a plain Type2Tag (about one
+    # presentation in three here, even on an idle machine). That is the emulator's limit, not the
+    # driver's, so the card is presented again, a few times at most, until it is asked in time.
+    for n in range(1, 4):
+        card.insert()
+        presented = rec.wait(CardPresented, n)
+        assert presented.uid == bytes.fromhex(TYPE_A_UID) and presented.raw["tag"] == "Type2Tag"
+        if "NTAG213" in presented.raw["product"]:
+            break
+        card.remove()
+        rec.wait(CardRemoved, n)
+    assert "NTAG213" in presented.raw["product"], presented.raw
     wait_for(lambda: card.commands >= 10, WAIT, "the reader's presence checks")
-    assert rec.kinds() == ["CardPresented"]
+    assert rec.kinds() == ["CardPresented", "CardRemoved"] * (n - 1) + ["CardPresented"]
     card.remove()
-    rec.wait(CardRemoved, 1)
-    assert rec.kinds() == ["CardPresented", "CardRemoved"]
+    rec.wait(CardRemoved, n)
+    assert rec.kinds() == ["CardPresented", "CardRemoved"] * n
 
 
 def test_default_targets_find_felica(port, cards, start_reader):
