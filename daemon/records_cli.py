@@ -77,16 +77,23 @@ def cmd_events(args: argparse.Namespace) -> int:
                          until=_instant(args.until, cfg.site.timezone, "--until"),
                          door=args.door, person=args.person, result=args.result)
     rows = [{c: r.get(c) for c in EVENT_COLUMNS} for r in rows]
+    _print_rows(args, rows, EVENT_COLUMNS, ["ts", "door", "reader", "direction", "result", "reason", "person_id",
+                                           "rule"])
+    return 0
+
+
+def _print_rows(args: argparse.Namespace, rows: list[dict], columns: list[str], shown: list[str]) -> None:
+    """A listing as --json (every column), --csv (every column, a header row) or a table of the
+    ``shown`` columns."""
     if args.json:
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
         print()
     elif args.csv:
-        writer = csv.DictWriter(sys.stdout, EVENT_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     else:
-        _print_table(rows, ["ts", "door", "reader", "direction", "result", "reason", "person_id", "rule"])
-    return 0
+        _print_table(rows, shown)
 
 
 ALARM_COLUMNS = ["id", "kind", "source", "severity", "subject", "state", "raised", "cleared", "acked_by", "acked_at",
@@ -108,17 +115,10 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     for row in record.alarms(open_only=args.open, since=_instant(args.since, cfg.site.timezone, "--since")):
         local = {k: local_time(row[k], tz) if row[k] else None for k in ("raised", "cleared", "acked_at", "closed")}
         rows.append({**{c: row.get(c) for c in ALARM_COLUMNS}, **local, "state": _alarm_state(row)})
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
-        print()
-    elif args.csv:
-        writer = csv.DictWriter(sys.stdout, ALARM_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    elif not rows:
+    if not rows and not (args.json or args.csv):
         print("no alarms" if not args.open else "no open alarms")
     else:
-        _print_table(rows, ["id", "severity", "state", "raised", "cleared", "acked_by"])
+        _print_rows(args, rows, ALARM_COLUMNS, ["id", "severity", "state", "raised", "cleared", "acked_by"])
     return 0
 
 
