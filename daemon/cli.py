@@ -287,7 +287,7 @@ def _add_doors_and_desks(sub: Any, op: dict[str, ops.Op]) -> None:
 
 
 def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
-    p = _add(sub, "alarms", cmd_alarms, "list alarms: open ones first to act on, or all for the audit",
+    p = _add(sub, "alarms", cmd_alarms, "list alarms with local times (--open: those still waiting for a person)",
              "List alarms from this node's record, oldest raised first, with local times in the site's\n"
              "time zone. Each line is an alarm id's latest life (raised, cleared, acknowledged by whom,\n"
              "closed); every earlier life and every acknowledgement is in the audit log. An alarm stays\n"
