@@ -179,15 +179,14 @@ class Pcscd:
         assert os.path.exists(exe), "pcscd is not installed (make test installs it: apt-get install pcscd)"
         assert VPCD_DRIVER.exists(), f"{VPCD_DRIVER} is missing (apt-get install vsmartcard-vpcd)"
         self._turn = open(MACHINE_LOCK, "a")  # closed with the object, if release() is never called
-        deadline = time.monotonic() + MACHINE_LOCK_WAIT_S
-        while True:
+
+        def my_turn() -> bool:
             try:
                 fcntl.flock(self._turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                assert time.monotonic() < deadline, f"another test run held pcscd ({MACHINE_LOCK}) for " \
-                    f"{MACHINE_LOCK_WAIT_S:g} s"
-                time.sleep(0.2)
+                return False
+            return True
+        wait_for(my_turn, MACHINE_LOCK_WAIT_S, f"another test run to let go of pcscd ({MACHINE_LOCK})")
         self.exe = exe
         self.port = _free_port_pair()
         self.conf = workdir / f"{MARK}-conf"
