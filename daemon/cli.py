@@ -44,7 +44,7 @@ from .control_cli import (
     cmd_usb_list,
     cmd_usb_test_policy,
 )
-from .errors import PermissionDenied, SekishoError, Unavailable, UsageError
+from .errors import DataErrors, PermissionDenied, SekishoError, Unavailable, UsageError
 from .people_cli import (
     REVOKE_PREFIX_MIN,
     cmd_card_add,
@@ -54,7 +54,9 @@ from .people_cli import (
     cmd_person_add,
     cmd_person_disable,
     cmd_person_enable,
+    cmd_person_export,
     cmd_person_grant,
+    cmd_person_import,
     cmd_person_list,
     cmd_person_pin,
     cmd_person_ungrant,
@@ -103,6 +105,57 @@ examples:
   sekisho events --since 2026-11-01 --door entrance --csv > november.csv
   sekisho sim tap entrance-in 04a1b2c3d4e5f6
   sekisho cmd send door.unlock door=entrance --key officer-1.key --node door-a
+"""
+
+
+IMPORT_HELP = """\
+Add and update people from a roster: a CSV file with a header row, one person per row
+(docs/roster.md, examples/roster.csv). The whole file is read and checked against the store
+and the config first; then every change is written in one transaction, each with its audit
+row (actor cli:<user>). A file with any problem changes nothing: every problem is printed as
+FILE:LINE: what (the header is line 1) and the command exits 65.
+
+columns (any order; id and name required; any other name is an error):
+  id           the person's id, e.g. the staff number
+  name         full name, for the muster list and reports
+  valid_from   first day the person's cards open anything: 2026-04-01 or 2026/4/1
+  valid_until  last day (inclusive); an empty cell is no limit
+  levels       access levels, separated by ; each a [levels.<name>] of the config
+  cards        card UIDs in hex, separated by ; (4 to 10 bytes: ISO 14443 UIDs, FeliCa
+               IDm); only their keyed hash is stored, and no UID is ever printed
+  card_hashes  cards already enrolled, by the start of their hash, as export writes them
+  active       yes or no (also 1/0, true/false, 有効/無効); an empty cell is yes
+
+what it means: the file is the truth for the people it lists, in the columns it has.
+  - a person not in the store is added; one in it gets the file's name, dates and active
+  - levels become exactly those listed (an empty cell takes every level away)
+  - cards listed are added; a card enrolled to someone else is an error; a revoked card
+    stays revoked (a warning): an import never re-enables a card
+  - a card the file does not list is kept, unless --revoke-missing
+  - people the file does not list are left alone, unless --deactivate-missing
+  - a column the file does not have changes nothing
+The file may be UTF-8 (with or without the BOM Excel writes) or Shift_JIS as Windows Excel
+writes it (cp932); --encoding names it when neither fits.
+
+examples:
+  sekisho person import roster.csv --dry-run
+  sekisho person import roster.csv
+  sekisho person import roster.csv --revoke-missing --deactivate-missing
+"""
+
+EXPORT_HELP = """\
+Write everyone in the store as a roster: id, name, valid_from, valid_until, levels,
+card_hashes and active, one person per row, by id. Cards appear only as the start of their
+hash (as card list shows them): UIDs are never stored, so an export cannot enroll a card
+anywhere else. Imported again, the export changes nothing; card_hashes keep a person's cards
+(with --revoke-missing, a hash taken out of the cell revokes that card).
+
+The export holds names: written to a file it is mode 0600 from its first byte, in UTF-8 with
+a BOM (Excel opens it as UTF-8); to standard output it is plain UTF-8.
+
+examples:
+  sekisho person export --csv people-2026-12.csv
+  sekisho person export | grep ,no$
 """
 
 
@@ -194,6 +247,25 @@ def _add_people(sub: Any) -> None:
     p.add_argument("id", help="the person's id")
     p = _add(person, "enable", cmd_person_enable, "enable a disabled person again")
     p.add_argument("id", help="the person's id")
+    p = _add(person, "import", cmd_person_import, "add and update people, levels and cards from a roster (CSV)",
+             IMPORT_HELP)
+    p.add_argument("file", metavar="FILE", help="the roster, a CSV file with a header row (- for standard input)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would change and how the file was read; write nothing")
+    p.add_argument("--revoke-missing", action="store_true",
+                   help="also revoke each listed person's cards that the file does not list (by UID in cards "
+                        "or by hash in card_hashes)")
+    p.add_argument("--deactivate-missing", action="store_true",
+                   help="also disable everyone in the store whom the file does not list")
+    p.add_argument("--encoding", metavar="NAME",
+                   help="read the file in this encoding (utf-8, cp932, shift_jis, ...) instead of finding out")
+    p = _add(person, "export", cmd_person_export, "write people, levels, validity and card hashes as a roster (CSV)",
+             EXPORT_HELP)
+    p.add_argument("--csv", metavar="FILE", default="-",
+                   help="write to FILE (mode 0600, replaced whole), or - for standard output (the default)")
+    p.add_argument("--encoding", metavar="NAME",
+                   help="utf-8, cp932, ... (default: UTF-8 with a BOM to a file, so Excel reads it right; "
+                        "UTF-8 to standard output)")
 
 
 def _add_cards(sub: Any) -> None:
@@ -503,11 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe is found here, not at interpreter exit
         return code
-    except config_mod.ConfigError as exc:
+    except (config_mod.ConfigError, DataErrors) as exc:
         for line in exc.problems[:PROBLEMS_SHOWN]:
             print(line, file=sys.stderr)
         if (more := len(exc.problems) - PROBLEMS_SHOWN) > 0:
             print(f"... and {more:,} more problems (fix the ones above first)", file=sys.stderr)
+        if isinstance(exc, DataErrors):
+            print(f"sekisho: {exc}", file=sys.stderr)
         return exc.exit_code
     except SekishoError as exc:
         print(f"sekisho: {exc}", file=sys.stderr)

@@ -31,6 +31,16 @@ class DataError(SekishoError):
     exit_code = os.EX_DATAERR  # 65
 
 
+class DataErrors(DataError):
+    """Problems in a file a command reads (a roster), each one line naming the file and its line
+    (``roster.csv:12: ...``), all found before anything was written; the message is the summary
+    printed after them."""
+
+    def __init__(self, problems: list[str], summary: str) -> None:
+        super().__init__(summary)
+        self.problems = problems
+
+
 class NoInput(SekishoError):
     """What a command would read is not there: a data directory without a store."""
 

@@ -1,18 +1,23 @@
 """What ``sekisho person ...`` and ``sekisho card ...`` do: people, their access levels, PINs and
-validity, and their cards, in the store of this node.
+validity, and their cards, in the store of this node; and a whole roster at once (``person
+import``, ``person export``, planned and written by roster.py).
 
 A card is known only by the keyed hash of its UID; a revoke is named by a hash prefix long enough
-that a slip cannot revoke someone else's card. The arguments are declared in cli.py.
+that a slip cannot revoke someone else's card. An export holds names: written to a file, it is
+mode 0600 from its first byte. The arguments are declared in cli.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from .cli_site import _actor, _config, _data_dir, _no, _people, _person, _print_table, _store, _uid
-from .errors import DataError, SekishoError, UsageError
+from .errors import DataError, DataErrors, NoInput, SekishoError, UsageError
 
 REVOKE_PREFIX_MIN = 8
 """Hex digits that name a card to revoke: 8 make a slip onto another card about 1 in 4 billion."""
@@ -102,6 +107,86 @@ def cmd_person_pin(args: argparse.Namespace) -> int:
     people.set_pin_hash(args.id, hash_pin(pin), _actor())
     print(f"PIN of {args.id} set")
     return 0
+
+
+def cmd_person_import(args: argparse.Namespace) -> int:
+    """Read the whole roster, plan it against the store, print the plan; write it (one
+    transaction) unless --dry-run. Any problem: every one printed, exit 65, nothing written."""
+    from .roster import plan, read
+    data, name = _read_input(args.file)
+    cfg = _config(args)
+    roster = read(data, name, args.encoding)
+    _, people, key = _people(args, create=not args.dry_run)
+    before = people.snapshot()
+    result = plan(roster, before, cfg.rules.levels, key.card_hash, revoke_missing=args.revoke_missing,
+                  deactivate_missing=args.deactivate_missing)
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
+    if result.problems:
+        count = len(result.problems)
+        raise DataErrors(list(result.problems),
+                         f"{name}: {count} problem{'s' if count > 1 else ''}; nothing was imported")
+    if result.changes and not args.dry_run:
+        people.apply(list(result.changes), _actor(), planned_on=before)
+    for change in result.changes:
+        print(f"{change.source}: {change.describe()}")
+    done = f"{len(result.changes)} change{'s' if len(result.changes) > 1 else ''}" if result.changes else "no changes"
+    if result.changes:
+        done += "; dry run: nothing was written" if args.dry_run else " made"
+    print(f"{name}: {len(roster.rows)} people, read as {roster.encoding}; {done}")
+    return 0
+
+
+def cmd_person_export(args: argparse.Namespace) -> int:
+    from .roster import codec, export_rows, write_csv
+    _, people, _ = _people(args, create=False)
+    rows = export_rows(people.snapshot())
+    text = write_csv(rows)
+    to_file = args.csv != "-"
+    encoding = codec(args.encoding) if args.encoding else "utf-8-sig" if to_file else "utf-8"
+    try:
+        data = text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise DataError(f"--encoding {args.encoding}: line {line} has {text[exc.start]!r}, which {encoding} cannot "
+                        "hold; nothing was written (UTF-8 holds every name)") from None
+    if not to_file:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        return 0
+    _write_private(Path(args.csv), data)
+    print(f"exported {len(rows)} people to {args.csv} (mode 0600: it holds names)", file=sys.stderr)
+    return 0
+
+
+def _read_input(path: str) -> tuple[bytes, str]:
+    """A file's bytes and the name its messages give it; ``-`` is standard input."""
+    if path == "-":
+        return sys.stdin.buffer.read(), "stdin"
+    try:
+        return Path(path).read_bytes(), path
+    except FileNotFoundError:
+        raise NoInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NoInput(f"{path}: a directory, not a file") from None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as mode 0600 from the first byte (mkstemp), replacing it whole:
+    a reader never sees half an export, and an old file's looser mode never carries over."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except FileNotFoundError:
+        raise NoInput(f"{path}: no directory {path.parent}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def cmd_card_add(args: argparse.Namespace) -> int:

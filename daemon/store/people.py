@@ -16,8 +16,10 @@ from sekisho.policies.access import Holder
 
 from ..errors import DataError, SekishoError
 from ..timestamps import utc_now
+from . import enrolment
 from .audit import append
 from .database import Database
+from .enrolment import Change, ChangeRefused, Enrolment
 
 
 class People:
@@ -51,6 +53,30 @@ class People:
     def person(self, person_id: str) -> dict[str, Any] | None:
         rows = list(self.database.db.query("SELECT * FROM people WHERE id = ?", [person_id]))
         return rows[0] if rows else None
+
+    # ------------------------------------------------------------------------- many at once
+    def snapshot(self) -> Enrolment:
+        """Everyone enrolled, their levels and cards, read in one go: what a roster is planned against."""
+        db = self.database.db
+        db.execute("BEGIN")  # one read transaction: no write lands between its three queries
+        try:
+            return enrolment.read(db)
+        finally:
+            db.execute("ROLLBACK")
+
+    def apply(self, changes: list[Change], actor: str, *, planned_on: Enrolment) -> None:
+        """Write ``changes`` in one transaction, each with its audit row, if the enrolment is
+        still ``planned_on``; otherwise nothing, and a ``SekishoError`` saying to plan again."""
+        with self.database.transaction() as db:
+            if enrolment.read(db) != planned_on:
+                raise SekishoError("the people or cards changed while the roster was read (another command "
+                                   "enrolled, revoked or granted); nothing was imported: run the import again")
+            ts = utc_now()
+            try:
+                for change in changes:
+                    enrolment.write(db, change, actor, ts)
+            except ChangeRefused as exc:
+                raise SekishoError(f"{exc}; nothing was imported") from None
 
     # ------------------------------------------------------------------------- cards
     def add_card(self, person_id: str, card_hash: str, actor: str, valid_from: str | None = None,
