@@ -133,7 +133,8 @@ def cmd_person_import(args: argparse.Namespace) -> int:
     done = f"{len(result.changes)} change{'s' if len(result.changes) > 1 else ''}" if result.changes else "no changes"
     if result.changes:
         done += "; dry run: nothing was written" if args.dry_run else " made"
-    print(f"{name}: {len(roster.rows)} people, read as {roster.encoding}; {done}")
+    count = len(roster.rows)
+    print(f"{name}: {count} {'person' if count == 1 else 'people'}, read as {roster.encoding}; {done}")
     return 0
 
 

@@ -4,7 +4,9 @@ enrolment data the CLI writes and the door and desk decisions read.
 Apart from the record (``record.py``) because it changes for other reasons: an officer enrols
 and revokes (with the CLI, or with a tap the daemon takes for enrolment), while the record grows
 with every decision. The door, desk and approval controllers only read it. Every change is
-audited in its own transaction.
+audited in its own transaction; a roster's many changes (``apply``, planned by roster.py against
+``snapshot``) in one, with an audit row each. How a change is written and audited is in
+``enrolment.py``, shared by both.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..timestamps import utc_now
 from . import enrolment
 from .audit import append
 from .database import Database
-from .enrolment import Change, ChangeRefused, Enrolment
+from .enrolment import AddPerson, Change, ChangeRefused, Enrolment, Grant
 
 
 class People:
@@ -32,9 +34,7 @@ class People:
         with self.database.transaction() as db:
             if db.execute("SELECT 1 FROM people WHERE id = ?", [person_id]).fetchone():
                 raise SekishoError(f"person {person_id!r} already exists")
-            db.table("people").insert({"id": person_id, "name": name, "active": 1, "created": utc_now(),
-                                       "valid_from": valid_from, "valid_until": valid_until})
-            append(db, actor, "person.add", {"person": person_id}, utc_now())
+            enrolment.write(db, AddPerson(person_id, name, valid_from, valid_until), actor, utc_now())
 
     def set_person_active(self, person_id: str, active: bool, actor: str) -> None:
         with self.database.transaction() as db:
@@ -137,16 +137,11 @@ class People:
                 raise DataError(f"no person {person_id!r} (see: sekisho person list)")
             held = db.execute("SELECT 1 FROM person_levels WHERE person_id = ? AND level = ?",
                               [person_id, level]).fetchone()
-            if revoke:
-                if not held:
-                    raise SekishoError(f"{person_id!r} does not hold level {level!r}")
-                db.execute("DELETE FROM person_levels WHERE person_id = ? AND level = ?", [person_id, level])
-            elif held:
+            if revoke and not held:
+                raise SekishoError(f"{person_id!r} does not hold level {level!r}")
+            if held and not revoke:
                 raise SekishoError(f"{person_id!r} already holds level {level!r}")
-            else:
-                db.execute("INSERT INTO person_levels (person_id, level) VALUES (?, ?)", [person_id, level])
-            append(db, actor, "level.revoke" if revoke else "level.grant", {"person": person_id, "level": level},
-                   utc_now())
+            enrolment.write(db, Grant(person_id, level, revoke), actor, utc_now())
 
     def set_pin_hash(self, person_id: str, pin_hash: str | None, actor: str) -> None:
         with self.database.transaction() as db:
