@@ -147,7 +147,7 @@ EXPORT_HELP = """\
 Write everyone in the store as a roster: id, name, valid_from, valid_until, levels,
 card_hashes and active, one person per row, by id. Cards appear only as the start of their
 hash (as card list shows them): UIDs are never stored, so an export cannot enroll a card
-anywhere else. Imported again, the export changes nothing; card_hashes keep a person's cards
+anywhere else. Imported again into this store, it changes nothing: card_hashes keep the cards
 (with --revoke-missing, a hash taken out of the cell revokes that card).
 
 The export holds names: written to a file it is mode 0600 from its first byte, in UTF-8 with

@@ -137,7 +137,8 @@ def decode(data: bytes, name: str, encoding: str | None = None) -> tuple[str, st
 
 def read(data: bytes, name: str, encoding: str | None = None) -> Roster:
     """Decode and parse a whole roster, checking the header and every cell; every problem is
-    in ``problems``, and rows with a problem are left out."""
+    in ``problems``. A row with a bad cell is kept (that cell None) so that ``plan`` names its
+    other problems too; a plan with any problem has no changes."""
     decoded = decode(data, name, encoding)
     if isinstance(decoded, str):
         return Roster(name, encoding or "", problems=(decoded,))

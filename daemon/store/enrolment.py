@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import sqlite_utils
@@ -53,7 +54,15 @@ class Enrolment:
     """By hash."""
 
     def cards_of(self, person_id: str) -> list[Card]:
-        return [c for c in self.cards.values() if c.person_id == person_id]
+        return self._by_person.get(person_id, [])
+
+    @cached_property
+    def _by_person(self) -> dict[str, list[Card]]:
+        # Once, not a scan per person: a roster of thousands asks for every person's cards.
+        by_person: dict[str, list[Card]] = {}
+        for c in self.cards.values():
+            by_person.setdefault(c.person_id, []).append(c)
+        return by_person
 
 
 def read(db: sqlite_utils.Database) -> Enrolment:
