@@ -316,8 +316,8 @@ def test_import_dry_run_bad_rows_and_audit_through_the_command(site, tmp_path):
         f"{roster}: 2 people, read as Shift_JIS (cp932); no changes\n"
     listing = site.cli("person", "list").stdout
     assert "山田 太郎" in listing and "髙橋 ①子" in listing
-    user = site.cli("audit", "verify").stdout
-    assert user.startswith("audit log intact: 7 rows"), user  # u0's person add, then one per change
+    verified = site.cli("audit", "verify").stdout
+    assert verified.startswith("audit log intact: 7 rows"), verified  # u0's person add, then one per change
     with sqlite3.connect(site.data_dir / "sekisho.db") as db:
         rows = db.execute("SELECT actor, action, detail FROM audit WHERE n > 1 ORDER BY n").fetchall()
     assert [a for _, a, _ in rows] == ["person.add", "level.grant", "card.add"] * 2
