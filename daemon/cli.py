@@ -46,7 +46,6 @@ from .control_cli import (
 )
 from .errors import DataErrors, PermissionDenied, SekishoError, Unavailable, UsageError
 from .people_cli import (
-    REVOKE_PREFIX_MIN,
     cmd_card_add,
     cmd_card_enroll,
     cmd_card_list,
@@ -63,6 +62,7 @@ from .people_cli import (
 )
 from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
+from .store.people import HASH_PREFIX_MIN
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
 PROBLEMS_SHOWN = 50
@@ -285,9 +285,9 @@ def _add_cards(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=60, metavar="S", help="seconds to wait for the card (default 60)")
     p = _add(card, "revoke", cmd_card_revoke, "revoke a card",
              f"Revoke a card, named by the start of its hash as card list shows it (at least\n"
-             f"{REVOKE_PREFIX_MIN} hex digits, so that a slip cannot revoke someone else's card) or by --uid.\n"
+             f"{HASH_PREFIX_MIN} hex digits, so that a slip cannot revoke someone else's card) or by --uid.\n"
              "Prints the card revoked and its holder.")
-    p.add_argument("hash", nargs="?", help=f"the start of the card's hash ({REVOKE_PREFIX_MIN}+ hex digits)")
+    p.add_argument("hash", nargs="?", help=f"the start of the card's hash ({HASH_PREFIX_MIN}+ hex digits)")
     p.add_argument("--uid", help="the card's UID in hex, instead of its hash")
     p = _add(card, "list", cmd_card_list, "list cards (hash prefixes, never UIDs)")
     p.add_argument("--person", help="only this person's cards")

@@ -18,9 +18,7 @@ from pathlib import Path
 
 from .cli_site import _actor, _config, _data_dir, _no, _people, _person, _print_table, _store, _uid
 from .errors import DataError, DataErrors, NoInput, SekishoError, UsageError
-
-REVOKE_PREFIX_MIN = 8
-"""Hex digits that name a card to revoke: 8 make a slip onto another card about 1 in 4 billion."""
+from .store.people import HASH_PREFIX_MIN
 
 
 def _date(text: str | None, flag: str) -> str | None:
@@ -232,8 +230,8 @@ def cmd_card_revoke(args: argparse.Namespace) -> int:
     if args.hash:
         if any(c not in "0123456789abcdef" for c in prefix):
             raise DataError(f"{args.hash!r} is not the start of a card hash (hex digits, as card list shows)")
-        if len(prefix) < REVOKE_PREFIX_MIN:
-            raise UsageError(f"{args.hash!r} is too short to name one card: give at least {REVOKE_PREFIX_MIN} "
+        if len(prefix) < HASH_PREFIX_MIN:
+            raise UsageError(f"{args.hash!r} is too short to name one card: give at least {HASH_PREFIX_MIN} "
                              f"hex digits (see: sekisho card list) or --uid")
     uid = _uid(args.uid) if args.uid else None
     _, people, key = _people(args)

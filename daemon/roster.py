@@ -46,6 +46,7 @@ from .store.enrolment import (
     SetActive,
     UpdatePerson,
 )
+from .store.people import HASH_PREFIX_MIN
 
 COLUMNS = ("id", "name", "valid_from", "valid_until", "levels", "cards", "card_hashes", "active")
 """Every column a roster may have, in any order; ``id`` and ``name`` it must have."""
@@ -53,8 +54,6 @@ REQUIRED = ("id", "name")
 EXPORT_COLUMNS = ("id", "name", "valid_from", "valid_until", "levels", "card_hashes", "active")
 SEPARATOR = ";"
 """Between the levels, the cards and the card hashes of one cell (a comma is the CSV's own)."""
-HASH_PREFIX_MIN = 8
-"""Hex digits that name a card in card_hashes, as ``sekisho card revoke`` asks for."""
 YES = ("yes", "y", "true", "1", "有効")
 NO = ("no", "n", "false", "0", "無効")
 SHIFT_JIS = ("shift_jis", "shift-jis", "sjis", "s_jis", "shiftjis", "ms932", "windows-31j", "cp932")
