@@ -557,3 +557,18 @@ def test_lines_say_where_a_lost_connection_left_a_gap(bus, tmp_path):
         assert watcher.stop() == 0
     finally:
         own.stop()
+
+
+def test_the_screen_refused_by_the_broker_gives_the_terminal_back_and_says_why(bus, terminal, tmp_path):
+    refusing = Broker(tmp_path)
+    refusing.conf.write_text(refusing.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    refusing.start()
+    try:
+        term = terminal(watch_args(bus, "--mqtt", refusing.url), rows=24, columns=80)
+        assert term.proc.wait(30) == 1
+        text = wait_for(lambda: "refused" in term.read() and term.read(), what="the message")
+        screen_left = text.index("\x1b[?1049l")
+        assert text.index("sekisho: broker refused: Not authorized") > screen_left  # on the shell's screen
+        assert termios.tcgetattr(term.slave) == term.before
+    finally:
+        refusing.stop()
