@@ -181,9 +181,10 @@ def node_text(status: Payload | None, clock: Clock) -> Span:
     if status is None:
         return Span("not heard from", Style.DIM)
     state = _s(status.get("state"))
-    since = f" since {clock.short(status.get('started'))}" if state == "online" else \
-        f" since {clock.short(status.get('ts'))}"
-    return Span(f"{state}{since}", Style.BAD if state == "offline" else Style.PLAIN)
+    if state != "online":
+        # No time: a last will's ts is when the node connected, not when it went (docs/mqtt.md).
+        return Span(state, Style.BAD if state == "offline" else Style.PLAIN)
+    return Span(f"online since {clock.short(status.get('started'))}")
 
 
 def area_text(occupancy: Payload | None) -> str:

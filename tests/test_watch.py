@@ -129,6 +129,10 @@ def test_alarms_by_severity_then_raised_and_nodes_offline_first():
     put(site, "node/door-b/status", {**STATUS, "state": "offline"})
     put(site, "node/desk-a/status", STATUS)
     assert [n for n, _ in site.nodes_offline_first()] == ["door-b", "door-a", "desk-a"]
+    nodes = next(t for t in texts(screen(site, CLOCK, 120, 40, "x")) if t.startswith("NODES"))
+    assert nodes == "NODES door-b offline · door-a not heard from · desk-a online since 16:00:00"
+    assert next(t for t in texts(screen(site, CLOCK, 30, 40, "x")) if t.startswith("NODES")) == \
+        "NODES door-b offline"  # wrapped: the rest on the next rows
 
 
 @pytest.mark.parametrize("topic, body", [
