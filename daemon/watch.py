@@ -88,6 +88,8 @@ class _Bus:
         self.subscribed = subscribed
         self.status = f"connecting to {self.url}"
         self.refused: str | None = None
+        self.lost = False
+        """The connection went after it stood; until the next subscription, messages are missed."""
 
     def wire(self, client: mqtt.Client) -> None:
         client.on_connect = self.on_connect
@@ -107,11 +109,13 @@ class _Bus:
     def on_subscribe(self, c: mqtt.Client, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
         # From here on nothing is missed.
         self.status = f"{self.url} connected"
+        self.lost = False
         self.subscribed()
         self.changed()
 
     def on_disconnect(self, c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if self.refused is None:
+            self.lost = True
             self.status = f"{self.url} LOST ({reason}), reconnecting; events meanwhile are missed"
         self.changed()
 
@@ -153,16 +157,16 @@ def _lines(cfg: Config, client: mqtt.Client, mode: Mode) -> int:
         if took is not None:
             print(line(took, site, Clock(zone, dt.datetime.now(dt.timezone.utc))), flush=True)
 
-    said = [""]
+    gap_said = threading.Event()
 
     def subscribed() -> None:
-        said[0] = ""
+        gap_said.clear()
         print(f"# watching {bus.topics.everything} on {cfg.mqtt.url}", file=sys.stderr, flush=True)
 
     def changed() -> None:
         # A gap in the lines is said where it happens, once; "# watching" again when it ends.
-        if " LOST " in bus.status and bus.status != said[0]:
-            said[0] = bus.status
+        if bus.lost and not gap_said.is_set():
+            gap_said.set()
             print(f"# {bus.status}", file=sys.stderr, flush=True)
 
     bus = _Bus(cfg, receive, changed, subscribed)
