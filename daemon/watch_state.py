@@ -53,8 +53,9 @@ class Layout:
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
+        """This node's doors, desks and areas; itself and the nodes it watches ([site] watch_nodes)."""
         return cls(base=Topics(cfg.site.id).base, timezone=cfg.site.timezone, doors=tuple(cfg.doors),
-                   desks=tuple(cfg.desks), areas=tuple(cfg.areas), nodes=(cfg.site.node,))
+                   desks=tuple(cfg.desks), areas=tuple(cfg.areas), nodes=(cfg.site.node, *cfg.site.watch_nodes))
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,19 @@ def test_config_names_are_listed_before_the_bus_says_anything():
     assert site.nodes_offline_first() == [("door-a", None)]
 
 
+def test_the_layout_comes_from_the_config(tmp_path):
+    from sekisho.daemon.config import load
+    path = tmp_path / "sekisho.toml"
+    path.write_text(CONFIG.format(url="mqtt://127.0.0.1:1883").replace(
+        'timezone = "Asia/Tokyo"\n', 'timezone = "Asia/Tokyo"\nwatch_nodes = ["desk-a", "door-b"]\n'))
+    layout = Layout.of(load(path))
+    assert layout == Layout(base="sekisho/v1/test", timezone="Asia/Tokyo", doors=("entrance",), desks=(),
+                            areas=layout.areas, nodes=("door-a", "desk-a", "door-b"))
+    assert sorted(layout.areas) == ["lobby", "room"]
+    # Nodes it watches are listed, not heard from, until they say something.
+    assert [n for n, s in State(layout).nodes_offline_first()] == ["desk-a", "door-a", "door-b"]
+
+
 def test_retained_topics_replace_what_was_known():
     site = State(LAYOUT)
     put(site, "door/entrance/state", DOOR_STATE, retained=True)
