@@ -491,9 +491,47 @@ def _add_tools(sub: Any) -> None:
          "List the readers pcscd sees now, with the configured reader whose name pattern\n"
          "matches each: the way to find the name to put in [readers.<name>] name = ... .\n"
          "FeliCa readers driven by nfcpy are not listed here: `python3 -m nfc` finds those.")
-    _add(sub, "watch", cmd_watch, "print every message on the site's topics as it arrives",
-         "Subscribe to the site's topic tree and print each message, retained ones first,\n"
-         "until interrupted.")
+    p = _add(sub, "watch", cmd_watch, "the site live: open alarms, doors, desks, events (a screen, or lines)",
+             "Follow the whole site on the broker, as the officer's console does, in a terminal\n"
+             "(over SSH too). It reads every node's messages, so one watch shows every door and desk\n"
+             "of the site; the config gives the broker, the site, the time zone and the names of\n"
+             "this node's doors, desks and areas and of the nodes it watches ([site] watch_nodes),\n"
+             "listed before they have said anything.\n\n"
+             "On a terminal, a full screen redrawn on every message and when the window is resized:\n"
+             "  ALARMS  the open alarms, most severe first, then the earliest raised: severity,\n"
+             "          kind, door/desk/input/node, raised and cleared (site time), acknowledged\n"
+             "          by whom or NOT ACKED, subject. An alarm stays until a person has\n"
+             "          acknowledged it (sekisho alarm ack, or the console).\n"
+             "  DOORS   each door's lock, mode, contact, alarm and last event\n"
+             "  DESKS   each desk's state, holder and since when\n"
+             "  AREAS   how many are inside each area\n"
+             "  NODES   each node online or offline, the offline ones first\n"
+             "  EVENTS  door, desk and USB events, newest at the bottom: time, door, desk or USB\n"
+             "          host, what happened (granted or denied and why, the desk's step, the\n"
+             "          device and what became of it), the person's pseudonym\n"
+             "The alarms are drawn first whatever the window's size; what does not fit below them\n"
+             "is counted. q or Ctrl-C quits and gives the terminal back as it was. Colours repeat\n"
+             "what the words say, and are left out with NO_COLOR set or on a terminal without\n"
+             "them; TERM=dumb (a terminal that cannot place the cursor) gets lines.\n\n"
+             "Piped or redirected, or with --lines: one line per message, in the same words,\n"
+             "e.g.\n"
+             "  2026-11-23T16:12:03+09:00  door   entrance  in granted (card_and_pin)  3f2c9a0b5e7d1c44\n"
+             "A repeat of an event (QoS 1 may deliver one twice) is shown once. --raw prints each\n"
+             "message's topic and payload as they came instead. In both, a line on stderr says\n"
+             "when the subscription stands (# watching ...): nothing after it is missed.\n\n"
+             "It connects as the config's [mqtt] says: under the site's ACL (docs/mqtt.md) only the\n"
+             "officer's broker user reads the whole site, so give it a copy of the config whose\n"
+             "[mqtt] username and password_file are the officer's. A connection lost meanwhile is\n"
+             "retried; the screen's title line says so.\n"
+             "Exit status: 0 when quit, 69 when the broker cannot be reached, 78 when the config's\n"
+             "broker settings cannot be used (TLS files, password file), 1 when the broker refuses\n"
+             "the connection.\n\nexamples:\n"
+             "  sekisho watch\n"
+             "  sekisho watch | grep -w denied\n"
+             "  sekisho watch --raw --mqtt mqtts://broker.example:8883")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--lines", action="store_true", help="one line per message, also on a terminal")
+    shown.add_argument("--raw", action="store_true", help="each message's topic and payload as they came")
 
 
 # ----------------------------------------------------------------------------- the node's own commands
@@ -549,8 +587,10 @@ def cmd_readers(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .watch import watch
-    return watch(_config(args))
+    from .watch import choose_mode, watch
+    cfg = _config(args)
+    return watch(cfg, choose_mode(raw=args.raw, lines=args.lines, terminal=sys.stdout.isatty(),
+                                  term=os.environ.get("TERM", "")))
 
 
 def _stdout_closed() -> bool:

@@ -216,7 +216,8 @@ def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> Non
     me = [sys.executable, "-m", "sekisho.daemon.cli"]
     # The watcher first, subscribed before the daemon starts: the daemon's first events
     # (the desk's start-up lock) are not retained, and a newcomer should see them too.
-    watcher = subprocess.Popen([*me, "watch", *cli_args], env=env, stderr=subprocess.PIPE)
+    # Raw: the demo shows the contract at work, in a terminal the daemon logs to as well.
+    watcher = subprocess.Popen([*me, "watch", "--raw", *cli_args], env=env, stderr=subprocess.PIPE)
     parts.started(lambda: _end(watcher, signal.SIGTERM, STOP_OTHERS_S))
     _until_watching(watcher)
     daemon = subprocess.Popen([*me, "run", *cli_args], env=env)
