@@ -111,11 +111,12 @@ MAY_NOT_PUBLISH = {
                 f"{BASE}/cmd/door-a/x", "sekisho/v1/osaka/cmd/door-a"],
 }
 # What each node reads (node_status.py reads its own status, commands.py its commands,
-# presence.py the occupancy of every area): nothing else, not another node's commands. Each
+# presence.py the occupancy of every area, node_watch.py the status of the nodes its [site]
+# watch_nodes names: door-a watches desk-b): nothing else, not another node's commands. Each
 # subscribes to everything (#); the ACL decides what arrives.
 READS = {
     "door-a": {T.node_status("door-a"), T.command("door-a"), T.area_occupancy("operator-room"),
-               T.area_occupancy("lobby")},
+               T.area_occupancy("lobby"), T.node_status("desk-b")},
     "desk-b": {T.node_status("desk-b"), T.command("desk-b"), T.area_occupancy("operator-room"),
                T.area_occupancy("lobby")},
 }
