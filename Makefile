@@ -10,8 +10,10 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 
 # Debian packages: the broker, pcscd and what pyscard builds with, the virtual reader and the
 # D-Bus and udev test doubles (python3-dbusmock, umockdev). gi and dbus come from Debian, so
-# the venv is made from Debian's python with --system-site-packages. chromium is the browser the
-# console's tests drive (tests/test_console.py), with a Japanese font for their screenshots.
+# the venv is made from Debian's python with --system-site-packages. mosquitto also brings
+# mosquitto_passwd and the mosquitto user, as which tests/test_broker_acl.py runs the shipped
+# broker config. chromium is the browser the console's tests drive (tests/test_console.py),
+# with a Japanese font for their screenshots.
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
