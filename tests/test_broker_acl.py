@@ -34,7 +34,9 @@ ACL = REPO / "systemd" / "mosquitto-sekisho.acl"
 BROKER_CONF = REPO / "systemd" / "mosquitto-sekisho.conf"
 CONTRACT = REPO / "docs" / "mqtt.md"
 SITE, NODE = "tokyo-hq", "door-a"
-PASSWORDS = {"door-a": "door-a-secret", "officer": "officer-secret", "door-a-relay": "relay-secret"}
+PASSWORDS = {"door-a": "door-a-secret", "officer": "officer-secret", "door-a-relay": "relay-secret",
+             "homeassistant": "ha-secret"}
+DISCOVERY = f"homeassistant/device/sekisho_{SITE}_{NODE}/config"
 FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
 NOT_AUTHORIZED = 0x87
 
@@ -51,6 +53,7 @@ def example_config(port: int, password_file: Path) -> str:
     text = swap(text, 'url = "mqtts://broker.example.internal:8883"', f'url = "mqtt://127.0.0.1:{port}"')
     text = swap(text, 'username = "door-a"\n', f'username = "door-a"\npassword_file = "{password_file}"\n')
     text = swap(text, 'rules = "usb/call-centre.rules"', f'rules = "{REPO / "examples" / "usb" / "call-centre.rules"}"')
+    text = swap(text, "[homeassistant]\n# enabled = false\n", "[homeassistant]\nenabled = true\n")
     # Hardware becomes simulated: the readers and the GPIO and evdev inputs, with their options.
     text = swap(text, 'driver = "pcsc"\n', 'driver = "sim"\n', count=2)
     text = swap(text, 'driver = "nfc"\n', 'driver = "sim"\n')
@@ -175,6 +178,10 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
     site.config.write_text(example_config(broker.port, node_password))
     officer = clients(broker.port, "officer", f"sekisho/v1/{SITE}/#")
     relay = clients(broker.port, "door-a-relay", "cmnd/door-a/#")  # the example's strike is a relay
+    # Home Assistant subscribes to its discovery prefix and, here, to the whole site: the ACL lets
+    # through only the topics its entities read.
+    home_assistant = clients(broker.port, "homeassistant", "homeassistant/#")
+    home_assistant.client.subscribe(f"sekisho/v1/{SITE}/#", qos=1)
     site.start()
     try:
         site.tap("04ffffff", "entrance-in")  # an unknown card: a door event
@@ -218,6 +225,24 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
                  what="the retained topics at a console connecting later")
         answer = [json.loads(m.payload) for m in officer.messages if m.topic == topics.command_result(NODE)][0]
         assert answer["ok"] is False and answer["error"].startswith("malformed")
+
+        # Home Assistant (docs/homeassistant.md): the node's device, and every topic it names.
+        device = json.loads(wait_for(lambda: [m.payload for m in home_assistant.messages if m.topic == DISCOVERY],
+                                     what="the node's discovery payload at Home Assistant")[0])
+        named = {device["availability"][0]["topic"]} | {c["state_topic"] for c in device["components"].values()}
+        wait_for(lambda: home_assistant.topics() >= named, what="the topics the entities read, at Home Assistant")
+        assert {t.split("/")[3] for t in home_assistant.topics() if t.startswith("sekisho/")} <= \
+            {"node", "door", "desk", "area"}, "Home Assistant read more than its entities name"
+        assert not [t for t in home_assistant.topics() if "/alarm/" in t or "/cmd/" in t or "/usb/" in t]
+        # Its birth message reaches the node, which announces itself again.
+        n = len([m for m in home_assistant.messages if m.topic == DISCOVERY])
+        assert home_assistant.publish("homeassistant/status", "online") == 0
+        wait_for(lambda: len([m for m in home_assistant.messages if m.topic == DISCOVERY]) > n,
+                 what="the discovery payload again after Home Assistant's birth message")
+        # It writes nothing of sekisho's, nor a node's discovery.
+        assert home_assistant.publish(topics.command(NODE), "{}") == NOT_AUTHORIZED
+        assert home_assistant.publish(topics.door_state("entrance"), "{}") == NOT_AUTHORIZED
+        assert home_assistant.publish(DISCOVERY, "{}") == NOT_AUTHORIZED
     finally:
         if site.proc is not None:
             site.stop()
@@ -237,11 +262,15 @@ def test_a_node_may_not_publish_what_is_not_its_own(site_broker, clients):
                  f"{base}/usb/door-b/event", f"{base}/door/back-door/state", f"{base}/door/back-door/event",
                  f"{base}/desk/desk-02/state", f"{base}/area/server-room/occupancy", f"{base}/alarm/x/y",
                  "sekisho/v1/osaka/node/door-a/status", "sekisho/v1/osaka/door/entrance/event",
-                 "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/entrance-forced-1"]
+                 "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/entrance-forced-1",
+                 f"homeassistant/device/sekisho_{SITE}_door-b/config", "homeassistant/device/sekisho_osaka_door-a/config",
+                 "homeassistant/status"]
     assert {topic: node.publish(topic, '{"forged": true}') for topic in forbidden} == \
         {topic: NOT_AUTHORIZED for topic in forbidden}
     allowed = [f"{base}/alarm/acl-probe", f"{base}/usb/door-a/event", f"{base}/door/entrance/event"]
     assert [node.publish(topic, '{"probe": true}') for topic in allowed] == [0, 0, 0]
+    # Its own Home Assistant device (accepted; no client here reads it: 0x10, no matching subscribers).
+    assert node.publish(DISCOVERY, '{"probe": true}') == 0x10
     wait_for(lambda: officer.topics() >= set(allowed), what="the allowed messages at the officer")
     assert not officer.topics() & set(forbidden)
     # The door's relay takes the strike's commands and speaks for nothing of sekisho's.
