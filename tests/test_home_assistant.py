@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness import Subscriber, wait_for
 from sekisho.daemon import config as config_module
 from sekisho.daemon import home_assistant as ha
+from sekisho.daemon.errors import ConfigError
 from sekisho.daemon.topics import Topics
 
 OBJECT_ID = "sekisho_test_door-a"
@@ -174,6 +175,21 @@ def test_the_payload_has_the_fields_home_assistant_documents(tmp_path):
     assert desk["options"] == ["vacant", "in_use", "away", "locked", "unlocked"]
     assert "state_class" not in desk and "unit_of_measurement" not in desk
     assert components["area_room_occupancy"]["state_class"] == "measurement"
+
+
+def test_the_config_key_is_off_by_default_and_checked(tmp_path):
+    assert load(tmp_path, enabled=False).homeassistant == config_module.HomeAssistantConfig(False, "homeassistant")
+    path = tmp_path / "bad.toml"
+    path.write_text(config_text("mqtt://127.0.0.1:1883", enabled=False)
+                    + '\n[homeassistant]\nenabled = "yes"\nprefix = "ha/#"\ncommand_topic = "x"\n')
+    with pytest.raises(ConfigError) as exc:
+        config_module.load(path)
+    assert [line.split(": ", 1)[1] for line in exc.value.problems] == [
+        "homeassistant.command_topic: unknown key (known: enabled, prefix)",
+        "homeassistant.enabled: must be true or false, not a string 'yes'",
+        "homeassistant.prefix: 'ha/#' is not a topic prefix: levels of letters, digits, '_' and '-', separated by "
+        "'/' (no wildcards, no leading or trailing '/')",
+    ]
 
 
 def test_no_component_can_command_anything(tmp_path):
