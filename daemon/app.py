@@ -45,6 +45,7 @@ from .keys import SiteKey
 from .lockouts import Lockouts
 from .logind import Logind
 from .logind_watch import SeatWatch
+from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
 from .presence import Presence
 from .publisher import Publisher
@@ -59,6 +60,7 @@ from .tap_enrolment import TapEnrolment
 from .timestamps import rfc3339, utc_now
 from .topics import Topics
 from .usb import UsbController, desks_unattended
+from .usb_events import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ class Daemon:
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
+            if u.alarm_on_block:
+                self.usb.on_blocked = self._usb_blocked
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory) \
@@ -168,6 +172,10 @@ class Daemon:
                                       result_topic=self.topics.command_result(config.site.node), loop=loop)
         self.publisher.subscribe(self.topics.command(config.site.node), self.commands.offer, retained=False,
                                  threaded=True)
+        self.node_watch = NodeWatch(config.site.watch_nodes, self.topics, self.alarms, loop,
+                                    offline_after_s=config.site.node_offline_after_s)
+        for topic in self.node_watch.nodes:
+            self.publisher.subscribe(topic, self.node_watch.heard)
         self.publisher.on_duplicate = self._duplicate_node
         # Home Assistant's discovery, when the config asks for it: announced on each connection,
         # again when Home Assistant comes online; our own topic read back for what to remove.
@@ -195,6 +203,7 @@ class Daemon:
         self.presence.startup()
         await self.door_states.startup()  # every strike driven as its mode says before any reader starts
         self.commits.report_lost(self.alarms, self.config.site.node)
+        self.node_watch.start()
         if self.seat_watch:
             # Before the start-up lock: a session the watch's first listing shows is locked by it,
             # and one that appears after that listing is a change the watch reports.
@@ -228,6 +237,7 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.control.stop()
+            self.node_watch.stop()
             self.commands.close()
             for driver in reversed(started):
                 await driver.stop()
@@ -274,6 +284,13 @@ class Daemon:
         if not self.duplicate_reported:
             self.duplicate_reported = True
             self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
+
+    def _usb_blocked(self, device: dict[str, Any], outcome: Outcome) -> None:
+        """``[usb] alarm_on_block``: one alarm per USB host, raised again by each device blocked."""
+        assert self.config.usb is not None
+        what = " ".join(str(x) for x in (f"{device['vid']}:{device['pid']}", device["name"]) if x)
+        self.alarms.raise_("usb_blocked", self.config.usb.host, "warning", incident=True, device=what,
+                           port=device["port"], rule=outcome.rule, decision=outcome.decision.value)
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""

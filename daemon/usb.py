@@ -126,6 +126,9 @@ class UsbController:
         0) and are authorized one by one, so no driver binds to a blocked one even for a moment."""
         self.inventory = Inventory(read)
         self.exceptions = Exceptions(exception_max_minutes)
+        self.on_blocked: Callable[[dict[str, Any], Outcome], None] = lambda device, outcome: None
+        """Told of each device plugged in that the rules block or reject (not one held, not one
+        found at start): the daemon's ``alarm_on_block``."""
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self, present: Iterable[UsbDeviceAdded]) -> None:
@@ -291,6 +294,8 @@ class UsbController:
     def _record(self, tracked: Tracked, outcome: Outcome, cause: Cause) -> None:
         tracked.blocked_at = self.loop.time() if outcome.blocked_by_rules and tracked.device is not None else None
         self.events.decided(tracked, outcome, cause)
+        if cause is Cause.PLUG and outcome.action is Action.BLOCKED and not outcome.held:
+            self.on_blocked(tracked.payload(), outcome)
 
     def status(self) -> dict[str, Any]:
         """What the control op ``usb.list`` answers: every device the controller knows, and the

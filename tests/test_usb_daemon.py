@@ -315,3 +315,28 @@ def test_wrong_approval_pins_count_toward_the_cards_lockout(supervised):
     reasons = [e["reason"] for e in usb_events(sub) if e["action"] == "approval_refused"]
     assert reasons == ["pin_wrong", "pin_wrong", "locked_out"]
     assert read(f"{kernel.devices['1-2']}/authorized") == "0"
+
+
+def test_alarm_on_block_raises_usb_blocked_for_a_device_plugged_not_one_found_at_start(site, subscribe, testbed):
+    """``[usb] alarm_on_block``: the flash drive present at start is blocked quietly (every
+    restart would raise it again); the same kind of drive plugged while the daemon runs raises
+    ``usb_blocked``, an incident that waits for a person, naming the device, port and rule."""
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    kernel.plug(FLASH)
+    site.config.write_text(site.config.read_text() + f'\n[usb]\nrules = "{CALL_CENTRE}"\nalarm_on_block = true\n')
+    sub = subscribe()
+    site.start()
+    usb = lambda: [m.json for m in sub.on("/usb/door-a/event")]  # noqa: E731
+    alarms = lambda: [m.json for m in sub.on("/alarm/door-a.door-a.usb-blocked") if m.payload]  # noqa: E731
+    wait_for(lambda: any(e["cause"] == "present" and e["action"] == "blocked" for e in usb()), what="flash blocked")
+    other = Spec("1-3", 0x0781, 0x5583, ("08:06:50",), name="Ultra Fit", serial="4C530001")
+    replug(kernel, testbed, other)
+    alarm = wait_for(alarms, what="the usb_blocked alarm")[-1]
+    assert (alarm["kind"], alarm["source"], alarm["device"], alarm["port"]) == (
+        "usb_blocked", "door-a", "0781:5583 Ultra Fit", "1-3")
+    assert alarm["rule"].startswith(f"{CALL_CENTRE}:") and alarm["cleared"] and alarm["acked_by"] is None
+    assert {a["port"] for a in alarms()} == {"1-3"}  # the drive found at start raised nothing
+    site.cli("alarm", "ack", "door-a.door-a.usb-blocked")
+    wait_for(lambda: sub.on("/alarm/door-a.door-a.usb-blocked")[-1].payload == b"", what="the alarm closed")
+    site.stop()

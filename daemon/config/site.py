@@ -7,7 +7,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from sekisho.drivers.options import REQUIRED, Option, between
+from sekisho.drivers.options import REQUIRED, Option, between, strings
 
 from .checker import Checker, topic_name
 
@@ -50,6 +50,13 @@ SITE = {
     "alarms_need_ack": Option(bool, True, "An alarm stays open until a person acknowledges it (sekisho alarm ack, "
                               "or the console), even after its condition has cleared; false: it closes when "
                               "the condition clears (a lab or a demo, never a room with personal data)."),
+    "watch_nodes": Option(list, [], "Other nodes of the site whose status this node watches: one offline (its "
+                          "last will, or a clean stop) for node_offline_after_s, or never heard from that long "
+                          "after this node started, raises a node_offline alarm here. Empty: none (a node "
+                          "cannot report its own absence, so name each node on one other node).",
+                          strings(topic_name)),
+    "node_offline_after_s": Option(float, 60.0, "How long a watched node may be offline before it is an alarm: a "
+                                   "restart or a broker's hiccup is not.", between(5, 3600)),
 }
 
 
@@ -65,8 +72,14 @@ class SiteConfig:
     retention_days: int
     pin_lockout_s: int
     alarms_need_ack: bool
+    watch_nodes: tuple[str, ...] = ()
+    node_offline_after_s: float = 60.0
 
 
 def read_site(c: Checker, raw: Any) -> SiteConfig:
     values = c.section("site", c.table("site", raw), SITE)
-    return SiteConfig(**{**values, "holidays": tuple(values["holidays"])})
+    watched = values["watch_nodes"]
+    if values["node"] in watched:
+        c.problem("site.watch_nodes", f"names this node itself ({values['node']!r}); another node must watch it")
+    return SiteConfig(**{**values, "holidays": tuple(values["holidays"]),
+                         "watch_nodes": tuple(dict.fromkeys(watched))})

@@ -44,6 +44,9 @@ USB = {
                                   one_of("rules", "all")),
     "approval_window_s": Option(float, 120.0, "How long after a device is blocked a supervisor's card may still "
                                 "allow it.", between(5, 3600)),
+    "alarm_on_block": Option(bool, False, "Raise a usb_blocked alarm (an incident: it waits for a person) each "
+                             "time a device plugged in is blocked or rejected; devices found at start do not "
+                             "raise it. Every decision is an event on usb/<host>/event either way."),
     "confirm_s": Option(float, 30.0, "How long a supervisor has to confirm (PIN, or the card out and in) after the "
                         "first presentation.", between(5, 300)),
 }
@@ -65,6 +68,7 @@ class UsbConfig:
     approval_interfaces: str = "rules"
     approval_window_s: float = 120.0
     confirm_s: float = 30.0
+    alarm_on_block: bool = False
 
 
 def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
