@@ -14,10 +14,12 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # mosquitto_passwd and the mosquitto user, as which tests/test_broker_acl.py runs the shipped
 # broker config. chromium is the browser the console's tests drive (tests/test_console.py),
 # with a Japanese font for their screenshots.
+# jinja2 renders the Home Assistant discovery's templates against what the daemon publishes
+# (tests/test_home_assistant.py), as Home Assistant itself would; the daemon never imports it.
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
-	fonts-ipafont-gothic
+	fonts-ipafont-gothic python3-jinja2
 # Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
 # re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
 # a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts

@@ -39,6 +39,7 @@ from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors
 from .errors import SekishoError, StoreDamaged, StoreError
+from .home_assistant import HomeAssistantDiscovery
 from .instance import hold_data_dir
 from .keys import SiteKey
 from .lockouts import Lockouts
@@ -176,6 +177,15 @@ class Daemon:
         for topic in self.node_watch.nodes:
             self.publisher.subscribe(topic, self.node_watch.heard)
         self.publisher.on_duplicate = self._duplicate_node
+        # Home Assistant's discovery, when the config asks for it: announced on each connection,
+        # again when Home Assistant comes online; our own topic read back for what to remove.
+        self.home_assistant = HomeAssistantDiscovery(config, __version__, self.publisher.publish_retained) \
+            if config.homeassistant.enabled else None
+        if self.home_assistant:
+            self.publisher.when_connected(self.home_assistant.connected)
+            self.publisher.subscribe(self.home_assistant.topic, self.home_assistant.heard_own)
+            self.publisher.subscribe(self.home_assistant.status_topic, self.home_assistant.heard_status,
+                                     retained=False)
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
 

@@ -43,6 +43,8 @@ class Publisher:
         self.status = NodeStatus(self.connection, status_topic, version=version, started=started)
         self.outbox_drain = OutboxDrain(outbox, self.connection, loop, window=WINDOW)
         self.direct: list[mqtt.MQTTMessageInfo] = []
+        self.connected_hooks: list[Callable[[], None]] = []
+        """Called on the loop after ``online`` on each connection (Home Assistant discovery)."""
         self.connection.on_connected = self._connected
         self.connection.on_lost = self._lost
         self.connection.on_acknowledged = self.outbox_drain.acknowledged
@@ -73,8 +75,14 @@ class Publisher:
         """Hand the next committed rows to paho, if connected and the window has room."""
         self.outbox_drain.kick()
 
+    def when_connected(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on the loop on each connection, once ``online`` is said."""
+        self.connected_hooks.append(hook)
+
     def _connected(self) -> None:
         self.status.say("online")
+        for hook in self.connected_hooks:
+            hook()
         self.outbox_drain.restart()
 
     def _lost(self, reason: ReasonCode) -> None:
@@ -88,6 +96,13 @@ class Publisher:
         cannot be written (paho sends it once the broker is reached; the stop waits for it)."""
         self.direct.append(self.client.publish(topic, json.dumps(payload, sort_keys=True).encode(), qos=1,
                                                retain=retain))
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Straight to paho, retained at QoS 1: for what is not a record (Home Assistant's
+        discovery, made from the config and said again on each connection). An empty payload
+        removes what the broker retains there. The stop waits for it, as for ``publish_now``."""
+        self.direct = [info for info in self.direct if not info.is_published()]
+        self.direct.append(self.client.publish(topic, payload, qos=1, retain=True))
 
     async def stop(self, drain: bool = True) -> None:
         """Flush as far as the broker allows (with ``drain``; not from a damaged store), say

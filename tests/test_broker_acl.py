@@ -62,11 +62,18 @@ SITE, NODE = "tokyo-hq", "door-a"
 T = Topics(SITE)
 BASE = T.base
 PASSWORDS = {"door-a": "door-a-secret", "desk-b": "desk-b-secret", "officer": "officer-secret",
-             "door-a-relay": "relay-secret"}
+             "door-a-relay": "relay-secret", "homeassistant": "ha-secret"}
 FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
 OFFICER_KEY = Ed25519PrivateKey.generate()
 NOT_AUTHORIZED = 0x87
 FORCED = f"{NODE}.entrance.forced"
+HA_STATUS = "homeassistant/status"
+
+
+def discovery(node: str, site: str = SITE) -> str:
+    """A node's Home Assistant device (docs/homeassistant.md)."""
+    return f"homeassistant/device/sekisho_{site}_{node}/config"
+
 
 # The one list: every topic of docs/mqtt.md's table, and the topics this test makes of it. The
 # node publishes them all but cmd/<node>, which is the officer's.
@@ -91,24 +98,30 @@ MAY_PUBLISH = {
     "door-a": [T.node_status("door-a"), T.door_event("entrance"), T.door_state("entrance"),
                T.area_occupancy("operator-room"), T.area_occupancy("lobby"), T.desk_state("desk-01"),
                T.desk_event("desk-01"), T.alarm("door-a.acl-probe"), T.command_result("door-a"),
-               T.usb_event("door-a")],
+               T.usb_event("door-a"), discovery("door-a")],
     "desk-b": [T.node_status("desk-b"), T.desk_state("desk-02"), T.desk_event("desk-02"),
-               T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b")],
+               T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b"),
+               discovery("desk-b")],
     "officer": [T.command("door-a"), T.command("desk-b")],
+    "homeassistant": [HA_STATUS],
 }
 MAY_NOT_PUBLISH = {
     "door-a": [T.node_status("desk-b"), T.command_result("desk-b"), T.usb_event("desk-b"), T.desk_state("desk-02"),
                T.desk_event("desk-02"), T.command("desk-b"), T.command("door-a"), T.door_state("back-door"),
                T.door_event("back-door"), T.area_occupancy("server-room"), f"{BASE}/alarm/x/y",
                "sekisho/v1/osaka/node/door-a/status", "sekisho/v1/osaka/door/entrance/event",
-               "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/door-a.entrance.forced"],
+               "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/door-a.entrance.forced",
+               discovery("desk-b"), discovery("door-a", "osaka"), HA_STATUS],
     "desk-b": [T.node_status("door-a"), T.command_result("door-a"), T.usb_event("door-a"), T.desk_state("desk-01"),
                T.desk_event("desk-01"), T.door_state("entrance"), T.door_event("entrance"),
-               T.area_occupancy("operator-room"), T.command("desk-b"), "sekisho/v1/osaka/node/desk-b/status"],
+               T.area_occupancy("operator-room"), T.command("desk-b"), "sekisho/v1/osaka/node/desk-b/status",
+               discovery("door-a")],
     # The officer sends commands and speaks for no node: no status, no state, no answer.
     "officer": [T.node_status("door-a"), T.door_state("entrance"), T.door_event("entrance"),
                 T.desk_state("desk-02"), T.alarm(FORCED), T.command_result("door-a"), T.usb_event("door-a"),
-                f"{BASE}/cmd/door-a/x", "sekisho/v1/osaka/cmd/door-a"],
+                f"{BASE}/cmd/door-a/x", "sekisho/v1/osaka/cmd/door-a", HA_STATUS, discovery("door-a")],
+    # Home Assistant says it is online, and writes nothing of sekisho's, nor a node's device.
+    "homeassistant": [T.command("door-a"), T.door_state("entrance"), T.node_status("door-a"), discovery("door-a")],
 }
 # What each node reads (node_status.py reads its own status, commands.py its commands,
 # presence.py the occupancy of every area, node_watch.py the status of the nodes its [site]
@@ -116,9 +129,15 @@ MAY_NOT_PUBLISH = {
 # subscribes to everything (#); the ACL decides what arrives.
 READS = {
     "door-a": {T.node_status("door-a"), T.command("door-a"), T.area_occupancy("operator-room"),
-               T.area_occupancy("lobby"), T.node_status("desk-b")},
+               T.area_occupancy("lobby"), T.node_status("desk-b"), discovery("door-a"), HA_STATUS},
     "desk-b": {T.node_status("desk-b"), T.command("desk-b"), T.area_occupancy("operator-room"),
-               T.area_occupancy("lobby")},
+               T.area_occupancy("lobby"), discovery("desk-b"), HA_STATUS},
+    # Home Assistant: its discovery prefix and the topics the entities name (node status, door
+    # state and events, desk state, occupancy); never an alarm, a command, an answer or USB.
+    "homeassistant": {discovery("door-a"), discovery("desk-b"), HA_STATUS, T.node_status("door-a"),
+                      T.node_status("desk-b"), T.door_event("entrance"), T.door_state("entrance"),
+                      T.area_occupancy("operator-room"), T.area_occupancy("lobby"), T.desk_state("desk-01"),
+                      T.desk_state("desk-02")},
 }
 
 # The officer's own config for the command line: the site, and the broker as the officer.
@@ -174,6 +193,7 @@ def example_config(port: int, ca: Path, password_file: Path) -> str:
     text = swap(text, 'username = "door-a"\n', f'username = "door-a"\npassword_file = "{password_file}"\n')
     text = swap(text, '# ca_file = ""\n', f'ca_file = "{ca}"\n')
     text = swap(text, 'rules = "usb/call-centre.rules"', f'rules = "{REPO / "examples" / "usb" / "call-centre.rules"}"')
+    text = swap(text, "[homeassistant]\n# enabled = false\n", "[homeassistant]\nenabled = true\n")
     # Hardware becomes simulated: the readers and the GPIO and evdev inputs, with their options.
     text = swap(text, 'driver = "pcsc"\n', 'driver = "sim"\n', count=2)
     text = swap(text, 'driver = "nfc"\n', 'driver = "sim"\n')
@@ -456,6 +476,7 @@ def test_the_example_node_publishes_the_whole_contract_to_the_console(tmp_path, 
     # The officer's console, as the page connects: MQTT over WebSockets with TLS.
     officer = clients("officer", f"{BASE}/#", websockets=True)
     relay = clients("door-a-relay", "cmnd/door-a/#")  # the example's strike is a relay on the broker
+    home_assistant = clients("homeassistant", "#")  # the ACL decides what of it arrives
     site.start()
     try:
         site.tap("04ffffff", "entrance-in")  # an unknown card: a door event
@@ -479,6 +500,17 @@ def test_the_example_node_publishes_the_whole_contract_to_the_console(tmp_path, 
                 return [m.payload for m in relay.messages if m.topic == "cmnd/door-a/POWER"]
         wait_for(lambda: strike()[:1] == [b"OFF"] and b"ON" in strike(),
                  what="the strike's lock and the command's release at the relay")
+        # Home Assistant (docs/homeassistant.md): the node's device, and every topic its entities name.
+        device = json.loads(wait_for(lambda: home_assistant.on(discovery(NODE)),
+                                     what="the node's discovery payload at Home Assistant")[0].payload)
+        named = {device["availability"][0]["topic"]} | {c["state_topic"] for c in device["components"].values()}
+        home_assistant.wait_for_topics(named, "the topics the entities read, at Home Assistant")
+        assert not [t for t in home_assistant.topics() if "/alarm/" in t or "/cmd/" in t or "/usb/" in t]
+        # Its birth message reaches the node, which announces itself again.
+        announced = len(home_assistant.on(discovery(NODE)))
+        assert home_assistant.publish(HA_STATUS, "online") < 0x80
+        wait_for(lambda: len(home_assistant.on(discovery(NODE))) > announced,
+                 what="the discovery payload again after Home Assistant's birth message")
         # The officer's command line (sekisho cmd send, on the nodes' TLS listener) as the officer.
         officer_config = tmp_path / "officer.toml"
         officer_config.write_text(OFFICER_CONFIG.format(port=site_broker.port, ca=site_broker.ca,
@@ -528,7 +560,9 @@ def test_each_user_publishes_and_reads_only_its_own(site_broker, clients):
     for user, reader in readers.items():
         reader.wait_for_topics(READS[user], f"what {user} reads, at {user}")
         assert reader.topics() == READS[user], f"{user} read more than its own"
-    allowed = {t for topics in MAY_PUBLISH.values() for t in topics if t.startswith(f"{BASE}/")}  # the officer's to read
+    # The officer's to read: the site, and Home Assistant's birth message, which the ACL's
+    # pattern lets every user read.
+    allowed = {t for topics in MAY_PUBLISH.values() for t in topics if t.startswith(f"{BASE}/")} | {HA_STATUS}
     officer.wait_for_topics(allowed, "the allowed messages at the officer")
     assert officer.topics() == allowed, "a refused publish was delivered"
     forged = [(m.topic, user) for user, c in (("officer", officer), *readers.items()) for m in c.messages

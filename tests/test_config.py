@@ -128,7 +128,7 @@ def test_annotated_example_documents_every_key():
     schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
                "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
                "desks": config.DESK, "usb": config.USB,
-               "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY}
+               "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY, "homeassistant": config.HOMEASSISTANT}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"

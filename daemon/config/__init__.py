@@ -29,6 +29,7 @@ holds examples/sekisho.toml to mention each of them.
 | inputs.py | ``[inputs.<name>]``; one GPIO line, one user |
 | usb.py | ``[usb]`` and the rules file |
 | commands.py | ``[commands]``, ``[commands.keys.<name>]`` |
+| homeassistant.py | ``[homeassistant]`` |
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ from .checker import Checker, topic_name
 from .commands import COMMAND_KEY, COMMANDS, CommandKeyConfig, CommandsConfig, read_commands
 from .desks import DESK, DeskConfig, link_desks, read_desks
 from .doors import DOOR, STRIKES, DoorConfig, link_doors, read_doors
+from .homeassistant import HOMEASSISTANT, HomeAssistantConfig, read_homeassistant
 from .inputs import INPUT, InputConfig, link_inputs, read_inputs
 from .mqtt import MQTT, MqttConfig, parse_mqtt_url, read_mqtt
 from .readers import READER, ReaderConfig, link_readers, read_readers
 from .site import SITE, SiteConfig, read_site
 from .usb import USB, UsbConfig, link_usb, read_usb
 
-TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands")
+TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands",
+       "homeassistant")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Config:
     usb: UsbConfig | None = None
     """None when the config has no [usb] section: this node does not control USB."""
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -96,6 +100,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     inputs = read_inputs(c, data.get("inputs", {}))
     usb = read_usb(c, path, data["usb"], site.node or "") if "usb" in data else None
     commands = read_commands(c, data.get("commands", {}))
+    homeassistant = read_homeassistant(c, data.get("homeassistant", {}))
 
     # What the sections name in each other.
     door_rules = link_doors(c, doors, areas, schedules)
@@ -117,7 +122,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     served = frozenset(r.door for r in readers.values() if r.door)
     return Config(path=path, site=site, mqtt=mqtt, readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
-                  usb=usb, commands=commands, rules=rules, areas=tuple(sorted(areas)),
+                  usb=usb, commands=commands, homeassistant=homeassistant, rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(warnings(path, rules, served)))
 
 
@@ -139,7 +144,7 @@ def _toml(path: Path) -> dict:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
 
 
-__all__ = ["AREA", "COMMANDS", "COMMAND_KEY", "DESK", "DOOR", "INPUT", "LEVEL", "MQTT", "READER", "SCHEDULE",
-           "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig", "Config", "ConfigError",
-           "DeskConfig", "DoorConfig", "InputConfig", "MqttConfig", "PermissionDenied", "ReaderConfig",
-           "SiteConfig", "UsbConfig", "load", "parse_mqtt_url", "topic_name"]
+__all__ = ["AREA", "COMMANDS", "COMMAND_KEY", "DESK", "DOOR", "HOMEASSISTANT", "INPUT", "LEVEL", "MQTT", "READER",
+           "SCHEDULE", "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig", "Config", "ConfigError",
+           "DeskConfig", "DoorConfig", "HomeAssistantConfig", "InputConfig", "MqttConfig", "PermissionDenied",
+           "ReaderConfig", "SiteConfig", "UsbConfig", "load", "parse_mqtt_url", "topic_name"]
