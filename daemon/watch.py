@@ -44,7 +44,7 @@ from .config import Config
 from .errors import SekishoError
 from .topics import Topics
 from .watch_state import Layout, Site
-from .watch_view import ENTER, LEAVE, Clock, frame, line, screen
+from .watch_view import ENTER, LEAVE, Clock, clean, frame, line, screen
 
 
 class Mode(StrEnum):
@@ -90,12 +90,23 @@ class _Bus:
         self.refused: str | None = None
         self.lost = False
         """The connection went after it stood; until the next subscription, messages are missed."""
+        self.skipped = 0
+        """Messages no view could show (a bug of ours, or a payload nobody foresaw): counted, not fatal."""
 
     def wire(self, client: mqtt.Client) -> None:
         client.on_connect = self.on_connect
         client.on_subscribe = self.on_subscribe
         client.on_disconnect = self.on_disconnect
-        client.on_message = lambda c, userdata, msg: self.receive(msg)
+        client.on_message = lambda c, userdata, msg: self._message(msg)
+
+    def _message(self, msg: mqtt.MQTTMessage) -> None:
+        # Any node may write alarm/+, and a retained one is read at every start: whatever it
+        # holds, it must not end paho's thread and leave a screen that says "connected".
+        try:
+            self.receive(msg)
+        except Exception:  # noqa: BLE001 - see above
+            self.skipped += 1
+            self.changed()
 
     def on_connect(self, c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -151,7 +162,7 @@ def _lines(cfg: Config, client: mqtt.Client, mode: Mode) -> int:
         if mode is Mode.RAW:
             flag = " (retained)" if msg.retain else ""
             body = msg.payload.decode("utf-8", "replace") or "<empty: cleared>"
-            print(f"{msg.topic[len(base) + 1:]}{flag} {body}", flush=True)
+            print(clean(f"{msg.topic[len(base) + 1:]}{flag} {body}"), flush=True)
             return
         took = site.apply(msg.topic, bytes(msg.payload), bool(msg.retain))
         if took is not None:
@@ -281,11 +292,13 @@ class _Screen:
         size = os.get_terminal_size(self.out)
         clock = Clock(self.zone, dt.datetime.now(dt.timezone.utc))
         status = f"site {self.cfg.site.id} · {self.bus.status}"
+        if self.bus.skipped:
+            status += f" · {self.bus.skipped} unreadable messages skipped"
         with self.lock:
             rows = screen(self.site, clock, size.columns, size.lines, status)
         self._write(frame(rows, size.lines, self.colour))
 
     def _write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
+        data = memoryview(text.encode("utf-8", "replace"))
         while data:
             data = data[os.write(self.out, data):]

@@ -154,7 +154,7 @@ class Site:
         if body:
             try:
                 parsed = json.loads(body)
-            except ValueError:  # not JSON, or not UTF-8
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past any payload
                 return None
             if not isinstance(parsed, dict):
                 return None

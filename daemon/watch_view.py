@@ -98,7 +98,7 @@ class Clock:
 def clean(text: str) -> str:
     """Control and format characters shown as ``?``: a payload never reaches the terminal as a
     command (escape, carriage return, newline, bidirectional override)."""
-    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in text)
 
 
 def width(text: str) -> int:
@@ -153,7 +153,8 @@ def event_what(e: Event) -> Span:
     kind = _s(p.get("kind"))
     reason = f" ({p['reason']})" if p.get("reason") else ""
     latency = p.get("latency_ms")
-    took = f", {latency:.0f} ms" if isinstance(latency, int | float) and not isinstance(latency, bool) else ""
+    took = f", {latency:.0f} ms" if isinstance(latency, int | float) and not isinstance(latency, bool) \
+        and abs(latency) < 1e9 else ""
     bad = kind in ("lock_failed", "unlocked_without_card", "tailgating", "foreign_card", "reader_lost")
     return Span(f"{kind}{reason}{took}", Style.BAD if bad else Style.PLAIN)
 

@@ -209,6 +209,21 @@ def test_a_payload_cannot_move_the_cursor_or_split_a_line():
     assert not any("\x1b" in s.text or "\n" in s.text for r in rows for s in r)
 
 
+def test_a_payload_nobody_foresaw_is_shown_safely_or_ignored():
+    """Valid JSON can still hold a lone surrogate (no terminal encodes it), a number too big for
+    any format, or nesting too deep for the parser: the first two are shown harmlessly, the
+    third is ignored like any payload that is not the contract's."""
+    site = State(LAYOUT)
+    surrogate = json.dumps({**DESK_EVENT, "subject": "\ud800x", "latency_ms": 10 ** 400}).encode()
+    took = site.apply(f"{BASE}/desk/desk-01/event", surrogate, False)
+    text = line(took, site, CLOCK)
+    assert "?x" in text and "ms" not in text
+    text.encode("utf-8")  # strict: what the terminal gets
+    assert site.apply(f"{BASE}/alarm/x.y.forced", b"[" * 100_000, True) is None
+    for row in screen(site, CLOCK, 80, 24, "test"):
+        "".join(s.text for s in row).encode("utf-8")
+
+
 def test_wide_names_are_measured_in_columns():
     assert width("山田花子") == 8 and fit("山田花子", 5) == "山田…" and width(fit("山田花子", 5)) == 5
     assert clean("a\tb") == "a?b"
@@ -380,6 +395,24 @@ def test_raw_keeps_the_topics_and_payloads(bus, tmp_path):
         assert re.search(r"^door/entrance/event \{.*\"result\": \"denied\"", watcher.text(), re.M)
     finally:
         assert watcher.stop() == 0
+
+
+def test_a_hostile_retained_alarm_neither_ends_nor_stalls_the_lines(bus, tmp_path):
+    """Any node may write alarm/+, and a retained message is read at every start of the watch."""
+    for topic, body in (("alarm/door-a.x.surrogate", b'{"kind": "forced", "source": "\\ud800"}'),
+                        ("alarm/door-a.x.deep", b"[" * 100_000)):
+        subprocess.run(["mosquitto_pub", "-p", str(bus.broker.port), "-q", "1", "-r", "-t", f"{BASE}/{topic}", "-s"],
+                       input=body, check=True, timeout=10)
+    watcher = Watcher(bus, tmp_path)
+    try:
+        bus.tap("0411223344")
+        wait_for(lambda: "in denied (unknown_card)" in watcher.text(), what="the tap after the hostile alarms")
+        assert "alarm" in watcher.text() and "\ud800" not in watcher.text()
+    finally:
+        assert watcher.stop() == 0
+        for topic in ("alarm/door-a.x.surrogate", "alarm/door-a.x.deep"):
+            subprocess.run(["mosquitto_pub", "-p", str(bus.broker.port), "-q", "1", "-r", "-n", "-t",
+                            f"{BASE}/{topic}"], check=True, timeout=10)
 
 
 def test_broker_errors_keep_their_exit_status(bus, tmp_path):
