@@ -6,9 +6,9 @@ What it promises:
     open it; a door opens only on a signed command (docs/mqtt.md). A door's lock is therefore a
     ``binary_sensor`` of device class ``lock``, not an MQTT ``lock``, which Home Assistant
     accepts only with a command topic.
-  - **Pseudonyms only.** Entities carry states, counts and the card events' result and reason;
-    the event's ``subject`` only where the site publishes pseudonyms, never a name
-    (``publish_names``); never a card.
+  - **Pseudonyms only.** Entities carry states, counts and the card events' result, reason and
+    pseudonym; never a card. The config refuses discovery on a site that publishes names
+    (``publish_names``): Home Assistant receives the whole payloads of the topics it reads.
   - **One device per node**, on ``<prefix>/device/sekisho_<site>_<node>/config`` (site and node
     names are lower-case letters, digits and '-', all allowed in a discovery topic, so the
     underscores between them cannot be confused with anything in them). One topic per node is
@@ -63,13 +63,12 @@ OCCUPANCY_TEMPLATE = "{{ value_json.count }}"
 AVAILABILITY_TEMPLATE = "{{ value_json.state }}"
 
 
-def card_event_template(with_subject: bool) -> str:
+def card_event_template() -> str:
     """A door event (kind ``access``) as Home Assistant's event: ``event_type`` granted or
-    denied, with its reason, direction and reader, and the person's pseudonym where the site
-    publishes pseudonyms. A ``fire`` record renders nothing, which Home Assistant ignores."""
-    fields = {"event_type": "result", "reason": "reason", "direction": "direction", "reader": "reader"}
-    if with_subject:
-        fields["subject"] = "subject"
+    denied, with its reason, direction, reader and the person's pseudonym. A ``fire`` record
+    renders nothing, which Home Assistant ignores."""
+    fields = {"event_type": "result", "reason": "reason", "direction": "direction", "reader": "reader",
+              "subject": "subject"}
     body = ", ".join(f"'{k}': value_json.{v}" for k, v in fields.items())
     return "{% if value_json.kind == 'access' %}{{ {" + body + "} | tojson }}{% endif %}"
 
@@ -122,7 +121,7 @@ def _components(config: Config) -> dict[str, dict[str, Any]]:
         add(f"door_{door}_contact", "binary_sensor", f"{door} contact", state, CONTACT_TEMPLATE, device_class="door")
         add(f"door_{door}_alarm", "binary_sensor", f"{door} alarm", state, ALARM_TEMPLATE, device_class="problem")
         add(f"door_{door}_card", "event", f"{door} card", topics.door_event(door),
-            card_event_template(with_subject=not config.site.publish_names), event_types=list(CARD_EVENTS),
+            card_event_template(), event_types=list(CARD_EVENTS),
             icon="mdi:badge-account-horizontal")
     for desk in sorted(config.desks):
         add(f"desk_{desk}_state", "sensor", f"{desk} state", topics.desk_state(desk), DESK_TEMPLATE,

@@ -240,15 +240,15 @@ def test_the_templates_render_what_the_topics_carry(tmp_path):
         ["online", "offline"]
 
 
-def test_a_site_that_publishes_names_gives_home_assistant_no_subject(tmp_path):
-    """With publish_names the bus carries names; the card event then leaves the subject out,
-    so no name lands in Home Assistant's history."""
-    c = payload_of(load(tmp_path, publish_names=True))["components"]
-    card = c["door_entrance_card"]["value_template"]
-    assert "subject" not in card
-    event = {"kind": "access", "result": "granted", "reason": "card", "direction": "in", "reader": "entrance-in",
-             "subject": NAME}
-    assert NAME not in render(card, json.dumps(event).encode())
+def test_a_site_that_publishes_names_cannot_turn_discovery_on(tmp_path):
+    """With publish_names the bus carries names, and Home Assistant's user receives the whole
+    payloads of the topics its entities read: no template could keep the names out."""
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, publish_names=True)
+    assert [line.split(": ", 1)[1] for line in exc.value.problems] == [
+        "homeassistant.enabled: not with [site] publish_names = true: the topics Home Assistant reads would carry "
+        "names (subject, and the occupancy's subjects) into its history"]
+    assert load(tmp_path, publish_names=True, enabled=False).site.publish_names
 
 
 def test_removals_follow_home_assistants_documented_steps(tmp_path):

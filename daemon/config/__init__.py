@@ -101,6 +101,12 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     usb = read_usb(c, path, data["usb"], site.node or "") if "usb" in data else None
     commands = read_commands(c, data.get("commands", {}))
     homeassistant = read_homeassistant(c, data.get("homeassistant", {}))
+    if homeassistant.enabled and site.publish_names:
+        # Home Assistant's broker user reads the topics its entities name, whole: a template
+        # can leave a name out of what it shows, not out of what it receives and keeps (its
+        # MQTT debug info holds the last payloads of each subscription).
+        c.problem("homeassistant.enabled", "not with [site] publish_names = true: the topics Home Assistant "
+                  "reads would carry names (subject, and the occupancy's subjects) into its history")
 
     # What the sections name in each other.
     door_rules = link_doors(c, doors, areas, schedules)
