@@ -60,7 +60,6 @@ from .tap_enrolment import TapEnrolment
 from .timestamps import rfc3339, utc_now
 from .topics import Topics
 from .usb import UsbController, desks_unattended
-from .usb_events import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +143,9 @@ class Daemon:
             u = config.usb
             self.usb = UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=loop,
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
-                                     desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes)
+                                     desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
+                                     alarms=self.alarms if u.alarm_on_block else None, host=u.host)
             self.usb_driver = UdevUsb("usb", {}, self.emit)
-            if u.alarm_on_block:
-                self.usb.on_blocked = self._usb_blocked
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory) \
@@ -284,13 +282,6 @@ class Daemon:
         if not self.duplicate_reported:
             self.duplicate_reported = True
             self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
-
-    def _usb_blocked(self, device: dict[str, Any], outcome: Outcome) -> None:
-        """``[usb] alarm_on_block``: one alarm per USB host, raised again by each device blocked."""
-        assert self.config.usb is not None
-        what = " ".join(str(x) for x in (f"{device['vid']}:{device['pid']}", device["name"]) if x)
-        self.alarms.raise_("usb_blocked", self.config.usb.host, "warning", incident=True, device=what,
-                           port=device["port"], rule=outcome.rule, decision=outcome.decision.value)
 
     def _purge(self) -> None:
         """Retention: delete what is older than the site keeps, now and once a day."""

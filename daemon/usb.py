@@ -61,6 +61,7 @@ from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
+from .alarms import Alarms
 from .errors import ConfigError
 from .store.record import NewEvent
 from .usb_devices import DeviceState, Inventory, Tracked
@@ -107,6 +108,7 @@ class UsbController:
     def __init__(self, rules: RuleSet, *, topic: str, queue: Callable[[NewEvent], None],
                  loop: asyncio.AbstractEventLoop, present_devices: str = "apply", hold_hid_while_locked: bool = True,
                  desk_locked: Callable[[], bool] = lambda: False, exception_max_minutes: float = 480.0,
+                 alarms: Alarms | None = None, host: str = "usb",
                  sysfs: Sysfs | None = None, read: Callable[[str], UsbDeviceAdded] = read_device,
                  drivers_probe: str = DRIVERS_PROBE) -> None:
         try:
@@ -126,9 +128,12 @@ class UsbController:
         0) and are authorized one by one, so no driver binds to a blocked one even for a moment."""
         self.inventory = Inventory(read)
         self.exceptions = Exceptions(exception_max_minutes)
-        self.on_blocked: Callable[[dict[str, Any], Outcome], None] = lambda device, outcome: None
-        """Told of each device plugged in that the rules block or reject (not one held, not one
-        found at start): the daemon's ``alarm_on_block``."""
+        self.alarms = alarms
+        self.host = host
+        """The <host> of usb/<host>/event: the usb_blocked alarm's source."""
+        """``[usb] alarm_on_block``: raise usb_blocked for each device plugged in (or held while
+        no desk was in use, and decided now) that the rules block or reject; not for one found
+        at start, which every restart would raise again."""
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self, present: Iterable[UsbDeviceAdded]) -> None:
@@ -294,8 +299,14 @@ class UsbController:
     def _record(self, tracked: Tracked, outcome: Outcome, cause: Cause) -> None:
         tracked.blocked_at = self.loop.time() if outcome.blocked_by_rules and tracked.device is not None else None
         self.events.decided(tracked, outcome, cause)
-        if cause is Cause.PLUG and outcome.action is Action.BLOCKED and not outcome.held:
-            self.on_blocked(tracked.payload(), outcome)
+        if self.alarms and cause in (Cause.PLUG, Cause.UNLOCKED) and outcome.action is Action.BLOCKED \
+                and not outcome.held:
+            device = tracked.payload()
+            ids = ":".join(str(device[k] or "?") for k in ("vid", "pid"))
+            # One alarm per USB host (its topic's <host>), raised again by each device blocked.
+            self.alarms.raise_("usb_blocked", self.host, "warning", incident=True,
+                               device=" ".join(x for x in (ids, device["name"]) if x), port=device["port"],
+                               rule=outcome.rule, decision=outcome.decision.value)
 
     def status(self) -> dict[str, Any]:
         """What the control op ``usb.list`` answers: every device the controller knows, and the

@@ -30,6 +30,7 @@ import pytest
 
 from conftest import REPO
 from sekisho.daemon import usb_devices
+from sekisho.daemon.alarms import Alarms
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.ops import Parts, usb_allow, usb_status
 from sekisho.daemon.store.record import NewEvent
@@ -436,6 +437,31 @@ def test_hid_plugged_while_the_desk_is_locked_is_held(make_rig):
     assert authorized(kbd) == "1"
     assert (rig.last()["action"], rig.last()["cause"], rig.last()["held"]) == ("allowed", "unlocked", False)
     assert not rig.controller.inventory.held
+
+
+def test_alarm_on_block_raises_for_a_device_plugged_and_blocked_only(make_rig):
+    """``[usb] alarm_on_block``: a device the rules block when it is plugged raises usb_blocked
+    (about the host, naming the device); one found at start, one held while the desk is locked
+    and one allowed raise nothing."""
+    changes: list = []
+    alarms = Alarms("ws-01", None, Topics("tokyo-hq"), changes.append)  # type: ignore[arg-type]
+    rig = make_rig(alarms=alarms, host="ws-01")
+    rig.kernel.root_hub()
+    rig.kernel.plug(FLASH)
+    rig.start()
+    assert rig.last()["action"] == "blocked" and not changes  # present at start
+    rig.locked = True
+    rig.kernel.plug(KEYBOARD)
+    assert rig.last()["held"] is True and not changes
+    rig.locked = False
+    rig.controller.desk_unlocked()
+    assert rig.last()["action"] == "allowed" and not changes
+    rig.kernel.plug(BADUSB)
+    assert rig.last()["action"] == "blocked"
+    [change] = changes
+    assert (change.alarm_id, change.kind, change.payload["source"], change.payload["device"]) == \
+        ("ws-01.ws-01.usb-blocked", "usb_blocked", "ws-01", "1234:5678 USB Disk")
+    assert change.payload["cleared"] and change.payload["port"] == "1-3" and change.payload["decision"] == "block"
 
 
 def test_devices_present_at_start_are_not_held(make_rig):
