@@ -174,6 +174,8 @@ class Daemon:
                                     offline_after_s=config.site.node_offline_after_s)
         for topic in self.node_watch.nodes:
             self.publisher.subscribe(topic, self.node_watch.heard)
+        # From the first connection on: a node that cannot reach the broker hears from nobody.
+        self.publisher.when_connected(self.node_watch.start)
         self.publisher.on_duplicate = self._duplicate_node
         # Home Assistant's discovery, when the config asks for it: announced on each connection,
         # again when Home Assistant comes online; our own topic read back for what to remove.
@@ -201,7 +203,6 @@ class Daemon:
         self.presence.startup()
         await self.door_states.startup()  # every strike driven as its mode says before any reader starts
         self.commits.report_lost(self.alarms, self.config.site.node)
-        self.node_watch.start()
         if self.seat_watch:
             # Before the start-up lock: a session the watch's first listing shows is locked by it,
             # and one that appears after that listing is a change the watch reports.

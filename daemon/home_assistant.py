@@ -144,7 +144,7 @@ def removals(previous: bytes, current: dict[str, Any] | None) -> list[bytes]:
         announced = json.loads(previous)["components"]
         stale = {key: str(c["platform"]) for key, c in announced.items()
                  if isinstance(c, dict) and set(c) != {"platform"} and key not in (current or {}).get("components", {})}
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         log.warning("the Home Assistant discovery payload retained on our topic cannot be read; replacing it")
         return []
     if not stale:

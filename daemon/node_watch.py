@@ -4,7 +4,7 @@ A node cannot say it is gone; the broker says it for it, with the last will it l
 ``node/<node>/status`` (docs/mqtt.md), and a clean stop says it too. Whoever reads that topic
 can tell. This node reads the status of each node it is told to watch and raises
 ``node_offline`` (source: the watched node) when one has been offline for
-``node_offline_after_s``, or has not been heard from that long after this node started (a
+``node_offline_after_s``, or has not been heard from that long after this node first reached the broker (a
 machine switched off before the broker last started leaves no retained status). A node back
 online clears the alarm, which then waits for a person like any other.
 
@@ -43,7 +43,8 @@ class NodeWatch:
         self.raised: set[str] = set()
 
     def start(self) -> None:
-        """Give every node not heard from yet its grace period."""
+        """Give every node not heard from yet its grace period; called on each connection to the
+        broker (a node that was never connected has heard from nobody)."""
         for node, state in self.state.items():
             if state is None and node not in self.pending:
                 self._after_grace(node)
@@ -58,7 +59,7 @@ class NodeWatch:
         node = self.nodes[topic]
         try:
             state = json.loads(payload)["state"] if payload else "offline"
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             log.warning("node %s: a status that is not the contract's JSON (%r); ignored", node, payload[:80])
             return
         if state not in ("online", "offline"):
@@ -89,7 +90,8 @@ class NodeWatch:
         if state == "online":
             return
         after = f"{self.offline_after_s:g} s"
-        detail = f"offline for {after}" if state else f"not heard from in the {after} since this node started"
+        detail = f"offline for {after}" if state else \
+            f"not heard from in the {after} since this node reached the broker"
         log.warning("node %s: %s", node, detail)
         self.raised.add(node)
         self.alarms.raise_(KIND, node, "warning", detail=detail)
