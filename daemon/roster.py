@@ -99,6 +99,14 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- read
+
+def _shown(text: str) -> str:
+    """A bad cell as a problem quotes it, unless it could be a card UID pasted into the wrong
+    column (hex digits only, 4 bytes or more): no message prints a UID."""
+    if len(text) >= 8 and all(c in "0123456789abcdefABCDEF:" for c in text):
+        return "the value (not shown: it could be a card UID)"
+    return repr(text)
+
 def codec(encoding: str) -> str:
     """The codec an ``--encoding`` names; Shift_JIS in any spelling is cp932."""
     if encoding.lower() in SHIFT_JIS:
@@ -218,7 +226,7 @@ def _date(text: str, at: str, problems: list[str]) -> str | None:
             raise ValueError
         return dt.date(int(m[1]), int(m[3]), int(m[4])).isoformat()
     except ValueError:
-        problems.append(f"{at}: {text!r} is not a date like 2026-04-01 or 2026/04/01")
+        problems.append(f"{at}: {_shown(text)} is not a date like 2026-04-01 or 2026/04/01")
         return None
 
 
@@ -251,7 +259,7 @@ def _active(text: str, at: str, problems: list[str]) -> bool | None:
         return True
     if word in NO:
         return False
-    problems.append(f"{at}: active: {text!r} is neither yes nor no")
+    problems.append(f"{at}: active: {_shown(text)} is neither yes nor no")
     return None
 
 
@@ -325,7 +333,8 @@ def _person(roster: Roster, row: Row, enrolment: Enrolment, levels: Collection[s
     # Levels: exactly those listed, each one the config declares.
     if row.levels is not None:
         for level in sorted(row.levels - set(levels)):
-            problems.append(f"{at}: levels: no level {level!r} in the config (levels: {', '.join(levels) or 'none'})")
+            problems.append(f"{at}: levels: no level {_shown(level)} in the config (levels: "
+                            f"{', '.join(levels) or 'none'})")
         held = now.levels if now else frozenset()
         out.extend(Grant(row.id, level, source=at) for level in sorted(row.levels - held))
         out.extend(Grant(row.id, level, revoke=True, source=at) for level in sorted(held - row.levels))

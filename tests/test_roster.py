@@ -199,6 +199,16 @@ def test_every_problem_is_listed_by_line_and_nothing_is_planned(people):
     assert not any(uid in "".join(p.problems) for uid in ("0411", "04a1b2c3d4e5f6a1b2c3d4"))
 
 
+def test_a_uid_pasted_into_another_column_is_not_printed(people):
+    p = planned(people, "id,name,valid_from,active,levels\nu1,Ana,04a1b2c3d4e5f6,04A1B2C3,04:a1:b2:c3\n")
+    assert list(p.problems) == [
+        "roster.csv:2: valid_from: the value (not shown: it could be a card UID) is not a date like 2026-04-01 or "
+        "2026/04/01",
+        "roster.csv:2: active: the value (not shown: it could be a card UID) is neither yes nor no",
+        "roster.csv:2: levels: no level the value (not shown: it could be a card UID) in the config (levels: staff, "
+        "night)"]
+
+
 @pytest.mark.parametrize("text, problem", [
     ("", "roster.csv:1: no header row: a roster starts with its column names (id, name, valid_from, valid_until, "
          "levels, cards, card_hashes, active)"),
