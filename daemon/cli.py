@@ -62,7 +62,7 @@ from .people_cli import (
 )
 from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
-from .store.people import HASH_PREFIX_MIN
+from .store.enrolment import HASH_PREFIX_MIN
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
 PROBLEMS_SHOWN = 50

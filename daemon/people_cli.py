@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cli_site import _actor, _config, _data_dir, _no, _people, _person, _print_table, _store, _uid
 from .errors import DataError, DataErrors, NoInput, SekishoError, UsageError
-from .store.people import HASH_PREFIX_MIN
+from .store.enrolment import CARD_SHOWN, HASH_PREFIX_MIN
 
 
 def _date(text: str | None, flag: str) -> str | None:
@@ -194,7 +194,7 @@ def cmd_card_add(args: argparse.Namespace) -> int:
     _, people, key = _people(args)
     card_hash = key.card_hash(uid)
     people.add_card(args.person, card_hash, _actor(), *valid)
-    print(f"card {card_hash[:12]} enrolled to {args.person}")
+    print(f"card {card_hash[:CARD_SHOWN]} enrolled to {args.person}")
     return 0
 
 
@@ -239,7 +239,7 @@ def cmd_card_revoke(args: argparse.Namespace) -> int:
     holder = people.card_holder(card_hash)
     person = people.person(holder.person_id) if holder else None
     whose = f" of {person['id']} ({person['name']})" if person else ""
-    print(f"card {card_hash[:12]}{whose} revoked")
+    print(f"card {card_hash[:CARD_SHOWN]}{whose} revoked")
     return 0
 
 
@@ -247,7 +247,7 @@ def cmd_card_list(args: argparse.Namespace) -> int:
     _, people, _ = _people(args, create=False)
     if args.person:
         _person(people, args.person)
-    rows = [{"card": r["hash"][:12], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
+    rows = [{"card": r["hash"][:CARD_SHOWN], "person": r["person_id"], "state": "active" if r["active"] else "revoked",
              "created": r["created"], "revoked": r["revoked"]} for r in people.cards(args.person)]
     _print_table(rows, ["card", "person", "state", "created", "revoked"])
     return 0

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from .errors import UsageError
 from .store.enrolment import (
     CARD_SHOWN,
+    HASH_PREFIX_MIN,
     AddCard,
     AddPerson,
     Change,
@@ -46,7 +47,6 @@ from .store.enrolment import (
     SetActive,
     UpdatePerson,
 )
-from .store.people import HASH_PREFIX_MIN
 
 COLUMNS = ("id", "name", "valid_from", "valid_until", "levels", "cards", "card_hashes", "active")
 """Every column a roster may have, in any order; ``id`` and ``name`` it must have."""

@@ -17,6 +17,7 @@ import logging
 from .config import Config
 from .errors import SekishoError
 from .keys import SiteKey
+from .store.enrolment import CARD_SHOWN
 from .store.people import People
 
 log = logging.getLogger(__name__)
@@ -60,5 +61,5 @@ class TapEnrolment:
                 del self.waiting[reader]
         card_hash = self.key.card_hash(uid)
         self.people.add_card(person_id, card_hash, actor)
-        log.info("card %s enrolled to %s at %s by %s", card_hash[:12], person_id, reader, actor)
-        return card_hash[:12]
+        log.info("card %s enrolled to %s at %s by %s", card_hash[:CARD_SHOWN], person_id, reader, actor)
+        return card_hash[:CARD_SHOWN]

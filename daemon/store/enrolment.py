@@ -27,6 +27,9 @@ from .audit import append
 
 CARD_SHOWN = 12
 """Hex digits of a card's hash shown to a person, as ``sekisho card list`` shows them."""
+HASH_PREFIX_MIN = 8
+"""Hex digits that name one card by the start of its hash (``sekisho card revoke``, a roster's
+card_hashes): 8 make a slip onto another card about 1 in 4 billion."""
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,6 @@ from .audit import append
 from .database import Database
 from .enrolment import AddPerson, Change, ChangeRefused, Enrolment, Grant
 
-HASH_PREFIX_MIN = 8
-"""Hex digits that name one card by the start of its hash (``sekisho card revoke``, a roster's
-card_hashes): 8 make a slip onto another card about 1 in 4 billion."""
-
 
 class People:
     def __init__(self, database: Database) -> None:
