@@ -192,6 +192,7 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
             "desk/<desk>/event": [topics.desk_event("desk-01")],
             "cmd/<node>/result": [topics.command_result(NODE)],
             "usb/<host>/event": [topics.usb_event(NODE)],
+            "usb/<host>/exceptions": [topics.usb_exceptions(NODE)],
         }
         # Every topic of the contract but the one the officer publishes (cmd/<node>) is the node's.
         assert set(contract_topics()) - {"cmd/<node>"} == set(expected), "docs/mqtt.md's topics changed"
@@ -213,7 +214,8 @@ def test_the_example_acl_lets_the_example_node_publish_the_whole_contract(tmp_pa
         # The retained ones were kept: a console that connects now gets them at once.
         late = clients(broker.port, "officer", f"sekisho/v1/{SITE}/#")
         retained = [*expected["node/<node>/status"], *expected["door/<door>/state"],
-                    *expected["area/<area>/occupancy"], *expected["desk/<desk>/state"]]
+                    *expected["area/<area>/occupancy"], *expected["desk/<desk>/state"],
+                    *expected["usb/<host>/exceptions"]]
         wait_for(lambda: late.topics() >= set(retained) and any("/alarm/" in t for t in late.topics()),
                  what="the retained topics at a console connecting later")
         answer = [json.loads(m.payload) for m in officer.messages if m.topic == topics.command_result(NODE)][0]
@@ -234,14 +236,15 @@ def test_a_node_may_not_publish_what_is_not_its_own(site_broker, clients):
     # mosquitto grants every subscription and checks each message against the ACL as it delivers.
     node = clients(broker.port, "door-a", f"{base}/#")
     forbidden = [f"{base}/node/door-b/status", f"{base}/cmd/door-b", f"{base}/cmd/door-a", f"{base}/cmd/door-b/result",
-                 f"{base}/usb/door-b/event", f"{base}/door/back-door/state", f"{base}/door/back-door/event",
+                 f"{base}/usb/door-b/event", f"{base}/usb/door-b/exceptions", f"{base}/door/back-door/state", f"{base}/door/back-door/event",
                  f"{base}/desk/desk-02/state", f"{base}/area/server-room/occupancy", f"{base}/alarm/x/y",
                  "sekisho/v1/osaka/node/door-a/status", "sekisho/v1/osaka/door/entrance/event",
                  "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/entrance-forced-1"]
     assert {topic: node.publish(topic, '{"forged": true}') for topic in forbidden} == \
         {topic: NOT_AUTHORIZED for topic in forbidden}
-    allowed = [f"{base}/alarm/acl-probe", f"{base}/usb/door-a/event", f"{base}/door/entrance/event"]
-    assert [node.publish(topic, '{"probe": true}') for topic in allowed] == [0, 0, 0]
+    allowed = [f"{base}/alarm/acl-probe", f"{base}/usb/door-a/event", f"{base}/usb/door-a/exceptions",
+               f"{base}/door/entrance/event"]
+    assert [node.publish(topic, '{"probe": true}') for topic in allowed] == [0, 0, 0, 0]
     wait_for(lambda: officer.topics() >= set(allowed), what="the allowed messages at the officer")
     assert not officer.topics() & set(forbidden)
     # The door's relay takes the strike's commands and speaks for nothing of sekisho's.
