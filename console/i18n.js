@@ -44,6 +44,25 @@ const WORDS = {
   broker_user: ['ブローカーのユーザー', 'Broker user'], broker_password: ['パスワード', 'Password'],
   login: ['接続', 'Connect'],
   nothing: ['なし', 'none'],
+  // occupancy and the muster list
+  muster_list: ['在室者名簿（点呼用）', 'Muster list'], print_muster: ['在室者名簿を印刷', 'Print muster list'],
+  printed_at: ['印刷時刻', 'printed'], total_inside: ['在室者の合計', 'total inside'], as_of: ['時点', 'as of'],
+  muster_stale: ['ブローカーに接続していません：この名簿は最新ではない可能性があります。',
+    'Not connected to the broker: this list may be out of date.'],
+  // USB
+  usb: ['USB', 'USB'], usb_exceptions: ['有効な一時許可', 'Exceptions in force'],
+  usb_decisions: ['最近の USB の判定', 'Recent USB decisions'],
+  host: ['ホスト', 'Host'], device: ['デバイス', 'Device'], until: ['期限', 'Until'], interfaces: ['インターフェース', 'Interfaces'],
+  granted_by: ['許可した人', 'Granted by'], time: ['時刻', 'Time'], action: ['判定', 'Decision'], rule: ['ルール', 'Rule'],
+  interfaces_rules: ['ルールで遮断するものは遮断', 'as the rules say'], interfaces_all: ['すべて許可', 'all'],
+  usb_allowed: ['許可', 'allowed'], usb_blocked: ['遮断', 'blocked'], usb_exception_granted: ['一時許可', 'exception granted'],
+  usb_exception_expired: ['一時許可の終了', 'exception ended'], usb_approval_pending: ['承認待ち', 'approval pending'],
+  usb_approval_refused: ['承認されず', 'approval refused'],
+  // event stream filters
+  filter_group: ['種類で絞り込み', 'Filter by kind'], all_groups: ['すべて', 'all'],
+  group_door: ['扉', 'doors'], group_desk: ['席', 'desks'], group_usb: ['USB', 'USB'],
+  denied_only: ['拒否・遮断のみ', 'denied only'], filter_text: ['場所・対象者で検索', 'Find a place or subject'],
+  shown_of: ['{total} 件中 {shown} 件を表示', '{shown} of {total} shown'],
 };
 
 export const LANGS = ['ja', 'en'];
