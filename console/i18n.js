@@ -46,9 +46,12 @@ const WORDS = {
   nothing: ['なし', 'none'],
   // occupancy and the muster list
   muster_list: ['在室者名簿（点呼用）', 'Muster list'], print_muster: ['在室者名簿を印刷', 'Print muster list'],
-  printed_at: ['印刷時刻', 'printed'], total_inside: ['在室者の合計', 'total inside'], as_of: ['時点', 'as of'],
+  printed_at: ['印刷時刻', 'printed'], total_inside: ['在室者の合計', 'total inside'], as_of: ['{time} 時点', 'as of {time}'],
   muster_stale: ['ブローカーに接続していません：この名簿は最新ではない可能性があります。',
     'Not connected to the broker: this list may be out of date.'],
+  // the desk map: a desk's states (a door's lock has its own words)
+  desk_vacant: ['空席', 'vacant'], desk_in_use: ['使用中', 'in use'], desk_away: ['離席', 'away'],
+  desk_locked: ['ロック中', 'locked'], desk_unlocked: ['カードなしでロック解除', 'unlocked without card'],
   // USB
   usb: ['USB', 'USB'], usb_exceptions: ['有効な一時許可', 'Exceptions in force'],
   usb_decisions: ['最近の USB の判定', 'Recent USB decisions'],

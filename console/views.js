@@ -141,7 +141,7 @@ function Areas({ site, ui, t }) {
       <h3>${name}</h3><p class="count"><b data-test="count">${o ? o.count : '—'}</b> ${t('inside')}</p>
       ${o && o.subjects && o.subjects.length ? html`<ol class="subjects" data-test="muster-subjects">
         ${o.subjects.map((s) => html`<li><code>${s}</code></li>`)}</ol>` : null}
-      <p class="quiet">${t('as_of')} ${o ? localTime(o.ts, ui.lang, tz) : '—'}</p>
+      <p class="quiet">${t('as_of', { time: o ? localTime(o.ts, ui.lang, tz) : '—' })}</p>
     </div>`)}</div></section>`;
 }
 
@@ -158,12 +158,12 @@ function Desks({ site, ui, t }) {
       const state = d ? d.state : 'unknown';
       return html`<div class="tile desk state-${state}" data-test="desk" data-desk=${name} data-state=${state}
         data-row=${row} data-column=${column} style=${{ gridRow: String(row), gridColumn: String(column) }}>
-        <h3>${name}</h3><p class="state" data-test="desk-state">${word(t, d && d.state)}</p>
+        <h3>${name}</h3><p class="state" data-test="desk-state">${d && d.state ? t('desk_' + d.state) : '—'}</p>
         ${d && d.subject ? html`<p><code>${d.subject}</code></p>` : null}
         ${d && d.since ? html`<p class="quiet">${t('since')} ${localTime(d.since, ui.lang, site.layout.timezone)}</p>` : null}
       </div>`;
     })}</div></div>
-    <p class="legend">${DESK_STATES.map((s) => html`<span class="desk state-${s}">${t(s)}</span> `)}</p></section>`;
+    <p class="legend">${DESK_STATES.map((s) => html`<span class="desk state-${s}">${t('desk_' + s)}</span> `)}</p></section>`;
 }
 
 function device(d) {
