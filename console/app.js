@@ -24,6 +24,7 @@ async function main() {
   const ui = {
     lang: pickLanguage(layout.lang, localStorage.getItem(LANG_KEY), navigator.language),
     conn: 'connecting', connError: null, key: null, keyError: null, signing: canSign(), log: [],
+    filters: { group: '', denied: false, text: '' }, // the event stream's, for as long as the page is open
   };
   const root = document.getElementById('app');
   root.textContent = ''; // the boot line: render() adds to what is there
@@ -83,6 +84,10 @@ async function main() {
 
   const actions = {
     setLang(lang) { ui.lang = lang; localStorage.setItem(LANG_KEY, lang); redraw(); },
+    setFilter(name, value) { ui.filters = { ...ui.filters, [name]: value }; redraw(); },
+    // The muster list alone, on paper (style.css, @media print); drawn first, so that the time
+    // it says it was printed is now.
+    print() { draw(); window.print(); },
     async importKey(text, name) {
       try {
         ui.key = await importKey(text, name);
@@ -112,6 +117,7 @@ async function main() {
   }
   draw();
   connect();
+  window.addEventListener('beforeprint', draw); // the browser's own Print too: the muster's time is now
   globalThis.sekishoConsole = { site, ui }; // for a person at the developer tools, and the tests
 }
 

@@ -20,6 +20,11 @@ const WORDS = {
   open: ['開', 'open'], closed: ['閉', 'closed'], unknown: ['不明', 'unknown'],
   normal: ['通常', 'normal'], lockdown: ['封鎖', 'lockdown'], free: ['開放', 'free'], emergency: ['非常', 'emergency'],
   forced: ['こじ開け', 'forced'], held_open: ['開放し過ぎ', 'held open'],
+  fire: ['火災', 'fire'], strike_failed: ['電気錠の故障', 'strike failed'], pin_lockout: ['暗証番号ロック', 'PIN lockout'],
+  lock_failed: ['ロック失敗', 'lock failed'], unlocked_without_card: ['カードなしで解除', 'unlocked without card'],
+  tailgating: ['共連れ', 'tailgating'],
+  node_offline: ['ノード停止', 'node offline'], duplicate_node: ['ノード名の重複', 'duplicate node name'],
+  records_lost: ['記録の欠落', 'records lost'], store_damaged: ['記録の破損', 'store damaged'],
   unlock: ['解錠する', 'Unlock'], set_mode: ['モード変更', 'Set mode'],
   granted: ['許可', 'granted'], denied: ['拒否', 'denied'], in: ['入室', 'in'], out: ['退室', 'out'],
   vacant: ['空席', 'vacant'], in_use: ['使用中', 'in use'], away: ['離席', 'away'],
@@ -44,6 +49,28 @@ const WORDS = {
   broker_user: ['ブローカーのユーザー', 'Broker user'], broker_password: ['パスワード', 'Password'],
   login: ['接続', 'Connect'],
   nothing: ['なし', 'none'],
+  // occupancy and the muster list
+  muster_list: ['在室者名簿（点呼用）', 'Muster list'], print_muster: ['在室者名簿を印刷', 'Print muster list'],
+  printed_at: ['印刷時刻', 'printed'], total_inside: ['在室者の合計', 'total inside'], as_of: ['{time} 時点', 'as of {time}'],
+  muster_stale: ['ブローカーに接続していません：この名簿は最新ではない可能性があります。',
+    'Not connected to the broker: this list may be out of date.'],
+  // the desk map: a desk's states (a door's lock has its own words)
+  desk_vacant: ['空席', 'vacant'], desk_in_use: ['使用中', 'in use'], desk_away: ['離席', 'away'],
+  desk_locked: ['ロック中', 'locked'], desk_unlocked: ['カードなしでロック解除', 'unlocked without card'],
+  // USB
+  usb: ['USB', 'USB'], usb_exceptions: ['有効な一時許可', 'Exceptions in force'],
+  usb_decisions: ['最近の USB の判定', 'Recent USB decisions'],
+  host: ['ホスト', 'Host'], device: ['デバイス', 'Device'], until: ['期限', 'Until'], interfaces: ['インターフェース', 'Interfaces'],
+  granted_by: ['許可した人', 'Granted by'], time: ['時刻', 'Time'], action: ['判定', 'Decision'], rule: ['ルール', 'Rule'],
+  interfaces_rules: ['ルールで遮断するものは遮断', 'as the rules say'], interfaces_all: ['すべて許可', 'all'],
+  usb_allowed: ['許可', 'allowed'], usb_blocked: ['遮断', 'blocked'], usb_exception_granted: ['一時許可', 'exception granted'],
+  usb_exception_expired: ['一時許可の終了', 'exception ended'], usb_approval_pending: ['承認待ち', 'approval pending'],
+  usb_approval_refused: ['承認されず', 'approval refused'],
+  // event stream filters
+  filter_group: ['種類で絞り込み', 'Filter by kind'], all_groups: ['すべて', 'all'],
+  group_door: ['扉', 'doors'], group_desk: ['席', 'desks'], group_usb: ['USB', 'USB'],
+  denied_only: ['拒否・遮断のみ', 'denied only'], filter_text: ['場所・対象者で検索', 'Find a place or subject'],
+  shown_of: ['{total} 件中 {shown} 件を表示', '{shown} of {total} shown'],
 };
 
 export const LANGS = ['ja', 'en'];

@@ -1,14 +1,19 @@
-// What the page shows, in the order an officer needs it: open alarms, doors, occupancy, desks,
-// the event stream, the nodes. Pure rendering of the site (state.js) and the page's own state
-// (ui); everything that acts goes through ``actions`` (app.js).
+// What the page shows, in the order an officer needs it: open alarms, doors, occupancy with the
+// muster list (the one part that prints), the desk map, USB decisions and exceptions, the event
+// stream with its filters, the nodes. Pure rendering of the site (state.js) and the page's own
+// state (ui); everything that acts goes through ``actions`` (app.js).
 import { h } from './vendor/preact/preact.mjs';
 import { useState } from './vendor/preact/hooks.mjs';
 import htm from './vendor/htm/htm.mjs';
 import { LANGS, localTime } from './i18n.js';
-import { alarmNode, doorNode, nodesOfflineFirst, openAlarms } from './state.js';
+import {
+  alarmNode, deskPlaces, doorNode, exceptionsInForce, filtered, isDenied, nodesOfflineFirst, openAlarms,
+} from './state.js';
 
 const html = htm.bind(h);
 const MODES = ['normal', 'lockdown', 'free', 'emergency'];
+const DESK_STATES = ['vacant', 'in_use', 'away', 'locked', 'unlocked'];
+const GROUPS = ['door', 'desk', 'usb'];
 
 function word(t, value) {
   return value === null || value === undefined ? '—' : t(String(value));
@@ -76,7 +81,7 @@ function Alarms({ site, ui, t, ask }) {
   const alarms = openAlarms(site);
   const tz = site.layout.timezone;
   return html`<section class="alarms"><h2>${t('alarms')} (${alarms.length})</h2>
-    ${alarms.length === 0 ? html`<p class="quiet">${t('no_alarms')}</p>` : html`<table><thead><tr>
+    ${alarms.length === 0 ? html`<p class="quiet">${t('no_alarms')}</p>` : html`<div class="wide"><table><thead><tr>
       <th>${t('severity')}</th><th>${t('kind')}</th><th>${t('source')}</th><th>${t('raised')}</th>
       <th>${t('cleared')}</th><th>${t('subject')}</th><th></th></tr></thead><tbody>
       ${alarms.map((a) => html`<tr data-test="alarm" data-id=${a.id} class=${'sev-' + a.severity}>
@@ -88,7 +93,7 @@ function Alarms({ site, ui, t, ask }) {
             text: t('confirm_ack', { id: a.id }), note: true,
             run: (note) => ui.actions.ack({ id: a.id, node: alarmNode(a.id), raised: a.raised }, note),
           })}>${t('acknowledge')}</button>`}</td></tr>`)}
-      </tbody></table>`}</section>`;
+      </tbody></table></div>`}</section>`;
 }
 
 function DoorTile({ site, name, ui, t, ask }) {
@@ -104,8 +109,8 @@ function DoorTile({ site, name, ui, t, ask }) {
       <dt>${t('mode')}</dt><dd data-test="mode" data-mode=${s.mode}>${word(t, s.mode)}</dd>
       <dt>${t('contact')}</dt><dd data-test="contact">${word(t, s.contact)}</dd>
       <dt>${t('alarm')}</dt><dd>${word(t, s.alarm)}</dd>
-      <dt>${t('last_event')}</dt><dd>${last ? html`${localTime(last.ts, ui.lang, tz)} ${word(t, last.direction)}
-        ${word(t, last.result)} (${last.reason})` : '—'}</dd>
+      <dt>${t('last_event')}</dt><dd>${last ? html`${localTime(last.ts, ui.lang, tz)} ${word(t, last.direction)} ${
+        word(t, last.result)} (${last.reason})` : '—'}</dd>
     </dl>
     ${node && html`<div class="acts">
       <button data-test="unlock" onClick=${() => ask({ text: t('confirm_unlock', { door: name }),
@@ -118,39 +123,109 @@ function DoorTile({ site, name, ui, t, ask }) {
   </div>`;
 }
 
-function Areas({ site, t }) {
-  return html`<section class="areas"><h2>${t('areas')}</h2><div class="tiles">
-    ${[...site.areas.entries()].map(([name, o]) => html`<div class="tile area" data-test="area" data-area=${name}>
+// Occupancy, and the muster list: who is inside each area, as pseudonyms (names with
+// publish_names), the count, and the time it was printed. Printed alone (style.css, @media print).
+function Areas({ site, ui, t }) {
+  const tz = site.layout.timezone;
+  const areas = [...site.areas.entries()];
+  const total = areas.reduce((n, [, o]) => n + (o ? o.count : 0), 0);
+  return html`<section class="areas muster" data-test="muster">
+    <div class="heading"><h2>${t('areas')}</h2>
+      <button data-test="print-muster" class="noprint" onClick=${() => ui.actions.print()}>${t('print_muster')}</button></div>
+    <p class="printed"><b>${t('muster_list')}</b> — ${site.layout.site} — ${t('printed_at')} <span
+      data-test="muster-time">${localTime(new Date().toISOString(), ui.lang, tz)}</span> (${tz || 'UTC'}) — ${
+      t('total_inside')}: <b data-test="muster-total">${total}</b></p>
+    ${ui.conn !== 'connected' ? html`<p class="stale">${t('muster_stale')}</p>` : null}
+    <div class="tiles">
+    ${areas.map(([name, o]) => html`<div class="tile area" data-test="area" data-area=${name}>
       <h3>${name}</h3><p class="count"><b data-test="count">${o ? o.count : '—'}</b> ${t('inside')}</p>
-      ${o && o.subjects && o.subjects.length ? html`<p class="subjects">${o.subjects.map((s) => html`<code>${s}</code> `)}</p>` : null}
+      ${o && o.subjects && o.subjects.length ? html`<ol class="subjects" data-test="muster-subjects">
+        ${o.subjects.map((s) => html`<li><code>${s}</code></li>`)}</ol>` : null}
+      <p class="quiet">${t('as_of', { time: o ? localTime(o.ts, ui.lang, tz) : '—' })}</p>
     </div>`)}</div></section>`;
 }
 
+// The desk map: a grid laid out by each desk's [row, column] in the config; the state is
+// written in each tile as well as coloured.
 function Desks({ site, ui, t }) {
   if (!site.desks.size) return html`<section class="desks"><h2>${t('desks')}</h2><p class="quiet">${t('nothing')}</p></section>`;
-  return html`<section class="desks"><h2>${t('desks')}</h2><div class="tiles">
-    ${[...site.desks.entries()].map(([name, d]) => html`<div class="tile desk state-${d ? d.state : 'unknown'}"
-      data-test="desk" data-desk=${name}><h3>${name}</h3><p data-test="desk-state">${word(t, d && d.state)}</p>
-      ${d && d.subject ? html`<p><code>${d.subject}</code></p>` : null}
-      ${d && d.since ? html`<p class="quiet">${t('since')} ${localTime(d.since, ui.lang, site.layout.timezone)}</p>` : null}
-    </div>`)}</div></section>`;
+  const places = deskPlaces(site);
+  const columns = Math.max(...places.map((p) => p.column));
+  return html`<section class="desks"><h2>${t('desks')}</h2>
+    <div class="wide"><div class="deskmap" data-test="deskmap" style=${{ gridTemplateColumns: `repeat(${columns}, minmax(9em, 15em))` }}>
+    ${places.map(({ name, row, column }) => {
+      const d = site.desks.get(name);
+      const state = d ? d.state : 'unknown';
+      return html`<div class="tile desk state-${state}" data-test="desk" data-desk=${name} data-state=${state}
+        data-row=${row} data-column=${column} style=${{ gridRow: String(row), gridColumn: String(column) }}>
+        <h3>${name}</h3><p class="state" data-test="desk-state">${d && d.state ? t('desk_' + d.state) : '—'}</p>
+        ${d && d.subject ? html`<p><code>${d.subject}</code></p>` : null}
+        ${d && d.since ? html`<p class="quiet">${t('since')} ${localTime(d.since, ui.lang, site.layout.timezone)}</p>` : null}
+      </div>`;
+    })}</div></div>
+    <p class="legend">${DESK_STATES.map((s) => html`<span class="desk state-${s}">${t('desk_' + s)}</span> `)}</p></section>`;
+}
+
+function device(d) {
+  if (!d) return '—';
+  const ids = d.vid ? `${d.vid}:${d.pid}` : d.port || '';
+  return d.name ? `${d.name} (${ids})` : ids;
+}
+
+// USB: the exceptions in force (retained, usb/<host>/exceptions) and the latest decisions.
+function Usb({ site, ui, t }) {
+  const tz = site.layout.timezone;
+  const exceptions = exceptionsInForce(site);
+  const recent = site.usb.slice(0, 10);
+  return html`<section class="usb"><h2>${t('usb')}</h2>
+    <h3>${t('usb_exceptions')} (${exceptions.length})</h3>
+    ${exceptions.length === 0 ? html`<p class="quiet" data-test="no-exceptions">${t('nothing')}</p>` : html`<div class="wide"><table>
+      <thead><tr><th>${t('host')}</th><th>${t('device')}</th><th>${t('until')}</th><th>${t('interfaces')}</th>
+      <th>${t('granted_by')}</th></tr></thead><tbody>
+      ${exceptions.map((e) => html`<tr data-test="exception" data-id=${e.id}><td>${e.host}</td><td><code>${e.match}</code></td>
+        <td>${localTime(e.until, ui.lang, tz)}</td><td>${t('interfaces_' + e.interfaces)}</td><td>${e.actor}</td></tr>`)}
+      </tbody></table></div>`}
+    <h3>${t('usb_decisions')}</h3>
+    ${recent.length === 0 ? html`<p class="quiet">${t('nothing')}</p>` : html`<div class="wide"><table><thead><tr>
+      <th>${t('time')}</th><th>${t('host')}</th><th>${t('action')}</th><th>${t('device')}</th><th>${t('rule')}</th></tr></thead><tbody>
+      ${recent.map((e) => html`<tr data-test="usb-decision" data-action=${e.action} class=${isDenied({ ...e, group: 'usb' }) ? 'denied' : ''}>
+        <td>${localTime(e.ts, ui.lang, tz)}</td><td>${e.host}</td><td>${t('usb_' + e.action)}</td>
+        <td>${device(e.device)}</td><td><code>${e.rule || '—'}</code></td></tr>`)}
+      </tbody></table></div>`}</section>`;
+}
+
+function Filters({ ui, t, shown, total }) {
+  const f = ui.filters;
+  const set = ui.actions.setFilter;
+  return html`<form class="filters noprint" data-test="filters" onSubmit=${(e) => e.preventDefault()}>
+    <select data-test="filter-group" value=${f.group} onChange=${(e) => set('group', e.target.value)}
+      aria-label=${t('filter_group')}><option value="">${t('all_groups')}</option>
+      ${GROUPS.map((g) => html`<option value=${g}>${t('group_' + g)}</option>`)}</select>
+    <label><input type="checkbox" data-test="filter-denied" checked=${f.denied}
+      onChange=${(e) => set('denied', e.target.checked)} /> ${t('denied_only')}</label>
+    <input type="search" data-test="filter-text" value=${f.text} placeholder=${t('filter_text')}
+      aria-label=${t('filter_text')} onInput=${(e) => set('text', e.target.value)} />
+    <span class="quiet" data-test="filter-count">${t('shown_of', { shown, total })}</span></form>`;
 }
 
 function Events({ site, ui, t }) {
   const tz = site.layout.timezone;
-  return html`<section class="events"><h2>${t('events')}</h2><ol class="stream">
-    ${site.events.slice(0, 100).map((e) => {
+  const events = filtered(site.events, ui.filters);
+  return html`<section class="events"><h2>${t('events')}</h2>
+    <${Filters} ui=${ui} t=${t} shown=${Math.min(events.length, 100)} total=${site.events.length} />
+    <ol class="stream">
+    ${events.slice(0, 100).map((e) => {
       let what;
       if (e.group === 'door' && e.kind === 'fire') {
         what = `fire ${e.input} ${e.state}`;
       } else if (e.group === 'door') {
         what = `${word(t, e.direction)} ${word(t, e.result)} (${e.reason})`;
       } else if (e.group === 'usb') {
-        what = `USB ${e.action} ${(e.device && (e.device.name || `${e.device.vid}:${e.device.pid}`)) || ''}`;
+        what = `USB ${t('usb_' + e.action)} ${device(e.device)}`;
       } else {
         what = `${e.kind}${e.reason ? ` (${e.reason})` : ''}`;
       }
-      return html`<li data-test="event" data-group=${e.group} class=${e.result === 'denied' ? 'denied' : ''}>
+      return html`<li data-test="event" data-group=${e.group} class=${isDenied(e) ? 'denied' : ''}>
         <time>${localTime(e.ts, ui.lang, tz)}</time> <b>${e.where}</b> <span>${what}</span>
         ${e.subject ? html` <code>${e.subject}</code>` : null}</li>`;
     })}</ol></section>`;
@@ -190,6 +265,7 @@ export function App({ site, ui, t, actions }) {
         ${[...site.doors.keys()].map((name) => html`<${DoorTile} key=${name} name=${name} ...${props} />`)}</div></section>
       <${Areas} ...${props} />
       <${Desks} ...${props} />
+      <${Usb} ...${props} />
       <${Events} ...${props} />
       <${Nodes} ...${props} />
     </main>

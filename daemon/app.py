@@ -142,6 +142,7 @@ class Daemon:
         if config.usb:
             u = config.usb
             self.usb = UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=loop,
+                                     exceptions_topic=self.topics.usb_exceptions(u.host),
                                      present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                                      desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
                                      alarms=self.alarms if u.alarm_on_block else None, host=u.host)

@@ -80,7 +80,8 @@ def site_layout(cfg: Config, broker_ws: str | None, lang: str) -> dict[str, Any]
         "nodes": [node],
         "doors": {name: {"node": node, "area_in": d.area_in or None, "area_out": d.area_out or None}
                   for name, d in cfg.doors.items()},
-        "desks": {name: {"node": node, "area": d.area or None} for name, d in cfg.desks.items()},
+        "desks": {name: {"node": node, "area": d.area or None, "position": list(d.position) if d.position else None}
+                  for name, d in cfg.desks.items()},
         "areas": list(cfg.areas),
     }
 

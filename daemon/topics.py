@@ -41,6 +41,9 @@ class Topics:
     def usb_event(self, host: str) -> str:
         return f"{self.base}/usb/{host}/event"
 
+    def usb_exceptions(self, host: str) -> str:
+        return f"{self.base}/usb/{host}/exceptions"
+
     def command(self, node: str) -> str:
         return f"{self.base}/cmd/{node}"
 

@@ -44,7 +44,9 @@ What it does, in order:
 
 Every decision is recorded and published on ``usb/<host>/event`` through ``queue``; a sysfs write
 that fails (EACCES, or ENOENT because the device went away) is logged and carried in the event's
-``error``, and never raises.
+``error``, and never raises. The exceptions in force are retained on ``usb/<host>/exceptions``
+(``exceptions_topic``): the whole set at start (none, since a restart forgets them) and again
+whenever one is granted or ends.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
 from .alarms import Alarms
 from .errors import ConfigError
-from .store.record import NewEvent
+from .store.record import NewEvent, NewState
 from .usb_devices import DeviceState, Inventory, Tracked
 from .usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Action, Cause, Outcome, UsbEvents
 from .usb_exceptions import ExceptionInterfaces, Exceptions, Match
@@ -105,7 +107,8 @@ class UsbController:
     """Decides each USB device of its ``Inventory`` by the rules, the hold and the ``Exceptions``
     in force; ``UsbSysfs`` carries the decisions out, ``UsbEvents`` records them."""
 
-    def __init__(self, rules: RuleSet, *, topic: str, queue: Callable[[NewEvent], None],
+    def __init__(self, rules: RuleSet, *, topic: str, queue: Callable[[NewEvent | NewState], None],
+                 exceptions_topic: str | None = None,
                  loop: asyncio.AbstractEventLoop, present_devices: str = "apply", hold_hid_while_locked: bool = True,
                  desk_locked: Callable[[], bool] = lambda: False, exception_max_minutes: float = 480.0,
                  alarms: Alarms | None = None, host: str = "usb",
@@ -118,7 +121,7 @@ class UsbController:
                              f"not {present_devices!r}") from None
         self.rules = rules
         self.topic = topic
-        self.events = UsbEvents(topic, queue)
+        self.events = UsbEvents(topic, queue, exceptions_topic)
         self.loop = loop
         self.hold_hid_while_locked = hold_hid_while_locked
         self.desk_locked = desk_locked
@@ -145,6 +148,7 @@ class UsbController:
                 self.sysfs.guard_bus(event.sys_path, self.per_interface)
         for event in devices:
             self._added(event, Cause.PRESENT)
+        self.events.in_force(self.exceptions.describe())
 
     def stop(self) -> None:
         """End every exception (its devices are decided by the rules again, and recorded)."""
@@ -196,6 +200,7 @@ class UsbController:
         devices = self.inventory.devices
         targets = [t for t in devices.values() if m.matches(t)]
         self.events.exception_granted(exc, [t.payload() for t in targets])
+        self.events.in_force(self.exceptions.describe())
         for tracked in targets:
             if tracked.state is not DeviceState.ALLOWED or (tracked.plan and scope is ExceptionInterfaces.ALL):
                 self._record(tracked, self._decide(tracked, Cause.EXCEPTION), Cause.EXCEPTION)
@@ -216,6 +221,7 @@ class UsbController:
         for tracked in affected:
             tracked.exception = None
             self.events.exception_expired(exc, reason, tracked, self._decide(tracked, Cause.EXPIRY))
+        self.events.in_force(self.exceptions.describe())
 
     # ------------------------------------------------------------------------- deciding
     def _added(self, event: UsbDeviceAdded, cause: Cause) -> None:

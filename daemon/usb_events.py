@@ -1,4 +1,5 @@
-"""USB decisions as events: each recorded and published on ``usb/<host>/event`` (docs/mqtt.md).
+"""USB decisions as events: each recorded and published on ``usb/<host>/event`` (docs/mqtt.md);
+and the timed exceptions in force, as the retained ``usb/<host>/exceptions``.
 
 ``UsbEvents`` builds the payload (``action``, ``device``, ``rule``, ``decision``, ``reason``,
 ``cause``, ``held``, ``blocked_interfaces``, ``exception``, ``error``) and hands it to ``queue``,
@@ -16,7 +17,7 @@ from typing import Any
 
 from sekisho.policies.usbrules import Target
 
-from .store.record import NewEvent
+from .store.record import NewEvent, NewState
 from .usb_devices import Tracked
 from .usb_exceptions import UsbException
 
@@ -71,9 +72,18 @@ class Outcome:
 
 
 class UsbEvents:
-    def __init__(self, topic: str, queue: Callable[[NewEvent], None]) -> None:
+    def __init__(self, topic: str, queue: Callable[[NewEvent | NewState], None],
+                 exceptions_topic: str | None = None) -> None:
         self.topic = topic
         self.queue = queue
+        self.exceptions_topic = exceptions_topic
+        """Where the exceptions in force are retained; None: nowhere (a controller tested alone)."""
+
+    def in_force(self, exceptions: list[dict[str, Any]]) -> None:
+        """The exceptions in force now, the whole set, retained: a console that connects later
+        learns them from the broker (an outbox row, committed with the events that changed it)."""
+        if self.exceptions_topic is not None:
+            self.queue(NewState(self.exceptions_topic, {"exceptions": exceptions}))
 
     def decided(self, tracked: Tracked, outcome: Outcome, cause: Cause) -> None:
         """A decision on a device: logged, recorded and published."""

@@ -11,9 +11,11 @@ const browser = await chromium.launch({
 const logs = [];
 let page = null;
 
-async function open({ locale }) {
+// A new context: 1366x768 unless ``viewport`` says otherwise; ``touch`` for a tablet.
+async function open({ locale, viewport, touch }) {
   if (page) await page.context().close();
-  const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale });
+  const context = await browser.newContext({ viewport: viewport || { width: 1366, height: 768 }, locale,
+    hasTouch: Boolean(touch) });
   page = await context.newPage();
   page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
@@ -45,6 +47,10 @@ const ops = {
   count: ({ selector }) => page.locator(selector).count(),
   eval: ({ expression }) => page.evaluate(expression),
   screenshot: ({ path }) => page.screenshot({ path, fullPage: true }).then(() => path),
+  visible: ({ selector }) => page.locator(selector).first().isVisible(),
+  box: ({ selector }) => page.locator(selector).first().boundingBox(),
+  media: ({ media }) => page.emulateMedia({ media }),
+  pdf: ({ path }) => page.pdf({ path, format: 'A4' }).then(() => path),
   logs: () => logs,
 };
 

@@ -93,6 +93,16 @@ def gpiosim(tmp_path, gpiosim_lib):
 def testbed():
     """A umockdev testbed for a daemon in another process: it inherits the preload and the
     testbed's directory, so its sysfs reads and writes and its uevents are the testbed's."""
+    yield from _testbed()
+
+
+@pytest.fixture(scope="module")
+def module_testbed():
+    """As ``testbed``, for a module whose tests share one daemon (test_console)."""
+    yield from _testbed()
+
+
+def _testbed():
     if "umockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
         pytest.fail("needs umockdev's preload: run the suite under umockdev-wrapper (make test does)")
     import gi

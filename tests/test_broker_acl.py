@@ -88,6 +88,7 @@ CONTRACT = {
     "cmd/<node>": [T.command(NODE)],
     "cmd/<node>/result": [T.command_result(NODE)],
     "usb/<host>/event": [T.usb_event(NODE)],
+    "usb/<host>/exceptions": [T.usb_exceptions(NODE)],
 }
 
 # What each node may publish (its own topics; published last, on the same connection, after
@@ -98,27 +99,30 @@ MAY_PUBLISH = {
     "door-a": [T.node_status("door-a"), T.door_event("entrance"), T.door_state("entrance"),
                T.area_occupancy("operator-room"), T.area_occupancy("lobby"), T.desk_state("desk-01"),
                T.desk_event("desk-01"), T.alarm("door-a.acl-probe"), T.command_result("door-a"),
-               T.usb_event("door-a"), discovery("door-a")],
+               T.usb_event("door-a"), T.usb_exceptions("door-a"), discovery("door-a")],
     "desk-b": [T.node_status("desk-b"), T.desk_state("desk-02"), T.desk_event("desk-02"),
                T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b"),
-               discovery("desk-b")],
+               T.usb_exceptions("desk-b"), discovery("desk-b")],
     "officer": [T.command("door-a"), T.command("desk-b")],
     "homeassistant": [HA_STATUS],
 }
 MAY_NOT_PUBLISH = {
-    "door-a": [T.node_status("desk-b"), T.command_result("desk-b"), T.usb_event("desk-b"), T.desk_state("desk-02"),
+    "door-a": [T.node_status("desk-b"), T.command_result("desk-b"), T.usb_event("desk-b"),
+               T.usb_exceptions("desk-b"), T.desk_state("desk-02"),
                T.desk_event("desk-02"), T.command("desk-b"), T.command("door-a"), T.door_state("back-door"),
                T.door_event("back-door"), T.area_occupancy("server-room"), f"{BASE}/alarm/x/y",
                "sekisho/v1/osaka/node/door-a/status", "sekisho/v1/osaka/door/entrance/event",
                "sekisho/v1/osaka/cmd/door-a/result", "sekisho/v1/osaka/alarm/door-a.entrance.forced",
                discovery("desk-b"), discovery("door-a", "osaka"), HA_STATUS],
-    "desk-b": [T.node_status("door-a"), T.command_result("door-a"), T.usb_event("door-a"), T.desk_state("desk-01"),
+    "desk-b": [T.node_status("door-a"), T.command_result("door-a"), T.usb_event("door-a"),
+               T.usb_exceptions("door-a"), T.desk_state("desk-01"),
                T.desk_event("desk-01"), T.door_state("entrance"), T.door_event("entrance"),
                T.area_occupancy("operator-room"), T.command("desk-b"), "sekisho/v1/osaka/node/desk-b/status",
                discovery("door-a")],
     # The officer sends commands and speaks for no node: no status, no state, no answer.
     "officer": [T.node_status("door-a"), T.door_state("entrance"), T.door_event("entrance"),
                 T.desk_state("desk-02"), T.alarm(FORCED), T.command_result("door-a"), T.usb_event("door-a"),
+                T.usb_exceptions("door-a"),
                 f"{BASE}/cmd/door-a/x", "sekisho/v1/osaka/cmd/door-a", HA_STATUS, discovery("door-a")],
     # Home Assistant says it is online, and writes nothing of sekisho's, nor a node's device.
     "homeassistant": [T.command("door-a"), T.door_state("entrance"), T.node_status("door-a"), discovery("door-a")],

@@ -359,6 +359,29 @@ def test_a_driver_or_window_of_the_wrong_shape_is_a_problem_not_a_crash(tmp_path
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("positions, expected", [
+    ('[1, "2"]', "desks.d1.position: must be [row, column], two integers, not [1, '2']"),
+    ("[1, 2, 3]", "desks.d1.position: must be [row, column], two integers, not [1, 2, 3]"),
+    ("[0, 2]", "desks.d1.position: row and column must be between 1 and 100, not [0, 2]"),
+    ('"1,2"', "desks.d1.position: must be an array, not a string '1,2'"),
+])
+def test_a_desk_position_is_a_row_and_a_column(tmp_path, positions, expected):
+    r = check(tmp_path, GOOD + f"\n[desks.d1]\nposition = {positions}\n")
+    assert r.returncode == 78 and f"bad.toml: {expected}" in r.stderr, r.stderr
+
+
+def test_two_desks_on_one_place_of_the_desk_map_are_a_config_error(tmp_path):
+    text = GOOD + "\n[desks.d1]\nposition = [2, 3]\n\n[desks.d2]\nposition = [2, 3]\n\n[desks.d3]\nposition = [3, 2]\n"
+    r = check(tmp_path, text)
+    assert r.returncode == 78, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"{tmp_path / 'bad.toml'}: desks.d2.position: desk 'd1' already stands at [2, 3]; two desks cannot share a "
+        "place on the desk map"]
+    cfg = config.load(_write(tmp_path, text.replace("position = [3, 2]\n", "")
+                             .replace("[desks.d2]\nposition = [2, 3]", "[desks.d2]\nposition = [1, 1]")))
+    assert {n: d.position for n, d in cfg.desks.items()} == {"d1": (2, 3), "d2": (1, 1), "d3": None}
+
+
 def test_usb_rules_file_is_read_once(tmp_path, monkeypatch):
     """check-config parses the rules; `sekisho usb list` decides by what it parsed and never
     opens the file again (the daemon's controller takes ``UsbConfig.rules`` alike)."""

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from browser import Browser
-from harness import SEKISHO, Broker, Site, Subscriber, free_port, wait_for
+from harness import REPO, SEKISHO, Broker, Site, Subscriber, free_port, wait_for
+from usbfake import Kernel, Spec
 
 CONFIG = """\
 [site]
@@ -34,6 +35,7 @@ reconnect_max_s = 1
 
 [levels.staff]
 doors = ["entrance"]
+desks = ["desk-01", "desk-02", "desk-03", "desk-04"]
 
 [doors.entrance]
 area_in = "room"
@@ -50,25 +52,69 @@ driver = "sim"
 kind = "contact"
 door = "entrance"
 
+# The desk map: three desks placed (row, column), one left to flow after them; each its own seat.
+[desks.desk-01]
+seat = "seat1"
+position = [1, 1]
+
+[desks.desk-02]
+seat = "seat2"
+position = [1, 3]
+
+[desks.desk-03]
+seat = "seat3"
+position = [2, 2]
+
+[desks.desk-04]
+seat = "seat4"
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+
+[readers.desk-02]
+driver = "sim"
+desk = "desk-02"
+
+[readers.desk-03]
+driver = "sim"
+desk = "desk-03"
+
+[inputs.desk-02-leave]
+driver = "sim"
+kind = "leave_seat"
+desk = "desk-02"
+
+[usb]
+rules = "{rules}"
+
 [commands.keys.officer]
 public_key = "{officer}"
 ops = ["alarm.*", "door.*"]
 """
 FORCED = "door-a.entrance.forced"
+CALL_CENTRE = REPO / "examples" / "usb" / "call-centre.rules"
+FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
+PEOPLE = {"p1": "04a1a1a1", "p2": "04b2b2b2", "p3": "04c3c3c3"}
 
 
 class Console:
     """Everything the tests share: one broker, daemon, console server and browser for the module."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, testbed) -> None:
         self.tmp = tmp
+        self.kernel = Kernel(testbed)
+        self.kernel.root_hub()
+        self.kernel.plug(FLASH)  # present at start: the rules block it
         self.broker = Broker(tmp, websockets=True)
         self.broker.start()
         self.site = Site(tmp, self.broker)
         self.officer_key = tmp / "officer.key"
         out = self.site.cli("cmd", "keygen", str(self.officer_key)).stdout
         officer = out.split('public_key = "')[1].split('"')[0]
-        self.site.config.write_text(CONFIG.format(url=self.broker.url, officer=officer))
+        self.site.config.write_text(CONFIG.format(url=self.broker.url, officer=officer, rules=CALL_CENTRE))
+        for person, uid in PEOPLE.items():
+            self.site.enroll(person, uid)
         self.bus = Subscriber(self.broker.port, "sekisho/#")
         self.site.start()
         port = free_port()
@@ -88,9 +134,9 @@ class Console:
         except OSError:
             return False
 
-    def open_page(self, locale: str = "en-US") -> None:
+    def open_page(self, locale: str = "en-US", **context) -> None:
         b = self.browser
-        b("open", locale=locale)
+        b("open", locale=locale, **context)
         assert b("goto", url=self.url) == 200
         b("wait", selector='[data-test=conn][data-state=connected]')
         # The retained door state has arrived: the page shows the bus, not a blank.
@@ -126,8 +172,11 @@ class Console:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory):
-    c = Console(tmp_path_factory.mktemp("console"))
+def console(tmp_path_factory, module_testbed, logind_bus):
+    logind_bus.reset()
+    logind_bus.patch_lock()
+    logind_bus.add_session("c3", seat="seat3")  # desk-03's: a pulled card locks it
+    c = Console(tmp_path_factory.mktemp("console"), module_testbed)
     yield c
     c.close()
 
@@ -265,3 +314,181 @@ def test_sekisho_console_serves_https_with_a_certificate_and_says_one_line_when_
         r = subprocess.run([*SEKISHO, "console", "--port", str(free_port()), *args, *common], capture_output=True,
                            text=True, timeout=20)
         assert r.returncode != 0 and r.stderr.count("\n") == 1 and error in r.stderr, r.stderr
+
+
+def desk(console: Console, name: str) -> str:
+    return f"[data-test=desk][data-desk={name}]"
+
+
+def test_the_desk_map_places_each_desk_where_the_config_says_and_writes_its_state(console):
+    b = console.browser
+    console.open_page()
+    console.site.tap(PEOPLE["p1"], "desk-01")  # a card in the slot: in use
+    console.site.tap(PEOPLE["p2"], "desk-02")
+    assert console.site.sim("desk-02-leave", {"op": "press"}) == {"ok": True}  # leave-seat: away
+    console.site.tap(PEOPLE["p3"], "desk-03")
+    b("wait", selector=f"{desk(console, 'desk-03')}[data-state=in_use]")
+    assert console.site.sim("desk-03", {"op": "pull"}) == {"ok": True}  # pulled: locked
+    for name, state, text in (("desk-01", "in_use", "in use"), ("desk-02", "away", "away"),
+                              ("desk-03", "locked", "locked"), ("desk-04", "vacant", "vacant")):
+        b("wait", selector=f"{desk(console, name)}[data-state={state}]")
+        assert b.text(f"{desk(console, name)} [data-test=desk-state]") == text  # written, not only coloured
+    b.screenshot("desk-map")
+    # Laid out as the config places them: desk-01 at (1, 1), desk-02 at (1, 3), desk-03 at (2, 2);
+    # desk-04 has no place and comes after them, on a row of its own.
+    box = {n: b("box", selector=desk(console, n)) for n in ("desk-01", "desk-02", "desk-03", "desk-04")}
+    assert box["desk-01"]["y"] == box["desk-02"]["y"] < box["desk-03"]["y"] < box["desk-04"]["y"]
+    assert box["desk-01"]["x"] == box["desk-04"]["x"] < box["desk-03"]["x"] < box["desk-02"]["x"]
+    assert box["desk-03"]["x"] > box["desk-01"]["x"] + box["desk-01"]["width"]  # column 2 between 1 and 3
+    # Colour as well as words: each state has its own background.
+    colours = {state: b("eval", expression=f"getComputedStyle(document.querySelector("
+                                             f"'.legend .state-{state}')).backgroundColor")
+               for state in ("vacant", "in_use", "away", "locked", "unlocked")}
+    assert len(set(colours.values())) == 5, colours
+    console.open_page(locale="ja-JP")
+    b("wait", selector=f"{desk(console, 'desk-01')}[data-state=in_use]")  # retained: known at once
+    assert b.text(f"{desk(console, 'desk-01')} [data-test=desk-state]") == "使用中"
+    assert b.text(f"{desk(console, 'desk-02')} [data-test=desk-state]") == "離席"
+
+
+def test_the_muster_list_names_who_is_inside_and_prints_alone(console):
+    b = console.browser
+    console.open_page()
+    console.site.tap(PEOPLE["p1"], "entrance-in")
+    room = "[data-test=area][data-area=room]"
+    b("wait", selector=f"{room} [data-test=muster-subjects] li")
+    listed = b("eval", expression=f"[...document.querySelectorAll('{room} [data-test=muster-subjects] li')]"
+                                  ".map((li) => li.innerText)")
+    subject = wait_for(lambda: [m.json["subjects"] for m in console.bus.on("/area/room/occupancy")
+                                if m.json["subjects"] == listed], what="the same subjects on the bus")[-1]
+    assert b.text(f"{room} [data-test=count]") == str(len(subject))
+    assert b.text("[data-test=muster-total]") == str(len(subject))
+    assert b.text("[data-test=muster-time]").startswith("20")  # the time it is printed, in the site's zone
+    # The button prints (the browser's print dialog is stubbed: headless has none).
+    b("eval", expression="window.print = () => { window.printed = (window.printed || 0) + 1; }")
+    b("click", selector="[data-test=print-muster]")
+    assert b("eval", expression="window.printed") == 1
+    # On paper: the muster list alone, without buttons or any other section.
+    b("media", media="print")
+    try:
+        assert b("visible", selector="[data-test=muster]") and b("visible", selector=f"{room} [data-test=muster-subjects]")
+        for other in ("header", "[data-test=readonly]", ".alarms", "[data-test=door]", "[data-test=deskmap]", ".usb",
+                      ".events", ".nodes", "[data-test=print-muster]"):
+            assert not b("visible", selector=other), f"{other} is printed"
+        b("pdf", path=str(b.screenshots / "muster.pdf"))
+        b.screenshot("muster-printed")
+    finally:
+        b("media", media="screen")
+    assert b("visible", selector=".alarms")
+    assert (b.screenshots / "muster.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_usb_panel_shows_decisions_and_the_exceptions_in_force_also_to_a_page_opened_later(console):
+    b = console.browser
+    console.open_page()
+    assert b("visible", selector="[data-test=no-exceptions]")
+    r = console.site.cli("usb", "allow", "0781:5567:4C530001230417116225", "--minutes", "0.25")
+    exc_id = r.stdout.split()[1]
+    row = f'[data-test=exception][data-id="{exc_id}"]'
+    b("wait", selector=row)
+    assert "0781:5567:4C530001230417116225" in b.text(row) and "cli:" in b.text(row)
+    b("wait", selector="[data-test=usb-decision][data-action=exception_granted]")
+    b("wait", selector="[data-test=usb-decision][data-action=allowed]:has-text('Cruzer Blade (0781:5567)')")
+    assert "EXCEPTION" in b.text("[data-test=usb-decision][data-action=allowed]")
+    b.screenshot("usb-exception-granted")
+    # A page opened now has seen none of the events, and still knows the exception: it is retained.
+    console.open_page()
+    b("wait", selector=row)
+    assert b("count", selector="[data-test=usb-decision][data-action=exception_granted]") == 0  # not seen
+    # When it ends, it leaves the list, and the rules decide the stick again: blocked.
+    b("wait", selector=row, state="detached", timeout=60000)
+    b("wait", selector="[data-test=usb-decision][data-action=exception_expired]")
+    assert b("visible", selector="[data-test=no-exceptions]")
+    assert b("count", selector="[data-test=usb-decision].denied") == 0  # ended: not a refusal
+    b.screenshot("usb-exception-ended")
+
+
+def shown(b: Browser) -> list[dict]:
+    return b("eval", expression="[...document.querySelectorAll('[data-test=event]')].map((li) => "
+                                "({group: li.dataset.group, denied: li.classList.contains('denied'), text: li.innerText}))")
+
+
+def test_the_event_stream_filters_by_kind_refusal_and_place(console):
+    b = console.browser
+    console.open_page()
+    console.site.tap("0499999999", "entrance-in")  # a door refused
+    console.site.tap(PEOPLE["p2"], "entrance-in")  # a door granted
+    console.site.tap("0499999999", "desk-03")  # a desk refused: an unknown card
+    console.site.cli("usb", "allow", "0781:5567:4C530001230417116225", "--minutes", "1")  # USB events
+    b("until", expression="document.querySelectorAll('[data-test=event][data-group=usb]').length >= 2 && "
+                          "document.querySelectorAll('[data-test=event][data-group=desk]').length >= 1 && "
+                          "document.querySelectorAll('[data-test=event][data-group=door]').length >= 2")
+    b("select", selector="[data-test=filter-group]", value="usb")
+    b("until", expression="[...document.querySelectorAll('[data-test=event]')].every((li) => li.dataset.group === 'usb')")
+    usb = "sekishoConsole.site.events.filter((e) => e.group === 'usb').length"
+    b("until", expression=f"document.querySelectorAll('[data-test=event]').length === {usb}")
+    b.screenshot("events-usb-only")
+    # Kept while the page is open: a new door event is in the stream, and not shown.
+    console.site.tap("0499999998", "entrance-in")
+    b("until", expression="sekishoConsole.site.events.filter((e) => e.group === 'door' && e.reason === 'unknown_card')"
+                          ".length === 2 && document.querySelector('[data-test=filter-count]').innerText.endsWith("
+                          "`of ${sekishoConsole.site.events.length} shown`)")
+    assert all(e["group"] == "usb" for e in shown(b))
+    assert b("eval", expression="document.querySelector('[data-test=filter-group]').value") == "usb"
+    b("select", selector="[data-test=filter-group]", value="")
+    b("click", selector="[data-test=filter-denied]")
+    b("until", expression="[...document.querySelectorAll('[data-test=event]')].every((li) => "
+                          "li.classList.contains('denied'))")
+    denied = shown(b)
+    assert {e["group"] for e in denied} >= {"door", "desk"} and len(denied) >= 3
+    assert not any("granted" in e["text"] for e in denied if e["group"] == "door")
+    b("click", selector="[data-test=filter-denied]")
+    b("fill", selector="[data-test=filter-text]", value="DESK-03")
+    b("until", expression="document.querySelectorAll('[data-test=event]').length > 0 && [...document.querySelectorAll("
+                          "'[data-test=event]')].every((li) => li.innerText.includes('desk-03'))")
+    b.screenshot("events-desk-03")
+    b("fill", selector="[data-test=filter-text]", value="")
+    b("until", expression="document.querySelectorAll('[data-test=event]').length === "
+                          "Math.min(100, sekishoConsole.site.events.length)")
+
+
+def test_nodes_not_online_come_first(console):
+    b = console.browser
+    console.open_page()
+    info = console.bus.client.publish("sekisho/v1/test/node/desk-z/status",
+                                      json.dumps({"state": "offline", "started": None, "ts": "2026-12-04T00:00:00.000Z"}),
+                                      qos=1, retain=True)
+    info.wait_for_publish(10)
+    try:
+        b("wait", selector="[data-test=node][data-node=desk-z].offline")
+        order = b("eval", expression="[...document.querySelectorAll('[data-test=node]')].map((li) => li.dataset.node)")
+        assert order == ["desk-z", "door-a"]
+    finally:
+        console.bus.client.publish("sekisho/v1/test/node/desk-z/status", b"", qos=1, retain=True).wait_for_publish(10)
+
+
+@pytest.mark.parametrize("width, height, tablet", [(820, 1180, True), (1180, 820, True), (1366, 768, False)],
+                         ids=["tablet-portrait", "tablet-landscape", "desktop"])
+def test_the_page_fits_a_tablet_and_a_desktop_screen_with_touch_sized_buttons(console, width, height, tablet):
+    b = console.browser
+    row = f'[data-test=alarm][data-id="{FORCED}"]'
+    console.site.sim("entrance-contact", {"op": "set", "active": True})  # an open alarm with its button
+    try:
+        console.open_page(viewport={"width": width, "height": height}, touch=tablet)
+        b("wait", selector=f"{row} [data-test=ack]")
+        console.site.tap("0499999997", "entrance-in")  # a long line in the stream
+        b("wait", selector="[data-test=event]")
+        b.screenshot(f"fits-{width}x{height}")
+        assert b("eval", expression="document.documentElement.scrollWidth <= window.innerWidth"), \
+            b("eval", expression="[document.documentElement.scrollWidth, window.innerWidth]")
+        for button in (f"{row} [data-test=ack]", "[data-test=door] [data-test=unlock]",
+                       "[data-test=door] [data-test=mode-set]", "[data-test=door] [data-test=mode-select]"):
+            assert b("visible", selector=button), button
+            box = b("box", selector=button)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, (button, box)
+            if tablet:
+                assert box["height"] >= 40, (button, box)  # a finger's size
+    finally:
+        console.site.sim("entrance-contact", {"op": "set", "active": False})
+        if console.site.cli("alarm", "ack", FORCED, check=False).returncode == 0:
+            wait_for(lambda: console.bus.on(f"/alarm/{FORCED}")[-1].payload == b"", what="the alarm closed")

@@ -33,7 +33,7 @@ from sekisho.daemon import usb_devices
 from sekisho.daemon.alarms import Alarms
 from sekisho.daemon.errors import ConfigError, SekishoError
 from sekisho.daemon.ops import Parts, usb_allow, usb_status
-from sekisho.daemon.store.record import NewEvent
+from sekisho.daemon.store.record import NewEvent, NewState
 from sekisho.daemon.topics import Topics
 from sekisho.daemon.usb import UsbController, desks_unattended, load_rules
 from sekisho.daemon.usb_cli import (
@@ -498,6 +498,26 @@ def test_timed_exception_for_a_present_device_expires(make_rig):
     expired = rig.payloads("exception_expired")[0]
     assert expired["rule"] == "call-centre.rules:23" and "deauthorized" in expired["reason"]
     assert not rig.controller.exceptions
+
+
+def test_the_exceptions_in_force_are_retained_at_start_and_whenever_they_change(make_rig):
+    """``usb/<host>/exceptions``: the whole set, at start (none), at a grant and at its end, each
+    committed in order with the events that changed it."""
+    in_force = Topics("tokyo-hq").usb_exceptions("ws-01")
+    rig = make_rig(exceptions_topic=in_force).started()
+    rig.kernel.plug(FLASH)
+    answer = rig.controller.allow_exception("0781:5567:4C530001230417116225", 0.004, "cli:supervisor")
+    rig.kernel.configure("1-2")
+    rig.until(lambda: [r for r in rig.records if isinstance(r, NewEvent) and r.payload["action"] == "exception_expired"],
+              timeout=30, what="the exception to expire")
+    steps = [r for r in rig.records if isinstance(r, NewState)]
+    assert [s.topic for s in steps] == [in_force] * 3
+    assert [[e["id"] for e in s.payload["exceptions"]] for s in steps] == [[], [answer["exception"]], []]
+    granted = steps[1].payload["exceptions"][0]
+    assert granted == {"id": answer["exception"], "match": "0781:5567:4C530001230417116225", "hash": answer["hash"],
+                       "interfaces": "rules", "minutes": 0.004, "until": answer["until"], "actor": "cli:supervisor"}
+    kinds = [type(r).__name__ + (f":{r.payload['action']}" if isinstance(r, NewEvent) else "") for r in rig.records]
+    assert kinds.index("NewState", 1) == kinds.index("NewEvent:exception_granted") + 1  # the grant, then the set
 
 
 def test_timed_exception_by_port_is_bound_to_the_device_present(make_rig):

@@ -42,9 +42,20 @@ def test_daemon_guards_decides_and_allows_for_a_while(site, subscribe, testbed):
     assert read(f"{kernel.devices['1-2']}/authorized") == "1"
     listed = json.loads(site.cli("usb", "list", "--json").stdout)
     assert {d["port"] for d in listed["devices"]} >= {"1-1", "1-2"} and listed["exceptions"]
+    # The exceptions in force are retained: a console that subscribes now learns the one granted.
+    in_force = lambda s: [m for m in s.on("/usb/door-a/exceptions")]  # noqa: E731
+    assert in_force(sub)[0].json["exceptions"] == []  # at start: none (a restart forgets them)
+    wait_for(lambda: len(in_force(sub)) == 2, what="the exceptions in force after the grant")
+    late = subscribe()
+    said = wait_for(lambda: in_force(late), what="the retained exceptions at a late subscriber")[0]
+    assert said.retain and said.qos == 1
+    (exc,) = said.json["exceptions"]
+    assert exc == listed["exceptions"][0] and exc["match"] == "0781:5567:4C530001230417116225"
+    assert exc["actor"].startswith("cli:") and exc["until"].endswith("Z") and exc["interfaces"] == "rules"
     site.stop()
     # Exceptions are never kept: stopping ended it, recorded, and the rules decided again.
     wait_for(lambda: any(e["action"] == "exception_expired" for e in usb()), what="the exception ended at stop")
+    wait_for(lambda: in_force(late)[-1].json["exceptions"] == [], what="no exception in force, retained")
 
 
 def test_signed_usb_allow_command(site, subscribe, testbed, tmp_path):

@@ -15,6 +15,21 @@ from sekisho.policies.access import Passback
 
 from .checker import Checker, optional_topic_name
 
+MAX_MAP = 100
+"""The largest row or column of the desk map: a room, not a spreadsheet."""
+
+
+def position_problem(v: list) -> str | None:
+    """What is wrong with a desk's ``position``: empty, or two integers from 1 to ``MAX_MAP``."""
+    if not v:
+        return None
+    if len(v) != 2 or any(not isinstance(x, int) or isinstance(x, bool) for x in v):
+        return f"must be [row, column], two integers, not {v!r}"
+    if not all(1 <= x <= MAX_MAP for x in v):
+        return f"row and column must be between 1 and {MAX_MAP}, not {v!r}"
+    return None
+
+
 DESK = {
     "seat": Option(str, "seat0", "The logind seat whose user sessions (graphical and text) this desk locks."),
     "area": Option(str, "", "The area the desk stands in ([areas.<name>]); a card whose holder has no recorded "
@@ -42,6 +57,9 @@ DESK = {
     "unlocked_without_card": Option(str, "relock", "A user session that becomes unlocked or active while no "
                                     "holder's card is in the slot: relock (lock it again) or alarm_only. Both raise "
                                     "the unlocked_without_card alarm.", one_of("relock", "alarm_only")),
+    "position": Option(list, [], "Where the desk stands on the officer console's desk map: [row, column], "
+                       "1-based integers (row 1 is the top, column 1 the left). Two desks may not share a place. "
+                       "Empty: placed after the desks that have one.", position_problem),
     "tty_lock": Option(str, "terminate", "A text-console session on the seat, whose lock no screen locker "
                        "confirms: terminate (end it) or alarm_only (leave it, lock_failed alarm).",
                        one_of("terminate", "alarm_only")),
@@ -66,6 +84,8 @@ class DeskConfig:
     tty_lock: str
     levels: frozenset[str]
     """The levels that may use this desk (from [levels.<name>] desks)."""
+    position: tuple[int, int] | None = None
+    """[row, column] on the console's desk map (1-based), or None."""
 
 
 def read_desks(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
@@ -80,10 +100,18 @@ def link_desks(c: Checker, desks: Mapping[str, dict[str, Any]], areas: Mapping[s
                levels: Mapping[str, frozenset[str]]) -> dict[str, DeskConfig]:
     """``levels``: for each desk, the levels that may use it."""
     out = {}
+    placed: dict[tuple[int, int], str] = {}
     for name, values in desks.items():
         if values["area"] and values["area"] not in areas:
             c.no_such(f"desks.{name}.area", "area", values["area"], areas)
+        position = (values["position"][0], values["position"][1]) if values["position"] else None
+        if position is not None and position in placed:
+            c.problem(f"desks.{name}.position", f"desk {placed[position]!r} already stands at {list(position)}; "
+                      "two desks cannot share a place on the desk map")
+        elif position is not None:
+            placed[position] = name
         out[name] = DeskConfig(name=name, levels=levels[name],
                                **{**values, "lock_fallback_command": tuple(values["lock_fallback_command"]),
-                                  "lock_confirm_command": tuple(values["lock_confirm_command"])})
+                                  "lock_confirm_command": tuple(values["lock_confirm_command"]),
+                                  "position": position})
     return out
