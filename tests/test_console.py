@@ -102,6 +102,16 @@ class Console:
     """Everything the tests share: one broker, daemon, console server and browser for the module."""
 
     def __init__(self, tmp: Path, testbed) -> None:
+        self.browser: Browser | None = None
+        self.server: subprocess.Popen | None = None
+        self.bus: Subscriber | None = None
+        try:
+            self._start(tmp, testbed)
+        except BaseException:
+            self.close()  # a module's broker, daemon and server must not outlive a failed set-up
+            raise
+
+    def _start(self, tmp: Path, testbed) -> None:
         self.tmp = tmp
         self.kernel = Kernel(testbed)
         self.kernel.root_hub()
@@ -162,13 +172,18 @@ class Console:
                     for r in db.execute("SELECT * FROM audit WHERE action = ? ORDER BY n", [action])]
 
     def close(self) -> None:
-        self.browser.close()
-        self.server.terminate()
-        assert self.server.wait(10) == 0, self.server_log.read_text()
-        self.bus.close()
-        if self.site.proc is not None:
+        """Stop whatever was started, also after a set-up that failed half-way."""
+        if self.browser is not None:
+            self.browser.close()
+        if self.server is not None:
+            self.server.terminate()
+            assert self.server.wait(10) == 0, self.server_log.read_text()
+        if self.bus is not None:
+            self.bus.close()
+        if getattr(self, "site", None) is not None and self.site.proc is not None:
             self.site.stop()
-        self.broker.stop()
+        if getattr(self, "broker", None) is not None:
+            self.broker.stop()
 
 
 @pytest.fixture(scope="module")
