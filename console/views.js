@@ -150,7 +150,7 @@ function Events({ site, ui, t }) {
       } else {
         what = `${e.kind}${e.reason ? ` (${e.reason})` : ''}`;
       }
-      return html`<li data-test="event" data-group=${e.group} class=${e.result === 'denied' ? 'denied' : ''}>
+      return html`<li data-test="event" data-id=${e.id} data-group=${e.group} class=${e.result === 'denied' ? 'denied' : ''}>
         <time>${localTime(e.ts, ui.lang, tz)}</time> <b>${e.where}</b> <span>${what}</span>
         ${e.subject ? html` <code>${e.subject}</code>` : null}</li>`;
     })}</ol></section>`;

@@ -17,7 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 class Browser:
-    def __init__(self, screenshots: Path, locale: str = "en-US") -> None:
+    def __init__(self, screenshots: Path, locale: str = "en-US", args: tuple[str, ...] = ()) -> None:
+        """``args``: more Chromium switches (bench/console_page.py's --enable-precise-memory-info)."""
         assert os.path.exists(CHROMIUM), "Debian's chromium is not installed (make test installs it)"
         node = shutil.which("node")
         assert node, "node is not installed (make test installs it)"
@@ -27,7 +28,7 @@ class Browser:
         self.shots = 0
         self.proc = subprocess.Popen([node, str(REPO / "tests" / "browser.mjs")], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                     env={**os.environ, "CHROMIUM": CHROMIUM})
+                                     env={**os.environ, "CHROMIUM": CHROMIUM, "CHROMIUM_ARGS": "\n".join(args)})
         self("open", locale=locale)
 
     def __call__(self, op: str, **args: Any) -> Any:
