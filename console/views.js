@@ -225,7 +225,7 @@ function Events({ site, ui, t }) {
       } else {
         what = `${e.kind}${e.reason ? ` (${e.reason})` : ''}`;
       }
-      return html`<li data-test="event" data-group=${e.group} class=${isDenied(e) ? 'denied' : ''}>
+      return html`<li data-test="event" data-id=${e.id} data-group=${e.group} class=${isDenied(e) ? 'denied' : ''}>
         <time>${localTime(e.ts, ui.lang, tz)}</time> <b>${e.where}</b> <span>${what}</span>
         ${e.subject ? html` <code>${e.subject}</code>` : null}</li>`;
     })}</ol></section>`;

@@ -5,8 +5,10 @@
 import readline from 'node:readline';
 import { chromium } from 'playwright-core';
 
+// CHROMIUM_ARGS: more switches, one a line (bench/console_page.py: --enable-precise-memory-info).
+const extra = (process.env.CHROMIUM_ARGS || '').split('\n').filter(Boolean);
 const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'], headless: true,
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', ...extra], headless: true,
 });
 const logs = [];
 let page = null;
@@ -52,6 +54,11 @@ const ops = {
   media: ({ media }) => page.emulateMedia({ media }),
   pdf: ({ path }) => page.pdf({ path, format: 'A4' }).then(() => path),
   logs: () => logs,
+  // A DevTools protocol command, to the page's target or (browser: true) the browser's.
+  cdp: async ({ method, params, browser: whole }) => {
+    const session = whole ? await browser.newBrowserCDPSession() : await page.context().newCDPSession(page);
+    try { return await session.send(method, params || {}); } finally { await session.detach(); }
+  },
 };
 
 for await (const line of readline.createInterface({ input: process.stdin })) {

@@ -17,7 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 class Browser:
-    def __init__(self, screenshots: Path, locale: str = "en-US") -> None:
+    def __init__(self, screenshots: Path, locale: str = "en-US", args: tuple[str, ...] = ()) -> None:
+        """``args``: more Chromium switches (bench/console_page.py's --enable-precise-memory-info)."""
         assert os.path.exists(CHROMIUM), "Debian's chromium is not installed (make test installs it)"
         node = shutil.which("node")
         assert node, "node is not installed (make test installs it)"
@@ -29,7 +30,7 @@ class Browser:
                                      stdout=subprocess.PIPE, text=True, cwd=REPO,
                                      # Never inside a umockdev testbed a test made for its daemon.
                                      env={**{k: v for k, v in os.environ.items() if k != "UMOCKDEV_DIR"},
-                                          "CHROMIUM": CHROMIUM})
+                                          "CHROMIUM": CHROMIUM, "CHROMIUM_ARGS": "\n".join(args)})
         self("open", locale=locale)
 
     def __call__(self, op: str, **args: Any) -> Any:

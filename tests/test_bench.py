@@ -19,6 +19,11 @@ from conftest import REPO
 FIGURES = {
     "command_flood.py": [r"flood: 2000 junk commands in", r"sim tap -> subscriber during the flood: n=20 p50=",
                          r"audit rows added: \d+"],
+    "console_page.py": [r"page weight: \d+ files, [\d,]+ bytes as served .* [\d,]+ bytes gzipped",
+                        r"sim tap -> row in the DOM: n=20 p50=", r"sim tap -> frame painted: n=20 p50=",
+                        r"JS heap used: start [\d.]+ MB, max [\d.]+ MB, end [\d.]+ MB",
+                        r"renderer RSS: start [\d.]+ MB, max [\d.]+ MB, end [\d.]+ MB",
+                        r"DOM nodes: start \d+, end \d+"],
     "desk_lock_latency.py": [r"card out -> LockSession received by logind\s*: n=3 p50=", r"added by the daemon"],
     "doors.py": [r"lookup \+ decide .* p50=", r"sim tap -> strike output: n=\d+ p50=", r"RSS: idle [\d.]+ MB"],
     "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
