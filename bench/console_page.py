@@ -33,7 +33,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from _site import UID, Broker, Subscriber, enrolled_site, parse, summary, wait_for, workdir
 from browser import Browser
 from harness import SEKISHO, free_port
+from sekisho.daemon.timestamps import utc_now
 
 # Installed in the page for the taps only (page.evaluate runs it through DevTools, which the
 # page's Content-Security-Policy does not govern): first sight of each row id, and the end of
@@ -276,7 +276,7 @@ def event_payloads() -> Any:
     seq = 0
     while True:
         seq += 1
-        ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ts = utc_now()
         common = {"id": str(uuid.uuid4()), "seq": seq, "node": "bench-node", "ts": ts}
         kind = seq % 3
         if kind == 0:

@@ -112,11 +112,14 @@ async function main() {
     setMode(door, node, mode) { command(node, 'door.mode', { door, mode }, `${door} → ${mode}`); },
   };
 
-  if (ui.signing) {
-    try { ui.key = await loadKey(); } catch (err) { ui.keyError = String(err.message || err); }
-  }
+  // The site first, the key after: a browser whose IndexedDB never answers (some headless
+  // modes) still shows everything, read-only, instead of a blank page.
   draw();
   connect();
+  if (ui.signing) {
+    loadKey().then((key) => { ui.key = ui.key || key; }, (err) => { ui.keyError = String(err.message || err); })
+      .finally(redraw);
+  }
   window.addEventListener('beforeprint', draw); // the browser's own Print too: the muster's time is now
   globalThis.sekishoConsole = { site, ui }; // for a person at the developer tools, and the tests
 }

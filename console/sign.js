@@ -62,6 +62,8 @@ function db() {
     req.onupgradeneeded = () => req.result.createObjectStore(STORE);
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
+    // Another tab holds an older version open: say so rather than wait for ever.
+    req.onblocked = () => reject(new Error('the key store is held by another tab of this console; close it'));
   });
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import Browser
+from browser import CHROMIUM, Browser
 from harness import REPO, SEKISHO, Broker, Site, Subscriber, free_port, wait_for
 from usbfake import Kernel, Spec
 
@@ -302,6 +302,15 @@ def test_the_console_server_serves_only_the_page_and_its_config(console):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(console.url + path)
         assert err.value.code == 404
+
+
+def test_the_page_draws_the_site_where_the_browser_keeps_no_key(console, tmp_path):
+    """Chromium's plain --headless mode never answers IndexedDB, where the officer's key is kept:
+    the page draws the site anyway, read-only, instead of waiting for the key store."""
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                        "--virtual-time-budget=10000", "--dump-dom", console.url],
+                       capture_output=True, text=True, timeout=120)
+    assert 'data-test="conn"' in r.stdout and 'data-door="entrance"' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 def test_sekisho_console_serves_https_with_a_certificate_and_says_one_line_when_it_cannot(console, tmp_path):
