@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from .errors import SekishoError
 from .logind_sim import SimulatedLogind
 from .pins import hash_pin
 from .store.people import People
+from .topics import Topics
 
 # (id, name, card UID, card still valid, level); Demo Operator's PIN is 1234.
 PEOPLE = [("u1001", "Demo Operator", "04a1b2c3d4e5f6", True, "operators"),
@@ -113,9 +115,22 @@ def _start_broker(cfg: Config, data_dir: Path, started: Callable[[Callable[[], o
             raise SekishoError(f"something already listens on 127.0.0.1:{port}; stop it, or change [mqtt] url "
                                f"in {cfg.path}")
     ws_port = _port_near(port + 1)
+    # Debian's mosquitto (2.0.11) binds a WebSockets listener to every interface whatever address
+    # it is given. So that listener gets its own rules: anyone who reaches it may read the demo
+    # site and send commands, which the daemon runs only when signed; nobody may speak for a node.
+    # mosquitto reads the ACL after it has dropped root for its own user, who cannot enter the
+    # data dir (0700): the file, no secret, goes to a folder of its own that mosquitto can read.
+    base = Topics(cfg.site.id).base
+    acl_dir = Path(tempfile.mkdtemp(prefix="sekisho-demo-acl-"))
+    started(lambda: shutil.rmtree(acl_dir, ignore_errors=True))
+    acl_dir.chmod(0o755)
+    acl = acl_dir / "websockets.acl"
+    acl.write_text(f"topic read {base}/#\ntopic write {base}/cmd/+\n")
+    acl.chmod(0o644)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"listener {ws_port} 127.0.0.1\nprotocol websockets\n")
+    conf.write_text(f"per_listener_settings true\npersistence false\n"
+                    f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"listener {ws_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\nacl_file {acl}\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=open(data_dir / "mosquitto.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     started(lambda: _end(proc, signal.SIGTERM, STOP_OTHERS_S))

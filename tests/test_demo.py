@@ -13,7 +13,9 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import REPO, SEKISHO, answers, free_port, wait_for
 
@@ -29,6 +31,22 @@ def wait_ready(demo: subprocess.Popen, tmp_path: Path, out: Path) -> None:
         assert demo.poll() is None, f"the demo exited: {out.read_text()}"
         return answers(tmp_path / "data") and "node/door-a/status" in out.read_text()
     wait_for(ready, timeout=30, what="the demo to come up")
+
+
+def ws_publish(port: int, topic: str) -> int:
+    """Publish on the demo's WebSockets listener, as anyone on the LAN could (mosquitto 2.0.11
+    binds it to every interface); the broker's reason code."""
+    acked: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="websockets", protocol=mqtt.MQTTv5)
+    client.on_publish = lambda c, u, mid, reason, p: acked.append(reason.value)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, '{"probe": true}', qos=1)
+        return wait_for(lambda: acked, what=f"the PUBACK for {topic}")[0]
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -49,6 +67,8 @@ def test_demo_runs_end_to_end(tmp_path):
         assert layout["site"] == "demo" and layout["doors"]["entrance"]["node"] == "door-a"
         ws_port = int(layout["broker"].rsplit(":", 1)[1].strip("/"))
         socket.create_connection(("127.0.0.1", ws_port), timeout=5).close()
+        assert ws_publish(ws_port, "sekisho/v1/demo/node/door-a/status") == 0x87  # nobody speaks for a node
+        assert ws_publish(ws_port, "sekisho/v1/demo/cmd/door-a") < 0x80  # a command: run only when signed
         # The forced door of the printed instructions (before any grant releases the door): an
         # alarm that waits for a person.
         for state in ("open", "closed"):
