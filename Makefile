@@ -45,22 +45,24 @@ lint: venv
 demo: venv
 	$(VENV)/bin/sekisho demo $(DEMO)
 
-# make tap CARD=04a1b2c3d4e5f6 READER=entrance-in   (while make demo runs)
-CARD ?= 04a1b2c3d4e5f6
-READER ?= entrance-in
+# While make demo runs: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN=1234
+# READER=entrance-in, make pull READER=desk-01, make door STATE=open (then closed), make ack
+# ALARM=<id>. No defaults: a mistyped variable (REDAER=) must not tap somewhere else.
+need = $(if $(strip $($(1))),,$(error $(1)= is missing, e.g. make $@ $(2)))
 tap:
+	$(call need,CARD,CARD=04a1b2c3d4e5f6 READER=entrance-in)$(call need,READER,CARD=04a1b2c3d4e5f6 READER=entrance-in)
 	$(VENV)/bin/sekisho sim tap $(READER) $(CARD) $(DEMO)
 pull:
+	$(call need,READER,READER=desk-01)
 	$(VENV)/bin/sekisho sim pull $(READER) $(DEMO)
-PIN ?= 1234
 pin:
+	$(call need,PIN,PIN=1234 READER=entrance-in)$(call need,READER,PIN=1234 READER=entrance-in)
 	$(VENV)/bin/sekisho sim pin $(READER) $(PIN) $(DEMO)
-# make door STATE=open (then closed): the demo door's contact; make ack ALARM=<id>
-STATE ?= open
 door:
+	$(call need,STATE,STATE=open)
 	$(VENV)/bin/sekisho sim input entrance-contact $(STATE) $(DEMO)
-ALARM ?= door-a.entrance.forced
 ack:
+	$(call need,ALARM,ALARM=door-a.entrance.forced)
 	$(VENV)/bin/sekisho alarm ack $(ALARM) $(DEMO)
 
 deps:

@@ -248,6 +248,8 @@ def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> Non
     .venv/bin/sekisho sim tap entrance-out 04a1b2c3d4e5f6 {args}  # leaving by card: granted
     .venv/bin/sekisho sim tap entrance-out 04deadbeef0001 {args}  # a revoked card: denied
     .venv/bin/sekisho sim tap entrance-in 0411223344 {args}       # an unknown card: denied
+    .venv/bin/sekisho sim tap entrance-in 04a1b2c3d4e5f6 {args}   # back in (card, then the PIN)
+    .venv/bin/sekisho sim pin entrance-in {PIN} {args}
     .venv/bin/sekisho sim tap desk-01 04a1b2c3d4e5f6 {args}       # the card in the desk's slot:
                                                                   #   in_use (once inside the room)
     .venv/bin/sekisho sim pull desk-01 {args}                      # pulled: the session locks
@@ -260,9 +262,12 @@ def _run(cfg: Config, data_dir: Path, cli_args: list[str], parts: _Parts) -> Non
     .venv/bin/sekisho audit verify {args}
 
   The officer's console: {console}  (the broker's WebSockets on ws://127.0.0.1:{ws_port}/)
-  Import examples/demo-officer.key in the page to acknowledge alarms and set the door's mode.
+  Import examples/demo-officer.key in the page, key name demo-officer, to acknowledge alarms
+  and set the door's mode.
 
-  (shorter: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN={PIN})
+  (shorter: make tap CARD=04a1b2c3d4e5f6 READER=entrance-in, make pin PIN={PIN} READER=entrance-in)
+  The demo keeps its records in .demo/ across runs (Demo Operator may still be inside from the
+  last one: the door then refuses a second entry, anti-passback); rm -rf .demo starts afresh.
   Every message on the bus is printed below. Ctrl-C stops everything.
 """, flush=True)
     daemon.wait()
