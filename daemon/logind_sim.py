@@ -76,11 +76,15 @@ class SimulatedLogind:
         self.socket.unlink(missing_ok=True)
         self.procs.append(subprocess.Popen(
             ["dbus-daemon", "--config-file=/usr/share/dbus-1/session.conf", f"--address={self.address}",
-             "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own session: the terminal's Ctrl-C is the demo's to handle, which stops the
+            # daemon before its bus, not a signal that takes the bus away from under it.
+            start_new_session=True))
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
         # Debian's python: dbusmock and dbus-python are Debian packages.
         self.procs.append(subprocess.Popen(["/usr/bin/python3", "-m", "dbusmock", "--system", "--template", "logind"],
-                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True))
         try:
             import dbus
         except ImportError:

@@ -76,7 +76,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     rows = record.events(since=_instant(args.since, cfg.site.timezone, "--since"),
                          until=_instant(args.until, cfg.site.timezone, "--until"),
                          door=args.door, person=args.person, result=args.result)
-    rows = [{c: r.get(c) for c in EVENT_COLUMNS} for r in rows]
+    # In the site's time, as --since and --until read them and as sekisho alarms lists them.
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+    rows = [{c: r.get(c) for c in EVENT_COLUMNS} | {"ts": local_time(r["ts"], tz)} for r in rows]
     _print_rows(args, rows, EVENT_COLUMNS, ["ts", "door", "reader", "direction", "result", "reason", "person_id",
                                            "rule"])
     return 0

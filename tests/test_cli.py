@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -12,12 +13,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zoneinfo
 from pathlib import Path
 
 import pytest
 
 from conftest import SEKISHO, wait_for
 from sekisho.daemon.cli import build_parser
+
+ZONE = zoneinfo.ZoneInfo("Asia/Tokyo")  # the test config's [site] timezone
 
 
 def leaf_commands() -> list[list[str]]:
@@ -272,6 +276,9 @@ def test_sim_cli_and_events_filters(site, subscribe):
     assert [(r["direction"], r["result"], r["person_id"]) for r in rows] == [("in", "granted", "p1"),
                                                                             ("out", "denied", None)]
     assert [r["id"] for r in rows] == [e["id"] for e in sub.events()]
+    # Listed in the site's time, as --since reads it: the same instant as on the bus.
+    listed, sent = dt.datetime.fromisoformat(rows[0]["ts"]), dt.datetime.fromisoformat(sub.events()[0]["ts"])
+    assert abs((listed - sent).total_seconds()) < 1 and listed.utcoffset() == sent.astimezone(ZONE).utcoffset()
     only = json.loads(site.cli("events", "--json", "--result", "denied").stdout)
     assert [r["reason"] for r in only] == ["unknown_card"]
     assert json.loads(site.cli("events", "--json", "--person", "p1").stdout)[0]["result"] == "granted"
