@@ -366,7 +366,8 @@ def _desk(desk: str, area: str, rows: list[dict[str, Any]], at: Callable[[str], 
     sessions: list[DeskSession] = []
     problems: list[DeskEvent] = []
     open_: tuple[str, dt.datetime | None] | None = None
-    first = True
+    started = False
+    """Whether a session has begun in the period: a removal before any is of a card inserted earlier."""
     for e in rows:
         kind, reason, pid, t = e["result"] or "", e["reason"] or "", e["person_id"] or "", at(e["ts"])
         if kind == "card_inserted" and reason in DESK_ACCEPTED and pid:
@@ -376,13 +377,14 @@ def _desk(desk: str, area: str, rows: list[dict[str, Any]], at: Callable[[str], 
                 open_ = None
             if open_ is None:
                 open_ = (pid, t)
+                started = True
         elif kind in DESK_ENDS:
             if open_ is not None:
                 sessions.append(DeskSession(desk, area, open_[0], people.get(open_[0], ""), open_[1], t, reason))
                 open_ = None
-            elif first and pid and kind == "card_removed":
+            elif not started and pid and kind == "card_removed":
                 sessions.append(DeskSession(desk, area, pid, people.get(pid, ""), None, t, reason))
-        first = False
+                started = True
         if kind in DESK_PROBLEMS or (kind == "card_inserted" and reason not in DESK_ACCEPTED):
             problems.append(DeskEvent(t, desk, area, kind, reason, pid, people.get(pid, "")))
     if open_ is not None:

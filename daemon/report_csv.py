@@ -84,16 +84,24 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def seal(sha256: str) -> str:
+    """The last line: the digest row, as wide as every other row."""
+    return DIGEST_PREFIX + sha256 + "," * (len(COLUMNS) - 3) + "\r\n"
+
+
 def render(r: Report, section: str | None = None) -> str:
     """The CSV with its seal as the last line (no BOM: the caller adds one for a file)."""
     text = body(r, section)
-    return text + DIGEST_PREFIX + digest(text) + ",,,,,,,,,,,,,,,,\r\n"
+    return text + seal(digest(text))
 
 
 def check(text: str) -> tuple[str, str]:
-    """(the digest the file states, the digest of its content) of a CSV report, without its BOM."""
-    head, sep, last = text.rstrip("\r\n").rpartition("\n")
+    """(the digest the file states, the digest of every byte before its last line) of a CSV
+    report without its BOM. The last line must be the seal exactly: nothing may follow it."""
+    head, sep, last = text.removesuffix("\r\n").rpartition("\n")
     if not sep or not last.startswith(DIGEST_PREFIX):
         raise ValueError("its last line is not a digest row (digest,sha256,...)")
-    stated = last[len(DIGEST_PREFIX):].split(",")[0].strip()
+    stated = last[len(DIGEST_PREFIX):].split(",")[0]
+    if last + "\r\n" != seal(stated) or not text.endswith("\r\n"):
+        raise ValueError("its last line is not a digest row as sekisho writes it")
     return stated, digest(head + sep)

@@ -134,7 +134,7 @@ def _e(v: Any) -> str:
     return escape("" if v is None else str(v), quote=True)
 
 
-def _t(t: dt.datetime | None, lang: str, empty: str = "") -> str:
+def _t(t: dt.datetime | None, empty: str = "") -> str:
     return _e(t.strftime("%Y-%m-%d %H:%M:%S")) if t is not None else _e(empty)
 
 
@@ -217,7 +217,9 @@ def body(r: Report, lang: str) -> str:
     if not by_area_day:
         out.append(f"<p>{_e(none)}</p>\n")
     for (area, day), rows in by_area_day.items():
-        out.append(f"<h3>{_e(area)} — {_e(day.isoformat())}</h3>\n")
+        came = sum(1 for m in r.movements if m.area == area and m.at.date() == day and m.entered)
+        out.append(f"<h3>{_e(area)} — {_e(day.isoformat())} "
+                   f"({_e(t('entered'))} {came}, {_e(t('left'))} {len(rows) - came})</h3>\n")
         out.append(_table([t("time"), t("event"), t("name"), t("person"), t("door"), t("reader")], rows))
     out.append("</section>\n")
 
@@ -229,18 +231,18 @@ def body(r: Report, lang: str) -> str:
 
     out.append(f'<section>\n<h2>{_e(t("desks"))}</h2>\n')
     out.append(_table([t("desk"), t("area"), t("name"), t("person"), t("start"), t("end"), t("ended")],
-                      [[_e(s.desk), _e(s.area), _e(s.name), _e(s.person_id), _t(s.start, lang, t("before")),
-                        _t(s.end, lang, t("running")), _e(s.ended)] for s in r.desk_sessions], empty=none))
+                      [[_e(s.desk), _e(s.area), _e(s.name), _e(s.person_id), _t(s.start, t("before")),
+                        _t(s.end, t("running")), _e(s.ended)] for s in r.desk_sessions], empty=none))
     out.append(f'<h2>{_e(t("desk_events"))}</h2>\n')
     out.append(_table([t("date"), t("desk"), t("event"), t("reason"), t("name"), t("person")],
-                      [[_t(d.at, lang), _e(d.desk), _e(d.kind), _e(d.reason), _e(d.name), _e(d.person_id)]
+                      [[_t(d.at), _e(d.desk), _e(d.kind), _e(d.reason), _e(d.name), _e(d.person_id)]
                        for d in r.desk_events], empty=none))
     out.append("</section>\n")
 
     out.append(f'<section>\n<h2>{_e(t("usb"))}</h2>\n')
     out.append(_table([t("date"), t("action"), t("device"), t("reason"), t("approved_by"), t("name"),
                        t("exception")],
-                      [[_t(u.at, lang), _e(u.action), _e(u.device), _e(u.reason),
+                      [[_t(u.at), _e(u.action), _e(u.device), _e(u.reason),
                         _e(u.approved_by) + (f" ({_e(u.approver_id)})" if u.approver_id else ""),
                         _e(u.approver_name), _e(u.exception or u.rule)] for u in r.usb], empty=none))
     out.append("</section>\n")
@@ -248,14 +250,14 @@ def body(r: Report, lang: str) -> str:
     out.append(f'<section>\n<h2>{_e(t("alarms"))}</h2>\n')
     out.append(_table([t("alarm"), t("kind"), t("source"), t("severity"), t("raised"), t("cleared"), t("acked_by"),
                        t("acked_at"), t("note")],
-                      [[_e(a.id), _e(a.kind), _e(a.source), _e(a.severity), _t(a.raised, lang, t("before")),
-                        _t(a.cleared, lang), _e(a.acked_by), _t(a.acked_at, lang), _e(a.note)] for a in r.alarms],
+                      [[_e(a.id), _e(a.kind), _e(a.source), _e(a.severity), _t(a.raised, t("before")),
+                        _t(a.cleared), _e(a.acked_by), _t(a.acked_at), _e(a.note)] for a in r.alarms],
                       empty=none))
     out.append("</section>\n")
 
     out.append(f'<section>\n<h2>{_e(t("changes"))}</h2>\n')
     out.append(_table([t("date"), t("action"), t("who"), t("name"), t("person"), t("what"), t("row")],
-                      [[_t(c.at, lang), _e(c.action), _e(c.actor), _e(c.name), _e(c.person_id), _e(c.detail),
+                      [[_t(c.at), _e(c.action), _e(c.actor), _e(c.name), _e(c.person_id), _e(c.detail),
                         _e(c.n)] for c in r.changes], frozenset({6}), none))
     out.append("</section>\n")
     return "".join(out)
@@ -265,17 +267,25 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def render(r: Report, lang: str) -> str:
-    text = body(r, lang)
-    return (text + f'{SEAL}\n<p>{_e(T["seal"][lang])}: <code id="sha256">{digest(text)}</code></p>\n'
+def footer(lang: str, sha256: str) -> str:
+    """The seal and the end of the page: the only bytes after what the digest covers."""
+    return (f'{SEAL}\n<p>{_e(T["seal"][lang])}: <code id="sha256">{sha256}</code></p>\n'
             f'<p>{_e(T["seal_how"][lang])}</p>\n</footer>\n</body>\n</html>\n')
 
 
+def render(r: Report, lang: str) -> str:
+    text = body(r, lang)
+    return text + footer(lang, digest(text))
+
+
 def check(text: str) -> tuple[str, str]:
-    """(the digest the page states, the digest of its content up to the seal)."""
+    """(the digest the page states, the digest of its content up to the seal). Anything after
+    the seal but the footer as ``render`` writes it is refused: a browser would show it."""
     head, sep, tail = text.partition(SEAL)
     start = tail.find('<code id="sha256">')
     if not sep or start < 0:
         raise ValueError(f"it has no {SEAL} with a digest")
     stated = tail[start + len('<code id="sha256">'):].split("<", 1)[0]
+    if tail not in {footer(lang, stated)[len(SEAL):] for lang in ("ja", "en")}:
+        raise ValueError("something follows or changed in its footer, where the digest does not reach")
     return stated, digest(head)

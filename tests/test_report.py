@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import REPO, wait_for
 from sekisho.daemon import report_csv, report_html
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.report import Layout, gather, period
@@ -170,6 +170,7 @@ def test_presence_doors_and_the_area_filter(store):
 
 def test_desk_sessions_and_lock_failures(store):
     enrol(store)
+    store.desk("2026-11-01T00:05", "session_locked", "locked", "u2001")
     store.desk("2026-11-01T00:10", "card_removed", "removed", "u2001")       # began in October
     store.desk("2026-11-02T09:00", "card_inserted", "card", "u1042")
     store.desk("2026-11-02T09:00", "unlocked", "card", "u1042")
@@ -289,6 +290,8 @@ def test_the_csv_seal_recomputes_and_finds_a_changed_byte(store):
     changed = text.replace("山田 花子", "山田 花男", 1)
     stated2, actual2 = report_csv.check(changed)
     assert stated2 == stated and actual2 != stated
+    with pytest.raises(ValueError):  # a row after the seal is not covered by it: refused
+        report_csv.check(text + "presence,2026-11-10,10:00:00,lobby" + "," * 15 + "\r\n")
 
 
 class Page(HTMLParser):
@@ -357,6 +360,8 @@ def test_the_page_is_self_contained_escaped_and_in_both_languages(store, lang, h
     stated, actual = report_html.check(text)
     assert stated == actual
     assert report_html.check(text.replace("u1042", "u1043", 1))[1] != stated
+    with pytest.raises(ValueError):  # a browser shows what follows the seal: refused
+        report_html.check(text + "<p>all fine</p>")
     assert f'<html lang="{lang}">' in text
 
 
@@ -426,6 +431,9 @@ def test_the_command_on_a_store_the_daemon_wrote(site, tmp_path):
     (["--month", "2026-11", "--format", "html", "--section", "usb"], 64, "sekisho: --section is for --format csv"),
     (["--month", "2026-11", "--format", "csv", "--area", "roof"], 65, "sekisho: no area 'roof' in "),
     (["--month", "11/2026", "--format", "csv"], 65, "sekisho: --month: '11/2026' is not a month like 2026-11"),
+    (["--verify", "/nonexistent/r.html"], 66, "sekisho: /nonexistent/r.html: no such file"),
+    (["--verify", str(REPO / "README.md")], 65,
+     f"sekisho: {REPO / 'README.md'}: not a sealed report: its last line is not a digest"),
 ])
 def test_mistakes_are_one_line(site, args, code, message):
     site.cli("person", "add", "--id", "p1", "--name", "A")
