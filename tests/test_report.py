@@ -447,3 +447,59 @@ def test_stdout_csv_has_no_bom(site):
     r = site.cli("report", "--month", "2026-11", "--format", "csv")
     assert not r.stdout.startswith("\ufeff") and r.stdout.startswith("section,date,")
     assert list(csv.DictReader(io.StringIO(r.stdout)))[-1]["section"] == "digest"
+
+
+ALARM_CONFIG = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+
+[levels.staff]
+doors = ["entrance"]
+
+[doors.entrance]
+area_in = "room"
+unlock_s = 1.0
+
+[readers.entrance-in]
+driver = "sim"
+door = "entrance"
+direction = "in"
+
+[inputs.entrance-contact]
+driver = "sim"
+kind = "contact"
+door = "entrance"
+"""
+
+
+def test_an_alarm_the_daemon_raised_is_reported_with_who_acknowledged_it(site):
+    site.config.write_text(ALARM_CONFIG.format(url=site.broker.url))
+    site.cli("person", "add", "--id", "u1042", "--name", "山田 花子")
+    site.start()
+    site.sim("entrance-contact", {"op": "set", "active": True})     # forced open
+    alarm_id = "door-a.entrance.forced"
+    wait_for(lambda: alarm_id in site.cli("alarms", "--open").stdout, what="the forced alarm")
+    site.cli("alarm", "ack", alarm_id, "--note", "guard <on> the way")
+    site.sim("entrance-contact", {"op": "set", "active": False})    # cleared: closed
+    wait_for(lambda: alarm_id not in site.cli("alarms", "--open").stdout, what="the alarm closed")
+    site.stop()
+    raised = json.loads(site.cli("alarms", "--json").stdout)[0]["raised"]
+    day = raised[:10]  # the listing's local time
+    rows = list(csv.DictReader(io.StringIO(site.cli("report", "--day", day, "--format", "csv", "--section",
+                                                    "alarm").stdout)))
+    alarms = [row for row in rows if row["section"] == "alarm"]
+    assert len(alarms) == 1, alarms
+    a = alarms[0]
+    assert (a["ref"], a["what"], a["reason"], a["door"], a["note"]) == (alarm_id, "forced", "critical", "entrance",
+                                                                       "guard <on> the way")
+    assert a["by"].startswith("cli:") and a["from"] and a["to"] and a["at"] and a["from"] <= a["at"]
+    page = site.cli("report", "--day", day, "--format", "html", "--lang", "en").stdout
+    assert "guard &lt;on&gt; the way" in page and "guard <on>" not in page
