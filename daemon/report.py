@@ -328,7 +328,7 @@ def gather(database: Database, node: str, site: str, p: Period, layout: Layout, 
             if action not in USB_LISTED:
                 usb_allowed += action == "allowed"
                 continue
-            usb.append(_usb_event(at(e["ts"]), payload, e, subjects, people))
+            usb.append(_usb_event(at(e["ts"]), payload, e, subjects, people, local))
 
     sessions: list[DeskSession] = []
     problems: list[DeskEvent] = []
@@ -403,7 +403,7 @@ def _device(d: Mapping[str, Any]) -> str:
 
 
 def _usb_event(t: dt.datetime, payload: Mapping[str, Any], row: Mapping[str, Any], subjects: Mapping[str, str],
-               people: Mapping[str, str]) -> UsbEvent:
+               people: Mapping[str, str], local: Callable[[str | None], dt.datetime | None]) -> UsbEvent:
     exc = payload.get("exception") or {}
     action = payload.get("action", "")
     by = str(exc.get("actor") or "")
@@ -413,7 +413,8 @@ def _usb_event(t: dt.datetime, payload: Mapping[str, Any], row: Mapping[str, Any
         by = f"supervisor:{payload.get('subject') or ''}"
     elif by.startswith("supervisor:"):
         approver = subjects.get(by.split(":", 1)[1], "")
-    exception = f"{exc['id']} until {exc['until']}" if exc.get("id") and exc.get("until") else str(exc.get("id", ""))
+    until = local(exc.get("until"))
+    exception = f"{exc['id']} until {until:%Y-%m-%d %H:%M}" if exc.get("id") and until else str(exc.get("id", ""))
     return UsbEvent(t, action, _device(payload.get("device") or {}), payload.get("rule") or "",
                     payload.get("reason") or "", by, approver, people.get(approver, ""), exception)
 

@@ -111,6 +111,7 @@ table { border-collapse: collapse; width: 100%; margin: .4em 0 1em; }
 th, td { border: 1px solid #999; padding: 2px 5px; text-align: left; vertical-align: top; }
 th { background: #e8e8e8; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.t { white-space: nowrap; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dl.meta dt { font-weight: bold; }
 dl.meta dd { margin: 0; }
@@ -135,7 +136,7 @@ def _e(v: Any) -> str:
 
 
 def _t(t: dt.datetime | None, empty: str = "") -> str:
-    return _e(t.strftime("%Y-%m-%d %H:%M:%S")) if t is not None else _e(empty)
+    return f'<span class="t">{_e(t.strftime("%Y-%m-%d %H:%M:%S"))}</span>' if t is not None else _e(empty)
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset(), empty: str = "") -> str:

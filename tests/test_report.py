@@ -212,6 +212,7 @@ def test_usb_blocks_and_exceptions_name_who_approved(store):
         ("blocked", "", "", ""), ("exception_granted", supervisor, "u2001", "Taro <b>Suzuki</b> & co"),
         ("exception_granted", "key:officer", "", "")]
     assert "Cruzer" in r.usb[0].device and "serial 4C53" in r.usb[0].device
+    assert r.usb[1].exception == "x1 until 2026-11-05 10:12"  # local, as every time in the report
 
 
 def test_alarms_with_who_acknowledged_them_and_when(store):
