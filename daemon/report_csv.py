@@ -41,7 +41,7 @@ def rows(r: Report) -> list[dict[str, Any]]:
                        ("period_until", f"{r.period.last + dt.timedelta(days=1)} 00:00 ({r.period.until} UTC), "
                                         "not included"),
                        ("timezone", r.period.timezone), ("area", r.area or "all"),
-                       ("generated", r.generated.isoformat(timespec="seconds")),
+                       ("generated", r.generated.strftime("%Y-%m-%d %H:%M:%S")),
                        ("audit_chain", f"{integrity} ({r.integrity.rows} rows intact)"),
                        ("usb_allowed_by_rules", str(r.usb_allowed))):
         add("report", what=key, note=value)
@@ -62,9 +62,9 @@ def rows(r: Report) -> list[dict[str, Any]]:
         add("usb", date=u.at.date(), time=u.at.strftime("%H:%M:%S"), what=u.action, reason=u.reason, by=u.approved_by,
             person_id=u.approver_id, by_name=u.approver_name, note=u.device, ref=u.exception or u.rule)
     for a in r.alarms:
-        add("alarm", date=(a.raised or a.acked_at or a.closed or r.generated).date(), what=a.kind, reason=a.severity,
-            ref=a.id, door=a.source, from_=_t(a.raised), to=_t(a.cleared), by=a.acked_by, at=_t(a.acked_at),
-            note=a.note)
+        first = a.raised or a.cleared or a.acked_at or a.closed or r.generated
+        add("alarm", date=first.date(), what=a.kind, reason=a.severity, ref=a.id, door=a.source,
+            from_=_t(a.raised), to=_t(a.cleared), by=a.acked_by, at=_t(a.acked_at), note=a.note)
     for ch in r.changes:
         add("change", date=ch.at.date(), time=ch.at.strftime("%H:%M:%S"), what=ch.action, by=ch.actor,
             person_id=ch.person_id, name=ch.name, note=ch.detail, ref=ch.n)

@@ -197,7 +197,7 @@ def body(r: Report, lang: str) -> str:
     for key, value in (("site", _e(r.site)), ("node", _e(r.node)),
                        ("period", _e(f"{r.period.label} ({r.period.first} 00:00 – {until} 00:00)")),
                        ("timezone", _e(r.period.timezone)), ("area", _e(r.area or t("all_areas"))),
-                       ("generated", _e(r.generated.isoformat(timespec="seconds"))), ("integrity", chain)):
+                       ("generated", _e(r.generated.strftime("%Y-%m-%d %H:%M:%S"))), ("integrity", chain)):
         out.append(f"<dt>{_e(t(key))}</dt><dd>{value}</dd>\n")
     out.append("</dl>\n")
     out.append(f'<h2>{_e(t("summary"))}</h2>\n<div class="charts">\n')
