@@ -271,11 +271,22 @@ class Report:
 # ----------------------------------------------------------------------------- gathering
 def gather(database: Database, node: str, site: str, p: Period, layout: Layout, *, area: str = "",
            pseudonym: Callable[[str], str] | None = None, now: dt.datetime | None = None) -> Report:
-    """Read the store for period ``p`` (and ``area``, when given) into a ``Report``.
+    """Read the store for period ``p`` (and ``area``, when given) into a ``Report``, in one read
+    transaction: a daemon writing meanwhile lands wholly after it, so the sections and the audit
+    chain's check agree.
 
     ``pseudonym`` maps a person id to their subject on the bus (the site key's HMAC), so that an
     approval recorded as ``supervisor:<subject>`` is named; without it, it stays a pseudonym.
     """
+    database.db.execute("BEGIN")
+    try:
+        return _gather(database, node, site, p, layout, area, pseudonym, now)
+    finally:
+        database.db.execute("ROLLBACK")
+
+
+def _gather(database: Database, node: str, site: str, p: Period, layout: Layout, area: str,
+            pseudonym: Callable[[str], str] | None, now: dt.datetime | None) -> Report:
     zone = zoneinfo.ZoneInfo(p.timezone)
     db = database.db
     people = {r[0]: r[1] for r in db.execute("SELECT id, name FROM people")}
@@ -284,13 +295,11 @@ def gather(database: Database, node: str, site: str, p: Period, layout: Layout, 
         subjects = {pseudonym(pid): pid for pid in people}
     subjects.update({name: pid for pid, name in people.items() if name not in subjects})
 
-    def local(ts: str | None) -> dt.datetime | None:
-        return dt.datetime.fromisoformat(ts).astimezone(zone) if ts else None
-
     def at(ts: str) -> dt.datetime:
-        t = local(ts)
-        assert t is not None
-        return t
+        return dt.datetime.fromisoformat(ts).astimezone(zone)
+
+    def local(ts: str | None) -> dt.datetime | None:
+        return at(ts) if ts else None
 
     events = Record(database, node).events(since=p.since, until=p.until)
     doors_shown = {d for d, (a_in, a_out) in layout.doors.items() if not area or area in (a_in, a_out)}
