@@ -342,7 +342,8 @@ is, desks in it); USB, alarms and changes stay the node's.
 
 formats:
   html  one self-contained page (no script, nothing fetched), Japanese or English
-        (--lang; default from LANG), printable on A4 with a page per section, two charts
+        (--lang; default [site] language, else from LANG), printable on A4 with a page
+        per section, two charts
   csv   one table: the first column, section, says which part a row belongs to (report,
         presence, door, desk_session, desk_event, usb, alarm, change); --section keeps
         one of them (and the report rows). docs/report.md lists the columns.
@@ -377,8 +378,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (mode 0600, replaced whole); - or none: "
                                                           "standard output")
     p.add_argument("--format", choices=["html", "csv"], help="default: from -o's name (.html, .csv)")
-    p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: ja when LANG is ja_*, "
-                                                        "else en)")
+    p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: [site] language, else ja "
+                                                        "when LANG is ja_*, else en)")
     p.add_argument("--section", help="CSV only: just this section (and the report rows)")
 
 

@@ -72,7 +72,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         seal = check(text)[0]
         data = (("\ufeff" if to_file else "") + text).encode()
     else:
-        text = render_html(report, args.lang or default_lang())
+        text = render_html(report, args.lang or cfg.site.language or default_lang())
         from .report_html import check as check_html
         seal = check_html(text)[0]
         data = text.encode()

@@ -504,3 +504,21 @@ def test_an_alarm_the_daemon_raised_is_reported_with_who_acknowledged_it(site):
     assert a["by"].startswith("cli:") and a["from"] and a["to"] and a["at"] and a["from"] <= a["at"]
     page = site.cli("report", "--day", day, "--format", "html", "--lang", "en").stdout
     assert "guard &lt;on&gt; the way" in page and "guard <on>" not in page
+
+
+def test_the_pages_language_comes_from_lang_then_the_site_then_the_environment(site, monkeypatch):
+    for name in ("LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    site.cli("person", "add", "--id", "p1", "--name", "A")
+    page = ["report", "--month", "2026-11", "--format", "html"]
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    assert '<html lang="ja">' in site.cli(*page).stdout
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert '<html lang="en">' in site.cli(*page).stdout
+    site.config.write_text(site.config.read_text().replace('timezone = "Asia/Tokyo"\n',
+                                                           'timezone = "Asia/Tokyo"\nlanguage = "ja"\n'))
+    assert '<html lang="ja">' in site.cli(*page).stdout
+    assert '<html lang="en">' in site.cli(*page, "--lang", "en").stdout
+    site.config.write_text(site.config.read_text().replace('language = "ja"', 'language = "fr"'))
+    r = site.cli("check-config", check=False)
+    assert r.returncode == 78 and "site.language: 'fr' is not a language sekisho writes (ja, en" in r.stderr
