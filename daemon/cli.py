@@ -62,6 +62,7 @@ from .people_cli import (
 )
 from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
 from .report_cli import cmd_report
+from .report_csv import SECTIONS as REPORT_SECTIONS
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
 from .store.enrolment import HASH_PREFIX_MIN
 
@@ -357,6 +358,11 @@ digest,sha256,<hex> over every byte before that line (UTF-8, without the BOM); a
 on stderr. `sekisho report --verify FILE` recomputes it: exit 0 when it matches, 65 when
 the file was changed.
 
+exit status: 0 the report was written (also when the audit chain is broken: the report
+and stderr say so, and a damaged month's report can still be handed over); 64 a missing
+or conflicting argument; 65 a month, day or area that is none, or --verify found the
+file changed; 66 no store in --data-dir (nothing is created) or no such FILE.
+
 examples:
   sekisho report --month 2026-11 -o report-2026-11.html
   sekisho report --month 2026-11 --lang en -o report-2026-11-en.html
@@ -380,7 +386,7 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--format", choices=["html", "csv"], help="default: from -o's name (.html, .csv)")
     p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: [site] language, else ja "
                                                         "when LANG is ja_*, else en)")
-    p.add_argument("--section", help="CSV only: just this section (and the report rows)")
+    p.add_argument("--section", choices=REPORT_SECTIONS, help="CSV only: just this section (and the report rows)")
 
 
 def _add_sim(sub: Any) -> None:

@@ -49,7 +49,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.verify:
         return _verify(args.verify)
     from .report import Layout, gather, period
-    from .report_csv import SECTIONS
     from .report_csv import render as render_csv
     from .report_html import render as render_html
     if not args.month and not args.day:
@@ -57,8 +56,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = _format(args)
     if args.section and fmt != "csv":
         raise UsageError("--section is for --format csv (the HTML page has every section)")
-    if args.section and args.section not in SECTIONS:
-        raise UsageError(f"--section {args.section}: one of {', '.join(SECTIONS)}")
     cfg, database, key = _store(args, create=False)
     if args.area and args.area not in cfg.areas:
         raise _no("area", args.area, cfg.areas, str(cfg.path))
