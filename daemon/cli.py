@@ -13,7 +13,7 @@ or a store: a mistyped ``--data-dir`` is reported, not papered over with an empt
 
 This module holds every command's arguments and help, in one place so that they read alike,
 and ``main``; what a command does lives in the module named after its group (people_cli.py,
-records_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py), on the shared footing
+records_cli.py, report_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py), on the shared footing
 of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) and the
 console's (console_server.py) are here.
 """
@@ -61,6 +61,8 @@ from .people_cli import (
     cmd_person_ungrant,
 )
 from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
+from .report_cli import cmd_report
+from .report_csv import SECTIONS as REPORT_SECTIONS
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
 from .store.enrolment import HASH_PREFIX_MIN
 
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_people(sub)
     _add_cards(sub)
     _add_records(sub)
+    _add_report(sub)
     _add_sim(sub)
     _add_doors_and_desks(sub, op)
     _add_alarms(sub, op)
@@ -318,6 +321,72 @@ def _add_records(sub: Any) -> None:
     _add(audit, "verify", cmd_audit_verify, "walk the hash chain; name the first altered or missing row",
          "Walk the audit log's hash chain from its first row. Exit 0 when every row is intact;\n"
          "otherwise print the first row that was altered or removed and exit 65.")
+
+
+REPORT_HELP = """\
+The report for the data-protection audit, from this node's store, for one day or one
+month of the site's time zone ([site] timezone: a day is 00:00 to 24:00 there):
+
+  - who entered and left each area, by day, with names, person ids, local times and doors
+  - per door: entries, exits and denials, counted by reason
+  - per desk: sessions (whose card was in the slot, from when to when), lock failures,
+    refused cards, tailgating and other problems
+  - USB devices blocked, and exceptions with who approved them
+  - alarms: raised, cleared, acknowledged by whom and when, with the note
+  - changes to people, cards, levels and PINs from the audit log (who, what, when), and
+    door modes, unlocks and purges; a card only as the start of its keyed hash
+  - the audit chain's verification (as `sekisho audit verify`): OK, or the first row that
+    does not hold; and what the store does not record, said rather than guessed
+
+--area limits presence, doors and desks to that area (doors whose area_in or area_out it
+is, desks in it); USB, alarms and changes stay the node's.
+
+formats:
+  html  one self-contained page (no script, nothing fetched), Japanese or English
+        (--lang; default [site] language, else from LANG), printable on A4 with a page
+        per section, two charts
+  csv   one table: the first column, section, says which part a row belongs to (report,
+        presence, door, desk_session, desk_event, usb, alarm, change); --section keeps
+        one of them (and the report rows). docs/report.md lists the columns.
+The format follows -o's name (.html, .csv) unless --format says it; to standard output
+--format is required. A file is written mode 0600 from its first byte (it holds names),
+CSV in UTF-8 with a BOM so that Excel reads it right.
+
+the seal: the report ends with the SHA-256 of its own content: a CSV's last line is
+digest,sha256,<hex> over every byte before that line (UTF-8, without the BOM); a page's
+<footer id="seal"> states it over every byte before that tag. The digest is also printed
+on stderr. `sekisho report --verify FILE` recomputes it: exit 0 when it matches, 65 when
+the file was changed.
+
+exit status: 0 the report was written (also when the audit chain is broken: the report
+and stderr say so, and a damaged month's report can still be handed over); 64 a missing
+or conflicting argument; 65 a month, day or area that is none, or --verify found the
+file changed; 66 no store in --data-dir (nothing is created) or no such FILE.
+
+examples:
+  sekisho report --month 2026-11 -o report-2026-11.html
+  sekisho report --month 2026-11 --lang en -o report-2026-11-en.html
+  sekisho report --day 2026-11-30 --area operator-room -o 2026-11-30.csv
+  sekisho report --month 2026-11 --format csv --section alarm | less
+  sekisho report --verify report-2026-11.html
+"""
+
+
+def _add_report(sub: Any) -> None:
+    p = _add(sub, "report", cmd_report, "the data-protection audit report of a day or a month (HTML or CSV)",
+             REPORT_HELP)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--month", metavar="YYYY-MM", help="a month of the site's time zone, e.g. 2026-11")
+    when.add_argument("--day", metavar="YYYY-MM-DD", help="a day of the site's time zone, e.g. 2026-11-30")
+    when.add_argument("--verify", metavar="FILE", help="recompute the seal of a report written before; nothing "
+                                                       "else is read")
+    p.add_argument("--area", help="only this area's presence, doors and desks")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (mode 0600, replaced whole); - or none: "
+                                                          "standard output")
+    p.add_argument("--format", choices=["html", "csv"], help="default: from -o's name (.html, .csv)")
+    p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: [site] language, else ja "
+                                                        "when LANG is ja_*, else en)")
+    p.add_argument("--section", choices=REPORT_SECTIONS, help="CSV only: just this section (and the report rows)")
 
 
 def _add_sim(sub: Any) -> None:

@@ -33,6 +33,10 @@ def _dates(v: list) -> str | None:
     return f"must be TOML dates like 2026-01-01 (unquoted), not {bad[0]!r}" if bad else None
 
 
+def _language(v: str) -> str | None:
+    return None if v in ("", "ja", "en") else f"{v!r} is not a language sekisho writes (ja, en; empty: from LANG)"
+
+
 SITE = {
     "id": Option(str, REQUIRED, "The site's name; the topic segment after sekisho/v1/.", topic_name),
     "node": Option(str, REQUIRED, "This node's name, unique in the site.", topic_name),
@@ -57,6 +61,8 @@ SITE = {
                           strings(topic_name)),
     "node_offline_after_s": Option(float, 60.0, "How long a watched node may be offline before it is an alarm: a "
                                    "restart or a broker's hiccup is not.", between(5, 3600)),
+    "language": Option(str, "", "The language of the audit report (sekisho report): ja or en; empty: Japanese "
+                       "when the environment's LANG is ja_*, else English. --lang overrides it.", _language),
 }
 
 
@@ -74,6 +80,7 @@ class SiteConfig:
     alarms_need_ack: bool
     watch_nodes: tuple[str, ...] = ()
     node_offline_after_s: float = 60.0
+    language: str = ""
 
 
 def read_site(c: Checker, raw: Any) -> SiteConfig:
