@@ -23,7 +23,7 @@ async function main() {
   const site = createSite(layout);
   const ui = {
     lang: pickLanguage(layout.lang, localStorage.getItem(LANG_KEY), navigator.language),
-    conn: 'connecting', connError: null, key: null, keyError: null, signing: canSign(), log: [],
+    conn: 'connecting', connError: null, refused: false, broker: brokerUrl(layout), key: null, keyError: null, signing: canSign(), log: [],
     filters: { group: '', denied: false, text: '' }, // the event stream's, for as long as the page is open
   };
   const root = document.getElementById('app');
@@ -43,12 +43,13 @@ async function main() {
     const options = { protocolVersion: 5, clean: true, reconnectPeriod: 2000, connectTimeout: 10000 };
     const user = localStorage.getItem(USER_KEY);
     if (user) Object.assign(options, { username: user, password: sessionStorage.getItem(PASSWORD_KEY) || '' });
-    const mine = mqtt.connect(brokerUrl(layout), options);
+    const mine = mqtt.connect(ui.broker, options);
     client = mine;
     // A client ended for a new login can still report its close after the new one connected:
     // only the current client's events count.
     const on = (what, handler) => mine.on(what, (...args) => { if (client === mine) handler(...args); });
     on('connect', () => {
+      ui.refused = false;
       mine.subscribe(`${layout.base}/#`, { qos: 1 }, (err) => {
         ui.conn = err ? 'disconnected' : 'connected';
         ui.connError = err ? String(err.message || err) : null;
@@ -59,7 +60,13 @@ async function main() {
       if (apply(site, topic, new TextDecoder().decode(payload))) redraw();
     });
     for (const what of ['close', 'offline']) on(what, () => { ui.conn = 'disconnected'; redraw(); });
-    on('error', (err) => { ui.connError = String(err.message || err); redraw(); });
+    on('error', (err) => {
+      ui.connError = String(err.message || err);
+      // The broker answered and wants a user (MQTT 5: 0x86 bad user name or password, 0x87 not
+      // authorized; 3.1.1: 4 and 5): only then is a login the answer, not for a broker not reached.
+      ui.refused = ui.refused || [4, 5, 134, 135].includes(err.code);
+      redraw();
+    });
   }
 
   // A command: refused here without a key; otherwise signed, published, and followed to its answer.

@@ -48,6 +48,8 @@ const WORDS = {
   waiting: ['応答待ち…', 'waiting for the answer…'], ok: ['成功', 'done'], refused: ['拒否', 'refused'],
   broker_user: ['ブローカーのユーザー', 'Broker user'], broker_password: ['パスワード', 'Password'],
   login: ['接続', 'Connect'],
+  unreachable: ['ブローカー {url} に接続できません（再試行中）。WebSockets のリスナーが動いているか、sekisho console --broker-ws が正しいかを確認してください。',
+    'Cannot reach the broker at {url} (retrying): check that its WebSockets listener runs and that sekisho console --broker-ws names it.'],
   nothing: ['なし', 'none'],
   // occupancy and the muster list
   muster_list: ['在室者名簿（点呼用）', 'Muster list'], print_muster: ['在室者名簿を印刷', 'Print muster list'],

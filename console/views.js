@@ -34,6 +34,9 @@ function BrokerLogin({ ui, t, actions }) {
   const [user, setUser] = useState('');
   const [password, setPassword] = useState('');
   if (ui.conn !== 'disconnected') return null;
+  if (!ui.refused) {
+    return html`<p class="notice readonly" data-test="unreachable">${t('unreachable', { url: ui.broker })}</p>`;
+  }
   return html`<form class="notice readonly keyform" data-test="login"
     onSubmit=${(e) => { e.preventDefault(); actions.login(user, password); }}>
     ${ui.connError && html`<span class="error">${ui.connError}</span>`}

@@ -313,6 +313,82 @@ def test_the_page_draws_the_site_where_the_browser_keeps_no_key(console, tmp_pat
     assert 'data-test="conn"' in r.stdout and 'data-door="entrance"' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
+def serve_console(console: Console, broker_ws: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """Another ``sekisho console`` of the same site, pointed at ``broker_ws``."""
+    port = free_port()
+    server = subprocess.Popen([*SEKISHO, "console", "--port", str(port), "--broker-ws", broker_ws,
+                               "--config", str(console.site.config), "--data-dir", str(console.site.data_dir)],
+                              stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}/"
+
+    def serves() -> bool:
+        assert server.poll() is None, log.read_text()
+        try:
+            urllib.request.urlopen(url + "config.json", timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(serves, 15, "the second console to serve")
+    return server, url
+
+
+def test_the_page_logs_in_where_the_broker_wants_a_user_and_says_so_where_there_is_none(console, tmp_path):
+    """A broker set up as systemd/mosquitto-sekisho.conf is (no anonymous client, one user for the
+    console, an ACL): the page asks for the user, refuses a wrong password, and with the right
+    one shows the site. A broker not reached is said to be unreachable, not asked for a user."""
+    passwd, acl, conf = tmp_path / "passwd", tmp_path / "acl", tmp_path / "mosquitto.conf"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "officer", "officer-secret"], check=True, timeout=10)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "door-z", "door-z-secret"], check=True, timeout=10)
+    acl.write_text("user officer\ntopic read sekisho/v1/test/#\ntopic write sekisho/v1/test/cmd/+\n"
+                   "user door-z\ntopic write sekisho/v1/test/node/door-z/status\n")
+    port, ws_port = free_port(), free_port()
+    conf.write_text(f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
+                    f"user root\npersistence false\nlistener {port} 127.0.0.1\n"
+                    f"listener {ws_port} 127.0.0.1\nprotocol websockets\n")
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=open(tmp_path / "broker.log", "wb"),
+                              stderr=subprocess.STDOUT)
+    servers: list[subprocess.Popen] = []
+    try:
+        def publish_status() -> bool:
+            assert broker.poll() is None, (tmp_path / "broker.log").read_text()
+            return subprocess.run(["mosquitto_pub", "-p", str(port), "-u", "door-z", "-P", "door-z-secret", "-q", "1",
+                                   "-r", "-t", "sekisho/v1/test/node/door-z/status", "-m", '{"state": "online"}'],
+                                  capture_output=True, timeout=10).returncode == 0
+        wait_for(publish_status, 15, "the broker to take door-z's status")
+        server, url = serve_console(console, f"ws://127.0.0.1:{ws_port}/", tmp_path / "console.log")
+        servers.append(server)
+        b = console.browser
+        b("open", locale="en-US")
+        assert b("goto", url=url) == 200
+        b("wait", selector="[data-test=login]")  # anonymous: refused, so the page asks
+        assert b("count", selector="[data-test=unreachable]") == 0
+        b("fill", selector="[data-test=login] input[autocomplete=username]", value="officer")
+        b("fill", selector="[data-test=login] input[type=password]", value="wrong")
+        b("click", selector="[data-test=login] button")
+        b("wait", selector="[data-test=login] .error")
+        b.screenshot("login-refused")
+        b("fill", selector="[data-test=login] input[type=password]", value="officer-secret")
+        b("click", selector="[data-test=login] button")
+        b("wait", selector="[data-test=conn][data-state=connected]")
+        b("wait", selector="[data-test=node][data-node=door-z].online")
+        assert b("count", selector="[data-test=login]") == 0
+        b.screenshot("logged-in")
+
+        server, url = serve_console(console, f"ws://127.0.0.1:{free_port()}/", tmp_path / "console-2.log")
+        servers.append(server)
+        b("open", locale="en-US")
+        assert b("goto", url=url) == 200
+        b("wait", selector="[data-test=unreachable]")
+        assert "Cannot reach the broker at ws://127.0.0.1:" in b.text("[data-test=unreachable]")
+        assert b("count", selector="[data-test=login]") == 0
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+        broker.terminate()
+        broker.wait(10)
+
+
 def test_sekisho_console_serves_https_with_a_certificate_and_says_one_line_when_it_cannot(console, tmp_path):
     cert, key = tmp_path / "console.crt", tmp_path / "console.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", str(key), "-out", str(cert),
