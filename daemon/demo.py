@@ -32,6 +32,7 @@ from pathlib import Path
 from .app import open_store
 from .config import Config
 from .errors import SekishoError
+from .instance import AlreadyRunning, hold_data_dir
 from .logind_sim import SimulatedLogind
 from .pins import hash_pin
 from .store.people import People
@@ -200,6 +201,11 @@ class _Parts:
 def demo(cfg: Config, data_dir: Path, cli_args: list[str]) -> int:
     """Runs until the daemon exits or a stop signal arrives; the daemon's exit status."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(hold_data_dir(data_dir))  # a look only: the daemon takes it for itself
+    except AlreadyRunning as exc:
+        raise SekishoError(f"a demo already runs from this data dir ({exc}); its terminal prints the "
+                           "console's URL, and Ctrl-C there stops it") from None
     _enroll(cfg, data_dir)
     parts = _Parts()
     previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}

@@ -108,6 +108,10 @@ def test_demo_runs_end_to_end(tmp_path):
     demo = subprocess.Popen([*SEKISHO, "demo", *args], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
     try:
         wait_ready(demo, tmp_path, out)
+        # And a third beside it says what runs, before it touches anything.
+        again = subprocess.run([*SEKISHO, "demo", *args], capture_output=True, text=True, timeout=60)
+        assert again.returncode != 0 and "a demo already runs from this data dir" in again.stderr, again.stderr
+        assert demo.poll() is None
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0, out.read_text()
