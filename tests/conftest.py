@@ -127,3 +127,17 @@ def tiny_disk(tmp_path):
     assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test (run the tests as root): {r.stderr}"
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster for the session, on a Unix socket in its temp dir (see
+    postgres.py); stopped at the end, also when a test failed. Tests take a fresh database of it
+    each (``postgres.new_database()``)."""
+    from postgres import Postgres
+    pg = Postgres(fsync=False)  # the tests check behaviour, not durability across a power cut
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()

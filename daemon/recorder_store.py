@@ -1,0 +1,452 @@
+"""The site recorder's store (issue 15): every event of every node, once, and the holes in each
+node's ``seq`` (docs/recorder.md, "Store"). Only storage: the recorder that feeds it from the
+broker is still to come.
+
+One interface, two backends, chosen by ``open_store``:
+  - SQLite (the stdlib ``sqlite3``), a file in the data dir: WAL, ``synchronous=FULL``, created
+    0600, every batch one ``BEGIN IMMEDIATE`` transaction, so two writers queue;
+  - PostgreSQL (psycopg 3, Debian's ``python3-psycopg``) for ``postgresql://`` URLs, which several
+    recorders may share: each batch is one transaction that locks, per node and in name order
+    (no deadlock between two batches), the node's row in ``nodes`` (``SELECT ... FOR UPDATE``)
+    before it inserts that node's events and does its gap bookkeeping. Two recorders storing the
+    same events therefore store each once and agree on the gaps.
+
+What a batch does, per node:
+  - inserts its events with insert-or-ignore on ``(node, seq)``; a repeat is not new;
+  - the events above the node's last stored ``seq`` extend it; whatever ``seq`` between the old
+    last and the new one is still missing opens a gap (a range ``[first, last]``, kept in
+    ``gaps`` so that it survives a restart);
+  - an event below the last ``seq`` that was missing fills its gap: the gap shrinks, splits or
+    closes.
+The first event ever stored for a node is its baseline: what the node sent before the recorder
+first heard of it is not a gap (a recorder added to a running site would otherwise raise a gap
+for every node's whole past, which only the node's own store holds).
+
+Bad input (a payload that is not a JSON object, a ``seq`` that is not a positive integer, a node
+that is not a topic name, no id or no ``ts``) rejects that event only, with a ``ValueError``
+naming the field, in ``Stored.rejected``; the rest of the batch is stored. One malformed
+message from one node must not stop the site's records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config.checker import NAME
+from .errors import StoreError
+from .timestamps import rfc3339, utc_now
+
+DB_NAME = "recorder.db"
+
+MIGRATIONS: list[list[str]] = [
+    # v1. The same SQL for both backends (SQLite takes BIGINT as INTEGER). Append; never edit one
+    # that has shipped.
+    [
+        "CREATE TABLE events (node TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL, topic TEXT NOT NULL, "
+        "ts TEXT NOT NULL, payload TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (node, seq))",
+        "CREATE INDEX events_ts ON events (ts)",
+        "CREATE INDEX events_id ON events (id)",
+        # last_seq NULL: the row exists (to be locked) but nothing of the node is stored yet.
+        "CREATE TABLE nodes (node TEXT PRIMARY KEY, last_seq BIGINT, updated TEXT NOT NULL)",
+        "CREATE TABLE gaps (node TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
+        "opened TEXT NOT NULL, PRIMARY KEY (node, first_seq))",
+    ],
+]
+_MIGRATION_LOCK = 0x5EC15400  # PostgreSQL advisory lock key: one recorder migrates at a time
+
+
+@dataclass(frozen=True)
+class Received:
+    """One event as it came off the broker: who sent it, its ``seq``, ``id`` and ``ts`` (as in the
+    payload), the topic it came on and the payload's JSON text, stored as it came."""
+    node: str
+    seq: int
+    id: str
+    topic: str
+    ts: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Gap:
+    """``seq`` ``first`` to ``last`` (both included) of ``node`` are missing."""
+    node: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    event: Received
+    error: ValueError
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one ``store`` did: how many events were new, the gaps it opened, the gaps (as they
+    stood before) that it closed completely, and the events it refused."""
+    new: int = 0
+    opened: tuple[Gap, ...] = ()
+    closed: tuple[Gap, ...] = ()
+    rejected: tuple[Rejected, ...] = field(default_factory=tuple)
+
+
+def check(event: Received) -> Received:
+    """The event with its ``ts`` in the house form (UTC, milliseconds, ``Z``), or a ValueError
+    that names what is wrong with it."""
+    if not isinstance(event.node, str) or not NAME.match(event.node):
+        raise ValueError(f"node {event.node!r} is not a topic name (a-z, 0-9 and '-', at most 63)")
+    if isinstance(event.seq, bool) or not isinstance(event.seq, int) or event.seq < 1 or event.seq >= 1 << 63:
+        raise ValueError(f"seq {event.seq!r} of node {event.node} is not a positive integer")
+    if not isinstance(event.id, str) or not event.id:
+        raise ValueError(f"event {event.node}/{event.seq} has no id")
+    if not isinstance(event.topic, str) or not event.topic:
+        raise ValueError(f"event {event.node}/{event.seq} has no topic")
+    try:
+        t = dt.datetime.fromisoformat(event.ts.replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            raise ValueError("no zone")
+    except (AttributeError, ValueError):
+        raise ValueError(f"ts {event.ts!r} of {event.node}/{event.seq} is not an RFC 3339 time with a zone") from None
+    try:
+        payload = json.loads(event.payload)
+    except (TypeError, ValueError):
+        raise ValueError(f"payload of {event.node}/{event.seq} is not JSON: {str(event.payload)[:60]!r}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"payload of {event.node}/{event.seq} is not a JSON object")
+    return Received(event.node, event.seq, event.id, event.topic, rfc3339(t), event.payload)
+
+
+def missing(last: int, seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """The ranges above ``last`` and below ``max(seqs)`` that ``seqs`` (sorted, all above
+    ``last``) leave out."""
+    ranges, expect = [], last + 1
+    for s in seqs:
+        if s > expect:
+            ranges.append((expect, s - 1))
+        expect = s + 1
+    return ranges
+
+
+def fill(gaps: Iterable[tuple[int, int]], seqs: set[int]) -> list[tuple[int, int]]:
+    """``gaps`` with ``seqs`` taken out of them: what is still missing."""
+    left = []
+    for first, last in gaps:
+        start = first
+        for s in sorted(x for x in seqs if first <= x <= last):
+            if s > start:
+                left.append((start, s - 1))
+            start = s + 1
+        if start <= last:
+            left.append((start, last))
+    return left
+
+
+class _Tx(Protocol):
+    """The few statements the bookkeeping needs, spelled per backend."""
+    def lock_node(self, node: str) -> int | None: ...
+    def insert(self, events: list[Received], received: str) -> list[int]: ...
+    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]: ...
+    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None: ...
+    def set_last(self, node: str, last: int, now: str) -> None: ...
+
+
+class RecorderStore:
+    """The interface both backends share; ``store`` is the only writer."""
+
+    def store(self, events: Sequence[Received]) -> Stored:
+        good: dict[str, list[Received]] = {}
+        rejected = []
+        for event in events:
+            try:
+                ok = check(event)
+            except ValueError as exc:
+                rejected.append(Rejected(event, exc))
+                continue
+            good.setdefault(ok.node, []).append(ok)
+        new, opened, closed = 0, [], []
+        if good:
+            now = utc_now()
+            with self._transaction() as tx:
+                for node in sorted(good):  # one lock order for every writer: no deadlock
+                    n, o, c = _store_node(tx, node, good[node], now)
+                    new += n
+                    opened += o
+                    closed += c
+        return Stored(new, tuple(opened), tuple(closed), tuple(rejected))
+
+    def last_seq(self, node: str) -> int | None:
+        """The highest ``seq`` stored of ``node``, None before its first event."""
+        rows = self._query("SELECT last_seq FROM nodes WHERE node = ?", (node,))
+        return rows[0][0] if rows else None
+
+    def gaps(self, node: str | None = None) -> list[Gap]:
+        """The open gaps of ``node`` (or of every node), by node and ``seq``."""
+        sql = "SELECT node, first_seq, last_seq FROM gaps"
+        rows = (self._query(sql + " WHERE node = ? ORDER BY first_seq", (node,)) if node is not None
+                else self._query(sql + " ORDER BY node, first_seq", ()))
+        return [Gap(*row) for row in rows]
+
+    def events(self, since: dt.datetime, until: dt.datetime, node: str | None = None) -> list[Received]:
+        """The events with ``since <= ts < until`` (aware datetimes), of one node or all, in
+        time order (ties by node and ``seq``)."""
+        sql = "SELECT node, seq, id, topic, ts, payload FROM events WHERE ts >= ? AND ts < ?"
+        args: tuple[Any, ...] = (rfc3339(since), rfc3339(until))
+        if node is not None:
+            sql += " AND node = ?"
+            args += (node,)
+        return [Received(*row) for row in self._query(sql + " ORDER BY ts, node, seq", args)]
+
+    def count(self) -> int:
+        return self._query("SELECT count(*) FROM events", ())[0][0]
+
+    def schema_version(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> RecorderStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transaction(self) -> contextlib.AbstractContextManager[_Tx]:
+        raise NotImplementedError
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+
+def _store_node(tx: _Tx, node: str, events: list[Received], now: str) -> tuple[int, list[Gap], list[Gap]]:
+    """One node's part of a batch, under its lock: insert, then the gap bookkeeping."""
+    last = tx.lock_node(node)
+    new = sorted(set(tx.insert(events, now)))
+    if not new:
+        return 0, [], []
+    if last is None:
+        last = new[0] - 1  # the baseline: nothing before a node's first stored event is a gap
+    above = [s for s in new if s > last]
+    below = {s for s in new if s <= last}
+    opened, closed = [], []
+    if below:
+        # Each was missing (or it would not be new): it sits in an open gap, which shrinks.
+        old = tx.gaps_upto(node, max(below))
+        touched = [g for g in old if any(g[0] <= s <= g[1] for s in below)]
+        left = fill(touched, below)
+        tx.replace_gaps(node, touched, left, now)
+        closed = [Gap(node, *g) for g in touched if not any(g[0] <= x[0] <= g[1] for x in left)]
+    if above:
+        holes = missing(last, above)
+        tx.replace_gaps(node, [], holes, now)
+        opened = [Gap(node, *g) for g in holes]
+        tx.set_last(node, above[-1], now)
+    return len(new), opened, closed
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+class SqliteStore(RecorderStore):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the recorder's store: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            return 0
+        return self.conn.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        with self._raw_transaction():
+            current = self.schema_version()
+            _check_version(current, str(self.path))
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for sql in MIGRATIONS[version - 1]:
+                    self.conn.execute(sql)
+                if version == 1:
+                    self.conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    self.conn.execute("INSERT INTO schema_version VALUES (1)")
+                else:
+                    self.conn.execute("UPDATE schema_version SET version = ?", (version,))
+
+    @contextlib.contextmanager
+    def _raw_transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")  # the write lock first: two writers queue
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_Tx]:
+        try:
+            with self._raw_transaction() as conn:
+                yield _SqliteTx(conn)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: write failed, nothing of the batch was kept: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, args).fetchall()
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def lock_node(self, node: str) -> int | None:
+        row = self.conn.execute("SELECT last_seq FROM nodes WHERE node = ?", (node,)).fetchone()
+        return row[0] if row else None  # BEGIN IMMEDIATE already holds the only write lock
+
+    def insert(self, events: list[Received], received: str) -> list[int]:
+        new = []
+        for e in events:
+            cur = self.conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                    (e.node, e.seq, e.id, e.topic, e.ts, e.payload, received))
+            if cur.rowcount == 1:
+                new.append(e.seq)
+        return new
+
+    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]:
+        return self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = ? AND first_seq <= ?",
+                                 (node, upto)).fetchall()
+
+    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None:
+        self.conn.executemany("DELETE FROM gaps WHERE node = ? AND first_seq = ?", [(node, f) for f, _ in old])
+        self.conn.executemany("INSERT INTO gaps VALUES (?, ?, ?, ?)", [(node, f, la, now) for f, la in new])
+
+    def set_last(self, node: str, last: int, now: str) -> None:
+        self.conn.execute("INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                          "last_seq = excluded.last_seq, updated = excluded.updated", (node, last, now))
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+class PostgresStore(RecorderStore):
+    def __init__(self, url: str) -> None:
+        import psycopg  # only a site that configures PostgreSQL needs it
+
+        self.url = url
+        self._psycopg = psycopg
+        try:
+            self.conn = psycopg.connect(url, autocommit=True)
+            self._migrate()
+        except psycopg.Error as exc:
+            raise StoreError(f"{_safe_url(url)}: cannot open the recorder's store: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return 0
+        version = self.conn.execute("SELECT version FROM schema_version").fetchone()
+        return version[0] if version else 0
+
+    def _migrate(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            current = self.schema_version()
+            _check_version(current, _safe_url(self.url))
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for sql in MIGRATIONS[version - 1]:
+                    self.conn.execute(sql)
+                if version == 1:
+                    self.conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    self.conn.execute("INSERT INTO schema_version VALUES (1)")
+                else:
+                    self.conn.execute("UPDATE schema_version SET version = %s", (version,))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_Tx]:
+        try:
+            with self.conn.transaction():
+                yield _PostgresTx(self.conn)
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"{_safe_url(self.url)}: write failed, nothing of the batch was kept: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql.replace("?", "%s"), args).fetchall()
+
+
+class _PostgresTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def lock_node(self, node: str) -> int | None:
+        # The row first (a new node's row may be inserted by two writers at once: the second
+        # waits for the first and then finds it), then its lock, held to the commit.
+        self.conn.execute("INSERT INTO nodes VALUES (%s, NULL, %s) ON CONFLICT DO NOTHING", (node, utc_now()))
+        return self.conn.execute("SELECT last_seq FROM nodes WHERE node = %s FOR UPDATE", (node,)).fetchone()[0]
+
+    def insert(self, events: list[Received], received: str) -> list[int]:
+        rows = self.conn.execute(
+            "INSERT INTO events SELECT *, %s FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING seq",
+            (received, [e.node for e in events], [e.seq for e in events], [e.id for e in events],
+             [e.topic for e in events], [e.ts for e in events], [e.payload for e in events])).fetchall()
+        return [r[0] for r in rows]
+
+    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]:
+        return self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = %s AND first_seq <= %s",
+                                 (node, upto)).fetchall()
+
+    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None:
+        if old:
+            self.conn.execute("DELETE FROM gaps WHERE node = %s AND first_seq = ANY(%s)", (node, [f for f, _ in old]))
+        if new:
+            self.conn.execute("INSERT INTO gaps SELECT %s, f, l, %s FROM unnest(%s::bigint[], %s::bigint[]) AS t(f, l)",
+                              (node, now, [f for f, _ in new], [la for _, la in new]))
+
+    def set_last(self, node: str, last: int, now: str) -> None:
+        self.conn.execute("UPDATE nodes SET last_seq = %s, updated = %s WHERE node = %s", (last, now, node))
+
+
+def _check_version(current: int, where: str) -> None:
+    if current > len(MIGRATIONS):
+        raise StoreError(f"{where}: recorder store schema {current} is newer than this sekisho knows "
+                         f"({len(MIGRATIONS)}); install a newer sekisho")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for a message."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def open_store(database: str | None, data_dir: Path) -> RecorderStore:
+    """``[recorder] database``: a ``postgresql://`` (or ``postgres://``) URL, or nothing for
+    ``recorder.db`` in the data dir."""
+    if database and database.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(database)
+    if database:
+        raise StoreError(f"[recorder] database {database!r}: only a postgresql:// URL, or nothing for SQLite in "
+                         "the data dir")
+    return SqliteStore(Path(data_dir) / DB_NAME)
