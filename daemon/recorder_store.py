@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from .config.checker import NAME
 from .errors import StoreError
+from .store.database import _private_dir
 from .timestamps import rfc3339, utc_now
 
 DB_NAME = "recorder.db"
@@ -150,13 +151,16 @@ def fill(gaps: Iterable[tuple[int, int]], seqs: set[int]) -> list[tuple[int, int
     return left
 
 
+Key = tuple[str, int]  # (node, seq)
+
+
 class _Tx(Protocol):
-    """The few statements the bookkeeping needs, spelled per backend."""
-    def lock_node(self, node: str) -> int | None: ...
-    def insert(self, events: list[Received], received: str) -> list[int]: ...
-    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]: ...
-    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None: ...
-    def set_last(self, node: str, last: int, now: str) -> None: ...
+    """The few statements the bookkeeping needs, spelled per backend, each for a whole batch."""
+    def lock_nodes(self, nodes: list[str]) -> dict[str, int | None]: ...
+    def insert(self, events: list[Received], received: str) -> list[Key]: ...
+    def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]: ...
+    def change_gaps(self, drop: list[Key], add: list[tuple[str, int, int]], now: str) -> None: ...
+    def set_last(self, last: dict[str, int], now: str) -> None: ...
 
 
 class RecorderStore:
@@ -172,15 +176,10 @@ class RecorderStore:
                 rejected.append(Rejected(event, exc))
                 continue
             good.setdefault(ok.node, []).append(ok)
-        new, opened, closed = 0, [], []
-        if good:
-            now = utc_now()
-            with self._transaction() as tx:
-                for node in sorted(good):  # one lock order for every writer: no deadlock
-                    n, o, c = _store_node(tx, node, good[node], now)
-                    new += n
-                    opened += o
-                    closed += c
+        if not good:
+            return Stored(rejected=tuple(rejected))
+        with self._transaction(sorted(good)) as tx:
+            new, opened, closed = _bookkeeping(tx, good, utc_now())
         return Stored(new, tuple(opened), tuple(closed), tuple(rejected))
 
     def last_seq(self, node: str) -> int | None:
@@ -220,37 +219,50 @@ class RecorderStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _transaction(self) -> contextlib.AbstractContextManager[_Tx]:
+    def _transaction(self, nodes: list[str]) -> contextlib.AbstractContextManager[_Tx]:
+        """One write transaction for a batch of ``nodes`` (sorted)."""
         raise NotImplementedError
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
 
-def _store_node(tx: _Tx, node: str, events: list[Received], now: str) -> tuple[int, list[Gap], list[Gap]]:
-    """One node's part of a batch, under its lock: insert, then the gap bookkeeping."""
-    last = tx.lock_node(node)
-    new = sorted(set(tx.insert(events, now)))
-    if not new:
-        return 0, [], []
-    if last is None:
-        last = new[0] - 1  # the baseline: nothing before a node's first stored event is a gap
-    above = [s for s in new if s > last]
-    below = {s for s in new if s <= last}
-    opened, closed = [], []
-    if below:
-        # Each was missing (or it would not be new): it sits in an open gap, which shrinks.
-        old = tx.gaps_upto(node, max(below))
-        touched = [g for g in old if any(g[0] <= s <= g[1] for s in below)]
-        left = fill(touched, below)
-        tx.replace_gaps(node, touched, left, now)
-        closed = [Gap(node, *g) for g in touched if not any(g[0] <= x[0] <= g[1] for x in left)]
-    if above:
-        holes = missing(last, above)
-        tx.replace_gaps(node, [], holes, now)
-        opened = [Gap(node, *g) for g in holes]
-        tx.set_last(node, above[-1], now)
-    return len(new), opened, closed
+def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]], now: str) -> tuple[int, list[Gap], list[Gap]]:
+    """A batch's insert and gap bookkeeping, under its nodes' locks."""
+    lasts = tx.lock_nodes(sorted(batch))  # one lock order for every writer: no deadlock
+    new: dict[str, list[int]] = {}
+    for node, seq in tx.insert([e for events in batch.values() for e in events], now):
+        new.setdefault(node, []).append(seq)
+    below: dict[str, set[int]] = {}
+    above: dict[str, list[int]] = {}
+    for node, seqs in new.items():
+        seqs.sort()
+        last = lasts[node]
+        if last is None:
+            last = lasts[node] = seqs[0] - 1  # the baseline: nothing before a node's first event is a gap
+        above[node] = [s for s in seqs if s > last]
+        below[node] = {s for s in seqs if s <= last}
+    opened, closed, drop, add = [], [], [], []
+    filling = sorted(node for node, seqs in below.items() if seqs)
+    for node, gaps in tx.gaps_of(filling).items() if filling else ():
+        # Each event below the last seq was missing (or it would not be new): it sits in an open
+        # gap, which shrinks, splits or closes.
+        touched = [g for g in gaps if any(g[0] <= s <= g[1] for s in below[node])]
+        left = fill(touched, below[node])
+        drop += [(node, first) for first, _ in touched]
+        add += [(node, *g) for g in left]
+        closed += [Gap(node, *g) for g in touched if not any(g[0] <= x[0] <= g[1] for x in left)]
+    for node in sorted(above):
+        if above[node]:
+            holes = missing(lasts[node] or 0, above[node])
+            add += [(node, *g) for g in holes]
+            opened += [Gap(node, *g) for g in holes]
+    if drop or add:
+        tx.change_gaps(drop, add, now)
+    tops = {node: seqs[-1] for node, seqs in above.items() if seqs}
+    if tops:
+        tx.set_last(tops, now)
+    return sum(len(seqs) for seqs in new.values()), opened, closed
 
 
 # --- SQLite -----------------------------------------------------------------------------------
@@ -258,6 +270,7 @@ def _store_node(tx: _Tx, node: str, events: list[Received], now: str) -> tuple[i
 class SqliteStore(RecorderStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        _private_dir(self.path.parent)  # made 0700, refused when open to others, as the node's store
         try:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
@@ -300,7 +313,7 @@ class SqliteStore(RecorderStore):
             raise
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[_Tx]:
+    def _transaction(self, nodes: list[str]) -> Iterator[_Tx]:
         try:
             with self._raw_transaction() as conn:
                 yield _SqliteTx(conn)
@@ -312,33 +325,39 @@ class SqliteStore(RecorderStore):
 
 
 class _SqliteTx:
+    """BEGIN IMMEDIATE already holds the only write lock: nothing to lock per node."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def lock_node(self, node: str) -> int | None:
-        row = self.conn.execute("SELECT last_seq FROM nodes WHERE node = ?", (node,)).fetchone()
-        return row[0] if row else None  # BEGIN IMMEDIATE already holds the only write lock
+    def lock_nodes(self, nodes: list[str]) -> dict[str, int | None]:
+        lasts: dict[str, int | None] = dict.fromkeys(nodes)
+        for node in nodes:
+            row = self.conn.execute("SELECT last_seq FROM nodes WHERE node = ?", (node,)).fetchone()
+            lasts[node] = row[0] if row else None
+        return lasts
 
-    def insert(self, events: list[Received], received: str) -> list[int]:
+    def insert(self, events: list[Received], received: str) -> list[Key]:
         new = []
         for e in events:
             cur = self.conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                     (e.node, e.seq, e.id, e.topic, e.ts, e.payload, received))
             if cur.rowcount == 1:
-                new.append(e.seq)
+                new.append((e.node, e.seq))
         return new
 
-    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]:
-        return self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = ? AND first_seq <= ?",
-                                 (node, upto)).fetchall()
+    def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]:
+        return {node: self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = ?", (node,)).fetchall()
+                for node in nodes}
 
-    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None:
-        self.conn.executemany("DELETE FROM gaps WHERE node = ? AND first_seq = ?", [(node, f) for f, _ in old])
-        self.conn.executemany("INSERT INTO gaps VALUES (?, ?, ?, ?)", [(node, f, la, now) for f, la in new])
+    def change_gaps(self, drop: list[Key], add: list[tuple[str, int, int]], now: str) -> None:
+        self.conn.executemany("DELETE FROM gaps WHERE node = ? AND first_seq = ?", drop)
+        self.conn.executemany("INSERT INTO gaps VALUES (?, ?, ?, ?)", [(*g, now) for g in add])
 
-    def set_last(self, node: str, last: int, now: str) -> None:
-        self.conn.execute("INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
-                          "last_seq = excluded.last_seq, updated = excluded.updated", (node, last, now))
+    def set_last(self, last: dict[str, int], now: str) -> None:
+        self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                              "last_seq = excluded.last_seq, updated = excluded.updated",
+                              [(node, seq, now) for node, seq in last.items()])
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -349,6 +368,8 @@ class PostgresStore(RecorderStore):
 
         self.url = url
         self._psycopg = psycopg
+        self.known: set[str] = set()
+        """Nodes whose row in ``nodes`` exists, to be locked."""
         try:
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
@@ -380,8 +401,15 @@ class PostgresStore(RecorderStore):
                     self.conn.execute("UPDATE schema_version SET version = %s", (version,))
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[_Tx]:
+    def _transaction(self, nodes: list[str]) -> Iterator[_Tx]:
         try:
+            unknown = [node for node in nodes if node not in self.known]
+            if unknown:
+                # A new node's row, committed on its own first, so that the batch only locks rows
+                # that exist (two writers meeting a new node both find its row).
+                self.conn.execute("INSERT INTO nodes SELECT n, NULL, %s FROM unnest(%s::text[]) AS t(n) "
+                                  "ORDER BY n ON CONFLICT DO NOTHING", (utc_now(), unknown))
+                self.known.update(unknown)
             with self.conn.transaction():
                 yield _PostgresTx(self.conn)
         except self._psycopg.OperationalError as exc:
@@ -392,36 +420,46 @@ class PostgresStore(RecorderStore):
 
 
 class _PostgresTx:
+    """Each step one statement for the whole batch: a few round trips per batch, not per node."""
+
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def lock_node(self, node: str) -> int | None:
-        # The row first (a new node's row may be inserted by two writers at once: the second
-        # waits for the first and then finds it), then its lock, held to the commit.
-        self.conn.execute("INSERT INTO nodes VALUES (%s, NULL, %s) ON CONFLICT DO NOTHING", (node, utc_now()))
-        return self.conn.execute("SELECT last_seq FROM nodes WHERE node = %s FOR UPDATE", (node,)).fetchone()[0]
+    def lock_nodes(self, nodes: list[str]) -> dict[str, int | None]:
+        # The rows exist (PostgresStore.known); FOR UPDATE locks them in the sort's order, the
+        # same for every writer, and waits for a writer that holds one to commit, then reads the
+        # last seq that writer left.
+        rows = self.conn.execute("SELECT node, last_seq FROM nodes WHERE node = ANY(%s) ORDER BY node FOR UPDATE",
+                                 (nodes,)).fetchall()
+        return dict(rows)
 
-    def insert(self, events: list[Received], received: str) -> list[int]:
+    def insert(self, events: list[Received], received: str) -> list[Key]:
         rows = self.conn.execute(
             "INSERT INTO events SELECT *, %s FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING seq",
+            "%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING node, seq",
             (received, [e.node for e in events], [e.seq for e in events], [e.id for e in events],
              [e.topic for e in events], [e.ts for e in events], [e.payload for e in events])).fetchall()
-        return [r[0] for r in rows]
+        return [(node, seq) for node, seq in rows]
 
-    def gaps_upto(self, node: str, upto: int) -> list[tuple[int, int]]:
-        return self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = %s AND first_seq <= %s",
-                                 (node, upto)).fetchall()
+    def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]:
+        gaps: dict[str, list[tuple[int, int]]] = {node: [] for node in nodes}
+        for node, first, last in self.conn.execute("SELECT node, first_seq, last_seq FROM gaps WHERE node = ANY(%s)",
+                                                   (nodes,)):
+            gaps[node].append((first, last))
+        return gaps
 
-    def replace_gaps(self, node: str, old: list[tuple[int, int]], new: list[tuple[int, int]], now: str) -> None:
-        if old:
-            self.conn.execute("DELETE FROM gaps WHERE node = %s AND first_seq = ANY(%s)", (node, [f for f, _ in old]))
-        if new:
-            self.conn.execute("INSERT INTO gaps SELECT %s, f, l, %s FROM unnest(%s::bigint[], %s::bigint[]) AS t(f, l)",
-                              (node, now, [f for f, _ in new], [la for _, la in new]))
+    def change_gaps(self, drop: list[Key], add: list[tuple[str, int, int]], now: str) -> None:
+        if drop:
+            self.conn.execute("DELETE FROM gaps USING unnest(%s::text[], %s::bigint[]) AS d(node, first_seq) "
+                              "WHERE gaps.node = d.node AND gaps.first_seq = d.first_seq",
+                              ([n for n, _ in drop], [f for _, f in drop]))
+        if add:
+            self.conn.execute("INSERT INTO gaps SELECT n, f, l, %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                              "AS t(n, f, l)", (now, [g[0] for g in add], [g[1] for g in add], [g[2] for g in add]))
 
-    def set_last(self, node: str, last: int, now: str) -> None:
-        self.conn.execute("UPDATE nodes SET last_seq = %s, updated = %s WHERE node = %s", (last, now, node))
+    def set_last(self, last: dict[str, int], now: str) -> None:
+        self.conn.execute("UPDATE nodes SET last_seq = t.seq, updated = %s FROM unnest(%s::text[], %s::bigint[]) "
+                          "AS t(node, seq) WHERE nodes.node = t.node", (now, list(last), list(last.values())))
 
 
 def _check_version(current: int, where: str) -> None:
