@@ -36,13 +36,17 @@ class Postgres:
         self.bin = binaries()
         self.fsync = fsync
         self.as_user: list[str] = []
-        self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
-        if os.geteuid() == 0:
+        if os.geteuid() != 0:
+            self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
+        else:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
                 raise RuntimeError("running as root and there is no postgres user to run PostgreSQL as: install "
                                    "Debian's postgresql (make deps)") from None
+            # In /tmp itself, whatever TMPDIR says: the postgres user must reach the dir, and a
+            # test's or a bench's own temp dir is 0700 root's.
+            self.dir = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self.data = self.dir / "data"
