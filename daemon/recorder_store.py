@@ -12,7 +12,8 @@ One interface, two backends, chosen by ``open_store``:
     same events therefore store each once and agree on the gaps.
 
 What a batch does, per node:
-  - inserts its events with insert-or-ignore on ``(node, seq)``; a repeat is not new;
+  - inserts its events with insert-or-ignore on ``(node, seq)``; a repeat is not new, and a
+    repeat with another ``id`` than the stored one is returned as a conflict;
   - the events above the node's last stored ``seq`` extend it; whatever ``seq`` between the old
     last and the new one is still missing opens a gap (a range ``[first, last]``, kept in
     ``gaps`` so that it survives a restart);
@@ -30,13 +31,14 @@ message from one node must not stop the site's records.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -93,11 +95,14 @@ class Rejected:
 @dataclass(frozen=True)
 class Stored:
     """What one ``store`` did: how many events were new, the gaps it opened, the gaps (as they
-    stood before) that it closed completely, and the events it refused."""
+    stood before) that it closed completely, the events it refused, and the conflicts: events
+    not stored because their node's ``seq`` is already stored with another ``id`` (a node whose
+    store was replaced and counts from 1 again, or two nodes with one name)."""
     new: int = 0
     opened: tuple[Gap, ...] = ()
     closed: tuple[Gap, ...] = ()
-    rejected: tuple[Rejected, ...] = field(default_factory=tuple)
+    rejected: tuple[Rejected, ...] = ()
+    conflicts: tuple[Received, ...] = ()
 
 
 def check(event: Received) -> Received:
@@ -158,6 +163,7 @@ class _Tx(Protocol):
     """The few statements the bookkeeping needs, spelled per backend, each for a whole batch."""
     def lock_nodes(self, nodes: list[str]) -> dict[str, int | None]: ...
     def insert(self, events: list[Received], received: str) -> list[Key]: ...
+    def ids(self, keys: list[Key]) -> dict[Key, str]: ...
     def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]: ...
     def change_gaps(self, drop: list[Key], add: list[tuple[str, int, int]], now: str) -> None: ...
     def set_last(self, last: dict[str, int], now: str) -> None: ...
@@ -179,8 +185,8 @@ class RecorderStore:
         if not good:
             return Stored(rejected=tuple(rejected))
         with self._transaction(sorted(good)) as tx:
-            new, opened, closed = _bookkeeping(tx, good, utc_now())
-        return Stored(new, tuple(opened), tuple(closed), tuple(rejected))
+            new, opened, closed, conflicts = _bookkeeping(tx, good, utc_now())
+        return Stored(new, tuple(opened), tuple(closed), tuple(rejected), tuple(conflicts))
 
     def last_seq(self, node: str) -> int | None:
         """The highest ``seq`` stored of ``node``, None before its first event."""
@@ -227,12 +233,23 @@ class RecorderStore:
         raise NotImplementedError
 
 
-def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]], now: str) -> tuple[int, list[Gap], list[Gap]]:
+def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]],
+                 now: str) -> tuple[int, list[Gap], list[Gap], list[Received]]:
     """A batch's insert and gap bookkeeping, under its nodes' locks."""
     lasts = tx.lock_nodes(sorted(batch))  # one lock order for every writer: no deadlock
+    events = [e for events in batch.values() for e in events]
+    inserted = tx.insert(events, now)
     new: dict[str, list[int]] = {}
-    for node, seq in tx.insert([e for events in batch.values() for e in events], now):
+    for node, seq in inserted:
         new.setdefault(node, []).append(seq)
+    conflicts = []
+    if len(inserted) < len(events):
+        # The repeats: the same id is a redelivery; another id is a conflict, for an alarm.
+        # (Twins in the batch itself: whichever one went in, the other conflicts with it.)
+        fresh, seen = set(inserted), collections.Counter((e.node, e.seq) for e in events)
+        repeats = [e for e in events if (e.node, e.seq) not in fresh or seen[e.node, e.seq] > 1]
+        stored = tx.ids(sorted({(e.node, e.seq) for e in repeats}))
+        conflicts = [e for e in repeats if stored.get((e.node, e.seq), e.id) != e.id]
     below: dict[str, set[int]] = {}
     above: dict[str, list[int]] = {}
     for node, seqs in new.items():
@@ -262,7 +279,7 @@ def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]], now: str) -> tuple[i
     tops = {node: seqs[-1] for node, seqs in above.items() if seqs}
     if tops:
         tx.set_last(tops, now)
-    return sum(len(seqs) for seqs in new.values()), opened, closed
+    return len(inserted), opened, closed, conflicts
 
 
 # --- SQLite -----------------------------------------------------------------------------------
@@ -345,6 +362,13 @@ class _SqliteTx:
             if cur.rowcount == 1:
                 new.append((e.node, e.seq))
         return new
+
+    def ids(self, keys: list[Key]) -> dict[Key, str]:
+        ids = {}
+        for node, seq in keys:
+            row = self.conn.execute("SELECT id FROM events WHERE node = ? AND seq = ?", (node, seq)).fetchone()
+            ids[node, seq] = row[0]
+        return ids
 
     def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]:
         return {node: self.conn.execute("SELECT first_seq, last_seq FROM gaps WHERE node = ?", (node,)).fetchall()
@@ -440,6 +464,12 @@ class _PostgresTx:
             (received, [e.node for e in events], [e.seq for e in events], [e.id for e in events],
              [e.topic for e in events], [e.ts for e in events], [e.payload for e in events])).fetchall()
         return [(node, seq) for node, seq in rows]
+
+    def ids(self, keys: list[Key]) -> dict[Key, str]:
+        rows = self.conn.execute("SELECT e.node, e.seq, e.id FROM events e JOIN unnest(%s::text[], %s::bigint[]) "
+                                 "AS k(node, seq) ON e.node = k.node AND e.seq = k.seq",
+                                 ([n for n, _ in keys], [q for _, q in keys])).fetchall()
+        return {(node, seq): eid for node, seq, eid in rows}
 
     def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]:
         gaps: dict[str, list[tuple[int, int]]] = {node: [] for node in nodes}

@@ -66,7 +66,7 @@ def test_same_batch_twice_is_stored_once(store: RecorderStore):
     first = store.store(batch)
     assert (first.new, first.opened, first.closed, first.rejected) == (6, (), (), ())
     again = store.store(batch)
-    assert again.new == 0 and again.opened == ()
+    assert again.new == 0 and again.opened == () and again.conflicts == ()
     assert store.count() == 6
     assert store.last_seq("door-a") == 5 and store.last_seq("desk-01") == 1
     assert store.last_seq("never-seen") is None
@@ -75,6 +75,21 @@ def test_same_batch_twice_is_stored_once(store: RecorderStore):
 def test_a_repeat_within_one_batch_is_stored_once(store: RecorderStore):
     assert store.store([ev("door-a", 1), ev("door-a", 1), ev("door-a", 2)]).new == 2
     assert store.count() == 2
+
+
+def test_a_seq_stored_with_another_id_is_a_conflict(store: RecorderStore):
+    """A node whose store was replaced counts from 1 again: its new events are not lost in
+    silence as repeats, they come back as conflicts (for an alarm)."""
+    store.store([ev("door-a", 1), ev("door-a", 2)])
+    reborn = Received("door-a", 2, "another-id", "sekisho/site/door/door-a/event", "2026-12-05T10:00:00.000Z", "{}")
+    r = store.store([ev("door-a", 1), reborn, ev("door-a", 3)])
+    assert r.new == 1 and r.conflicts == (reborn,)
+    assert [e.id for e in store.events(T0, T0 + dt.timedelta(days=1), node="door-a")] == \
+        ["door-a-1", "door-a-2", "door-a-3"]
+    # Within one batch too: the first of two ids for one seq is stored, the second conflicts.
+    twin = Received("door-a", 4, "twin", "sekisho/site/door/door-a/event", "2026-12-05T10:00:00.000Z", "{}")
+    r = store.store([ev("door-a", 4), twin])
+    assert r.new == 1 and r.conflicts == (twin,)
 
 
 def test_a_skip_opens_a_gap_that_late_events_close(store: RecorderStore):
