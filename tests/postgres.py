@@ -83,7 +83,8 @@ class Postgres:
 
     def stop(self) -> None:
         try:
-            if self.running:
+            # Also after a start that failed half-way: a postmaster.pid means a server may run.
+            if self.running or (self.data / "postmaster.pid").exists():
                 self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
                 self.running = False
         finally:
