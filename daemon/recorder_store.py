@@ -262,8 +262,8 @@ def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]],
     opened, closed, drop, add = [], [], [], []
     filling = sorted(node for node, seqs in below.items() if seqs)
     for node, gaps in tx.gaps_of(filling).items() if filling else ():
-        # Each event below the last seq was missing (or it would not be new): it sits in an open
-        # gap, which shrinks, splits or closes.
+        # An event below the last seq that is new was missing: it sits in an open gap, which
+        # shrinks, splits or closes (or, older than the node's baseline, in none).
         touched = [g for g in gaps if any(g[0] <= s <= g[1] for s in below[node])]
         left = fill(touched, below[node])
         drop += [(node, first) for first, _ in touched]
