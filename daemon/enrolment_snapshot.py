@@ -56,7 +56,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .config import CommandsConfig
-from .errors import DataError
+from .errors import DataError, StoreError
 from .store.audit import append, canonical_json
 from .store.database import Database
 from .store.people import People
@@ -283,6 +283,8 @@ def _parse_body(body: bytes) -> Snapshot:
         people = tuple(SnapshotPerson(str(r[0]), bool(r[1]), r[2], r[3], r[4], tuple(map(str, r[5])))
                        for r in obj["people"]["rows"])
         cards = tuple(SnapshotCard(str(r[0]), str(r[1]), bool(r[2]), r[3], r[4], r[5]) for r in obj["cards"]["rows"])
+        if len({p.id for p in people}) != len(people) or len({c.hash for c in cards}) != len(cards):
+            raise ValueError("a person or a card appears twice")
         return Snapshot(str(obj["site"]), int(obj["version"]), str(obj["created"]), people, cards)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         # Signed and hashed, so the recorder made it so: still refused, never half-read.
@@ -347,6 +349,9 @@ def apply(database: Database, verified: Verified) -> Applied:
     except sqlite3.IntegrityError as exc:
         raise SnapshotRefused("inconsistent", f"the snapshot does not fit the store ({exc}); nothing of it was "
                                               f"applied") from None
+    except OSError as exc:  # the kept copy could not be written: the transaction was rolled back
+        raise StoreError(f"{database.path.parent / KEPT}: cannot keep the snapshot ({exc.strerror or exc}); "
+                         f"nothing of it was applied") from None
     return applied
 
 

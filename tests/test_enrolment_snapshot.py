@@ -272,3 +272,22 @@ def test_cli_refuses_a_snapshot_from_a_key_the_node_does_not_list(tmp_path, site
     assert r.returncode == 65
     assert r.stderr == "sekisho: enrolment snapshot refused: unknown key: 'stranger' is not in [commands.keys] " \
                        "of this node\n"
+
+
+def test_a_person_listed_twice_is_refused_as_malformed(tmp_path):
+    good = check(signed(tmp_path))
+    s = good.snapshot
+    twice = es.Snapshot(s.site, s.version, s.created, (*s.people, s.people[0]), s.cards)
+    bad = es.sign(twice, KEY, "recorder")
+    with pytest.raises(es.SnapshotRefused) as refused:
+        check(bad)
+    assert refused.value.reason == "malformed" and "appears twice" in str(refused.value)
+
+
+def test_a_kept_copy_that_cannot_be_written_applies_nothing(tmp_path):
+    b = node(tmp_path)
+    before = enrolment_dump(b)
+    (tmp_path / "b" / es.KEPT).mkdir()  # a directory where the file goes: the rename fails
+    with pytest.raises(es.StoreError, match="cannot keep the snapshot"):
+        es.apply(b, check(signed(tmp_path)))
+    assert enrolment_dump(b) == before and es.current_version(b, SITE) == 0
