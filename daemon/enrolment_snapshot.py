@@ -291,10 +291,11 @@ def _parse_body(body: bytes) -> Snapshot:
         raise SnapshotRefused("malformed", f"the body is not an enrolment snapshot ({exc})") from None
 
 
-def trusted(cfg: CommandsConfig) -> tuple[dict[str, Ed25519PublicKey], set[str]]:
-    """The node's keys from [commands.keys], and the names of those whose ops name ``enrolment.snapshot``."""
+def trusted(cfg: CommandsConfig, op: str = OP) -> tuple[dict[str, Ed25519PublicKey], set[str]]:
+    """The node's keys from [commands.keys], and the names of those whose ops name ``op``
+    (``enrolment.snapshot``, or ``enrolment.delta`` for deltas)."""
     keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
-    return keys, {name for name, k in cfg.keys.items() if any(fnmatch.fnmatchcase(OP, p) for p in k.ops)}
+    return keys, {name for name, k in cfg.keys.items() if any(fnmatch.fnmatchcase(op, p) for p in k.ops)}
 
 
 def current_version(database: Database, site: str) -> int:

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import Site
+from sekisho.daemon import enrolment_delta as ed
 from sekisho.daemon import enrolment_snapshot as es
 from sekisho.daemon.commands import keygen, load_private_key, public_key_text
 from sekisho.daemon.keys import SiteKey
@@ -291,3 +292,85 @@ def test_a_kept_copy_that_cannot_be_written_applies_nothing(tmp_path):
     with pytest.raises(es.StoreError, match="cannot keep the snapshot"):
         es.apply(b, check(signed(tmp_path)))
     assert enrolment_dump(b) == before and es.current_version(b, SITE) == 0
+
+
+# ----------------------------------------------------------------------------- deltas
+def delta_node(tmp_path: Path) -> tuple[Database, SiteKey]:
+    """A node at snapshot 1 of the recorder's enrolment."""
+    s = signed(tmp_path, version=1)
+    b = node(tmp_path)
+    es.apply(b, check(s))
+    return b, SiteKey.load_or_create(tmp_path / "a" / "site.key")
+
+
+def check_delta(payload: bytes, database: Database, keys=None) -> ed.VerifiedDelta:
+    k, _ = keys or trust()
+    return ed.verify(payload, site=SITE, keys=k, permitted={"recorder"}, current=es.current_version(database, SITE))
+
+
+def test_a_delta_revokes_a_card_and_disables_a_person_in_one_step(tmp_path):
+    b, site_key = delta_node(tmp_path)
+    card = site_key.card_hash(bytes.fromhex("04a1b2c3"))
+    new = site_key.card_hash(bytes.fromhex("04eeee"))
+    payload = ed.sign(SITE, 2, [{"op": "card.revoke", "card": card, "revoked": "2026-12-05T01:00:00.000Z"},
+                                {"op": "person.disable", "person": "p2"},
+                                {"op": "card.add", "card": new, "person": "p2", "valid_from": None,
+                                 "valid_until": "2027-03-31"},
+                                {"op": "level.revoke", "person": "p2", "level": "staff"},
+                                {"op": "level.grant", "person": "p1", "level": "night"}], KEY, "recorder")
+    assert b"Hanako" not in payload
+    local = local_dump(b)
+    assert ed.apply(b, check_delta(payload, b)) == 5
+    people = People(b)
+    assert not people.card_holder(card).card_active
+    holder = people.card_holder(new)
+    assert holder.person_id == "p2" and not holder.person_active and holder.levels == frozenset()
+    assert people.card_holder(site_key.card_hash(bytes.fromhex("04d0d0d0"))).levels == frozenset()
+    assert "night" in people.card_holder(card).levels
+    assert es.current_version(b, SITE) == 2
+    added = [line for line in local_dump(b) if line not in local]
+    assert len(added) == 1 and "enrolment.delta" in added[0] and "snapshot:recorder" in added[0]
+    # The same delta again, and one that skips a version, are refused; nothing changes.
+    before = enrolment_dump(b)
+    for version, reason in ((2, "older version"), (4, "version gap")):
+        again = ed.sign(SITE, version, [{"op": "person.enable", "person": "p2"}], KEY, "recorder")
+        with pytest.raises(es.SnapshotRefused) as refused:
+            ed.apply(b, check_delta(again, b))
+        assert refused.value.reason == reason
+    assert enrolment_dump(b) == before
+
+
+DELTA_REFUSALS = {
+    "other site": (lambda: ed.sign("osaka", 2, [], KEY, "recorder"), "other site"),
+    "unknown key": (lambda: ed.sign(SITE, 2, [], OTHER, "intruder"), "unknown key"),
+    "bad signature": (lambda: ed.sign(SITE, 2, [], OTHER, "recorder"), "bad signature"),
+    "tampered": (lambda: ed.sign(SITE, 2, [{"op": "person.enable", "person": "p2"}], KEY, "recorder")
+                 .replace(b"enable", b"disable"), "bad signature"),
+    "unknown change": (lambda: ed.sign(SITE, 2, [{"op": "person.delete", "person": "p2"}], KEY, "recorder"),
+                       "malformed"),
+    "change of an unknown card": (lambda: ed.sign(SITE, 2, [
+        {"op": "person.disable", "person": "p1"},
+        {"op": "card.revoke", "card": "ee" * 32, "revoked": "2026-12-05T01:00:00.000Z"}], KEY, "recorder"),
+        "inconsistent"),
+    "grant to an unknown person": (lambda: ed.sign(SITE, 2, [
+        {"op": "person.disable", "person": "p1"}, {"op": "level.grant", "person": "nobody", "level": "staff"}],
+        KEY, "recorder"), "inconsistent"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DELTA_REFUSALS))
+def test_each_bad_delta_is_refused_and_changes_nothing(tmp_path, case):
+    b, _ = delta_node(tmp_path)
+    before, local = enrolment_dump(b), local_dump(b)
+    make, reason = DELTA_REFUSALS[case]
+    with pytest.raises(es.SnapshotRefused) as refused:
+        ed.apply(b, check_delta(make(), b))
+    assert refused.value.reason == reason, str(refused.value)
+    assert enrolment_dump(b) == before and local_dump(b) == local
+
+
+def test_a_delta_needs_a_snapshot_first(tmp_path):
+    b = node(tmp_path)
+    with pytest.raises(es.SnapshotRefused) as refused:
+        check_delta(ed.sign(SITE, 1, [], KEY, "recorder"), b)
+    assert refused.value.reason == "no snapshot"
