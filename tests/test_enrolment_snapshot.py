@@ -257,11 +257,19 @@ def test_cli_snapshot_then_apply_and_a_daemon_decides_with_it(tmp_path, broker, 
         n.start()
         assert n.cli("sim", "tap", "entrance-in", "04a1b2c3").stdout.startswith("entrance-in: granted")
         assert n.cli("sim", "tap", "entrance-in", "04d0d0d0").stdout.startswith("entrance-in: denied")
+        assert n.cli("sim", "tap", "entrance-out", "04a1b2c3").stdout.startswith("entrance-out: granted")
+        # Revoked at the recorder, snapshot 2 applied while the daemon runs: the next tap is denied.
+        site.cli("card", "revoke", "--uid", "04a1b2c3")
+        site.cli("enrolment", "snapshot", "--out", str(tmp_path / "snap2"), "--key", str(tmp_path / "recorder.key"),
+                 "--version", "2")
+        n.cli("enrolment", "apply", str(tmp_path / "snap2"))
+        assert n.cli("sim", "tap", "entrance-in", "04a1b2c3").stdout == \
+            "entrance-in: denied (revoked, rule card.revoked)\n"
     finally:
         n.kill()
     audit = sqlite3.connect(n.data_dir / DB_NAME).execute(
         "SELECT actor, action FROM audit WHERE action = 'enrolment.snapshot'").fetchall()
-    assert audit == [("snapshot:recorder", "enrolment.snapshot")]
+    assert audit == [("snapshot:recorder", "enrolment.snapshot")] * 2
 
 
 def test_cli_refuses_a_snapshot_from_a_key_the_node_does_not_list(tmp_path, site):
