@@ -180,6 +180,8 @@ def build(people: People, site: str, version: int, created: str | None = None) -
 
 def sign(snapshot: Snapshot, key: Ed25519PrivateKey, key_name: str, chunk_bytes: int = CHUNK_BYTES) -> Signed:
     """Compress, cut and sign: the manifest and the chunks, ready to publish or write out."""
+    if chunk_bytes < 1:
+        raise DataError(f"chunk size {chunk_bytes}: must be 1 byte or more")
     body = snapshot.body()
     digest = hashlib.sha256(body).hexdigest()
     packed = zlib.compress(body, 6)
@@ -420,12 +422,15 @@ def kept(data_dir: Path) -> Signed | None:
 def write_dir(out: Path, signed: Signed) -> list[Path]:
     """The manifest and the chunks as files, ``manifest.json`` and ``chunk-NNNN.bin``, for a node
     without a broker (``sekisho enrolment apply DIR``)."""
-    out.mkdir(parents=True, exist_ok=True)
+    # PIN and card hashes are secrets of a kind: the directory 0700 and the files 0600.
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise DataError(f"{out} is not empty; a snapshot is written to a new or empty directory")
     files = [out / "manifest.json", *(out / f"chunk-{i:04d}.bin" for i in range(len(signed.chunks)))]
     for path, data in zip(files, (signed.manifest, *signed.chunks), strict=True):
-        path.write_bytes(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
     return files
 
 

@@ -240,6 +240,10 @@ def test_cli_snapshot_then_apply_and_a_daemon_decides_with_it(tmp_path, broker, 
                  "--version", "1")
     assert "2 people, 2 cards" in r.stdout
     assert all(SECRET_NAME.encode() not in p.read_bytes() for p in out.iterdir())
+    assert out.stat().st_mode & 0o777 == 0o700 and {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}
+    r = site.cli("enrolment", "snapshot", "--out", str(out), "--key", str(tmp_path / "recorder.key"),
+                 "--version", "1", check=False)
+    assert r.returncode == 65 and "is not empty" in r.stderr
 
     # A node: its own config and data dir, the site's key copied as an installer does.
     (tmp_path / "node").mkdir()
