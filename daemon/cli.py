@@ -44,6 +44,7 @@ from .control_cli import (
     cmd_usb_list,
     cmd_usb_test_policy,
 )
+from .enrolment_cli import cmd_enrolment_apply, cmd_enrolment_snapshot, cmd_enrolment_status
 from .errors import DataErrors, PermissionDenied, SekishoError, Unavailable, UsageError
 from .people_cli import (
     cmd_card_add,
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node(sub)
     _add_people(sub)
     _add_cards(sub)
+    _add_enrolment(sub)
     _add_records(sub)
     _add_report(sub)
     _add_sim(sub)
@@ -485,6 +487,43 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("match", help=match.help)
     p.add_argument("--minutes", type=float, required=True, help=minutes.help)
     p.add_argument("--interfaces", choices=["rules", "all"], default=interfaces.default, help=interfaces.help)
+
+
+def _add_enrolment(sub: Any) -> None:
+    en = _add(sub, "enrolment", None, "make and apply signed enrolment snapshots (people, cards, levels, PINs)",
+              "Enrolment once, at the recorder, signed out to every node (docs/enrolment.md). A\n"
+              "snapshot holds each person's id, active flag, validity, PIN hash and levels and each\n"
+              "card's keyed hash, holder and validity: never a name, never a card UID, nothing\n"
+              "node-local (events, audit, alarms, door modes stay as they are). It is signed with\n"
+              "an Ed25519 key that each node lists in [commands.keys] with \"enrolment.snapshot\"\n"
+              "among its ops, and a node takes only a higher version than the one it has."
+              ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = _add(en, "snapshot", cmd_enrolment_snapshot, "write a signed snapshot of this store's enrolment to DIR",
+             "Read this store's people, levels, PIN hashes and cards in one go, sign them for\n"
+             "[site] id of the config with KEY (as `sekisho cmd keygen` makes it) and write them to\n"
+             "DIR, a new or empty directory: manifest.json (signed) and chunk-NNNN.bin (zlib, at\n"
+             "most --chunk-bytes each). Names are left out.\n\n"
+             "example:\n  sekisho enrolment snapshot --out /tmp/snap-42 --key recorder.key --version 42")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the manifest and the chunks")
+    p.add_argument("--key", required=True, metavar="FILE", help="the private key to sign with")
+    p.add_argument("--key-name", metavar="NAME", help="its name in [commands.keys] (default: FILE's stem)")
+    p.add_argument("--version", required=True, type=int, metavar="N",
+                   help="the snapshot's version: above every version the nodes have (e.g. the last one + 1)")
+    p.add_argument("--chunk-bytes", type=int, default=128 * 1024, metavar="N",
+                   help="a chunk's data at most (default 131072)")
+    _add(en, "apply", cmd_enrolment_apply, "check a snapshot in DIR and make it this node's enrolment",
+         "Check the snapshot in DIR (manifest.json and its chunk-*.bin) and, only if every check\n"
+         "passes, replace this node's people, levels, PIN hashes and cards with it in one\n"
+         "transaction, with one audit row (actor snapshot:<key>). Refused, and nothing changed,\n"
+         "when: the key is not in [commands.keys] (unknown key) or its ops do not name\n"
+         "enrolment.snapshot (not permitted); the signature does not verify (bad signature);\n"
+         "it is for another site (other site); its version is not above this node's (older\n"
+         "version); a chunk is missing, duplicated, of another snapshot or altered (chunk\n"
+         "missing, chunk duplicated, chunk mismatch, hash mismatch). Exit 0 when applied, 65\n"
+         "when refused.").add_argument("dir", metavar="DIR", help="a directory `sekisho enrolment snapshot` wrote")
+    _add(en, "status", cmd_enrolment_status, "show the enrolment snapshot this node decides with",
+         "Show the version, key, times and body hash of the snapshot this node applied last,\n"
+         "or say that its people and cards are its own.")
 
 
 def _add_cmd(sub: Any) -> None:

@@ -25,6 +25,10 @@ FIGURES = {
                         r"renderer RSS: start [\d.]+ MB, max [\d.]+ MB, end [\d.]+ MB",
                         r"DOM nodes: start \d+, end \d+"],
     "desk_lock_latency.py": [r"card out -> LockSession received by logind\s*: n=3 p50=", r"added by the daemon"],
+    "enrolment_snapshot.py": [r"enrolment snapshot: 1,000 people, 1,000 cards", r"recorder -> node .*: \d+ ms",
+                              r"bytes: body [\d,]+ raw, [\d,]+ compressed .* \d+ chunks",
+                              r"RSS: recorder before build [\d.]+ MB, peak [\d.]+ MB; "
+                              r"node before verify [\d.]+ MB, peak [\d.]+ MB"],
     "doors.py": [r"lookup \+ decide .* p50=", r"sim tap -> strike output: n=\d+ p50=", r"RSS: idle [\d.]+ MB"],
     "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
     "recorder_store.py": [r"sqlite: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",

@@ -70,4 +70,11 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("alarms").add_column("ack_note", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    """Enrolment from the recorder: the signed snapshot this node decides with, by site (one row;
+    keyed by site so that a node moved to another site starts again from version 0)."""
+    db.table("enrolment_version").create({"site": str, "version": int, "key": str, "sha256": str, "created": str,
+                                          "applied": str}, pk="site")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
