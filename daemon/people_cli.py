@@ -200,8 +200,8 @@ def cmd_card_add(args: argparse.Namespace) -> int:
 
 def cmd_card_enroll(args: argparse.Namespace) -> int:
     from . import control
-    from .enrollment import enroll_without_daemon
     from .store.people import People
+    from .tap_enrolment_offline import enroll_without_daemon
     cfg = _config(args)
     if args.reader not in cfg.readers:
         raise _no("reader", args.reader, cfg.readers, str(cfg.path))

@@ -2,7 +2,7 @@
 
 While an enrolment waits at a reader, the daemon hands that reader's next card here instead of
 to the door or the desk (``take``), so the tap opens nothing; the card is stored as its keyed
-hash. (Without a daemon, ``enrollment.enroll_without_daemon`` opens the reader itself.)
+hash. (Without a daemon, ``tap_enrolment_offline.enroll_without_daemon`` opens the reader itself.)
 
 Failure model: one enrolment at a time per reader, refused while another waits there; a person
 or reader that does not exist is refused before anyone waits; no card within the timeout is a
