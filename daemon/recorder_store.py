@@ -37,7 +37,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -309,14 +309,7 @@ class SqliteStore(RecorderStore):
         with self._raw_transaction():
             current = self.schema_version()
             _check_version(current, str(self.path))
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                for sql in MIGRATIONS[version - 1]:
-                    self.conn.execute(sql)
-                if version == 1:
-                    self.conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                    self.conn.execute("INSERT INTO schema_version VALUES (1)")
-                else:
-                    self.conn.execute("UPDATE schema_version SET version = ?", (version,))
+            _migrate_from(current, self.conn.execute, "?")
 
     @contextlib.contextmanager
     def _raw_transaction(self) -> Iterator[sqlite3.Connection]:
@@ -415,14 +408,7 @@ class PostgresStore(RecorderStore):
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             current = self.schema_version()
             _check_version(current, _safe_url(self.url))
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                for sql in MIGRATIONS[version - 1]:
-                    self.conn.execute(sql)
-                if version == 1:
-                    self.conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                    self.conn.execute("INSERT INTO schema_version VALUES (1)")
-                else:
-                    self.conn.execute("UPDATE schema_version SET version = %s", (version,))
+            _migrate_from(current, self.conn.execute, "%s")
 
     @contextlib.contextmanager
     def _transaction(self, nodes: list[str]) -> Iterator[_Tx]:
@@ -490,6 +476,19 @@ class _PostgresTx:
     def set_last(self, last: dict[str, int], now: str) -> None:
         self.conn.execute("UPDATE nodes SET last_seq = t.seq, updated = %s FROM unnest(%s::text[], %s::bigint[]) "
                           "AS t(node, seq) WHERE nodes.node = t.node", (now, list(last), list(last.values())))
+
+
+def _migrate_from(current: int, execute: Callable[..., object], placeholder: str) -> None:
+    """Every migration after ``current``, in the caller's transaction; ``placeholder`` is the
+    driver's parameter mark (sqlite3 ``?``, psycopg ``%s``)."""
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        for sql in MIGRATIONS[version - 1]:
+            execute(sql)
+        if version == 1:
+            execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            execute("INSERT INTO schema_version VALUES (1)")
+        else:
+            execute(f"UPDATE schema_version SET version = {placeholder}", (version,))
 
 
 def _check_version(current: int, where: str) -> None:
