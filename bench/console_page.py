@@ -259,7 +259,7 @@ def tap_to_drawn(parts: Parts, n: int, spacing: float) -> None:
             time.sleep(rest)
     conn.close()
     wanted = json.dumps(list(ids.values()))
-    b("until", expression=f"{wanted}.every((id) => (benchDrawn.drawn.get(id) || {{}}).frame)", timeout=30000)
+    b("until", expression=f"{wanted}.every((id) => (benchDrawn.drawn.get(id) || {{}}).frame)", timeout=90000)
     drawn = b("eval", expression=f"Object.fromEntries({wanted}.map((id) => [id, benchDrawn.drawn.get(id)]))")
     b("eval", expression="benchDrawn.stop()")
     dom = [drawn[ids[s]]["dom"] - sent[s] * 1000 for s in sorted(ids)]

@@ -5,6 +5,8 @@
 import readline from 'node:readline';
 import { chromium } from 'playwright-core';
 
+const DEADLINE_MS = 90000;
+
 // CHROMIUM_ARGS: more switches, one a line (bench/console_page.py: --enable-precise-memory-info).
 const extra = (process.env.CHROMIUM_ARGS || '').split('\n').filter(Boolean);
 const browser = await chromium.launch({
@@ -19,6 +21,10 @@ async function open({ locale, viewport, touch }) {
   const context = await browser.newContext({ viewport: viewport || { width: 1366, height: 768 }, locale,
     hasTouch: Boolean(touch) });
   page = await context.newPage();
+  // A deadline bounds a failure only: on a machine busy with other work, Chromium's first load
+  // of a page (a renderer to start, a dozen modules) has taken more than playwright's 30 s.
+  page.setDefaultTimeout(DEADLINE_MS);
+  page.setDefaultNavigationTimeout(DEADLINE_MS);
   page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
   return true;
@@ -27,7 +33,7 @@ async function open({ locale, viewport, touch }) {
 // Poll an expression from here: waitForFunction would compile it inside the page, which the
 // page's Content-Security-Policy (no eval) rightly refuses.
 async function until({ expression, timeout }) {
-  const deadline = Date.now() + (timeout || 30000);
+  const deadline = Date.now() + (timeout || DEADLINE_MS);
   while (!(await page.evaluate(expression))) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${expression}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -43,7 +49,7 @@ const ops = {
   fill: ({ selector, value }) => page.fill(selector, value),
   select: ({ selector, value }) => page.selectOption(selector, value),
   upload: ({ selector, path }) => page.setInputFiles(selector, path),
-  wait: ({ selector, state, timeout }) => page.waitForSelector(selector, { state: state || 'visible', timeout: timeout || 30000 }).then(() => true),
+  wait: ({ selector, state, timeout }) => page.waitForSelector(selector, { state: state || 'visible', timeout: timeout || DEADLINE_MS }).then(() => true),
   until,
   text: ({ selector }) => page.innerText(selector),
   count: ({ selector }) => page.locator(selector).count(),
