@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ class Browser:
                                      stdout=subprocess.PIPE, text=True, cwd=REPO,
                                      # Never inside a umockdev testbed a test made for its daemon.
                                      env={**{k: v for k, v in os.environ.items() if k != "UMOCKDEV_DIR"},
-                                          "CHROMIUM": CHROMIUM, "CHROMIUM_ARGS": "\n".join(args)})
+                                          "CHROMIUM": CHROMIUM, "CHROMIUM_ARGS": "\n".join(args)},
+                                     # A group of its own: close() can take Chromium down with it.
+                                     start_new_session=True)
         self("open", locale=locale)
 
     def __call__(self, op: str, **args: Any) -> Any:
@@ -61,7 +64,13 @@ class Browser:
         if self.proc.poll() is None:
             self.proc.stdin.close()  # type: ignore[union-attr]
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Whatever of Chromium outlived its driver (a driver killed on a busy machine left
+        # renderers running for the rest of the suite).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
