@@ -31,6 +31,7 @@ message from one node must not stop the site's records.
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import datetime as dt
@@ -169,7 +170,7 @@ class _Tx(Protocol):
     def set_last(self, last: dict[str, int], now: str) -> None: ...
 
 
-class RecorderStore:
+class RecorderStore(abc.ABC):
     """The interface both backends share; ``store`` is the only writer."""
 
     def store(self, events: Sequence[Received]) -> Stored:
@@ -213,11 +214,13 @@ class RecorderStore:
     def count(self) -> int:
         return self._query("SELECT count(*) FROM events", ())[0][0]
 
+    @abc.abstractmethod
     def schema_version(self) -> int:
-        raise NotImplementedError
+        """Each backend's own."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Each backend's own."""
 
     def __enter__(self) -> RecorderStore:
         return self
@@ -225,12 +228,13 @@ class RecorderStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abc.abstractmethod
     def _transaction(self, nodes: list[str]) -> contextlib.AbstractContextManager[_Tx]:
         """One write transaction for a batch of ``nodes`` (sorted)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Each backend's own."""
 
 
 def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]],
