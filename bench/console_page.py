@@ -324,9 +324,10 @@ def memory(parts: Parts, duration: float, every: float, rate: float) -> None:
     publisher = threading.Thread(target=publish, daemon=True)
     began = time.monotonic()
     publisher.start()
-    # The start is the page with a full stream (200 events, and a few seconds more), not the
-    # empty page: from there on nothing should grow.
-    time.sleep(STREAM_MAX / rate + 5)
+    # The start is the page with a full stream (200 events), not the empty page: from there on
+    # nothing should grow.
+    b("until", expression=f"sekishoConsole.site.events.length >= {STREAM_MAX}",
+      timeout=int((STREAM_MAX / rate + 90) * 1000))
     start_gc = gc_heap()
     samples = [sample()]
     while (left := duration - (time.monotonic() - began)) > 0:
@@ -338,7 +339,8 @@ def memory(parts: Parts, duration: float, every: float, rate: float) -> None:
     b("until", expression=f"(sekishoConsole.site.events[0] || {{}}).id === {json.dumps(published[1])}")
     client.loop_stop()
     client.disconnect()
-    time.sleep(1)  # the last redraw
+    # The last one drawn, not only known to the page's state.
+    b("until", expression=f"document.querySelector('[data-test=event][data-id={json.dumps(published[1])}]') !== null")
     samples.append(sample())
     end_gc = gc_heap()
 
