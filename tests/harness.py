@@ -177,6 +177,39 @@ class Subscriber:
         self.client.disconnect()
 
 
+DOOR_WITH_CONTACT = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+
+[levels.staff]
+doors = ["entrance"]
+
+[doors.entrance]
+area_in = "room"
+unlock_s = 1.0
+
+[readers.entrance-in]
+driver = "sim"
+door = "entrance"
+direction = "in"
+
+[inputs.entrance-contact]
+driver = "sim"
+kind = "contact"
+door = "entrance"
+"""
+"""One door with a sim reader and a sim contact, on node door-a of site "test": what the alarm
+tests force open (test_alarms, test_report)."""
+
+
 DEMO_CONFIG = """\
 [site]
 id = "test"

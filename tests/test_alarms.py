@@ -17,36 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import SEKISHO, wait_for
+from harness import DOOR_WITH_CONTACT
 
-CONFIG = """\
-[site]
-id = "test"
-node = "door-a"
-timezone = "Asia/Tokyo"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-
-[areas.room]
-
-[levels.staff]
-doors = ["entrance"]
-
-[doors.entrance]
-area_in = "room"
-unlock_s = 1.0
-
-[readers.entrance-in]
-driver = "sim"
-door = "entrance"
-direction = "in"
-
-[inputs.entrance-contact]
-driver = "sim"
-kind = "contact"
-door = "entrance"
-
+CONFIG = DOOR_WITH_CONTACT + """
 [commands.keys.officer]
 public_key = "{officer}"
 ops = ["alarm.*", "door.list"]

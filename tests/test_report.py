@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, wait_for
+from harness import DOOR_WITH_CONTACT
 from sekisho.daemon import report_csv, report_html
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.report import Layout, gather, period
@@ -450,39 +451,10 @@ def test_stdout_csv_has_no_bom(site):
     assert list(csv.DictReader(io.StringIO(r.stdout)))[-1]["section"] == "digest"
 
 
-ALARM_CONFIG = """\
-[site]
-id = "test"
-node = "door-a"
-timezone = "Asia/Tokyo"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-
-[areas.room]
-
-[levels.staff]
-doors = ["entrance"]
-
-[doors.entrance]
-area_in = "room"
-unlock_s = 1.0
-
-[readers.entrance-in]
-driver = "sim"
-door = "entrance"
-direction = "in"
-
-[inputs.entrance-contact]
-driver = "sim"
-kind = "contact"
-door = "entrance"
-"""
 
 
 def test_an_alarm_the_daemon_raised_is_reported_with_who_acknowledged_it(site):
-    site.config.write_text(ALARM_CONFIG.format(url=site.broker.url))
+    site.config.write_text(DOOR_WITH_CONTACT.format(url=site.broker.url))
     site.cli("person", "add", "--id", "u1042", "--name", "山田 花子")
     site.start()
     site.sim("entrance-contact", {"op": "set", "active": True})     # forced open
