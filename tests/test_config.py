@@ -58,6 +58,15 @@ def test_good_config_passes(tmp_path):
     ("[site\nid = 1\n", "bad.toml: invalid TOML: "),
     (GOOD + "[extra]\n", "bad.toml: extra: unknown section"),
     (GOOD + "[doors.side]\narea_in = 5\n", "bad.toml: doors.side.area_in: must be a string"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["desk"]'),
+     "bad.toml: site.roles: names desk, and the config has no [desks.<name>]"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["recorder"]'),
+     "bad.toml: site.roles: does not name door, and the config has [doors.<name>]"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "gate"]'),
+     "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder)"),
+    (GOOD + "[recorder]\n", "bad.toml: recorder: the recorder runs only on a node whose [site] roles name it"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "recorder"]') + "[recorder]\ndatabase = \"mysql://x\"\n",
+     "bad.toml: recorder.database: 'mysql://x' is not a PostgreSQL URL"),
 ])
 def test_bad_config_exit_78_names_the_key(tmp_path, text, expected):
     r = check(tmp_path, text)
@@ -100,6 +109,20 @@ def _write(tmp_path: Path, text: str) -> Path:
     return f
 
 
+def test_roles_are_named_or_follow_the_sections(tmp_path):
+    """Unnamed, the roles are what the sections configure, and never the recorder; named, the
+    recorder runs with its defaults when the config has no [recorder] table."""
+    cfg = config.load(_write(tmp_path, GOOD))
+    assert cfg.site.roles == {"door"} and cfg.recorder is None
+    cfg = config.load(_write(tmp_path, GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["recorder", "door"]')))
+    assert cfg.site.roles == {"door", "recorder"}
+    assert cfg.recorder == config.RecorderConfig()
+    only = config.load(_write(tmp_path, '[site]\nid = "t"\nnode = "rec"\nroles = ["recorder"]\n'
+                              '[recorder]\ndatabase = "postgresql://sekisho@db/sekisho"\nshare_group = "recorders"\n'))
+    assert only.site.roles == {"recorder"} and not only.doors
+    assert only.recorder is not None and only.recorder.share_group == "recorders"
+
+
 def test_defaults_and_frozen(tmp_path):
     cfg = config.load(_write(tmp_path, GOOD))
     assert cfg.mqtt.url == "mqtt://127.0.0.1:1883" and cfg.mqtt.protocol == 5
@@ -128,7 +151,8 @@ def test_annotated_example_documents_every_key():
     schemas = {"site": config.SITE, "mqtt": config.MQTT, "readers": config.READER, "doors": config.DOOR,
                "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
                "desks": config.DESK, "usb": config.USB,
-               "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY, "homeassistant": config.HOMEASSISTANT}
+               "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY, "homeassistant": config.HOMEASSISTANT,
+               "recorder": config.RECORDER}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"

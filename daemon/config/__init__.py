@@ -30,6 +30,7 @@ holds examples/sekisho.toml to mention each of them.
 | usb.py | ``[usb]`` and the rules file |
 | commands.py | ``[commands]``, ``[commands.keys.<name>]`` |
 | homeassistant.py | ``[homeassistant]`` |
+| recorder.py | ``[recorder]`` |
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ from .homeassistant import HOMEASSISTANT, HomeAssistantConfig, read_homeassistan
 from .inputs import INPUT, InputConfig, link_inputs, read_inputs
 from .mqtt import MQTT, MqttConfig, parse_mqtt_url, read_mqtt
 from .readers import READER, ReaderConfig, link_readers, read_readers
-from .site import SITE, SiteConfig, read_site
+from .recorder import RECORDER, RecorderConfig, read_recorder
+from .site import SITE, SiteConfig, link_roles, read_site
 from .usb import USB, UsbConfig, link_usb, read_usb
 
 TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands",
-       "homeassistant")
+       "homeassistant", "recorder")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Config:
     """None when the config has no [usb] section: this node does not control USB."""
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    recorder: RecorderConfig | None = None
+    """None unless the node runs the recorder role."""
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -101,6 +105,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     usb = read_usb(c, path, data["usb"], site.node or "") if "usb" in data else None
     commands = read_commands(c, data.get("commands", {}))
     homeassistant = read_homeassistant(c, data.get("homeassistant", {}))
+    recorder = read_recorder(c, path, data.get("recorder", {}))
     if homeassistant.enabled and site.publish_names:
         # Home Assistant's broker user reads the topics its entities name, whole: a template
         # can leave a name out of what it shows, not out of what it receives and keeps (its
@@ -109,6 +114,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
                   "reads would carry names (subject, and the occupancy's subjects) into its history")
 
     # What the sections name in each other.
+    site = link_roles(c, site, {"door": bool(data.get("doors")), "desk": bool(data.get("desks")),
+                                "usb": "usb" in data, "recorder": "recorder" in data})
     door_rules = link_doors(c, doors, areas, schedules)
     levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values)
     desks = link_desks(c, desk_values, areas, desk_levels)
@@ -128,7 +135,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     served = frozenset(r.door for r in readers.values() if r.door)
     return Config(path=path, site=site, mqtt=mqtt, readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
-                  usb=usb, commands=commands, homeassistant=homeassistant, rules=rules, areas=tuple(sorted(areas)),
+                  usb=usb, commands=commands, homeassistant=homeassistant,
+                  recorder=recorder if "recorder" in site.roles else None, rules=rules, areas=tuple(sorted(areas)),
                   warnings=tuple(warnings(path, rules, served)))
 
 
@@ -151,6 +159,7 @@ def _toml(path: Path) -> dict:
 
 
 __all__ = ["AREA", "COMMANDS", "COMMAND_KEY", "DESK", "DOOR", "HOMEASSISTANT", "INPUT", "LEVEL", "MQTT", "READER",
-           "SCHEDULE", "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig", "Config", "ConfigError",
-           "DeskConfig", "DoorConfig", "HomeAssistantConfig", "InputConfig", "MqttConfig", "PermissionDenied",
-           "ReaderConfig", "SiteConfig", "UsbConfig", "load", "parse_mqtt_url", "topic_name"]
+           "RECORDER", "SCHEDULE", "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig", "Config",
+           "ConfigError", "DeskConfig", "DoorConfig", "HomeAssistantConfig", "InputConfig", "MqttConfig",
+           "PermissionDenied", "ReaderConfig", "RecorderConfig", "SiteConfig", "UsbConfig", "load", "parse_mqtt_url",
+           "topic_name"]

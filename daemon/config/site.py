@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
@@ -37,6 +38,16 @@ def _language(v: str) -> str | None:
     return None if v in ("", "ja", "en") else f"{v!r} is not a language sekisho writes (ja, en; empty: from LANG)"
 
 
+ROLES = ("door", "desk", "usb", "recorder")
+
+
+def _roles(v: list) -> str | None:
+    wrong = [r for r in v if r not in ROLES]
+    if wrong:
+        return f"{wrong[0]!r} is not a role (known: {', '.join(ROLES)})"
+    return None if len(set(v)) == len(v) else "names a role twice"
+
+
 SITE = {
     "id": Option(str, REQUIRED, "The site's name; the topic segment after sekisho/v1/.", topic_name),
     "node": Option(str, REQUIRED, "This node's name, unique in the site.", topic_name),
@@ -61,6 +72,9 @@ SITE = {
                           strings(topic_name)),
     "node_offline_after_s": Option(float, 60.0, "How long a watched node may be offline before it is an alarm: a "
                                    "restart or a broker's hiccup is not.", between(5, 3600)),
+    "roles": Option(list, [], "What this node does: door, desk, usb, recorder, any combination. Each role needs its "
+                    "section ([doors.<name>], [desks.<name>], [usb]; [recorder] is optional) and a section needs "
+                    "its role. Empty: the roles the config's sections name, and never recorder.", _roles),
     "language": Option(str, "", "The language of the audit report (sekisho report): ja or en; empty: Japanese "
                        "when the environment's LANG is ja_*, else English. --lang overrides it.", _language),
 }
@@ -81,6 +95,8 @@ class SiteConfig:
     watch_nodes: tuple[str, ...] = ()
     node_offline_after_s: float = 60.0
     language: str = ""
+    roles: frozenset[str] = frozenset()
+    """As the config names them, or as its sections imply (link_roles)."""
 
 
 def read_site(c: Checker, raw: Any) -> SiteConfig:
@@ -89,4 +105,24 @@ def read_site(c: Checker, raw: Any) -> SiteConfig:
     if values["node"] in watched:
         c.problem("site.watch_nodes", f"names this node itself ({values['node']!r}); another node must watch it")
     return SiteConfig(**{**values, "holidays": tuple(values["holidays"]),
-                         "watch_nodes": tuple(dict.fromkeys(watched))})
+                         "watch_nodes": tuple(dict.fromkeys(watched)), "roles": frozenset(values["roles"])})
+
+
+def link_roles(c: Checker, site: SiteConfig, sections: dict[str, bool]) -> SiteConfig:
+    """The roles the node runs. Named, each must have its section and each section its role: a
+    [doors] table on a node that was told it is a desk is a copied config, not a wish. Not
+    named, the sections say (``recorder`` only ever by name: it subscribes to the whole site)."""
+    if not site.roles:
+        if sections["recorder"]:
+            c.problem("recorder", "the recorder runs only on a node whose [site] roles name it")
+        return dataclasses.replace(site, roles=frozenset(r for r, present in sections.items()
+                                                         if present and r != "recorder"))
+    for role, present in sections.items():
+        if role in site.roles and not present and role != "recorder":
+            c.problem("site.roles", f"names {role}, and the config has no {SECTION_OF[role]}")
+        if present and role not in site.roles:
+            c.problem("site.roles", f"does not name {role}, and the config has {SECTION_OF[role]}")
+    return site
+
+
+SECTION_OF = {"door": "[doors.<name>]", "desk": "[desks.<name>]", "usb": "[usb]", "recorder": "[recorder]"}
