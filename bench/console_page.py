@@ -88,8 +88,8 @@ CHROMIUM_ARGS = ("--enable-precise-memory-info",  # performance.memory exact, no
 
 
 def main() -> None:
-    args = parse(argparse.ArgumentParser(), taps=(200, 20), duration=(3600, 30), every=(60, 5),
-                 spacing_ms=(100, 100), rate=(10.0, 10.0))
+    args = parse(argparse.ArgumentParser(), taps=(200, 20), duration=(3600, 12), every=(60, 3),
+                 spacing_ms=(100, 100), rate=(10.0, 40.0))
     tmp = workdir()
     broker = Broker(tmp, websockets=True)
     broker.start()
