@@ -126,7 +126,8 @@ def cmd_outbox_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in reply.items() if k != "ok"}, indent=2))
         return 0
-    print(f"{reply['queued']} events of seq {reply['from_seq']} to {reply['to_seq']} queued to publish again "
+    n = reply["queued"]
+    print(f"{n} event{'' if n == 1 else 's'} of seq {reply['from_seq']} to {reply['to_seq']} queued to publish again "
           f"(the node's last seq is {reply['last_seq']})")
     for key, what in (("purged", "no longer held (past [site] retention_days)"),
                       ("beyond", "never recorded (after the last seq)"),

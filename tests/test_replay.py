@@ -336,7 +336,7 @@ def test_outbox_replay_on_the_control_socket_reports_a_purged_seq(replay_site, s
     site.start()
     r = site.cli("outbox", "replay", "1", "3")
     assert r.stdout.splitlines() == [
-        "1 events of seq 1 to 3 queued to publish again (the node's last seq is 2)",
+        "1 event of seq 1 to 3 queued to publish again (the node's last seq is 2)",
         "no longer held (past [site] retention_days): 1",
         "never recorded (after the last seq): 3"]
     wait_for(lambda: len(sub.on("/event")) == 3, what="seq 2 again")
