@@ -41,7 +41,7 @@ from .broker_passwords import PasswordFile, new_password
 from .commands import keygen, load_private_key, public_key_text
 from .config.mqtt import MQTT
 from .config.site import ROLES, SITE
-from .errors import DataError, NoInput, SekishoError
+from .errors import DataError, NoInput, PermissionDenied, SekishoError
 from .keys import SiteKey
 from .site_bundle import SUFFIX, Bundle, dumps
 from .whole_files import write_whole
@@ -224,6 +224,8 @@ def join(folder: Path, node: str, roles: tuple[str, ...], out: Path | None = Non
         write_whole(path, dumps(bundle), 0o600)
     except FileNotFoundError:
         raise NoInput(f"--out: no folder {path.parent}") from None
+    except IsADirectoryError:
+        raise DataError(f"--out: {path} is a folder; name the bundle's file") from None
     write_whole(passwd, users.with_user(node, password).text().encode(), 0o600)
     return Joined(path, node in users.users(), passwd)
 
@@ -321,6 +323,11 @@ def install(bundle: Bundle, *, etc: Path, data_dir: Path, force: bool) -> list[W
     if refused:
         raise SekishoError(f"{', '.join(refused)} exist{'s' if len(refused) == 1 else ''} and differ from the "
                            f"bundle's; nothing was installed (--force replaces them)")
+    for folder in (etc, data_dir):
+        # Refused here, not at the second file: a node half-installed is worse than none.
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionDenied(str(existing))
     for folder, mode in ((etc, 0o755), (data_dir, 0o700)):
         if folder.is_dir():
             continue

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,9 +272,15 @@ def test_join_refuses_a_bad_name_or_role(site_folder, node, roles, code, message
     assert (site_folder / "mosquitto.passwd").read_bytes() == before
 
 
-def test_join_needs_a_site_folder(tmp_path):
+def test_join_needs_a_site_folder_and_a_file_to_write(site_folder, tmp_path):
     err = one_line(sekisho("site", "join", tmp_path / "nowhere", "desk-1", "--roles", "desk"), 66)
     assert "not a site folder (no such folder; `sekisho site init` makes one)" in err
+    before = (site_folder / "mosquitto.passwd").read_bytes()
+    for out, code, message in ((tmp_path, 65, f"--out: {tmp_path} is a folder; name the bundle's file"),
+                               (tmp_path / "no" / "b", 66, f"--out: no folder {tmp_path / 'no'}")):
+        err = one_line(sekisho("site", "join", site_folder, "desk-1", "--roles", "desk", "--out", out), code)
+        assert message in err
+    assert (site_folder / "mosquitto.passwd").read_bytes() == before
 
 
 def password_of(bundle: Path) -> str:
@@ -314,6 +323,27 @@ def test_a_bad_bundle_installs_nothing(site_folder, tmp_path, case):
     err = one_line(sekisho("site", "install", bad, "--etc", tmp_path / "etc", "--data-dir", tmp_path / "data"), 65)
     assert err.startswith(f"sekisho: {bad}: {message}") and err.endswith("; nothing was installed\n"), err
     assert not (tmp_path / "etc").exists() and not (tmp_path / "data").exists()
+
+
+def test_install_without_the_right_to_write_writes_nothing(site_folder):
+    """As a user who may not write the etc folder or the data dir: exit 77, one line, and no
+    file written in either (the first is refused before the second is tried)."""
+    site_setup.join(site_folder, "door-a", ("door",))
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        top = Path(top)
+        top.chmod(0o755)  # tmp_path's parents are root's 0700: nobody could not even read the bundle
+        bundle = top / "door-a.sekisho-bundle"
+        shutil.copy(site_folder / "door-a.sekisho-bundle", bundle)
+        bundle.chmod(0o644)
+        (top / "etc").mkdir(mode=0o777)
+        (top / "etc").chmod(0o777)  # etc writable, the data dir's parent not
+        nobody = pwd.getpwnam("nobody")
+        r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                            *SEKISHO, "site", "install", str(bundle), "--etc", str(top / "etc"), "--data-dir",
+                            str(top / "var" / "data")], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "HOME": "/"})
+        assert f"{top}: permission denied (run as root" in one_line(r, 77)
+        assert list((top / "etc").iterdir()) == [] and not (top / "var").exists()
 
 
 def test_install_replaces_a_different_config_only_with_force_and_a_site_key_never(site_folder, tmp_path):
