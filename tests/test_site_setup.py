@@ -14,6 +14,8 @@ The three nodes hash a card alike, with the site key of the site folder.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import json
 import os
 import pwd
@@ -30,7 +32,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import SEKISHO, wait_for
-from sekisho.daemon import site_setup
+from sekisho.daemon import site_bundle, site_setup
 from sekisho.daemon.broker_passwords import PasswordFile, hash_line
 from sekisho.daemon.keys import SiteKey
 from test_broker_acl import SiteBroker, connect
@@ -371,3 +373,32 @@ def test_install_replaces_a_different_config_only_with_force_and_a_site_key_neve
         err = one_line(sekisho("site", "install", bundle, *where, *force), 1)
         assert "this node has another site key" in err and "never replaced" in err
     assert (data / "site.key").read_text() == "00" * 32 + "\n"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"site_key": "abc"}, "its site key is not 64 hex digits"),
+    ({"config": "[site\n"}, "its config is not TOML"),
+    ({"roles": ("door", "printer")}, "roles ['door', 'printer'] are not sekisho roles"),
+    ({"roles": ("recorder",)}, "a recorder's bundle holds the recorder's key, and only a recorder's"),
+    ({"ca": "-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n"}, "its CA is not a PEM certificate"),
+    ({"node": "Door A"}, "its site or node is not a valid name"),
+])
+def test_a_bundle_sealed_but_not_made_by_join_is_refused(site_folder, change, message):
+    """Whole and sealed (its sha256 holds), and still not what join makes: each field is checked."""
+    site_setup.join(site_folder, "door-a", ("door",))
+    good = site_bundle.read(site_folder / "door-a.sekisho-bundle")
+    with pytest.raises(site_bundle.BundleError) as refused:
+        site_bundle.loads("b", site_bundle.dumps(dataclasses.replace(good, **change)))
+    text = str(refused.value)
+    assert text.startswith(f"b: {message}") and text.endswith("; nothing was installed"), text
+
+
+def test_a_bundle_with_a_field_missing_or_of_a_wrong_type_is_refused(site_folder):
+    site_setup.join(site_folder, "door-a", ("door",))
+    body = json.loads((site_folder / "door-a.sekisho-bundle").read_text())
+    for field, value in (("broker_password", None), ("roles", "door")):
+        changed = {k: v for k, v in body.items() if k != "sha256"} | {field: value}
+        sealed = {**changed, "sha256": hashlib.sha256(json.dumps(changed, sort_keys=True, separators=(",", ":"))
+                                                      .encode()).hexdigest()}
+        with pytest.raises(site_bundle.BundleError, match=f"field '{field}' missing or of the wrong type"):
+            site_bundle.loads("b", json.dumps(sealed).encode())
