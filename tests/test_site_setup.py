@@ -7,8 +7,10 @@ node (desk-b) and a recorder (recorder-1), each installed into its own folders. 
 node's roles want a door). The broker is Debian's mosquitto with the shipped drop-in and ACL
 (test_broker_acl.SiteBroker) and the password file ``site init`` and ``site join`` wrote, not
 mosquitto_passwd's: every node logs in with the password its bundle brought, the wrong one does
-not, and the door node's daemon, run on its installed config, is seen online by the officer.
-The three nodes hash a card alike, with the site key of the site folder.
+not. The door's and the recorder's daemons, run on their installed configs, are seen online by
+the officer, and the door's event names its holder by the site key's pseudonym; the three nodes
+hash a card alike, with the site key of the site folder. (The desk's daemon is not run: it
+needs logind; check-config is what its bundle is held to.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import SEKISHO, wait_for
+from conftest import SEKISHO, answers, wait_for
 from sekisho.daemon import site_bundle, site_setup
 from sekisho.daemon.broker_passwords import PasswordFile, hash_line
 from sekisho.daemon.keys import SiteKey
@@ -190,7 +193,7 @@ def login(broker: SiteBroker, user: str, password: str) -> bool:
         client.disconnect()
 
 
-def test_each_node_logs_in_with_its_bundles_password_and_the_door_runs(installed):
+def test_each_node_logs_in_with_its_bundles_password_and_no_other(installed):
     broker = installed.broker
     for name, node in installed.nodes.items():
         mqtt_config = tomllib.loads(node.config.read_text())["mqtt"]
@@ -199,23 +202,48 @@ def test_each_node_logs_in_with_its_bundles_password_and_the_door_runs(installed
         assert not login(broker, name, password + "x"), f"{name} logged in with a wrong password"
     other = Path(installed.nodes["desk-b"].etc / "mqtt.password").read_text().strip()
     assert not login(broker, "door-a", other), "door-a logged in with desk-b's password"
-    # The door node's daemon on its installed config: TLS with the site's CA, its user and
-    # password; the officer, with the password site init made, sees it online.
+    assert login(broker, "officer", (installed.folder / "officer.password").read_text().strip())
+
+
+def test_the_door_and_the_recorder_run_on_their_installed_configs(installed):
+    """Each daemon on its config as installed and filled in: TLS with the site's CA, its own
+    user and password. The officer, with the password site init made, sees both online, and the
+    door's event names its holder by the pseudonym of the site folder's key."""
+    door = installed.nodes["door-a"]
+    door.cli("person", "add", "--id", "u2001", "--name", "Taro Suzuki")
+    door.cli("card", "add", "--person", "u2001", "--uid", "04c0ffee0001")
+    door.cli("person", "grant", "u2001", "staff")
     officer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-site-officer", protocol=mqtt.MQTTv5)
     officer.username_pw_set("officer", (installed.folder / "officer.password").read_text().strip())
-    seen: list[dict] = []
-    officer.on_message = lambda c, u, m: seen.append(json.loads(m.payload)) if m.payload else None
-    assert not connect(broker, officer, websockets=False).is_failure
-    door = installed.nodes["door-a"]
-    proc = subprocess.Popen([*SEKISHO, "run", "--config", str(door.config), "--data-dir", str(door.data)],
-                            stdout=subprocess.DEVNULL, stderr=open(door.data / "daemon.log", "wb"))
+    seen: list[tuple[str, dict]] = []
+    officer.on_message = lambda c, u, m: seen.append((m.topic, json.loads(m.payload))) if m.payload else None
+    assert not connect(installed.broker, officer, websockets=False).is_failure
+    subscribed = threading.Event()
+    officer.on_subscribe = lambda *a: subscribed.set()
+    officer.subscribe(f"sekisho/v1/{SITE}/#", qos=1)
+    assert subscribed.wait(10)
+    procs = {}
     try:
-        officer.subscribe(f"sekisho/v1/{SITE}/node/door-a/status", qos=1)
-        wait_for(lambda: any(s.get("state") == "online" for s in seen), 15,
-                 f"door-a online at the officer; the daemon said: {(door.data / 'daemon.log').read_text()[-800:]}")
+        for name in ("door-a", "recorder-1"):
+            node = installed.nodes[name]
+            procs[name] = subprocess.Popen([*SEKISHO, "run", "--config", str(node.config), "--data-dir",
+                                            str(node.data)], stdout=subprocess.DEVNULL,
+                                           stderr=open(node.data / "daemon.log", "wb"))
+
+        def online(name: str) -> bool:
+            assert procs[name].poll() is None, (installed.nodes[name].data / "daemon.log").read_text()[-800:]
+            return any(t.endswith(f"/node/{name}/status") and p.get("state") == "online" for t, p in seen)
+        wait_for(lambda: online("door-a") and online("recorder-1"), 20, "door-a and recorder-1 online at the officer")
+        wait_for(lambda: answers(door.data, procs["door-a"].pid), 10, "door-a's control socket")
+        assert "granted" in door.cli("sim", "tap", "entrance-in", "04c0ffee0001")
+        events = wait_for(lambda: [p for t, p in seen if t.endswith("/door/entrance/event")], 10,
+                          "door-a's event at the officer")
+        pseudonym = SiteKey.load_or_create(installed.folder / "site.key").pseudonym("u2001")
+        assert events[0]["subject"] == pseudonym and events[0]["result"] == "granted", events
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
         officer.loop_stop()
         officer.disconnect()
 
