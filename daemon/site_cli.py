@@ -25,6 +25,7 @@ def cmd_site_init(args: argparse.Namespace) -> int:
              (site_setup.RECORDER_KEY, f"the recorder's signing key (public {made.recorder_public})"),
              (site_setup.OFFICER_KEY, f"the officer's key for signed commands (public {made.officer_public})"),
              (site_setup.OFFICER_PASSWORD, f"the officer's broker password (user {site_setup.OFFICER})"),
+             (site_setup.OFFICER_CONFIG, "the officer's config: sekisho cmd send and sekisho watch from here"),
              (site_setup.PASSWD, "the broker's password file (mosquitto_passwd format)"),
              *([(site_setup.CA, "the CA of the broker's certificate, for every node")] if made.ca else []),
              (site_setup.RECORD, f"the site record: {made.record.id}, {made.record.broker}, {made.record.timezone}")]

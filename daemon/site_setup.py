@@ -11,6 +11,7 @@ shares and what only the officer keeps:
 | recorder.key | the recorder's Ed25519 key: it signs enrolment and replay requests |
 | officer.key | the officer's Ed25519 key, for signed commands from the console or ``sekisho cmd`` |
 | officer.password | the officer's broker password (user ``officer``) |
+| officer.toml | the officer's config, for ``sekisho cmd send`` and ``sekisho watch`` here |
 | mosquitto.passwd | the broker's password file: the officer and every node joined |
 | ca.crt | the CA of the broker's certificate, when ``--ca`` gave one |
 | NODE.sekisho-bundle | each node's bundle (site_bundle.py) |
@@ -53,6 +54,7 @@ OFFICER_KEY = "officer.key"
 OFFICER = "officer"
 """The officer's broker user (the ACL's), and so a name no node may take."""
 OFFICER_PASSWORD = "officer.password"
+OFFICER_CONFIG = "officer.toml"
 PASSWD = "mosquitto.passwd"
 CA = "ca.crt"
 RECORD_FORMAT = 1
@@ -138,6 +140,7 @@ def init(folder: Path, *, site: str, broker: str, timezone: str, ca: Path | None
         write_whole(work / PASSWD, PasswordFile().with_user(OFFICER, password).text().encode(), 0o600)
         if ca_text is not None:
             write_whole(work / CA, ca_text.encode(), 0o644)
+        write_whole(work / OFFICER_CONFIG, _officer_config(record, folder, ca_text is not None).encode(), 0o600)
         write_whole(work / RECORD, _record_text(record).encode(), 0o600)
         os.rename(work, folder)  # onto nothing, or onto an empty folder: both atomic
     except BaseException:
@@ -156,6 +159,19 @@ def _read_ca(path: Path) -> str:
         return data.decode()
     except ValueError:
         raise DataError(f"--ca: {path} is not a PEM certificate (the CA that signed the broker's)") from None
+
+
+def _officer_config(r: SiteRecord, folder: Path, ca: bool) -> str:
+    """The officer's own config, for ``sekisho cmd send --key officer.key`` and ``sekisho watch``
+    from this machine: the site, and the broker as the officer (docs/mqtt.md); its paths are the
+    site folder's."""
+    q = json.dumps
+    return (f"# The officer's config: sekisho cmd send OP --key {folder / OFFICER_KEY} --node NODE "
+            f"--config {folder / OFFICER_CONFIG}\n"
+            f"[site]\nid = {q(r.id)}\nnode = {q(OFFICER)}\ntimezone = {q(r.timezone)}\n\n"
+            f"[mqtt]\nurl = {q(r.broker)}\nusername = {q(OFFICER)}\n"
+            f"password_file = {q(str(folder / OFFICER_PASSWORD))}\n"
+            + (f"ca_file = {q(str(folder / CA))}\n" if ca else ""))
 
 
 def _record_text(r: SiteRecord) -> str:

@@ -139,7 +139,8 @@ def test_init_makes_the_site_folder_private_and_whole(installed):
     folder = installed.folder
     assert folder.stat().st_mode & 0o777 == 0o700
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["site.toml", "site.key", "recorder.key", "officer.key", "officer.password", "mosquitto.passwd", "ca.crt",
+        ["site.toml", "site.key", "recorder.key", "officer.key", "officer.password", "officer.toml",
+         "mosquitto.passwd", "ca.crt",
          *(f"{n}.sekisho-bundle" for n in NODES)])
     for secret in ("site.key", "recorder.key", "officer.key", "officer.password", "mosquitto.passwd",
                    *(f"{n}.sekisho-bundle" for n in NODES)):
@@ -240,6 +241,11 @@ def test_the_door_and_the_recorder_run_on_their_installed_configs(installed):
                           "door-a's event at the officer")
         pseudonym = SiteKey.load_or_create(installed.folder / "site.key").pseudonym("u2001")
         assert events[0]["subject"] == pseudonym and events[0]["result"] == "granted", events
+        # The officer's command line, on the config and key site init made: the node trusts the key.
+        answer = json.loads(ok("cmd", "send", "door.list", "--key", installed.folder / "officer.key", "--node",
+                               "door-a", "--config", installed.folder / "officer.toml", "--data-dir",
+                               installed.folder.parent / "officer-data"))
+        assert answer["ok"] is True and [d["door"] for d in answer["result"]["doors"]] == ["entrance"], answer
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
