@@ -27,7 +27,6 @@ hash in the node's store was made with the one it has).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from .config.site import ROLES, SITE
 from .errors import DataError, NoInput, PermissionDenied, SekishoError
 from .keys import SiteKey
 from .site_bundle import SUFFIX, Bundle, dumps
+from .timestamps import utc_now
 from .whole_files import write_whole
 
 RECORD = "site.toml"
@@ -106,10 +106,6 @@ class Written:
     mode: int
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def _check(flag: str, wrong: str | None) -> None:
     if wrong:
         raise DataError(f"{flag}: {wrong}")
@@ -132,7 +128,7 @@ def init(folder: Path, *, site: str, broker: str, timezone: str, ca: Path | None
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))  # mode 0700
     try:
-        record = SiteRecord(site, broker, timezone, _now())
+        record = SiteRecord(site, broker, timezone, utc_now())
         SiteKey.load_or_create(work / SITE_KEY)
         recorder, officer = keygen(work / RECORDER_KEY), keygen(work / OFFICER_KEY)
         password = new_password()
@@ -228,11 +224,11 @@ def join(folder: Path, node: str, roles: tuple[str, ...], out: Path | None = Non
         recorder_key = (folder / RECORDER_KEY).read_text()
     except OSError as exc:
         raise SekishoError(f"{folder}: cannot read the site: {exc.strerror or exc} ({exc.filename})") from None
+    config = node_config(record, node, roles, ca=ca is not None,
+                         recorder_public=public_key_text(load_private_key(folder / RECORDER_KEY)),
+                         officer_public=public_key_text(load_private_key(folder / OFFICER_KEY)))
     password = new_password()
-    bundle = Bundle(site=record.id, node=node, roles=roles, made=_now(), etc=ETC,
-                    config=node_config(record, node, roles, recorder_public=public_key_text(
-                        load_private_key(folder / RECORDER_KEY)), officer_public=public_key_text(
-                        load_private_key(folder / OFFICER_KEY)), ca=ca is not None),
+    bundle = Bundle(site=record.id, node=node, roles=roles, made=utc_now(), etc=ETC, config=config,
                     broker_password=password, site_key=site_key, ca=ca,
                     recorder_key=recorder_key if "recorder" in roles else None)
     path = out or folder / f"{node}{SUFFIX}"
@@ -290,7 +286,7 @@ def node_config(record: SiteRecord, node: str, roles: tuple[str, ...], *, record
     the installer fills in at the node (its doors, desks, USB rules)."""
     q = json.dumps
     parts = [
-        f"# The config of node {node} of site {record.id}, made by `sekisho site join` on {_now()}.\n"
+        f"# The config of node {node} of site {record.id}, made by `sekisho site join` on {utc_now()}.\n"
         f"# Fill in the commented sections of this node's roles, then: sekisho check-config\n\n"
         f"[site]\nid = {q(record.id)}\nnode = {q(node)}\ntimezone = {q(record.timezone)}\n"
         f"roles = [{', '.join(q(r) for r in roles)}]\n\n"
