@@ -299,17 +299,21 @@ Everything is checked before the first file is written: a bundle that is cut sho
 (its sha256), not a bundle, or of another version is refused with one line, and nothing is
 written. A file that exists and differs from the bundle's is not replaced unless --force; a
 site key that differs is never replaced (the node's store hashes cards with it). Files the
-same as the bundle's are left as they are, so installing twice is harmless.
+same as the bundle's are left as they are, so installing twice is harmless. After a re-join
+(a new broker password), --keep-config keeps the config the installer filled in, if it is
+this node's, and puts the new password in place.
 
 Then: fill in the commented sections of the node's roles (its doors, desks, USB rules),
 `sekisho check-config`, `systemctl enable --now sekisho`, and delete the bundle.
 
-exit status: 0 installed; 1 a file exists and differs (or another site key); 65 not a bundle
-this sekisho installs.
+exit status: 0 installed; 1 a file exists and differs (or another site key, or a config kept
+that is another node's); 65 not a bundle this sekisho installs; 77 ETC or the data dir may
+not be written (run as root).
 
 examples:
   sekisho site install door-a.sekisho-bundle
   sekisho site install desk-017.sekisho-bundle --etc /etc/sekisho --data-dir {DEFAULT_DATA_DIR}
+  sekisho site install desk-017.sekisho-bundle --keep-config     # after a re-join
 """
 
 
@@ -337,8 +341,12 @@ def _add_site(sub: Any) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="the NODE.sekisho-bundle file site join made")
     p.add_argument("--etc", default=str(Path(DEFAULT_CONFIG).parent), metavar="DIR",
                    help=f"where the config and its files go (default {Path(DEFAULT_CONFIG).parent})")
-    p.add_argument("--force", action="store_true",
-                   help="replace a config, password file or key that differs (never a different site key)")
+    replace = p.add_mutually_exclusive_group()
+    replace.add_argument("--force", action="store_true",
+                         help="replace a config, password file or key that differs (never a different site key)")
+    replace.add_argument("--keep-config", action="store_true",
+                         help="keep the node's config (filled in already) and replace the rest: a re-join's new "
+                              "password for a node already set up")
 
 
 def _add_people(sub: Any) -> None:

@@ -57,7 +57,7 @@ def cmd_site_install(args: argparse.Namespace) -> int:
     bundle = site_bundle.read(Path(args.bundle))
     etc = Path(args.etc).absolute()
     data_dir = _data_dir(args).absolute()
-    done = site_setup.install(bundle, etc=etc, data_dir=data_dir, force=args.force)
+    done = site_setup.install(bundle, etc=etc, data_dir=data_dir, force=args.force, keep_config=args.keep_config)
     print(f"installed the bundle of node {bundle.node} (site {bundle.site}, roles {', '.join(bundle.roles)}):")
     for w in done:
         print(f"  {w.what:<9} {w.path}  ({w.mode:04o})")

@@ -305,8 +305,11 @@ def node_config(record: SiteRecord, node: str, roles: tuple[str, ...], *, record
 
 
 # ----------------------------------------------------------------------------- install
-def install(bundle: Bundle, *, etc: Path, data_dir: Path, force: bool) -> list[Written]:
-    """Put the bundle's files in place: every check first, then the writes."""
+def install(bundle: Bundle, *, etc: Path, data_dir: Path, force: bool = False,
+            keep_config: bool = False) -> list[Written]:
+    """Put the bundle's files in place: every check first, then the writes. ``keep_config``
+    leaves a config that is there (filled in at the node) and replaces the rest: a re-join's
+    bundle brings a new password to a node already set up."""
     config = bundle.config
     if str(etc) != bundle.etc:
         config = config.replace(f'"{bundle.etc}/', f'"{etc}/')
@@ -325,16 +328,20 @@ def install(bundle: Bundle, *, etc: Path, data_dir: Path, force: bool) -> list[W
             done.append(Written(path, "written", mode))
         elif old == text.encode():
             done.append(Written(path, "unchanged", mode))
+        elif path == etc / CONFIG and keep_config:
+            _same_node(path, old, bundle)
+            done.append(Written(path, "kept", mode))
         elif path.name == SITE_KEY and path.parent == data_dir:
             raise SekishoError(f"{path}: this node has another site key, and every card hash in its store was made "
                                f"with it; never replaced (a node of another site? move the data dir away first)")
-        elif not force:
+        elif not (force or keep_config):
             refused.append(str(path))
         else:
             done.append(Written(path, "replaced", mode))
     if refused:
         raise SekishoError(f"{', '.join(refused)} exist{'s' if len(refused) == 1 else ''} and differ from the "
-                           f"bundle's; nothing was installed (--force replaces them)")
+                           f"bundle's; nothing was installed (--force replaces them; --keep-config keeps a "
+                           f"filled-in config and replaces the rest)")
     for folder in (etc, data_dir):
         # Refused here, not at the second file: a node half-installed is worse than none.
         existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -350,9 +357,21 @@ def install(bundle: Bundle, *, etc: Path, data_dir: Path, force: bool) -> list[W
             raise SekishoError(f"{folder}: cannot create: {exc.strerror or exc}") from None
     texts = {path: text for path, text, _ in plan}
     for w in done:
-        if w.what != "unchanged":
+        if w.what in ("written", "replaced"):
             write_whole(w.path, texts[w.path].encode(), w.mode)
     return done
+
+
+def _same_node(path: Path, text: bytes, bundle: Bundle) -> None:
+    """A config kept must be this node's, or the password installed beside it opens nothing."""
+    try:
+        site = tomllib.loads(text.decode()).get("site", {})
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        site = {}
+    if not isinstance(site, dict) or (site.get("id"), site.get("node")) != (bundle.site, bundle.node):
+        raise SekishoError(f"{path} is not the config of node {bundle.node} of site {bundle.site} (its [site] says "
+                           f"{site.get('node') if isinstance(site, dict) else None!r}); not kept, nothing was "
+                           f"installed")
 
 
 def _existing(path: Path) -> bytes | None:

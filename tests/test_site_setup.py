@@ -397,7 +397,7 @@ def test_install_without_the_right_to_write_writes_nothing(site_folder):
         assert list((top / "etc").iterdir()) == [] and not (top / "var").exists()
 
 
-def test_install_replaces_a_different_config_only_with_force_and_a_site_key_never(site_folder, tmp_path):
+def test_install_replaces_a_different_config_only_when_told_and_a_site_key_never(site_folder, tmp_path):
     site_setup.join(site_folder, "door-a", ("door",))
     bundle = site_folder / "door-a.sekisho-bundle"
     etc, data = tmp_path / "etc", tmp_path / "data"
@@ -411,11 +411,21 @@ def test_install_replaces_a_different_config_only_with_force_and_a_site_key_neve
     password = (etc / "mqtt.password").read_bytes()
     err = one_line(sekisho("site", "install", bundle, *where), 1)
     assert f"{etc / 'sekisho.toml'}, {etc / 'mqtt.password'} exist and differ from the bundle's; nothing was " \
-           "installed (--force replaces them)" in err
+           "installed (--force replaces them; --keep-config keeps a filled-in config and replaces the rest)" in err
     assert (etc / "mqtt.password").read_bytes() == password
+    # --keep-config: the filled-in config stays, the new password goes in.
+    out = ok("site", "install", bundle, *where, "--keep-config")
+    assert f"kept      {etc / 'sekisho.toml'}" in out and f"replaced  {etc / 'mqtt.password'}" in out, out
+    assert (etc / "sekisho.toml").read_text().endswith("# mine\n")
+    assert (etc / "mqtt.password").read_text().strip() == password_of(bundle)
+    # ... but only a config of this node: another node's bundle is refused, and nothing written.
+    site_setup.join(site_folder, "door-b", ("door",))
+    err = one_line(sekisho("site", "install", site_folder / "door-b.sekisho-bundle", *where, "--keep-config"), 1)
+    assert f"{etc / 'sekisho.toml'} is not the config of node door-b of site {SITE} (its [site] says 'door-a')" in err
+    assert (etc / "mqtt.password").read_text().strip() == password_of(bundle)
     out = ok("site", "install", bundle, *where, "--force")
     assert f"replaced  {etc / 'sekisho.toml'}" in out and f"unchanged {data / 'site.key'}" in out
-    assert (etc / "mqtt.password").read_text().strip() == password_of(bundle)
+    assert not (etc / "sekisho.toml").read_text().endswith("# mine\n")
     # A data dir of another site: its site key stays, --force or not.
     (data / "site.key").write_text("00" * 32 + "\n")
     for force in ([], ["--force"]):
