@@ -21,7 +21,8 @@ site is made whole or not at all, and never over an existing one. ``join`` write
 before the password file, each whole (whole_files.py); a join that fails between them leaves a
 bundle whose password the broker does not know, and joining again mends it. ``install`` checks
 the bundle and every file it would replace before it writes the first: a config, password or
-key that differs is replaced only with ``force``, and a different site key never (every card
+key that differs is replaced only with ``force`` (or, but for the config, with ``keep_config``,
+which keeps a config only if it is the same node's), and a different site key never (every card
 hash in the node's store was made with the one it has).
 """
 
