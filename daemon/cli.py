@@ -13,7 +13,8 @@ or a store: a mistyped ``--data-dir`` is reported, not papered over with an empt
 
 This module holds every command's arguments and help, in one place so that they read alike,
 and ``main``; what a command does lives in the module named after its group (people_cli.py,
-records_cli.py, report_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py), on the shared footing
+records_cli.py, report_cli.py, sim_cli.py, control_cli.py, commands_cli.py, usb_cli.py, site_cli.py), on the
+shared footing
 of cli_site.py. Only the daemon's own commands (run, check-config, demo, readers, watch) and the
 console's (console_server.py) are here.
 """
@@ -27,6 +28,7 @@ import select
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import __version__, ops
@@ -66,6 +68,7 @@ from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, c
 from .report_cli import cmd_report
 from .report_csv import SECTIONS as REPORT_SECTIONS
 from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
+from .site_cli import cmd_site_init, cmd_site_install, cmd_site_join
 from .store.enrolment import HASH_PREFIX_MIN
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     # What goes through the running daemon says what its op declares (ops.py), in the same words.
     op = {o.name: o for o in ops.declared()}
     _add_node(sub)
+    _add_site(sub)
     _add_people(sub)
     _add_cards(sub)
     _add_enrolment(sub)
@@ -229,6 +233,122 @@ def _add_node(sub: Any) -> None:
          "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
          "people, run the daemon and print every message on the bus. `make demo` runs this on\n"
          "examples/demo.toml; tap cards from a second terminal with `sekisho sim tap`.")
+
+
+SITE_HELP = """\
+Set up a site of many nodes (docs/site.md): make the site once on the officer's machine,
+then one bundle per node, one file that the installer copies to the node and installs.
+
+  sekisho site init ~/tokyo-hq --site tokyo-hq --broker mqtts://broker.example.internal:8883 \\
+      --timezone Asia/Tokyo --ca ca.crt
+  sekisho site join ~/tokyo-hq door-a --roles door
+  scp ~/tokyo-hq/door-a.sekisho-bundle door-a:          # then, on door-a:
+  sekisho site install door-a.sekisho-bundle
+"""
+
+INIT_HELP = """\
+Make a new site in DIR (created, mode 0700; it must not exist or be empty): the site key
+(every node's card hashes and pseudonyms), the recorder's Ed25519 signing key (enrolment
+snapshots and deltas, replay requests), the officer's Ed25519 key (signed commands from the
+console or `sekisho cmd send`), the broker's password file in mosquitto_passwd's format with
+the officer's user (officer), the officer's broker password, the broker's CA (with --ca) and
+site.toml, the site record that `site join` reads. A folder that holds a site already is never
+touched: a site is made once, and its key cannot change once nodes hash cards with it.
+
+DIR holds every secret of the site: keep it on the officer's machine, backed up, never on a
+node. Copy its mosquitto.passwd to the broker (the command printed says how).
+
+exit status: 0 made; 1 DIR holds a site or other files; 65 a site id, broker URL, time zone
+or CA that would not do.
+
+example:
+  sekisho site init ~/tokyo-hq --site tokyo-hq --broker mqtts://broker.example.internal:8883 \\
+      --timezone Asia/Tokyo --ca /etc/mosquitto/certs/ca.crt
+"""
+
+JOIN_HELP = """\
+Prepare node NODE of the site in DIR: a new random broker password for it, whose line
+replaces the node's earlier one in DIR/mosquitto.passwd (joining a node again gives it a new
+password; its old bundle no longer logs in), and one bundle file, DIR/NODE.sekisho-bundle
+(or --out), mode 0600, for the installer to copy to the node and `sekisho site install`.
+
+The bundle holds the node's config (site id, node name, roles, the broker's URL, user and
+password file, the time zone, the recorder's and the officer's public keys as
+[commands.keys.recorder] with ops enrolment.* and outbox.replay, and [commands.keys.officer]
+with door.*, desk.*, alarm.*, usb.*; on a recorder [recorder] signing_key; for door, desk
+and usb a commented skeleton of the sections the installer fills in), the broker password,
+the site key, the broker's CA if the site has one, and on a recorder the recorder's private
+key. It is a secret: copy it to that node only, and delete it once installed.
+
+After each join, copy DIR/mosquitto.passwd to the broker and reload it; the node's ACL block
+(its doors, desks and areas) is added by hand, as docs/mqtt.md says.
+
+exit status: 0 joined; 65 a node name, or roles, that would not do; 66 DIR is not a site.
+
+examples:
+  sekisho site join ~/tokyo-hq door-a --roles door
+  sekisho site join ~/tokyo-hq desk-017 --roles desk,usb
+  sekisho site join ~/tokyo-hq recorder-1 --roles recorder
+"""
+
+INSTALL_HELP = f"""\
+Install a bundle that `sekisho site join` made, on its node: the config as
+ETC/sekisho.toml (0640), the broker password as ETC/mqtt.password (0600), the broker's CA as
+ETC/ca.crt, on a recorder the recorder's key as ETC/recorder.key (0600), and the site key as
+site.key in the data dir (0600; the folder is made 0700). The config's paths follow --etc.
+
+Everything is checked before the first file is written: a bundle that is cut short, damaged
+(its sha256), not a bundle, or of another version is refused with one line, and nothing is
+written. A file that exists and differs from the bundle's is not replaced unless --force; a
+site key that differs is never replaced (the node's store hashes cards with it). Files the
+same as the bundle's are left as they are, so installing twice is harmless. After a re-join
+(a new broker password), --keep-config keeps the config the installer filled in, if it is
+this node's, and puts the new password in place.
+
+Then: fill in the commented sections of the node's roles (its doors, desks, USB rules),
+`sekisho check-config`, `systemctl enable --now sekisho`, and delete the bundle.
+
+exit status: 0 installed; 1 a file exists and differs (or another site key, or a config kept
+that is another node's); 65 not a bundle this sekisho installs; 77 ETC or the data dir may
+not be written (run as root).
+
+examples:
+  sekisho site install door-a.sekisho-bundle
+  sekisho site install desk-017.sekisho-bundle --etc /etc/sekisho --data-dir {DEFAULT_DATA_DIR}
+  sekisho site install desk-017.sekisho-bundle --keep-config     # after a re-join
+"""
+
+
+def _add_site(sub: Any) -> None:
+    site = _add(sub, "site", None, "set up a site: make it once, then a bundle per node, installed on the node",
+                SITE_HELP).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = _add(site, "init", cmd_site_init, "make a new site: site key, signing keys, broker passwords", INIT_HELP)
+    p.add_argument("dir", metavar="DIR", help="the site's folder, made here (mode 0700)")
+    p.add_argument("--site", required=True, metavar="ID", help="the site's id, [site] id of every node: lower-case "
+                   "letters, digits and -")
+    p.add_argument("--broker", required=True, metavar="URL",
+                   help="the broker as every node reaches it: mqtts://host:8883 (or mqtt://host:port)")
+    p.add_argument("--timezone", default="UTC", metavar="ZONE", help="the site's time zone (default UTC), e.g. "
+                   "Asia/Tokyo")
+    p.add_argument("--ca", metavar="FILE", help="the CA certificate (PEM) that signed the broker's certificate, "
+                   "for every node's [mqtt] ca_file; omit when the nodes' system trust store has it")
+    p = _add(site, "join", cmd_site_join, "prepare one node: its broker password and its bundle file", JOIN_HELP)
+    p.add_argument("dir", metavar="DIR", help="the site's folder (site init made it)")
+    p.add_argument("node", metavar="NODE", help="the node's name, [site] node and its broker user")
+    p.add_argument("--roles", required=True, metavar="ROLES",
+                   help="what the node does, comma-separated: door, desk, usb, recorder")
+    p.add_argument("--out", metavar="FILE", help="write the bundle here (default DIR/NODE.sekisho-bundle)")
+    p = _add(site, "install", cmd_site_install, "install a node's bundle: config, broker password, site key",
+             INSTALL_HELP)
+    p.add_argument("bundle", metavar="BUNDLE", help="the NODE.sekisho-bundle file site join made")
+    p.add_argument("--etc", default=str(Path(DEFAULT_CONFIG).parent), metavar="DIR",
+                   help=f"where the config and its files go (default {Path(DEFAULT_CONFIG).parent})")
+    replace = p.add_mutually_exclusive_group()
+    replace.add_argument("--force", action="store_true",
+                         help="replace a config, password file or key that differs (never a different site key)")
+    replace.add_argument("--keep-config", action="store_true",
+                         help="keep the node's config (filled in already) and replace the rest: a re-join's new "
+                              "password for a node already set up")
 
 
 def _add_people(sub: Any) -> None:

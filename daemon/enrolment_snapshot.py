@@ -61,6 +61,7 @@ from .store.audit import append, canonical_json
 from .store.database import Database
 from .store.people import People
 from .timestamps import utc_now
+from .whole_files import write_whole
 
 FORMAT = "sekisho-enrolment-snapshot/1"
 OP = "enrolment.snapshot"
@@ -392,23 +393,8 @@ def unpack(data: bytes) -> Signed:
 
 
 def keep(path: Path, signed: Signed) -> None:
-    """Write ``path`` whole or not at all: a temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pack(signed))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write ``path`` whole or not at all (whole_files.py), mode 0600."""
+    write_whole(path, pack(signed), 0o600)
 
 
 def kept(data_dir: Path) -> Signed | None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .cli_site import _actor, _config, _data_dir, _no, _people, _person, _print_table, _store, _uid
 from .errors import DataError, DataErrors, NoInput, SekishoError, UsageError
 from .store.enrolment import CARD_SHOWN, HASH_PREFIX_MIN
+from .whole_files import write_whole
 
 
 def _date(text: str | None, flag: str) -> str | None:
@@ -171,21 +170,12 @@ def _read_input(path: str) -> tuple[bytes, str]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as mode 0600 from the first byte (mkstemp), replacing it whole:
-    a reader never sees half an export, and an old file's looser mode never carries over."""
+    """Write ``data`` to ``path`` as mode 0600 from the first byte, replacing it whole: a reader
+    never sees half an export, and an old file's looser mode never carries over."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        write_whole(path, data, 0o600)
     except FileNotFoundError:
         raise NoInput(f"{path}: no directory {path.parent}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_card_add(args: argparse.Namespace) -> int:
