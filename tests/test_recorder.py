@@ -14,9 +14,9 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 import pytest
-from harness import DEMO_CONFIG, RECORDER_CONFIG, Site, node_site
 
 from conftest import wait_for
+from harness import DEMO_CONFIG, RECORDER_CONFIG, Site, node_site
 from sekisho.daemon.commands import keygen, signed_bytes
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import RecorderStore, open_store
