@@ -49,6 +49,7 @@ from .broker_connection import make_client
 from .commands import load_private_key, sign
 from .config import MqttConfig, RecorderConfig
 from .errors import StoreError
+from .outbox_replay import MAX_SEQS
 from .recorder_store import AlarmStep, Gap, Received, RecorderStore, Stored, alarm_step, open_store
 from .timestamps import utc_now
 from .topics import Topics
@@ -349,7 +350,9 @@ class Recorder:
     def _ask_replay(self, gap: Gap) -> None:
         if self.key is None:
             return  # no signing key: the alarm says it, nobody can be asked
-        message = sign("outbox.replay", {"from_seq": gap.first, "to_seq": gap.last}, site=self.site, node=gap.node,
-                       key_name=self.cfg.key_name, key=self.key)
         log.info("recorder: asking %s to replay seq %d to %d", gap.node, gap.first, gap.last)
-        self.client.publish(self.topics.command(gap.node), json.dumps(message), qos=1)
+        for first in range(gap.first, gap.last + 1, MAX_SEQS):  # a node replays at most MAX_SEQS at once
+            args = {"from_seq": first, "to_seq": min(first + MAX_SEQS - 1, gap.last)}
+            message = sign("outbox.replay", args, site=self.site, node=gap.node, key_name=self.cfg.key_name,
+                           key=self.key)
+            self.client.publish(self.topics.command(gap.node), json.dumps(message), qos=1)
