@@ -292,3 +292,51 @@ def test_postgresql_down_delays_the_records_and_blocks_nothing(nodes, postgres, 
     door.stop()
     recorder.stop()
     assert "the store is back" in recorder.daemon_log()
+
+
+def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, subscribe, tmp_path, broker):
+    """End to end: seq 2 of door-a never reaches the broker (its outbox row is lost while the
+    node is away); seq 3 shows the skip, the recorder raises sequence_gap and asks door-a, by a
+    signed outbox.replay, for seq 2, which fills the gap and clears the alarm."""
+    import sqlite3
+
+    from sekisho.daemon.commands import public_key_text
+
+    key = keygen(tmp_path / "recorder.pem")
+    recorder = nodes("recorder", recorder_config(f'signing_key = "{tmp_path / "recorder.pem"}"\n'))
+    trusted = (DEMO_CONFIG + f'\n[commands.keys.recorder]\npublic_key = "{public_key_text(key)}"\n'
+               'ops = ["outbox.replay"]\n')
+    door = nodes("door-a", trusted)
+    alarms = subscribe("sekisho/v1/test/alarm/#")
+    recorder.start()
+    door.start()
+    tap_unknown(door, 1)
+    with open_store(None, recorder.data_dir) as store:
+        wait_for(lambda: store.count() == 1, what="seq 1 at the recorder")
+        door.stop()
+        # Seq 2 is decided while the door cannot reach the broker, and its outbox row is lost.
+        online = door.config.read_text()
+        door.config.write_text(online.replace(broker.url, "mqtt://127.0.0.1:9"))
+        door.start()
+        door.tap("04feedface")
+        database = door.data_dir / "sekisho.db"
+        wait_for(lambda: sqlite3.connect(database).execute("SELECT max(seq) FROM events").fetchone()[0] == 2,
+                 what="seq 2 recorded at the door")
+        door.stop()
+        with sqlite3.connect(database) as db:
+            lost_id, lost_payload = db.execute("SELECT id, payload FROM events WHERE seq = 2").fetchone()
+            assert db.execute("DELETE FROM outbox WHERE event_id = ?", [lost_id]).rowcount == 1
+        door.config.write_text(online)
+        door.start()
+        door.tap("04c0ffee00")
+        gap_alarm = "/alarm/recorder.door-a.sequence-gap"
+        raised = wait_for(lambda: alarms.on(gap_alarm), what="the sequence_gap alarm at the broker")[0].json
+        assert (raised["source"], raised["first_seq"], raised["last_seq"]) == ("door-a", 2, 2)
+        wait_for(lambda: store.count() == 3 and store.gaps() == [], what="the replay filling the gap")
+        wait_for(lambda: any(m.payload and m.json["cleared"] for m in alarms.on(gap_alarm)), what="the alarm cleared")
+        replayed = store.events(*EVER, node="door-a")
+        assert [e.seq for e in replayed] == [1, 2, 3]
+        assert (replayed[1].id, replayed[1].payload) == (lost_id, lost_payload)  # as first recorded
+    door.stop()
+    recorder.stop()
+    assert "replay of seq 2 to 2 for key:recorder: 1 queued" in door.daemon_log()
