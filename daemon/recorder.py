@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 """The longest pause between two tries of a batch the database refused."""
+STOP_S = 10.0
+"""How long a stop waits for the batch being stored: within systemd's stop timeout."""
 REASK_MIN_S = 60.0
 REASK_MAX_S = 3600.0
 """A replay request not answered (the gap still open) is asked again after at least this long,
@@ -146,6 +148,7 @@ class Recorder:
         self.failing = False
         self.pause = RETRY_MIN_S
         self.refused: set[str] = set()
+        self.conflicting: set[str] = set()
         self.due: dict[str, float] = {}
         """Nodes whose gaps to look at, and when (monotonic)."""
         self.asked: dict[Gap, tuple[float, float]] = {}
@@ -173,9 +176,10 @@ class Recorder:
         """Stop taking messages; what is not committed is not acknowledged, and the broker keeps
         it in the session for the next start."""
         self.stopping.set()
-        await asyncio.to_thread(self.worker.join, 30)
+        await asyncio.to_thread(self.worker.join, STOP_S)
         if self.worker.is_alive():
-            log.warning("recorder: the worker did not finish within 30 s; its batch is not acknowledged")
+            log.warning("recorder: the worker did not finish within %g s (a database that does not answer); its "
+                        "batch is not acknowledged and comes again at the next start", STOP_S)
         self.client.disconnect()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.client.loop_stop), 5)
@@ -297,8 +301,12 @@ class Recorder:
         for bad in result.rejected:
             self._refuse(bad.event.node if isinstance(bad.event.node, str) else "?", str(bad.error))
         for event in result.conflicts:
-            log.error("recorder: %s seq %d is stored with another id than %s: a node whose store was replaced, or "
-                      "two nodes with one name; not stored", event.node, event.seq, event.id)
+            # A node whose store was replaced repeats every seq it had: said once, not thousands of times.
+            if event.node not in self.conflicting:
+                self.conflicting.add(event.node)
+                log.error("recorder: %s seq %d is stored with another id than %s: a node whose store was replaced, "
+                          "or two nodes with one name; not stored (further ones of %s in silence)", event.node,
+                          event.seq, event.id, event.node)
         later = time.monotonic() + self.cfg.gap_grace_s
         for gap in result.opened:
             self.due.setdefault(gap.node, later)

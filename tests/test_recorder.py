@@ -175,6 +175,30 @@ def fake_event(broker, node: str, seq: int) -> None:
                    port=broker.port)
 
 
+def test_without_a_signing_key_a_gap_is_an_alarm_and_nobody_is_asked(nodes, broker, subscribe):
+    recorder = nodes("recorder", recorder_config())
+    alarms = subscribe("sekisho/v1/test/alarm/#")
+    recorder.start()
+    for seq in (1, 3):
+        fake_event(broker, "door-x", seq)
+    raised = wait_for(lambda: alarms.on("/alarm/recorder.door-x.sequence-gap"), what="the alarm")[0].json
+    assert (raised["first_seq"], raised["last_seq"]) == (2, 2)
+    # A seq stored with another id (a node whose store was replaced): not stored, said once.
+    for eid in ("reborn-1", "reborn-2"):
+        publish.single("sekisho/v1/test/door/door-x/event", json.dumps(
+            {"id": eid, "seq": 1, "node": "door-x", "ts": "2026-12-05T09:00:00.000Z", "kind": "access"}), qos=1,
+            hostname="127.0.0.1", port=broker.port)
+    fake_event(broker, "door-x", 2)  # after the two, on the same connection: stored once they are done with
+    wait_for(lambda: any(m.payload and m.json["cleared"] for m in alarms.on("/alarm/recorder.door-x.sequence-gap")),
+             what="the alarm cleared by the late event")
+    recorder.stop()  # the worker has finished whatever followed the alarm
+    log = recorder.daemon_log()
+    assert "asking door-x to replay" not in log
+    assert log.count("door-x seq 1 is stored with another id than reborn-") == 1
+    with open_store(None, recorder.data_dir) as store:
+        assert [e.id for e in store.events(*EVER)] == ["door-x-1", "door-x-2", "door-x-3"]
+
+
 def test_a_gap_is_an_alarm_and_a_signed_replay_request_until_it_fills(nodes, broker, subscribe, tmp_path):
     key = keygen(tmp_path / "recorder.pem")
     recorder = nodes("recorder", recorder_config(f'signing_key = "{tmp_path / "recorder.pem"}"\n'))
