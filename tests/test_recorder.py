@@ -70,6 +70,18 @@ def recorder_config(extra: str = "") -> str:
     return RECORDER_CONFIG + extra
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str | None:
+    """Where the recorder keeps the records: None for SQLite in its data dir, or a fresh
+    PostgreSQL database's URL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+
+
+def in_(database: str | None) -> str:
+    """The [recorder] line for ``database``."""
+    return f'database = "{database}"\n' if database else ""
+
+
 def stored(store: RecorderStore) -> list[tuple[str, int, str]]:
     return sorted((e.node, e.seq, e.id) for e in store.events(*EVER))
 
@@ -109,22 +121,22 @@ def test_every_nodes_events_reach_the_recorder_once(nodes, subscribe, logind):
     assert "refused" not in recorder.daemon_log()
 
 
-def test_what_is_published_while_the_recorder_is_down_is_stored_once_when_it_is_back(nodes):
-    recorder = nodes("recorder", recorder_config())
+def test_what_is_published_while_the_recorder_is_down_is_stored_once_when_it_is_back(nodes, database):
+    recorder = nodes("recorder", recorder_config(in_(database)))
     door = nodes("door-a")
     recorder.start()  # the session begins: from now on the broker keeps the site's events for it
     door.start()
     recorder.stop()
     tap_unknown(door, 500)
     recorder.start()
-    with open_store(None, recorder.data_dir) as store:
+    with open_store(database, recorder.data_dir) as store:
         wait_for(lambda: store.count() == 500, timeout=15, what="the 500 events queued at the broker")
         assert [seq for _, seq, _ in stored(store)] == list(range(1, 501))
         assert store.gaps() == [] and store.last_seq("door-a") == 500
     door.stop()
     recorder.stop()
     # Each acknowledged as it was stored: a restart gets nothing again.
-    with open_store(None, recorder.data_dir) as store:
+    with open_store(database, recorder.data_dir) as store:
         assert store.count() == 500
 
 
@@ -318,7 +330,8 @@ def test_postgresql_down_delays_the_records_and_blocks_nothing(nodes, postgres, 
     assert "the store is back" in recorder.daemon_log()
 
 
-def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, subscribe, tmp_path, broker):
+def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, subscribe, tmp_path, broker,
+                                                                         database):
     """End to end: seq 2 of door-a never reaches the broker (its outbox row is lost while the
     node is away); seq 3 shows the skip, the recorder raises sequence_gap and asks door-a, by a
     signed outbox.replay, for seq 2, which fills the gap and clears the alarm."""
@@ -327,7 +340,7 @@ def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, 
     from sekisho.daemon.commands import public_key_text
 
     key = keygen(tmp_path / "recorder.pem")
-    recorder = nodes("recorder", recorder_config(f'signing_key = "{tmp_path / "recorder.pem"}"\n'))
+    recorder = nodes("recorder", recorder_config(f'signing_key = "{tmp_path / "recorder.pem"}"\n' + in_(database)))
     trusted = (DEMO_CONFIG + f'\n[commands.keys.recorder]\npublic_key = "{public_key_text(key)}"\n'
                'ops = ["outbox.replay"]\n')
     door = nodes("door-a", trusted)
@@ -335,7 +348,7 @@ def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, 
     recorder.start()
     door.start()
     tap_unknown(door, 1)
-    with open_store(None, recorder.data_dir) as store:
+    with open_store(database, recorder.data_dir) as store:
         wait_for(lambda: store.count() == 1, what="seq 1 at the recorder")
         door.stop()
         # Seq 2 is decided while the door cannot reach the broker, and its outbox row is lost.
