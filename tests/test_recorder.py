@@ -377,3 +377,22 @@ def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, 
     door.stop()
     recorder.stop()
     assert "replay of seq 2 to 2 for key:recorder: 1 queued" in door.daemon_log()
+
+
+def test_two_recorders_on_a_shared_subscription_store_each_event_once(nodes, postgres):
+    url = postgres.new_database()
+    shared = recorder_config(f'database = "{url}"\nshare_group = "recorders"\n')
+    recorders = [nodes(name, shared.replace('node = "recorder"', f'node = "{name}"'))
+                 for name in ("recorder-1", "recorder-2")]
+    door = nodes("door-a")
+    for r in recorders:
+        r.start()
+    door.start()
+    tap_unknown(door, 60)
+    with open_store(url, recorders[0].data_dir) as store:
+        wait_for(lambda: store.count() == 60, what="the 60 events, split between the two")
+        assert [seq for _, seq, _ in stored(store)] == list(range(1, 61)) and store.gaps() == []
+    for s in (door, *recorders):
+        assert s.stop() == 0
+    for r in recorders:
+        assert "subscribing to $share/recorders/sekisho/v1/test/+/+/event" in r.daemon_log()
