@@ -120,7 +120,6 @@ class Recorder:
                  loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.site = site
-        self.node = node
         self.data_dir = Path(data_dir)
         self.topics = Topics(site)
         self.raise_alarm = raise_alarm
@@ -155,7 +154,6 @@ class Recorder:
         """Each open gap asked to be replayed: when to ask again, and the pause after that."""
         self.alarmed: dict[str, tuple[int, int]] = {}
         """The nodes with a sequence_gap alarm raised, and the span of seq it says."""
-        self.stored = 0
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -193,6 +191,11 @@ class Recorder:
             log.error("recorder: the broker refused the connection: %s", reason)
             return
         self.connection += 1
+        if self.connection > 1 and not flags.session_present:
+            # Expired (away longer than session_expiry_s) or lost with a broker that did not
+            # save it: what came meanwhile was never queued; the gaps will show it.
+            log.warning("recorder: the broker no longer had the recorder's session; what was published while it "
+                        "was away will show as gaps")
         log.info("recorder: connected (session %s), subscribing to %s", "kept" if flags.session_present else "new",
                  ", ".join(self.filters))
         # Retained alarms only when the subscription is new: a kept session has them already.
@@ -236,13 +239,11 @@ class Recorder:
             return True
         try:
             self.store = open_store(self.cfg.database or None, self.data_dir)
+            gaps = self.store.gaps()  # left open by a previous run, or by another recorder
         except self.errors as exc:
-            self._failed(exc, "cannot open the recorder's store")
+            self._failed(exc, "opening the store failed")
             return False
-        if self.failing:
-            log.warning("recorder: the store is back; storing again")
-            self.failing = False
-        for gap in self.store.gaps():  # left open by a previous run, or by another recorder
+        for gap in gaps:
             self.due.setdefault(gap.node, time.monotonic() + self.cfg.gap_grace_s)
         return True
 
@@ -297,7 +298,6 @@ class Recorder:
             # A message of an earlier connection is the broker's to send again (stored once).
             if m.qos > 0 and m.connection == current:
                 self.client.ack(m.mid, m.qos)
-        self.stored += result.new
         for bad in result.rejected:
             self._refuse(bad.event.node if isinstance(bad.event.node, str) else "?", str(bad.error))
         for event in result.conflicts:

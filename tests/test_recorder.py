@@ -396,3 +396,24 @@ def test_two_recorders_on_a_shared_subscription_store_each_event_once(nodes, pos
         assert s.stop() == 0
     for r in recorders:
         assert "subscribing to $share/recorders/sekisho/v1/test/+/+/event" in r.daemon_log()
+
+
+def test_a_recorder_whose_postgresql_is_down_at_start_runs_and_stores_once_it_is_up(nodes, postgres):
+    import psycopg
+
+    url = postgres.new_database()
+    name = url.split("///")[1].split("?")[0]
+    recorder = nodes("recorder", recorder_config(f'database = "{url}"\n'))
+    door = nodes("door-a")
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        recorder.start()  # answers on its control socket: the daemon runs without its database
+        door.start()
+        tap_unknown(door, 2)
+        wait_for(lambda: "recorder: opening the store failed" in recorder.daemon_log(), what="the recorder to say so")
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    with open_store(url, recorder.data_dir) as store:
+        wait_for(lambda: store.count() == 2, timeout=15, what="the events stored once the database is up")
+    door.stop()
+    recorder.stop()
+    assert recorder.daemon_log().count("recorder: opening the store failed") == 1
