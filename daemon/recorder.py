@@ -213,25 +213,33 @@ class Recorder:
     # ------------------------------------------------------------------------- worker
     def _work(self) -> None:
         try:
-            while not self.stopping.is_set():
-                if not self._open():
-                    continue
-                self._look_at_gaps()
-                wait = min((t for t in self.due.values()), default=time.monotonic() + 1.0) - time.monotonic()
-                try:
-                    first = self.inbox.get(timeout=min(max(wait, 0.01), 1.0))
-                except queue.Empty:
-                    continue
-                batch = [first]
-                while len(batch) < self.cfg.batch:
-                    try:
-                        batch.append(self.inbox.get_nowait())
-                    except queue.Empty:
-                        break
-                self._commit(batch)
+            self._loop()
+        except Exception:
+            # A fault of the recorder's own: nothing more is stored or acknowledged (the broker
+            # keeps it all in the session), and the node's log says why, loudly.
+            log.critical("recorder: stopped by an unexpected error; nothing more is recorded until the daemon "
+                         "restarts (the broker keeps the messages)", exc_info=True)
         finally:
             if self.store is not None:
                 self.store.close()
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            if not self._open():
+                continue
+            self._look_at_gaps()
+            wait = min((t for t in self.due.values()), default=time.monotonic() + 1.0) - time.monotonic()
+            try:
+                first = self.inbox.get(timeout=min(max(wait, 0.01), 1.0))
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.cfg.batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
 
     def _open(self) -> bool:
         """The store, opened (again) if need be; False after a failure and a pause."""
