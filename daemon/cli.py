@@ -305,6 +305,8 @@ def _add_records(sub: Any) -> None:
              "readers saw.")
     p.add_argument("--area", help="only this area")
     p.add_argument("--csv", action="store_true", help="CSV with a header row, for a printout")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     p = _add(sub, "events", cmd_events, "list recorded events",
              "List recorded events, oldest first. Times without a zone are in the site's time zone.")
     p.add_argument("--since", metavar="TIME", help="from this time on (2026-11-01 or 2026-11-01T09:00)")
@@ -312,6 +314,9 @@ def _add_records(sub: Any) -> None:
     p.add_argument("--door", help="only this door")
     p.add_argument("--person", help="only this person's id")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
+    p.add_argument("--node", help="at a recorder node: only this node's events")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
@@ -389,6 +394,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: [site] language, else ja "
                                                         "when LANG is ja_*, else en)")
     p.add_argument("--section", choices=REPORT_SECTIONS, help="CSV only: just this section (and the report rows)")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
 
 
 def _add_sim(sub: Any) -> None:
@@ -438,6 +445,8 @@ def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("--open", action="store_true", help="only alarms not closed yet")
     p.add_argument("--since", metavar="TIME", help="only alarms raised from this time on (2026-11-01 or "
                                                    "2026-11-01T09:00)")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
