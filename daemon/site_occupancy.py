@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -102,32 +103,63 @@ def fold_store(store: RecorderStore) -> Whereabouts:
 
 
 class SiteOccupancy:
-    """The recorder's publisher of ``area/<area>/occupancy`` for the site: each area once at
-    start (from the whole store, and the config's areas, so that an empty area says 0), then
-    each area whose occupants a stored batch changed.
+    """The recorder's publisher of ``area/<area>/occupancy`` for the site: every area once the
+    whole store is folded (and the config's areas, so that an empty area says 0), then each
+    area whose occupants a stored batch changed.
 
-    ``stored`` is called from the recorder's writing thread after each committed batch; the
-    fold and the message are made on the daemon's loop (``call_soon_threadsafe``), where the
-    node's other records are queued."""
+    The store is folded in a thread of its own, retried every ``retry_s`` while it cannot be
+    read (a PostgreSQL that is down): the daemon's loop never waits for it. ``stored`` is
+    called from the recorder's writing thread after each committed batch; the fold and the
+    messages are made on the daemon's loop (``call_soon_threadsafe``), where the node's other
+    records are queued. Batches that come before the store is folded wait for it, then are
+    folded too: nothing is published from a partial fold, which is the bug this exists for."""
 
     def __init__(self, areas: Sequence[str], topics: Topics, loop: asyncio.AbstractEventLoop,
-                 queue: Callable[[NewState], None]) -> None:
+                 queue: Callable[[NewState], None], retry_s: float = 5.0) -> None:
         self.areas = tuple(areas)
         self.topics = topics
         self.loop = loop
         self.queue = queue
+        self.retry_s = retry_s
         self.where = Whereabouts()
+        self.pending: list[Received] | None = []
+        """Batches stored before the whole store was folded; None once it was."""
+        self.stopping = threading.Event()
 
-    def startup(self, store: RecorderStore) -> None:
-        self.where = fold_store(store)
-        for area in sorted(set(self.areas) | set(self.where.areas())):
-            self.queue(self._message(area))
+    def start(self, open_store: Callable[[], RecorderStore]) -> None:
+        threading.Thread(target=self._fold_store, args=(open_store,), name="site-occupancy", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
 
     def stored(self, events: Sequence[Received]) -> None:
         """A committed batch (any thread)."""
         self.loop.call_soon_threadsafe(self._fold, list(events))
 
+    def _fold_store(self, open_store: Callable[[], RecorderStore]) -> None:
+        while not self.stopping.is_set():
+            try:
+                with open_store() as store:
+                    where = fold_store(store)
+            except Exception as exc:  # noqa: BLE001 - any backend's failure: said, and tried again
+                log.warning("site occupancy: cannot read the recorder's store, trying again in %.0f s: %s",
+                            self.retry_s, exc)
+                self.stopping.wait(self.retry_s)
+                continue
+            self.loop.call_soon_threadsafe(self._folded, where)
+            return
+
+    def _folded(self, where: Whereabouts) -> None:
+        self.where = where
+        where.fold(self.pending or [])
+        self.pending = None
+        for area in sorted(set(self.areas) | set(where.areas())):
+            self.queue(self._message(area))
+
     def _fold(self, events: list[Received]) -> None:
+        if self.pending is not None:
+            self.pending += events
+            return
         for area in sorted(self.where.fold(events)):
             self.queue(self._message(area))
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import SEKISHO
+from conftest import wait_for
+from harness import SEKISHO, Site
 from sekisho.daemon import report_csv, report_html
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import AlarmStep, Received, open_store
@@ -43,9 +44,10 @@ id = "test"
 node = "rec"
 timezone = "Asia/Tokyo"
 roles = ["recorder"]
+occupancy_from = "{occupancy_from}"
 
 [mqtt]
-url = "mqtt://127.0.0.1:1"
+url = "{url}"
 
 [recorder]
 database = "{database}"
@@ -62,7 +64,8 @@ def utc(local: str) -> str:
 class Recorder:
     """A recorder node: its config, its own store (people, audit log) and the recorder's store."""
 
-    def __init__(self, tmp_path: Path, where: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, where: str | None, monkeypatch: pytest.MonkeyPatch,
+                 url: str = "mqtt://127.0.0.1:1", occupancy_from: str = "doors") -> None:
         self.dir = tmp_path
         self.data_dir = tmp_path / "data"
         self.database = Database(self.data_dir)
@@ -70,7 +73,7 @@ class Recorder:
         self.people = People(self.database)
         self.store = open_store(where, self.data_dir)
         self.config = tmp_path / "sekisho.toml"
-        self.config.write_text(RECORDER_CONFIG.format(database=where or ""))
+        self.config.write_text(RECORDER_CONFIG.format(database=where or "", url=url, occupancy_from=occupancy_from))
         self.seqs: dict[str, itertools.count] = {}
         self.now = "2026-10-20T01:00:00.000Z"
         monkeypatch.setattr(people_mod, "utc_now", lambda: self.now)
@@ -203,29 +206,53 @@ def test_the_fold_does_not_depend_on_arrival_order():
                                                       r.subject("p2"): ("store-room", "door-b")}
 
 
-def test_the_recorder_publishes_each_area_whole_and_then_what_a_batch_changed(rec):
+def test_the_recorder_publishes_each_area_whole_and_then_what_a_batch_changed(rec, where, tmp_path):
     fill(rec)
     sent: list = []
     loop = asyncio.new_event_loop()
+
+    def run_until(predicate) -> None:
+        async def until() -> None:
+            while not predicate():
+                await asyncio.sleep(0.01)
+        loop.run_until_complete(asyncio.wait_for(until(), 10))
+
     try:
-        occupancy = SiteOccupancy(["lobby", "operator-room"], Topics("test"), loop, sent.append)
-        occupancy.startup(rec.store)
+        occupancy = SiteOccupancy(["lobby", "operator-room"], Topics("test"), loop, sent.append, retry_s=0.05)
+        early = [rec.door("door-b", "2026-12-01T09:00", "?", "back", "out", None)]
+        rec.store.store(early)
+        occupancy.stored(early)  # a batch before the store was folded: it waits, nothing partial goes out
+        behind: list = []
+        loop.call_soon_threadsafe(behind.append, 1)
+        run_until(lambda: behind)
+        assert sent == []
+        attempts = []
+
+        def opener():
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise OSError("the database is down")  # tried again, the loop never waits for it
+            return open_store(where, rec.data_dir)
+        occupancy.start(opener)
+        run_until(lambda: len(sent) == 2)
         assert {(m.topic, m.payload["count"]) for m in sent} == {
-            ("sekisho/v1/test/area/lobby/occupancy", 0), ("sekisho/v1/test/area/operator-room/occupancy", 2)}
+            ("sekisho/v1/test/area/lobby/occupancy", 0), ("sekisho/v1/test/area/operator-room/occupancy", 1)}
+        assert len(attempts) == 3
         sent.clear()
-        batch = [rec.door("door-b", "2026-12-01T09:00", "?", "back", "out", None),
-                 rec.door("door-b", "2026-12-01T09:01", "u1042", "back", "in", "operator-room")]
+        batch = [rec.door("door-b", "2026-12-01T09:01", "u1042", "back", "in", "operator-room")]
         rec.store.store(batch)
         occupancy.stored(batch)  # as from the recorder's writing thread
-        loop.call_soon(loop.stop)
-        loop.run_forever()
+        run_until(lambda: sent)
         assert [(m.topic, m.payload) for m in sent] == [("sekisho/v1/test/area/operator-room/occupancy", {
             "count": 2, "subjects": sorted([rec.subject("u1042"), rec.subject("u2001")])})]
-        occupancy.stored(batch)  # the same batch again (a second recorder): nothing changed
-        loop.call_soon(loop.stop)
-        loop.run_forever()
+        occupancy.stored(batch)  # the same batch again (a redelivery): nothing changed, nothing sent
+        occupancy.stored([])
+        behind.clear()
+        loop.call_soon_threadsafe(behind.append, 1)  # runs after the folds queued before it (FIFO)
+        run_until(lambda: behind)
         assert len(sent) == 1
     finally:
+        occupancy.stop()
         loop.close()
 
 
@@ -352,3 +379,40 @@ def test_node_is_only_for_a_recorder(site):
     site.enroll("u1", "04a1b2c3d4e5f6")
     r = site.cli("events", "--node", "door-a", check=False)
     assert r.returncode == 64 and "--node is for a recorder node" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the daemons
+def test_with_occupancy_from_the_recorder_one_publisher_speaks_for_each_area(tmp_path, broker, subscribe,
+                                                                             monkeypatch):
+    """A door node told that the recorder speaks for occupancy publishes none, however many pass
+    its doors; the recorder node (a real daemon) publishes each area from the whole store."""
+    (tmp_path / "door").mkdir()
+    door = Site(tmp_path / "door", broker)
+    door.config.write_text(door.config.read_text().replace('timezone = "Asia/Tokyo"',
+                                                           'timezone = "Asia/Tokyo"\noccupancy_from = "recorder"'))
+    door.enroll("u1", "04a1b2c3d4e5f6")
+    sub = subscribe()
+    door.start()
+    try:
+        door.tap("04a1b2c3d4e5f6")
+        door.tap("04a1b2c3d4e5f6", reader="entrance-out")
+        events = wait_for(lambda: len(sub.events()) == 2 and sub.events(), what="both passes")
+        assert [e["area"] for e in events] == ["operator-room", "lobby"]
+        # The passes' own messages came after anything the start or the first pass queued.
+        assert sub.on("/occupancy") == []
+    finally:
+        door.stop()
+    (tmp_path / "rec").mkdir()
+    node = Site(tmp_path / "rec", broker)
+    rec = Recorder(tmp_path / "rec", None, monkeypatch, url=broker.url, occupancy_from="recorder")  # its config
+    fill(rec)
+    rec.store.close()
+    node.start()
+    try:
+        got = wait_for(lambda: {m.topic.split("/")[-2]: m.json for m in sub.on("/occupancy")}
+                       if len(sub.on("/occupancy")) >= 2 else None, what="the recorder's occupancy")
+        assert got["operator-room"]["count"] == 2
+        assert set(got["operator-room"]["subjects"]) == {rec.subject("u2001"), UNKNOWN}
+        assert got["lobby"]["count"] == 0
+    finally:
+        assert node.stop() == 0
