@@ -17,7 +17,7 @@ import zoneinfo
 from typing import Any
 
 from .cli_site import _no, _store
-from .errors import NoInput
+from .errors import DataError, NoInput
 from .keys import SiteKey
 from .recorder_store import DB_NAME, RecorderStore, open_store
 from .site_alarms import latest_lives
@@ -76,7 +76,7 @@ def events(args: argparse.Namespace, since: str | None, until: str | None) -> li
     subject = None
     if args.person:
         if args.person not in names.names:
-            raise _no("person", args.person, [], "the recorder node's people (see: sekisho person list)")
+            raise DataError(f"no person {args.person!r} in the recorder node's people (see: sekisho person list)")
         subject = names.subject_of_id[args.person]
     lo = dt.datetime.fromisoformat(since) if since else EVER[0]
     hi = dt.datetime.fromisoformat(until) if until else EVER[1]
