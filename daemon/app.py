@@ -47,8 +47,10 @@ from .logind import Logind
 from .logind_watch import SeatWatch
 from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
+from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
+from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
 from .router import Controllers, Router
@@ -169,8 +171,10 @@ class Daemon:
         # before the desks' start-up lock (run() says why).
         self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.router.handle) \
             if self.logind and self.desks else None
+        self.replay = OutboxReplay(self.record, self.topics, usb_host=config.usb.host if config.usb else None,
+                                   committed=self.publisher.kick)
         ops = Table(Parts(door_states=self.door_states, alarms=self.alarms, desks=self.desks, presence=self.presence,
-                          usb=self.usb, enrolment=self.enrolment), declared())
+                          usb=self.usb, enrolment=self.enrolment, replay=self.replay), declared())
         self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
@@ -194,6 +198,13 @@ class Daemon:
             self.publisher.subscribe(self.home_assistant.topic, self.home_assistant.heard_own)
             self.publisher.subscribe(self.home_assistant.status_topic, self.home_assistant.heard_status,
                                      retained=False)
+        # The site recorder, on a node whose roles name it: its own client and its own thread,
+        # so that a slow database never holds up this loop; its gap alarms are this node's.
+        self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
+                                 data_dir=self.data_dir, raise_alarm=self.alarms.raise_,
+                                 clear_alarm=self.alarms.clear, loop=loop,
+                                 on_stored=self.site_occupancy.stored if self.site_occupancy else None) \
+            if config.recorder else None
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
 
@@ -238,6 +249,8 @@ class Daemon:
                     raise SekishoError(f"usb: {exc}") from None
                 started.append(self.usb_driver)
                 self.usb.start(enumerate_usb_devices())
+            if self.recorder:
+                self.recorder.start()
             await self.control.start()
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
@@ -247,6 +260,8 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.control.stop()
+            if self.recorder:
+                await self.recorder.stop()
             if self.site_occupancy:
                 self.site_occupancy.stop()
             self.node_watch.stop()
