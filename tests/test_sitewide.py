@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from harness import SEKISHO, Site
+from harness import DEMO_CONFIG, RECORDER_CONFIG, SEKISHO, Site, node_site
 from sekisho.daemon import report_csv, report_html
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import AlarmStep, Received, open_store
 from sekisho.daemon.report import period
+from sekisho.daemon.site_occupancy import EVER as EVER_UTC
 from sekisho.daemon.site_occupancy import SiteOccupancy, Whereabouts, fold_store
 from sekisho.daemon.site_report import gather_site
 from sekisho.daemon.store import people as people_mod
@@ -38,7 +39,7 @@ TZ = "Asia/Tokyo"
 ZONE = zoneinfo.ZoneInfo(TZ)
 UNKNOWN = "ffffeeeeddddcccc"  # a pseudonym nobody at the recorder node matches
 
-RECORDER_CONFIG = """\
+RECORDER_NODE = """\
 [site]
 id = "test"
 node = "rec"
@@ -73,7 +74,7 @@ class Recorder:
         self.people = People(self.database)
         self.store = open_store(where, self.data_dir)
         self.config = tmp_path / "sekisho.toml"
-        self.config.write_text(RECORDER_CONFIG.format(database=where or "", url=url, occupancy_from=occupancy_from))
+        self.config.write_text(RECORDER_NODE.format(database=where or "", url=url, occupancy_from=occupancy_from))
         self.seqs: dict[str, itertools.count] = {}
         self.now = "2026-10-20T01:00:00.000Z"
         monkeypatch.setattr(people_mod, "utc_now", lambda: self.now)
@@ -416,3 +417,110 @@ def test_with_occupancy_from_the_recorder_one_publisher_speaks_for_each_area(tmp
         assert got["lobby"]["count"] == 0
     finally:
         assert node.stop() == 0
+
+
+DOOR_B = DEMO_CONFIG.replace('doors = ["entrance"]', 'doors = ["back"]').replace('''[doors.entrance]
+area_in = "operator-room"
+area_out = "lobby"''', '''[doors.back]
+area_in = "operator-room"''').replace('''[readers.entrance-in]
+driver = "sim"
+door = "entrance"''', '''[readers.back-in]
+driver = "sim"
+door = "back"''').replace('''[readers.entrance-out]
+driver = "sim"
+door = "entrance"''', '''[readers.back-out]
+driver = "sim"
+door = "back"''')
+"""door-b: the operator room's back door, to the outside."""
+
+DESK_C = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.operator-room]
+
+[levels.staff]
+desks = ["desk-01"]
+
+[desks.desk-01]
+area = "operator-room"
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+"""
+
+
+def test_two_door_nodes_a_desk_and_the_recorder_as_daemons(tmp_path, broker, subscribe, logind):
+    """One area, its doors on two nodes: the recorder (a real daemon on a real mosquitto) is the
+    one voice of its occupancy, the desk node decides on it, and the recorder answers muster and
+    the report for the site."""
+    logind.add_session("c1")
+    logind.patch_lock()
+    SiteKey.load_or_create(tmp_path / "site.key")
+
+    def node(name: str, config: str) -> Site:
+        one_voice = config.replace('timezone = "Asia/Tokyo"', 'timezone = "Asia/Tokyo"\noccupancy_from = "recorder"')
+        return node_site(tmp_path, broker, name, one_voice, tmp_path / "site.key")
+    recorder = node("recorder", RECORDER_CONFIG)
+    door_a, door_b, desk = node("door-a", DEMO_CONFIG), node("door-b", DOOR_B), node("desk-c", DESK_C)
+    people = {"alice": ("04a1a1a1", "Alice Ito"), "bob": ("04b0b0b0", "Bob Sato")}
+    made = [recorder, door_a, door_b, desk]
+    try:
+        key = SiteKey.load_or_create(tmp_path / "site.key")
+        for s in made:  # in-process, as `sekisho person add` and `card add` would (a CLI run each is slow)
+            database = Database(s.data_dir)
+            enrolment = People(database)
+            for pid, (uid, name) in people.items():
+                enrolment.add_person(pid, name, "cli:test")  # the names the recorder node shows
+                if s is not recorder:
+                    enrolment.add_card(pid, key.card_hash(bytes.fromhex(uid)), "cli:test")
+                    enrolment.grant_level(pid, "staff", "cli:test")
+            database.close()
+        sub = subscribe()
+        for s in made:
+            s.start()
+        alice, bob = key.pseudonym("alice"), key.pseudonym("bob")
+
+        def inside() -> list | None:
+            got = sub.on("/area/operator-room/occupancy")
+            return sorted(got[-1].json["subjects"]) if got else None
+
+        # bob in through door-b, alice in through door-a, alice out through door-b: door-a alone
+        # would say [alice] to the end, door-b alone never saw alice; the recorder sees both.
+        door_b.tap("04b0b0b0", reader="back-in")
+        wait_for(lambda: inside() == [bob], what="bob inside, said by the recorder")
+        door_a.tap("04a1a1a1", reader="entrance-in")
+        wait_for(lambda: inside() == sorted([alice, bob]), what="alice and bob inside, across both door nodes")
+        door_b.tap("04a1a1a1", reader="back-out")
+        wait_for(lambda: inside() == [bob], what="alice out through the other node's door")
+        desk.tap("04b0b0b0", reader="desk-01")  # bob's entry was at door-b: the desk node knows it from the recorder
+        desk_events = wait_for(lambda: [(m.json["kind"], m.json["reason"]) for m in sub.on("/desk/desk-01/event")
+                                        if m.json["kind"] in ("card_inserted", "tailgating")], what="the desk's decision")
+        assert desk_events[0] == ("card_inserted", "card")
+
+        with open_store(None, recorder.data_dir) as store:
+            wait_for(lambda: len(store.events(*EVER_UTC)) == len(sub.on("/event")), what="every event at the recorder")
+        muster = list(csv.DictReader(io.StringIO(recorder.cli("muster", "--csv").stdout)))
+        assert [(r["area"], r["person_id"], r["name"], r["door"], r["node"]) for r in muster] == [
+            ("operator-room", "bob", "Bob Sato", "back", "door-b")]
+        today = dt.datetime.now(ZONE).date().isoformat()
+        out = tmp_path / "site.csv"
+        recorder.cli("report", "--day", today, "-o", str(out))
+        assert recorder.cli("report", "--verify", str(out)).returncode == 0
+        rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+        moves = [(r["name"], r["door"], r["direction"]) for r in rows if r["section"] == "presence"]
+        # (The entrance was only ever passed inward: where its out side leads, lobby, no event said.)
+        assert moves == [("Bob Sato", "back", "entered"), ("Alice Ito", "entrance", "entered"),
+                         ("Alice Ito", "back", "left")]
+        sessions = [(r["desk"], r["name"]) for r in rows if r["section"] == "desk_session"]
+        assert sessions == [("desk-01", "Bob Sato")]
+    finally:
+        for s in made:
+            s.kill()
