@@ -98,7 +98,7 @@ class Whereabouts:
 def fold_store(store: RecorderStore) -> Whereabouts:
     """The whole store folded: where everyone is now."""
     where = Whereabouts()
-    where.fold(store.events(*EVER))
+    where.fold(store.events(*EVER, kind="door"))
     return where
 
 

@@ -167,6 +167,10 @@ def november(r: Recorder, area: str = ""):
 # ----------------------------------------------------------------------------- occupancy
 def test_muster_across_two_door_nodes_of_one_area(rec):
     fill(rec)
+    assert [e.node for e in rec.store.events(*EVER_UTC, kind="desk")] == ["desk-a"] * 3  # what the fold reads
+    assert len(rec.store.events(*EVER_UTC, kind="door")) == 7
+    with pytest.raises(ValueError, match="is not a topic word"):
+        rec.store.events(*EVER_UTC, kind="%")
     where = fold_store(rec.store)
     # u1042 came in through door-a and left through door-b: out, though door-a alone would
     # still count them in. u2001 entered through door-b, then (December) door-a.
