@@ -139,6 +139,19 @@ def fill(r: Recorder) -> None:
     desk = [r.desk("desk-a", "2026-11-02T10:05", "card_inserted", "card", "u2001"),
             r.desk("desk-a", "2026-11-02T17:00", "card_removed", "removed", "u2001"),
             r.desk("desk-a", "2026-11-02T17:00:01", "lock_failed", "unconfirmed", "u2001")]
+    device = {"vid": "0781", "pid": "5567", "class": "00", "interfaces": ["08:06:50"], "name": "Cruzer",
+              "serial": "4C53", "port": "1-2"}
+    supervisor = f"supervisor:{r.subject('u1042')}"
+    exc = {"id": "x1", "match": "0781:5567:4C53", "minutes": 10, "until": utc("2026-11-05T10:12"),
+           "actor": supervisor, "hash": "h", "interfaces": "rules"}
+    usb = [r.event("desk-a", "usb/desk-a/event", "2026-11-05T10:00", {"action": "allowed", "device": device,
+                                                                        "rule": "3", "reason": ""}),
+           r.event("desk-a", "usb/desk-a/event", "2026-11-05T10:01", {"action": "blocked", "device": device,
+                                                                        "rule": "IMPLICIT", "reason": ""}),
+           r.event("desk-a", "usb/desk-a/event", "2026-11-05T10:02", {
+               "action": "exception_granted", "device": device, "rule": "EXCEPTION",
+               "reason": f"allowed for 10 min by {supervisor}", "exception": exc})]
+    assert r.store.store(usb).new == 3
     assert r.store.store(door_b).new == 4
     assert r.store.store(desk).new == 3
     assert r.store.store(door_a).new == 3
@@ -281,6 +294,10 @@ def test_the_sites_month_over_every_node(rec):
             for s in r.desk_sessions] == [("desk-01", "operator-room", "Taro <b>Suzuki</b> & co", "10:05", "17:00",
                                            "removed")]
     assert [(d.kind, d.reason, d.person_id) for d in r.desk_events] == [("lock_failed", "unconfirmed", "u2001")]
+    assert r.usb_allowed == 1
+    assert [(u.action, u.approved_by, u.approver_id, u.approver_name, u.exception) for u in r.usb] == [
+        ("blocked", "", "", "", ""),
+        ("exception_granted", f"supervisor:{rec.subject('u1042')}", "u1042", "山田 花子", "x1 until 2026-11-05 10:12")]
     forced = [a for a in r.alarms if a.id == "door-b.back.forced"][0]
     assert (forced.severity, forced.raised.strftime("%d %H:%M"), forced.cleared.strftime("%H:%M"),
             forced.acked_by, forced.acked_at.strftime("%H:%M"), forced.note, forced.closed.strftime("%H:%M")) == (
@@ -342,8 +359,11 @@ def test_events_and_alarms_of_every_node(rec):
     r = rec.cli("events", "--since", "2026-11-01", "--until", "2026-12-01", "--csv")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
-    assert [x["node"] for x in rows] == ["door-a", "door-b", "desk-a", "door-a", "door-b", "desk-a", "desk-a",
-                                         "door-b", "door-b"]
+    assert [(x["node"], x["kind"]) for x in rows] == [
+        ("door-a", "door"), ("door-b", "door"), ("desk-a", "desk"), ("door-a", "door"), ("door-b", "door"),
+        ("desk-a", "desk"), ("desk-a", "desk"), ("door-b", "door"), ("door-b", "door"), ("desk-a", "usb"),
+        ("desk-a", "usb"), ("desk-a", "usb")]
+    assert rows[-1]["result"] == "exception_granted"
     assert rows[0]["ts"] == "2026-11-02T09:00:00+09:00" and rows[0]["name"] == "山田 花子"
     assert rows[0]["area"] == "operator-room"
     mine = rec.cli("events", "--person", "u1042", "--json")
