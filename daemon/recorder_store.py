@@ -485,7 +485,9 @@ class PostgresStore(RecorderStore):
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
         except psycopg.Error as exc:
-            raise StoreError(f"{_safe_url(url)}: cannot open the recorder's store: {exc}") from None
+            # libpq's message runs over lines (the error, then a hint): one line, as every error
+            raise StoreError(f"{_safe_url(url)}: cannot open the recorder's store: "
+                             f"{' '.join(str(exc).split())}") from None
 
     def close(self) -> None:
         self.conn.close()

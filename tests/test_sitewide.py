@@ -400,6 +400,16 @@ def test_a_recorder_that_stored_nothing_is_said(tmp_path, monkeypatch):
     assert r.cli("events", "--local").returncode == 0
 
 
+def test_a_postgresql_that_cannot_be_reached_is_one_line_without_its_password(tmp_path, monkeypatch):
+    r = Recorder(tmp_path, None, monkeypatch)
+    r.store.close()
+    r.config.write_text(r.config.read_text().replace(
+        'database = ""', f'database = "postgresql://sekisho:secret-pw@/site?host={tmp_path}/no-socket"'))
+    got = r.cli("muster")
+    assert got.returncode == 74 and got.stderr.count("\n") == 1, got.stderr
+    assert "cannot open the recorder's store" in got.stderr and "secret-pw" not in got.stderr
+
+
 def test_node_is_only_for_a_recorder(site):
     site.enroll("u1", "04a1b2c3d4e5f6")
     r = site.cli("events", "--node", "door-a", check=False)
