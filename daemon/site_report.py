@@ -32,13 +32,17 @@ from .report import SITE_NOTES, AlarmLife, Layout, Period, Report, assemble, cha
 from .site_alarms import lives
 from .site_events import rows as site_rows
 from .site_names import SiteNames
+from .site_occupancy import EVER
 from .store.database import Database
 
 
 def learned_layout(rows: Sequence[Mapping[str, Any]], own: Layout) -> Layout:
     """Where doors lead and desks stand, as the events say: a granted pass ``in`` names its
     door's ``area_in``, one ``out`` its ``area_out`` (``null``: outside every area); a desk's
-    event names its area. The recorder node's own config fills in and wins for its own doors."""
+    event names its area; the latest event wins (``rows`` in time order). The recorder node's
+    own config fills in and wins for its own doors. ``gather_site`` passes the door events up
+    to the period's end, so a door passed one way only in the period still has both sides,
+    and a later change of a node's config does not rewrite the period."""
     doors: dict[str, tuple[str, str]] = {}
     desks: dict[str, str] = {}
     for r in rows:
@@ -79,12 +83,15 @@ def gather_site(store: RecorderStore, database: Database, key: SiteKey, cfg: Any
             if r["person_id"] and r["person_id"] not in people:
                 people[r["person_id"]] = r["name"]  # a pseudonym standing for itself
         subjects = {s: person.id for s, person in names.by_subject.items()}
+        doors_until = site_rows(store.events(EVER[0], until, kind="door"), names)
         nodes = sorted({e.node for e in events})
         notes = [n for n in SITE_NOTES if (n != "site_area" or area) and n != "gaps_open"]
         if store.gaps():
             notes.append("gaps_open")
         return assemble(site=cfg.site.id, node=f"{cfg.site.node} (recorder; nodes: {', '.join(nodes) or 'none'})",
-                        p=p, layout=learned_layout(rows, Layout.of(cfg)), area=area, events=rows, people=people,
+                        p=p, layout=learned_layout(doors_until + [r for r in rows if r["kind"] == "desk"],
+                                                   Layout.of(cfg)),
+                        area=area, events=rows, people=people,
                         subjects=subjects, alarms=alarms(store.alarm_steps(since, until), p),
                         changes=changes(database.db, p, people),
                         integrity=integrity(database), notes=tuple(notes), now=now)
