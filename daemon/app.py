@@ -51,8 +51,10 @@ from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
 from .recorder import Recorder
+from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
 from .router import Controllers, Router
+from .site_occupancy import SiteOccupancy
 from .store.database import Database, is_damage
 from .store.outbox import Outbox
 from .store.people import People
@@ -130,6 +132,11 @@ class Daemon:
         self.alarms = Alarms(config.site.node, self.record, self.topics, self._queue,
                              ack_needed=config.site.alarms_need_ack)
         self.presence = Presence(config, self.people, self.record, self.key, self.topics, loop, self._queue)
+        # Where the site says the recorder speaks for every area's occupancy (presence.py then
+        # publishes none), from every node's door events: folded from the recorder's store at
+        # start, then fed each batch the recorder stores (SiteOccupancy.stored).
+        self.site_occupancy = (SiteOccupancy(config.areas, self.topics, loop, self._queue)
+                               if config.recorder and config.site.occupancy_from == "recorder" else None)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes)
@@ -195,7 +202,9 @@ class Daemon:
         # so that a slow database never holds up this loop; its gap alarms are this node's.
         self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
                                  data_dir=self.data_dir, raise_alarm=self.alarms.raise_,
-                                 clear_alarm=self.alarms.clear, loop=loop) if config.recorder else None
+                                 clear_alarm=self.alarms.clear, loop=loop,
+                                 on_stored=self.site_occupancy.stored if self.site_occupancy else None) \
+            if config.recorder else None
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
 
@@ -211,6 +220,9 @@ class Daemon:
         self.publisher.start()
         self.alarms.startup()
         self.presence.startup()
+        if self.site_occupancy and self.config.recorder:
+            database = self.config.recorder.database
+            self.site_occupancy.start(lambda: open_recorder_store(database, self.data_dir))
         await self.door_states.startup()  # every strike driven as its mode says before any reader starts
         self.commits.report_lost(self.alarms, self.config.site.node)
         if self.seat_watch:
@@ -250,6 +262,8 @@ class Daemon:
             await self.control.stop()
             if self.recorder:
                 await self.recorder.stop()
+            if self.site_occupancy:
+                self.site_occupancy.stop()
             self.node_watch.stop()
             self.commands.close()
             for driver in reversed(started):

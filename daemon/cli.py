@@ -424,16 +424,24 @@ def _add_records(sub: Any) -> None:
     p = _add(sub, "muster", cmd_muster, "who is inside now, by area, with names (for the fire drill)",
              "List everyone recorded inside an area now, with names from the store: the roll call\n"
              "for an evacuation. Entry and exit both need the card, so the list is what the\n"
-             "readers saw.")
+             "readers saw. At a recorder node: every node's doors, from the recorder's store\n"
+             "(--local: this node's own doors).")
     p.add_argument("--area", help="only this area")
     p.add_argument("--csv", action="store_true", help="CSV with a header row, for a printout")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     p = _add(sub, "events", cmd_events, "list recorded events",
-             "List recorded events, oldest first. Times without a zone are in the site's time zone.")
+             "List recorded events, oldest first. Times without a zone are in the site's time zone.\n"
+             "At a recorder node: every node's events, from the recorder's store, with the node\n"
+             "and the person's name (--local: this node's own).")
     p.add_argument("--since", metavar="TIME", help="from this time on (2026-11-01 or 2026-11-01T09:00)")
     p.add_argument("--until", metavar="TIME", help="before this time")
     p.add_argument("--door", help="only this door")
     p.add_argument("--person", help="only this person's id")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
+    p.add_argument("--node", help="at a recorder node: only this node's events")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
@@ -448,8 +456,10 @@ def _add_records(sub: Any) -> None:
 
 
 REPORT_HELP = """\
-The report for the data-protection audit, from this node's store, for one day or one
-month of the site's time zone ([site] timezone: a day is 00:00 to 24:00 there):
+The report for the data-protection audit, for one day or one month of the site's time
+zone ([site] timezone: a day is 00:00 to 24:00 there): from this node's store, or, at a
+recorder node ([site] roles names recorder), for the whole site from the recorder's store
+(--local: this node's own):
 
   - who entered and left each area, by day, with names, person ids, local times and doors
   - per door: entries, exits and denials, counted by reason
@@ -463,7 +473,7 @@ month of the site's time zone ([site] timezone: a day is 00:00 to 24:00 there):
     does not hold; and what the store does not record, said rather than guessed
 
 --area limits presence, doors and desks to that area (doors whose area_in or area_out it
-is, desks in it); USB, alarms and changes stay the node's.
+is, desks in it); USB, alarms and changes stay the node's (the site's at a recorder).
 
 formats:
   html  one self-contained page (no script, nothing fetched), Japanese or English
@@ -511,6 +521,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--lang", choices=["ja", "en"], help="the page's language (default: [site] language, else ja "
                                                         "when LANG is ja_*, else en)")
     p.add_argument("--section", choices=REPORT_SECTIONS, help="CSV only: just this section (and the report rows)")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
 
 
 def _add_sim(sub: Any) -> None:
@@ -556,10 +568,14 @@ def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
              "List alarms from this node's record, oldest raised first, with local times in the site's\n"
              "time zone. Each line is an alarm id's latest life (raised, cleared, acknowledged by whom,\n"
              "closed); every earlier life and every acknowledgement is in the audit log. An alarm stays\n"
-             "open until a person acknowledges it, even after its condition has cleared.")
+             "open until a person acknowledges it, even after its condition has cleared.\n"
+             "At a recorder node: every node's alarms, from the steps the recorder stored\n"
+             "(--local: this node's own).")
     p.add_argument("--open", action="store_true", help="only alarms not closed yet")
     p.add_argument("--since", metavar="TIME", help="only alarms raised from this time on (2026-11-01 or "
                                                    "2026-11-01T09:00)")
+    p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
+                                                        "default the whole site's, from the recorder's)")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")

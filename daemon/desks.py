@@ -137,7 +137,8 @@ class Desks:
 
     def _publish(self, desk: str, decision: DeskDecision, p: Publish) -> None:
         subject = self.presence.subject_of(p.person_id) if p.person_id else None
-        payload = {"desk": desk, "kind": p.kind.value, "subject": subject, "reason": p.reason,
+        payload = {"desk": desk, "area": self.config.desks[desk].area or None, "kind": p.kind.value,
+                   "subject": subject, "reason": p.reason,
                    "rule": decision.rule, "latency_ms": round(p.latency_ms, 2) if p.latency_ms is not None else None}
         columns = {"reader": desk, "person_id": p.person_id, "reason": p.reason, "rule": decision.rule,
                    "result": p.kind.value}

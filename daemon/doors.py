@@ -93,8 +93,9 @@ class Doors:
 
     def exit_pressed(self, cfg: InputConfig) -> None:
         """A request to exit opens from inside without a card; it is recorded as a pass."""
+        _, outside = access.areas(self.rules.doors[cfg.door], "out")
         self.queue(self._door_event(cfg.door, cfg.name, "out", Verdict(Decision.GRANTED, "input.exit", "exit_button"),
-                                    None, None))
+                                    None, None, outside))
         self.states.release(cfg.door)
 
     async def _check_pin(self, reader: ReaderConfig, pending: PendingPin, digits: str) -> None:
@@ -123,22 +124,25 @@ class Doors:
         self._record(reader, verdict, attempt.holder.person_id if attempt.holder else None, card_hash)
 
     def _record(self, reader: ReaderConfig, verdict: Verdict, person_id: str | None, card_hash: str | None) -> None:
-        self.queue(self._door_event(reader.door, reader.name, reader.direction, verdict, person_id, card_hash))
+        _, entered = access.areas(self.rules.doors[reader.door], reader.direction)
+        self.queue(self._door_event(reader.door, reader.name, reader.direction, verdict, person_id, card_hash,
+                                    entered if verdict.granted else None))
         if verdict.granted:
             self.states.release(reader.door)
             if person_id is not None:
-                _, entered = access.areas(self.rules.doors[reader.door], reader.direction)
                 self.presence.move(person_id, entered)
 
     def _door_event(self, door: str, reader: str, direction: str, verdict: Verdict, person_id: str | None,
-                    card_hash: str | None) -> NewEvent:
+                    card_hash: str | None, area: str | None) -> NewEvent:
+        """``area``: where a granted pass leads (empty: out of every area), so that the recorder
+        knows where the passer is without this node's door config; None for a denial."""
         subject = self.presence.subject_of(person_id) if person_id else None
         columns = {"door": door, "reader": reader, "direction": direction, "person_id": person_id,
                    "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
                    "card": card_hash[:16] if card_hash else None}
         payload = {"kind": "access", "door": door, "reader": reader, "direction": direction,
                    "result": verdict.decision.value, "reason": verdict.reason, "rule": verdict.rule,
-                   "subject": subject}
+                   "subject": subject, "area": area or None}
         log.info("%s %s at %s (%s, rule %s)", verdict.decision.value, subject or "no card", reader, verdict.reason,
                  verdict.rule)
         return NewEvent(kind="door", topic=self.topics.door_event(door), payload=payload, columns=columns)

@@ -7,6 +7,10 @@ Three kinds of knowledge, kept apart because they are trusted differently:
   - **Remote areas** (those a desk here names but another node's doors lead into): the
     subjects that node publishes as the area's retained occupancy. Until that message arrives,
     nobody knows who is inside: ``entered`` answers None and the desk's stance decides.
+    With ``[site] occupancy_from = "recorder"`` every desk area is remote, local or not: the
+    recorder publishes each area from every node's doors, and this node's own doors are only
+    part of the story (someone who came in through another node's door is inside all the same).
+    This node then publishes no occupancy: its partial view must not overwrite the site's.
   - **Subjects**: how each person appears on the bus, a keyed hash (or the name, where the
     site publishes names), computed once per person per run.
 
@@ -43,7 +47,10 @@ class Presence:
         self.queue = queue
         self.tz = ZoneInfo(config.site.timezone)
         self.local_areas = frozenset(a for d in config.doors.values() for a in (d.area_in, d.area_out) if a)
-        self.remote_areas = frozenset(d.area for d in config.desks.values() if d.area) - self.local_areas
+        self.publishes = config.site.occupancy_from == "doors"
+        """Whether this node's doors speak for their areas' occupancy (else the recorder does)."""
+        desk_areas = frozenset(d.area for d in config.desks.values() if d.area)
+        self.remote_areas = desk_areas - self.local_areas if self.publishes else desk_areas
         self.locations = record.locations()
         """person id -> (area, since as the store's UTC text), for everyone inside a local area."""
         # Who is in each area, kept up to date on every move: rebuilding it from ``locations``
@@ -58,7 +65,10 @@ class Presence:
 
     def startup(self) -> None:
         """Publish the occupancy of every local area. Only those: a desk-only node knows nothing
-        of who is inside, and its word must not overwrite the door node's retained message."""
+        of who is inside, and its word must not overwrite the door node's retained message; nor
+        a door node's when the recorder publishes for the site."""
+        if not self.publishes:
+            return
         for area in sorted(self.local_areas):
             self.queue(self._occupancy(area))
 
@@ -77,7 +87,7 @@ class Presence:
 
     def entered(self, person_id: str, area: str) -> bool | None:
         """Is the person recorded inside ``area``? None when nobody knows who is in it."""
-        if area in self.local_areas:
+        if area in self.local_areas and self.publishes:
             return self.locations.get(person_id, ("", ""))[0] == area
         inside = self.heard.get(area)
         return None if inside is None else self.subject_of(person_id) in inside
@@ -108,6 +118,8 @@ class Presence:
         self.inside.get(before, set()).discard(person_id)
         if entered:
             self.inside.setdefault(entered, set()).add(person_id)
+        if not self.publishes:
+            return
         if not self.changed:
             # After this tick's strike and record: a burst of grants shares one message per area.
             self.loop.call_soon(self._publish_changed)

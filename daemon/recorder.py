@@ -34,7 +34,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,11 @@ def database_errors() -> tuple[type[BaseException], ...]:
 class Recorder:
     def __init__(self, cfg: RecorderConfig, mqtt_cfg: MqttConfig, *, site: str, node: str, data_dir: Path,
                  raise_alarm: Callable[..., object], clear_alarm: Callable[..., object],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 on_stored: Callable[[Sequence[Received]], object] | None = None) -> None:
         self.cfg = cfg
+        self.on_stored = on_stored
+        """Told each committed batch's events, minus those refused (site_occupancy.py)."""
         self.site = site
         self.data_dir = Path(data_dir)
         self.topics = Topics(site)
@@ -306,6 +309,10 @@ class Recorder:
             # A message of an earlier connection is the broker's to send again (stored once).
             if m.qos > 0 and m.connection == current:
                 self.client.ack(m.mid, m.qos)
+        if self.on_stored is not None and events:
+            refused = {id(bad.event) for bad in result.rejected}  # as given: its fields may not even hash
+            conflicts = {(c.node, c.seq, c.id) for c in result.conflicts}
+            self.on_stored([e for e in events if id(e) not in refused and (e.node, e.seq, e.id) not in conflicts])
         for bad in result.rejected:
             self._refuse(bad.event.node if isinstance(bad.event.node, str) else "?", str(bad.error))
         for event in result.conflicts:

@@ -249,14 +249,21 @@ class RecorderStore(abc.ABC):
                 else self._query(sql + " ORDER BY node, first_seq", ()))
         return [Gap(*row) for row in rows]
 
-    def events(self, since: dt.datetime, until: dt.datetime, node: str | None = None) -> list[Received]:
-        """The events with ``since <= ts < until`` (aware datetimes), of one node or all, in
-        time order (ties by node and ``seq``)."""
+    def events(self, since: dt.datetime, until: dt.datetime, node: str | None = None,
+               kind: str | None = None) -> list[Received]:
+        """The events with ``since <= ts < until`` (aware datetimes), of one node or all, of one
+        kind (the topic's ``door``, ``desk``, ``usb``) or all, in time order (ties by node and
+        ``seq``)."""
         sql = "SELECT node, seq, id, topic, ts, payload FROM events WHERE ts >= ? AND ts < ?"
         args: tuple[Any, ...] = (rfc3339(since), rfc3339(until))
         if node is not None:
             sql += " AND node = ?"
             args += (node,)
+        if kind is not None:
+            if not NAME.match(kind):
+                raise ValueError(f"kind {kind!r} is not a topic word")
+            sql += " AND topic LIKE ?"  # sekisho/v1/<site>/<kind>/<name>/event; a kind is a-z, 0-9, '-'
+            args += (f"%/{kind}/%/event",)
         return [Received(*row) for row in self._query(sql + " ORDER BY ts, node, seq", args)]
 
     def count(self) -> int:
@@ -478,7 +485,9 @@ class PostgresStore(RecorderStore):
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
         except psycopg.Error as exc:
-            raise StoreError(f"{_safe_url(url)}: cannot open the recorder's store: {exc}") from None
+            # libpq's message runs over lines (the error, then a hint): one line, as every error
+            raise StoreError(f"{_safe_url(url)}: cannot open the recorder's store: "
+                             f"{' '.join(str(exc).split())}") from None
 
     def close(self) -> None:
         self.conn.close()

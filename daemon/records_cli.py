@@ -15,8 +15,10 @@ import json
 import sys
 import zoneinfo
 
-from .cli_site import _actor, _no, _person, _print_table, _record, _store
-from .errors import DataError
+from . import site_records_cli as site
+from .cli_site import _actor, _config, _no, _person, _print_table, _record, _store
+from .errors import DataError, UsageError
+from .site_records_cli import site_wide
 from .timestamps import local as local_time
 from .timestamps import rfc3339
 
@@ -24,21 +26,26 @@ EX_DATAERR = 65
 
 
 def cmd_muster(args: argparse.Namespace) -> int:
-    cfg, record = _record(args, create=False)
-    if args.area and args.area not in cfg.areas:
-        raise _no("area", args.area, cfg.areas, str(cfg.path))
-    rows = record.muster(args.area)
-    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
-    for r in rows:
-        r["since"] = dt.datetime.fromisoformat(r["since"]).astimezone(tz).strftime(
-            "%Y-%m-%d %H:%M")
-    columns = ["area", "person_id", "name", "since"]
+    cfg = _config(args)
+    if site_wide(cfg, args):
+        rows, areas = site.muster(args)
+        columns = ["area", "person_id", "name", "since", "door", "node"]
+    else:
+        cfg, record = _record(args, create=False)
+        if args.area and args.area not in cfg.areas:
+            raise _no("area", args.area, cfg.areas, str(cfg.path))
+        rows = record.muster(args.area)
+        tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+        for r in rows:
+            r["since"] = dt.datetime.fromisoformat(r["since"]).astimezone(tz).strftime(
+                "%Y-%m-%d %H:%M")
+        columns = ["area", "person_id", "name", "since"]
+        areas = [args.area] if args.area else list(cfg.areas)
     if args.csv:
         writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    areas = [args.area] if args.area else list(cfg.areas)
     for area in areas:
         inside = [r for r in rows if r["area"] == area]
         print(f"{area}: {len(inside)} inside")
@@ -66,6 +73,15 @@ EVENT_COLUMNS = ["ts", "seq", "kind", "door", "reader", "direction", "result", "
 def cmd_events(args: argparse.Namespace) -> int:
     from .store.people import People
     from .store.record import Record
+    cfg = _config(args)
+    if site_wide(cfg, args):
+        found = site.events(args, _instant(args.since, cfg.site.timezone, "--since"),
+                            _instant(args.until, cfg.site.timezone, "--until"))
+        _print_rows(args, found, list(site.EVENT_COLUMNS), ["ts", "node", "door", "reader", "direction", "result",
+                                                             "reason", "name"])
+        return 0
+    if args.node:
+        raise UsageError("--node is for a recorder node (the site's events); this node lists its own")
     cfg, database, _ = _store(args, create=False)
     record = Record(database, cfg.site.node)
     if args.person:
@@ -111,6 +127,14 @@ def _alarm_state(row: dict) -> str:
 
 
 def cmd_alarms(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if site_wide(cfg, args):
+        rows = site.alarms(args, _instant(args.since, cfg.site.timezone, "--since"))
+        if not rows and not (args.json or args.csv):
+            print("no alarms" if not args.open else "no open alarms")
+        else:
+            _print_rows(args, rows, site.ALARM_COLUMNS, ["id", "severity", "state", "raised", "cleared", "acked_by"])
+        return 0
     cfg, record = _record(args, create=False)
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     rows = []

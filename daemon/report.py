@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,26 @@ NOTES = {
     "node_wide": "USB, alarms and changes are this node's, whatever the area.",
     "exit_button": "An exit button opens without a card: such an exit has no person.",
     "alarm_before": "An alarm raised before the period shows no raised time when only its later steps fall in it.",
+    "site_wide": "This report reads the recorder's store: the events every node of the site published and the "
+                 "recorder received; the node line lists the nodes heard from.",
+    "site_area": "USB, alarms and changes are the whole site's, whatever the area.",
+    "site_names": "People are named by the recorder node, where enrolment is done; a person it does not know "
+                  "appears as their pseudonym.",
+    "site_areas": "Where a door leads comes from the area its events name; a door of a node older than that "
+                  "field shows in the door counts only, without presence.",
+    "site_changes": "Changes to people, cards and levels are from the recorder node's audit log (enrolment is "
+                    "done there); the audit chain stated is that node's.",
+    "gaps_open": "Some events have not reached the recorder yet (gaps in a node's sequence): they are missing "
+                 "here.",
 }
 """What the report cannot know, by code; the HTML renderer has each in Japanese too."""
+NODE_NOTES = ("names_today", "cards_hashed", "sessions_before", "usb_allowed_counted", "one_node", "node_wide",
+              "exit_button", "alarm_before")
+"""Those of one node's report (``node_wide`` only with an area)."""
+SITE_NOTES = ("site_wide", "site_names", "names_today", "cards_hashed", "sessions_before", "usb_allowed_counted",
+              "site_area", "site_areas", "site_changes", "exit_button", "gaps_open")
+"""Those of the recorder's site-wide report (``site_area`` only with an area, ``gaps_open`` only
+when the recorder knows of missing events)."""
 
 
 @dataclass(frozen=True)
@@ -295,19 +313,38 @@ def _gather(database: Database, node: str, site: str, p: Period, layout: Layout,
         subjects = {pseudonym(pid): pid for pid in people}
     subjects.update({name: pid for pid, name in people.items() if name not in subjects})
 
+    def local(ts: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(ts).astimezone(zone) if ts else None
+
+    events = Record(database, node).events(since=p.since, until=p.until)
+    return assemble(site=site, node=node, p=p, layout=layout, area=area, events=events, people=people,
+                    subjects=subjects, alarms=_alarms(db, p, local), changes=changes(db, p, people),
+                    integrity=integrity(database), notes=tuple(n for n in NODE_NOTES if n != "node_wide" or area),
+                    now=now)
+
+
+def assemble(*, site: str, node: str, p: Period, layout: Layout, area: str, events: Iterable[Mapping[str, Any]],
+             people: Mapping[str, str], subjects: Mapping[str, str], alarms: tuple[AlarmLife, ...],
+             changes: tuple[Change, ...], integrity: Integrity, notes: tuple[str, ...],
+             now: dt.datetime | None) -> Report:
+    """The report from event rows in a node's ``events`` table's shape (``kind``, ``ts``,
+    ``door``, ``reader``, ``direction``, ``result``, ``reason``, ``person_id``, ``payload``), in
+    time order, and the sections read elsewhere: one node's store, or the recorder's
+    (site_report.py). ``people``: person id -> name; ``subjects``: subject -> person id."""
+    zone = zoneinfo.ZoneInfo(p.timezone)
+
     def at(ts: str) -> dt.datetime:
         return dt.datetime.fromisoformat(ts).astimezone(zone)
 
     def local(ts: str | None) -> dt.datetime | None:
         return at(ts) if ts else None
 
-    events = Record(database, node).events(since=p.since, until=p.until)
     doors_shown = {d for d, (a_in, a_out) in layout.doors.items() if not area or area in (a_in, a_out)}
     desks_shown = {d for d, a in layout.desks.items() if not area or a == area}
 
     movements: list[Movement] = []
     counts: Counter[tuple[str, str, str, str]] = Counter()
-    desk_rows: dict[str, list[dict[str, Any]]] = {}
+    desk_rows: dict[str, list[Mapping[str, Any]]] = {}
     usb: list[UsbEvent] = []
     usb_allowed = 0
     for e in events:
@@ -348,20 +385,20 @@ def _gather(database: Database, node: str, site: str, p: Period, layout: Layout,
 
     return Report(
         site=site, node=node, period=p, area=area, generated=(now or dt.datetime.now(zone)).astimezone(zone),
-        integrity=_integrity(database),
+        integrity=integrity,
         movements=tuple(sorted(movements, key=lambda m: (m.area, m.at))),
         doors=tuple(DoorCount(*k, n) for k, n in sorted(counts.items())),
         desk_sessions=tuple(sorted(sessions, key=lambda s: (s.desk, s.start or s.end or dt.datetime.min.replace(
             tzinfo=zone)))),
         desk_events=tuple(sorted(problems, key=lambda d: (d.desk, d.at))),
         usb=tuple(usb), usb_allowed=usb_allowed,
-        alarms=_alarms(db, p, local),
-        changes=_changes(db, p, at, people),
-        notes=tuple(n for n in NOTES if n != "node_wide" or area),
+        alarms=alarms,
+        changes=changes,
+        notes=notes,
     )
 
 
-def _integrity(database: Database) -> Integrity:
+def integrity(database: Database) -> Integrity:
     """The audit chain's check, the one ``sekisho audit verify`` runs after SQLite's own."""
     problems = database.integrity()
     if problems:
@@ -370,7 +407,7 @@ def _integrity(database: Database) -> Integrity:
     return Integrity(r.ok, r.rows, r.problem)
 
 
-def _desk(desk: str, area: str, rows: list[dict[str, Any]], at: Callable[[str], dt.datetime],
+def _desk(desk: str, area: str, rows: list[Mapping[str, Any]], at: Callable[[str], dt.datetime],
           people: Mapping[str, str]) -> tuple[list[DeskSession], list[DeskEvent]]:
     sessions: list[DeskSession] = []
     problems: list[DeskEvent] = []
@@ -469,7 +506,10 @@ def _alarms(db: Any, p: Period, local: Callable[[str | None], dt.datetime | None
     return tuple(out)
 
 
-def _changes(db: Any, p: Period, at: Callable[[str], dt.datetime], people: Mapping[str, str]) -> tuple[Change, ...]:
+def changes(db: Any, p: Period, people: Mapping[str, str]) -> tuple[Change, ...]:
+    """The audited changes to people, cards, levels and PINs, and the other actions of a person,
+    in ``db``'s audit log during ``p``."""
+    zone = zoneinfo.ZoneInfo(p.timezone)
     out = []
     for row in db.query("SELECT n, ts, actor, action, detail FROM audit WHERE ts >= ? AND ts < ? ORDER BY n",
                         [p.since, p.until]):
@@ -478,7 +518,8 @@ def _changes(db: Any, p: Period, at: Callable[[str], dt.datetime], people: Mappi
             continue
         d = json.loads(row["detail"])
         pid = str(d.pop("person", "") or "")
-        out.append(Change(at(row["ts"]), row["n"], row["actor"], action, pid, people.get(pid, ""),
+        out.append(Change(dt.datetime.fromisoformat(row["ts"]).astimezone(zone), row["n"], row["actor"], action, pid,
+                          people.get(pid, ""),
                           _detail(d)))
     return tuple(out)
 

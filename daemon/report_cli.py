@@ -13,10 +13,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .cli_site import _no, _store
+from .cli_site import _config, _no, _store
 from .errors import DataError, NoInput, UsageError
 from .people_cli import _write_private
+from .site_records_cli import site_wide
+
+if TYPE_CHECKING:
+    from .report import Report
 
 EX_DATAERR = 65
 
@@ -56,12 +61,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = _format(args)
     if args.section and fmt != "csv":
         raise UsageError("--section is for --format csv (the HTML page has every section)")
-    cfg, database, key = _store(args, create=False)
-    if args.area and args.area not in cfg.areas:
-        raise _no("area", args.area, cfg.areas, str(cfg.path))
-    p = period(month=args.month, day=args.day, timezone=cfg.site.timezone)
-    report = gather(database, cfg.site.node, cfg.site.id, p, Layout.of(cfg), area=args.area or "",
-                    pseudonym=key.pseudonym)
+    cfg = _config(args)
+    if site_wide(cfg, args):
+        report = _site_report(args)
+    else:
+        cfg, database, key = _store(args, create=False)
+        if args.area and args.area not in cfg.areas:
+            raise _no("area", args.area, cfg.areas, str(cfg.path))
+        p = period(month=args.month, day=args.day, timezone=cfg.site.timezone)
+        report = gather(database, cfg.site.node, cfg.site.id, p, Layout.of(cfg), area=args.area or "",
+                        pseudonym=key.pseudonym)
+    p = report.period
     to_file = bool(args.output) and args.output != "-"
     if fmt == "csv":
         text = render_csv(report, args.section)
@@ -84,6 +94,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not to_file and not report.integrity.ok:
         print(chain, file=sys.stderr)
     return 0
+
+
+def _site_report(args: argparse.Namespace) -> Report:
+    """The whole site's report, from the recorder's store (site_report.py)."""
+    from .report import period
+    from .site_occupancy import fold_store
+    from .site_records_cli import recorder
+    from .site_report import gather_site
+    cfg, database, key, store, _ = recorder(args)
+    with store:
+        if args.area:
+            known = sorted(set(cfg.areas) | set(fold_store(store).areas()))
+            if args.area not in known:
+                raise _no("area", args.area, known, "the site's records")
+        p = period(month=args.month, day=args.day, timezone=cfg.site.timezone)
+        return gather_site(store, database, key, cfg, p, area=args.area or "")
 
 
 def _verify(path: str) -> int:

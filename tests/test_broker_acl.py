@@ -104,9 +104,10 @@ MAY_PUBLISH = {
                T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b"),
                T.usb_exceptions("desk-b"), discovery("desk-b")],
     "officer": [T.command("door-a"), T.command("desk-b")],
-    # The recorder: its status, its own alarms, and replay requests to any node.
+    # The recorder: its status, its own alarms, replay requests to any node, and (occupancy_from =
+    # "recorder") every area's occupancy.
     "recorder": [T.node_status("recorder"), T.alarm("recorder.door-a.sequence-gap"), T.command("door-a"),
-                 T.command("desk-b")],
+                 T.command("desk-b"), T.area_occupancy("operator-room"), T.area_occupancy("lobby")],
     "homeassistant": [HA_STATUS],
 }
 MAY_NOT_PUBLISH = {

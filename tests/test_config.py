@@ -65,6 +65,11 @@ def test_good_config_passes(tmp_path):
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "gate"]'),
      "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder)"),
     (GOOD + "[recorder]\n", "bad.toml: recorder: the recorder runs only on a node whose [site] roles name it"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\noccupancy_from = "nodes"'),
+     "bad.toml: site.occupancy_from: must be one of 'doors', 'recorder'"),
+    (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "recorder"]\noccupancy_from = "recorder"')
+     + '[recorder]\nshare_group = "recorders"\n',
+     "bad.toml: site.occupancy_from: recorder: not with [recorder] share_group"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "recorder"]') + "[recorder]\ndatabase = \"mysql://x\"\n",
      "bad.toml: recorder.database: 'mysql://x' is not a PostgreSQL URL"),
 ])

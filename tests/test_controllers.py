@@ -5,6 +5,7 @@ dbusmock's logind. An edge case here costs milliseconds; the end-to-end tests co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 from typing import Any
@@ -329,6 +330,29 @@ def test_presence_local_moves_remote_occupancy_and_subjects(tmp_path):
         presence.occupancy_heard("sekisho/v1/test/area/office/occupancy", b"{not json")
         assert presence.entered("alice", "office") is True and presence.entered("bob", "office") is False
         assert presence.remote_counts() == {"office": 1}
+    run(go())
+
+
+def test_presence_when_the_recorder_speaks_for_occupancy(tmp_path):
+    """``occupancy_from = "recorder"``: this node's doors still answer anti-passback, but it
+    publishes no occupancy (its view is partial), and whether a person entered its own area is
+    the recorder's word, since they may have come in through another node's door."""
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        house.config = dataclasses.replace(house.config, site=dataclasses.replace(house.config.site,
+                                                                                  occupancy_from="recorder"))
+        presence = Presence(house.config, house.people, house.record, house.key, Topics("test"),
+                            asyncio.get_running_loop(), house.queued.append)
+        presence.startup()
+        presence.move("alice", "room")
+        await asyncio.sleep(0)
+        assert [i for i in house.queued if isinstance(i, NewState)] == []
+        assert [i.area for i in house.queued if isinstance(i, Move)] == ["room"]
+        assert presence.passback_area("alice") == "room"
+        assert presence.remote_areas == {"room"} and presence.entered("bob", "room") is None
+        presence.occupancy_heard("sekisho/v1/test/area/room/occupancy",
+                                 json.dumps({"count": 1, "subjects": [presence.subject_of("bob")]}).encode())
+        assert presence.entered("bob", "room") is True and presence.entered("alice", "room") is False
     run(go())
 
 

@@ -101,6 +101,7 @@ def test_card_out_locks_exactly_that_session(desk):
     locked = wait_for(lambda: [m.json for m in sub.on("/desk/desk-01/event") if m.json["kind"] == "session_locked"
                                and m.json["latency_ms"] is not None][1:], what="session_locked with latency")[0]
     assert 0 < locked["latency_ms"] < 60_000 and set(locked) >= {"id", "seq", "kind", "subject", "latency_ms"}
+    assert locked["area"] == "room"  # the desk's area, for the recorder's site-wide report
     assert ("card_removed", "removed") in desk_events(sub)
     site.stop()
 

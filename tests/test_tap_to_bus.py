@@ -24,8 +24,8 @@ def test_tap_is_one_event_one_audit_row_one_message(site, subscribe):
     assert m.qos == 1 and m.retain is False
     p = m.json
     assert set(p) == {"id", "seq", "node", "ts", "kind", "door", "reader", "direction", "result", "reason", "rule",
-                      "subject"}
-    assert p["kind"] == "access"
+                      "subject", "area"}
+    assert p["kind"] == "access" and p["area"] == "operator-room"  # where the pass leads, for the recorder
     assert p["result"] == "granted" and p["reason"] == "card" and p["rule"] == "level:staff"
     assert p["door"] == "entrance" and p["reader"] == "entrance-in" and p["direction"] == "in"
     assert p["node"] == "door-a" and p["seq"] == 1
@@ -67,6 +67,7 @@ def test_unknown_revoked_and_disabled_are_denied_with_reason(site, subscribe):
                    ("denied", "person_disabled", "card.person-disabled"),
                    ("denied", "unknown_card", "card.unknown")]
     assert msgs[2].json["subject"] is None
+    assert [m.json["area"] for m in msgs] == [None, None, None]  # a denial leads nowhere
     assert [m.json["seq"] for m in msgs] == [1, 2, 3]
     site.stop()
 
@@ -80,4 +81,5 @@ def test_publish_names_puts_the_name_in_subject(site, subscribe):
     site.tap(UID, reader="entrance-out")
     event = wait_for(sub.events, what="the event")[0]
     assert event["subject"] == "Taro Suzuki" and event["direction"] == "out"
+    assert event["area"] == "lobby"  # the entrance's area_out
     site.stop()

@@ -116,6 +116,11 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     # What the sections name in each other.
     site = link_roles(c, site, {"door": bool(data.get("doors")), "desk": bool(data.get("desks")),
                                 "usb": "usb" in data, "recorder": "recorder" in data})
+    if site.occupancy_from == "recorder" and "recorder" in site.roles and recorder.share_group:
+        # Each recorder of a shared subscription folds only its share of the door events: its
+        # occupancy would be the partial view this setting exists to avoid.
+        c.problem("site.occupancy_from", "recorder: not with [recorder] share_group (each recorder sees a share "
+                  "of the door events); let one recorder without a share group publish occupancy")
     door_rules = link_doors(c, doors, areas, schedules)
     levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values)
     desks = link_desks(c, desk_values, areas, desk_levels)

@@ -8,7 +8,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from sekisho.drivers.options import REQUIRED, Option, between, strings
+from sekisho.drivers.options import REQUIRED, Option, between, one_of, strings
 
 from .checker import Checker, topic_name
 
@@ -75,6 +75,10 @@ SITE = {
     "roles": Option(list, [], "What this node does: door, desk, usb, recorder, any combination. Each role needs its "
                     "section ([doors.<name>], [desks.<name>], [usb]; [recorder] is optional) and a section needs "
                     "its role. Empty: the roles the config's sections name, and never recorder.", _roles),
+    "occupancy_from": Option(str, "doors", "Who publishes area/<area>/occupancy: doors (each door node, for the areas "
+                             "of its own doors: right while each area's doors are all on one node) or recorder "
+                             "(the recorder, from every node's door events; door nodes then publish none). The "
+                             "same on every node of the site.", one_of("doors", "recorder")),
     "language": Option(str, "", "The language of the audit report (sekisho report): ja or en; empty: Japanese "
                        "when the environment's LANG is ja_*, else English. --lang overrides it.", _language),
 }
@@ -95,6 +99,7 @@ class SiteConfig:
     watch_nodes: tuple[str, ...] = ()
     node_offline_after_s: float = 60.0
     language: str = ""
+    occupancy_from: str = "doors"
     roles: frozenset[str] = frozenset()
     """As the config names them, or as its sections imply (link_roles)."""
 
