@@ -50,6 +50,10 @@ def cmd_site_join(args: argparse.Namespace) -> int:
           f"  SECRET: it holds {secrets}. Copy it to that node only, and delete it there once installed.")
     print(f"next:\n  on the broker: {_copy_passwd(joined.passwd)}\n"
           f"  on the node:   sekisho site install {joined.bundle.name}")
+    if "recorder" in roles:
+        site = site_setup.read_record(folder).id
+        print("  in the broker's ACL, this block (it reads the whole site):\n    "
+              + site_setup.recorder_acl(site, args.node).replace("\n", "\n    "))
     return 0
 
 

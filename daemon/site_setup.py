@@ -281,6 +281,17 @@ SKELETONS = {
 }
 
 
+RECORDER_TOPICS = (("read", "#"), ("write", "alarm/+"), ("write", "cmd/+"), ("write", "area/+/occupancy"))
+"""What a recorder's broker user may do beyond the pattern lines every node has: the example ACL's
+``user recorder`` block, which a test holds equal to this."""
+
+
+def recorder_acl(site: str, node: str) -> str:
+    """The ACL block a recorder node needs: unlike a door's or a desk's, it names nothing the
+    installer fills in later, so ``site join`` can print it whole."""
+    return "\n".join([f"user {node}", *(f"topic {how} sekisho/v1/{site}/{topic}" for how, topic in RECORDER_TOPICS)])
+
+
 def node_config(record: SiteRecord, node: str, roles: tuple[str, ...], *, recorder_public: str,
                 officer_public: str, ca: bool) -> str:
     """The config stub of one node: all that the site decides, and a commented skeleton of what

@@ -461,3 +461,15 @@ def test_a_bundle_with_a_field_missing_or_of_a_wrong_type_is_refused(site_folder
                                                       .encode()).hexdigest()}
         with pytest.raises(site_bundle.BundleError, match=f"field '{field}' missing or of the wrong type"):
             site_bundle.loads("b", json.dumps(sealed).encode())
+
+
+def test_join_prints_a_recorders_acl_block_as_the_example_acl_has_it(installed):
+    """A recorder's broker user reads the whole site: join prints its block under the node's
+    name, and the block is the example ACL's ``user recorder`` one, line for line."""
+    assert "in the broker's ACL" not in installed.joined["door-a"]
+    printed = installed.joined["recorder-1"]
+    assert f"    user recorder-1\n    topic read sekisho/v1/{SITE}/#\n" in printed, printed
+    acl = (Path(__file__).parent.parent / "systemd" / "mosquitto-sekisho.acl").read_text().splitlines()
+    start = acl.index("user recorder")
+    end = acl.index("", start)
+    assert "\n".join(acl[start:end]) == site_setup.recorder_acl("tokyo-hq", "recorder")
