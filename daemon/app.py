@@ -49,6 +49,7 @@ from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
 from .presence import Presence
 from .publisher import Publisher
+from .recorder import Recorder
 from .records_lost import keep_reserve
 from .router import Controllers, Router
 from .store.database import Database, is_damage
@@ -187,6 +188,11 @@ class Daemon:
             self.publisher.subscribe(self.home_assistant.topic, self.home_assistant.heard_own)
             self.publisher.subscribe(self.home_assistant.status_topic, self.home_assistant.heard_status,
                                      retained=False)
+        # The site recorder, on a node whose roles name it: its own client and its own thread,
+        # so that a slow database never holds up this loop; its gap alarms are this node's.
+        self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
+                                 data_dir=self.data_dir, raise_alarm=self.alarms.raise_,
+                                 clear_alarm=self.alarms.clear, loop=loop) if config.recorder else None
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
 
@@ -228,6 +234,8 @@ class Daemon:
                     raise SekishoError(f"usb: {exc}") from None
                 started.append(self.usb_driver)
                 self.usb.start(enumerate_usb_devices())
+            if self.recorder:
+                self.recorder.start()
             await self.control.start()
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
@@ -237,6 +245,8 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.control.stop()
+            if self.recorder:
+                await self.recorder.stop()
             self.node_watch.stop()
             self.commands.close()
             for driver in reversed(started):

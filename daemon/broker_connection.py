@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 
-def make_client(cfg: MqttConfig, client_id: str = "") -> mqtt.Client:
+def make_client(cfg: MqttConfig, client_id: str = "", *, manual_ack: bool = False) -> mqtt.Client:
     """A paho client for the site's broker as the config says: protocol, TLS, user name and
-    password file. Every part of sekisho that talks to the broker starts from this."""
+    password file. Every part of sekisho that talks to the broker starts from this.
+    ``manual_ack``: a QoS 1 message is acknowledged only by ``client.ack`` (the recorder's,
+    once it is stored)."""
     protocol = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, manual_ack=manual_ack)
     tls, _, _ = cfg.endpoint
     if tls:
         try:

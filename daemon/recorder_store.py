@@ -1,6 +1,6 @@
 """The site recorder's store (issue 15): every event of every node, once, and the holes in each
-node's ``seq`` (docs/recorder.md, "Store"). Only storage: the recorder that feeds it from the
-broker is still to come.
+node's ``seq`` (docs/recorder.md, "Store"), and every step of every alarm. Only storage: the
+recorder that feeds it from the broker is daemon/recorder.py.
 
 One interface, two backends, chosen by ``open_store``:
   - SQLite (the stdlib ``sqlite3``), a file in the data dir: WAL, ``synchronous=FULL``, created
@@ -63,6 +63,13 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE gaps (node TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
         "opened TEXT NOT NULL, PRIMARY KEY (node, first_seq))",
     ],
+    # v2. Alarm steps: each retained alarm/<id> message, once per (alarm id, its ts).
+    [
+        "CREATE TABLE alarm_steps (alarm_id TEXT NOT NULL, ts TEXT NOT NULL, node TEXT NOT NULL, "
+        "payload TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (alarm_id, ts))",
+        "CREATE INDEX alarm_steps_ts ON alarm_steps (ts)",
+        "CREATE INDEX alarm_steps_node ON alarm_steps (node, ts)",
+    ],
 ]
 _MIGRATION_LOCK = 0x5EC15400  # PostgreSQL advisory lock key: one recorder migrates at a time
 
@@ -104,6 +111,47 @@ class Stored:
     closed: tuple[Gap, ...] = ()
     rejected: tuple[Rejected, ...] = ()
     conflicts: tuple[Received, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlarmStep:
+    """One step of an alarm as published on ``alarm/<alarm_id>`` (raised, cleared, acknowledged,
+    docs/mqtt.md): ``node`` is the alarm id up to its first ``.``, ``payload`` the message's JSON
+    object, ``received`` when the recorder took it off the broker. A step is known by its alarm
+    id and its payload's ``ts``: the retained message that every new subscription delivers
+    again is the same step."""
+    alarm_id: str
+    node: str
+    payload: dict[str, Any]
+    received: str
+
+
+def alarm_step(alarm_id: str, text: str | bytes, received: str) -> AlarmStep:
+    """The step an ``alarm/<alarm_id>`` message holds, or a ValueError that names what is wrong."""
+    node = alarm_id.split(".", 1)[0]
+    if not NAME.match(node) or "/" in alarm_id:
+        raise ValueError(f"alarm id {alarm_id!r} does not start with a node name (<node>.<source>.<kind>)")
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"alarm {alarm_id}: payload is not JSON: {str(text)[:60]!r}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"alarm {alarm_id}: payload is not a JSON object")
+    step = AlarmStep(alarm_id, node, payload, received)
+    _step_ts(step)
+    return step
+
+
+def _step_ts(step: AlarmStep) -> str:
+    """The step's ``ts`` in the house form, or a ValueError."""
+    ts = step.payload.get("ts")
+    try:
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))  # type: ignore[union-attr]
+        if t.tzinfo is None:
+            raise ValueError("no zone")
+    except (AttributeError, ValueError):
+        raise ValueError(f"alarm {step.alarm_id}: ts {ts!r} is not an RFC 3339 time with a zone") from None
+    return rfc3339(t)
 
 
 def check(event: Received) -> Received:
@@ -214,6 +262,28 @@ class RecorderStore(abc.ABC):
     def count(self) -> int:
         return self._query("SELECT count(*) FROM events", ())[0][0]
 
+    def store_alarm_steps(self, steps: Sequence[AlarmStep]) -> int:
+        """Stores ``steps`` in one transaction, each (alarm id, ``ts``) once; returns how many
+        were new. A step without a ``ts`` with a zone, or whose node is not its alarm id's
+        first part, is a ValueError before anything is written."""
+        rows = []
+        for step in steps:
+            if step.node != step.alarm_id.split(".", 1)[0] or not NAME.match(step.node):
+                raise ValueError(f"alarm {step.alarm_id!r}: node {step.node!r} is not the id's first part")
+            rows.append((step.alarm_id, _step_ts(step), step.node, json.dumps(step.payload), step.received))
+        return self._insert_steps(rows) if rows else 0
+
+    def alarm_steps(self, since: dt.datetime, until: dt.datetime, node: str | None = None) -> list[AlarmStep]:
+        """The alarm steps with ``since <= ts < until`` (aware datetimes), of one node's alarms
+        or all, in time order (ties by alarm id)."""
+        sql = "SELECT alarm_id, node, payload, received FROM alarm_steps WHERE ts >= ? AND ts < ?"
+        args: tuple[Any, ...] = (rfc3339(since), rfc3339(until))
+        if node is not None:
+            sql += " AND node = ?"
+            args += (node,)
+        return [AlarmStep(aid, n, json.loads(payload), received)
+                for aid, n, payload, received in self._query(sql + " ORDER BY ts, alarm_id", args)]
+
     @abc.abstractmethod
     def schema_version(self) -> int:
         """Each backend's own."""
@@ -235,6 +305,11 @@ class RecorderStore(abc.ABC):
     @abc.abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Each backend's own."""
+
+    @abc.abstractmethod
+    def _insert_steps(self, rows: list[tuple[str, str, str, str, str]]) -> int:
+        """Insert-or-ignore of (alarm_id, ts, node, payload, received) rows in one transaction;
+        how many went in."""
 
 
 def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]],
@@ -337,6 +412,14 @@ class SqliteStore(RecorderStore):
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
 
+    def _insert_steps(self, rows: list[tuple[str, str, str, str, str]]) -> int:
+        try:
+            with self._raw_transaction() as conn:
+                return sum(conn.execute("INSERT INTO alarm_steps VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                        row).rowcount for row in rows)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: write failed, no alarm step was kept: {exc}") from exc
+
 
 class _SqliteTx:
     """BEGIN IMMEDIATE already holds the only write lock: nothing to lock per node."""
@@ -431,6 +514,16 @@ class PostgresStore(RecorderStore):
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql.replace("?", "%s"), args).fetchall()
+
+    def _insert_steps(self, rows: list[tuple[str, str, str, str, str]]) -> int:
+        columns = list(zip(*rows, strict=True))
+        try:
+            with self.conn.transaction():
+                return len(self.conn.execute(
+                    "INSERT INTO alarm_steps SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+                    "%s::text[]) ON CONFLICT DO NOTHING RETURNING 1", [list(c) for c in columns]).fetchall())
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"{_safe_url(self.url)}: write failed, no alarm step was kept: {exc}") from exc
 
 
 class _PostgresTx:

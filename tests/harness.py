@@ -246,6 +246,38 @@ direction = "out"
 """
 
 
+RECORDER_CONFIG = """\
+[site]
+id = "test"
+node = "recorder"
+timezone = "Asia/Tokyo"
+roles = ["recorder"]
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[recorder]
+gap_grace_s = 0.5
+"""
+"""A node that is only the site's recorder (SQLite in its data dir); more ``[recorder]`` keys
+go after it."""
+
+
+def node_site(tmp_path: Path, broker: Broker, name: str, config: str, site_key: Path | None = None) -> Site:
+    """One more node of the test site, in its own dir (``tmp_path/name``) on the same broker:
+    ``config`` is its whole config (``{url}`` filled in, ``door-a`` renamed ``name``), and the
+    site's key, when given, is copied into its data dir (every node of a site shares it)."""
+    home = tmp_path / name
+    home.mkdir()
+    s = Site(home, broker)
+    s.config.write_text(config.format(url=broker.url).replace('node = "door-a"', f'node = "{name}"'))
+    if site_key is not None:
+        s.data_dir.mkdir(mode=0o700)
+        shutil.copy2(site_key, s.data_dir / "site.key")
+    return s
+
+
 class Proxy:
     """A TCP relay in front of the broker, so a test can cut the daemon's connection mid-stream
     (bytes in transit are lost both ways, as on a real network cut) while the broker and the

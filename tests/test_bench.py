@@ -35,6 +35,11 @@ FIGURES = {
                           r"postgresql: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",
                           r"postgresql: the same again, all repeats: [\d,]+ events/s",
                           r"postgresql, two writers sharing the batches: [\d,]+ events/s"],
+    "recorder_ingest.py": [r"sqlite, 1,000/s offered: 630 events from 210 nodes .*: [\d,]+ events/s stored, 0 lost",
+                           r"sqlite, all at once: 630 events .* 0 lost",
+                           r"postgresql, all at once: 630 events .* 0 lost",
+                           r"postgresql, 1,000/s offered: publish -> stored: p50=\d+ ms p99=\d+ ms .* "
+                           r"recorder peak RSS [\d.]+ MB"],
     "tap_latency.py": [r"start-up to retained online: \d+ ms", r"sim tap -> subscriber: n=20 p50="],
     "throughput.py": [r"received 400 distinct events at the subscriber, 0 lost", r"events/s"],
     "usb_plug.py": [r"uevent -> authorized written \(sekisho\): n=20 p50="],

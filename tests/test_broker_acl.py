@@ -61,7 +61,7 @@ CONTRACT_DOC = REPO / "docs" / "mqtt.md"
 SITE, NODE = "tokyo-hq", "door-a"
 T = Topics(SITE)
 BASE = T.base
-PASSWORDS = {"door-a": "door-a-secret", "desk-b": "desk-b-secret", "officer": "officer-secret",
+PASSWORDS = {"door-a": "door-a-secret", "desk-b": "desk-b-secret", "officer": "officer-secret", "recorder": "rec-secret",
              "door-a-relay": "relay-secret", "homeassistant": "ha-secret"}
 FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C530001230417116225")
 OFFICER_KEY = Ed25519PrivateKey.generate()
@@ -104,6 +104,9 @@ MAY_PUBLISH = {
                T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b"),
                T.usb_exceptions("desk-b"), discovery("desk-b")],
     "officer": [T.command("door-a"), T.command("desk-b")],
+    # The recorder: its status, its own alarms, and replay requests to any node.
+    "recorder": [T.node_status("recorder"), T.alarm("recorder.door-a.sequence-gap"), T.command("door-a"),
+                 T.command("desk-b")],
     "homeassistant": [HA_STATUS],
 }
 MAY_NOT_PUBLISH = {
@@ -124,6 +127,10 @@ MAY_NOT_PUBLISH = {
                 T.desk_state("desk-02"), T.alarm(FORCED), T.command_result("door-a"), T.usb_event("door-a"),
                 T.usb_exceptions("door-a"),
                 f"{BASE}/cmd/door-a/x", "sekisho/v1/osaka/cmd/door-a", HA_STATUS, discovery("door-a")],
+    # The recorder speaks for no other node: no event, state, status or answer; no other site.
+    "recorder": [T.door_event("entrance"), T.desk_event("desk-02"), T.door_state("entrance"), T.node_status("door-a"),
+                 T.command_result("door-a"), T.usb_event("door-a"), "sekisho/v1/osaka/cmd/door-a",
+                 "sekisho/v1/osaka/alarm/recorder.door-a.sequence-gap", HA_STATUS],
     # Home Assistant says it is online, and writes nothing of sekisho's, nor a node's device.
     "homeassistant": [T.command("door-a"), T.door_state("entrance"), T.node_status("door-a"), discovery("door-a")],
 }
@@ -139,7 +146,7 @@ READS = {
     # Home Assistant: its discovery prefix and the topics the entities name (node status, door
     # state and events, desk state, occupancy); never an alarm, a command, an answer or USB.
     "homeassistant": {discovery("door-a"), discovery("desk-b"), HA_STATUS, T.node_status("door-a"),
-                      T.node_status("desk-b"), T.door_event("entrance"), T.door_state("entrance"),
+                      T.node_status("desk-b"), T.node_status("recorder"), T.door_event("entrance"), T.door_state("entrance"),
                       T.area_occupancy("operator-room"), T.area_occupancy("lobby"), T.desk_state("desk-01"),
                       T.desk_state("desk-02")},
 }
@@ -552,6 +559,10 @@ def test_each_user_publishes_and_reads_only_its_own(site_broker, clients):
     # mosquitto grants every subscription and checks each message against the ACL as it delivers.
     officer = clients("officer", "#", websockets=True)
     readers = {user: clients(user, "#") for user in READS}
+    # The recorder reads the whole site, also through the shared subscription it takes with
+    # [recorder] share_group (docs/recorder.md).
+    recorder = clients("recorder", f"{BASE}/#")
+    recorder_shared = clients("recorder", f"$share/recorders/{BASE}/+/+/event")
     relay = clients("door-a-relay", "cmnd/door-a/#")
     writers = {user: clients(user, websockets=user == "officer") for user in MAY_PUBLISH}
     for user, writer in writers.items():
@@ -569,7 +580,14 @@ def test_each_user_publishes_and_reads_only_its_own(site_broker, clients):
     allowed = {t for topics in MAY_PUBLISH.values() for t in topics if t.startswith(f"{BASE}/")} | {HA_STATUS}
     officer.wait_for_topics(allowed, "the allowed messages at the officer")
     assert officer.topics() == allowed, "a refused publish was delivered"
-    forged = [(m.topic, user) for user, c in (("officer", officer), *readers.items()) for m in c.messages
+    site_topics = allowed - {HA_STATUS}
+    recorder.wait_for_topics(site_topics, "the whole site at the recorder")
+    assert recorder.topics() == site_topics
+    events = {t for t in site_topics if t.endswith("/event")}
+    recorder_shared.wait_for_topics(events, "every node's events at the recorder's shared subscription")
+    assert recorder_shared.topics() == events
+    forged = [(m.topic, user) for user, c in (("officer", officer), ("recorder", recorder), *readers.items())
+              for m in c.messages
               if m.payload == b'{"forged": true}']
     assert not forged, f"refused publishes were delivered: {forged}"
     # The door's relay takes the strike's commands and speaks for nothing of sekisho's.

@@ -101,6 +101,12 @@ def test_demo_runs_end_to_end(tmp_path):
         # The watcher subscribes before the daemon starts, so the start-up lock is shown too.
         assert out.read_text().count('"kind": "session_locked"') == 2
         assert '"reason": "locked"' in out.read_text()
+        # The demo node is the site's recorder too: the events it published are in recorder.db.
+        from sekisho.daemon.recorder_store import open_store
+        printed = out.read_text().count("door/entrance/event") + out.read_text().count("desk/desk-01/event")
+        with open_store(None, tmp_path / "data") as records:
+            wait_for(lambda: records.count() == printed, what="the demo's events in its recorder's store")
+            assert records.last_seq("door-a") == printed and records.gaps() == []
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0, out.read_text()
