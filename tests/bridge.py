@@ -39,12 +39,14 @@ class Building:
     comes from mosquitto's own notifications on the building broker
     (``$SYS/broker/connection/<name>/state``: 1 connected, 0 not)."""
 
-    def __init__(self, workdir: Path, central: Broker, name: str = "building-1") -> None:
+    def __init__(self, workdir: Path, central: Broker, name: str = "building-1", relay: bool = True) -> None:
+        """``relay=False``: the bridge goes straight to the central broker, with no relay to cut
+        (bench/bridge_ingest.py, where a Python relay would be what is measured)."""
         self.name = name
-        self.link = Proxy(central.port)
+        self.link = Proxy(central.port) if relay else None
         home = workdir / name
         home.mkdir()
-        self.broker = Broker(home, extra=BRIDGE.format(name=name, port=self.link.port))
+        self.broker = Broker(home, extra=BRIDGE.format(name=name, port=self.link.port if self.link else central.port))
         self.notes: Subscriber | None = None
 
     @property
@@ -63,10 +65,12 @@ class Building:
 
     def take_down(self) -> None:
         """The link between the buildings goes down and stays down; the bridge knows it."""
+        assert self.link is not None, "this building has no relay to take down"
         self.link.take_down()
         wait_for(lambda: not self.connected(), 10, f"bridge {self.name} to notice the cut")
 
     def bring_up(self) -> None:
+        assert self.link is not None, "this building has no relay to bring up"
         self.link.bring_up()
         wait_for(self.connected, 10, f"bridge {self.name} to reconnect")
 
@@ -75,4 +79,5 @@ class Building:
             self.notes.close()
             self.notes = None
         self.broker.stop()
-        self.link.close()
+        if self.link is not None:
+            self.link.close()

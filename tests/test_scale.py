@@ -12,15 +12,23 @@ doors with sim readers, a throw-away PostgreSQL.
 from __future__ import annotations
 
 import collections
+import json
+import os
+import pwd
 import re
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from bridge import Building
-from harness import DEMO_CONFIG, RECORDER_CONFIG, Broker, Site, node_site, wait_for
+from harness import DEMO_CONFIG, RECORDER_CONFIG, REPO, Broker, Site, Subscriber, node_site, wait_for
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import open_store
+from test_broker_acl import Client, SiteBroker, swap
 
 PER_NODE = 30
 """Taps at each door in each of the two bursts."""
@@ -37,7 +45,7 @@ def deliveries(broker: Broker) -> collections.Counter[str]:
 def taps(nodes: list[Site], cards: range, cut_at: int = -1, cut: Callable[[], int] | None = None) -> None:
     """Each node tapped from its own thread, at once, with each of ``cards``; ``cut`` called by
     the first node's thread after its tap number ``cut_at``."""
-    failed: list[BaseException] = []
+    failed: list[Exception] = []
 
     def run(n: int) -> None:
         try:
@@ -45,7 +53,7 @@ def taps(nodes: list[Site], cards: range, cut_at: int = -1, cut: Callable[[], in
                 nodes[n].tap(f"{n:02x}{card:06x}")
                 if n == 0 and i == cut_at and cut is not None:
                     assert cut() == 1, "the bridge was not connected"
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread below
+        except Exception as exc:  # raised again in the test's thread, below
             failed.append(exc)
     threads = [threading.Thread(target=run, args=(n,)) for n in range(len(nodes))]
     for t in threads:
@@ -77,6 +85,7 @@ def test_two_recorders_behind_a_bridge_store_every_event_once(tmp_path: Path, po
 
         # A burst, and the bridge's connection cut in the middle of it: what was in flight is
         # sent again when the bridge reconnects (a second or two later).
+        assert building.link is not None
         taps(doors, range(0, PER_NODE), cut_at=PER_NODE // 2, cut=building.link.cut)
         wait_for(lambda: store.count() == 2 * PER_NODE, 15, "the first burst stored")
         # The link down for a while: the building's broker holds what the doors publish.
@@ -100,3 +109,76 @@ def test_two_recorders_behind_a_bridge_store_every_event_once(tmp_path: Path, po
             s.kill()
         building.stop()
         central.stop()
+
+
+BRIDGE_EXAMPLE = REPO / "systemd" / "mosquitto-bridge.conf"
+
+
+def test_the_example_bridge_logs_in_over_tls_and_carries_the_site_both_ways(tmp_path: Path):
+    """systemd/mosquitto-bridge.conf as shipped but for the central broker's address, its CA and
+    the password, on a building's broker; the central broker is the shipped one
+    (test_broker_acl.SiteBroker: TLS, users, ACL) with the bridge's user and the ACL lines the
+    example's header gives. An event crosses to the central broker's officer; the officer's
+    command crosses to the building; the central broker refuses none of the bridge's publishes."""
+    central = SiteBroker(tmp_path)
+    building: Broker | None = None
+    officer: Client | None = None
+    notes: Subscriber | None = None
+    try:
+        gid = pwd.getpwnam("mosquitto").pw_gid
+        subprocess.run(["mosquitto_passwd", "-b", str(central.password_file), "bridge-building-1", "bridge-secret"],
+                       check=True, timeout=30)
+        os.chown(central.password_file, 0, gid)
+        central.password_file.chmod(0o640)
+        header = BRIDGE_EXAMPLE.read_text().split("\n\n", 1)[0]
+        acl_lines = [line[len("#     "):] for line in header.splitlines() if line.startswith("#     ")]
+        assert acl_lines[0] == "user bridge-building-1", f"the example's ACL lines are gone: {acl_lines}"
+        acl = central.password_file.parent / "sekisho.acl"
+        acl.write_text(acl.read_text() + "\n" + "\n".join(acl_lines) + "\n")
+        # What the central broker refuses, it says only at the debug level.
+        (central.password_file.parent / "conf.d" / "zz-test-log.conf").write_text("log_type all\n")
+        central.start()
+
+        conf = BRIDGE_EXAMPLE.read_text()
+        conf = swap(conf, "address central.example.internal:8883", f"address 127.0.0.1:{central.port}")
+        conf = swap(conf, "bridge_cafile /etc/mosquitto/certs/ca.crt", f"bridge_cafile {central.ca}")
+        conf = swap(conf, "remote_password change-me", "remote_password bridge-secret")
+        conf = swap(conf, "restart_timeout 5 30", "restart_timeout 1 2")
+        (tmp_path / "building").mkdir()
+        building = Broker(tmp_path / "building", extra=conf)
+        building.start()
+        notes = Subscriber(building.port, "$SYS/broker/connection/bridge-building-1/state")
+        wait_for(lambda: notes.messages and notes.messages[-1].payload == b"1", 10, "the bridge to connect over TLS")
+
+        officer = Client(central, "officer", "sekisho/v1/tokyo-hq/#")
+        at_building = Subscriber(building.port, "sekisho/v1/tokyo-hq/#")
+        try:
+            event = {"id": "e1", "seq": 1, "node": "door-a", "ts": "2026-12-05T09:00:00.000Z", "kind": "access"}
+            publish_once(building.port, "sekisho/v1/tokyo-hq/door/entrance/event", json.dumps(event))
+            wait_for(lambda: officer.on("sekisho/v1/tokyo-hq/door/entrance/event"), 10, "the event at the centre")
+            assert officer.publish("sekisho/v1/tokyo-hq/cmd/door-a", '{"op": "probe"}') == 0
+            wait_for(lambda: at_building.on("/cmd/door-a"), 10, "the command at the building")
+        finally:
+            at_building.close()
+        log = central.log.read_text()
+        assert "Received PUBLISH from bridge-building-1" in log
+        assert "Denied PUBLISH from bridge-building-1" not in log, "the central broker refused the bridge something"
+    finally:
+        if officer is not None:
+            officer.close()
+        if notes is not None:
+            notes.close()
+        if building is not None:
+            building.stop()
+        central.close()
+
+
+def publish_once(port: int, topic: str, payload: str) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
