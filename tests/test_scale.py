@@ -182,3 +182,37 @@ def publish_once(port: int, topic: str, payload: str) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_a_stopped_recorders_share_waits_for_it_and_the_other_says_what_is_missing(tmp_path: Path, broker, subscribe,
+                                                                                   postgres):
+    """mosquitto (2.0.11) keeps handing a stopped recorder, whose session it keeps, its share of
+    the events: they wait in that session, not at the other recorder, which raises sequence_gap
+    for them; once the stopped one is back, every event is stored once and no gap is left."""
+    SiteKey.load_or_create(tmp_path / "site.key")
+    database = postgres.new_database()
+    rec_1, rec_2 = (node_site(tmp_path, broker, name, RECORDER.replace("{database}", database)
+                              .replace('node = "recorder"', f'node = "{name}"'), tmp_path / "site.key")
+                    for name in ("rec-1", "rec-2"))
+    door = node_site(tmp_path, broker, "door-a", DEMO_CONFIG, tmp_path / "site.key")
+    alarms = subscribe("sekisho/v1/test/alarm/#")
+    try:
+        for s in (rec_1, rec_2, door):
+            s.start()
+        with open_store(database, tmp_path) as store:
+            taps([door], range(2))
+            wait_for(lambda: store.count() == 2, 10, "the first two events stored")
+            assert rec_2.stop() == 0
+            taps([door], range(2, 12))
+            raised = wait_for(lambda: [m.json for m in alarms.on("/alarm/rec-1.door-a.sequence-gap") if m.payload],
+                              10, "rec-1's sequence_gap alarm")[0]
+            assert raised["kind"] == "sequence_gap" and raised["source"] == "door-a"
+            assert store.gaps("door-a") and store.count() < 12, "rec-1 took rec-2's share while rec-2 was stopped"
+            rec_2.start()
+            wait_for(lambda: store.count() == 12, 10, "rec-2's share stored when it is back")
+            assert store.gaps() == [] and store.last_seq("door-a") == 12
+        for s in (door, rec_1, rec_2):
+            assert s.stop() == 0
+    finally:
+        for s in (rec_1, rec_2, door):
+            s.kill()
