@@ -47,6 +47,7 @@ from .logind import Logind
 from .logind_watch import SeatWatch
 from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
+from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
 from .recorder import Recorder
@@ -163,8 +164,10 @@ class Daemon:
         # before the desks' start-up lock (run() says why).
         self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.router.handle) \
             if self.logind and self.desks else None
+        self.replay = OutboxReplay(self.record, self.topics, usb_host=config.usb.host if config.usb else None,
+                                   committed=self.publisher.kick)
         ops = Table(Parts(door_states=self.door_states, alarms=self.alarms, desks=self.desks, presence=self.presence,
-                          usb=self.usb, enrolment=self.enrolment), declared())
+                          usb=self.usb, enrolment=self.enrolment, replay=self.replay), declared())
         self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,

@@ -39,6 +39,7 @@ from .control_cli import (
     cmd_door_list,
     cmd_door_mode,
     cmd_door_unlock,
+    cmd_outbox_replay,
     cmd_usb_allow,
     cmd_usb_generate,
     cmd_usb_list,
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doors_and_desks(sub, op)
     _add_alarms(sub, op)
     _add_usb(sub, op)
+    _add_outbox(sub, op)
     _add_cmd(sub)
     _add_console(sub)
     _add_tools(sub)
@@ -487,6 +489,47 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("match", help=match.help)
     p.add_argument("--minutes", type=float, required=True, help=minutes.help)
     p.add_argument("--interfaces", choices=["rules", "all"], default=interfaces.default, help=interfaces.help)
+
+
+REPLAY_HELP = """\
+Publish again, through the running daemon, this node's events FROM to TO (their seq, both
+included), byte for byte as they were first published: the same id, seq, ts and payload, on
+the same topic. They go through the outbox, as every event does: the broker acknowledges each
+one, and one not acknowledged yet goes out again after a reconnect or a restart. A replayed
+event is no new event: it takes no seq and gets no audit row of its own; the replay is one
+audit row (outbox.replay, with the range and how many were queued).
+
+This is what the site recorder asks a node for, by the signed command outbox.replay, when it
+finds that the node's seq skipped (docs/mqtt.md); this command is the same op on the node's
+own control socket, for an installer who knows a subscriber missed something.
+
+What the node no longer holds is said, not refused:
+  purged        seqs deleted by the retention purge: events are kept [site] retention_days
+                (365 by default), so a replay reaches back that far and no further
+  beyond        seqs after the node's last seq: never recorded
+  unreplayable  seqs recorded before the store kept each event's topic (schema 7), whose
+                topic cannot be told from the row (a USB event on a node without [usb])
+A range that ends before it starts, or of more than 100,000 seqs, is refused (exit 1) and
+nothing is queued. Asking twice publishes twice; subscribers drop a repeat by id.
+
+exit status: 0 the replay was queued (also when some seqs are no longer held); 1 a bad
+range, or the store could not be written; 69 no daemon runs with this --data-dir.
+
+examples:
+  sekisho outbox replay 1041 1057
+  sekisho outbox replay 1 500 --json
+"""
+
+
+def _add_outbox(sub: Any, op: dict[str, ops.Op]) -> None:
+    outbox = _add(sub, "outbox", None, "the node's outbox: publish recorded events again").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _add(outbox, "replay", cmd_outbox_replay, op["outbox.replay"].summary, REPLAY_HELP)
+    first, last = op["outbox.replay"].args
+    p.add_argument("first", metavar="FROM", type=int, help=first.help)
+    p.add_argument("last", metavar="TO", type=int, help=last.help)
+    p.add_argument("--json", action="store_true", help="the daemon's answer as JSON: queued, last_seq, and the "
+                                                       "spans purged, beyond and unreplayable as [first, last]")
 
 
 def _add_enrolment(sub: Any) -> None:

@@ -11,6 +11,7 @@ arguments are declared in cli.py.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from . import config as config_mod
@@ -112,4 +113,25 @@ def cmd_usb_allow(args: argparse.Namespace) -> int:
     from .usb_cli import allow_request, format_allow_reply
     _usb_config(args)
     print(format_allow_reply(_daemon(args, allow_request(args.match, args.minutes, args.interfaces))))
+    return 0
+
+
+def _spans(spans: list[list[int]]) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def cmd_outbox_replay(args: argparse.Namespace) -> int:
+    _config(args)
+    reply = _daemon(args, {"op": "outbox.replay", "from_seq": args.first, "to_seq": args.last})
+    if args.json:
+        print(json.dumps({k: v for k, v in reply.items() if k != "ok"}, indent=2))
+        return 0
+    n = reply["queued"]
+    print(f"{n} event{'' if n == 1 else 's'} of seq {reply['from_seq']} to {reply['to_seq']} queued to publish again "
+          f"(the node's last seq is {reply['last_seq']})")
+    for key, what in (("purged", "no longer held (past [site] retention_days)"),
+                      ("beyond", "never recorded (after the last seq)"),
+                      ("unreplayable", "held, but from before the store kept topics, and the topic cannot be told")):
+        if reply[key]:
+            print(f"{what}: {_spans(reply[key])}")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the command line reads the declarations without loading the
     from .alarms import Alarms
     from .desks import Desks
     from .door_states import DoorStates
+    from .outbox_replay import OutboxReplay
     from .presence import Presence
     from .tap_enrolment import TapEnrolment
     from .usb import UsbController
@@ -40,6 +42,8 @@ if TYPE_CHECKING:  # the command line reads the declarations without loading the
 log = logging.getLogger(__name__)
 
 Answer = dict[str, Any]
+MAX_SEQ = 2 ** 53
+"""The largest seq an op takes: the largest integer a signed command carries (commands.py)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Parts:
     presence: Presence | None = None
     usb: UsbController | None = None
     enrolment: TapEnrolment | None = None
+    replay: OutboxReplay | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Arg:
     """One argument of an op. Absent and JSON null are the same: ``default`` for an optional one."""
 
     name: str
-    kind: type[str] | type[float]
+    kind: type[str] | type[float] | type[int]
     help: str
     required: bool = True
     default: Any = None
@@ -75,10 +80,15 @@ class Arg:
                 raise SekishoError(f"bad request: {op} needs {self.name!r}")
             return self.default
         if isinstance(given, bool) or not isinstance(given, (str, int, float)):
-            raise SekishoError(f"{self.name} must be {'text' if self.kind is str else 'a number'}, not {given!r}")
+            kind = "text" if self.kind is str else "a whole number" if self.kind is int else "a number"
+            raise SekishoError(f"{self.name} must be {kind}, not {given!r}")
         if self.kind is str:
             # `sekisho cmd send` reads door=1 as the JSON number 1: a name may look like one.
             value: Any = str(given)
+        elif self.kind is int:
+            value = _whole(given)
+            if value is None:
+                raise SekishoError(f"{self.name} must be a whole number, not {given!r}")
         else:
             try:
                 value = float(given)
@@ -91,11 +101,21 @@ class Arg:
         if self.choices and value not in self.choices:
             raise SekishoError(f"unknown {self.name} {value!r} ({self.name}s: {', '.join(self.choices)})")
         if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
-            raise SekishoError(f"{self.name} must be between {self.bounds[0]:g} and {self.bounds[1]:g}")
+            low, high = (f"{b:,}" if self.kind is int else f"{b:g}" for b in self.bounds)
+            raise SekishoError(f"{self.name} must be between {low} and {high}")
         return value
 
     def usage(self) -> str:
         return self.name if self.required else f"[{self.name}]"
+
+
+def _whole(given: str | int | float) -> int | None:
+    """A whole number as JSON or text may carry it (7, 7.0, "7"); None for anything else."""
+    if isinstance(given, int):
+        return given
+    if isinstance(given, float):
+        return int(given) if given.is_integer() else None
+    return int(given) if re.fullmatch(r"-?[0-9]{1,16}", given) else None
 
 
 Handler = Callable[[Parts, Answer, str], Awaitable[Answer]]
@@ -218,6 +238,13 @@ async def usb_status(parts: Parts, args: Answer, actor: str) -> Answer:
     return parts.usb.status()
 
 
+async def outbox_replay(parts: Parts, args: Answer, actor: str) -> Answer:
+    """Queue the node's events from_seq to to_seq again, as first published; what it no longer
+    holds is listed in the answer, not refused."""
+    assert parts.replay is not None
+    return parts.replay.replay(args["from_seq"], args["to_seq"], actor)
+
+
 async def enroll(parts: Parts, args: Answer, actor: str) -> Answer:
     """Wait for one card at a reader and enroll it; the tap opens nothing."""
     assert parts.enrolment is not None
@@ -249,6 +276,11 @@ def declared() -> tuple[Op, ...]:
             Arg("interfaces", str, "rules (default): interfaces a block-interface rule blocks stay blocked; "
                                    "all: those too", required=False, default="rules"))),
         Op("usb.list", "the USB devices, their states, and the exceptions in force", usb_status, "usb"),
+        Op("outbox.replay", "publish this node's events from_seq to to_seq again as first published (at most "
+                            "100,000 seqs); answers what was queued and which seqs are no longer held", outbox_replay,
+           "replay",
+           (Arg("from_seq", int, "the first seq to publish again", bounds=(1, MAX_SEQ)),
+            Arg("to_seq", int, "the last seq to publish again", bounds=(1, MAX_SEQ)))),
         # For a person standing at the reader: through the control socket only, never remote.
         Op("enroll", "enroll the next card tapped at a reader to a person", enroll, "enrolment",
            (Arg("person", str, "the person's id"), Arg("reader", str, "the reader's name in the config"),

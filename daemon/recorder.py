@@ -49,6 +49,7 @@ from .broker_connection import make_client
 from .commands import load_private_key, sign
 from .config import MqttConfig, RecorderConfig
 from .errors import StoreError
+from .outbox_replay import MAX_SEQS
 from .recorder_store import AlarmStep, Gap, Received, RecorderStore, Stored, alarm_step, open_store
 from .timestamps import utc_now
 from .topics import Topics
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 """The longest pause between two tries of a batch the database refused."""
+STOP_S = 10.0
+"""How long a stop waits for the batch being stored: within systemd's stop timeout."""
 REASK_MIN_S = 60.0
 REASK_MAX_S = 3600.0
 """A replay request not answered (the gap still open) is asked again after at least this long,
@@ -117,7 +120,6 @@ class Recorder:
                  loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.site = site
-        self.node = node
         self.data_dir = Path(data_dir)
         self.topics = Topics(site)
         self.raise_alarm = raise_alarm
@@ -145,13 +147,13 @@ class Recorder:
         self.failing = False
         self.pause = RETRY_MIN_S
         self.refused: set[str] = set()
+        self.conflicting: set[str] = set()
         self.due: dict[str, float] = {}
         """Nodes whose gaps to look at, and when (monotonic)."""
         self.asked: dict[Gap, tuple[float, float]] = {}
         """Each open gap asked to be replayed: when to ask again, and the pause after that."""
         self.alarmed: dict[str, tuple[int, int]] = {}
         """The nodes with a sequence_gap alarm raised, and the span of seq it says."""
-        self.stored = 0
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -172,9 +174,10 @@ class Recorder:
         """Stop taking messages; what is not committed is not acknowledged, and the broker keeps
         it in the session for the next start."""
         self.stopping.set()
-        await asyncio.to_thread(self.worker.join, 30)
+        await asyncio.to_thread(self.worker.join, STOP_S)
         if self.worker.is_alive():
-            log.warning("recorder: the worker did not finish within 30 s; its batch is not acknowledged")
+            log.warning("recorder: the worker did not finish within %g s (a database that does not answer); its "
+                        "batch is not acknowledged and comes again at the next start", STOP_S)
         self.client.disconnect()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.client.loop_stop), 5)
@@ -188,6 +191,11 @@ class Recorder:
             log.error("recorder: the broker refused the connection: %s", reason)
             return
         self.connection += 1
+        if self.connection > 1 and not flags.session_present:
+            # Expired (away longer than session_expiry_s) or lost with a broker that did not
+            # save it: what came meanwhile was never queued; the gaps will show it.
+            log.warning("recorder: the broker no longer had the recorder's session; what was published while it "
+                        "was away will show as gaps")
         log.info("recorder: connected (session %s), subscribing to %s", "kept" if flags.session_present else "new",
                  ", ".join(self.filters))
         # Retained alarms only when the subscription is new: a kept session has them already.
@@ -205,25 +213,33 @@ class Recorder:
     # ------------------------------------------------------------------------- worker
     def _work(self) -> None:
         try:
-            while not self.stopping.is_set():
-                if not self._open():
-                    continue
-                self._look_at_gaps()
-                wait = min((t for t in self.due.values()), default=time.monotonic() + 1.0) - time.monotonic()
-                try:
-                    first = self.inbox.get(timeout=min(max(wait, 0.01), 1.0))
-                except queue.Empty:
-                    continue
-                batch = [first]
-                while len(batch) < self.cfg.batch:
-                    try:
-                        batch.append(self.inbox.get_nowait())
-                    except queue.Empty:
-                        break
-                self._commit(batch)
+            self._loop()
+        except Exception:
+            # A fault of the recorder's own: nothing more is stored or acknowledged (the broker
+            # keeps it all in the session), and the node's log says why, loudly.
+            log.critical("recorder: stopped by an unexpected error; nothing more is recorded until the daemon "
+                         "restarts (the broker keeps the messages)", exc_info=True)
         finally:
             if self.store is not None:
                 self.store.close()
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            if not self._open():
+                continue
+            self._look_at_gaps()
+            wait = min((t for t in self.due.values()), default=time.monotonic() + 1.0) - time.monotonic()
+            try:
+                first = self.inbox.get(timeout=min(max(wait, 0.01), 1.0))
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.cfg.batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
 
     def _open(self) -> bool:
         """The store, opened (again) if need be; False after a failure and a pause."""
@@ -231,13 +247,11 @@ class Recorder:
             return True
         try:
             self.store = open_store(self.cfg.database or None, self.data_dir)
+            gaps = self.store.gaps()  # left open by a previous run, or by another recorder
         except self.errors as exc:
-            self._failed(exc, "cannot open the recorder's store")
+            self._failed(exc, "opening the store failed")
             return False
-        if self.failing:
-            log.warning("recorder: the store is back; storing again")
-            self.failing = False
-        for gap in self.store.gaps():  # left open by a previous run, or by another recorder
+        for gap in gaps:
             self.due.setdefault(gap.node, time.monotonic() + self.cfg.gap_grace_s)
         return True
 
@@ -292,12 +306,15 @@ class Recorder:
             # A message of an earlier connection is the broker's to send again (stored once).
             if m.qos > 0 and m.connection == current:
                 self.client.ack(m.mid, m.qos)
-        self.stored += result.new
         for bad in result.rejected:
             self._refuse(bad.event.node if isinstance(bad.event.node, str) else "?", str(bad.error))
         for event in result.conflicts:
-            log.error("recorder: %s seq %d is stored with another id than %s: a node whose store was replaced, or "
-                      "two nodes with one name; not stored", event.node, event.seq, event.id)
+            # A node whose store was replaced repeats every seq it had: said once, not thousands of times.
+            if event.node not in self.conflicting:
+                self.conflicting.add(event.node)
+                log.error("recorder: %s seq %d is stored with another id than %s: a node whose store was replaced, "
+                          "or two nodes with one name; not stored (further ones of %s in silence)", event.node,
+                          event.seq, event.id, event.node)
         later = time.monotonic() + self.cfg.gap_grace_s
         for gap in result.opened:
             self.due.setdefault(gap.node, later)
@@ -349,7 +366,9 @@ class Recorder:
     def _ask_replay(self, gap: Gap) -> None:
         if self.key is None:
             return  # no signing key: the alarm says it, nobody can be asked
-        message = sign("outbox.replay", {"from_seq": gap.first, "to_seq": gap.last}, site=self.site, node=gap.node,
-                       key_name=self.cfg.key_name, key=self.key)
         log.info("recorder: asking %s to replay seq %d to %d", gap.node, gap.first, gap.last)
-        self.client.publish(self.topics.command(gap.node), json.dumps(message), qos=1)
+        for first in range(gap.first, gap.last + 1, MAX_SEQS):  # a node replays at most MAX_SEQS at once
+            args = {"from_seq": first, "to_seq": min(first + MAX_SEQS - 1, gap.last)}
+            message = sign("outbox.replay", args, site=self.site, node=gap.node, key_name=self.cfg.key_name,
+                           key=self.key)
+            self.client.publish(self.topics.command(gap.node), json.dumps(message), qos=1)

@@ -600,6 +600,9 @@ def test_nobody_gets_in_without_a_user_and_tls(site_broker):
     """Both listeners, one set of users (per_listener_settings false): no anonymous client, no
     wrong password, no cleartext."""
     conf = BROKER_CONF.read_text()
+    # The recorder's session queues a site's events while it is away: mosquitto's default (1,000) would drop them.
+    queued = re.search(r"^max_queued_messages (\d+)$", conf, re.M)
+    assert queued and int(queued[1]) >= 100_000, f"{BROKER_CONF.name} keeps too few messages for an absent recorder"
     for line in ("per_listener_settings false", "allow_anonymous false", "password_file ", "acl_file "):
         assert re.search(rf"^{line}", conf, re.M), f"{BROKER_CONF.name} has no {line!r}"
     for websockets in (False, True):

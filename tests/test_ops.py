@@ -27,7 +27,7 @@ from sekisho.daemon.tap_enrolment import TapEnrolment
 from sekisho.policies.access import Mode
 from test_controllers import House, until
 
-EVERY_PART = Parts(door_states=object(), alarms=object(), desks=object(), presence=object(), usb=object(), enrolment=object())  # type: ignore[arg-type]
+EVERY_PART = Parts(door_states=object(), alarms=object(), desks=object(), presence=object(), usb=object(), enrolment=object(), replay=object())  # type: ignore[arg-type]
 
 
 def recording(ops: tuple[Op, ...]) -> tuple[Table, list[tuple[str, dict[str, Any], str]]]:
@@ -96,7 +96,8 @@ def test_a_required_argument_left_out_or_null_never_reaches_the_handler(op: Op, 
 def test_an_argument_of_the_wrong_kind_never_reaches_the_handler(op: Op, arg: Arg):
     table, calls = recording(OPS)
     request = {a.name: good_value(a) for a in op.args if a.required}
-    wrong = [{"a": 1}, [1], True] + (["ten", "nan"] if arg.kind is float else [])
+    wrong = [{"a": 1}, [1], True] + (["ten", "nan"] if arg.kind is float else []) + \
+        (["ten", 2.5, "2.5", "1e3", "--1"] if arg.kind is int else [])
     for value in wrong:
         answer = run(table, op.name, {**request, arg.name: value})
         assert answer["ok"] is False and answer["error"].startswith(f"{arg.name} must be "), answer

@@ -70,6 +70,18 @@ def recorder_config(extra: str = "") -> str:
     return RECORDER_CONFIG + extra
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str | None:
+    """Where the recorder keeps the records: None for SQLite in its data dir, or a fresh
+    PostgreSQL database's URL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+
+
+def in_(database: str | None) -> str:
+    """The [recorder] line for ``database``."""
+    return f'database = "{database}"\n' if database else ""
+
+
 def stored(store: RecorderStore) -> list[tuple[str, int, str]]:
     return sorted((e.node, e.seq, e.id) for e in store.events(*EVER))
 
@@ -109,22 +121,22 @@ def test_every_nodes_events_reach_the_recorder_once(nodes, subscribe, logind):
     assert "refused" not in recorder.daemon_log()
 
 
-def test_what_is_published_while_the_recorder_is_down_is_stored_once_when_it_is_back(nodes):
-    recorder = nodes("recorder", recorder_config())
+def test_what_is_published_while_the_recorder_is_down_is_stored_once_when_it_is_back(nodes, database):
+    recorder = nodes("recorder", recorder_config(in_(database)))
     door = nodes("door-a")
     recorder.start()  # the session begins: from now on the broker keeps the site's events for it
     door.start()
     recorder.stop()
     tap_unknown(door, 500)
     recorder.start()
-    with open_store(None, recorder.data_dir) as store:
+    with open_store(database, recorder.data_dir) as store:
         wait_for(lambda: store.count() == 500, timeout=15, what="the 500 events queued at the broker")
         assert [seq for _, seq, _ in stored(store)] == list(range(1, 501))
         assert store.gaps() == [] and store.last_seq("door-a") == 500
     door.stop()
     recorder.stop()
     # Each acknowledged as it was stored: a restart gets nothing again.
-    with open_store(None, recorder.data_dir) as store:
+    with open_store(database, recorder.data_dir) as store:
         assert store.count() == 500
 
 
@@ -173,6 +185,30 @@ def fake_event(broker, node: str, seq: int) -> None:
                "door": "x"}
     publish.single(f"sekisho/v1/test/door/{node}/event", json.dumps(payload), qos=1, hostname="127.0.0.1",
                    port=broker.port)
+
+
+def test_without_a_signing_key_a_gap_is_an_alarm_and_nobody_is_asked(nodes, broker, subscribe):
+    recorder = nodes("recorder", recorder_config())
+    alarms = subscribe("sekisho/v1/test/alarm/#")
+    recorder.start()
+    for seq in (1, 3):
+        fake_event(broker, "door-x", seq)
+    raised = wait_for(lambda: alarms.on("/alarm/recorder.door-x.sequence-gap"), what="the alarm")[0].json
+    assert (raised["first_seq"], raised["last_seq"]) == (2, 2)
+    # A seq stored with another id (a node whose store was replaced): not stored, said once.
+    for eid in ("reborn-1", "reborn-2"):
+        publish.single("sekisho/v1/test/door/door-x/event", json.dumps(
+            {"id": eid, "seq": 1, "node": "door-x", "ts": "2026-12-05T09:00:00.000Z", "kind": "access"}), qos=1,
+            hostname="127.0.0.1", port=broker.port)
+    fake_event(broker, "door-x", 2)  # after the two, on the same connection: stored once they are done with
+    wait_for(lambda: any(m.payload and m.json["cleared"] for m in alarms.on("/alarm/recorder.door-x.sequence-gap")),
+             what="the alarm cleared by the late event")
+    recorder.stop()  # the worker has finished whatever followed the alarm
+    log = recorder.daemon_log()
+    assert "asking door-x to replay" not in log
+    assert log.count("door-x seq 1 is stored with another id than reborn-") == 1
+    with open_store(None, recorder.data_dir) as store:
+        assert [e.id for e in store.events(*EVER)] == ["door-x-1", "door-x-2", "door-x-3"]
 
 
 def test_a_gap_is_an_alarm_and_a_signed_replay_request_until_it_fills(nodes, broker, subscribe, tmp_path):
@@ -292,3 +328,92 @@ def test_postgresql_down_delays_the_records_and_blocks_nothing(nodes, postgres, 
     door.stop()
     recorder.stop()
     assert "the store is back" in recorder.daemon_log()
+
+
+def test_an_event_lost_from_a_doors_outbox_is_replayed_into_the_recorder(nodes, subscribe, tmp_path, broker,
+                                                                         database):
+    """End to end: seq 2 of door-a never reaches the broker (its outbox row is lost while the
+    node is away); seq 3 shows the skip, the recorder raises sequence_gap and asks door-a, by a
+    signed outbox.replay, for seq 2, which fills the gap and clears the alarm."""
+    import sqlite3
+
+    from sekisho.daemon.commands import public_key_text
+
+    key = keygen(tmp_path / "recorder.pem")
+    recorder = nodes("recorder", recorder_config(f'signing_key = "{tmp_path / "recorder.pem"}"\n' + in_(database)))
+    trusted = (DEMO_CONFIG + f'\n[commands.keys.recorder]\npublic_key = "{public_key_text(key)}"\n'
+               'ops = ["outbox.replay"]\n')
+    door = nodes("door-a", trusted)
+    alarms = subscribe("sekisho/v1/test/alarm/#")
+    recorder.start()
+    door.start()
+    tap_unknown(door, 1)
+    with open_store(database, recorder.data_dir) as store:
+        wait_for(lambda: store.count() == 1, what="seq 1 at the recorder")
+        door.stop()
+        # Seq 2 is decided while the door cannot reach the broker, and its outbox row is lost.
+        online = door.config.read_text()
+        door.config.write_text(online.replace(broker.url, "mqtt://127.0.0.1:9"))
+        door.start()
+        door.tap("04feedface")
+        database = door.data_dir / "sekisho.db"
+        wait_for(lambda: sqlite3.connect(database).execute("SELECT max(seq) FROM events").fetchone()[0] == 2,
+                 what="seq 2 recorded at the door")
+        door.stop()
+        with sqlite3.connect(database) as db:
+            lost_id, lost_payload = db.execute("SELECT id, payload FROM events WHERE seq = 2").fetchone()
+            assert db.execute("DELETE FROM outbox WHERE event_id = ?", [lost_id]).rowcount == 1
+        door.config.write_text(online)
+        door.start()
+        door.tap("04c0ffee00")
+        gap_alarm = "/alarm/recorder.door-a.sequence-gap"
+        raised = wait_for(lambda: alarms.on(gap_alarm), what="the sequence_gap alarm at the broker")[0].json
+        assert (raised["source"], raised["first_seq"], raised["last_seq"]) == ("door-a", 2, 2)
+        wait_for(lambda: store.count() == 3 and store.gaps() == [], what="the replay filling the gap")
+        wait_for(lambda: any(m.payload and m.json["cleared"] for m in alarms.on(gap_alarm)), what="the alarm cleared")
+        replayed = store.events(*EVER, node="door-a")
+        assert [e.seq for e in replayed] == [1, 2, 3]
+        assert (replayed[1].id, replayed[1].payload) == (lost_id, lost_payload)  # as first recorded
+    door.stop()
+    recorder.stop()
+    assert "replay of seq 2 to 2 for key:recorder: 1 queued" in door.daemon_log()
+
+
+def test_two_recorders_on_a_shared_subscription_store_each_event_once(nodes, postgres):
+    url = postgres.new_database()
+    shared = recorder_config(f'database = "{url}"\nshare_group = "recorders"\n')
+    recorders = [nodes(name, shared.replace('node = "recorder"', f'node = "{name}"'))
+                 for name in ("recorder-1", "recorder-2")]
+    door = nodes("door-a")
+    for r in recorders:
+        r.start()
+    door.start()
+    tap_unknown(door, 60)
+    with open_store(url, recorders[0].data_dir) as store:
+        wait_for(lambda: store.count() == 60, what="the 60 events, split between the two")
+        assert [seq for _, seq, _ in stored(store)] == list(range(1, 61)) and store.gaps() == []
+    for s in (door, *recorders):
+        assert s.stop() == 0
+    for r in recorders:
+        assert "subscribing to $share/recorders/sekisho/v1/test/+/+/event" in r.daemon_log()
+
+
+def test_a_recorder_whose_postgresql_is_down_at_start_runs_and_stores_once_it_is_up(nodes, postgres):
+    import psycopg
+
+    url = postgres.new_database()
+    name = url.split("///")[1].split("?")[0]
+    recorder = nodes("recorder", recorder_config(f'database = "{url}"\n'))
+    door = nodes("door-a")
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        recorder.start()  # answers on its control socket: the daemon runs without its database
+        door.start()
+        tap_unknown(door, 2)
+        wait_for(lambda: "recorder: opening the store failed" in recorder.daemon_log(), what="the recorder to say so")
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    with open_store(url, recorder.data_dir) as store:
+        wait_for(lambda: store.count() == 2, timeout=15, what="the events stored once the database is up")
+    door.stop()
+    recorder.stop()
+    assert recorder.daemon_log().count("recorder: opening the store failed") == 1

@@ -60,7 +60,7 @@ def checkpoint(db_path) -> None:
 
 
 BTREES = ["alarms", "audit", "cards", "commands", "door_modes", "enrolment_version", "events", "idx_cards_person_id",
-          "idx_commands_received", "idx_events_door_ts", "idx_events_person_id_ts", "idx_events_ts", "locations",
+          "idx_commands_received", "idx_events_door_ts", "idx_events_node_seq", "idx_events_person_id_ts", "idx_events_ts", "locations",
           "meta", "outbox", "people", "person_levels", "schema_version", "sequence", "sqlite_autoindex_alarms_1",
           "sqlite_autoindex_cards_1", "sqlite_autoindex_commands_1", "sqlite_autoindex_door_modes_1",
           "sqlite_autoindex_enrolment_version_1", "sqlite_autoindex_events_1", "sqlite_autoindex_locations_1",

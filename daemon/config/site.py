@@ -59,7 +59,7 @@ SITE = {
                              _hhmm),
     "pin_max_wrong": Option(int, 3, "Wrong PINs in a row that lock a card out.", between(1, 20)),
     "retention_days": Option(int, 365, "Days events and audit rows are kept; older ones are deleted daily (and by "
-                             "sekisho purge).", between(1, 3650)),
+                             "sekisho purge). Also how far back outbox.replay reaches.", between(1, 3650)),
     "pin_lockout_s": Option(int, 300, "Seconds a card stays locked out after too many wrong PINs.",
                             between(1, 86400)),
     "alarms_need_ack": Option(bool, True, "An alarm stays open until a person acknowledges it (sekisho alarm ack, "

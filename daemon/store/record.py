@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,41 @@ Item = NewEvent | NewState | Move | AlarmChange | CommandResult
 """Anything ``Record.record`` commits."""
 
 
+Span = tuple[int, int]
+"""Seqs ``first`` to ``last``, both included."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What ``Record.replay`` did with a range of seqs: how many events it queued, and the spans
+    of those it did not, by why."""
+
+    queued: int
+    last_seq: int
+    """The node's last seq when it replayed."""
+    purged: tuple[Span, ...]
+    """At most ``last_seq`` but no longer in the store: deleted by the retention purge."""
+    beyond: tuple[Span, ...]
+    """After ``last_seq``: never recorded (none or one span)."""
+    unreplayable: tuple[Span, ...]
+    """In the store, from before it kept topics, with a topic that cannot be told."""
+
+
+class _Spans:
+    """Seqs gathered in increasing order, as spans (a purge takes whole stretches of time)."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def add(self, first: int, last: int) -> None:
+        if first > last:
+            return
+        if self.spans and self.spans[-1][1] + 1 == first:
+            self.spans[-1] = (self.spans[-1][0], last)
+        else:
+            self.spans.append((first, last))
+
+
 def _retain(db: sqlite_utils.Database, topic: str, states: Sequence[dict[str, Any] | None], ts: str) -> None:
     """Retained messages for the outbox, in order; None is the empty message that clears a topic."""
     for state in states:
@@ -160,9 +195,9 @@ class Record:
                 event_id = str(uuid.uuid4())
                 payload = {**item.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
                 text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-                db.execute("INSERT INTO events (id, seq, ts, node, kind, payload, " + ", ".join(item.columns) +
-                           ") VALUES (?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
-                           [event_id, seq, ts, self.node, item.kind, text, *item.columns.values()])
+                db.execute("INSERT INTO events (id, seq, ts, node, kind, topic, payload, " + ", ".join(item.columns) +
+                           ") VALUES (?, ?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
+                           [event_id, seq, ts, self.node, item.kind, item.topic, text, *item.columns.values()])
                 what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
                 append(db, item.actor, f"{item.kind}.{what}",
                             {"event": event_id, "seq": seq, **item.columns}, ts)
@@ -182,6 +217,39 @@ class Record:
                 args.append(value)
         sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
         return list(self.database.db.query(sql, args))
+
+    def replay(self, first: int, last: int, topic_of: Callable[[str, str], str | None], actor: str) -> Replayed:
+        """Queue this node's events ``first`` to ``last`` (seqs, inclusive) in the outbox again, in
+        seq order, each with the payload and id it was recorded with: the publisher sends them as
+        it sends everything. No seq is taken and no event's audit row is written again; the replay
+        itself is one audit row (``outbox.replay``), in the same transaction. ``topic_of`` names
+        the topic of an event recorded before the store kept topics (kind, payload text), or
+        None when it cannot be told."""
+        ts = utc_now()
+        with self.database.transaction() as db:
+            row = db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+            last_seq = row[0] if row else 0
+            purged, unreplayable = _Spans(), _Spans()
+            expected, queued = first, 0
+            rows = db.execute("SELECT seq, id, kind, topic, payload FROM events WHERE node = ? AND seq BETWEEN ? AND ? "
+                              "ORDER BY seq", [self.node, first, min(last, last_seq)])
+            for seq, event_id, kind, topic, payload in rows:
+                if seq < expected:
+                    continue  # a seq held twice (a store put together by hand): sent once
+                purged.add(expected, seq - 1)
+                expected = seq + 1
+                topic = topic or topic_of(kind, payload)
+                if topic is None:
+                    unreplayable.add(seq, seq)
+                    continue
+                db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                           [event_id, topic, payload])
+                queued += 1
+            purged.add(expected, min(last, last_seq))
+            append(db, actor, "outbox.replay", {"from_seq": first, "to_seq": last, "queued": queued}, ts)
+        beyond = (max(first, last_seq + 1), last) if last > last_seq else None
+        return Replayed(queued=queued, last_seq=last_seq, purged=tuple(purged.spans),
+                        beyond=(beyond,) if beyond else (), unreplayable=tuple(unreplayable.spans))
 
     def last_seq(self) -> int:
         row = self.database.db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()

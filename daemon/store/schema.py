@@ -77,4 +77,13 @@ def _v6(db: sqlite_utils.Database) -> None:
                                           "applied": str}, pk="site")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    """Replay (``outbox.replay``): the topic each event was first published on, beside its payload.
+    Left empty for the events from before: their topic is derived from the row when one is
+    replayed (daemon/outbox_replay.py), since the site's id, the first part of every topic, is the
+    config's and not the store's."""
+    db.table("events").add_column("topic", str)
+    db.table("events").create_index(["node", "seq"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
