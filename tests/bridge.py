@@ -29,7 +29,7 @@ address 127.0.0.1:{port}
 remote_clientid {name}
 topic sekisho/v1/# both 1
 cleansession false
-bridge_protocol_version mqttv311
+bridge_protocol_version {protocol}
 restart_timeout 1 2
 """
 
@@ -39,14 +39,20 @@ class Building:
     comes from mosquitto's own notifications on the building broker
     (``$SYS/broker/connection/<name>/state``: 1 connected, 0 not)."""
 
-    def __init__(self, workdir: Path, central: Broker, name: str = "building-1", relay: bool = True) -> None:
+    def __init__(self, workdir: Path, central: Broker, name: str = "building-1", relay: bool = True,
+                 protocol: str = "mqttv311") -> None:
         """``relay=False``: the bridge goes straight to the central broker, with no relay to cut
-        (bench/bridge_ingest.py, where a Python relay would be what is measured)."""
+        (bench/bridge_ingest.py, where a Python relay would be what is measured). ``protocol``:
+        ``mqttv50`` to show what docs/scale.md says of it (the broker then keeps mosquitto's
+        default max_inflight_messages, which it must for an MQTT 5 bridge)."""
         self.name = name
         self.link = Proxy(central.port) if relay else None
         home = workdir / name
         home.mkdir()
-        self.broker = Broker(home, extra=BRIDGE.format(name=name, port=self.link.port if self.link else central.port))
+        bridge = BRIDGE.format(name=name, port=self.link.port if self.link else central.port, protocol=protocol)
+        self.broker = Broker(home, extra=bridge)
+        if protocol == "mqttv50":
+            self.broker.conf.write_text(self.broker.conf.read_text().replace("max_inflight_messages 0\n", ""))
         self.notes: Subscriber | None = None
 
     @property

@@ -21,8 +21,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from bridge import Building
-from harness import DEMO_CONFIG, RECORDER_CONFIG, REPO, Broker, Site, node_site, wait_for
+from harness import DEMO_CONFIG, RECORDER_CONFIG, REPO, Broker, Site, Subscriber, node_site, wait_for
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import open_store
 from test_broker_acl import Client, SiteBroker, swap
@@ -203,3 +206,61 @@ def test_a_stopped_recorders_share_waits_for_it_and_the_other_says_what_is_missi
     finally:
         for s in (rec_1, rec_2, door):
             s.kill()
+
+
+# What docs/scale.md says of Debian's mosquitto 2.0.11, and the example's choices rest on: a
+# newer mosquitto may change it, and then the page must change too.
+
+def test_an_mqtt311_bridge_keeps_what_the_centre_sends_during_an_outage_and_an_mqtt5_one_does_not(tmp_path: Path,
+                                                                                                   broker, subscribe):
+    """docs/scale.md, "MQTT 3.1.1 and cleansession false": one building with each, at once."""
+    protocols = ("mqttv311", "mqttv50")
+    buildings = {p: Building(tmp_path, broker, name=f"building-{p}", protocol=p) for p in protocols}
+    listeners: dict[str, Subscriber] = {}
+    try:
+        for p, b in buildings.items():
+            b.start()
+            listeners[p] = Subscriber(b.broker.port, "sekisho/v1/test/cmd/#")
+        for b in buildings.values():
+            b.take_down()
+        publish(broker.port, "sekisho/v1/test/cmd/door-a", "during the outage")
+        for b in buildings.values():
+            b.bring_up()
+        # What the centre publishes after the outage crosses either way: once it has, what was
+        # queued for the bridge during the outage has had its turn.
+        publish(broker.port, "sekisho/v1/test/cmd/door-b", "after the outage")
+        for p, sub in listeners.items():
+            wait_for(lambda sub=sub: sub.on("/cmd/door-b"), 10, f"the {p} bridge carrying messages again")
+        got = {p: [m.payload.decode() for m in sub.messages] for p, sub in listeners.items()}
+        assert got == {"mqttv311": ["during the outage", "after the outage"], "mqttv50": ["after the outage"]}
+    finally:
+        for sub in listeners.values():
+            sub.close()
+        for b in buildings.values():
+            b.stop()
+
+
+def test_mosquitto_2_0_11_sends_retained_messages_to_each_member_of_a_shared_subscription(broker):
+    """docs/scale.md, "Retained messages": MQTT 5 and mosquitto 2.0.13 send none; 2.0.11 sends
+    them to each member."""
+    publish(broker.port, "sekisho/v1/test/alarm/door-a.entrance.forced", '{"kind": "forced"}', retain=True)
+    members = [Subscriber(broker.port, "$share/recorders/sekisho/v1/test/alarm/+") for _ in range(2)]
+    try:
+        for m in members:
+            wait_for(lambda m=m: m.messages, 10, "the retained alarm at each member")
+        assert [[(x.topic, x.retain) for x in m.messages] for m in members] == \
+            [[("sekisho/v1/test/alarm/door-a.entrance.forced", True)]] * 2
+    finally:
+        for m in members:
+            m.close()
+
+
+def publish(port: int, topic: str, payload: str, retain: bool = False) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
