@@ -15,7 +15,7 @@ Each backend twice: the nodes together offering ``--rate`` events a second (the 
 latency of a recorder that keeps up), then all at once as fast as they can (its capacity).
 
 Run: .venv/bin/python bench/recorder_ingest.py [--desks 200] [--doors 10] [--per-node 100] [--procs 2]
-     [--rate 5000] [--quick]
+     [--rate 5000] [--batch 500] [--quick]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def measure(name: str, where: str | None, tmp: Path, args: argparse.Namespace, r
     name = f"{name}, {f'{rate:,.0f}/s offered' if rate else 'all at once'}"
     broker = Broker(tmp)
     broker.start()
-    extra = f'database = "{where}"\n' if where else ""
+    extra = f'batch = {args.batch}\n' + (f'database = "{where}"\n' if where else "")
     recorder: Site = node_site(tmp, broker, "recorder", RECORDER_CONFIG.replace("gap_grace_s = 0.5", "") + extra)
     try:
         recorder.start()
@@ -133,7 +133,8 @@ def measure(name: str, where: str | None, tmp: Path, args: argparse.Namespace, r
         p = lambda q: latency[min(len(latency) - 1, int(q * len(latency)))]  # noqa: E731
         rss = peak_rss_mb(recorder.proc.pid)
         stored = total / took
-        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors): "
+        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors, "
+              f"batch {args.batch}): "
               f"{stored:,.0f} events/s stored, {lost} lost ({took:.2f} s; published in {published:.2f} s, "
               f"{total / published:,.0f}/s)")
         print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms max={latency[-1]:.0f} ms; "
@@ -155,7 +156,7 @@ def latencies(where: str | None, data_dir: Path) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    args = parse(ap, desks=(200, 200), doors=(10, 10), per_node=(100, 3), procs=(2, 2),
+    args = parse(ap, desks=(200, 200), doors=(10, 10), per_node=(100, 3), procs=(2, 2), batch=(500, 500),
                  rate=(float(TARGET), 1000.0))
     tmp = workdir()
     pg = Postgres()
