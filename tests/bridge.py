@@ -9,8 +9,8 @@ broker keeps the bridge's session, and queues for it what the building subscribe
 while the link is down. mosquitto 2.0.11 sends no session expiry in an MQTT 5 bridge's CONNECT,
 so an ``mqttv50`` bridge's session on the central broker ends with each connection; and an
 ``mqttv50`` bridge from a broker with ``max_inflight_messages 0`` (as harness.Broker's) asks for
-a receive maximum of 0, which the central broker refuses as a protocol error. docs/scale.md has
-the experiments.
+a receive maximum of 0, which the central broker refuses as a protocol error (docs/scale.md;
+test_scale holds the first).
 
 ``restart_timeout 1 2``: the bridge tries again within one to two seconds after a drop, where
 mosquitto's default backs off from 5 to 30 s, so a test's cut heals within its time. (A constant

@@ -16,6 +16,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -261,6 +262,61 @@ def publish(port: int, topic: str, payload: str, retain: bool = False) -> None:
     client.loop_start()
     try:
         client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_bridges_queue_holds_max_queued_messages_and_drops_the_newest(tmp_path: Path, broker, subscribe):
+    """docs/scale.md, "While the link is down": mosquitto's cap on a client's queue holds for the
+    bridge, and beyond it the newest are dropped without a word."""
+    building = Building(tmp_path, broker)
+    building.broker.conf.write_text(building.broker.conf.read_text().replace("max_queued_messages 0\n",
+                                                                             "max_queued_messages 10\n"))
+    central = subscribe("sekisho/v1/test/door/#")
+    try:
+        building.start()
+        building.take_down()
+        publish_many(building.broker.port, "sekisho/v1/test/door/entrance/event", range(1, 31))
+        building.bring_up()
+        publish(building.broker.port, "sekisho/v1/test/door/entrance/state", "after the outage")
+        wait_for(lambda: central.on("/state"), 10, "the bridge carrying messages again")
+        assert [int(m.payload) for m in central.on("/event")] == list(range(1, 11))
+    finally:
+        building.stop()
+
+
+def test_a_killed_brokers_queue_is_lost_and_a_stopped_ones_is_kept(tmp_path: Path, broker, subscribe):
+    """docs/scale.md, "While the link is down": the bridge's queue outlives a clean restart of
+    the building's broker (persistence), and not a crash (nothing saved since the start)."""
+    central = subscribe("sekisho/v1/test/door/#")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        building = Building(tmp_path, broker, name=f"building-{sig.name.lower()}")
+        try:
+            building.start()
+            building.take_down()
+            publish_many(building.broker.port, f"sekisho/v1/test/door/{sig.name.lower()}/event", range(1, 11))
+            assert building.notes is not None and building.broker.proc is not None
+            building.notes.close()
+            building.broker.proc.send_signal(sig)
+            building.broker.proc.wait(10)
+            building.link.bring_up()
+            building.start()
+            publish(building.broker.port, f"sekisho/v1/test/door/{sig.name.lower()}/state", "after the restart")
+            wait_for(lambda sig=sig: central.on(f"/{sig.name.lower()}/state"), 10, "the bridge carrying messages")
+        finally:
+            building.stop()
+    assert [int(m.payload) for m in central.on("/sigterm/event")] == list(range(1, 11))
+    assert central.on("/sigkill/event") == []
+
+
+def publish_many(port: int, topic: str, numbers: range) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for info in [client.publish(topic, str(n), qos=1) for n in numbers]:
+            info.wait_for_publish(10)
     finally:
         client.loop_stop()
         client.disconnect()
