@@ -11,10 +11,11 @@ no gap, each node's last seq its last), publish -> stored latency (the event's `
 ``received`` of the batch that stored it), each recorder's peak RSS.
 
 Each run twice: the nodes together offering ``--rate`` events a second, then all at once as fast
-as they can. ``--recorders 1`` takes the second recorder out, to see what it adds. PostgreSQL is
+as they can. ``--recorders 1`` takes the second recorder out, to see what it adds; ``--batch``
+is each recorder's ``[recorder] batch``. PostgreSQL is
 a throw-away cluster (tests/postgres.py) with fsync on.
 Run: .venv/bin/python bench/bridge_ingest.py [--desks 200] [--doors 10] [--per-node 100] [--procs 2]
-     [--rate 5000] [--recorders 2] [--quick]
+     [--rate 5000] [--recorders 2] [--batch 500] [--quick]
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import open_store
 
 
-def recorder_config(name: str, database: str) -> str:
+def recorder_config(name: str, database: str, batch: int) -> str:
     return (RECORDER_CONFIG.replace("gap_grace_s = 0.5", "").replace('node = "recorder"', f'node = "{name}"')
-            + f'database = "{database}"\nshare_group = "recorders"\n')
+            + f'database = "{database}"\nshare_group = "recorders"\nbatch = {batch}\n')
 
 
 def measure(tmp: Path, database: str, args: argparse.Namespace, rate: float) -> None:
@@ -47,7 +48,7 @@ def measure(tmp: Path, database: str, args: argparse.Namespace, rate: float) -> 
     central.start()
     building = Building(tmp, central, relay=False)
     SiteKey.load_or_create(tmp / "site.key")
-    recorders: list[Site] = [node_site(tmp, central, r, recorder_config(r, database), tmp / "site.key")
+    recorders: list[Site] = [node_site(tmp, central, r, recorder_config(r, database, args.batch), tmp / "site.key")
                              for r in (f"rec-{i}" for i in range(1, args.recorders + 1))]
     try:
         building.start()
@@ -78,9 +79,9 @@ def measure(tmp: Path, database: str, args: argparse.Namespace, rate: float) -> 
         p = lambda q: latency[min(len(latency) - 1, int(q * len(latency)))]  # noqa: E731
         rss = ", ".join(f"{r.config.parent.name} {peak_rss_mb(r.proc.pid):.1f} MB" for r in recorders if r.proc)
         stored = total / took
-        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors): "
-              f"{stored:,.0f} events/s stored, {lost} lost ({took:.2f} s; published in {published:.2f} s, "
-              f"{total / published:,.0f}/s)")
+        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors; "
+              f"batch {args.batch}): {stored:,.0f} events/s stored, {lost} lost ({took:.2f} s; "
+              f"published in {published:.2f} s, {total / published:,.0f}/s)")
         print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms max={latency[-1]:.0f} ms; "
               f"recorders' peak RSS {rss}")
         if not args.quick and not rate:
@@ -97,7 +98,7 @@ def measure(tmp: Path, database: str, args: argparse.Namespace, rate: float) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args = parse(ap, desks=(200, 200), doors=(10, 10), per_node=(100, 3), procs=(2, 2),
-                 rate=(float(TARGET), 1000.0), recorders=(2, 2))
+                 rate=(float(TARGET), 1000.0), recorders=(2, 2), batch=(500, 500))
     tmp = workdir()
     pg = Postgres()
     try:
