@@ -320,3 +320,22 @@ def publish_many(port: int, topic: str, numbers: range) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_an_mqtt5_bridge_from_a_broker_without_an_inflight_cap_is_refused(tmp_path: Path):
+    """docs/scale.md, "MQTT 3.1.1 and cleansession false": with max_inflight_messages 0 an MQTT 5
+    bridge asks for a receive maximum of 0, which the central broker refuses as a protocol error."""
+    (tmp_path / "central").mkdir()
+    central = Broker(tmp_path / "central")
+    building = Building(tmp_path, central, protocol="mqttv50")
+    building.broker.conf.write_text(building.broker.conf.read_text() + "max_inflight_messages 0\n")
+    try:
+        central.start()
+        building.broker.start()
+        # Refused at its CONNECT: the bridge never had a CONNACK.
+        wait_for(lambda: "disconnected due to protocol error" in central.log.read_text(), 10,
+                 "the central broker to refuse the bridge")
+        assert "New bridge connected" not in central.log.read_text()
+    finally:
+        building.stop()
+        central.stop()
