@@ -72,7 +72,8 @@ def free_port() -> int:
 class Broker:
     """A real mosquitto on 127.0.0.1:<free port>; stop() and start() again on the same port."""
 
-    def __init__(self, workdir: Path, websockets: bool = False) -> None:
+    def __init__(self, workdir: Path, websockets: bool = False, extra: str = "") -> None:
+        """``extra``: more lines for its config (a bridge, tests/bridge.py)."""
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert os.path.exists(exe), "mosquitto is not installed (make test installs it)"
         self.exe = exe
@@ -87,7 +88,8 @@ class Broker:
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
                              f"persistence_location {workdir / 'mosquitto-db'}/\n"
                              "max_queued_messages 0\nmax_inflight_messages 0\n"
-                             + (f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n" if websockets else ""))
+                             + (f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n" if websockets else "")
+                             + extra)
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
@@ -287,6 +289,8 @@ class Proxy:
         self.port = self.listener.getsockname()[1]
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.lock = threading.Lock()
+        self.refusing = False
+        """While set, a connection is closed as soon as it is accepted: the network is down."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -305,6 +309,10 @@ class Proxy:
                 client.close()
                 continue
             with self.lock:
+                if self.refusing:
+                    client.close()
+                    upstream.close()
+                    continue
                 self.pairs.append((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -330,6 +338,16 @@ class Proxy:
                     pass  # already closed by its pump
                 s.close()
         return len(pairs)
+
+    def take_down(self) -> int:
+        """Cut every connection and refuse new ones until ``bring_up``: a link that stays down,
+        where ``cut`` alone is a blip the client reconnects through at once."""
+        with self.lock:
+            self.refusing = True
+        return self.cut()
+
+    def bring_up(self) -> None:
+        self.refusing = False
 
     def close(self) -> None:
         self.listener.close()

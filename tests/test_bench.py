@@ -17,6 +17,10 @@ import pytest
 from conftest import REPO
 
 FIGURES = {
+    "bridge_ingest.py": [r"bridge \+ 2 recorders \+ postgresql, 1,000/s offered: 630 events from 210 nodes .*: "
+                         r"[\d,]+ events/s stored, 0 lost",
+                         r"bridge \+ 2 recorders \+ postgresql, all at once: publish -> stored: p50=\d+ ms p99=\d+ ms "
+                         r"max=\d+ ms; recorders' peak RSS rec-1 [\d.]+ MB, rec-2 [\d.]+ MB"],
     "command_flood.py": [r"flood: 2000 junk commands in", r"sim tap -> subscriber during the flood: n=20 p50=",
                          r"audit rows added: \d+"],
     "console_page.py": [r"page weight: \d+ files, [\d,]+ bytes as served .* [\d,]+ bytes gzipped",
