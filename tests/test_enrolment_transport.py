@@ -1,0 +1,171 @@
+"""Enrolment over MQTT (daemon/enrolment_publisher.py, daemon/enrolment_receiver.py): a recorder
+node and a door node, each a daemon in its own temp dir, on one real mosquitto; people enrolled
+with the command line at the recorder, decided at the door."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from pathlib import Path
+
+from conftest import Site, wait_for
+from sekisho.daemon import enrolment_snapshot as es
+from sekisho.daemon.commands import keygen, load_private_key, public_key_text
+from sekisho.daemon.keys import SiteKey
+from sekisho.daemon.store.database import DB_NAME, Database
+from sekisho.daemon.store.people import People
+from sekisho.daemon.topics import Topics
+
+T = Topics("test")
+SECRET_NAME = "Hanako Yamada"
+REFUSED = T.alarm("door-b.door-b.enrolment-refused")
+
+
+def two_nodes(tmp_path: Path, broker) -> tuple[Site, Site]:
+    """The recorder (door-a, roles door and recorder, the signing key) and a door (door-b, which
+    trusts that key), the site key copied to the door as an installer does."""
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "door").mkdir()
+    rec, door = Site(tmp_path / "rec", broker), Site(tmp_path / "door", broker)
+    keygen(tmp_path / "rec" / "recorder.key")
+    public = public_key_text(load_private_key(tmp_path / "rec" / "recorder.key"))
+    text = rec.config.read_text()
+    rec.config.write_text(text.replace('timezone = "Asia/Tokyo"\n', 'timezone = "Asia/Tokyo"\nroles = ["door", "recorder"]\n')
+                          + '\n[recorder]\nsigning_key = "recorder.key"\n')
+    door.config.write_text(text.replace('node = "door-a"', 'node = "door-b"')
+                           + f'\n[commands.keys.recorder]\npublic_key = "{public}"\nops = ["enrolment.*"]\n')
+    Database(rec.data_dir).close()
+    SiteKey.load_or_create(rec.data_dir / "site.key")
+    door.data_dir.mkdir(mode=0o700)
+    (door.data_dir / "site.key").write_bytes((rec.data_dir / "site.key").read_bytes())
+    (door.data_dir / "site.key").chmod(0o600)
+    return rec, door
+
+
+def tap(site: Site, uid: str) -> str:
+    return site.cli("sim", "tap", "entrance-in", uid).stdout
+
+
+def retained_cards(sub) -> int:
+    """The cards in the latest snapshot the subscriber heard, put together from its chunks."""
+    manifests = sub.on("/enrolment/snapshot/manifest")
+    if not manifests:
+        return -1
+    manifest = json.loads(manifests[-1].payload)
+    chunks: dict[int, bytes] = {}
+    for m in sub.on(""):
+        if "/enrolment/snapshot/chunk/" in m.topic and m.payload:
+            head, data = m.payload.split(b"\n", 1)
+            if json.loads(head)["version"] == manifest["version"]:
+                chunks[int(m.topic.rsplit("/", 1)[1])] = data
+    if len(chunks) != manifest["chunks"]:
+        return -1
+    body = json.loads(zlib.decompress(b"".join(chunks[i] for i in range(len(chunks)))))
+    assert SECRET_NAME not in json.dumps(body)
+    return len(body["cards"]["rows"])
+
+
+def status_enrolment(sub, node: str) -> int | None:
+    got = [m.json for m in sub.on(T.node_status(node)) if m.payload]
+    return got[-1].get("enrolment") if got else None
+
+
+def test_enrolled_at_the_recorder_granted_at_a_door_that_came_later_revoked_within_seconds(tmp_path, broker,
+                                                                                         subscribe):
+    rec, door = two_nodes(tmp_path, broker)
+    sub = subscribe("sekisho/#")
+    try:
+        rec.start()
+        rec.enroll("p1", "04a1b2c3", name=SECRET_NAME)
+        rec.enroll("p2", "04d0d0d0")
+        # The retained snapshot holds both before the door exists.
+        wait_for(lambda: retained_cards(sub) == 2, timeout=20, what="the recorder's snapshot of both cards")
+        door.start()
+        wait_for(lambda: tap(door, "04a1b2c3").startswith("entrance-in: granted"), timeout=20,
+                 what="the door, started after the enrolment, to grant the card from the retained snapshot")
+        version = wait_for(lambda: status_enrolment(sub, "door-b"), what="door-b's status with its version")
+        assert f"enrolment snapshot {version}" in door.cli("enrolment", "status").stdout
+        assert rec.cli("enrolment", "status").stdout == \
+            f"site test: recorder, enrolment version {status_enrolment(sub, 'door-a')} sent last\n"
+        # Names never leave the recorder: the door's store has none.
+        names = sqlite3.connect(door.data_dir / DB_NAME).execute("SELECT DISTINCT name FROM people").fetchall()
+        assert names == [("",)]
+
+        rec.cli("card", "revoke", "--uid", "04a1b2c3")
+        wait_for(lambda: tap(door, "04a1b2c3") == "entrance-in: denied (revoked, rule card.revoked)\n", timeout=20,
+                 what="the revoked card refused at the door")
+        # By a delta, at once (the enrolment before may have gone partly by deltas too).
+        revoke = json.loads(sub.on("/enrolment/delta")[-1].payload)
+        assert [c["op"] for c in revoke["changes"]] == ["card.revoke"]
+        wait_for(lambda: revoke["version"] in [m.json.get("enrolment") for m in sub.on(T.node_status("door-b"))
+                                                  if m.payload], what="door-b's status saying the delta's version")
+        assert tap(door, "04d0d0d0").startswith("entrance-in: granted")
+
+        # The broker down: the door decides from its own copy.
+        broker.stop()
+        assert tap(door, "04d0d0d0").startswith("entrance-in: granted")
+        assert tap(door, "04a1b2c3") == "entrance-in: denied (revoked, rule card.revoked)\n"
+        assert not sub.on(REFUSED)
+    finally:
+        door.kill()
+        rec.kill()
+
+
+def test_a_tampered_snapshot_and_an_older_one_are_refused_reported_and_change_nothing(tmp_path, broker, subscribe):
+    rec, door = two_nodes(tmp_path, broker)
+    sub = subscribe("sekisho/#")
+    try:
+        rec.start()
+        door.start()
+        rec.enroll("p1", "04a1b2c3")
+        wait_for(lambda: tap(door, "04a1b2c3").startswith("entrance-in: granted"), timeout=20,
+                 what="the card granted at the door")
+        rec.stop()  # nothing more from the recorder: what the door hears now is the test's
+        version = es.current_version(Database(door.data_dir), "test")
+        before = sqlite3.connect(door.data_dir / DB_NAME).execute("SELECT * FROM cards").fetchall()
+        key = load_private_key(tmp_path / "rec" / "recorder.key")
+        snapshot = es.build(People(Database(rec.data_dir)), "test", version + 1)
+
+        def send(signed: es.Signed) -> None:
+            for i, chunk in enumerate(signed.chunks):
+                sub.client.publish(T.enrolment_chunk(i), chunk, qos=1)
+            sub.client.publish(T.enrolment_manifest(), signed.manifest, qos=1)
+
+        def reasons() -> list[str]:
+            return [m.json["reason"] for m in sub.on(REFUSED) if m.payload]
+
+        good = es.sign(snapshot, key, "recorder")
+        # A manifest altered after signing: its version raised.
+        manifest = json.loads(good.manifest)
+        send(es.Signed(json.dumps({**manifest, "version": version + 7}).encode(), good.chunks))
+        wait_for(lambda: reasons() == ["bad signature"], what="the altered manifest refused")
+        # A chunk altered, the manifest as signed.
+        head, data = good.chunks[0].split(b"\n", 1)
+        send(es.Signed(good.manifest, (head + b"\n" + data[:-1] + bytes([data[-1] ^ 1]), *good.chunks[1:])))
+        wait_for(lambda: reasons() == ["bad signature", "hash mismatch"], what="the altered chunk refused")
+        # A properly signed snapshot, older than what the door has.
+        send(es.sign(es.build(People(Database(rec.data_dir)), "test", 1), key, "recorder"))
+        wait_for(lambda: reasons() == ["bad signature", "hash mismatch", "older version"],
+                 what="the older snapshot refused")
+        alarm = [m.json for m in sub.on(REFUSED) if m.payload][-1]
+        assert (alarm["kind"], alarm["source"], alarm["severity"], alarm["what"], alarm["version"]) == \
+            ("enrolment_refused", "door-b", "warning", "snapshot", 1)
+        # Nothing changed: the version, the cards, the decision; every refusal audited.
+        assert es.current_version(Database(door.data_dir), "test") == version
+        assert sqlite3.connect(door.data_dir / DB_NAME).execute("SELECT * FROM cards").fetchall() == before
+        assert tap(door, "04a1b2c3").startswith("entrance-in: granted")
+        audit = sqlite3.connect(door.data_dir / DB_NAME).execute(
+            "SELECT detail FROM audit WHERE action = 'enrolment.refused' ORDER BY n").fetchall()
+        assert [json.loads(d)["reason"] for (d,) in audit] == ["bad signature", "hash mismatch", "older version"]
+        # The same snapshot again (a retained one after a reconnect) is no news, and no refusal either.
+        send(good)
+        wait_for(lambda: es.current_version(Database(door.data_dir), "test") == version + 1,
+                 what="the good snapshot applied")
+        send(good)
+        assert zlib.decompress(b"".join(c.split(b"\n", 1)[1] for c in good.chunks))  # it is a real body
+        assert tap(door, "04a1b2c3").startswith("entrance-in: granted")
+        assert len(reasons()) == 3
+    finally:
+        door.kill()
+        rec.kill()
