@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +120,7 @@ class EnrolmentReceiver:
         except es.SnapshotRefused as exc:
             self._refused("snapshot", payload, exc)
             return
+        log.info("enrolment snapshot %s: manifest heard, %d chunks held", _peek(payload, "version"), len(self.chunks))
         self.manifest = payload
         self._try()
 
@@ -159,6 +161,8 @@ class EnrolmentReceiver:
         if self.busy or self.manifest is None:
             return
         count = _peek(self.manifest, "chunks") or 0
+        log.info("enrolment snapshot %s: %d of %d chunks, checking", _peek(self.manifest, "version"),
+                 sum(1 for i in self.chunks if i < count), count)
         signed = es.Signed(self.manifest, tuple(self.chunks[i][1] for i in sorted(self.chunks) if i < count))
         self.manifest, self.busy = None, True
         self._spawn(self._snapshot(signed))
@@ -204,9 +208,14 @@ class EnrolmentReceiver:
 
     def _apply_snapshot(self, signed: es.Signed) -> es.Applied:
         db = self._db()
+        started = time.perf_counter()
         verified = es.verify(signed, site=self.site, keys=self.keys, permitted=self.permitted,
                              current=es.current_version(db, self.site))
-        return es.apply(db, verified)
+        checked = time.perf_counter()
+        applied = es.apply(db, verified)
+        log.info("enrolment snapshot %d: checked in %.2f s, applied in %.2f s", applied.version, checked - started,
+                 time.perf_counter() - checked)
+        return applied
 
     def _apply_delta(self, payload: bytes) -> tuple[int, int]:
         db = self._db()

@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from conftest import Site, wait_for
+from sekisho.daemon import enrolment_delta as ed
 from sekisho.daemon import enrolment_snapshot as es
 from sekisho.daemon.commands import keygen, load_private_key, public_key_text
 from sekisho.daemon.keys import SiteKey
@@ -169,3 +173,44 @@ def test_a_tampered_snapshot_and_an_older_one_are_refused_reported_and_change_no
     finally:
         door.kill()
         rec.kill()
+
+
+# ----------------------------------------------------------------------------- the recorder's comparison
+def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tmp_path):
+    """enrolment_delta.between: what the ops express becomes a delta, which applied to a node
+    holding the old enrolment gives exactly the new one; anything else is None (a snapshot)."""
+    P, C = es.SnapshotPerson, es.SnapshotCard
+    old = es.Snapshot("test", 1, "2026-12-05T00:00:00.000Z",
+                      (P("p1", True, None, None, None, ("staff",)), P("p2", True, None, "2027-03-31", None, ())),
+                      (C("a" * 64, "p1", True, None, None, None), C("b" * 64, "p2", True, None, None, None),
+                       C("d" * 64, "p2", False, None, None, "2026-12-01T00:00:00.000Z")))
+    new = es.Snapshot("test", 1, "2026-12-05T00:00:00.000Z",
+                      (P("p1", False, None, None, None, ("server-room",)), P("p2", True, None, "2027-03-31", None, ())),
+                      (C("a" * 64, "p1", False, None, None, "2026-12-05T01:00:00.000Z"),
+                       C("b" * 64, "p2", True, None, None, None), C("c" * 64, "p2", True, "2026-12-06", None, None),
+                       C("d" * 64, "p2", True, None, None, None)))
+    changes = ed.between(old, new)
+    assert changes == [
+        {"op": "person.disable", "person": "p1"}, {"op": "level.grant", "person": "p1", "level": "server-room"},
+        {"op": "level.revoke", "person": "p1", "level": "staff"},
+        {"op": "card.revoke", "card": "a" * 64, "revoked": "2026-12-05T01:00:00.000Z"},
+        {"op": "card.add", "card": "c" * 64, "person": "p2", "valid_from": "2026-12-06", "valid_until": None},
+        {"op": "card.add", "card": "d" * 64, "person": "p2", "valid_from": None, "valid_until": None}]
+    # Applied at a node that holds the old enrolment, the delta gives the new one, exactly.
+    key = Ed25519PrivateKey.generate()
+    node = Database(tmp_path / "node")
+    es.apply(node, es.verify(es.sign(old, key, "recorder"), site="test", keys={"recorder": key.public_key()},
+                             permitted={"recorder"}, current=0))
+    ed.apply(node, ed.verify(ed.sign("test", 2, changes, key, "recorder"), site="test",
+                             keys={"recorder": key.public_key()}, permitted={"recorder"}, current=1))
+    assert es.build(People(node), "test", 1, new.created).body() == new.body()
+    assert ed.between(new, new) == []
+    # What no op carries: a snapshot.
+    for other in (replace(new, people=new.people[:1]),  # a person removed (with their cards: see below)
+                  replace(new, people=(*new.people, P("p3", True, None, None, None, ()))),  # added
+                  replace(new, people=(replace(new.people[0], pin_hash="scrypt$x"), new.people[1])),  # a PIN
+                  replace(new, people=(new.people[0], replace(new.people[1], valid_until=None))),  # dates
+                  replace(new, cards=new.cards[1:]),  # a card removed
+                  replace(new, cards=(replace(new.cards[0], person="p2"), *new.cards[1:])),  # given to another
+                  replace(new, cards=(*new.cards[:3], replace(new.cards[3], active=False)))):  # off, not revoked
+        assert ed.between(new, other) is None
