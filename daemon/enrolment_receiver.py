@@ -75,6 +75,7 @@ class EnrolmentReceiver:
         self.on_version = on_version
         self.keys, self.permitted = es.trusted(commands, es.OP)
         self.delta_permitted = es.trusted(commands, ed.OP)[1]
+        self.database = database
         self.current = es.current_version(database, site)
         kept = es.kept(self.data_dir)
         self.kept_version = int(es.manifest_field(kept, "version") or 0) if kept else 0
@@ -225,6 +226,7 @@ class EnrolmentReceiver:
 
     def _refused(self, what: str, payload: bytes, exc: es.SnapshotRefused) -> None:
         version = _peek(payload, "version")
+        self.current = es.current_version(self.database, self.site)  # `sekisho enrolment apply` may have moved it
         if exc.reason == "older version" and self._no_news(version, snapshot=what == "snapshot"):
             return  # overtaken while it waited for the worker: no news, not a refusal
         seen = f"{what}:{exc.reason}:{hashlib.sha256(payload).hexdigest()}"
