@@ -60,8 +60,12 @@ def poll(predicate, timeout: float) -> None:  # noqa: ANN001
         time.sleep(0.001)
 
 
-def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) -> None:
+def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, enrolled: int) -> None:
+    """``n`` revocations, with ``enrolled`` more people and cards in the store (the recorder
+    reads the whole enrolment at each change)."""
     rec, door = node_pair(tmp, broker, key, site_key)
+    if enrolled:
+        fill(Database(rec.data_dir), enrolled)
     people = People(Database(rec.data_dir))
     hashes = []
     k = SiteKey.load_or_create(site_key)
@@ -75,8 +79,8 @@ def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) ->
         rec.start()
         door.start()
         door_db = sqlite3.connect(door.data_dir / DB_NAME)
-        wait_for(lambda: door_db.execute("SELECT count(*) FROM cards WHERE active").fetchone()[0] == n, timeout=60,
-                 what="every card at the door")
+        wait_for(lambda: door_db.execute("SELECT count(*) FROM cards WHERE active AND person_id GLOB 'p*'")
+                 .fetchone()[0] == n, timeout=120, what="every card at the door")
         samples = []
         for h in hashes:
             started = time.perf_counter()
@@ -87,7 +91,8 @@ def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) ->
         assert last == "entrance-in: denied (revoked, rule card.revoked)\n", last
         by_delta = sum(1 for m in sub.on("/delta") for c in json.loads(m.payload)["changes"]
                        if c["op"] == "card.revoke")
-        print(summary("revocation at the recorder -> revoked in the door's store", samples))
+        print(summary(f"revocation at the recorder -> revoked in the door's store, {n + enrolled:,} people enrolled",
+                      samples))
         print(f"revocations carried by a delta: {by_delta} of {n}; the door's tap after the last: {last.strip()}")
         if samples and sorted(samples)[min(len(samples) - 1, int(0.99 * len(samples)))] > TARGET_REVOKE_MS:
             print(f"  above the target of {TARGET_REVOKE_MS:.0f} ms")
@@ -147,12 +152,15 @@ def main() -> int:
     SiteKey.load_or_create(tmp / "site.key")
     # Each part on a broker of its own: the second recorder's versions start again at 1, and
     # the first one's retained snapshot would be what a fresh node takes.
-    for part, size in ((revocations, args.revocations), (snapshot, args.people)):
-        (tmp / part.__name__).mkdir()
-        broker = Broker(tmp / part.__name__)
+    parts = (("few", lambda *a: revocations(*a, args.revocations, 0)),
+             ("many", lambda *a: revocations(*a, args.revocations, args.people)),
+             ("snapshot", lambda *a: snapshot(*a, args.people)))
+    for name, part in parts:
+        (tmp / name).mkdir()
+        broker = Broker(tmp / name)
         broker.start()
         try:
-            part(tmp / part.__name__, broker, tmp / "recorder.key", tmp / "site.key", size)
+            part(tmp / name, broker, tmp / "recorder.key", tmp / "site.key")
         finally:
             broker.stop()
     print("mosquitto: message_size_limit left at its default (0: no limit but MQTT's 256 MB); the largest "

@@ -106,6 +106,18 @@ def test_enrolled_at_the_recorder_granted_at_a_door_that_came_later_revoked_with
                                                   if m.payload], what="door-b's status saying the delta's version")
         assert tap(door, "04d0d0d0").startswith("entrance-in: granted")
 
+        # A burst of 100 changes (50 people with a card each, as fast as the store takes them):
+        # one snapshot, or two if the burst straddles one, not one per change.
+        manifests = len(sub.on("/enrolment/snapshot/manifest"))
+        people, site_key = People(Database(rec.data_dir)), SiteKey.load_or_create(rec.data_dir / "site.key")
+        for i in range(50):
+            people.add_person(f"b{i}", f"Burst {i}", "cli:test")
+            people.add_card(f"b{i}", site_key.card_hash(bytes.fromhex(f"05{i:06x}")), "cli:test")
+        door_db = sqlite3.connect(door.data_dir / DB_NAME)
+        wait_for(lambda: door_db.execute("SELECT count(*) FROM cards WHERE person_id GLOB 'b*'").fetchone()[0] == 50,
+                 timeout=20, what="the burst's cards at the door")
+        assert 1 <= len(sub.on("/enrolment/snapshot/manifest")) - manifests <= 2
+
         # The broker down: the door decides from its own copy.
         broker.stop()
         assert tap(door, "04d0d0d0").startswith("entrance-in: granted")
