@@ -33,7 +33,9 @@ Names never travel: the snapshot's body has none (enrolment_snapshot.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,10 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+TARGETED = {"card.revoke", "person.enable", "person.disable", "level.grant", "level.revoke"}
+"""Audit actions whose rows name what they changed well enough to read only that."""
+TARGETED_MAX = 1000
+"""More enrolment audit rows than this in one look: the whole enrolment is read instead."""
 POLL_S = 0.1
 """How often the audit log is looked at: a revocation's delay at the recorder, at most."""
 QUIET_S = 1.0
@@ -65,6 +71,65 @@ ENROLMENT_ACTIONS = "action GLOB 'person.*' OR action GLOB 'card.*' OR action GL
 def content(snapshot: es.Snapshot) -> str:
     """What a snapshot enrols, without its version and time: equal when two enrol the same."""
     return hashlib.sha256(replace(snapshot, version=0, created="").body()).hexdigest()
+
+
+def _find(rows: tuple[Any, ...], key: str, attr: str) -> Any:
+    """The row of a snapshot's sorted tuple (people by id, cards by hash) with this key, or None."""
+    i = bisect.bisect_left(rows, key, key=lambda r: getattr(r, attr))
+    return rows[i] if i < len(rows) and getattr(rows[i], attr) == key else None
+
+
+def _targeted(database: Database, sent: es.Snapshot, rows: list[tuple[str, str]]
+              ) -> tuple[es.Snapshot, list[dict[str, Any]]] | None:
+    """When every audit row is a change a delta op carries and names its person or card: the
+    enrolment after them, read from those rows only, and the changes; None when the whole
+    enrolment must be read (anything else, or something the nodes were never sent)."""
+    people: set[str] = set()
+    prefixes: set[str] = set()
+    for action, raw in rows:
+        detail = json.loads(raw) if action in TARGETED else None
+        if not isinstance(detail, dict):
+            return None
+        if action == "card.revoke":
+            card = detail.get("card")
+            if not isinstance(card, str) or not card or card.strip("0123456789abcdef"):
+                return None  # the hash prefix goes into a GLOB: hex digits only
+            prefixes.add(card)
+        elif isinstance(detail.get("person"), str):
+            people.add(detail["person"])
+        else:
+            return None
+    db = database.db
+    fresh_people: dict[str, es.SnapshotPerson] = {}
+    fresh_cards: dict[str, es.SnapshotCard] = {}
+    db.execute("BEGIN")  # one read: the rows as of one moment
+    try:
+        for pid in people:
+            found = db.execute("SELECT id, active, valid_from, valid_until, pin_hash FROM people WHERE id = ?",
+                               [pid]).fetchall()
+            if not found:
+                return None
+            levels = tuple(r[0] for r in db.execute("SELECT level FROM person_levels WHERE person_id = ? "
+                                                    "ORDER BY level", [pid]).fetchall())
+            r = found[0]
+            fresh_people[pid] = es.SnapshotPerson(r[0], bool(r[1]), r[2], r[3], r[4], levels)
+        for prefix in prefixes:
+            for r in db.execute("SELECT hash, person_id, active, valid_from, valid_until, revoked FROM cards "
+                                "WHERE hash GLOB ?", [prefix + "*"]).fetchall():
+                fresh_cards[r[0]] = es.SnapshotCard(r[0], r[1], bool(r[2]), r[3], r[4], r[5])
+    finally:
+        db.execute("ROLLBACK")
+    was_people = [_find(sent.people, pid, "id") for pid in sorted(fresh_people)]
+    was_cards = [_find(sent.cards, h, "hash") for h in sorted(fresh_cards)]
+    if None in was_people or None in was_cards:
+        return None
+    changes = ed.between(replace(sent, people=tuple(was_people), cards=tuple(was_cards)),
+                         replace(sent, people=tuple(fresh_people[p] for p in sorted(fresh_people)),
+                                 cards=tuple(fresh_cards[h] for h in sorted(fresh_cards))))
+    if changes is None:
+        return None
+    return replace(sent, people=tuple(fresh_people.get(p.id, p) for p in sent.people),
+                   cards=tuple(fresh_cards.get(c.hash, c) for c in sent.cards)), changes
 
 
 @dataclass(frozen=True)
@@ -105,6 +170,8 @@ class EnrolmentPublisher:
         self.behind_since: float | None = None
         """When the first change the retained snapshot does not hold was seen; None when it holds all."""
         self.last_change = 0.0
+        self.snapshot_s = 0.0
+        """How long the last snapshot took to read and sign."""
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------- lifecycle
@@ -151,14 +218,18 @@ class EnrolmentPublisher:
     async def _tick(self) -> None:
         n = self._audit_n()
         if n != self.audit_n:
-            changed = self.database.db.execute(f"SELECT 1 FROM audit WHERE n > ? AND ({ENROLMENT_ACTIONS}) LIMIT 1",
-                                               [self.audit_n]).fetchone()
+            rows = self.database.db.execute(f"SELECT action, detail FROM audit WHERE n > ? AND n <= ? AND "
+                                            f"({ENROLMENT_ACTIONS}) ORDER BY n LIMIT {TARGETED_MAX + 1}",
+                                            [self.audit_n, n]).fetchall()
             self.audit_n = n
-            if changed:
-                await self._changed()
+            if rows:
+                await self._changed(rows if len(rows) <= TARGETED_MAX else None)
         now = self.loop.time()
+        # At 100,000 people a snapshot costs seconds at the recorder and at every node: while
+        # changes keep coming, one at most every ten of those.
+        behind_max = max(MAX_BEHIND_S, 10 * self.snapshot_s)
         if self.behind_since is not None and (now - self.last_change >= QUIET_S
-                                              or now - self.behind_since >= MAX_BEHIND_S):
+                                              or now - self.behind_since >= behind_max):
             await self._snapshot()
 
     async def _catch_up(self) -> None:
@@ -181,10 +252,11 @@ class EnrolmentPublisher:
         self.broker_chunks = len(kept.chunks) if kept else 0
         await self._snapshot(current)
 
-    async def _changed(self) -> None:
+    async def _changed(self, rows: list[tuple[str, str]] | None) -> None:
         assert self.sent is not None
-        # Read and compared in the worker: at 100,000 people each is most of a second.
-        now, changes = await self.loop.run_in_executor(self.worker, self._compare, self.sent)
+        # Read and compared in the worker: the rows the audit names when it names them all (a
+        # revocation), else the whole enrolment (most of a second at 100,000 people).
+        now, changes = await self.loop.run_in_executor(self.worker, self._compare, self.sent, rows)
         if changes == []:
             return
         self.last_change = self.loop.time()
@@ -209,6 +281,7 @@ class EnrolmentPublisher:
         snapshot = replace(current.snapshot, version=version)
         signed = await self.loop.run_in_executor(self.worker, self._sign_and_keep, snapshot)
         self.signed, self.sent, self.behind_since = signed, current, None
+        self.snapshot_s = self.loop.time() - started
         self._send(signed)
         self.on_version(version)
         log.info("enrolment: snapshot %d sent (%d people, %d cards, %d chunks; read and signed in %.2f s)", version,
@@ -231,9 +304,13 @@ class EnrolmentPublisher:
         snapshot = es.build(self.reader, self.site, max(version, 1))
         return Enrolment(snapshot, content(snapshot))
 
-    def _compare(self, sent: Enrolment) -> tuple[Enrolment, list[dict[str, Any]] | None]:
+    def _compare(self, sent: Enrolment, rows: list[tuple[str, str]] | None
+                 ) -> tuple[Enrolment, list[dict[str, Any]] | None]:
         if self.reader is None:
             self.reader = People(Database(self.data_dir))
+        targeted = _targeted(self.reader.database, sent.snapshot, rows) if rows is not None else None
+        if targeted is not None:
+            return Enrolment(targeted[0], ""), targeted[1]
         # No digest here (half a second at 100,000 people, on a revocation's way): a delta's
         # version is recorded without one, and a restart before the next snapshot makes a new one.
         now = Enrolment(es.build(self.reader, self.site, 1), "")

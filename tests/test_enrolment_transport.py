@@ -235,3 +235,30 @@ def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tm
                   replace(new, cards=(replace(new.cards[0], person="p2"), *new.cards[1:])),  # given to another
                   replace(new, cards=(*new.cards[:3], replace(new.cards[3], active=False)))):  # off, not revoked
         assert ed.between(new, other) is None
+
+
+def test_a_revocation_is_read_from_the_rows_the_audit_names_and_agrees_with_the_whole_read(tmp_path):
+    """enrolment_publisher._targeted: with card.revoke, person.* and level.* rows only, the
+    recorder reads those rows, not 100,000 people, and ends where a whole read ends."""
+    from sekisho.daemon.enrolment_publisher import _targeted
+    database = Database(tmp_path)
+    people, site_key = People(database), SiteKey.load_or_create(tmp_path / "site.key")
+    for i in range(5):
+        people.add_person(f"p{i}", f"Person {i}", "cli:t")
+        people.add_card(f"p{i}", site_key.card_hash(bytes([4, i])), "cli:t")
+    sent = es.build(people, "test", 1, "2026-12-05T00:00:00.000Z")
+    last = database.db.execute("SELECT max(n) FROM audit").fetchall()[0][0]
+    people.revoke_card(site_key.card_hash(bytes([4, 3]))[:12], "cli:t")
+    people.set_person_active("p1", False, "cli:t")
+    people.grant_level("p2", "staff", "cli:t")
+    rows = database.db.execute("SELECT action, detail FROM audit WHERE n > ? ORDER BY n", [last]).fetchall()
+    got = _targeted(database, sent, rows)
+    assert got is not None
+    after, changes = got
+    assert [c["op"] for c in changes] == ["person.disable", "level.grant", "card.revoke"]
+    assert after.body() == es.build(people, "test", 1, sent.created).body()
+    assert ed.between(sent, after) == changes
+    # A row that names something no op carries (a new person): the whole enrolment is read.
+    people.add_person("p9", "New", "cli:t")
+    rows = database.db.execute("SELECT action, detail FROM audit WHERE n > ? ORDER BY n", [last]).fetchall()
+    assert _targeted(database, sent, rows) is None
