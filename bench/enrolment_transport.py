@@ -60,9 +60,11 @@ def poll(predicate, timeout: float) -> None:  # noqa: ANN001
         time.sleep(0.001)
 
 
-def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, enrolled: int) -> None:
-    """``n`` revocations, with ``enrolled`` more people and cards in the store (the recorder
-    reads the whole enrolment at each change)."""
+def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, enrolled: int,
+                gap_s: float = 0.0) -> None:
+    """``n`` revocations, with ``enrolled`` more people and cards in the store, each ``gap_s``
+    after the last reached the door (with a gap, the snapshot that follows each delta is under
+    way when the next revocation comes)."""
     rec, door = node_pair(tmp, broker, key, site_key)
     if enrolled:
         fill(Database(rec.data_dir), enrolled)
@@ -87,12 +89,13 @@ def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, en
             people.revoke_card(h[:16], "cli:bench")
             poll(lambda: door_db.execute("SELECT active FROM cards WHERE hash = ?", [h]).fetchone()[0] == 0, 30)
             samples.append((time.perf_counter() - started) * 1000)
+            time.sleep(gap_s)
         last = door.cli("sim", "tap", "entrance-in", f"04{n - 1:08x}").stdout
         assert last == "entrance-in: denied (revoked, rule card.revoked)\n", last
         by_delta = sum(1 for m in sub.on("/delta") for c in json.loads(m.payload)["changes"]
                        if c["op"] == "card.revoke")
-        print(summary(f"revocation at the recorder -> revoked in the door's store, {n + enrolled:,} people enrolled",
-                      samples))
+        print(summary(f"revocation at the recorder -> revoked in the door's store, {n + enrolled:,} people enrolled"
+                      + (f", {gap_s:g} s apart" if gap_s else ""), samples))
         print(f"revocations carried by a delta: {by_delta} of {n}; the door's tap after the last: {last.strip()}")
         if samples and sorted(samples)[min(len(samples) - 1, int(0.99 * len(samples)))] > TARGET_REVOKE_MS:
             print(f"  above the target of {TARGET_REVOKE_MS:.0f} ms")
@@ -146,7 +149,7 @@ def snapshot(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) -> No
 
 def main() -> int:
     args = parse(argparse.ArgumentParser(description=__doc__.splitlines()[0]), revocations=(50, 5),
-                 people=(100_000, 1_000))
+                 people=(100_000, 1_000), spaced=(10, 2))
     tmp = workdir()
     keygen(tmp / "recorder.key")
     SiteKey.load_or_create(tmp / "site.key")
@@ -154,6 +157,7 @@ def main() -> int:
     # the first one's retained snapshot would be what a fresh node takes.
     parts = (("few", lambda *a: revocations(*a, args.revocations, 0)),
              ("many", lambda *a: revocations(*a, args.revocations, args.people)),
+             ("spaced", lambda *a: revocations(*a, args.spaced, args.people, 1.5)),
              ("snapshot", lambda *a: snapshot(*a, args.people)))
     for name, part in parts:
         (tmp / name).mkdir()

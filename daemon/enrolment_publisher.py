@@ -60,9 +60,11 @@ TARGETED_MAX = 1000
 POLL_S = 0.1
 """How often the audit log is looked at: a revocation's delay at the recorder, at most."""
 QUIET_S = 1.0
-"""A snapshot waits until the changes have paused this long..."""
+"""A snapshot waits until the changes have paused this long (or three times what the last
+snapshot took to read and sign, if more)..."""
 MAX_BEHIND_S = 5.0
-"""... but no longer than this after the first change the retained snapshot does not hold."""
+"""... but no longer than this (or ten times what the last one took) after the first change the
+retained snapshot does not hold."""
 PUBLISHED = "enrolment.published"
 """The last snapshot sent, in the data dir: said again on each connection."""
 ENROLMENT_ACTIONS = "action GLOB 'person.*' OR action GLOB 'card.*' OR action GLOB 'pin.*' OR action GLOB 'level.*'"
@@ -225,10 +227,11 @@ class EnrolmentPublisher:
             if rows:
                 await self._changed(rows if len(rows) <= TARGETED_MAX else None)
         now = self.loop.time()
-        # At 100,000 people a snapshot costs seconds at the recorder and at every node: while
-        # changes keep coming, one at most every ten of those.
-        behind_max = max(MAX_BEHIND_S, 10 * self.snapshot_s)
-        if self.behind_since is not None and (now - self.last_change >= QUIET_S
+        # At 100,000 people a snapshot costs seconds at the recorder and at every node, and a
+        # delta waits while it is read, signed or applied: the pause it waits for and its
+        # greatest delay grow with what the last one cost.
+        quiet, behind_max = max(QUIET_S, 3 * self.snapshot_s), max(MAX_BEHIND_S, 10 * self.snapshot_s)
+        if self.behind_since is not None and (now - self.last_change >= quiet
                                               or now - self.behind_since >= behind_max):
             await self._snapshot()
 
