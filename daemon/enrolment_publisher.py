@@ -4,22 +4,26 @@ changed in the recorder node's store, and sign them out to every node over MQTT
 
 People are enrolled with the command line (`sekisho person`, `card`, `person import`), which
 writes the store from another process; the daemon sees it in the audit log, whose every
-enrolment change (``person.*``, ``card.*``, ``pin.*``, ``level.*``) is one row. It looks a few
-times a second (one indexed query on the loop), and when such a row came, reads the whole
-enrolment again (a worker thread, its own connection: 0.7 s at 100,000 people) and compares it
-with what the nodes were last sent:
+enrolment change (``person.*``, ``card.*``, ``pin.*``, ``level.*``) is one row. It looks ten
+times a second (one indexed query on the loop), and when such rows came, reads what they changed
+in a worker thread with its own connection (only the rows they name when each is a revocation,
+a person enabled or disabled or a level granted or revoked: a few queries; the whole enrolment
+otherwise, 0.7 s at 100,000 people) and compares it with what the nodes were last sent:
 
   - when every difference is a delta op (a revoke, a disable, a grant...), a signed delta goes
     out at once, QoS 1, not retained: a revoked card reaches every online door within the poll
     and one message;
   - the full snapshot follows, retained (the chunks on their own topics, then the manifest, then
     empty retained messages on the chunk topics it no longer uses), once the changes have paused
-    for ``QUIET_S`` and at most ``MAX_BEHIND_S`` after the first change it does not yet hold: a
-    burst of changes is one snapshot, and a node that was away, is new or missed a delta catches
-    up from what the broker retains, never far behind the last delta.
+    for ``QUIET_S`` and at most ``MAX_BEHIND_S`` after the first change it does not yet hold
+    (both longer when snapshots are costly): a burst of changes is one snapshot, and a node that
+    was away, is new or missed a delta catches up from what the broker retains, never far behind
+    the last delta. A delta waits while a snapshot is read and signed (the worker does one thing
+    at a time, in version order): at 100,000 people that is seconds (docs/enrolment.md).
 
 Failure model: the version counter lives in the store's ``meta`` table (``enrolment.version``)
-and is written, with the content it stands for, before anything of that version is published:
+and is written, with the hash of the content it stands for (a snapshot's; none for a delta),
+before anything of that version is published:
 it only grows, across restarts. The last snapshot sent is kept in the data dir
 (``enrolment.published``, the node's kept-copy format) and said again on each connection, so a
 broker that lost its retained messages has them back; at start a new snapshot is made unless the
