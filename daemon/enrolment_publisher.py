@@ -176,6 +176,8 @@ class EnrolmentPublisher:
         self.behind_since: float | None = None
         """When the first change the retained snapshot does not hold was seen; None when it holds all."""
         self.last_change = 0.0
+        self.last_was_delta = False
+        """The last version published was a delta's: a snapshot of exactly its state may share it."""
         self.snapshot_s = 0.0
         """How long the last snapshot took to read and sign."""
         self.task: asyncio.Task[None] | None = None
@@ -257,7 +259,7 @@ class EnrolmentPublisher:
             return
         self.sent = current
         self.broker_chunks = len(kept.chunks) if kept else 0
-        await self._snapshot(current)
+        await self._snapshot(current, bump=True)
 
     async def _changed(self, rows: list[tuple[str, str]] | None) -> None:
         assert self.sent is not None
@@ -275,19 +277,31 @@ class EnrolmentPublisher:
         self._record_version(version, now.digest)
         payload = ed.sign(self.site, version, changes, self.key, self.key_name)
         self.publish(self.topics.enrolment_delta(), payload, False)
-        self.sent = now
+        self.sent, self.last_was_delta = now, True
         self.on_version(version)
         log.info("enrolment: delta %d sent (%d changes)", version, len(changes))
 
-    async def _snapshot(self, current: Enrolment | None = None) -> None:
-        version = self.version + 1
+    async def _snapshot(self, current: Enrolment | None = None, *, bump: bool = False) -> None:
+        """The retained snapshot of the store now. When it holds exactly what the deltas since
+        the last one left, it takes the last delta's version: a node that has that version
+        ignores it (no 100,000-card apply at every door after each revocation), and a node
+        that does not takes it and then ignores that delta. Otherwise (``bump``, or a change no
+        delta carried) it takes the next version."""
         started = self.loop.time()
         if current is None or not current.digest:
-            current = await self.loop.run_in_executor(self.worker, self._build, version)
+            current = await self.loop.run_in_executor(self.worker, self._build, self.version + 1)
+        assert self.sent is not None
+        if not bump:
+            sent = self.sent.digest or await self.loop.run_in_executor(self.worker, content, self.sent.snapshot)
+            if sent == current.digest and not self.last_was_delta:
+                self.behind_since = None  # changed and changed back: nothing to say
+                return
+            bump = sent != current.digest
+        version = self.version + 1 if bump else self.version
         self._record_version(version, current.digest)
         snapshot = replace(current.snapshot, version=version)
         signed = await self.loop.run_in_executor(self.worker, self._sign_and_keep, snapshot)
-        self.signed, self.sent, self.behind_since = signed, current, None
+        self.signed, self.sent, self.behind_since, self.last_was_delta = signed, current, None, False
         self.snapshot_s = self.loop.time() - started
         self._send(signed)
         self.on_version(version)
