@@ -18,8 +18,8 @@ otherwise, 0.7 s at 100,000 people) and compares it with what the nodes were las
     for ``QUIET_S`` and at most ``MAX_BEHIND_S`` after the first change it does not yet hold
     (both longer when snapshots are costly): a burst of changes is one snapshot, and a node that
     was away, is new or missed a delta catches up from what the broker retains, never far behind
-    the last delta. A delta waits while a snapshot is read and signed (the worker does one thing
-    at a time, in version order): at 100,000 people that is seconds (docs/enrolment.md).
+    the last delta. Deltas have a worker and a connection of their own: they wait for a
+    snapshot only while one that takes a new version is made (docs/enrolment.md says why).
 
 Failure model: the version counter lives in the store's ``meta`` table (``enrolment.version``)
 and is written, with the hash of the content it stands for (a snapshot's; none for a delta),
@@ -61,6 +61,8 @@ TARGETED = {"card.revoke", "person.enable", "person.disable", "level.grant", "le
 """Audit actions whose rows name what they changed well enough to read only that."""
 TARGETED_MAX = 1000
 """More enrolment audit rows than this in one look: the whole enrolment is read instead."""
+PATCH_TRIES = 5
+"""How often a snapshot is made to hold the deltas sent while it was read before they wait for it."""
 POLL_S = 0.1
 """How often the audit log is looked at: a revocation's delay at the recorder, at most."""
 QUIET_S = 1.0
@@ -138,6 +140,27 @@ def _targeted(database: Database, sent: es.Snapshot, rows: list[tuple[str, str]]
                    cards=tuple(fresh_cards.get(c.hash, c) for c in sent.cards)), changes
 
 
+def patched(snapshot: es.Snapshot, changes: list[dict[str, Any]]) -> es.Snapshot:
+    """``snapshot`` with delta ops applied as a node applies them (each sets a state, so an op
+    already in it changes nothing): a snapshot read while deltas went out is made to hold them."""
+    people = {p.id: p for p in snapshot.people}
+    cards = {c.hash: c for c in snapshot.cards}
+    for c in changes:
+        op = c["op"]
+        if op in ("person.enable", "person.disable") and c["person"] in people:
+            people[c["person"]] = replace(people[c["person"]], active=op == "person.enable")
+        elif op in ("level.grant", "level.revoke") and c["person"] in people:
+            levels = set(people[c["person"]].levels) | {c["level"]} if op == "level.grant" \
+                else set(people[c["person"]].levels) - {c["level"]}
+            people[c["person"]] = replace(people[c["person"]], levels=tuple(sorted(levels)))
+        elif op == "card.revoke" and c["card"] in cards:
+            cards[c["card"]] = replace(cards[c["card"]], active=False, revoked=c["revoked"])
+        elif op == "card.add":
+            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], True, c["valid_from"], c["valid_until"], None)
+    return replace(snapshot, people=tuple(people[k] for k in sorted(people)),
+                   cards=tuple(cards[k] for k in sorted(cards)))
+
+
 @dataclass(frozen=True)
 class Enrolment:
     """The store's enrolment as read once, and the hash of what it enrols."""
@@ -164,6 +187,16 @@ class EnrolmentPublisher:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="enrolment")
         self.reader: People | None = None
         """The worker's own connection: a read of the whole enrolment never holds the loop's."""
+        self.fast = ThreadPoolExecutor(1, thread_name_prefix="enrolment-delta")
+        self.fast_reader: Database | None = None
+        """The deltas' worker and connection: a revocation never waits for a snapshot being read."""
+        self.deltas_may_go = asyncio.Event()
+        self.deltas_may_go.set()
+        """Cleared while a snapshot of a new version is signed: a delta then would come before
+        a snapshot that does not hold it."""
+        self.snapshotting: asyncio.Task[None] | None = None
+        self.sent_ops: list[tuple[int, list[dict[str, Any]]]] = []
+        """The deltas sent while a snapshot is read (version, changes): applied to what it read."""
         self.version = 0
         self.sent: Enrolment | None = None
         """What the nodes were last sent (by snapshot or delta): what the next delta is against."""
@@ -193,9 +226,18 @@ class EnrolmentPublisher:
                 await self.task
             except asyncio.CancelledError:
                 pass
-        self.worker.shutdown(wait=True)
+        if self.snapshotting:
+            self.snapshotting.cancel()
+            try:
+                await self.snapshotting
+            except asyncio.CancelledError:
+                pass
+        for worker in (self.fast, self.worker):
+            worker.shutdown(wait=True)
         if self.reader:
             self.reader.database.close()
+        if self.fast_reader:
+            self.fast_reader.close()
 
     def connected(self) -> None:
         """Say the last snapshot again: a broker that lost its retained messages has them back,
@@ -238,8 +280,9 @@ class EnrolmentPublisher:
         # greatest delay grow with what the last one cost.
         quiet, behind_max = max(QUIET_S, 3 * self.snapshot_s), max(MAX_BEHIND_S, 10 * self.snapshot_s)
         if self.behind_since is not None and (now - self.last_change >= quiet
-                                              or now - self.behind_since >= behind_max):
-            await self._snapshot()
+                                              or now - self.behind_since >= behind_max) \
+                and (self.snapshotting is None or self.snapshotting.done()):
+            self.snapshotting = self.loop.create_task(self._snapshot_in_background())
 
     async def _catch_up(self) -> None:
         """At start: the version and the snapshot last sent; a new snapshot unless that one is
@@ -262,10 +305,23 @@ class EnrolmentPublisher:
         await self._snapshot(current, bump=True)
 
     async def _changed(self, rows: list[tuple[str, str]] | None) -> None:
+        await self.deltas_may_go.wait()
         assert self.sent is not None
-        # Read and compared in the worker: the rows the audit names when it names them all (a
-        # revocation), else the whole enrolment (most of a second at 100,000 people).
-        now, changes = await self.loop.run_in_executor(self.worker, self._compare, self.sent, rows)
+        # Read and compared in a worker: the rows the audit names when it names them all (a
+        # revocation: the deltas' own worker, never behind a snapshot), else the whole enrolment
+        # (most of a second at 100,000 people, behind whatever the snapshots' worker does).
+        sent = self.sent
+        targeted = await self.loop.run_in_executor(self.fast, self._targeted_read, sent, rows) \
+            if rows is not None else None
+        changes: list[dict[str, Any]] | None
+        if targeted is not None:
+            now, changes = Enrolment(targeted[0], ""), targeted[1]
+        else:
+            now, changes = await self.loop.run_in_executor(self.worker, self._compare, sent)
+        if not self.deltas_may_go.is_set() or self.sent is not sent:
+            # A snapshot took a new version meanwhile, and holds what changed: compare again.
+            await self._changed(rows)
+            return
         if changes == []:
             return
         self.last_change = self.loop.time()
@@ -278,33 +334,65 @@ class EnrolmentPublisher:
         payload = ed.sign(self.site, version, changes, self.key, self.key_name)
         self.publish(self.topics.enrolment_delta(), payload, False)
         self.sent, self.last_was_delta = now, True
+        if self.snapshotting is not None and not self.snapshotting.done():
+            self.sent_ops.append((version, changes))
         self.on_version(version)
         log.info("enrolment: delta %d sent (%d changes)", version, len(changes))
+
+    async def _snapshot_in_background(self) -> None:
+        try:
+            await self._snapshot()
+        except Exception:  # as a turn of the watch: logged, and the next turn tries again
+            log.exception("enrolment: the snapshot failed; trying again")
+        finally:
+            self.sent_ops.clear()
 
     async def _snapshot(self, current: Enrolment | None = None, *, bump: bool = False) -> None:
         """The retained snapshot of the store now. When it holds exactly what the deltas since
         the last one left, it takes the last delta's version: a node that has that version
         ignores it (no 100,000-card apply at every door after each revocation), and a node
-        that does not takes it and then ignores that delta. Otherwise (``bump``, or a change no
-        delta carried) it takes the next version."""
+        that does not takes it and then ignores that delta; deltas go on meanwhile. Otherwise
+        (``bump``, or a change no delta carried) it takes the next version, and deltas wait
+        until it is out."""
         started = self.loop.time()
-        if current is None or not current.digest:
-            current = await self.loop.run_in_executor(self.worker, self._build, self.version + 1)
-        assert self.sent is not None
-        if not bump:
-            sent = self.sent.digest or await self.loop.run_in_executor(self.worker, content, self.sent.snapshot)
-            if sent == current.digest and not self.last_was_delta:
+        try:
+            self.sent_ops.clear()
+            if current is None or not current.digest:
+                current = await self.loop.run_in_executor(self.worker, self._build, self.version + 1)
+            read = current
+            for _ in range(PATCH_TRIES):
+                # Deltas that went out while it was read: it is made to hold them, whatever the
+                # timing, then compared with what the nodes were sent; again if another went out.
+                told = len(self.sent_ops)
+                if told:
+                    current = await self.loop.run_in_executor(self.worker, self._patch, read, self._ops())
+                assert self.sent is not None
+                sent = self.sent
+                digest = sent.digest or await self.loop.run_in_executor(self.worker, content, sent.snapshot)
+                if len(self.sent_ops) == told:
+                    break
+            else:  # deltas keep coming: they wait while this one is made whole
+                self.deltas_may_go.clear()
+                current = await self.loop.run_in_executor(self.worker, self._patch, read, self._ops())
+                bump = True
+            if not bump and digest == current.digest and not self.last_was_delta:
                 self.behind_since = None  # changed and changed back: nothing to say
                 return
-            bump = sent != current.digest
-        version = self.version + 1 if bump else self.version
-        self._record_version(version, current.digest)
-        snapshot = replace(current.snapshot, version=version)
-        signed = await self.loop.run_in_executor(self.worker, self._sign_and_keep, snapshot)
-        self.signed, self.sent, self.behind_since, self.last_was_delta = signed, current, None, False
+            bump = bump or digest != current.digest
+            version = self.version + 1 if bump else self.version
+            if bump:
+                self.deltas_may_go.clear()
+            self._record_version(version, current.digest)
+            snapshot = replace(current.snapshot, version=version)
+            signed = await self.loop.run_in_executor(self.worker, self._sign_and_keep, snapshot)
+        finally:
+            self.deltas_may_go.set()  # whatever happened: deltas never stay held
+        self.signed = signed
+        if self.version == version:  # no delta since: the snapshot is what the nodes are sent
+            self.sent, self.behind_since, self.last_was_delta = current, None, False
         self.snapshot_s = self.loop.time() - started
         self._send(signed)
-        self.on_version(version)
+        self.on_version(self.version)
         log.info("enrolment: snapshot %d sent (%d people, %d cards, %d chunks; read and signed in %.2f s)", version,
                  len(snapshot.people), len(snapshot.cards), len(signed.chunks), self.loop.time() - started)
 
@@ -325,13 +413,22 @@ class EnrolmentPublisher:
         snapshot = es.build(self.reader, self.site, max(version, 1))
         return Enrolment(snapshot, content(snapshot))
 
-    def _compare(self, sent: Enrolment, rows: list[tuple[str, str]] | None
-                 ) -> tuple[Enrolment, list[dict[str, Any]] | None]:
+    def _targeted_read(self, sent: Enrolment, rows: list[tuple[str, str]]
+                       ) -> tuple[es.Snapshot, list[dict[str, Any]]] | None:
+        if self.fast_reader is None:
+            self.fast_reader = Database(self.data_dir)
+        return _targeted(self.fast_reader, sent.snapshot, rows)
+
+    def _ops(self) -> list[dict[str, Any]]:
+        return [c for _, changes in self.sent_ops for c in changes]
+
+    def _patch(self, current: Enrolment, ops: list[dict[str, Any]]) -> Enrolment:
+        snapshot = patched(current.snapshot, ops)
+        return Enrolment(snapshot, content(snapshot))
+
+    def _compare(self, sent: Enrolment) -> tuple[Enrolment, list[dict[str, Any]] | None]:
         if self.reader is None:
             self.reader = People(Database(self.data_dir))
-        targeted = _targeted(self.reader.database, sent.snapshot, rows) if rows is not None else None
-        if targeted is not None:
-            return Enrolment(targeted[0], ""), targeted[1]
         # No digest here (half a second at 100,000 people, on a revocation's way): a delta's
         # version is recorded without one, and a restart before the next snapshot makes a new one.
         now = Enrolment(es.build(self.reader, self.site, 1), "")

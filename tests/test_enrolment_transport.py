@@ -16,6 +16,7 @@ from conftest import Site, wait_for
 from sekisho.daemon import enrolment_delta as ed
 from sekisho.daemon import enrolment_snapshot as es
 from sekisho.daemon.commands import keygen, load_private_key, public_key_text
+from sekisho.daemon.enrolment_publisher import patched
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.store.database import DB_NAME, Database
 from sekisho.daemon.store.people import People
@@ -250,6 +251,8 @@ def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tm
     ed.apply(node, ed.verify(ed.sign("test", 2, changes, key, "recorder"), site="test",
                              keys={"recorder": key.public_key()}, permitted={"recorder"}, current=1))
     assert es.build(People(node), "test", 1, new.created).body() == new.body()
+    # The recorder's own replay of the same changes (a snapshot read while deltas went out).
+    assert patched(old, changes).body() == new.body() and patched(new, changes).body() == new.body()
     assert ed.between(new, new) == []
     # What no op carries: a snapshot.
     for other in (replace(new, people=new.people[:1]),  # a person removed (with their cards: see below)
