@@ -31,13 +31,17 @@ from . import __version__
 from .alarms import Alarms
 from .answers import Answering
 from .approvals import Approvals
-from .commands import CommandRunner
+from .commands import CommandRunner, load_private_key
 from .commits import GroupCommit, Item
 from .config import Config
 from .control import ControlServer
 from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors
+from .enrolment_publisher import EnrolmentPublisher
+from .enrolment_receiver import EnrolmentReceiver
+from .enrolment_snapshot import OP as ENROLMENT_OP
+from .enrolment_snapshot import current_version, trusted
 from .errors import SekishoError, StoreDamaged, StoreError
 from .home_assistant import HomeAssistantDiscovery
 from .instance import hold_data_dir
@@ -205,8 +209,33 @@ class Daemon:
                                  clear_alarm=self.alarms.clear, loop=loop,
                                  on_stored=self.site_occupancy.stored if self.site_occupancy else None) \
             if config.recorder else None
+        self.enrolment_publisher, self.enrolment_receiver = self._enrolment_transport()
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
+
+    def _enrolment_transport(self) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
+        """The recorder signs enrolment out (with its key); any other node that trusts a key for
+        snapshots takes it in (docs/enrolment.md, "Over MQTT")."""
+        config, status = self.config, self.publisher.status
+        recorder = config.recorder
+        if "recorder" in config.site.roles and recorder is not None and recorder.signing_key is not None:
+            sender = EnrolmentPublisher(self.database, self.data_dir, site=config.site.id,
+                                        key=load_private_key(recorder.signing_key), key_name=recorder.key_name,
+                                        topics=self.topics, publish=self.publisher.publish_bytes, loop=self.loop,
+                                        on_version=status.enrolled)
+            self.publisher.when_connected(sender.connected)
+            return sender, None
+        status.enrolled(current_version(self.database, config.site.id))
+        if "recorder" in config.site.roles or not trusted(config.commands, ENROLMENT_OP)[1]:
+            return None, None
+        receiver = EnrolmentReceiver(self.database, self.data_dir, site=config.site.id, node=config.site.node,
+                                     commands=config.commands, topics=self.topics, alarms=self.alarms,
+                                     record=self.record, loop=self.loop, on_version=status.enrolled)
+        manifest, chunks, delta = receiver.topic_filters
+        self.publisher.subscribe(manifest, receiver.manifest_heard)
+        self.publisher.subscribe(chunks, receiver.chunk_heard)
+        self.publisher.subscribe(delta, receiver.delta_heard, retained=False)
+        return None, receiver
 
     # ------------------------------------------------------------------------- lifecycle
     async def run(self) -> int:
@@ -218,6 +247,8 @@ class Daemon:
             log.warning("%s", warning)
         keep_reserve(self.data_dir)
         self.publisher.start()
+        if self.enrolment_publisher:
+            self.enrolment_publisher.start()
         self.alarms.startup()
         self.presence.startup()
         if self.site_occupancy and self.config.recorder:
@@ -264,6 +295,10 @@ class Daemon:
                 await self.recorder.stop()
             if self.site_occupancy:
                 self.site_occupancy.stop()
+            if self.enrolment_publisher:
+                await self.enrolment_publisher.stop()
+            if self.enrolment_receiver:
+                await self.enrolment_receiver.stop()
             self.node_watch.stop()
             self.commands.close()
             for driver in reversed(started):

@@ -43,6 +43,11 @@ def cmd_enrolment_apply(args: argparse.Namespace) -> int:
 def cmd_enrolment_status(args: argparse.Namespace) -> int:
     from . import enrolment_snapshot as es
     cfg, database, _ = _store(args, create=False)
+    if "recorder" in cfg.site.roles:
+        sent = database.db.execute("SELECT value FROM meta WHERE key = 'enrolment.version'").fetchall()
+        print(f"site {cfg.site.id}: recorder, enrolment version {sent[0][0] if sent else 0} sent last"
+              + ("" if cfg.recorder and cfg.recorder.signing_key else " (no [recorder] signing_key: nothing is sent)"))
+        return 0
     row = database.db.execute("SELECT version, key, created, applied, sha256 FROM enrolment_version WHERE site = ?",
                               [cfg.site.id]).fetchone()
     if row is None:

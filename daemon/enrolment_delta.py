@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .enrolment_snapshot import SnapshotRefused, _fields, current_version
+from .enrolment_snapshot import Snapshot, SnapshotRefused, _fields, current_version
 from .store.audit import append, canonical_json
 from .store.database import Database
 from .timestamps import utc_now
@@ -160,3 +160,40 @@ def apply(database: Database, delta: VerifiedDelta) -> int:
         raise SnapshotRefused("inconsistent", f"the delta does not fit the store ({exc}); nothing of it was "
                                               f"applied") from None
     return len(delta.changes)
+
+
+def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
+    """The changes that take a node from ``old`` to exactly ``new``: [] when the two enrol the
+    same, None when some difference has no op (a person added or removed, new validity dates or
+    PIN, a card removed or given to someone else): only a snapshot carries that."""
+    changes: list[dict[str, Any]] = []
+    was, now = {p.id: p for p in old.people}, {p.id: p for p in new.people}
+    if was.keys() != now.keys():
+        return None
+    for pid in sorted(now):
+        a, b = was[pid], now[pid]
+        if (a.valid_from, a.valid_until, a.pin_hash) != (b.valid_from, b.valid_until, b.pin_hash):
+            return None
+        if a.active != b.active:
+            changes.append({"op": "person.enable" if b.active else "person.disable", "person": pid})
+        granted, revoked = sorted(set(b.levels) - set(a.levels)), sorted(set(a.levels) - set(b.levels))
+        changes += [{"op": "level.grant", "person": pid, "level": lvl} for lvl in granted]
+        changes += [{"op": "level.revoke", "person": pid, "level": lvl} for lvl in revoked]
+    cards_was, cards_now = {c.hash: c for c in old.cards}, {c.hash: c for c in new.cards}
+    if cards_was.keys() - cards_now.keys():
+        return None
+    for h in sorted(cards_now):
+        c, before = cards_now[h], cards_was.get(h)
+        if before == c:
+            continue
+        if before is not None and before.person != c.person:
+            return None
+        if c.active and c.revoked is None:  # what card.add leaves: a new card, or one enabled again
+            changes.append({"op": "card.add", "card": h, "person": c.person, "valid_from": c.valid_from,
+                            "valid_until": c.valid_until})
+        elif before is not None and not c.active and c.revoked is not None \
+                and (before.valid_from, before.valid_until) == (c.valid_from, c.valid_until):
+            changes.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
+        else:
+            return None
+    return changes

@@ -216,7 +216,26 @@ def verify(signed: Signed, *, site: str, keys: Mapping[str, Ed25519PublicKey], p
     """Every check of the module's list, in its order; raises ``SnapshotRefused``. ``keys`` are
     the node's trusted public keys by name, ``permitted`` the names of those whose ops allow
     ``enrolment.snapshot``, ``current`` the version the node decides with now (0 for none)."""
-    manifest = _fields(signed.manifest, MANIFEST_FIELDS, "manifest")
+    manifest = check_manifest(signed.manifest, site=site, keys=keys, permitted=permitted, current=current)
+    try:
+        # Straight from the chunks: the compressed whole is never held at once.
+        body = _decompress(_reassemble(signed.chunks, manifest), manifest["size"])
+    except zlib.error as exc:
+        raise SnapshotRefused("hash mismatch", f"the chunks do not decompress ({exc})") from None
+    if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
+        raise SnapshotRefused("hash mismatch", "the reassembled body is not the one the manifest signs")
+    snapshot = _parse_body(body)
+    if (snapshot.site, snapshot.version, snapshot.created) != (manifest["site"], manifest["version"],
+                                                               manifest["created"]):
+        raise SnapshotRefused("malformed", "the body's site, version or time is not the manifest's")
+    return Verified(snapshot, manifest["key"], manifest["sha256"], signed)
+
+
+def check_manifest(raw: bytes, *, site: str, keys: Mapping[str, Ed25519PublicKey], permitted: Iterable[str],
+                   current: int) -> dict[str, Any]:
+    """The checks of the manifest alone (``verify``'s first ones, up to the version), cheap
+    enough to run as a manifest arrives, before its chunks are waited for; the manifest."""
+    manifest = _fields(raw, MANIFEST_FIELDS, "manifest")
     if manifest["format"] != FORMAT or manifest["compression"] != "zlib":
         raise SnapshotRefused("malformed", f"format {manifest['format']!r} with {manifest['compression']!r}; "
                                            f"this node reads {FORMAT!r} with zlib")
@@ -237,18 +256,7 @@ def verify(signed: Signed, *, site: str, keys: Mapping[str, Ed25519PublicKey], p
                                                f"{current}")
     if not 0 <= manifest["size"] <= MAX_BODY or manifest["chunks"] < 1:
         raise SnapshotRefused("malformed", f"size {manifest['size']} with {manifest['chunks']} chunks")
-    try:
-        # Straight from the chunks: the compressed whole is never held at once.
-        body = _decompress(_reassemble(signed.chunks, manifest), manifest["size"])
-    except zlib.error as exc:
-        raise SnapshotRefused("hash mismatch", f"the chunks do not decompress ({exc})") from None
-    if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
-        raise SnapshotRefused("hash mismatch", "the reassembled body is not the one the manifest signs")
-    snapshot = _parse_body(body)
-    if (snapshot.site, snapshot.version, snapshot.created) != (manifest["site"], manifest["version"],
-                                                               manifest["created"]):
-        raise SnapshotRefused("malformed", "the body's site, version or time is not the manifest's")
-    return Verified(snapshot, manifest["key"], manifest["sha256"], signed)
+    return manifest
 
 
 def _decompress(pieces: list[memoryview], size: int) -> bytearray:
@@ -395,6 +403,14 @@ def unpack(data: bytes) -> Signed:
 def keep(path: Path, signed: Signed) -> None:
     """Write ``path`` whole or not at all (whole_files.py), mode 0600."""
     write_whole(path, pack(signed), 0o600)
+
+
+def manifest_field(signed: Signed, name: str) -> Any:
+    """One field of a manifest this node wrote or took (the version of a kept copy), or None."""
+    try:
+        return json.loads(signed.manifest).get(name)
+    except (ValueError, AttributeError):
+        return None
 
 
 def kept(data_dir: Path) -> Signed | None:

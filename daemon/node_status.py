@@ -37,12 +37,24 @@ class NodeStatus:
         self.others: dict[str, set[int]] = {}
         """Other instances seen on our status topic -> the connections (numbered) they were seen on."""
         self.duplicate_told = False
+        self.enrolment = 0
+        """The enrolment version this node decides with (the recorder: the one it sent last); 0 for none."""
         connection.client.will_set(topic, self._payload("offline"), qos=1, retain=True)
         connection.subscribe(topic, self.seen)
 
     def _payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "version": self.version, "started": self.started,
-                           "instance": self.instance, "ts": utc_now()}).encode()
+                           "instance": self.instance, "enrolment": self.enrolment, "ts": utc_now()}).encode()
+
+    def enrolled(self, version: int) -> None:
+        """A new enrolment version: said at once when connected (and in the last will, whose
+        ``offline`` then names it too)."""
+        if version == self.enrolment:
+            return
+        self.enrolment = version
+        self.connection.client.will_set(self.topic, self._payload("offline"), qos=1, retain=True)
+        if self.connection.connected:
+            self.say("online")
 
     def say(self, state: str) -> mqtt.MQTTMessageInfo:
         """Publish ``online`` or ``offline``, retained; paho's handle, to wait for it to go out."""

@@ -101,8 +101,19 @@ class Publisher:
         """Straight to paho, retained at QoS 1: for what is not a record (Home Assistant's
         discovery, made from the config and said again on each connection). An empty payload
         removes what the broker retains there. The stop waits for it, as for ``publish_now``."""
+        self.publish_bytes(topic, payload, True)
+
+    def publish_bytes(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """As ``publish_retained``, retained or not (the recorder's enrolment snapshots and
+        deltas), and only while connected: False when nothing was handed over, and the caller
+        says it again on the next connection (``when_connected``) if it must be said."""
+        if not self.connection.connected:
+            return False
         self.direct = [info for info in self.direct if not info.is_published()]
-        self.direct.append(self.client.publish(topic, payload, qos=1, retain=True))
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:  # else paho lost the connection just now; is_published would raise
+            self.direct.append(info)
+        return True
 
     async def stop(self, drain: bool = True) -> None:
         """Flush as far as the broker allows (with ``drain``; not from a damaged store), say

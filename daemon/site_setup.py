@@ -281,7 +281,9 @@ SKELETONS = {
 }
 
 
-RECORDER_TOPICS = (("read", "#"), ("write", "alarm/+"), ("write", "cmd/+"), ("write", "area/+/occupancy"))
+RECORDER_TOPICS = (("read", "#"), ("write", "alarm/+"), ("write", "cmd/+"), ("write", "area/+/occupancy"),
+                   ("write", "enrolment/snapshot/manifest"), ("write", "enrolment/snapshot/chunk/+"),
+                   ("write", "enrolment/delta"))
 """What a recorder's broker user may do beyond the pattern lines every node has: the example ACL's
 ``user recorder`` block, which a test holds equal to this."""
 

@@ -49,3 +49,23 @@ class Topics:
 
     def command_result(self, node: str) -> str:
         return f"{self.base}/cmd/{node}/result"
+
+    # The recorder's enrolment (docs/enrolment.md): the snapshot's manifest and its chunks
+    # retained, each chunk on its own topic; deltas not retained.
+    def enrolment_manifest(self) -> str:
+        return f"{self.base}/enrolment/snapshot/manifest"
+
+    def enrolment_chunk(self, index: int) -> str:
+        return f"{self.base}/enrolment/snapshot/chunk/{index}"
+
+    @property
+    def enrolment_chunks(self) -> str:
+        return f"{self.base}/enrolment/snapshot/chunk/+"
+
+    def chunk_index(self, topic: str) -> int | None:
+        """The index an ``enrolment_chunk`` topic names, or None for any other topic."""
+        head, _, index = topic.rpartition("/")
+        return int(index) if head == f"{self.base}/enrolment/snapshot/chunk" and index.isdigit() else None
+
+    def enrolment_delta(self) -> str:
+        return f"{self.base}/enrolment/delta"

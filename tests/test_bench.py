@@ -33,6 +33,13 @@ FIGURES = {
                               r"bytes: body [\d,]+ raw, [\d,]+ compressed .* \d+ chunks",
                               r"RSS: recorder before build [\d.]+ MB, peak [\d.]+ MB; "
                               r"node before verify [\d.]+ MB, peak [\d.]+ MB"],
+    "enrolment_transport.py": [r"revocation at the recorder -> revoked in the door's store, 5 people enrolled: n=5 p50=",
+                               r"revocation at the recorder -> revoked in the door's store, 1,005 people enrolled: n=5 ",
+                               r"revoked in the door's store, 1,002 people enrolled, 1.5 s apart: n=2 ",
+                               r"revocations carried by a delta: \d+ of 5",
+                               r"snapshot of 1,000 people, 1,000 cards: recorder start -> retained manifest [\d.]+ s; "
+                               r"fresh door start -> applied [\d.]+ s",
+                               r"bytes on the wire: [\d,]+ in \d+ chunks"],
     "doors.py": [r"lookup \+ decide .* p50=", r"sim tap -> strike output: n=\d+ p50=", r"RSS: idle [\d.]+ MB"],
     "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
     "recorder_store.py": [r"sqlite: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",

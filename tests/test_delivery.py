@@ -114,7 +114,8 @@ def test_status_retained_online_then_offline_on_stop_and_on_sigkill(site, subscr
     assert m.topic == "sekisho/v1/test/node/door-a/status"
     assert m.retain and m.qos == 1
     assert m.json["state"] == "online"
-    assert set(m.json) == {"state", "version", "started", "instance", "ts"}
+    assert set(m.json) == {"state", "version", "started", "instance", "enrolment", "ts"}
+    assert m.json["enrolment"] == 0  # no enrolment snapshot taken (docs/enrolment.md)
 
     assert site.stop() == 0
     wait_for(lambda: late.messages[-1].json["state"] == "offline", what="offline on clean stop")

@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -58,6 +60,21 @@ def test_reopen_does_not_migrate_again_and_seq_continues(tmp_path):
     _, other = opened(tmp_path, "n2")
     other.record([ev()])
     assert other.last_seq() == 1 and s.last_seq() == 3
+
+
+def test_a_second_connection_in_the_process_leaves_the_first_one_seeing_other_processes_writes(tmp_path):
+    """A daemon's enrolment worker opens the store a second time. Closing a descriptor of the
+    file would drop the first connection's POSIX locks; a command-line process would then think
+    itself the last one, checkpoint and delete the WAL, and the daemon would read its old store
+    from then on (a revoked card still let in)."""
+    first = Database(tmp_path)
+    first.db.execute("CREATE TABLE t (n INTEGER)")
+    assert first.db.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+    Database(tmp_path)  # the second connection, kept open
+    for n in (1, 2):
+        subprocess.run([sys.executable, "-c", "import sys, sqlite3; c = sqlite3.connect(sys.argv[1]); "
+                        "c.execute('INSERT INTO t VALUES (1)'); c.commit(); c.close()", str(first.path)], check=True)
+        assert first.db.execute("SELECT count(*) FROM t").fetchall() == [(n,)]
 
 
 def test_event_audit_outbox_in_one_transaction(tmp_path):

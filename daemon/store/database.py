@@ -60,8 +60,15 @@ class Database:
         _private_dir(Path(data_dir))
         try:
             # Created 0600 before SQLite sees it: SQLite gives the WAL and the shared-memory
-            # file the database file's own mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            # file the database file's own mode. Only when it is new (O_EXCL): closing any
+            # descriptor of the file drops every POSIX lock this process holds on it, and a
+            # second connection in a daemon (the enrolment worker's) would take the first one's
+            # locks away; another process would then think itself the last, checkpoint and delete
+            # the WAL under it, and the first connection would read a stale store from then on.
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
