@@ -70,8 +70,8 @@ def cmd_person_enable(args: argparse.Namespace) -> int:
 
 def cmd_person_grant(args: argparse.Namespace) -> int:
     cfg, people, _ = _people(args)
-    if args.level not in cfg.rules.levels:
-        raise _no("level", args.level, cfg.rules.levels, str(cfg.path))
+    if args.level not in cfg.grantable_levels():
+        raise _no("level", args.level, cfg.grantable_levels(), str(cfg.path))
     people.grant_level(args.id, args.level, _actor())
     print(f"{args.id} now holds {args.level}")
     return 0
@@ -115,7 +115,7 @@ def cmd_person_import(args: argparse.Namespace) -> int:
     roster = read(data, name, args.encoding)
     _, people, key = _people(args, create=not args.dry_run)
     before = people.snapshot()
-    result = plan(roster, before, cfg.rules.levels, key.card_hash, revoke_missing=args.revoke_missing,
+    result = plan(roster, before, cfg.grantable_levels(), key.card_hash, revoke_missing=args.revoke_missing,
                   deactivate_missing=args.deactivate_missing)
     for warning in result.warnings:
         print(warning, file=sys.stderr)

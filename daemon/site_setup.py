@@ -313,7 +313,10 @@ def node_config(record: SiteRecord, node: str, roles: tuple[str, ...], *, record
     ]
     if "recorder" in roles:
         parts.append(f"\n[recorder]\n# The recorder's private key, beside this file (mode 0600).\n"
-                     f"signing_key = {q(RECORDER_KEY)}\n")
+                     f"signing_key = {q(RECORDER_KEY)}\n"
+                     "# The site's access levels, which people are enrolled with here; what each opens is\n"
+                     "# each door and desk node's own [levels.<name>].\n"
+                     '# levels = ["operators", "security"]\n')
     parts += [f"\n{SKELETONS[r]}" for r in roles if r in SKELETONS]
     return "".join(parts)
 

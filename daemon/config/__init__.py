@@ -82,6 +82,11 @@ class Config:
     warnings: tuple[str, ...] = ()
     """Things that load but can never take effect (a level that can never open anything ...)."""
 
+    def grantable_levels(self) -> list[str]:
+        """The levels a person may be granted on this node: its own, and at the recorder, where
+        the site is enrolled, the site's levels its [recorder] names."""
+        return sorted(set(self.rules.levels) | set(self.recorder.levels if self.recorder else ()))
+
 
 def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     """Read and check a config file. Raises ConfigError naming every problem."""

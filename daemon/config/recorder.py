@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sekisho.drivers.options import Option, between
+from sekisho.drivers.options import Option, between, strings
 
-from .checker import Checker, optional_topic_name
+from .checker import Checker, optional_topic_name, topic_name
 
 
 def _database(v: str) -> str | None:
@@ -36,6 +36,10 @@ RECORDER = {
     "gap_grace_s": Option(float, 5.0, "How long a missing seq may stay missing before it is a sequence_gap alarm "
                           "and a replay request: QoS 1 and a second recorder may deliver it late.", between(0.5, 600)),
     "batch": Option(int, 500, "Most events stored in one transaction.", between(1, 10000)),
+    "levels": Option(list, [], "The site's access levels people may be granted here (sekisho person grant, "
+                     "person import) besides this node's own [levels.<name>]: what each opens is the door and desk "
+                     "nodes' [levels.<name>], so a recorder without doors or desks names them here.",
+                     strings(topic_name)),
 }
 
 
@@ -48,6 +52,7 @@ class RecorderConfig:
     key_name: str = "recorder"
     gap_grace_s: float = 5.0
     batch: int = 500
+    levels: tuple[str, ...] = ()
 
 
 def read_recorder(c: Checker, path: Path, raw: Any) -> RecorderConfig:
@@ -59,4 +64,4 @@ def read_recorder(c: Checker, path: Path, raw: Any) -> RecorderConfig:
         values["signing_key"] = key_path
     else:
         values["signing_key"] = None
-    return RecorderConfig(**values)
+    return RecorderConfig(**{**values, "levels": tuple(dict.fromkeys(values["levels"]))})
