@@ -21,18 +21,15 @@ Run: .venv/bin/python bench/bridge_ingest.py [--desks 200] [--doors 10] [--per-n
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import shutil
-import time
 from pathlib import Path
 
-from _site import Broker, parse, wait_for, workdir
+from _site import Broker, parse, workdir
 from bridge import Building
 from harness import RECORDER_CONFIG, Site, node_site
 from postgres import Postgres
-from recorder_ingest import TARGET, latencies, ms, nodes, peak_rss_mb, publisher
+from recorder_ingest import TARGET, peak_rss_mb, publish_and_count
 from sekisho.daemon.keys import SiteKey
-from sekisho.daemon.recorder_store import open_store
 
 
 def recorder_config(name: str, database: str, batch: int) -> str:
@@ -54,38 +51,9 @@ def measure(tmp: Path, database: str, args: argparse.Namespace, rate: float) -> 
         building.start()
         for r in recorders:
             r.start()
-        everyone = nodes(args.desks, args.doors)
-        total = len(everyone) * args.per_node
-        ctx = mp.get_context("fork")
-        go, done = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=publisher, args=(building.broker.port, everyone[k::args.procs], args.per_node,
-                                                     rate / args.procs, go, done)) for k in range(args.procs)]
-        for proc in procs:
-            proc.start()
-        with open_store(database, tmp) as store:
-            t0 = time.time()
-            go.set()
-            sent = sum(done.get(timeout=300) for _ in procs)
-            published = time.time() - t0
-            wait_for(lambda: store.count() >= total, timeout=300, what="every event in the store")
-            for proc in procs:
-                proc.join(30)
-            lost = sent - store.count()
-            assert lost == 0 and store.gaps() == [], f"{name}: {lost} events lost, gaps {store.gaps()[:5]}"
-            assert all(store.last_seq(node) == args.per_node for node, _ in everyone), "a node's last seq is wrong"
-            last_stored = store._query("SELECT max(received) FROM events", ())[0][0]
-        took = (ms(last_stored) - t0 * 1000) / 1000
-        latency = latencies(database, tmp)
-        p = lambda q: latency[min(len(latency) - 1, int(q * len(latency)))]  # noqa: E731
+        run = publish_and_count(building.broker.port, database, tmp, args, rate)
         rss = ", ".join(f"{r.config.parent.name} {peak_rss_mb(r.proc.pid):.1f} MB" for r in recorders if r.proc)
-        stored = total / took
-        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors; "
-              f"batch {args.batch}): {stored:,.0f} events/s stored, {lost} lost ({took:.2f} s; "
-              f"published in {published:.2f} s, {total / published:,.0f}/s)")
-        print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms max={latency[-1]:.0f} ms; "
-              f"recorders' peak RSS {rss}")
-        if not args.quick and not rate:
-            print(f"{name}: target {TARGET:,}/s: {'met' if stored >= TARGET else 'NOT met'}")
+        run.print(name, args, rate, f"recorders' peak RSS {rss}")
         for r in recorders:
             assert r.stop() == 0
     finally:

@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -97,6 +98,57 @@ def ms(ts: str) -> float:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run's counts and times, from the first publish to the last event stored."""
+    total: int
+    nodes: int
+    lost: int
+    took: float
+    published: float
+    latency: list[float]
+    """Each event's publish -> stored, in ms, sorted."""
+
+    def print(self, name: str, args: argparse.Namespace, rate: float, rss: str) -> None:
+        stored = self.total / self.took
+        p = lambda q: self.latency[min(len(self.latency) - 1, int(q * len(self.latency)))]  # noqa: E731
+        print(f"{name}: {self.total:,} events from {self.nodes} nodes ({args.desks} desks, {args.doors} doors, "
+              f"batch {args.batch}): {stored:,.0f} events/s stored, {self.lost} lost ({self.took:.2f} s; "
+              f"published in {self.published:.2f} s, {self.total / self.published:,.0f}/s)")
+        print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms "
+              f"max={self.latency[-1]:.0f} ms; {rss}")
+        if not args.quick and not rate:
+            print(f"{name}: target {TARGET:,}/s: {'met' if stored >= TARGET else 'NOT met'}")
+
+
+def publish_and_count(port: int, where: str | None, data_dir: Path, args: argparse.Namespace, rate: float) -> Run:
+    """Every simulated node publishes ``args.per_node`` events at the broker on ``port``
+    (``rate`` a second in all, or as fast as they can when 0); wait for all of them in the store
+    (``where``, or SQLite in ``data_dir``), none lost, no gap, each node's last seq its last."""
+    everyone = nodes(args.desks, args.doors)
+    total = len(everyone) * args.per_node
+    ctx = mp.get_context("fork")
+    go, done = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=publisher, args=(port, everyone[k::args.procs], args.per_node,
+                                                 rate / args.procs, go, done)) for k in range(args.procs)]
+    for proc in procs:
+        proc.start()
+    with open_store(where, data_dir) as store:
+        t0 = time.time()
+        go.set()
+        sent = sum(done.get(timeout=300) for _ in procs)
+        published = time.time() - t0
+        wait_for(lambda: store.count() >= total, timeout=300, what="every event in the store")
+        for proc in procs:
+            proc.join(30)
+        lost = sent - store.count()
+        assert lost == 0 and store.gaps() == [], f"{lost} events lost, gaps {store.gaps()[:5]}"
+        assert all(store.last_seq(node) == args.per_node for node, _ in everyone), "a node's last seq is wrong"
+        last_stored = store._query("SELECT max(received) FROM events", ())[0][0]
+    return Run(total, len(everyone), lost, (ms(last_stored) - t0 * 1000) / 1000, published,
+               latencies(where, data_dir))
+
+
 def measure(name: str, where: str | None, tmp: Path, args: argparse.Namespace, rate: float) -> None:
     """One run into a new store: ``rate`` events a second offered by all nodes together, or all
     at once as fast as they can (0)."""
@@ -108,39 +160,9 @@ def measure(name: str, where: str | None, tmp: Path, args: argparse.Namespace, r
     try:
         recorder.start()
         assert recorder.proc is not None
-        everyone = nodes(args.desks, args.doors)
-        total = len(everyone) * args.per_node
-        ctx = mp.get_context("fork")
-        go, done = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=publisher, args=(broker.port, everyone[k::args.procs], args.per_node,
-                                                     rate / args.procs, go, done)) for k in range(args.procs)]
-        for proc in procs:
-            proc.start()
-        with open_store(where, recorder.data_dir) as store:
-            t0 = time.time()
-            go.set()
-            sent = sum(done.get(timeout=300) for _ in procs)
-            published = time.time() - t0
-            wait_for(lambda: store.count() >= total, timeout=300, what="every event in the recorder's store")
-            for proc in procs:
-                proc.join(30)
-            lost = sent - store.count()
-            assert lost == 0 and store.gaps() == [], f"{name}: {lost} events lost, gaps {store.gaps()[:5]}"
-            assert all(store.last_seq(node) == args.per_node for node, _ in everyone), "a node's last seq is wrong"
-            last_stored = store._query("SELECT max(received) FROM events", ())[0][0]
-        took = (ms(last_stored) - t0 * 1000) / 1000
-        latency = latencies(where, recorder.data_dir)
-        p = lambda q: latency[min(len(latency) - 1, int(q * len(latency)))]  # noqa: E731
+        run = publish_and_count(broker.port, where, recorder.data_dir, args, rate)
         rss = peak_rss_mb(recorder.proc.pid)
-        stored = total / took
-        print(f"{name}: {total:,} events from {len(everyone)} nodes ({args.desks} desks, {args.doors} doors, "
-              f"batch {args.batch}): "
-              f"{stored:,.0f} events/s stored, {lost} lost ({took:.2f} s; published in {published:.2f} s, "
-              f"{total / published:,.0f}/s)")
-        print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms max={latency[-1]:.0f} ms; "
-              f"recorder peak RSS {rss:.1f} MB")
-        if not args.quick and not rate:
-            print(f"{name}: target {TARGET:,}/s: {'met' if stored >= TARGET else 'NOT met'}")
+        run.print(name, args, rate, f"recorder peak RSS {rss:.1f} MB")
         assert recorder.stop() == 0
     finally:
         recorder.kill()
