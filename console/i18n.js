@@ -25,7 +25,7 @@ const WORDS = {
   tailgating: ['共連れ', 'tailgating'],
   node_offline: ['ノード停止', 'node offline'], duplicate_node: ['ノード名の重複', 'duplicate node name'],
   records_lost: ['記録の欠落', 'records lost'], store_damaged: ['記録の破損', 'store damaged'],
-  enrolment_refused: ['登録データの拒否', 'enrolment refused'],
+  enrolment_refused: ['登録データの拒否', 'enrolment refused'], sequence_gap: ['記録の抜け', 'records missing'],
   unlock: ['解錠する', 'Unlock'], set_mode: ['モード変更', 'Set mode'],
   granted: ['許可', 'granted'], denied: ['拒否', 'denied'], in: ['入室', 'in'], out: ['退室', 'out'],
   vacant: ['空席', 'vacant'], in_use: ['使用中', 'in use'], away: ['離席', 'away'],
