@@ -1,6 +1,6 @@
-"""Signed enrolment deltas: the small changes between two snapshots (a person disabled or enabled,
-a card revoked or added, a level granted or revoked), so that a revocation reaches a node without
-sending the whole enrolment again.
+"""Signed enrolment deltas: the changes between two snapshots (a person disabled or enabled, a card
+revoked or added, a level granted or revoked, and any other change to a person or a card), so
+that a revocation reaches a node without sending the whole enrolment again.
 
 A delta is one message, the canonical JSON of
 
@@ -50,8 +50,20 @@ CHANGES: dict[str, dict[str, tuple[type, ...]]] = {
     "card.add": {"card": (str,), "person": (str,), "valid_from": (str, type(None)), "valid_until": (str, type(None))},
     "level.grant": {"person": (str,), "level": (str,)},
     "level.revoke": {"person": (str,), "level": (str,)},
+    "person.put": {"person": (str,), "active": (bool,), "valid_from": (str, type(None)),
+                   "valid_until": (str, type(None)), "pin_hash": (str, type(None)), "levels": (list,)},
+    "person.remove": {"person": (str,)},
+    "card.put": {"card": (str,), "person": (str,), "active": (bool,), "valid_from": (str, type(None)),
+                 "valid_until": (str, type(None)), "revoked": (str, type(None))},
+    "card.remove": {"card": (str,)},
 }
-"""Each change's op and its fields besides ``op``, with the types each may have."""
+"""Each change's op and its fields besides ``op``, with the types each may have. The small ops
+say the common changes in few bytes; ``person.put``, ``card.put`` and the removes say any other
+(a new person, new dates or PIN, a card moved or gone), so that every change is a delta and no
+revocation ever waits behind a snapshot of a new version."""
+DELTA_MAX = 2000
+"""Most changes in one delta: a bigger change (a roster of a thousand new people) goes as a
+snapshot, which a node checks and applies in one piece anyway."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +141,37 @@ def _write(db: Any, c: Mapping[str, Any]) -> None:
                    [c["card"], c["person"], utc_now(), c["valid_from"], c["valid_until"]])
     elif op == "level.grant":
         db.execute("INSERT OR IGNORE INTO person_levels (person_id, level) VALUES (?, ?)", [c["person"], c["level"]])
-    else:  # level.revoke
+    elif op == "level.revoke":
         db.execute("DELETE FROM person_levels WHERE person_id = ? AND level = ?", [c["person"], c["level"]])
+    elif op == "person.put":
+        if not all(isinstance(level, str) for level in c["levels"]):
+            raise _Unfit("levels are not all names")
+        db.execute("INSERT INTO people (id, name, active, created, valid_from, valid_until, pin_hash) "
+                   "VALUES (?, '', ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET active = excluded.active, "
+                   "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
+                   "pin_hash = excluded.pin_hash",
+                   [c["person"], int(c["active"]), utc_now(), c["valid_from"], c["valid_until"], c["pin_hash"]])
+        db.execute("DELETE FROM person_levels WHERE person_id = ?", [c["person"]])
+        db.executemany("INSERT INTO person_levels (person_id, level) VALUES (?, ?)",
+                       [(c["person"], level) for level in c["levels"]])
+    elif op == "person.remove":
+        # As a snapshot that no longer lists them: their cards, levels and whereabouts go too.
+        for table, column in (("cards", "person_id"), ("person_levels", "person_id"), ("locations", "person_id")):
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", [c["person"]])
+        if db.execute("DELETE FROM people WHERE id = ?", [c["person"]]).rowcount != 1:
+            raise _Unfit(f"no person {c['person']!r}")
+    elif op == "card.put":
+        if db.execute("SELECT 1 FROM people WHERE id = ?", [c["person"]]).fetchone() is None:
+            raise _Unfit(f"no person {c['person']!r} for card {c['card'][:12]}")
+        db.execute("INSERT INTO cards (hash, person_id, active, created, revoked, valid_from, valid_until) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET person_id = excluded.person_id, "
+                   "active = excluded.active, revoked = excluded.revoked, valid_from = excluded.valid_from, "
+                   "valid_until = excluded.valid_until",
+                   [c["card"], c["person"], int(c["active"]), utc_now(), c["revoked"], c["valid_from"],
+                    c["valid_until"]])
+    else:  # card.remove
+        if db.execute("DELETE FROM cards WHERE hash = ?", [c["card"]]).rowcount != 1:
+            raise _Unfit(f"no card {c['card'][:12]}")
 
 
 def apply(database: Database, delta: VerifiedDelta) -> int:
@@ -163,37 +204,41 @@ def apply(database: Database, delta: VerifiedDelta) -> int:
 
 
 def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
-    """The changes that take a node from ``old`` to exactly ``new``: [] when the two enrol the
-    same, None when some difference has no op (a person added or removed, new validity dates or
-    PIN, a card removed or given to someone else): only a snapshot carries that."""
-    changes: list[dict[str, Any]] = []
+    """The changes that take a node from ``old`` to exactly ``new``, in an order the store takes
+    them (a person before their cards, a card gone before its person): [] when the two enrol the
+    same, None only when there are more than ``DELTA_MAX`` (a snapshot carries those)."""
+    people: list[dict[str, Any]] = []
+    cards: list[dict[str, Any]] = []
+    gone: list[dict[str, Any]] = []
     was, now = {p.id: p for p in old.people}, {p.id: p for p in new.people}
-    if was.keys() != now.keys():
-        return None
     for pid in sorted(now):
-        a, b = was[pid], now[pid]
-        if (a.valid_from, a.valid_until, a.pin_hash) != (b.valid_from, b.valid_until, b.pin_hash):
-            return None
+        a, b = was.get(pid), now[pid]
+        if a is None or (a.valid_from, a.valid_until, a.pin_hash) != (b.valid_from, b.valid_until, b.pin_hash):
+            people.append({"op": "person.put", "person": pid, "active": b.active, "valid_from": b.valid_from,
+                           "valid_until": b.valid_until, "pin_hash": b.pin_hash, "levels": list(b.levels)})
+            continue
         if a.active != b.active:
-            changes.append({"op": "person.enable" if b.active else "person.disable", "person": pid})
+            people.append({"op": "person.enable" if b.active else "person.disable", "person": pid})
         granted, revoked = sorted(set(b.levels) - set(a.levels)), sorted(set(a.levels) - set(b.levels))
-        changes += [{"op": "level.grant", "person": pid, "level": lvl} for lvl in granted]
-        changes += [{"op": "level.revoke", "person": pid, "level": lvl} for lvl in revoked]
+        people += [{"op": "level.grant", "person": pid, "level": lvl} for lvl in granted]
+        people += [{"op": "level.revoke", "person": pid, "level": lvl} for lvl in revoked]
     cards_was, cards_now = {c.hash: c for c in old.cards}, {c.hash: c for c in new.cards}
-    if cards_was.keys() - cards_now.keys():
-        return None
+    gone += [{"op": "card.remove", "card": h} for h in sorted(cards_was.keys() - cards_now.keys())
+             if cards_was[h].person in now]  # a person removed takes their cards along
+    gone += [{"op": "person.remove", "person": pid} for pid in sorted(was.keys() - now.keys())]
     for h in sorted(cards_now):
         c, before = cards_now[h], cards_was.get(h)
         if before == c:
             continue
-        if before is not None and before.person != c.person:
-            return None
-        if c.active and c.revoked is None:  # what card.add leaves: a new card, or one enabled again
-            changes.append({"op": "card.add", "card": h, "person": c.person, "valid_from": c.valid_from,
-                            "valid_until": c.valid_until})
-        elif before is not None and not c.active and c.revoked is not None \
+        if (before is None or before.person == c.person) and c.active and c.revoked is None:
+            # What card.add leaves: a new card, or one enabled again.
+            cards.append({"op": "card.add", "card": h, "person": c.person, "valid_from": c.valid_from,
+                          "valid_until": c.valid_until})
+        elif before is not None and before.person == c.person and not c.active and c.revoked is not None \
                 and (before.valid_from, before.valid_until) == (c.valid_from, c.valid_until):
-            changes.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
+            cards.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
         else:
-            return None
-    return changes
+            cards.append({"op": "card.put", "card": h, "person": c.person, "active": c.active,
+                          "valid_from": c.valid_from, "valid_until": c.valid_until, "revoked": c.revoked})
+    changes = gone + people + cards
+    return changes if len(changes) <= DELTA_MAX else None

@@ -157,6 +157,17 @@ def patched(snapshot: es.Snapshot, changes: list[dict[str, Any]]) -> es.Snapshot
             cards[c["card"]] = replace(cards[c["card"]], active=False, revoked=c["revoked"])
         elif op == "card.add":
             cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], True, c["valid_from"], c["valid_until"], None)
+        elif op == "person.put":
+            people[c["person"]] = es.SnapshotPerson(c["person"], c["active"], c["valid_from"], c["valid_until"],
+                                                    c["pin_hash"], tuple(sorted(c["levels"])))
+        elif op == "person.remove":
+            people.pop(c["person"], None)
+            cards = {h: card for h, card in cards.items() if card.person != c["person"]}
+        elif op == "card.put":
+            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], c["active"], c["valid_from"],
+                                               c["valid_until"], c["revoked"])
+        elif op == "card.remove":
+            cards.pop(c["card"], None)
     return replace(snapshot, people=tuple(people[k] for k in sorted(people)),
                    cards=tuple(cards[k] for k in sorted(cards)))
 

@@ -117,7 +117,7 @@ def test_enrolled_at_the_recorder_granted_at_a_door_that_came_later_revoked_with
         assert door_db.execute("SELECT count(*) FROM audit WHERE action = 'enrolment.snapshot'").fetchall() == applied
 
         # A burst of 100 changes (50 people with a card each, as fast as the store takes them):
-        # one snapshot, or two if the burst straddles one, not one per change.
+        # deltas, and one catching-up snapshot, or two if the burst straddles one, not one per change.
         manifests = len(sub.on("/enrolment/snapshot/manifest"))
         people, site_key = People(Database(rec.data_dir)), SiteKey.load_or_create(rec.data_dir / "site.key")
         for i in range(50):
@@ -125,7 +125,13 @@ def test_enrolled_at_the_recorder_granted_at_a_door_that_came_later_revoked_with
             people.add_card(f"b{i}", site_key.card_hash(bytes.fromhex(f"05{i:06x}")), "cli:test")
         wait_for(lambda: door_db.execute("SELECT count(*) FROM cards WHERE person_id GLOB 'b*'").fetchone()[0] == 50,
                  timeout=20, what="the burst's cards at the door")
-        assert 1 <= len(sub.on("/enrolment/snapshot/manifest")) - manifests <= 2
+        # New people go by deltas too: the door applied no snapshot for them. The retained
+        # snapshot catches up once the burst has paused, at the last delta's version.
+        assert door_db.execute("SELECT count(*) FROM audit WHERE action = 'enrolment.snapshot'").fetchall() == applied
+        wait_for(lambda: len(sub.on("/enrolment/snapshot/manifest")) > manifests, timeout=20,
+                 what="the retained snapshot caught up with the burst")
+        assert len(sub.on("/enrolment/snapshot/manifest")) - manifests <= 2
+        assert door_db.execute("SELECT count(*) FROM audit WHERE action = 'enrolment.snapshot'").fetchall() == applied
 
         # The recorder restarted: its counter survives, no new snapshot for an unchanged
         # enrolment (the kept one is said again, and the door takes it as no news), and the next
@@ -186,7 +192,13 @@ def test_a_tampered_snapshot_and_an_older_one_are_refused_reported_and_change_no
         head, data = good.chunks[0].split(b"\n", 1)
         send(es.Signed(good.manifest, (head + b"\n" + data[:-1] + bytes([data[-1] ^ 1]), *good.chunks[1:])))
         wait_for(lambda: reasons() == ["bad signature", "hash mismatch"], what="the altered chunk refused")
-        # A properly signed snapshot, older than what the door has.
+        # The good one is taken; then a properly signed snapshot older than it is refused (one
+        # between the door's last snapshot and its version now is a late retained one: no news).
+        send(good)
+        wait_for(lambda: es.current_version(Database(door.data_dir), "test") == version + 1,
+                 what="the good snapshot applied")
+        version += 1
+        before = sqlite3.connect(door.data_dir / DB_NAME).execute("SELECT * FROM cards").fetchall()
         send(es.sign(es.build(People(Database(rec.data_dir)), "test", 1), key, "recorder"))
         wait_for(lambda: reasons() == ["bad signature", "hash mismatch", "older version"],
                  what="the older snapshot refused")
@@ -210,13 +222,14 @@ def test_a_tampered_snapshot_and_an_older_one_are_refused_reported_and_change_no
             "SELECT detail FROM audit WHERE action = 'enrolment.refused' ORDER BY n").fetchall()
         assert [json.loads(d)["reason"] for (d,) in audit] == refusals
         # The same snapshot again (a retained one after a reconnect) is no news, and no refusal either.
+        # Garbage sent after it, refused, shows the door has dealt with it by then.
         send(good)
-        wait_for(lambda: es.current_version(Database(door.data_dir), "test") == version + 1,
-                 what="the good snapshot applied")
-        send(good)
+        sub.client.publish(T.enrolment_manifest(), b"\x00more garbage", qos=1)
+        wait_for(lambda: len(reasons()) > len(refusals), what="the garbage after the good snapshot refused")
+        assert reasons() == [*refusals, "malformed"]
         assert zlib.decompress(b"".join(c.split(b"\n", 1)[1] for c in good.chunks))  # it is a real body
         assert tap(door, "04a1b2c3").startswith("entrance-in: granted")
-        assert len(reasons()) == len(refusals)
+        assert es.current_version(Database(door.data_dir), "test") == version
     finally:
         door.kill()
         rec.kill()
@@ -254,15 +267,32 @@ def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tm
     # The recorder's own replay of the same changes (a snapshot read while deltas went out).
     assert patched(old, changes).body() == new.body() and patched(new, changes).body() == new.body()
     assert ed.between(new, new) == []
-    # What no op carries: a snapshot.
-    for other in (replace(new, people=new.people[:1]),  # a person removed (with their cards: see below)
-                  replace(new, people=(*new.people, P("p3", True, None, None, None, ()))),  # added
+    # Any other change is a delta too, with the ops that say a whole person or card: applied at
+    # a node that holds ``new``, each gives exactly the other enrolment.
+    version = 3  # the node is at 2, the delta above
+    for other in (replace(new, people=new.people[:1], cards=(new.cards[0],)),  # p2 removed, with their cards
+                  replace(new, people=(*new.people, P("p3", True, None, None, None, ("staff",))),
+                          cards=(*new.cards, C("e" * 64, "p3", True, None, "2027-01-31", None))),  # added
                   replace(new, people=(replace(new.people[0], pin_hash="scrypt$x"), new.people[1])),  # a PIN
                   replace(new, people=(new.people[0], replace(new.people[1], valid_until=None))),  # dates
                   replace(new, cards=new.cards[1:]),  # a card removed
                   replace(new, cards=(replace(new.cards[0], person="p2"), *new.cards[1:])),  # given to another
                   replace(new, cards=(*new.cards[:3], replace(new.cards[3], active=False)))):  # off, not revoked
-        assert ed.between(new, other) is None
+        changes = ed.between(new, other)
+        assert changes, other
+        assert patched(new, changes).body() == other.body()
+        back = ed.between(other, new)
+        for step in (changes, back):
+            ed.apply(node, ed.verify(ed.sign("test", version, step, key, "recorder"), site="test",
+                                     keys={"recorder": key.public_key()}, permitted={"recorder"},
+                                     current=version - 1))
+            version += 1
+            want = other if step is changes else new
+            assert es.build(People(node), "test", 1, new.created).body() == want.body()
+    # More changes than a delta holds: a snapshot.
+    many = replace(new, people=(*new.people,
+                                *(P(f"q{i:04d}", True, None, None, None, ()) for i in range(ed.DELTA_MAX + 1))))
+    assert ed.between(new, many) is None
 
 
 def test_a_revocation_is_read_from_the_rows_the_audit_names_and_agrees_with_the_whole_read(tmp_path):
