@@ -59,6 +59,7 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
 from sekisho.daemon.presence import Presence
+from sekisho.daemon.rules_in_force import RulesInForce
 from sekisho.daemon.store.audit import GENESIS, chain_hash
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.people import People
@@ -300,7 +301,7 @@ def offline_doors(cfg: config_mod.Config, database: Database, key: SiteKey) -> t
     presence = Presence(cfg, people, record, key, topics, loop, discard)
     states = DoorStates(cfg, record, topics, loop, discard, alarms, {})
     return Doors(cfg, people, topics, loop, discard, states=states, presence=presence,
-                 lockouts=Lockouts(cfg.site, alarms, loop)), loop
+                 lockouts=Lockouts(cfg.site, alarms, loop), rules=RulesInForce(cfg.rules)), loop
 
 
 def attempt_for(doors: Doors, door: str, direction: str, card_hash: str) -> tuple[access.Holder | None, Attempt]:

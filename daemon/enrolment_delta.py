@@ -165,7 +165,10 @@ def apply(database: Database, delta: VerifiedDelta) -> int:
 def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
     """The changes that take a node from ``old`` to exactly ``new``: [] when the two enrol the
     same, None when some difference has no op (a person added or removed, new validity dates or
-    PIN, a card removed or given to someone else): only a snapshot carries that."""
+    PIN, a card removed or given to someone else, the schedules or holidays): only a snapshot
+    carries that."""
+    if (old.schedules, old.holidays) != (new.schedules, new.holidays):
+        return None  # deltas do not carry policy: a policy change is a snapshot
     changes: list[dict[str, Any]] = []
     was, now = {p.id: p for p in old.people}, {p.id: p for p in new.people}
     if was.keys() != now.keys():
