@@ -3,7 +3,9 @@
 A site may keep its levels in the store (``sekisho person grant``); these sections are for a
 node that carries them in its config, and for the golden cases. A level names doors, desks and a
 schedule; those references are checked after every section's own shape (``link_levels``), and
-what loads but can never take effect is a warning, not a problem (``warnings``).
+what loads but can never take effect is a warning, not a problem (``warnings``). On a node that
+takes enrolment snapshots a schedule may be left to the recorder's snapshot: what names it opens
+nothing until one with it is applied (``find_schedule``, ``SiteRules.with_policy``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ SCHEDULE = {day: Option(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\
 LEVEL = {
     "doors": Option(list, [], "The doors this level opens.", strings()),
     "desks": Option(list, [], "The desks whose sessions this level may use.", strings()),
-    "schedule": Option(str, "always", "When: a [schedules.<name>] section, or always."),
+    "schedule": Option(str, "always", "When: a [schedules.<name>] section, or always. On a node that takes "
+                       "enrolment snapshots, also a schedule only the recorder defines: it opens nothing until "
+                       "a snapshot with it is applied."),
     "override": Option(bool, False, "Also opens its doors in lockdown (security staff, fire wardens)."),
 }
 
