@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import wait_for
+from conftest import Site, wait_for
 from sekisho.daemon import config as config_mod
 from sekisho.daemon import enrolment_delta as ed
 from sekisho.daemon import enrolment_snapshot as es
-from sekisho.daemon.commands import public_key_text
+from sekisho.daemon.commands import keygen, load_private_key, public_key_text
 from sekisho.daemon.errors import ConfigError
 from sekisho.daemon.rules_in_force import RulesInForce
 from sekisho.daemon.store.audit import canonical_json
@@ -303,3 +303,29 @@ def test_a_door_opens_by_the_recorders_schedule_once_it_arrives_and_closes_on_it
             door_db.close()
         rec.kill()
         door.kill()
+
+
+def test_cli_snapshot_carries_the_policy_and_apply_says_what_the_config_keeps(tmp_path, broker):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "node").mkdir()
+    rec, node = Site(tmp_path / "rec", broker), Site(tmp_path / "node", broker)
+    keygen(tmp_path / "recorder.key")
+    public = public_key_text(load_private_key(tmp_path / "recorder.key"))
+    rec.config.write_text(rec.config.read_text().replace('timezone = "Asia/Tokyo"\n',
+                                                         'timezone = "Asia/Tokyo"\nholidays = [2027-01-01]\n')
+                          + '\n[schedules.office-hours]\nmon = ["08:00-19:00"]\n[schedules.nights]\n'
+                            'sat = ["22:00-06:00"]\n')
+    node.config.write_text(node.config.read_text() + '\n[schedules.nights]\nsun = ["22:00-06:00"]\n'
+                           f'\n[commands.keys.recorder]\npublic_key = "{public}"\nops = ["enrolment.snapshot"]\n')
+    rec.enroll("p1", "04a1b2c3")
+    rec.cli("enrolment", "snapshot", "--out", str(tmp_path / "snap"), "--key", str(tmp_path / "recorder.key"),
+            "--version", "1")
+    node.data_dir.mkdir(mode=0o700)
+    (node.data_dir / "site.key").write_bytes((rec.data_dir / "site.key").read_bytes())
+    (node.data_dir / "site.key").chmod(0o600)
+    r = node.cli("enrolment", "apply", str(tmp_path / "snap"))
+    assert "2 schedules, 1 holidays" in r.stdout and "this config's own nights decide" in r.stdout, r.stdout
+    stored = Database(node.data_dir)
+    schedules, holidays = es.stored_policy(stored, SITE)
+    assert sorted(schedules) == ["nights", "office-hours"] and holidays == {dt.date(2027, 1, 1)}
+    assert schedules["nights"].days[5] == (TimeRange.parse("22:00-06:00"),)  # the recorder's, as sent
