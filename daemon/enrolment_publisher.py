@@ -171,8 +171,7 @@ class Enrolment:
 class EnrolmentPublisher:
     def __init__(self, database: Database, data_dir: Path, *, site: str, key: Ed25519PrivateKey, key_name: str,
                  topics: Topics, publish: Callable[[str, bytes, bool], bool], loop: asyncio.AbstractEventLoop,
-                 on_version: Callable[[int], None], policy: es.Policy = ((), ()),
-                 chunk_bytes: int = es.CHUNK_BYTES) -> None:
+                 on_version: Callable[[int], None], policy: es.Policy, chunk_bytes: int = es.CHUNK_BYTES) -> None:
         self.database = database
         self.data_dir = Path(data_dir)
         self.site = site

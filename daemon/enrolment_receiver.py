@@ -67,8 +67,8 @@ def _peek(payload: bytes, name: str) -> Any:
 class EnrolmentReceiver:
     def __init__(self, database: Database, data_dir: Path, *, site: str, node: str, commands: CommandsConfig,
                  topics: Topics, alarms: Alarms, record: Record, loop: asyncio.AbstractEventLoop,
-                 on_version: Callable[[int], None], config_schedules: Collection[str] = (),
-                 on_policy: Callable[[dict[str, Schedule], frozenset[dt.date]], None] = lambda s, h: None) -> None:
+                 on_version: Callable[[int], None], config_schedules: Collection[str],
+                 on_policy: Callable[[dict[str, Schedule], frozenset[dt.date]], None]) -> None:
         self.data_dir = Path(data_dir)
         self.site = site
         self.node = node
