@@ -135,6 +135,10 @@ def test_an_undefined_schedule_is_a_warning_on_a_node_that_takes_enrolment(tmp_p
     assert any("doors.entrance.auth_schedules[1].schedule: schedule 'office-hours' comes from the enrolment "
                "snapshot" in w for w in cfg.warnings)
     assert not any("has no time ranges" in w for w in cfg.warnings)
+    # The recorder takes no snapshot: it is where schedules come from, so it must define them.
+    path.write_text(path.read_text().replace('node = "n1"\n', 'node = "n1"\nroles = ["door", "recorder"]\n'))
+    with pytest.raises(ConfigError, match="levels.staff.schedule: no schedule 'office-hours'"):
+        config_mod.load(path)
 
 
 # ----------------------------------------------------------------------------- the body

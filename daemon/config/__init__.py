@@ -128,8 +128,9 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         # occupancy would be the partial view this setting exists to avoid.
         c.problem("site.occupancy_from", "recorder: not with [recorder] share_group (each recorder sees a share "
                   "of the door events); let one recorder without a share group publish occupancy")
-    # A node that takes enrolment snapshots may name schedules the recorder's snapshot brings.
-    from_snapshot = commands.trusts(SNAPSHOT_OP)
+    # A node that takes enrolment snapshots may name schedules the recorder's snapshot brings;
+    # the recorder itself takes none (it is where they come from).
+    from_snapshot = commands.trusts(SNAPSHOT_OP) and "recorder" not in site.roles
     door_rules = link_doors(c, doors, areas, schedules, from_snapshot)
     levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values, from_snapshot)
     desks = link_desks(c, desk_values, areas, desk_levels)
