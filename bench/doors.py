@@ -59,6 +59,7 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
 from sekisho.daemon.presence import Presence
+from sekisho.daemon.rules_in_force import RulesInForce
 from sekisho.daemon.store.audit import GENESIS, chain_hash
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.people import People
@@ -300,7 +301,7 @@ def offline_doors(cfg: config_mod.Config, database: Database, key: SiteKey) -> t
     presence = Presence(cfg, people, record, key, topics, loop, discard)
     states = DoorStates(cfg, record, topics, loop, discard, alarms, {})
     return Doors(cfg, people, topics, loop, discard, states=states, presence=presence,
-                 lockouts=Lockouts(cfg.site, alarms, loop)), loop
+                 lockouts=Lockouts(cfg.site, alarms, loop), rules=RulesInForce(cfg.rules)), loop
 
 
 def attempt_for(doors: Doors, door: str, direction: str, card_hash: str) -> tuple[access.Holder | None, Attempt]:
@@ -320,12 +321,12 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteK
             who = rng.randrange(len(people.hashes))
             card = people.hashes[who]
             if rng.random() < OWN_DOOR_SHARE:
-                door = rng.choice(sorted(doors.rules.levels[rng.choice(people.levels[who])].doors))
+                door = rng.choice(sorted(doors.site_rules.current.levels[rng.choice(people.levels[who])].doors))
         else:
             card = key.card_hash(uid_of(i, enrolled=False))
         taps.append((door, direction, card))
     for door, direction, card in taps[:500]:  # warm the page cache and the code paths
-        access.decide(attempt_for(doors, door, direction, card)[1], doors.rules)
+        access.decide(attempt_for(doors, door, direction, card)[1], doors.site_rules.current)
 
     lookup, decide, both = [], [], []
     outcomes: Counter = Counter()
@@ -336,12 +337,12 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteK
         t1 = clock()
         attempt = doors._attempt(doors.config.readers[f"{door}-{direction}"], holder, card)
         t2 = clock()
-        verdict = access.decide(attempt, doors.rules)
+        verdict = access.decide(attempt, doors.site_rules.current)
         t3 = clock()
         lookup.append(t1 - t0)
         decide.append(t3 - t2)
         both.append(t3 - t0)
-        waits = access.needs_pin(attempt, doors.rules)
+        waits = access.needs_pin(attempt, doors.site_rules.current)
         outcomes["need_pin" if waits else f"{verdict.decision.value}:{verdict.reason}"] += 1
     print(f"  {n} taps: {KNOWN_SHARE:.0%} enrolled cards (of those {OWN_DOOR_SHARE:.0%} at a door of the "
           "holder's levels, the rest at a random reader), the rest unknown; outcomes: "
@@ -357,8 +358,8 @@ def strike_candidates(doors: Doors, spec: SiteSpec, people: Population, taps: in
                       rng: random.Random) -> dict[str, list[tuple[str, bytes, str]]]:
     """Per door, (reader, uid, person) taps that the policy grants by card alone right now, each
     person at most once (so anti-passback never sees them twice)."""
-    now = dt.datetime.now(doors.tz)
-    card_doors = [d for d in spec.doors if Auth.CARD in (doors.rules.doors[d].auth_at(now, doors.rules.holidays, way)
+    now, rules = dt.datetime.now(doors.tz), doors.site_rules.current
+    card_doors = [d for d in spec.doors if Auth.CARD in (rules.doors[d].auth_at(now, rules.holidays, way)
                                                          for way in ("in", "out"))]
     cap = math.ceil(taps / max(1, len(card_doors))) + 5
     found: dict[str, list[tuple[str, bytes, str]]] = {d: [] for d in card_doors}
@@ -366,14 +367,14 @@ def strike_candidates(doors: Doors, spec: SiteSpec, people: Population, taps: in
     for i in rng.sample(range(len(people.ids)), len(people.ids)):
         if total >= taps:
             break
-        doors_of = sorted({d for lv in people.levels[i] for d in doors.rules.levels[lv].doors} & set(found))
+        doors_of = sorted({d for lv in people.levels[i] for d in rules.levels[lv].doors} & set(found))
         rng.shuffle(doors_of)
         for door in doors_of:
             if len(found[door]) >= cap:
                 continue
             direction = rng.choice(("in", "out"))
             _, attempt = attempt_for(doors, door, direction, people.hashes[i])
-            verdict = access.decide(attempt, doors.rules)
+            verdict = access.decide(attempt, doors.site_rules.current)
             if verdict.granted and verdict.reason == Auth.CARD.value:
                 found[door].append((f"{door}-{direction}", people.uids[i], people.ids[i]))
                 total += 1

@@ -41,7 +41,7 @@ from .doors import Doors
 from .enrolment_publisher import EnrolmentPublisher
 from .enrolment_receiver import EnrolmentReceiver
 from .enrolment_snapshot import OP as ENROLMENT_OP
-from .enrolment_snapshot import current_version, trusted
+from .enrolment_snapshot import current_version, site_policy, stored_policy, trusted
 from .errors import SekishoError, StoreDamaged, StoreError
 from .home_assistant import HomeAssistantDiscovery
 from .instance import hold_data_dir
@@ -58,6 +58,7 @@ from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
 from .router import Controllers, Router
+from .rules_in_force import RulesInForce
 from .site_occupancy import SiteOccupancy
 from .store.database import Database, is_damage
 from .store.outbox import Outbox
@@ -144,11 +145,15 @@ class Daemon:
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes)
+        # The rules every decision reads: the config's with the policy of the last enrolment
+        # snapshot applied (stored); the enrolment receiver replaces them after each apply.
+        self.rules = RulesInForce(config.rules)
+        self.rules.adopt(*stored_policy(self.database, config.site.id))
         self.doors = Doors(config, self.people, self.topics, loop, self._queue, states=self.door_states,
-                           presence=self.presence, lockouts=self.lockouts)
+                           presence=self.presence, lockouts=self.lockouts, rules=self.rules)
         self.logind = Logind() if config.desks else None
         self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
-                           presence=self.presence, alarms=self.alarms,
+                           presence=self.presence, alarms=self.alarms, rules=self.rules,
                            on_change=self._desk_changed) if self.logind else None
         self.usb: UsbController | None = None
         self.usb_driver: UdevUsb | None = None
@@ -162,7 +167,7 @@ class Daemon:
             self.usb_driver = UdevUsb("usb", {}, self.emit)
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
-                                   inventory=self.usb.inventory) \
+                                   inventory=self.usb.inventory, rules=self.rules) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
@@ -222,7 +227,7 @@ class Daemon:
             sender = EnrolmentPublisher(self.database, self.data_dir, site=config.site.id,
                                         key=load_private_key(recorder.signing_key), key_name=recorder.key_name,
                                         topics=self.topics, publish=self.publisher.publish_bytes, loop=self.loop,
-                                        on_version=status.enrolled)
+                                        on_version=status.enrolled, policy=site_policy(config))
             self.publisher.when_connected(sender.connected)
             return sender, None
         status.enrolled(current_version(self.database, config.site.id))
@@ -230,7 +235,8 @@ class Daemon:
             return None, None
         receiver = EnrolmentReceiver(self.database, self.data_dir, site=config.site.id, node=config.site.node,
                                      commands=config.commands, topics=self.topics, alarms=self.alarms,
-                                     record=self.record, loop=self.loop, on_version=status.enrolled)
+                                     record=self.record, loop=self.loop, on_version=status.enrolled,
+                                     config_schedules=config.rules.schedules, on_policy=self.rules.adopt)
         manifest, chunks, delta = receiver.topic_filters
         self.publisher.subscribe(manifest, receiver.manifest_heard)
         self.publisher.subscribe(chunks, receiver.chunk_heard)

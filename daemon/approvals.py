@@ -31,6 +31,7 @@ from .errors import SekishoError
 from .lockouts import Lockouts
 from .pins import verify_pin
 from .presence import Presence
+from .rules_in_force import RulesInForce
 from .store.people import People
 from .store.record import NewEvent
 from .usb import UsbController
@@ -45,9 +46,10 @@ RULE = "usb.approval"
 class Approvals:
     def __init__(self, config: Config, people: People, usb: UsbController, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent], None], *, desks: Desks, presence: Presence, lockouts: Lockouts,
-                 inventory: Inventory) -> None:
+                 inventory: Inventory, rules: RulesInForce) -> None:
         assert config.usb is not None
         self.config = config
+        self.site_rules = rules
         self.cfg = config.usb
         self.people = people
         self.usb = usb
@@ -90,7 +92,8 @@ class Approvals:
     def _supervisor(self, desk: str, card_hash: str) -> Supervisor | None:
         holder = self.people.card_holder(card_hash)
         if (holder is None or not self.cfg.supervisor_levels
-                or not access.holds(holder, self.cfg.supervisor_levels, self.config.rules, dt.datetime.now(self.tz))):
+                or not access.holds(holder, self.cfg.supervisor_levels, self.site_rules.current,
+                                      dt.datetime.now(self.tz))):
             return None
         area = self.config.desks[desk].area
         entered = self.presence.entered(holder.person_id, area) if area else True

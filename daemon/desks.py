@@ -35,6 +35,7 @@ from .errors import SekishoDBusError
 from .logind import Logind
 from .logind_commands import TERMINATE
 from .presence import Presence
+from .rules_in_force import RulesInForce
 from .store.people import People
 from .store.record import NewEvent, NewState
 from .timestamps import rfc3339
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 class Desks:
     def __init__(self, config: Config, people: People, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[Any], None], *, logind: Logind, presence: Presence, alarms: Alarms,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 rules: RulesInForce, on_change: Callable[[], None] = lambda: None) -> None:
         self.config = config
+        self.site_rules = rules
         self.people = people
         self.topics = topics
         self.loop = loop
@@ -94,7 +96,7 @@ class Desks:
         if holder is None or not holder.card_active or not holder.person_active:
             return Card(card_hash, None)
         cfg = self.config.desks[desk]
-        allowed = access.holds(holder, cfg.levels, self.config.rules, dt.datetime.now(self.tz))
+        allowed = access.holds(holder, cfg.levels, self.site_rules.current, dt.datetime.now(self.tz))
         entered = self.presence.entered(holder.person_id, cfg.area) if cfg.area else True
         return Card(card_hash, holder.person_id, allowed, entered)
 

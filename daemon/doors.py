@@ -31,6 +31,7 @@ from .door_states import DoorStates
 from .lockouts import Lockouts
 from .pins import verify_pin
 from .presence import Presence
+from .rules_in_force import RulesInForce
 from .store.people import People
 from .store.record import NewEvent
 from .topics import Topics
@@ -48,9 +49,10 @@ class PendingPin:
 class Doors:
     def __init__(self, config: Config, people: People, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent], None], *, states: DoorStates, presence: Presence,
-                 lockouts: Lockouts) -> None:
+                 lockouts: Lockouts, rules: RulesInForce) -> None:
         self.config = config
-        self.rules = config.rules
+        self.site_rules = rules
+        """Read at each decision: an enrolment snapshot may bring new schedules or holidays."""
         self.people = people
         self.topics = topics
         self.loop = loop
@@ -74,7 +76,7 @@ class Doors:
             return
         holder = self.people.card_holder(card_hash)
         attempt = self._attempt(reader, holder, card_hash)
-        if holder is not None and access.needs_pin(attempt, self.rules):
+        if holder is not None and access.needs_pin(attempt, self.site_rules.current):
             timeout = self.config.doors[reader.door].pin_timeout_s
             timer = self.loop.call_later(timeout, self._pin_timed_out, reader)
             self.pending[reader.name] = PendingPin(card_hash, holder.person_id, timer)
@@ -93,7 +95,7 @@ class Doors:
 
     def exit_pressed(self, cfg: InputConfig) -> None:
         """A request to exit opens from inside without a card; it is recorded as a pass."""
-        _, outside = access.areas(self.rules.doors[cfg.door], "out")
+        _, outside = access.areas(self.site_rules.current.doors[cfg.door], "out")
         self.queue(self._door_event(cfg.door, cfg.name, "out", Verdict(Decision.GRANTED, "input.exit", "exit_button"),
                                     None, None, outside))
         self.states.release(cfg.door)
@@ -120,11 +122,11 @@ class Doors:
                        mode=self.states.mode(reader.door))
 
     def _decide(self, reader: ReaderConfig, attempt: Attempt, card_hash: str) -> None:
-        verdict = access.decide(attempt, self.rules)
+        verdict = access.decide(attempt, self.site_rules.current)
         self._record(reader, verdict, attempt.holder.person_id if attempt.holder else None, card_hash)
 
     def _record(self, reader: ReaderConfig, verdict: Verdict, person_id: str | None, card_hash: str | None) -> None:
-        _, entered = access.areas(self.rules.doors[reader.door], reader.direction)
+        _, entered = access.areas(self.site_rules.current.doors[reader.door], reader.direction)
         self.queue(self._door_event(reader.door, reader.name, reader.direction, verdict, person_id, card_hash,
                                     entered if verdict.granted else None))
         if verdict.granted:

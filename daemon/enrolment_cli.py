@@ -16,7 +16,7 @@ def cmd_enrolment_snapshot(args: argparse.Namespace) -> int:
     from . import enrolment_snapshot as es
     cfg, people, _ = _people(args, create=False)
     key = load_private_key(args.key)
-    snapshot = es.build(people, cfg.site.id, args.version)
+    snapshot = es.build(people, cfg.site.id, args.version, policy=es.site_policy(cfg))
     signed = es.sign(snapshot, key, _key_name(args.key, args.key_name), args.chunk_bytes)
     files = es.write_dir(Path(args.out), signed)
     size = sum(len(c) for c in signed.chunks)
@@ -33,10 +33,12 @@ def cmd_enrolment_apply(args: argparse.Namespace) -> int:
     keys, permitted = es.trusted(cfg.commands)
     verified = es.verify(signed, site=cfg.site.id, keys=keys, permitted=permitted,
                          current=es.current_version(database, cfg.site.id))
-    done = es.apply(database, verified)
+    done = es.apply(database, verified, cfg.rules.schedules)
     print(f"enrolment snapshot {done.version} of site {cfg.site.id} applied (was {done.previous or 'none'}), "
           f"signed by {verified.key}: {done.people} people, {done.cards} cards, {done.levels} level grants, "
-          f"{done.pins} PINs; {done.removed} people no longer enrolled removed")
+          f"{done.pins} PINs, {done.schedules} schedules, {done.holidays} holidays; {done.removed} people no "
+          f"longer enrolled removed" + (f"; this config's own {', '.join(done.shadowed)} decide"
+                                        if done.shadowed else ""))
     return 0
 
 

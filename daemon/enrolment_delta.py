@@ -206,7 +206,10 @@ def apply(database: Database, delta: VerifiedDelta) -> int:
 def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
     """The changes that take a node from ``old`` to exactly ``new``, in an order the store takes
     them (a person before their cards, a card gone before its person): [] when the two enrol the
-    same, None only when there are more than ``DELTA_MAX`` (a snapshot carries those)."""
+    same, None when there are more than ``DELTA_MAX`` or the schedules or holidays differ (deltas
+    do not carry policy: a snapshot carries those)."""
+    if (old.schedules, old.holidays) != (new.schedules, new.holidays):
+        return None
     people: list[dict[str, Any]] = []
     cards: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []

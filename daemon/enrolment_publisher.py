@@ -182,7 +182,7 @@ class Enrolment:
 class EnrolmentPublisher:
     def __init__(self, database: Database, data_dir: Path, *, site: str, key: Ed25519PrivateKey, key_name: str,
                  topics: Topics, publish: Callable[[str, bytes, bool], bool], loop: asyncio.AbstractEventLoop,
-                 on_version: Callable[[int], None], chunk_bytes: int = es.CHUNK_BYTES) -> None:
+                 on_version: Callable[[int], None], policy: es.Policy, chunk_bytes: int = es.CHUNK_BYTES) -> None:
         self.database = database
         self.data_dir = Path(data_dir)
         self.site = site
@@ -195,6 +195,9 @@ class EnrolmentPublisher:
         self.loop = loop
         self.on_version = on_version
         self.chunk_bytes = chunk_bytes
+        self.policy = policy
+        """The site's schedules and holidays (es.site_policy of this node's config): in every
+        snapshot. A new config is a new content, so the snapshot made at start takes a new version."""
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="enrolment")
         self.reader: People | None = None
         """The worker's own connection: a read of the whole enrolment never holds the loop's."""
@@ -421,7 +424,7 @@ class EnrolmentPublisher:
     def _build(self, version: int) -> Enrolment:
         if self.reader is None:
             self.reader = People(Database(self.data_dir))
-        snapshot = es.build(self.reader, self.site, max(version, 1))
+        snapshot = es.build(self.reader, self.site, max(version, 1), policy=self.policy)
         return Enrolment(snapshot, content(snapshot))
 
     def _targeted_read(self, sent: Enrolment, rows: list[tuple[str, str]]
@@ -442,7 +445,7 @@ class EnrolmentPublisher:
             self.reader = People(Database(self.data_dir))
         # No digest here (half a second at 100,000 people, on a revocation's way): a delta's
         # version is recorded without one, and a restart before the next snapshot makes a new one.
-        now = Enrolment(es.build(self.reader, self.site, 1), "")
+        now = Enrolment(es.build(self.reader, self.site, 1, policy=self.policy), "")
         return now, ed.between(sent.snapshot, now.snapshot)
 
     def _sign_and_keep(self, snapshot: es.Snapshot) -> es.Signed:

@@ -24,14 +24,17 @@ node goes on deciding with what it has, also while the broker or the recorder is
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from sekisho.policies.schedule import Schedule
 
 from . import enrolment_delta as ed
 from . import enrolment_snapshot as es
@@ -64,7 +67,8 @@ def _peek(payload: bytes, name: str) -> Any:
 class EnrolmentReceiver:
     def __init__(self, database: Database, data_dir: Path, *, site: str, node: str, commands: CommandsConfig,
                  topics: Topics, alarms: Alarms, record: Record, loop: asyncio.AbstractEventLoop,
-                 on_version: Callable[[int], None]) -> None:
+                 on_version: Callable[[int], None], config_schedules: Collection[str],
+                 on_policy: Callable[[dict[str, Schedule], frozenset[dt.date]], None]) -> None:
         self.data_dir = Path(data_dir)
         self.site = site
         self.node = node
@@ -73,6 +77,11 @@ class EnrolmentReceiver:
         self.record = record
         self.loop = loop
         self.on_version = on_version
+        self.config_schedules = frozenset(config_schedules)
+        """The schedules this node's config defines: they win over the snapshot's of the same name."""
+        self.on_policy = on_policy
+        """Called on the loop after each snapshot applied, with the policy now stored: the rules
+        the doors decide by are replaced before the next tap (rules_in_force.py)."""
         self.keys, self.permitted = es.trusted(commands, es.OP)
         self.delta_permitted = es.trusted(commands, ed.OP)[1]
         self.database = database
@@ -183,9 +192,17 @@ class EnrolmentReceiver:
             log.error("enrolment: %s", exc)
         else:
             self.current = self.kept_version = applied.version
+            try:
+                self.on_policy(*es.stored_policy(self.database, self.site))
+            except StoreError as err:
+                log.error("enrolment: %s", err)
             self.on_version(applied.version)
-            log.info("enrolment snapshot %d applied (was %d): %d people, %d cards", applied.version,
-                     applied.previous, applied.people, applied.cards)
+            log.info("enrolment snapshot %d applied (was %d): %d people, %d cards, %d schedules, %d holidays",
+                     applied.version, applied.previous, applied.people, applied.cards, applied.schedules,
+                     applied.holidays)
+            if applied.shadowed:
+                log.warning("enrolment snapshot %d: schedules %s are defined in this node's config too; the "
+                            "config's decide", applied.version, ", ".join(applied.shadowed))
         finally:
             self.busy = False
             self._try()
@@ -213,7 +230,7 @@ class EnrolmentReceiver:
         verified = es.verify(signed, site=self.site, keys=self.keys, permitted=self.permitted,
                              current=es.current_version(db, self.site))
         checked = time.perf_counter()
-        applied = es.apply(db, verified)
+        applied = es.apply(db, verified, self.config_schedules)
         log.info("enrolment snapshot %d: checked in %.2f s, applied in %.2f s", applied.version, checked - started,
                  time.perf_counter() - checked)
         return applied

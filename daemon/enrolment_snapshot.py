@@ -5,14 +5,16 @@ What travels (docs/enrolment.md has the format): each person's id, active flag, 
 PIN hash and access levels; each card's keyed hash, holder id, active flag, validity dates and
 revocation time. What never travels: names (they never leave the recorder; a node's people rows
 carry an empty name), card UIDs (only the store's keyed hashes exist), and anything node-local:
-events, the audit log, the outbox, alarms, door modes, where people are, commands run. Schedules
-and holidays are site policy, but they live in the config today ([schedules], [site] holidays)
-and travel with it, not here.
+events, the audit log, the outbox, alarms, door modes, where people are, commands run. Since
+format 2 the site's policy travels too: the recorder config's schedules ([schedules.<name>], as
+text ranges) and holidays ([site] holidays); a node decides with them where its own config does
+not define a schedule of that name (SiteRules.with_policy). A node reads formats 1 and 2.
 
 The form, in four layers:
   - the body: the canonical JSON (``store.audit.canonical_json``, the form signed commands use)
-    of ``{"format", "site", "version", "created", "people": {"columns", "rows"}, "cards": ...}``,
-    rows sorted by id and hash, so that one enrolment gives one body;
+    of ``{"format", "site", "version", "created", "people": {"columns", "rows"}, "cards": ...,
+    "schedules": {name: {day: [range, ...]}}, "holidays": [date, ...]}`` (the last two since
+    format 2), rows sorted by id and hash, so that one enrolment gives one body;
   - zlib-compressed, then cut into chunks of at most ``CHUNK_BYTES`` (an MQTT-friendly size),
     each a canonical JSON header line ``{"site", "version", "index", "count", "sha256",
     "chunk_sha256"}`` (``sha256`` the whole body's, ``chunk_sha256`` this chunk's data's), a
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import fnmatch
 import hashlib
 import json
@@ -55,7 +58,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .config import CommandsConfig
+from sekisho.policies.schedule import Schedule
+
+from .config import SNAPSHOT_OP, CommandsConfig, Config
 from .errors import DataError, StoreError
 from .store.audit import append, canonical_json
 from .store.database import Database
@@ -63,8 +68,12 @@ from .store.people import People
 from .timestamps import utc_now
 from .whole_files import write_whole
 
-FORMAT = "sekisho-enrolment-snapshot/1"
-OP = "enrolment.snapshot"
+FORMAT_V1 = "sekisho-enrolment-snapshot/1"
+"""People and cards only: still read, from a recorder not yet updated."""
+FORMAT = "sekisho-enrolment-snapshot/2"
+"""People, cards and the site's policy (schedules, holidays): what the recorder makes."""
+FORMATS = (FORMAT_V1, FORMAT)
+OP = SNAPSHOT_OP
 """What a key's ``ops`` in [commands.keys] must name (or match) for a node to take its snapshots."""
 CHUNK_BYTES = 128 * 1024
 """A chunk's data at most: well under a broker's usual message limit, and small enough that a
@@ -116,11 +125,21 @@ class Snapshot:
     created: str
     people: tuple[SnapshotPerson, ...]
     cards: tuple[SnapshotCard, ...]
+    schedules: tuple[Schedule, ...] | None = None
+    """By name; None for a format 1 snapshot, which carries no policy."""
+    holidays: tuple[str, ...] = ()
+    """ISO dates, sorted."""
+
+    @property
+    def format(self) -> str:
+        return FORMAT_V1 if self.schedules is None else FORMAT
 
     def body(self) -> bytes:
         """The canonical JSON the manifest's sha256 is of."""
+        policy = {} if self.schedules is None else {"schedules": {s.name: s.table() for s in self.schedules},
+                                                    "holidays": list(self.holidays)}
         return canonical_json({
-            "format": FORMAT, "site": self.site, "version": self.version, "created": self.created,
+            **policy, "format": self.format, "site": self.site, "version": self.version, "created": self.created,
             "people": {"columns": list(PEOPLE_COLUMNS),
                        "rows": [[p.id, p.active, p.valid_from, p.valid_until, p.pin_hash, list(p.levels)]
                                 for p in self.people]},
@@ -155,11 +174,28 @@ class Applied:
     pins: int
     removed: int
     """People the node had that the snapshot no longer lists."""
+    schedules: int = 0
+    holidays: int = 0
+    shadowed: tuple[str, ...] = ()
+    """The snapshot's schedules this node's config defines too: the config's decide."""
 
 
 # ----------------------------------------------------------------------------- the recorder's side
-def build(people: People, site: str, version: int, created: str | None = None) -> Snapshot:
-    """Everyone enrolled in this store, without names, read in one transaction."""
+Policy = tuple[tuple[Schedule, ...], tuple[str, ...]]
+"""The site's schedules by name and its holidays as ISO dates, sorted: what format 2 adds."""
+
+
+def site_policy(config: Config) -> Policy:
+    """The site's policy as the recorder's config holds it: its schedules (not the built-in
+    ``always``, which every node has) and its holidays, sorted."""
+    schedules = tuple(s for name, s in sorted(config.rules.schedules.items()) if name != "always")
+    return schedules, tuple(sorted({d.isoformat() for d in config.site.holidays}))
+
+
+def build(people: People, site: str, version: int, created: str | None = None, *,
+          policy: Policy = ((), ())) -> Snapshot:
+    """Everyone enrolled in this store, without names, read in one transaction, with the site's
+    ``policy`` (``site_policy``)."""
     if version < 1:
         raise DataError(f"snapshot version {version}: must be 1 or more")
     db = people.database.db
@@ -176,7 +212,8 @@ def build(people: People, site: str, version: int, created: str | None = None) -
                                           "FROM cards ORDER BY hash"))
     finally:
         db.execute("ROLLBACK")
-    return Snapshot(site, version, created or utc_now(), persons, cards)
+    return Snapshot(site, version, created or utc_now(), persons, cards,
+                    tuple(sorted(policy[0], key=lambda x: x.name)), tuple(sorted(set(policy[1]))))
 
 
 def sign(snapshot: Snapshot, key: Ed25519PrivateKey, key_name: str, chunk_bytes: int = CHUNK_BYTES) -> Signed:
@@ -191,8 +228,9 @@ def sign(snapshot: Snapshot, key: Ed25519PrivateKey, key_name: str, chunk_bytes:
                                    "count": len(pieces), "sha256": digest,
                                    "chunk_sha256": hashlib.sha256(piece).hexdigest()}) + b"\n" + piece
                    for i, piece in enumerate(pieces))
-    manifest = {"format": FORMAT, "site": snapshot.site, "version": snapshot.version, "created": snapshot.created,
-                "sha256": digest, "size": len(body), "compression": "zlib", "chunks": len(pieces), "key": key_name}
+    manifest = {"format": snapshot.format, "site": snapshot.site, "version": snapshot.version,
+                "created": snapshot.created, "sha256": digest, "size": len(body), "compression": "zlib",
+                "chunks": len(pieces), "key": key_name}
     sig = base64.b64encode(key.sign(canonical_json(manifest))).decode()
     return Signed(canonical_json({**manifest, "sig": sig}), chunks)
 
@@ -225,9 +263,9 @@ def verify(signed: Signed, *, site: str, keys: Mapping[str, Ed25519PublicKey], p
     if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
         raise SnapshotRefused("hash mismatch", "the reassembled body is not the one the manifest signs")
     snapshot = _parse_body(body)
-    if (snapshot.site, snapshot.version, snapshot.created) != (manifest["site"], manifest["version"],
-                                                               manifest["created"]):
-        raise SnapshotRefused("malformed", "the body's site, version or time is not the manifest's")
+    if (snapshot.site, snapshot.version, snapshot.created, snapshot.format) != (
+            manifest["site"], manifest["version"], manifest["created"], manifest["format"]):
+        raise SnapshotRefused("malformed", "the body's site, version, time or format is not the manifest's")
     return Verified(snapshot, manifest["key"], manifest["sha256"], signed)
 
 
@@ -236,9 +274,9 @@ def check_manifest(raw: bytes, *, site: str, keys: Mapping[str, Ed25519PublicKey
     """The checks of the manifest alone (``verify``'s first ones, up to the version), cheap
     enough to run as a manifest arrives, before its chunks are waited for; the manifest."""
     manifest = _fields(raw, MANIFEST_FIELDS, "manifest")
-    if manifest["format"] != FORMAT or manifest["compression"] != "zlib":
+    if manifest["format"] not in FORMATS or manifest["compression"] != "zlib":
         raise SnapshotRefused("malformed", f"format {manifest['format']!r} with {manifest['compression']!r}; "
-                                           f"this node reads {FORMAT!r} with zlib")
+                                           f"this node reads {' or '.join(map(repr, FORMATS))} with zlib")
     public = keys.get(manifest["key"])
     if public is None:
         raise SnapshotRefused("unknown key", f"{manifest['key']!r} is not in [commands.keys] of this node")
@@ -300,18 +338,33 @@ def _reassemble(chunks: Sequence[bytes], manifest: Mapping[str, Any]) -> list[me
 def _parse_body(body: bytes | bytearray) -> Snapshot:
     try:
         obj = json.loads(body)
-        if obj["format"] != FORMAT or obj["people"]["columns"] != list(PEOPLE_COLUMNS) \
+        if obj["format"] not in FORMATS or obj["people"]["columns"] != list(PEOPLE_COLUMNS) \
                 or obj["cards"]["columns"] != list(CARD_COLUMNS):
             raise ValueError("not this format")
+        schedules, holidays = _parse_policy(obj) if obj["format"] == FORMAT else (None, ())
         people = tuple(SnapshotPerson(str(r[0]), bool(r[1]), r[2], r[3], r[4], tuple(map(str, r[5])))
                        for r in obj["people"]["rows"])
         cards = tuple(SnapshotCard(str(r[0]), str(r[1]), bool(r[2]), r[3], r[4], r[5]) for r in obj["cards"]["rows"])
         if len({p.id for p in people}) != len(people) or len({c.hash for c in cards}) != len(cards):
             raise ValueError("a person or a card appears twice")
-        return Snapshot(str(obj["site"]), int(obj["version"]), str(obj["created"]), people, cards)
+        return Snapshot(str(obj["site"]), int(obj["version"]), str(obj["created"]), people, cards, schedules,
+                        holidays)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         # Signed and hashed, so the recorder made it so: still refused, never half-read.
         raise SnapshotRefused("malformed", f"the body is not an enrolment snapshot ({exc})") from None
+
+
+def _parse_policy(obj: Mapping[str, Any]) -> Policy:
+    """Format 2's schedules and holidays, strictly: ValueError for anything but what ``body``
+    writes (a day not known, a range that does not parse, a date not in ISO form, unsorted)."""
+    schedules, holidays = obj["schedules"], obj["holidays"]
+    if not isinstance(schedules, dict) or not isinstance(holidays, list):
+        raise ValueError("schedules is not a table or holidays not a list")
+    parsed = tuple(Schedule.from_table(name, table) for name, table in sorted(schedules.items()))
+    if not all(isinstance(d, str) and dt.date.fromisoformat(d).isoformat() == d for d in holidays) \
+            or holidays != sorted(set(holidays)):
+        raise ValueError("holidays are not sorted ISO dates, each once")
+    return parsed, tuple(holidays)
 
 
 def trusted(cfg: CommandsConfig, op: str = OP) -> tuple[dict[str, Ed25519PublicKey], set[str]]:
@@ -326,9 +379,24 @@ def current_version(database: Database, site: str) -> int:
     return int(row[0]) if row else 0
 
 
-def apply(database: Database, verified: Verified) -> Applied:
-    """Replace this node's people, levels, PIN hashes and cards with the snapshot's, in one
-    transaction with its version and one audit row, and keep its bytes in the data dir. Node-local
+def stored_policy(database: Database, site: str) -> tuple[dict[str, Schedule], frozenset[dt.date]]:
+    """The schedules and holidays of the snapshot this node applied last (none before the
+    first, or after a format 1 one)."""
+    row = database.db.execute("SELECT schedules, holidays FROM enrolment_policy WHERE site = ?", [site]).fetchone()
+    if row is None:
+        return {}, frozenset()
+    try:
+        schedules = {name: Schedule.from_table(name, table) for name, table in json.loads(row[0]).items()}
+        return schedules, frozenset(dt.date.fromisoformat(d) for d in json.loads(row[1]))
+    except (ValueError, TypeError, AttributeError) as exc:  # written by apply, checked: only damage does this
+        raise StoreError(f"{database.path}: the enrolment policy stored is not readable ({exc})") from None
+
+
+def apply(database: Database, verified: Verified, config_schedules: Iterable[str] = ()) -> Applied:
+    """Replace this node's people, levels, PIN hashes, cards and the site's policy (schedules,
+    holidays) with the snapshot's, in one transaction with its version and one audit row, and
+    keep its bytes in the data dir. ``config_schedules``: the schedules this node's config
+    defines, which win over the snapshot's of the same name (said in the audit row). Node-local
     rows stay as they are, apart from where a person no longer enrolled was (a ``locations`` row
     cannot outlive its person)."""
     s = verified.snapshot
@@ -362,13 +430,21 @@ def apply(database: Database, verified: Verified) -> Applied:
                          "key = excluded.key, sha256 = excluded.sha256, created = excluded.created, "
                          "applied = excluded.applied",
                          [s.site, s.version, verified.key, verified.sha256, s.created, now])
+            schedules = s.schedules or ()
+            conn.execute("INSERT INTO enrolment_policy (site, schedules, holidays) VALUES (?, ?, ?) "
+                         "ON CONFLICT(site) DO UPDATE SET schedules = excluded.schedules, "
+                         "holidays = excluded.holidays",
+                         [s.site, json.dumps({x.name: x.table() for x in schedules}), json.dumps(list(s.holidays))])
             applied = Applied(version=s.version, previous=previous, people=len(s.people), cards=len(s.cards),
                               levels=sum(len(p.levels) for p in s.people),
-                              pins=sum(1 for p in s.people if p.pin_hash), removed=removed)
+                              pins=sum(1 for p in s.people if p.pin_hash), removed=removed,
+                              schedules=len(schedules), holidays=len(s.holidays),
+                              shadowed=tuple(sorted({x.name for x in schedules} & set(config_schedules))))
             append(db, f"snapshot:{verified.key}", "enrolment.snapshot",
                    {"site": s.site, "version": s.version, "previous": previous, "sha256": verified.sha256[:16],
                     "people": applied.people, "cards": applied.cards, "levels": applied.levels,
-                    "pins": applied.pins, "removed": applied.removed}, now)
+                    "pins": applied.pins, "removed": applied.removed, "schedules": applied.schedules,
+                    "holidays": applied.holidays, "shadowed": list(applied.shadowed)}, now)
             keep(database.path.parent / KEPT, verified.signed)
     except sqlite3.IntegrityError as exc:
         raise SnapshotRefused("inconsistent", f"the snapshot does not fit the store ({exc}); nothing of it was "

@@ -39,7 +39,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from .decisions import Decision, Verdict
 from .schedule import Schedule
@@ -113,6 +114,27 @@ class SiteRules:
     passback: Mapping[str, Passback] = field(default_factory=dict)
     """Per area; an area not named here has no anti-passback."""
     holidays: frozenset[dt.date] = frozenset()
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    """The schedules the config defines, by name. A level or a door's window that names another
+    holds a schedule that is never active (``Schedule.never_until_known``) until the enrolment
+    snapshot brings one of that name (``with_policy``)."""
+
+    def with_policy(self, schedules: Mapping[str, Schedule], holidays: frozenset[dt.date]) -> SiteRules:
+        """These rules with the enrolment snapshot's policy: its holidays added to these, and its
+        schedules for the names these do not define (a name both define keeps this one: the
+        node's config is reviewed where it is installed, and wins). A name neither defines stays
+        never active. Always from the config's own rules, so a schedule the next snapshot no
+        longer has closes again."""
+        def pick(schedule: Schedule) -> Schedule:
+            if schedule.name in self.schedules:
+                return schedule
+            return schedules.get(schedule.name, Schedule.never_until_known(schedule.name))
+
+        levels = {name: replace(lv, schedule=pick(lv.schedule)) for name, lv in self.levels.items()}
+        doors = {name: replace(d, windows=tuple(replace(w, schedule=pick(w.schedule)) for w in d.windows))
+                 for name, d in self.doors.items()}
+        return replace(self, doors=MappingProxyType(doors), levels=MappingProxyType(levels),
+                       holidays=self.holidays | holidays)
 
 
 @dataclass(frozen=True)

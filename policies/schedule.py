@@ -76,6 +76,32 @@ class Schedule:
         yesterday = today - dt.timedelta(days=1)
         return any(r.crosses_midnight and minute < r.end for r in self.ranges_for(yesterday, holidays))
 
+    @classmethod
+    def never_until_known(cls, name: str) -> Schedule:
+        """A schedule named but not defined here (it is to come from the enrolment snapshot): no
+        ranges, so that what names it opens nothing until the real one is known (fail-secure)."""
+        return cls(name, ((),) * 7, ())
+
+    def table(self) -> dict[str, list[str]]:
+        """The ranges by day (``mon`` ... ``sun``, ``holiday``) as text, as the config writes them:
+        how a schedule travels (the enrolment snapshot)."""
+        return {day: [str(r) for r in ranges] for day, ranges in zip(DAYS + (HOLIDAY,), (*self.days, self.holiday),
+                                                                       strict=True)}
+
+    @classmethod
+    def from_table(cls, name: str, table: object) -> Schedule:
+        """What ``table`` wrote; ValueError naming what is wrong for anything else (a day not
+        known, a range that does not parse, anything not a list of strings)."""
+        if not isinstance(table, dict) or set(table) - set(DAYS + (HOLIDAY,)):
+            raise ValueError(f"schedule {name!r} is not a table of the days {', '.join(DAYS + (HOLIDAY,))}")
+        ranges = {}
+        for day in DAYS + (HOLIDAY,):
+            texts = table.get(day, [])
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"schedule {name!r}: {day} is not a list of time ranges")
+            ranges[day] = tuple(TimeRange.parse(t) for t in texts)
+        return cls(name, tuple(ranges[d] for d in DAYS), ranges[HOLIDAY])
+
     @property
     def never(self) -> bool:
         """True when no day has any range: such a schedule can never match."""

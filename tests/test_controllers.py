@@ -21,6 +21,7 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.lockouts import Lockouts
 from sekisho.daemon.pins import hash_pin
 from sekisho.daemon.presence import Presence
+from sekisho.daemon.rules_in_force import RulesInForce
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.people import People
 from sekisho.daemon.store.record import AlarmChange, Move, NewEvent, NewState, Record
@@ -115,7 +116,7 @@ class House:
         self.strikes = {door: FakeStrike() for door in self.config.doors}
         self.states = DoorStates(self.config, self.record, topics, loop, self.queued.append, self.alarms, self.strikes)
         self.doors = Doors(self.config, self.people, topics, loop, self.queued.append, states=self.states,
-                           presence=self.presence, lockouts=self.lockouts)
+                           presence=self.presence, lockouts=self.lockouts, rules=RulesInForce(self.config.rules))
 
     def enroll(self, person: str, uid: str, pin: str = "2468") -> str:
         self.people.add_person(person, person.title(), "test")
@@ -439,7 +440,7 @@ def test_a_desk_on_logind_tailgating_names_the_person_and_a_pull_locks(tmp_path,
         alice = house.enroll("alice", "04a1a1a1")
         client = Logind(call_timeout=10.0)
         desks = Desks(house.config, house.people, Topics("test"), loop, house.queued.append, logind=client,
-                      presence=house.presence, alarms=house.alarms)
+                      presence=house.presence, alarms=house.alarms, rules=RulesInForce(house.config.rules))
         try:
             desks.startup()  # nobody holds the desk: its session locks
             await until(lambda: not desks.locking and logind.locked_hint("c1"), "the lock at start")

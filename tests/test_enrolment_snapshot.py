@@ -99,7 +99,8 @@ def test_round_trip_replaces_enrolment_and_keeps_node_local_rows(tmp_path):
     assert len(new_audit) == 1 and "snapshot:recorder" in new_audit[0] and "enrolment.snapshot" in new_audit[0]
     detail = json.loads(b.db.execute("SELECT detail FROM audit ORDER BY n DESC LIMIT 1").fetchone()[0])
     assert detail == {"site": SITE, "version": 3, "previous": 0, "sha256": json.loads(s.manifest)["sha256"][:16],
-                      "people": 2, "cards": 2, "levels": 2, "pins": 1, "removed": 1}
+                      "people": 2, "cards": 2, "levels": 2, "pins": 1, "removed": 1, "schedules": 0, "holidays": 0,
+                      "shadowed": []}
     assert b.db.execute("SELECT count(*) FROM locations").fetchone()[0] == 0  # "old" is no longer enrolled
     assert es.current_version(b, SITE) == 3
 

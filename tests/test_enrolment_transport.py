@@ -243,12 +243,12 @@ def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tm
     old = es.Snapshot("test", 1, "2026-12-05T00:00:00.000Z",
                       (P("p1", True, None, None, None, ("staff",)), P("p2", True, None, "2027-03-31", None, ())),
                       (C("a" * 64, "p1", True, None, None, None), C("b" * 64, "p2", True, None, None, None),
-                       C("d" * 64, "p2", False, None, None, "2026-12-01T00:00:00.000Z")))
+                       C("d" * 64, "p2", False, None, None, "2026-12-01T00:00:00.000Z")), (), ())
     new = es.Snapshot("test", 1, "2026-12-05T00:00:00.000Z",
                       (P("p1", False, None, None, None, ("server-room",)), P("p2", True, None, "2027-03-31", None, ())),
                       (C("a" * 64, "p1", False, None, None, "2026-12-05T01:00:00.000Z"),
                        C("b" * 64, "p2", True, None, None, None), C("c" * 64, "p2", True, "2026-12-06", None, None),
-                       C("d" * 64, "p2", True, None, None, None)))
+                       C("d" * 64, "p2", True, None, None, None)), (), ())
     changes = ed.between(old, new)
     assert changes == [
         {"op": "person.disable", "person": "p1"}, {"op": "level.grant", "person": "p1", "level": "server-room"},

@@ -57,6 +57,8 @@ from .recorder import RECORDER, RecorderConfig, read_recorder
 from .site import SITE, SiteConfig, link_roles, read_site
 from .usb import USB, UsbConfig, link_usb, read_usb
 
+SNAPSHOT_OP = "enrolment.snapshot"
+"""The op a key must be trusted for to sign enrolment snapshots (enrolment_snapshot.OP is this)."""
 TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands",
        "homeassistant", "recorder")
 
@@ -126,8 +128,11 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         # occupancy would be the partial view this setting exists to avoid.
         c.problem("site.occupancy_from", "recorder: not with [recorder] share_group (each recorder sees a share "
                   "of the door events); let one recorder without a share group publish occupancy")
-    door_rules = link_doors(c, doors, areas, schedules)
-    levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values)
+    # A node that takes enrolment snapshots may name schedules the recorder's snapshot brings;
+    # the recorder itself takes none (it is where they come from).
+    from_snapshot = commands.trusts(SNAPSHOT_OP) and "recorder" not in site.roles
+    door_rules = link_doors(c, doors, areas, schedules, from_snapshot)
+    levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values, from_snapshot)
     desks = link_desks(c, desk_values, areas, desk_levels)
     link_readers(c, readers, doors, desks)
     link_inputs(c, inputs, doors, desks, readers)
@@ -141,7 +146,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
             raise PermissionDenied(c.denied[0])
         raise ConfigError(c.problems)
     rules = SiteRules(MappingProxyType(door_rules), MappingProxyType(levels), MappingProxyType(areas),
-                      frozenset(site.holidays))
+                      frozenset(site.holidays), MappingProxyType(schedules))
     served = frozenset(r.door for r in readers.values() if r.door)
     return Config(path=path, site=site, mqtt=mqtt, readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),

@@ -3,7 +3,9 @@
 A site may keep its levels in the store (``sekisho person grant``); these sections are for a
 node that carries them in its config, and for the golden cases. A level names doors, desks and a
 schedule; those references are checked after every section's own shape (``link_levels``), and
-what loads but can never take effect is a warning, not a problem (``warnings``).
+what loads but can never take effect is a warning, not a problem (``warnings``). On a node that
+takes enrolment snapshots a schedule may be left to the recorder's snapshot: what names it opens
+nothing until one with it is applied (``find_schedule``, ``SiteRules.with_policy``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ SCHEDULE = {day: Option(list, [], f"Time ranges on {label}, e.g. [\"08:30-12:00\
 LEVEL = {
     "doors": Option(list, [], "The doors this level opens.", strings()),
     "desks": Option(list, [], "The desks whose sessions this level may use.", strings()),
-    "schedule": Option(str, "always", "When: a [schedules.<name>] section, or always."),
+    "schedule": Option(str, "always", "When: a [schedules.<name>] section, or always. On a node that takes "
+                       "enrolment snapshots, also a schedule only the recorder defines: it opens nothing until "
+                       "a snapshot with it is applied."),
     "override": Option(bool, False, "Also opens its doors in lockdown (security staff, fire wardens)."),
 }
 
@@ -67,10 +71,17 @@ def read_schedules(c: Checker, raw: Any) -> dict[str, Schedule]:
     return schedules
 
 
-def find_schedule(c: Checker, schedules: Mapping[str, Schedule], key: str, name: str) -> Schedule | None:
-    if name not in schedules:
-        c.no_such(key, "schedule", name, schedules)
-    return schedules.get(name)
+def find_schedule(c: Checker, schedules: Mapping[str, Schedule], key: str, name: str,
+                  from_snapshot: bool = False) -> Schedule | None:
+    """The schedule ``name``. One the config does not define is a problem, unless the node takes
+    enrolment snapshots (``from_snapshot``), which may bring it: then it is never active until
+    one that has it is applied (SiteRules.with_policy), and ``warnings`` says so."""
+    if name in schedules:
+        return schedules[name]
+    if from_snapshot:
+        return Schedule.never_until_known(name)
+    c.no_such(key, "schedule", name, schedules)
+    return None
 
 
 def read_levels(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
@@ -85,8 +96,8 @@ def read_levels(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
 
 
 def link_levels(c: Checker, levels: Mapping[str, dict[str, Any]], schedules: Mapping[str, Schedule],
-                doors: Mapping[str, object], desks: Mapping[str, object]) -> tuple[dict[str, Level],
-                                                                                  dict[str, frozenset[str]]]:
+                doors: Mapping[str, object], desks: Mapping[str, object], from_snapshot: bool = False
+                ) -> tuple[dict[str, Level], dict[str, frozenset[str]]]:
     """The levels as the policy takes them (those whose schedule exists), and for each desk the
     levels that may use it."""
     out = {}
@@ -101,7 +112,7 @@ def link_levels(c: Checker, levels: Mapping[str, dict[str, Any]], schedules: Map
                 c.no_such(f"{where}.desks", "desk", desk, desks)
             else:
                 desk_levels[desk].add(name)
-        sched = find_schedule(c, schedules, f"{where}.schedule", values["schedule"])
+        sched = find_schedule(c, schedules, f"{where}.schedule", values["schedule"], from_snapshot)
         if sched is not None:
             out[name] = Level(name, frozenset(values["doors"]), sched, values["override"])
     return out, {desk: frozenset(names) for desk, names in desk_levels.items()}
@@ -111,15 +122,21 @@ def warnings(path: Path, rules: SiteRules, served: frozenset[str]) -> list[str]:
     """What loads but can never take effect: ``check-config`` prints these, start-up logs them.
     ``served``: the doors that have a reader on this node."""
     out = []
+    pending = "comes from the enrolment snapshot; until one with it is applied it opens nothing"
     for level in rules.levels.values():
-        if level.schedule.never:
+        if level.schedule.name not in rules.schedules:
+            out.append(f"{path}: levels.{level.name}.schedule: schedule {level.schedule.name!r} {pending}")
+        elif level.schedule.never:
             out.append(f"{path}: levels.{level.name}: schedule {level.schedule.name!r} has no time ranges; "
                        "this level can never open a door")
         for door in sorted(level.doors - served):
             out.append(f"{path}: levels.{level.name}.doors: door {door!r} has no reader on this node")
     for rules_of in rules.doors.values():
         for i, window in enumerate(rules_of.windows):
-            if window.schedule.never:
+            if window.schedule.name not in rules.schedules:
+                out.append(f"{path}: doors.{rules_of.name}.auth_schedules[{i + 1}].schedule: schedule "
+                           f"{window.schedule.name!r} {pending}")
+            elif window.schedule.never:
                 out.append(f"{path}: doors.{rules_of.name}.auth_schedules[{i + 1}]: schedule "
                            f"{window.schedule.name!r} has no time ranges; it can never apply")
             elif window.schedule.name == "always" and i + 1 < len(rules_of.windows):

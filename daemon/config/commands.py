@@ -4,6 +4,7 @@ to this node, which ops each may run, and how much clock skew a command may carr
 from __future__ import annotations
 
 import base64
+import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class CommandKeyConfig:
 class CommandsConfig:
     max_skew_s: float = 30.0
     keys: Mapping[str, CommandKeyConfig] = field(default_factory=dict)
+
+    def trusts(self, op: str) -> bool:
+        """Does some key's ``ops`` name ``op`` (or a pattern matching it)?"""
+        return any(fnmatch.fnmatchcase(op, p) for k in self.keys.values() for p in k.ops)
 
 
 def read_commands(c: Checker, raw: Any) -> CommandsConfig:

@@ -53,8 +53,8 @@ SITE = {
     "node": Option(str, REQUIRED, "This node's name, unique in the site.", topic_name),
     "timezone": Option(str, "UTC", "The site's time zone, for schedules and reports.", _timezone),
     "publish_names": Option(bool, False, "Publish people's names on the bus instead of pseudonyms."),
-    "holidays": Option(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's.",
-                       _dates),
+    "holidays": Option(list, [], "Dates on which schedules use their holiday ranges instead of the weekday's. "
+                       "The recorder's travel in the enrolment snapshot; a node adds them to its own.", _dates),
     "passback_reset": Option(str, "04:00", "Local time of day at which anti-passback forgets where everyone is.",
                              _hhmm),
     "pin_max_wrong": Option(int, 3, "Wrong PINs in a row that lock a card out.", between(1, 20)),

@@ -86,4 +86,10 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["node", "seq"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: sqlite_utils.Database) -> None:
+    """The site's policy from the enrolment snapshot (format 2): its schedules by name and its
+    holidays, as the snapshot's JSON, by site (one row), written in the apply's transaction."""
+    db.table("enrolment_policy").create({"site": str, "schedules": str, "holidays": str}, pk="site")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
