@@ -27,13 +27,14 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import AlarmStep, Received, open_store
 from sekisho.daemon.report import period
 from sekisho.daemon.site_occupancy import EVER as EVER_UTC
-from sekisho.daemon.site_occupancy import SiteOccupancy, Whereabouts, fold_store
+from sekisho.daemon.site_occupancy import SiteOccupancy
 from sekisho.daemon.site_report import gather_site
 from sekisho.daemon.store import people as people_mod
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.people import People
 from sekisho.daemon.timestamps import rfc3339
 from sekisho.daemon.topics import Topics
+from sekisho.daemon.whereabouts import Whereabouts
 
 TZ = "Asia/Tokyo"
 ZONE = zoneinfo.ZoneInfo(TZ)
@@ -181,11 +182,11 @@ def november(r: Recorder, area: str = ""):
 # ----------------------------------------------------------------------------- occupancy
 def test_muster_across_two_door_nodes_of_one_area(rec):
     fill(rec)
-    assert [e.node for e in rec.store.events(*EVER_UTC, kind="desk")] == ["desk-a"] * 3  # what the fold reads
+    assert [e.node for e in rec.store.events(*EVER_UTC, kind="desk")] == ["desk-a"] * 3
     assert len(rec.store.events(*EVER_UTC, kind="door")) == 8
     with pytest.raises(ValueError, match="is not a topic word"):
         rec.store.events(*EVER_UTC, kind="%")
-    where = fold_store(rec.store)
+    where = rec.store.whereabouts()  # the table the batches keep
     # u1042 came in through door-a and left through door-b: out, though door-a alone would
     # still count them in. u2001 entered through door-b, then (December) door-a.
     assert set(where.inside("operator-room")) == {rec.subject("u2001"), UNKNOWN}
