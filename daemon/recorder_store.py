@@ -19,6 +19,11 @@ What a batch does, per node:
     ``gaps`` so that it survives a restart);
   - an event below the last ``seq`` that was missing fills its gap: the gap shrinks, splits or
     closes.
+And, for the batch as a whole: each person its new events place (a granted pass naming its
+area) gets the latest of them as their row in ``whereabouts``, unless the row holds a newer
+pass (whereabouts.py; an upsert guarded by the order ``ts``, node, ``seq``). Batches of other
+nodes may place one person at once on PostgreSQL: the rows are written in subject order and
+the guard is weighed against what the other committed, so the newer pass stays.
 The first event ever stored for a node is its baseline: what the node sent before the recorder
 first heard of it is not a gap (a recorder added to a running site would otherwise raise a gap
 for every node's whole past, which only the node's own store holds).
@@ -76,7 +81,7 @@ MIGRATIONS: list[list[str]] = [
     [
         "CREATE TABLE whereabouts (subject TEXT PRIMARY KEY, area TEXT NOT NULL, ts TEXT NOT NULL, "
         "node TEXT NOT NULL, seq BIGINT NOT NULL, door TEXT NOT NULL)",
-        "CREATE INDEX whereabouts_area ON whereabouts (area)",
+        # No index on area: it is read whole (one row a person), and each index slows the upsert.
     ],
 ]
 WHEREABOUTS_VERSION = 3
