@@ -27,9 +27,9 @@ SUBJECTS = ("s1", "s2", "s3")
 
 
 def door_event(node: str, seq: int, second: int, subject: str | None, area: str | None, *,
-               result: str = "granted", with_area: bool = True) -> Received:
+               result: str = "granted", with_area: bool = True, impostor: bool = False) -> Received:
     ts = (T0 + dt.timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    eid = f"{node}-{seq}"
+    eid = f"{node}-{seq}" + ("-other" if impostor else "")
     payload: dict[str, object] = {"id": eid, "seq": seq, "node": node, "ts": ts, "kind": "access", "door": "front",
                                   "reader": "front-in", "direction": "in", "result": result, "subject": subject}
     if with_area:
@@ -61,7 +61,9 @@ def stored_fold(store: RecorderStore) -> dict[str, tuple[str, str, str, int, str
 @st.composite
 def histories(draw):
     """Door events of a few nodes and people (ties on ts, denials, exit buttons, an older node
-    without ``area``, a desk), then an arrival: a shuffle with repeats, cut into batches."""
+    without ``area``, a desk), then an arrival: a shuffle with repeats and impostors (a stored
+    node and seq with another id: a conflict, not stored, so it places nobody), cut into
+    batches. Returns the events and the batches."""
     events = []
     for node in NODES:
         for seq in range(1, draw(st.integers(0, 8)) + 1):
@@ -73,6 +75,10 @@ def histories(draw):
     order = draw(st.permutations(range(len(events))))
     repeats = draw(st.lists(st.sampled_from(range(len(events))), max_size=6))
     arrival = [events[i] for i in list(order) + repeats]
+    for e in draw(st.lists(st.sampled_from(events[:-1]), max_size=3)) if len(events) > 1 else ():
+        impostor = door_event(e.node, e.seq, draw(st.integers(0, 5)), draw(st.sampled_from(SUBJECTS)), "attic",
+                              impostor=True)
+        arrival.insert(draw(st.integers(arrival.index(e) + 1, len(arrival))), impostor)  # after the real one
     cuts = sorted(draw(st.lists(st.integers(0, len(arrival)), max_size=5)))
     batches = [arrival[a:b] for a, b in zip([0, *cuts], [*cuts, len(arrival)], strict=True)]
     return events, batches
