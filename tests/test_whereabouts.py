@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import wait_for
 from sekisho.daemon.recorder_store import MIGRATIONS, Received, RecorderStore, open_store
 from sekisho.daemon.site_occupancy import EVER
 from sekisho.daemon.whereabouts import Whereabouts
@@ -175,7 +176,7 @@ def test_two_writers_at_once_agree(postgres, tmp_path: Path):
                 start.wait(timeout=30)
                 i = 0
                 while i < len(mine):
-                    size = r.randrange(20, 120)
+                    size = r.randrange(10, 60)
                     store.store(mine[i:i + size])
                     i += size
         except BaseException as exc:  # noqa: B036 - handed to the test's thread
@@ -191,3 +192,41 @@ def test_two_writers_at_once_agree(postgres, tmp_path: Path):
     with open_store(url, tmp_path) as store:
         assert store.count() == len(events)
         assert table(store) == folded(events) == stored_fold(store)
+
+
+@pytest.mark.parametrize(("committed", "waiting", "stays"), [
+    (("door-c", 9, 10, "hall"), ("door-b", 2, 5, "attic"), "hall"),  # the other's newer pass stays
+    (("door-c", 9, 5, "hall"), ("door-b", 2, 10, "attic"), "attic")])  # the waiting batch's newer one wins
+def test_a_batch_that_waits_for_another_writers_row_weighs_what_it_committed(postgres, tmp_path: Path,
+                                                                             committed, waiting, stays):
+    """Another recorder's batch of another node holds a person's row (placed, not committed):
+    a batch placing the same person waits for it, then keeps whichever pass is newer."""
+    import psycopg
+
+    url = postgres.new_database()
+    with open_store(url, tmp_path) as store:
+        store.store([door_event("doora", 1, 0, "s1", "lab")])
+    node, seq, second, area = committed
+    other = psycopg.connect(url)  # a transaction open, as a batch of the other recorder's
+    try:
+        ts = door_event(node, seq, second, "s1", area).ts
+        other.execute("UPDATE whereabouts SET area = %s, ts = %s, node = %s, seq = %s WHERE subject = 's1'",
+                      (area, ts, node, seq))
+        stored: list[int] = []
+
+        def batch() -> None:
+            with open_store(url, tmp_path) as s:
+                stored.append(s.store([door_event(waiting[0], waiting[1], waiting[2], "s1", waiting[3])]).new)
+        writer = threading.Thread(target=batch)
+        writer.start()
+        with psycopg.connect(url, autocommit=True) as look:
+            wait_for(lambda: look.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0,
+                     what="the batch to wait for the other's row")
+        assert stored == []
+        other.commit()
+        writer.join(timeout=30)
+        assert stored == [1]
+    finally:
+        other.close()
+    with open_store(url, tmp_path) as store:
+        assert store.whereabouts().last["s1"].area == stays
