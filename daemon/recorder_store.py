@@ -19,6 +19,11 @@ What a batch does, per node:
     ``gaps`` so that it survives a restart);
   - an event below the last ``seq`` that was missing fills its gap: the gap shrinks, splits or
     closes.
+And, for the batch as a whole: each person its new events place (a granted pass naming its
+area) gets the latest of them as their row in ``whereabouts``, unless the row holds a newer
+pass (whereabouts.py; an upsert guarded by the order ``ts``, node, ``seq``). Batches of other
+nodes may place one person at once on PostgreSQL: the rows are written in subject order and
+the guard is weighed against what the other committed, so the newer pass stays.
 The first event ever stored for a node is its baseline: what the node sent before the recorder
 first heard of it is not a gap (a recorder added to a running site would otherwise raise a gap
 for every node's whole past, which only the node's own store holds).
@@ -47,6 +52,7 @@ from .config.checker import NAME
 from .errors import StoreError
 from .store.database import _private_dir
 from .timestamps import rfc3339, utc_now
+from .whereabouts import Pass, Whereabouts
 
 DB_NAME = "recorder.db"
 
@@ -70,7 +76,15 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX alarm_steps_ts ON alarm_steps (ts)",
         "CREATE INDEX alarm_steps_node ON alarm_steps (node, ts)",
     ],
+    # v3. Whereabouts: each subject's latest placing pass (whereabouts.py), kept by ``store`` in
+    # the batch's transaction; filled from the stored events by the migration (_fill_whereabouts).
+    [
+        "CREATE TABLE whereabouts (subject TEXT PRIMARY KEY, area TEXT NOT NULL, ts TEXT NOT NULL, "
+        "node TEXT NOT NULL, seq BIGINT NOT NULL, door TEXT NOT NULL)",
+        # No index on area: it is read whole (one row a person), and each index slows the upsert.
+    ],
 ]
+WHEREABOUTS_VERSION = 3
 _MIGRATION_LOCK = 0x5EC15400  # PostgreSQL advisory lock key: one recorder migrates at a time
 
 
@@ -216,6 +230,8 @@ class _Tx(Protocol):
     def gaps_of(self, nodes: list[str]) -> dict[str, list[tuple[int, int]]]: ...
     def change_gaps(self, drop: list[Key], add: list[tuple[str, int, int]], now: str) -> None: ...
     def set_last(self, last: dict[str, int], now: str) -> None: ...
+    def place(self, passes: list[tuple[str, Pass]]) -> None:
+        """Each (subject, pass), by subject, where it is newer than the stored one."""
 
 
 class RecorderStore(abc.ABC):
@@ -268,6 +284,12 @@ class RecorderStore(abc.ABC):
 
     def count(self) -> int:
         return self._query("SELECT count(*) FROM events", ())[0][0]
+
+    def whereabouts(self) -> Whereabouts:
+        """Where everyone is now, as the stored events place them: the table the batches keep,
+        read in one statement (a batch committed meanwhile is wholly in or wholly out)."""
+        rows = self._query("SELECT subject, area, ts, node, seq, door FROM whereabouts", ())
+        return Whereabouts({subject: Pass(area, ts, node, seq, door) for subject, area, ts, node, seq, door in rows})
 
     def store_alarm_steps(self, steps: Sequence[AlarmStep]) -> int:
         """Stores ``steps`` in one transaction, each (alarm id, ``ts``) once; returns how many
@@ -365,6 +387,13 @@ def _bookkeeping(tx: _Tx, batch: dict[str, list[Received]],
     tops = {node: seqs[-1] for node, seqs in above.items() if seqs}
     if tops:
         tx.set_last(tops, now)
+    # Only a new event can move anyone (a repeat was placed when it was first stored, or by the
+    # migration); a conflict's twin is not what was stored. One pass per subject: the batch's latest.
+    fresh, refused = set(inserted), {id(c) for c in conflicts}
+    moved = Whereabouts()
+    moved.fold(e for e in events if (e.node, e.seq) in fresh and id(e) not in refused)
+    if moved.last:
+        tx.place(sorted(moved.last.items()))
     return len(inserted), opened, closed, conflicts
 
 
@@ -469,6 +498,10 @@ class _SqliteTx:
         self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
                               "last_seq = excluded.last_seq, updated = excluded.updated",
                               [(node, seq, now) for node, seq in last.items()])
+
+    def place(self, passes: list[tuple[str, Pass]]) -> None:
+        self.conn.executemany("INSERT INTO whereabouts VALUES (?, ?, ?, ?, ?, ?)" + _newer(""),
+                              [(s, p.area, p.ts, p.node, p.seq, p.door) for s, p in passes])
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -583,13 +616,45 @@ class _PostgresTx:
         self.conn.execute("UPDATE nodes SET last_seq = t.seq, updated = %s FROM unnest(%s::text[], %s::bigint[]) "
                           "AS t(node, seq) WHERE nodes.node = t.node", (now, list(last), list(last.values())))
 
+    def place(self, passes: list[tuple[str, Pass]]) -> None:
+        # Two recorders' batches of other nodes may place one subject at once: the rows are taken
+        # in subject order (no deadlock), and ON CONFLICT waits for the other's row, then weighs
+        # the guard against what it committed, so the newer pass stays whichever commits first.
+        # COLLATE "C": the byte order Python's comparison of the same strings uses.
+        columns = [[s for s, _ in passes]] + [[getattr(p, f) for _, p in passes]
+                                              for f in ("area", "ts", "node", "seq", "door")]
+        self.conn.execute("INSERT INTO whereabouts SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
+                          "%s::text[], %s::bigint[], %s::text[]) AS t(subject, area, ts, node, seq, door) "
+                          "ORDER BY subject" + _newer(' COLLATE "C"'), columns)
 
-def _migrate_from(current: int, execute: Callable[..., object], placeholder: str) -> None:
+
+def _newer(collate: str) -> str:
+    """The upsert's tail that keeps a subject's newer pass: the rule of whereabouts.py, the
+    order (ts, node, seq), in SQL; ``collate`` makes the text compare as Python does."""
+    new = ", ".join(f"excluded.{c}{collate}" for c in ("ts", "node")) + ", excluded.seq"
+    old = ", ".join(f"whereabouts.{c}{collate}" for c in ("ts", "node")) + ", whereabouts.seq"
+    return (" ON CONFLICT (subject) DO UPDATE SET area = excluded.area, ts = excluded.ts, node = excluded.node, "
+            f"seq = excluded.seq, door = excluded.door WHERE ({new}) > ({old})")
+
+
+def _fill_whereabouts(execute: Callable[..., Any], placeholder: str) -> None:
+    """The whereabouts of a store made before the table: its door events folded, once."""
+    where = Whereabouts()
+    where.fold(Received(*row) for row in execute(
+        f"SELECT node, seq, id, topic, ts, payload FROM events WHERE topic LIKE {placeholder}", ("%/door/%/event",)))
+    for subject, p in sorted(where.last.items()):
+        execute(f"INSERT INTO whereabouts VALUES ({', '.join([placeholder] * 6)})",
+                (subject, p.area, p.ts, p.node, p.seq, p.door))
+
+
+def _migrate_from(current: int, execute: Callable[..., Any], placeholder: str) -> None:
     """Every migration after ``current``, in the caller's transaction; ``placeholder`` is the
     driver's parameter mark (sqlite3 ``?``, psycopg ``%s``)."""
     for version in range(current + 1, len(MIGRATIONS) + 1):
         for sql in MIGRATIONS[version - 1]:
             execute(sql)
+        if version == WHEREABOUTS_VERSION:
+            _fill_whereabouts(execute, placeholder)
         if version == 1:
             execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
             execute("INSERT INTO schema_version VALUES (1)")

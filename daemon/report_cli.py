@@ -99,13 +99,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _site_report(args: argparse.Namespace) -> Report:
     """The whole site's report, from the recorder's store (site_report.py)."""
     from .report import period
-    from .site_occupancy import fold_store
     from .site_records_cli import recorder
     from .site_report import gather_site
     cfg, database, key, store, _ = recorder(args)
     with store:
         if args.area:
-            known = sorted(set(cfg.areas) | set(fold_store(store).areas()))
+            known = sorted(set(cfg.areas) | set(store.whereabouts().areas()))
             if args.area not in known:
                 raise _no("area", args.area, known, "the site's records")
         p = period(month=args.month, day=args.day, timezone=cfg.site.timezone)

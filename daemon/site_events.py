@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .recorder_store import Received
 from .site_names import SiteNames
+
+if TYPE_CHECKING:  # recorder_store keeps whereabouts (whereabouts.py), which reads topics with kind_of
+    from .recorder_store import Received
 
 COLUMNS = ("node", "seq", "ts", "kind", "door", "reader", "direction", "result", "reason", "rule", "area",
            "subject", "person_id", "name", "id")

@@ -24,7 +24,7 @@ from .site_alarms import latest_lives
 from .site_events import COLUMNS as EVENT_COLUMNS
 from .site_events import rows as site_rows
 from .site_names import SiteNames
-from .site_occupancy import EVER, fold_store
+from .site_occupancy import EVER
 from .store.database import Database
 from .timestamps import local as local_time
 
@@ -49,10 +49,11 @@ def recorder(args: argparse.Namespace) -> tuple[Any, Database, SiteKey, Recorder
 
 
 def muster(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
-    """Who is inside each area now, from every node's door events: (rows, areas listed)."""
+    """Who is inside each area now, from the whereabouts every node's door events left in the
+    store (a table, not a fold of the events): (rows, areas listed)."""
     cfg, _, _, store, names = recorder(args)
     with store:
-        where = fold_store(store)
+        where = store.whereabouts()
     known = sorted(set(cfg.areas) | set(where.areas()))
     if args.area and args.area not in known:
         raise _no("area", args.area, known, "the site's records")

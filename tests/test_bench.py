@@ -41,6 +41,11 @@ FIGURES = {
                                r"fresh door start -> applied [\d.]+ s",
                                r"bytes on the wire: [\d,]+ in \d+ chunks"],
     "doors.py": [r"lookup \+ decide .* p50=", r"sim tap -> strike output: n=\d+ p50=", r"RSS: idle [\d.]+ MB"],
+    "muster.py": [r"sqlite: 3,000 events \(1,000 door events\) stored with the table: [\d,]+ events/s",
+                  r"sqlite: muster's read of 3,000 events: before \(fold of every door event\) [\d,]+ ms, "
+                  r"after \(whereabouts table, [\d,]+ people\) [\d.,]+ ms",
+                  r"postgresql: muster's read of 3,000 events: before .* after .* ms",
+                  r"postgresql: opening it as a schema-2 store \(the migration fills the table\): [\d,]+ ms"],
     "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
     "recorder_store.py": [r"sqlite: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",
                           r"postgresql: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",
