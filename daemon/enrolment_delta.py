@@ -62,8 +62,10 @@ say the common changes in few bytes; ``person.put``, ``card.put`` and the remove
 (a new person, new dates or PIN, a card moved or gone), so that every change is a delta and no
 revocation ever waits behind a snapshot of a new version."""
 DELTA_MAX = 2000
-"""Most changes in one delta: a bigger change (a roster of a thousand new people) goes as a
-snapshot, which a node checks and applies in one piece anyway."""
+"""Most changes in one delta: a bigger change (a roster of thousands) goes as several deltas with
+consecutive versions, each of a size a node applies in a moment."""
+RESTRICTIVE = ("card.revoke", "card.remove", "person.disable", "level.revoke", "person.remove")
+"""The ops that only take access away, in an order the store takes them."""
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,8 @@ def apply(database: Database, delta: VerifiedDelta) -> int:
 def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
     """The changes that take a node from ``old`` to exactly ``new``, in an order the store takes
     them (a person before their cards, a card gone before its person): [] when the two enrol the
-    same, None when there are more than ``DELTA_MAX`` or the schedules or holidays differ (deltas
-    do not carry policy: a snapshot carries those)."""
+    same, None when the schedules or holidays differ (deltas do not carry policy: a snapshot
+    carries it)."""
     if (old.schedules, old.holidays) != (new.schedules, new.holidays):
         return None
     people: list[dict[str, Any]] = []
@@ -243,5 +245,14 @@ def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
         else:
             cards.append({"op": "card.put", "card": h, "person": c.person, "active": c.active,
                           "valid_from": c.valid_from, "valid_until": c.valid_until, "revoked": c.revoked})
+    # What takes access away goes first: cut into several deltas (``pieces``), a change never
+    # leaves a node, between two of them, with more access than before and after it.
     changes = gone + people + cards
-    return changes if len(changes) <= DELTA_MAX else None
+    first = [c for op in RESTRICTIVE for c in changes if c["op"] == op]
+    return first + [c for c in changes if c["op"] not in RESTRICTIVE]
+
+
+def pieces(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``changes`` cut into deltas of at most ``DELTA_MAX``, in order: each applies on the store
+    the ones before it left (a person before their cards, a card gone before its person)."""
+    return [changes[i:i + DELTA_MAX] for i in range(0, len(changes), DELTA_MAX)]

@@ -343,15 +343,16 @@ class EnrolmentPublisher:
             self.behind_since = self.last_change
         if changes is None:
             return  # only a snapshot carries it: on its way once the changes pause
-        version = self.version + 1
-        self._record_version(version, now.digest)
-        payload = ed.sign(self.site, version, changes, self.key, self.key_name)
-        self.publish(self.topics.enrolment_delta(), payload, False)
+        for piece in ed.pieces(changes):
+            version = self.version + 1
+            self._record_version(version, now.digest)
+            payload = ed.sign(self.site, version, piece, self.key, self.key_name)
+            self.publish(self.topics.enrolment_delta(), payload, False)
+            if self.snapshotting is not None and not self.snapshotting.done():
+                self.sent_ops.append((version, piece))
+            log.info("enrolment: delta %d sent (%d changes)", version, len(piece))
         self.sent, self.last_was_delta = now, True
-        if self.snapshotting is not None and not self.snapshotting.done():
-            self.sent_ops.append((version, changes))
-        self.on_version(version)
-        log.info("enrolment: delta %d sent (%d changes)", version, len(changes))
+        self.on_version(self.version)
 
     async def _snapshot_in_background(self) -> None:
         try:
