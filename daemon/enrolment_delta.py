@@ -243,10 +243,15 @@ def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
                 and (before.valid_from, before.valid_until) == (c.valid_from, c.valid_until):
             cards.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
         else:
+            if before is not None:
+                # Gone first, back at the end: a card that moves, or whose dates change, opens
+                # nothing between two pieces, rather than its old self with its holder's new levels.
+                gone.append({"op": "card.remove", "card": h})
             cards.append({"op": "card.put", "card": h, "person": c.person, "active": c.active,
                           "valid_from": c.valid_from, "valid_until": c.valid_until, "revoked": c.revoked})
-    # What takes access away goes first: cut into several deltas (``pieces``), a change never
-    # leaves a node, between two of them, with more access than before and after it.
+    # What takes access away goes first, and a card that changes otherwise is removed first and
+    # put back last: cut into several deltas (``pieces``), a change never leaves a card, between
+    # two of them, opening more than it did before the change or does after it.
     changes = gone + people + cards
     first = [c for op in RESTRICTIVE for c in changes if c["op"] == op]
     return first + [c for c in changes if c["op"] not in RESTRICTIVE]

@@ -61,8 +61,8 @@ TARGETED = {"card.revoke", "person.enable", "person.disable", "level.grant", "le
 """Audit actions whose rows name what they changed well enough to read only that."""
 TARGETED_MAX = 1000
 """More enrolment audit rows than this in one look: the whole enrolment is read instead."""
-PATCH_TRIES = 5
-"""How often a snapshot is made to hold the deltas sent while it was read before they wait for it."""
+READ_TRIES = 5
+"""How often a snapshot is read again because a delta went out meanwhile, before deltas wait for it."""
 POLL_S = 0.1
 """How often the audit log is looked at: a revocation's delay at the recorder, at most."""
 QUIET_S = 1.0
@@ -140,38 +140,6 @@ def _targeted(database: Database, sent: es.Snapshot, rows: list[tuple[str, str]]
                    cards=tuple(fresh_cards.get(c.hash, c) for c in sent.cards)), changes
 
 
-def patched(snapshot: es.Snapshot, changes: list[dict[str, Any]]) -> es.Snapshot:
-    """``snapshot`` with delta ops applied as a node applies them (each sets a state, so an op
-    already in it changes nothing): a snapshot read while deltas went out is made to hold them."""
-    people = {p.id: p for p in snapshot.people}
-    cards = {c.hash: c for c in snapshot.cards}
-    for c in changes:
-        op = c["op"]
-        if op in ("person.enable", "person.disable") and c["person"] in people:
-            people[c["person"]] = replace(people[c["person"]], active=op == "person.enable")
-        elif op in ("level.grant", "level.revoke") and c["person"] in people:
-            levels = set(people[c["person"]].levels) | {c["level"]} if op == "level.grant" \
-                else set(people[c["person"]].levels) - {c["level"]}
-            people[c["person"]] = replace(people[c["person"]], levels=tuple(sorted(levels)))
-        elif op == "card.revoke" and c["card"] in cards:
-            cards[c["card"]] = replace(cards[c["card"]], active=False, revoked=c["revoked"])
-        elif op == "card.add":
-            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], True, c["valid_from"], c["valid_until"], None)
-        elif op == "person.put":
-            people[c["person"]] = es.SnapshotPerson(c["person"], c["active"], c["valid_from"], c["valid_until"],
-                                                    c["pin_hash"], tuple(sorted(c["levels"])))
-        elif op == "person.remove":
-            people.pop(c["person"], None)
-            cards = {h: card for h, card in cards.items() if card.person != c["person"]}
-        elif op == "card.put":
-            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], c["active"], c["valid_from"],
-                                               c["valid_until"], c["revoked"])
-        elif op == "card.remove":
-            cards.pop(c["card"], None)
-    return replace(snapshot, people=tuple(people[k] for k in sorted(people)),
-                   cards=tuple(cards[k] for k in sorted(cards)))
-
-
 @dataclass(frozen=True)
 class Enrolment:
     """The store's enrolment as read once, and the hash of what it enrols."""
@@ -209,8 +177,8 @@ class EnrolmentPublisher:
         """Cleared while a snapshot of a new version is signed: a delta then would come before
         a snapshot that does not hold it."""
         self.snapshotting: asyncio.Task[None] | None = None
-        self.sent_ops: list[tuple[int, list[dict[str, Any]]]] = []
-        """The deltas sent while a snapshot is read (version, changes): applied to what it read."""
+        self.deltas_sent = 0
+        """Deltas published since the start: a snapshot read while one went out is read again."""
         self.version = 0
         self.sent: Enrolment | None = None
         """What the nodes were last sent (by snapshot or delta): what the next delta is against."""
@@ -348,8 +316,7 @@ class EnrolmentPublisher:
             self._record_version(version, now.digest)
             payload = ed.sign(self.site, version, piece, self.key, self.key_name)
             self.publish(self.topics.enrolment_delta(), payload, False)
-            if self.snapshotting is not None and not self.snapshotting.done():
-                self.sent_ops.append((version, piece))
+            self.deltas_sent += 1
             log.info("enrolment: delta %d sent (%d changes)", version, len(piece))
         self.sent, self.last_was_delta = now, True
         self.on_version(self.version)
@@ -359,8 +326,6 @@ class EnrolmentPublisher:
             await self._snapshot()
         except Exception:  # as a turn of the watch: logged, and the next turn tries again
             log.exception("enrolment: the snapshot failed; trying again")
-        finally:
-            self.sent_ops.clear()
 
     async def _snapshot(self, current: Enrolment | None = None, *, bump: bool = False) -> None:
         """The retained snapshot of the store now. When it holds exactly what the deltas since
@@ -371,25 +336,22 @@ class EnrolmentPublisher:
         until it is out."""
         started = self.loop.time()
         try:
-            self.sent_ops.clear()
-            if current is None or not current.digest:
-                current = await self.loop.run_in_executor(self.worker, self._build, self.version + 1)
-            read = current
-            for _ in range(PATCH_TRIES):
-                # Deltas that went out while it was read: it is made to hold them, whatever the
-                # timing, then compared with what the nodes were sent; again if another went out.
-                told = len(self.sent_ops)
-                if told:
-                    current = await self.loop.run_in_executor(self.worker, self._patch, read, self._ops())
+            for attempt in range(READ_TRIES + 1):
+                # A delta that went out while the store was read may have been read before it or
+                # after it: read again, until one read saw no delta go out (or, after READ_TRIES,
+                # with deltas held). A read is never patched with deltas: one read earlier than
+                # it would take back what it saw (a person disabled, enabled again).
+                if attempt == READ_TRIES:
+                    self.deltas_may_go.clear()
+                told = self.deltas_sent
+                if attempt or current is None or not current.digest:
+                    current = await self.loop.run_in_executor(self.worker, self._build, self.version + 1)
                 assert self.sent is not None
                 sent = self.sent
                 digest = sent.digest or await self.loop.run_in_executor(self.worker, content, sent.snapshot)
-                if len(self.sent_ops) == told:
+                if self.deltas_sent == told:
                     break
-            else:  # deltas keep coming: they wait while this one is made whole
-                self.deltas_may_go.clear()
-                current = await self.loop.run_in_executor(self.worker, self._patch, read, self._ops())
-                bump = True
+            assert current is not None  # READ_TRIES >= 0: the loop ran and read
             if not bump and digest == current.digest and not self.last_was_delta:
                 self.behind_since = None  # changed and changed back: nothing to say
                 return
@@ -433,13 +395,6 @@ class EnrolmentPublisher:
         if self.fast_reader is None:
             self.fast_reader = Database(self.data_dir)
         return _targeted(self.fast_reader, sent.snapshot, rows)
-
-    def _ops(self) -> list[dict[str, Any]]:
-        return [c for _, changes in self.sent_ops for c in changes]
-
-    def _patch(self, current: Enrolment, ops: list[dict[str, Any]]) -> Enrolment:
-        snapshot = patched(current.snapshot, ops)
-        return Enrolment(snapshot, content(snapshot))
 
     def _compare(self, sent: Enrolment) -> tuple[Enrolment, list[dict[str, Any]] | None]:
         if self.reader is None:

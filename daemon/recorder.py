@@ -50,7 +50,7 @@ from .commands import load_private_key, sign
 from .config import MqttConfig, RecorderConfig
 from .errors import StoreError
 from .outbox_replay import MAX_SEQS
-from .recorder_store import AlarmStep, Gap, Received, RecorderStore, Stored, alarm_step, open_store
+from .recorder_store import AlarmStep, Gap, Received, RecorderStore, Stored, alarm_step, check, open_store
 from .timestamps import utc_now
 from .topics import Topics
 
@@ -312,7 +312,9 @@ class Recorder:
         if self.on_stored is not None and events:
             refused = {id(bad.event) for bad in result.rejected}  # as given: its fields may not even hash
             conflicts = {(c.node, c.seq, c.id) for c in result.conflicts}
-            self.on_stored([e for e in events if id(e) not in refused and (e.node, e.seq, e.id) not in conflicts])
+            # In the store's form (``ts`` in UTC), as the whereabouts table compares them.
+            self.on_stored([check(e) for e in events if id(e) not in refused
+                            and (e.node, e.seq, e.id) not in conflicts])
         for bad in result.rejected:
             self._refuse(bad.event.node if isinstance(bad.event.node, str) else "?", str(bad.error))
         for event in result.conflicts:

@@ -191,6 +191,9 @@ def check(event: Received) -> Received:
         raise ValueError(f"payload of {event.node}/{event.seq} is not JSON: {str(event.payload)[:60]!r}") from None
     if not isinstance(payload, dict):
         raise ValueError(f"payload of {event.node}/{event.seq} is not a JSON object")
+    if "\x00" in event.id or any(isinstance(v, str) and "\x00" in v for v in payload.values()):
+        # PostgreSQL's text takes no NUL: stored, it would fail the batch as if the database were down.
+        raise ValueError(f"event {event.node}/{event.seq} holds a NUL character")
     return Received(event.node, event.seq, event.id, event.topic, rfc3339(t), event.payload)
 
 

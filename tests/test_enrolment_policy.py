@@ -107,7 +107,6 @@ id = "test"
 node = "n1"
 
 [doors.entrance]
-auth_schedules = [{ schedule = "office-hours", auth = "free" }]
 
 [readers.r1]
 driver = "sim"
@@ -132,9 +131,15 @@ def test_an_undefined_schedule_is_a_warning_on_a_node_that_takes_enrolment(tmp_p
     assert "office-hours" not in cfg.rules.schedules
     assert f"{path}: levels.staff.schedule: schedule 'office-hours' comes from the enrolment snapshot; until one " \
            "with it is applied it opens nothing" in cfg.warnings
-    assert any("doors.entrance.auth_schedules[1].schedule: schedule 'office-hours' comes from the enrolment "
-               "snapshot" in w for w in cfg.warnings)
     assert not any("has no time ranges" in w for w in cfg.warnings)
+    # A door's auth window must be the node's own: one never active until a snapshot brings its
+    # schedule would leave the door's plainer auth in force (a card_and_pin window dropped).
+    path.write_text(path.read_text().replace('[doors.entrance]\n', '[doors.entrance]\nauth_schedules = '
+                                             '[{ schedule = "nights", auth = "card_and_pin" }]\n'))
+    with pytest.raises(ConfigError, match=r"doors.entrance.auth_schedules\[1\].schedule: no schedule 'nights'"):
+        config_mod.load(path)
+    path.write_text(path.read_text().replace('auth_schedules = [{ schedule = "nights", auth = "card_and_pin" }]\n',
+                                             ""))
     # The recorder takes no snapshot: it is where schedules come from, so it must define them.
     path.write_text(path.read_text().replace('node = "n1"\n', 'node = "n1"\nroles = ["door", "recorder"]\n'))
     with pytest.raises(ConfigError, match="levels.staff.schedule: no schedule 'office-hours'"):

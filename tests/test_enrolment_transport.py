@@ -9,6 +9,7 @@ import sqlite3
 import zlib
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -16,7 +17,6 @@ from conftest import Site, wait_for
 from sekisho.daemon import enrolment_delta as ed
 from sekisho.daemon import enrolment_snapshot as es
 from sekisho.daemon.commands import keygen, load_private_key, public_key_text
-from sekisho.daemon.enrolment_publisher import patched
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.store.database import DB_NAME, Database
 from sekisho.daemon.store.people import People
@@ -25,6 +25,38 @@ from sekisho.daemon.topics import Topics
 T = Topics("test")
 SECRET_NAME = "Hanako Yamada"
 REFUSED = T.alarm("door-b.door-b.enrolment-refused")
+
+
+def patched(snapshot: es.Snapshot, changes: list[dict[str, Any]]) -> es.Snapshot:
+    """``snapshot`` with delta ops applied as a node applies them, in memory: what a node holds
+    after some of a change's deltas."""
+    people = {p.id: p for p in snapshot.people}
+    cards = {c.hash: c for c in snapshot.cards}
+    for c in changes:
+        op = c["op"]
+        if op in ("person.enable", "person.disable") and c["person"] in people:
+            people[c["person"]] = replace(people[c["person"]], active=op == "person.enable")
+        elif op in ("level.grant", "level.revoke") and c["person"] in people:
+            levels = set(people[c["person"]].levels) | {c["level"]} if op == "level.grant" \
+                else set(people[c["person"]].levels) - {c["level"]}
+            people[c["person"]] = replace(people[c["person"]], levels=tuple(sorted(levels)))
+        elif op == "card.revoke" and c["card"] in cards:
+            cards[c["card"]] = replace(cards[c["card"]], active=False, revoked=c["revoked"])
+        elif op == "card.add":
+            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], True, c["valid_from"], c["valid_until"], None)
+        elif op == "person.put":
+            people[c["person"]] = es.SnapshotPerson(c["person"], c["active"], c["valid_from"], c["valid_until"],
+                                                    c["pin_hash"], tuple(sorted(c["levels"])))
+        elif op == "person.remove":
+            people.pop(c["person"], None)
+            cards = {h: card for h, card in cards.items() if card.person != c["person"]}
+        elif op == "card.put":
+            cards[c["card"]] = es.SnapshotCard(c["card"], c["person"], c["active"], c["valid_from"],
+                                               c["valid_until"], c["revoked"])
+        elif op == "card.remove":
+            cards.pop(c["card"], None)
+    return replace(snapshot, people=tuple(people[k] for k in sorted(people)),
+                   cards=tuple(cards[k] for k in sorted(cards)))
 
 
 def two_nodes(tmp_path: Path, broker) -> tuple[Site, Site]:
@@ -329,3 +361,35 @@ def test_a_revocation_is_read_from_the_rows_the_audit_names_and_agrees_with_the_
     people.add_person("p9", "New", "cli:t")
     rows = database.db.execute("SELECT action, detail FROM audit WHERE n > ? ORDER BY n", [last]).fetchall()
     assert _targeted(database, sent, rows) is None
+
+
+def test_no_cut_of_a_change_into_deltas_gives_a_card_more_than_before_or_after():
+    """A change of more than DELTA_MAX ops goes as several deltas, and a node may sit between two
+    of them: at every cut, each card opens at most what it opened before or opens after (its
+    holder's levels, when the card and its holder are active)."""
+    P, C = es.SnapshotPerson, es.SnapshotCard
+
+    def opens(s: es.Snapshot) -> dict[str, frozenset[str]]:
+        people = {p.id: p for p in s.people}
+        return {c.hash: frozenset(people[c.person].levels) if c.active and c.revoked is None
+                and c.person in people and people[c.person].active else frozenset() for c in s.cards}
+
+    x, y, z = "a" * 64, "b" * 64, "c" * 64
+    old = es.Snapshot("test", 1, "", (P("a", True, None, None, None, ("lobby",)), P("b", True, None, None, None, ()),
+                                      P("c", True, None, "2027-01-01", None, ("lobby",))),
+                      (C(x, "a", True, None, None, None), C(y, "a", True, None, None, None),
+                       C(z, "c", True, None, None, None)))
+    new = es.Snapshot("test", 1, "", (P("a", True, None, None, None, ("lobby", "vault")),
+                                      P("b", True, None, None, None, ()),
+                                      P("c", True, None, "2026-01-01", "scrypt$x", ("lobby", "vault"))),
+                      (C(x, "b", True, None, None, None),  # moved away from the one gaining the vault
+                       C(y, "a", True, "2026-01-01", "2026-02-01", None),  # new dates, holder gains the vault
+                       C(z, "c", False, None, None, "2026-12-05T00:00:00.000Z")))  # revoked
+    changes = ed.between(old, new)
+    assert changes is not None
+    before, after = opens(old), opens(new)
+    for cut in range(len(changes) + 1):
+        state = opens(patched(old, changes[:cut]))
+        for card, levels in state.items():
+            assert levels <= before.get(card, frozenset()) | after.get(card, frozenset()), (cut, card, changes)
+    assert patched(old, changes).body() == new.body()

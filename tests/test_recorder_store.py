@@ -183,6 +183,9 @@ def test_events_by_time_and_node(store: RecorderStore):
     (Received("door-a", 2, "", "t", "2026-12-05T09:00:00Z", "{}"), "event door-a/2 has no id"),
     (Received("door-a", 2, "i", "t", "yesterday", "{}"), "ts 'yesterday' of door-a/2 is not an RFC 3339"),
     (Received("door-a", 2, "i", "t", "2026-12-05T09:00:00", "{}"), "ts '2026-12-05T09:00:00' of door-a/2 is not"),
+    (Received("door-a", 2, "i\x00", "t", "2026-12-05T09:00:00Z", "{}"), "event door-a/2 holds a NUL character"),
+    (Received("door-a", 2, "i", "t", "2026-12-05T09:00:00Z", '{"subject": "3f2c\\u0000", "result": "granted"}'),
+     "event door-a/2 holds a NUL character"),
 ])
 def test_a_bad_event_is_rejected_and_the_rest_stored(store: RecorderStore, bad: Received, message: str):
     r = store.store([ev("door-a", 1), bad, ev("door-a", 3), ev("desk-01", 1)])

@@ -59,10 +59,11 @@ def checkpoint(db_path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
-BTREES = ["alarms", "audit", "cards", "commands", "door_modes", "enrolment_version", "events", "idx_cards_person_id",
-          "idx_commands_received", "idx_events_door_ts", "idx_events_node_seq", "idx_events_person_id_ts", "idx_events_ts", "locations",
-          "meta", "outbox", "people", "person_levels", "schema_version", "sequence", "sqlite_autoindex_alarms_1",
-          "sqlite_autoindex_cards_1", "sqlite_autoindex_commands_1", "sqlite_autoindex_door_modes_1",
+BTREES = ["alarms", "audit", "cards", "commands", "door_modes", "enrolment_policy", "enrolment_version", "events",
+          "idx_cards_person_id", "idx_commands_received", "idx_events_door_ts", "idx_events_node_seq",
+          "idx_events_person_id_ts", "idx_events_ts", "locations", "meta", "outbox", "people", "person_levels",
+          "schema_version", "sequence", "sqlite_autoindex_alarms_1", "sqlite_autoindex_cards_1",
+          "sqlite_autoindex_commands_1", "sqlite_autoindex_door_modes_1", "sqlite_autoindex_enrolment_policy_1",
           "sqlite_autoindex_enrolment_version_1", "sqlite_autoindex_events_1", "sqlite_autoindex_locations_1",
           "sqlite_autoindex_meta_1", "sqlite_autoindex_people_1", "sqlite_autoindex_person_levels_1",
           "sqlite_autoindex_sequence_1", "sqlite_sequence"]

@@ -131,7 +131,9 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     # A node that takes enrolment snapshots may name schedules the recorder's snapshot brings;
     # the recorder itself takes none (it is where they come from).
     from_snapshot = commands.trusts(SNAPSHOT_OP) and "recorder" not in site.roles
-    door_rules = link_doors(c, doors, areas, schedules, from_snapshot)
+    # A door's auth windows are the node's own: a window never active until a snapshot brings its
+    # schedule would leave the door's plainer auth in force (a card_and_pin window dropped).
+    door_rules = link_doors(c, doors, areas, schedules)
     levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values, from_snapshot)
     desks = link_desks(c, desk_values, areas, desk_levels)
     link_readers(c, readers, doors, desks)

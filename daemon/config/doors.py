@@ -104,7 +104,7 @@ def _strike(c: Checker, where: str, raw: dict[str, Any]) -> Mapping[str, Any]:
 
 
 def link_doors(c: Checker, doors: Mapping[str, DoorConfig], areas: Mapping[str, Passback],
-               schedules: Mapping[str, Schedule], from_snapshot: bool = False) -> dict[str, DoorRules]:
+               schedules: Mapping[str, Schedule]) -> dict[str, DoorRules]:
     """The doors as the access policy takes them: those whose ``auth`` is valid."""
     rules = {}
     for name, door in doors.items():
@@ -117,8 +117,7 @@ def link_doors(c: Checker, doors: Mapping[str, DoorConfig], areas: Mapping[str, 
         for i, item in enumerate(door.auth_schedules):
             if not isinstance(item["schedule"], str):
                 continue
-            sched = find_schedule(c, schedules, f"{where}.auth_schedules[{i + 1}].schedule", item["schedule"],
-                                  from_snapshot)
+            sched = find_schedule(c, schedules, f"{where}.auth_schedules[{i + 1}].schedule", item["schedule"])
             if sched and item["auth"] in AUTHS:
                 windows.append(AuthWindow(sched, Auth(item["auth"])))
         if door.auth in AUTHS:
