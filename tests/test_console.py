@@ -7,6 +7,8 @@ key's. Screenshots of every step are kept under the test's tmp dir (screenshots/
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import ssl
 import subprocess
@@ -307,10 +309,23 @@ def test_the_console_server_serves_only_the_page_and_its_config(console):
 def test_the_page_draws_the_site_where_the_browser_keeps_no_key(console, tmp_path):
     """Chromium's plain --headless mode never answers IndexedDB, where the officer's key is kept:
     the page draws the site anyway, read-only, instead of waiting for the key store."""
-    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                        "--virtual-time-budget=10000", "--dump-dom", console.url],
-                       capture_output=True, text=True, timeout=120)
-    assert 'data-test="conn"' in r.stdout and 'data-door="entrance"' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    for attempt in (1, 2):
+        # Once in a CI run the dump itself hung past two minutes (the same test passes in 10 s
+        # before and after): Chromium's hang, retried once with a fresh profile; what the page
+        # draws is checked either way.
+        proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                                 f"--user-data-dir={tmp_path / f'profile-{attempt}'}", "--virtual-time-budget=10000",
+                                 "--dump-dom", console.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=90)
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # Chromium and every helper process it started
+            proc.communicate()
+            if attempt == 2:
+                raise
+    assert 'data-test="conn"' in stdout and 'data-door="entrance"' in stdout, stdout[-2000:] + stderr[-2000:]
 
 
 def serve_console(console: Console, broker_ws: str, log: Path) -> tuple[subprocess.Popen, str]:
