@@ -235,18 +235,19 @@ def between(old: Snapshot, new: Snapshot) -> list[dict[str, Any]] | None:
         c, before = cards_now[h], cards_was.get(h)
         if before == c:
             continue
-        if (before is None or before.person == c.person) and c.active and c.revoked is None:
+        revoke = before is not None and before.person == c.person and not c.active and c.revoked is not None \
+            and (before.valid_from, before.valid_until) == (c.valid_from, c.valid_until)
+        if before is not None and not revoke:
+            # Gone first, back at the end: a card that moves, or whose dates change, opens
+            # nothing between two pieces, rather than its old self with its holder's new levels.
+            gone.append({"op": "card.remove", "card": h})
+        if revoke:
+            cards.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
+        elif (before is None or before.person == c.person) and c.active and c.revoked is None:
             # What card.add leaves: a new card, or one enabled again.
             cards.append({"op": "card.add", "card": h, "person": c.person, "valid_from": c.valid_from,
                           "valid_until": c.valid_until})
-        elif before is not None and before.person == c.person and not c.active and c.revoked is not None \
-                and (before.valid_from, before.valid_until) == (c.valid_from, c.valid_until):
-            cards.append({"op": "card.revoke", "card": h, "revoked": c.revoked})
         else:
-            if before is not None:
-                # Gone first, back at the end: a card that moves, or whose dates change, opens
-                # nothing between two pieces, rather than its old self with its holder's new levels.
-                gone.append({"op": "card.remove", "card": h})
             cards.append({"op": "card.put", "card": h, "person": c.person, "active": c.active,
                           "valid_from": c.valid_from, "valid_until": c.valid_until, "revoked": c.revoked})
     # What takes access away goes first, and a card that changes otherwise is removed first and

@@ -285,6 +285,7 @@ def test_the_changes_between_two_enrolments_take_a_node_from_one_to_the_other(tm
     # What takes access away first, then what gives it.
     assert changes == [
         {"op": "card.revoke", "card": "a" * 64, "revoked": "2026-12-05T01:00:00.000Z"},
+        {"op": "card.remove", "card": "d" * 64},  # enabled again: gone first, back last
         {"op": "person.disable", "person": "p1"}, {"op": "level.revoke", "person": "p1", "level": "staff"},
         {"op": "level.grant", "person": "p1", "level": "server-room"},
         {"op": "card.add", "card": "c" * 64, "person": "p2", "valid_from": "2026-12-06", "valid_until": None},
@@ -372,19 +373,21 @@ def test_no_cut_of_a_change_into_deltas_gives_a_card_more_than_before_or_after()
     def opens(s: es.Snapshot) -> dict[str, frozenset[str]]:
         people = {p.id: p for p in s.people}
         return {c.hash: frozenset(people[c.person].levels) if c.active and c.revoked is None
-                and c.person in people and people[c.person].active else frozenset() for c in s.cards}
+                and (c.valid_until or "9999") >= "2026-12-05" and c.person in people and people[c.person].active
+                else frozenset() for c in s.cards}
 
-    x, y, z = "a" * 64, "b" * 64, "c" * 64
+    x, y, z, w = "a" * 64, "b" * 64, "c" * 64, "d" * 64
     old = es.Snapshot("test", 1, "", (P("a", True, None, None, None, ("lobby",)), P("b", True, None, None, None, ()),
                                       P("c", True, None, "2027-01-01", None, ("lobby",))),
                       (C(x, "a", True, None, None, None), C(y, "a", True, None, None, None),
-                       C(z, "c", True, None, None, None)))
+                       C(z, "c", True, None, None, None), C(w, "a", True, None, None, None)))
     new = es.Snapshot("test", 1, "", (P("a", True, None, None, None, ("lobby", "vault")),
                                       P("b", True, None, None, None, ()),
                                       P("c", True, None, "2026-01-01", "scrypt$x", ("lobby", "vault"))),
                       (C(x, "b", True, None, None, None),  # moved away from the one gaining the vault
                        C(y, "a", True, "2026-01-01", "2026-02-01", None),  # new dates, holder gains the vault
-                       C(z, "c", False, None, None, "2026-12-05T00:00:00.000Z")))  # revoked
+                       C(z, "c", False, None, None, "2026-12-05T00:00:00.000Z"),  # revoked
+                       C(w, "a", True, None, "2026-01-01", None)))  # expired, still active, holder gains the vault
     changes = ed.between(old, new)
     assert changes is not None
     before, after = opens(old), opens(new)
