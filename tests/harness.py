@@ -246,6 +246,31 @@ direction = "out"
 """
 
 
+DESK_CONFIG = """\
+[site]
+id = "test"
+node = "door-a"
+timezone = "Asia/Tokyo"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.operator-room]
+
+[levels.staff]
+desks = ["desk-01"]
+
+[desks.desk-01]
+area = "operator-room"
+
+[readers.desk-01]
+driver = "sim"
+desk = "desk-01"
+"""
+"""A desk-only node in the operator room (the room DEMO_CONFIG's door leads into)."""
+
+
 RECORDER_CONFIG = """\
 [site]
 id = "test"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import wait_for
-from harness import DEMO_CONFIG, RECORDER_CONFIG, Site, node_site
+from harness import DEMO_CONFIG, DESK_CONFIG, RECORDER_CONFIG, Site, node_site
 from sekisho.daemon.commands import keygen, public_key_text
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import open_store
@@ -28,28 +28,6 @@ UID, OTHER = "04a1b2c3", "04d0d0d0"
 # Both door nodes lead into the operator room, so the recorder is the one that knows who is in
 # it (occupancy_from = "recorder" on every node of the site).
 SITE_WIDE = 'timezone = "Asia/Tokyo"\noccupancy_from = "recorder"\n'
-DESK_NODE = """\
-[site]
-id = "test"
-node = "door-a"
-timezone = "Asia/Tokyo"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-
-[areas.operator-room]
-
-[levels.staff]
-desks = ["desk-01"]
-
-[desks.desk-01]
-area = "operator-room"
-
-[readers.desk-01]
-driver = "sim"
-desk = "desk-01"
-"""
 
 
 def trusting(config: str, public: str) -> str:
@@ -76,7 +54,7 @@ def test_enrolled_once_at_the_recorder_decided_everywhere_recorded_once_revoked_
     door_a = node_site(tmp_path, broker, "door-a", trusting(DEMO_CONFIG, public), tmp_path / "site.key")
     door_b = node_site(tmp_path, broker, "door-b",
                        trusting(DEMO_CONFIG, public).replace("entrance", "back"), tmp_path / "site.key")
-    desk = node_site(tmp_path, broker, "desk-c", trusting(DESK_NODE, public), tmp_path / "site.key")
+    desk = node_site(tmp_path, broker, "desk-c", trusting(DESK_CONFIG, public), tmp_path / "site.key")
     sub = subscribe("sekisho/#")
     nodes = (recorder, door_a, door_b, desk)
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from harness import DEMO_CONFIG, RECORDER_CONFIG, SEKISHO, Site, node_site
+from harness import DEMO_CONFIG, DESK_CONFIG, RECORDER_CONFIG, SEKISHO, Site, node_site
 from sekisho.daemon import report_csv, report_html
 from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.recorder_store import AlarmStep, Received, open_store
@@ -490,28 +490,7 @@ driver = "sim"
 door = "back"''')
 """door-b: the operator room's back door, to the outside."""
 
-DESK_C = """\
-[site]
-id = "test"
-node = "door-a"
-timezone = "Asia/Tokyo"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-
-[areas.operator-room]
-
-[levels.staff]
-desks = ["desk-01"]
-
-[desks.desk-01]
-area = "operator-room"
-
-[readers.desk-01]
-driver = "sim"
-desk = "desk-01"
-"""
+DESK_C = DESK_CONFIG
 
 
 def test_two_door_nodes_a_desk_and_the_recorder_as_daemons(tmp_path, broker, subscribe, logind):
