@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import resource
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
 from .router import Controllers, Router
 from .rules_in_force import RulesInForce
+from .service_manager import Notifier, ServiceManager, watchdog_interval
 from .site_occupancy import SiteOccupancy
 from .store.database import Database, is_damage
 from .store.outbox import Outbox
@@ -74,6 +77,9 @@ log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 24 * 3600
 EX_IOERR = 74
+FIRST_ATTEMPT_MAX_S = 10.0
+"""Longest the readiness waits for the first broker attempt's outcome; paho's own connect
+timeout (5 s) normally ends it sooner. A node is ready without a broker either way."""
 
 
 def raise_fd_limit() -> None:
@@ -217,6 +223,8 @@ class Daemon:
         self.enrolment_publisher, self.enrolment_receiver = self._enrolment_transport()
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
+        self.service = ServiceManager(Notifier.from_environ(os.environ), loop, status=self._service_status,
+                                      watchdog_s=watchdog_interval(os.environ, os.getpid()))
 
     def _enrolment_transport(self) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
         """The recorder signs enrolment out (with its key); any other node that trusts a key for
@@ -293,9 +301,12 @@ class Daemon:
                      len(self.drivers))
             self.publisher.kick()  # rows left from before a restart
             self._purge()
+            await self._broker_tried()
+            self.service.ready()
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            self.service.stopping()
             await self.control.stop()
             if self.recorder:
                 await self.recorder.stop()
@@ -320,8 +331,31 @@ class Daemon:
                 self.exit_code = self.exit_code or EX_IOERR
             await self.publisher.stop(drain=self.damaged is None)
             self.database.close()
+            self.service.close()
             log.info("stopped" if not self.exit_code else f"stopped (exit {self.exit_code})")
         return self.exit_code
+
+    # ------------------------------------------------------------------------- the service manager
+    async def _broker_tried(self) -> None:
+        """Until the first broker attempt has an outcome, or the stop: READY then says the node
+        serves and knows whether it is online (it works offline all the same)."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        tried = asyncio.ensure_future(self.publisher.connection.tried.wait())
+        done, pending = await asyncio.wait({stop, tried}, timeout=FIRST_ATTEMPT_MAX_S,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if not done:
+            log.warning("no outcome from the broker at %s within %.0f s; ready without it", self.config.mqtt.url,
+                        FIRST_ATTEMPT_MAX_S)
+
+    def _service_status(self) -> str:
+        """The line `systemctl status` shows: the broker, and what waits for it in the outbox."""
+        try:
+            depth = str(self.publisher.outbox.count())
+        except (StoreError, sqlite3.Error):
+            depth = "unreadable"
+        return f"broker {self.publisher.connection.state}, outbox {depth}"
 
     # ------------------------------------------------------------------------- a store that fails
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -64,6 +64,12 @@ class BrokerConnection:
         self.connected = False
         self.connections = 0
         """Connections made so far: a status seen again on a later one is a daemon still alive."""
+        self.state = "connecting"
+        """In a word or two, for the service manager's status line: connecting, connected,
+        unreachable, refused (reason), lost."""
+        self.tried = asyncio.Event()
+        """Set once the first attempt has an outcome (connected, refused or failed): the daemon is
+        ready then, whatever the outcome, since a node works offline."""
         self.subscriptions: dict[str, tuple[Handler, bool, bool]] = {}
         self.on_connected: Callable[[], None] = lambda: None
         """Called on the loop once the connection is up and every filter is subscribed again."""
@@ -113,8 +119,7 @@ class BrokerConnection:
         # paho calls this from inside its ``except OSError`` and passes no reason; the exception
         # being handled is the reason (refused, unreachable, certificate not trusted ...).
         reason = sys.exc_info()[1]
-        self.loop.call_soon_threadsafe(log.warning, "cannot reach the broker at %s: %s; retrying",
-                                       self.cfg.url, reason or "unknown reason")
+        self.loop.call_soon_threadsafe(self._failed, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         for topic_filter, (handler, retained, threaded) in self.subscriptions.items():
@@ -133,10 +138,18 @@ class BrokerConnection:
         self.loop.call_soon_threadsafe(self.on_acknowledged, mid, reason)
 
     # ------------------------------------------------------------------------- loop
+    def _failed(self, reason: BaseException | None) -> None:
+        log.warning("cannot reach the broker at %s: %s; retrying", self.cfg.url, reason or "unknown reason")
+        self.state = "unreachable"
+        self.tried.set()
+
     def _connected(self, reason: ReasonCode) -> None:
+        self.tried.set()
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
+            self.state = f"refused ({reason})"
             return
+        self.state = "connected"
         log.info("connected to %s", self.cfg.url)
         self.connected = True
         self.connections += 1
@@ -149,4 +162,6 @@ class BrokerConnection:
 
     def _disconnected(self, reason: ReasonCode) -> None:
         self.on_lost(reason)
+        if self.connected:
+            self.state = "lost"
         self.connected = False
