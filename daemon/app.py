@@ -302,7 +302,8 @@ class Daemon:
             self.publisher.kick()  # rows left from before a restart
             self._purge()
             await self._broker_tried()
-            self.service.ready()
+            if not self.stopping.is_set():
+                self.service.ready()
             await self.stopping.wait()
             log.info("stopping")
         finally:
