@@ -13,6 +13,7 @@ from pathlib import Path
 
 from conftest import REPO, wait_for
 from notify_socket import NotifyListener, notify_env
+from sandbox import setpriv
 from usbfake import Kernel, Spec, read
 
 UNIT = REPO / "systemd" / "sekisho.service"
@@ -23,7 +24,6 @@ FLASH = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="
 
 
 def sandboxed(*command: str) -> list[str]:
-    from sandbox import setpriv
     return [*setpriv(), sys.executable, str(SANDBOX), str(UNIT), "--", *command]
 
 
