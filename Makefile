@@ -16,12 +16,14 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # with a Japanese font for their screenshots.
 # jinja2 renders the Home Assistant discovery's templates against what the daemon publishes
 # (tests/test_home_assistant.py), as Home Assistant itself would; the daemon never imports it.
+# python3-libgpiod: Debian's gpiod 1, which the config check must refuse by name
+# (tests/test_driver_libraries.py); the venv's own gpiod 2 comes first for everything else.
 # postgresql and python3-psycopg (psycopg 3, Debian's rather than a wheel from PyPI): the
 # recorder's store on PostgreSQL, tested against a throw-away cluster (tests/postgres.py).
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
-	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg
+	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod
 # What a node needs, and no more (make install): Debian's python for the venv; pcscd, and swig,
 # libpcsclite-dev, python3-dev and a compiler to build pyscard (no wheel on PyPI), a compiler and
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for

@@ -44,6 +44,17 @@ keep() {  # keep MODE SOURCE TARGET: installed only where nothing is (a config s
 	fi
 }
 
+link() {  # link TARGET LINK: a symbolic link
+	if [ "$(readlink "$ROOT$2" 2>/dev/null)" = "$1" ]; then
+		echo "unchanged $2 -> $1"
+	else
+		mkdir -p "$(dirname "$ROOT$2")"
+		ln -sfn "$1" "$ROOT$2"
+		echo "installed $2 -> $1"
+		changed=1
+	fi
+}
+
 folder() {  # folder MODE DIR
 	if [ -d "$ROOT$2" ] && [ "$(stat -c %a "$ROOT$2")" = "$1" ]; then
 		echo "unchanged $2/"
@@ -86,6 +97,8 @@ venv() {
 }
 
 venv
+# On root's PATH, so that the commands the docs give (sekisho site install, check-config) work.
+link $VENV/bin/sekisho /usr/local/bin/sekisho
 folder 755 $ETC
 keep 640 "$SRC/examples/sekisho.toml" $ETC/sekisho.toml
 keep 640 "$SRC/examples/usb/call-centre.rules" $ETC/usb/call-centre.rules
@@ -113,7 +126,7 @@ sekisho is installed${ROOT:+ under $ROOT}. What is left to do by hand (README.md
      brings the config, the broker password and the site key; --force replaces the example config
      this install put in $ETC). Without a site: edit $ETC/sekisho.toml, whose [mqtt] names the
      broker and its user (password_file).
-  3. Fill in the node's sections in $ETC/sekisho.toml, then: $VENV/bin/sekisho check-config
+  3. Fill in the node's sections in $ETC/sekisho.toml, then: sekisho check-config
   4. systemctl enable --now sekisho
   5. After a change to the udev rule: udevadm control --reload (this install did, if udev runs).
 NEXT

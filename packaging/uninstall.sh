@@ -25,6 +25,9 @@ if [ -z "$ROOT" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system
 	# Its program is about to go: stopped and disabled first, not left to fail.
 	systemctl disable --now sekisho.service || true
 fi
+if [ "$(readlink "$ROOT/usr/local/bin/sekisho" 2>/dev/null)" = $VENV/bin/sekisho ]; then
+	gone /usr/local/bin/sekisho
+fi
 gone /etc/systemd/system/sekisho.service /etc/udev/rules.d/70-sekisho-usb.rules /etc/tmpfiles.d/sekisho.conf \
 	/usr/share/doc/sekisho $VENV
 if [ "${PURGE:-}" = 1 ]; then

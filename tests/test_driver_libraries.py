@@ -7,6 +7,7 @@ sys.meta_path that refuses to import it, as an interpreter without it would."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -77,6 +78,19 @@ def test_a_missing_driver_library_is_a_config_error_naming_the_extra(tmp_path, e
     [line] = r.stderr.splitlines()
     assert line.startswith(f"{tmp_path / 'node.toml'}: {key}: {extra!r} needs "), line
     assert f"install the extra {extra!r}" in line and f"install '.[{extra}]'" in line and "No module named" in line
+
+
+def test_debians_gpiod_1_is_refused_by_name(tmp_path):
+    """python3-libgpiod (Debian 12's, version 1.6) is imported as gpiod too, with another API: first
+    on the path, it is found and refused, not taken for the gpiod 2 the driver needs."""
+    path = tmp_path / "node.toml"
+    path.write_text(USES["gpio"][0])
+    env = {**os.environ, "PYTHONPATH": "/usr/lib/python3/dist-packages"}
+    r = subprocess.run([*SEKISHO, "check-config", "--config", str(path)], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 78, r.stderr
+    assert re.search(r"doors\.entrance\.strike\.driver: 'gpio' needs gpiod >= 2\.2, which this Python does not "
+                     r"have \(gpiod 1\.[0-9.]+ is an older API\)", r.stderr), r.stderr
 
 
 def test_run_stops_at_a_missing_driver_library_before_anything_starts(tmp_path):

@@ -17,6 +17,7 @@ from conftest import REPO
 
 DOCS = sorted(f"/usr/share/doc/sekisho/docs/{p.name}" for p in (REPO / "docs").glob("*.md"))
 FILES = {  # everything outside the venv, with its mode
+    "/usr/local/bin/sekisho": 0o777,  # a symbolic link, to /opt/sekisho/bin/sekisho
     "/etc/sekisho": 0o755,
     "/etc/sekisho/sekisho.toml": 0o640,
     "/etc/sekisho/usb": 0o755,
@@ -38,7 +39,7 @@ SOURCES = {  # what each installed file is a copy of
     "/usr/share/doc/sekisho/README.md": "README.md",
     **{d: f"docs/{Path(d).name}" for d in DOCS},
 }
-PARENTS = {"/etc", "/etc/systemd", "/etc/systemd/system", "/etc/udev", "/etc/udev/rules.d", "/etc/tmpfiles.d", "/usr",
+PARENTS = {"/usr/local", "/usr/local/bin", "/etc", "/etc/systemd", "/etc/systemd/system", "/etc/udev", "/etc/udev/rules.d", "/etc/tmpfiles.d", "/usr",
            "/usr/share", "/usr/share/doc", "/opt"}
 
 
@@ -77,6 +78,7 @@ def test_make_install_into_a_staging_root_and_back(tmp_path):
     files = staged(root)
     assert {k: v for k, v in files.items() if k not in PARENTS | {"/opt/sekisho"}} == \
         {path: (mode, 0, 0) for path, mode in FILES.items()}
+    assert (root / "usr/local/bin/sekisho").readlink() == Path("/opt/sekisho/bin/sekisho")
     for path, source in SOURCES.items():
         assert (root / path.lstrip("/")).read_bytes() == (REPO / source).read_bytes(), path
 

@@ -31,6 +31,6 @@ def link_libraries(c: Checker, readers: Mapping[str, ReaderConfig], doors: Mappi
     why = {extra: missing(extra) for extra in {extra for _, extra in uses if extra in LIBRARIES}}
     for key, extra in uses:
         if reason := why.get(extra):
-            c.problem(key, f"{extra!r} needs {LIBRARIES[extra].requirement}, which this Python cannot import "
+            c.problem(key, f"{extra!r} needs {LIBRARIES[extra].requirement}, which this Python does not have "
                       f"({reason}): install the extra {extra!r} (`make install` installs every extra; or, in "
                       f"the source tree, {sys.prefix}/bin/pip install '.[{extra}]')")
