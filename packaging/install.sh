@@ -65,37 +65,46 @@ folder() {  # folder MODE DIR
 	fi
 }
 
-# What goes into the venv: the lock and the package's own source. The venv is built again only
-# when one of them changed since the last install.
-source_hash() {
-	cd "$SRC" && find requirements/node.lock pyproject.toml README.md daemon drivers policies -type f \
-		! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+# What goes into the venv: the lock, and the package's own source. Each part is installed again
+# only when it changed since the last install (STAMP records both), so an upgrade of sekisho alone
+# does not fetch its dependencies again.
+hash_of() {
+	(cd "$SRC" && find "$@" -type f ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+		| sha256sum | cut -d' ' -f1
 }
 
 venv() {
-	local want dir=$ROOT$VENV
-	want=$(source_hash)
-	if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" = "$want" ] && "$dir/bin/python" -c '' 2>/dev/null; then
+	local lock source dir=$ROOT$VENV
+	lock="lock $(hash_of requirements/node.lock)"
+	source="source $(hash_of pyproject.toml README.md daemon drivers policies)"
+	if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" = "$lock"$'\n'"$source" ] && "$dir/bin/python" -c '' 2>/dev/null; then
 		echo "unchanged $VENV/ (the lock and the source are those it was built from)"
 		return
 	fi
 	# Debian's python, so that the venv follows Debian's security updates of the interpreter.
 	[ -x "$dir/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$dir"
-	# Every dependency from the lock, each file checked against its hashes; --ignore-installed so
-	# that a Debian package of the same version (system site-packages) does not stand in for it.
-	"$dir/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --ignore-installed \
-		-r "$SRC/requirements/node.lock"
+	if [ "$(head -n1 "$ROOT$STAMP" 2>/dev/null)" != "$lock" ]; then
+		# Every dependency from the lock, each file checked against its hashes; --ignore-installed so
+		# that a Debian package of the same version (system site-packages) does not stand in for it.
+		"$dir/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --ignore-installed \
+			-r "$SRC/requirements/node.lock"
+		echo "installed $VENV/: requirements/node.lock, every file checked against its hashes"
+	fi
 	# The package itself, nothing more: its dependencies are the lock's.
 	"$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$SRC"
 	if [ -n "$ROOT" ]; then
 		# The scripts pip wrote name the staging path; on the node they run from /opt/sekisho.
 		grep -rlF "$dir" "$dir/bin" "$dir/pyvenv.cfg" | xargs -r sed -i "s|$dir|$VENV|g"
 	fi
-	echo "$want" > "$ROOT$STAMP"
-	echo "installed $VENV/ (requirements/node.lock with hashes, then sekisho)"
+	printf '%s\n%s\n' "$lock" "$source" > "$ROOT$STAMP"
+	echo "installed $VENV/: sekisho $("$dir/bin/python" -c 'import importlib.metadata as m; print(m.version("sekisho"))')"
 	changed=1
 }
 
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+	echo "make install: run it as root (or stage it: make install DESTDIR=DIR)" >&2
+	exit 1
+fi
 venv
 # On root's PATH, so that the commands the docs give (sekisho site install, check-config) work.
 link $VENV/bin/sekisho /usr/local/bin/sekisho
@@ -128,5 +137,5 @@ sekisho is installed${ROOT:+ under $ROOT}. What is left to do by hand (README.md
      broker and its user (password_file).
   3. Fill in the node's sections in $ETC/sekisho.toml, then: sekisho check-config
   4. systemctl enable --now sekisho
-  5. After a change to the udev rule: udevadm control --reload (this install did, if udev runs).
+  5. After an upgrade (make install again): systemctl restart sekisho.
 NEXT
