@@ -1,7 +1,8 @@
 """make install into a staging root (DESTDIR, so no Debian package and nothing of this machine is
 touched): every file with its mode and owner, the venv built from requirements/node.lock, whose
 sekisho checks the staged example config; a second install changes nothing and keeps a config
-that was edited; make uninstall keeps the config, and PURGE=1 takes it too.
+that was edited; a site bundle replaces the example config with --force, as the README says;
+make uninstall keeps the config and the data, and PURGE=1 takes them too.
 
 The venv is really built, by pip from the lock with hashes (about 40 s with pip's cache warm):
 that is what proves the installed venv runs, and a faked one would prove nothing."""
@@ -117,13 +118,34 @@ def test_make_install_into_a_staging_root_and_back(tmp_path):
     assert config.read_bytes() == edited
     assert staged(root) == files
 
-    # Uninstall keeps the config (and says so); PURGE=1 takes it too.
+    # The README's next step: the node's bundle replaces the example config with --force, and
+    # only with it; check-config then asks for the sections of the node's roles.
+    sekisho = [python, venv / "bin/sekisho"]
+    site = tmp_path / "site"
+    subprocess.run([*sekisho, "site", "init", site, "--site", "tokyo-hq", "--broker", "mqtts://broker.example:8883"],
+                   capture_output=True, text=True, check=True, cwd=tmp_path)
+    subprocess.run([*sekisho, "site", "join", site, "desk-017", "--roles", "desk"], capture_output=True, text=True,
+                   check=True, cwd=tmp_path)
+    where = ["--etc", root / "etc/sekisho", "--data-dir", root / "var/lib/sekisho"]
+    bundle = site / "desk-017.sekisho-bundle"
+    r = subprocess.run([*sekisho, "site", "install", bundle, *where], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "--force replaces them" in r.stderr, r.stderr
+    assert config.read_bytes() == edited
+    r = subprocess.run([*sekisho, "site", "install", bundle, "--force", *where], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*sekisho, "check-config", "--config", config], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 78 and "site.roles: names desk, and the config has no [desks.<name>]" in r.stderr, r.stderr
+    edited = config.read_bytes()
+
+    # Uninstall keeps the config and the data (and says so); PURGE=1 takes them too.
     out = make("uninstall", root).stdout
-    assert "kept      /etc/sekisho" in out
+    assert "kept      /etc/sekisho" in out and "kept      /var/lib/sekisho" in out
     left = {k for k in staged(root) if k not in PARENTS}
     assert left == {"/etc/sekisho", "/etc/sekisho/sekisho.toml", "/etc/sekisho/usb",
-                    "/etc/sekisho/usb/call-centre.rules"}
+                    "/etc/sekisho/usb/call-centre.rules", "/etc/sekisho/mqtt.password", "/var", "/var/lib",
+                    "/var/lib/sekisho", "/var/lib/sekisho/site.key"}
     assert config.read_bytes() == edited
     assert "nothing to remove" not in make("uninstall", root, "PURGE=1").stdout
-    assert {k for k in staged(root) if k not in PARENTS} == set()
+    assert {k for k in staged(root) if k not in PARENTS | {"/var", "/var/lib"}} == set()
     assert "nothing to remove" in make("uninstall", root, "PURGE=1").stdout
