@@ -2,6 +2,7 @@
 #   make demo   install what the demo needs, then run broker, daemon and bus monitor
 #   make test   install what the tests need, then run them all
 # Both are idempotent: a second run installs nothing and starts at once.
+# A node in service: make install, as root (README, "Install on a node"; docs/install.md).
 
 SHELL := /bin/bash
 VENV := .venv
