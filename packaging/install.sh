@@ -68,6 +68,7 @@ folder() {  # folder MODE DIR
 # What goes into the venv: the lock, and the package's own source. Each part is installed again
 # only when it changed since the last install (STAMP records both), so an upgrade of sekisho alone
 # does not fetch its dependencies again.
+PACKAGE=(pyproject.toml README.md daemon drivers policies)  # what the package is built from
 hash_of() {
 	(cd "$SRC" && find "$@" -type f ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
 		| sha256sum | cut -d' ' -f1
@@ -76,7 +77,7 @@ hash_of() {
 venv() {
 	local lock source dir=$ROOT$VENV
 	lock="lock $(hash_of requirements/node.lock)"
-	source="source $(hash_of pyproject.toml README.md daemon drivers policies)"
+	source="source $(hash_of "${PACKAGE[@]}")"
 	if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" = "$lock"$'\n'"$source" ] && "$dir/bin/python" -c '' 2>/dev/null; then
 		echo "unchanged $VENV/ (the lock and the source are those it was built from)"
 		return
@@ -90,8 +91,15 @@ venv() {
 			-r "$SRC/requirements/node.lock"
 		echo "installed $VENV/: requirements/node.lock, every file checked against its hashes"
 	fi
-	# The package itself, nothing more: its dependencies are the lock's.
-	"$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$SRC"
+	# The package itself, nothing more: its dependencies are the lock's. Built from a copy of its
+	# source alone: an in-tree build would leave build/lib behind, whose stale files (a module
+	# since removed) the next build would package.
+	local copy
+	copy=$(mktemp -d)
+	(cd "$SRC" && cp -r "${PACKAGE[@]}" "$copy"/)
+	find "$copy" -name __pycache__ -prune -exec rm -rf {} +
+	"$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$copy"
+	rm -rf "$copy"
 	if [ -n "$ROOT" ]; then
 		# The scripts pip wrote name the staging path; on the node they run from /opt/sekisho.
 		grep -rlF "$dir" "$dir/bin" "$dir/pyvenv.cfg" | xargs -r sed -i "s|$dir|$VENV|g"
