@@ -228,7 +228,8 @@ def _add_node(sub: Any) -> None:
          "record every event, and publish it. Logs go to stderr (the journal under systemd).")
     _add(sub, "check-config", cmd_check_config, "check the config exactly as start-up does",
          "Check the config exactly as start-up does and print every problem, one per line,\n"
-         "naming the file and the key. Exit 0 when it would start, 78 when it would not.")
+         "naming the file and the key; a driver whose library is not installed is one, naming\n"
+         "the extra that installs it. Exit 0 when it would start, 78 when it would not.")
     _add(sub, "demo", cmd_demo, "run a private broker, the daemon and a bus monitor, for a first look",
          "Start a private mosquitto on the port in the config's [mqtt] url, enroll two demo\n"
          "people, run the daemon and print every message on the bus. `make demo` runs this on\n"

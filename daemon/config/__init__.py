@@ -12,7 +12,8 @@ together (``ConfigError``, exit 78), and nothing starts while there is one. A co
 problems are files this process may not read raises ``PermissionDenied`` instead (exit 77).
 ``sekisho check-config`` calls ``load`` and nothing else, so it checks exactly what start-up
 checks. The USB rules file is read and parsed here, once (``UsbConfig.rules``); the other files
-the config names (password, certificates) are only opened, to prove that they can be.
+the config names (password, certificates) are only opened, to prove that they can be, and the
+library each configured driver will import is imported, to prove that it is installed.
 
 The schema is also the documentation: every key has a default and a help text, and a test
 holds examples/sekisho.toml to mention each of them.
@@ -28,6 +29,7 @@ holds examples/sekisho.toml to mention each of them.
 | readers.py | ``[readers.<name>]`` and their PIN pads |
 | inputs.py | ``[inputs.<name>]``; one GPIO line, one user |
 | usb.py | ``[usb]`` and the rules file |
+| libraries.py | the hardware library each configured driver imports |
 | commands.py | ``[commands]``, ``[commands.keys.<name>]`` |
 | homeassistant.py | ``[homeassistant]`` |
 | recorder.py | ``[recorder]`` |
@@ -51,6 +53,7 @@ from .desks import DESK, DeskConfig, link_desks, read_desks
 from .doors import DOOR, STRIKES, DoorConfig, link_doors, read_doors
 from .homeassistant import HOMEASSISTANT, HomeAssistantConfig, read_homeassistant
 from .inputs import INPUT, InputConfig, link_inputs, read_inputs
+from .libraries import link_libraries
 from .mqtt import MQTT, MqttConfig, parse_mqtt_url, read_mqtt
 from .readers import READER, ReaderConfig, link_readers, read_readers
 from .recorder import RECORDER, RecorderConfig, read_recorder
@@ -140,6 +143,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     link_inputs(c, inputs, doors, desks, readers)
     if usb is not None:
         link_usb(c, usb, levels, desks, readers)
+    link_libraries(c, readers, doors, inputs, usb)
 
     if c.problems:
         if len(c.denied) == len(c.problems):
