@@ -49,7 +49,8 @@ def cmd_site_join(args: argparse.Namespace) -> int:
     print(f"  {joined.bundle}  (mode 0600)\n"
           f"  SECRET: it holds {secrets}. Copy it to that node only, and delete it there once installed.")
     print(f"next:\n  on the broker: {_copy_passwd(joined.passwd)}\n"
-          f"  on the node:   sekisho site install {joined.bundle.name}")
+          f"  on the node:   sekisho site install {joined.bundle.name} --force"
+          f"   (--force: over the example config make install put there)")
     if "recorder" in roles:
         site = site_setup.read_record(folder).id
         print("  in the broker's ACL, this block (it reads the whole site):\n    "
