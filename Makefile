@@ -18,10 +18,12 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # (tests/test_home_assistant.py), as Home Assistant itself would; the daemon never imports it.
 # postgresql and python3-psycopg (psycopg 3, Debian's rather than a wheel from PyPI): the
 # recorder's store on PostgreSQL, tested against a throw-away cluster (tests/postgres.py).
+# libfaketime steps the daemon's wall clock while it runs, leaving the monotonic one alone, as
+# date -s or an NTP step does (tests/test_clock.py).
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
-	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg
+	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg libfaketime
 # Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
 # re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
 # a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts
