@@ -266,3 +266,31 @@ def test_a_usb_exception_lasts_its_minutes_whatever_the_wall_clock_says(site, su
     assert time.monotonic() - granted >= 5, "the exception ended before its minutes"
     assert read(f"{kernel.devices['1-2']}/authorized") == "0"
     site.stop()
+
+
+def test_the_watch_tells_a_step_from_a_slew():
+    # In process, on a loop that is never run: the checks are called by hand, and the wall
+    # clock is the loop's plus an offset the test sets.
+    import asyncio
+
+    from sekisho.daemon.clock_watch import STEP_S, ClockWatch
+    loop = asyncio.new_event_loop()
+    offset, seen = [1_796_000_000.0], []
+    watch = ClockWatch(loop, lambda s, before, after: seen.append((round(s), before, after)),
+                       wall=lambda: loop.time() + offset[0])
+    try:
+        watch.start()
+        for _ in range(10):  # slewed STEP_S / 2 at a time: each check sees less than a step
+            offset[0] += STEP_S / 2
+            watch._check()
+        assert seen == []
+        offset[0] -= 3600
+        watch._check()
+        offset[0] += 86400
+        watch._check()
+        assert [s for s, _, _ in seen] == [-3600, 86400]
+        before, after = (dt.datetime.fromisoformat(t) for t in seen[1][1:])
+        assert dt.timedelta(seconds=86399) < after - before < dt.timedelta(seconds=86401)
+    finally:
+        watch.stop()
+        loop.close()
