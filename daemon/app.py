@@ -377,7 +377,12 @@ class Daemon:
         """The wall clock was set (clock_watch.py): audited, for whoever reads timestamps that
         jump here; the retention cut-off taken again from the new time; the USB exceptions'
         ``until`` moved with the clock."""
-        self.record.audit("daemon", "clock.step", {"seconds": round(seconds), "before": before, "after": after})
+        try:
+            self.record.audit("daemon", "clock.step", {"seconds": round(seconds), "before": before, "after": after})
+        except StoreDamaged:
+            raise  # the loop's handler stops the daemon (_loop_error)
+        except StoreError as exc:
+            log.error("cannot audit the clock step: %s", exc)
         self._purge()
         if self.usb:
             self.usb.clock_stepped(seconds)

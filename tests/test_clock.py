@@ -199,6 +199,9 @@ def test_the_held_open_alarm_is_a_duration(site, subscribe, clock):
     wait_for(lambda: [m for m in sub.on("/door/entrance/state") if m.json["contact"] == "open"], what="the door open")
     opened = time.monotonic()
     clock.step(DAY)
+    # The daemon has seen the day forward (its watch audited it) before the clock goes back.
+    wait_for(lambda: rows(site, "SELECT count(*) FROM audit WHERE action = 'clock.step'") == [(1,)],
+             what="the day forward noticed")
     clock.step(-DAY - HOUR)
     held = wait_for(lambda: [m.json for m in sub.messages if "/alarm/" in m.topic and m.payload
                              and m.json["kind"] == "held_open"], timeout=12, what="held_open (held_open_s 3)")
