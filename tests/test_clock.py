@@ -149,6 +149,10 @@ def test_a_schedule_follows_the_wall_clock_each_way(door_site, clock):
     assert next_decision(site, sub, tap) == ("denied", "outside_schedule")  # 17:30, past the window
     clock.step(-HOUR)
     assert next_decision(site, sub, tap)[0] == "granted"
+    # The node's own listing is in the order the taps happened, though their times go back.
+    listed = json.loads(site.cli("events", "--json").stdout)
+    assert [e["result"] for e in listed] == ["granted", "denied", "granted", "denied", "granted"]
+    assert listed[1]["ts"] > listed[2]["ts"]  # Tuesday's refusal, then Monday again
 
 
 def waiting_for_pin(site, reader: str, uid: str) -> None:
