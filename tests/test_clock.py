@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class SteppedClock:
         if not found:
             pytest.fail("needs libfaketime (make deps installs it)")
         self.lib = found[0]
+        self.sleep_fix = tmp_path / "monotonic_sleep_preload.so"
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(self.sleep_fix),
+                        str(Path(__file__).with_name("monotonic_sleep_preload.c")), "-ldl"], check=True, timeout=60)
         self.file = tmp_path / "faketime"
         self.start = start
         self._write()
@@ -48,10 +52,9 @@ class SteppedClock:
         # Prepended: under umockdev-wrapper, umockdev's preload is there already and stays.
         # NO_FAKE_STAT: libfaketime's stat() and umockdev's fopen() call each other and deadlock
         # at start (libfaketime 0.9.10, umockdev 0.17); file times need no faking here.
-        # libfaketime 0.9.10 also fails an absolute sleep on the monotonic clock (EINVAL), which
-        # Python's time.sleep is: nothing in the daemon sleeps so but paho's wait between
-        # reconnects, and the broker stays up in these tests.
-        preload = ":".join(p for p in (self.lib, os.environ.get("LD_PRELOAD", "")) if p)
+        # The sleep fix before libfaketime: it fails an absolute sleep on the monotonic clock
+        # (EINVAL), which Python's time.sleep is, and paho sleeps so between reconnects.
+        preload = ":".join(p for p in (str(self.sleep_fix), self.lib, os.environ.get("LD_PRELOAD", "")) if p)
         return {**os.environ, "LD_PRELOAD": preload, "TZ": "UTC", "FAKETIME_TIMESTAMP_FILE": str(self.file),
                 "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "NO_FAKE_STAT": "1"}
 
@@ -307,3 +310,24 @@ def test_the_watch_tells_a_step_from_a_slew():
     finally:
         watch.stop()
         loop.close()
+
+
+def test_the_outbox_waits_out_a_broker_outage_on_the_monotonic_clock(site, subscribe, clock, tmp_path):
+    # paho's wait between reconnects (reconnect_max_s 1) timed on the wall clock would, after
+    # the hour back, wait an hour: the event recorded while the broker was down would not come.
+    site.config.write_text(SCHEDULED.format(url=site.broker.url))
+    enroll(site, tmp_path)
+    sub = subscribe(persistent=True)
+    site.start(env=clock.env())
+    wait_for(lambda: sub.on("/status"), what="the daemon online")
+    site.broker.stop()
+    site.tap(BOB)
+    wait_for(lambda: rows(site, "SELECT count(*) FROM events") == [(1,)], what="the tap recorded, for the outbox")
+    clock.step(-HOUR)
+    wait_for(lambda: rows(site, "SELECT count(*) FROM audit WHERE action = 'clock.step'") == [(1,)],
+             what="the hour back noticed")
+    site.broker.start()
+    (event,) = wait_for(sub.events, timeout=12, what="the event sent once the broker is back")
+    assert event["seq"] == 1 and event["result"] == "granted" and event["ts"].startswith("2026-12-07T07:")
+    assert "Invalid argument" not in site.daemon_log()  # paho's sleeps work under libfaketime
+    site.stop()
