@@ -45,8 +45,18 @@ class ClockWatch:
         self.timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self.offset = self.wall() - self.loop.time()
+        self.offset = self._read()[1]
         self.timer = self.loop.call_later(CHECK_S, self._check)
+
+    def _read(self) -> tuple[float, float]:
+        """(the wall clock, it less the monotonic one), read between two monotonic readings so
+        that a thread descheduled in between cannot pass for a step (read again instead)."""
+        while True:
+            first = self.loop.time()
+            now = self.wall()
+            last = self.loop.time()
+            if last - first < STEP_S / 10:
+                return now, now - (first + last) / 2
 
     def stop(self) -> None:
         if self.timer is not None:
@@ -54,8 +64,7 @@ class ClockWatch:
             self.timer = None
 
     def _check(self) -> None:
-        now = self.wall()
-        offset = now - self.loop.time()
+        now, offset = self._read()
         step, self.offset = offset - self.offset, offset
         self.timer = self.loop.call_later(CHECK_S, self._check)
         if abs(step) >= STEP_S:
