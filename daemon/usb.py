@@ -208,6 +208,13 @@ class UsbController:
                 "devices": sorted(devices[p].event.port for p in exc.devices if p in devices),
                 "held": sorted(t.event.port for t in targets if t.state is DeviceState.HELD)}
 
+    def clock_stepped(self, seconds: float) -> None:
+        """The wall clock was set: each exception still ends when its minutes are up, which the
+        clock now names ``seconds`` later; the exceptions in force are said again with it."""
+        if len(self.exceptions):
+            self.exceptions.shift(seconds)
+            self.events.in_force(self.exceptions.describe())
+
     def _expire(self, exc_id: str, reason: str) -> None:
         exc = self.exceptions.pop(exc_id)
         if exc is None:

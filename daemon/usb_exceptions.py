@@ -8,6 +8,8 @@ claims the serial. This module checks a grant (``Exceptions.check``, ``Exception
 the exceptions in force; it writes nothing and schedules nothing: ``usb.UsbController`` authorizes
 the devices and owns the expiry timers. A grant that cannot mean one present device is a
 ``SekishoError`` that says what to give instead. Kept in memory only: a restart forgets them.
+"For N minutes" is a duration, timed on the monotonic clock: setting the wall clock neither
+ends an exception early nor stretches it (docs/time.md).
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class UsbException:
     minutes: float
     actor: str
     until: str
-    """UTC, RFC 3339, for the record."""
+    """UTC, RFC 3339: when the wall clock will say it ends. It ends ``minutes`` after the grant
+    on the monotonic clock (the controller's timer), so a step of the wall clock moves this by
+    the step (``Exceptions.shift``), never the end itself."""
     interfaces: ExceptionInterfaces = ExceptionInterfaces.RULES
     timer: asyncio.TimerHandle | None = None
     devices: set[str] = field(default_factory=set)
@@ -163,6 +167,12 @@ class Exceptions:
                            rfc3339(until), interfaces)
         self._by_id[exc.id] = exc
         return exc
+
+    def shift(self, seconds: float) -> None:
+        """The wall clock was set ``seconds`` forward (back, when negative): every end comes that
+        much later (earlier) by it."""
+        for exc in self._by_id.values():
+            exc.until = rfc3339(dt.datetime.fromisoformat(exc.until) + dt.timedelta(seconds=seconds))
 
     def pop(self, exc_id: str) -> UsbException | None:
         exc = self._by_id.pop(exc_id, None)
