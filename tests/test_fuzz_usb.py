@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.record import NewEvent, Record
 from sekisho.daemon.usb_devices import Tracked
+from sekisho.daemon.usb_exceptions import Match
 from sekisho.drivers.udev import read_device, read_interface
 from sekisho.policies.usbrules import DescriptorError, Target, applies, parse_descriptors, parse_rule
 
@@ -102,6 +103,11 @@ def test_any_sysfs_device_is_described_or_kept_blocked_and_recorded(tmp_path_fac
         rule = tracked.device.as_rule(Target.ALLOW)
         assert parse_rule(rule.to_text()) == rule
         assert applies(rule, tracked.device)
+        # A supervisor's exception for it, from an approval or typed from `sekisho usb list`, names it
+        # and is recorded.
+        approved = Match.of(event, tracked.device.hash)
+        assert approved.matches(tracked) and Match.parse(approved.text).matches(tracked)
+        json.dumps([approved.text, approved.payload()], ensure_ascii=False).encode("utf-8")
     # What the controller records, publishes and answers is text every consumer takes: the store
     # (SQLite: UTF-8 only), the bus (UTF-8 JSON), PostgreSQL at the recorder (no NUL), a terminal.
     for shown in (tracked.payload(), tracked.status()):
