@@ -8,6 +8,7 @@ The budget is the hypothesis profile's (conftest.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.record import NewEvent, Record
+from sekisho.daemon.usb_cli import _items, _print_entries, evaluate
 from sekisho.daemon.usb_devices import Tracked
 from sekisho.daemon.usb_exceptions import Match
 from sekisho.drivers.udev import read_device, read_interface
-from sekisho.policies.usbrules import DescriptorError, Target, applies, parse_descriptors, parse_rule
+from sekisho.policies.usbrules import DescriptorError, RuleSet, Target, applies, parse_descriptors, parse_rule
 
 # A USB stick's descriptors, from the umockdev recording the hashing tests use (18 + 9 + 9 + 7 + 7).
 STICK = bytes.fromhex("12010002000000400781558301000102030109022000010100803209040000020806500007058102000200"
@@ -40,6 +42,10 @@ DESCRIPTORS = st.one_of(
     st.builds(lambda cut: STICK[:cut], st.integers(0, len(STICK))),
     st.builds(lambda at, byte: STICK[:at] + bytes([byte]) + STICK[at + 1:], st.integers(0, len(STICK) - 1),
               st.integers(0, 255)))
+
+LATIN1_RULES = RuleSet.parse(b'allow name "Caf\xe9"\nallow with-interface 08:*:*\n'.decode("utf-8", "surrogateescape"),
+                             "latin1.rules", Target.BLOCK)
+"""A rule whose source line is not UTF-8: its text is shown with each decision it makes."""
 
 ATTRIBUTE = st.one_of(st.none(), st.binary(max_size=24), st.sampled_from(
     [b"0781\n", b"5583\n", b"", b"\n", b"\x00", b"07 81", b"0781\x00", b"\xff\xfe", b"\xed\xa0\x80", b"ABCD\n"]))
@@ -85,15 +91,19 @@ def sysfs_device(root: Path, files: dict[str, bytes | None]) -> Path:
 
 
 @given(vendor=ATTRIBUTE, product=ATTRIBUTE, serial=ATTRIBUTE, name=ATTRIBUTE, connect=ATTRIBUTE,
-       descriptors=st.one_of(st.none(), DESCRIPTORS))
+       descriptors=st.one_of(st.none(), DESCRIPTORS), authorized=ATTRIBUTE)
 @example(vendor=b"0781\n", product=b"5583\n", serial=b"\xff\xfe\n", name=b"Cruzer \xed\xa0\x80\n", connect=b"hotplug\n",
-         descriptors=STICK)
-@example(vendor=b"0781\n", product=b"5583\n", serial=b"4C53\x0000\n", name=b"x", connect=None, descriptors=STICK)
+         descriptors=STICK, authorized=b"\xff\n")
+@example(vendor=b"0781\n", product=b"5583\n", serial=b"4C53\x0000\n", name=b"x", connect=None, descriptors=STICK,
+         authorized=None)
+@example(vendor=b"0781\n", product=b"5583\n", serial=None, name=b"Caf\xe9\n", connect=None, descriptors=STICK,
+         authorized=b"1\n")
 def test_any_sysfs_device_is_described_or_kept_blocked_and_recorded(tmp_path_factory, store, vendor, product, serial, name,
-                                                                     connect, descriptors):
+                                                                     connect, descriptors, authorized):
     root = tmp_path_factory.mktemp("sysfs")
     path = sysfs_device(root, {"idVendor": vendor, "idProduct": product, "serial": serial, "product": name,
-                               "port/connect_type": connect, "descriptors": descriptors})
+                               "port/connect_type": connect, "descriptors": descriptors,
+                               "authorized": authorized})
     event = read_device(str(path))
     tracked = Tracked.of(event, lambda parent: "")
     if tracked.device is None:
@@ -114,6 +124,12 @@ def test_any_sysfs_device_is_described_or_kept_blocked_and_recorded(tmp_path_fac
         text = json.dumps(shown, ensure_ascii=False)
         text.encode("utf-8")
         assert "\x00" not in text and "\\u0000" not in text
+    # `sekisho usb test-policy` and `usb list` print it, decided by rules from a file saved as Latin-1.
+    entries = evaluate(LATIN1_RULES, _items([(str(path), event)]))
+    json.dumps(entries, ensure_ascii=False).encode("utf-8")
+    printed = io.StringIO()
+    _print_entries(entries, printed, show_state=True)
+    printed.getvalue().encode("utf-8")
     store.record([NewEvent(kind="usb", topic="usb/desk-01/event", payload={"device": tracked.payload()},
                            columns={"result": "blocked"})])
 
