@@ -12,8 +12,10 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -161,18 +163,27 @@ async def settle(r: CommandRunner) -> None:
     await asyncio.gather(*r.tasks)
 
 
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """One store for every example (a new one each costs more than the example); each example's
+    ids are its own, so that they meet only each other."""
+    db = Database(tmp_path_factory.mktemp("replay") / "data")
+    yield db
+    db.close()
+
+
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from([OFFICER, STRANGER]),
                           st.sampled_from([TS, "2026-11-23T09:00:00Z"])), max_size=12))
-def test_each_id_runs_at_most_once(tmp_path_factory, sends):
+def test_each_id_runs_at_most_once(database, sends):
     """Replays, through the runner's whole receive with a real store: a valid id runs once,
     every repetition is answered ``replayed``, and nothing raises."""
-    database = Database(tmp_path_factory.mktemp("replay") / "data")
     answers: list[Any] = []
     loop = asyncio.new_event_loop()
+    mine = uuid.uuid4().hex
     try:
         r = runner(record=Record(database, "door-a"), queue=answers.append, loop=loop)
         for command_id, key, ts in sends:
-            r.receive(json.dumps(resign(good(id=command_id, ts=ts), key)).encode())
+            r.receive(json.dumps(resign(good(id=f"{mine}-{command_id}", ts=ts), key)).encode())
         loop.run_until_complete(settle(r))
         valid = [i for i, k, t in sends if k is OFFICER and t == TS]
         # The node has no doors, so each op that runs is answered as failed; refusals never run.
@@ -181,7 +192,4 @@ def test_each_id_runs_at_most_once(tmp_path_factory, sends):
         replayed = [a for a in answers if str(a.payload["error"]).startswith("replayed")]
         assert len(replayed) == min(len(valid) - len(set(valid)), 5)  # Refusals.BURST answered one by one
     finally:
-        for t in asyncio.all_tasks(loop) if not loop.is_closed() else ():
-            t.cancel()
         loop.close()
-        database.close()
