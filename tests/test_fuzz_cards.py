@@ -71,8 +71,8 @@ def nfc_reader(tmp_path: Path) -> tuple[NfcReader, Events]:
 TAGS = st.one_of(
     st.binary(max_size=255).map(lambda uid: nfc.tag.tt2.Type2Tag(None, nfc.clf.RemoteTarget("106A", sdd_res=uid))),
     # A FeliCa answer of any length nfcpy makes a tag of: it slices the IDm out, short or not.
-    # (At 18 bytes nfcpy's own Type3Tag raises struct.error: no tag reaches the driver, and the
-    # poll loop's catch reopens the reader.)
+    # (At 18 bytes nfcpy's own Type3Tag raises struct.error before there is a tag: the driver
+    # reports that card unreadable, test_nfc_driver.py's garbled card.)
     st.binary(max_size=30).filter(lambda res: len(res) != 18).map(lambda res: nfc.tag.tt3.Type3Tag(None, nfc.clf.RemoteTarget("212F", sensf_res=res))),
     st.binary(max_size=8).map(lambda res: nfc.tag.tt1.Type1Tag(None, nfc.clf.RemoteTarget("106A", rid_res=res))))
 
