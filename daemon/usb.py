@@ -66,7 +66,7 @@ from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 from .alarms import Alarms
 from .errors import ConfigError
 from .store.record import NewEvent, NewState
-from .usb_devices import DeviceState, Inventory, Tracked
+from .usb_devices import DeviceState, Inventory, Tracked, shown
 from .usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Action, Cause, Outcome, UsbEvents
 from .usb_exceptions import ExceptionInterfaces, Exceptions, Match
 from .usb_sysfs import DRIVERS_PROBE, Sysfs, UsbSysfs
@@ -251,8 +251,8 @@ class UsbController:
         self.inventory.held.discard(path)
         if tracked.device is None:
             tracked.state, tracked.plan = DeviceState.BLOCKED, None
-            return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE, f"cannot be decided: {tracked.problem}",
-                           error=self.sysfs.set_authorized(path, False))
+            return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE,
+                           f"cannot be decided: {shown(tracked.problem)}", error=self.sysfs.set_authorized(path, False))
         verdict = tracked.verdict = self.rules.first_match(tracked.device)
         exc = self.exceptions.for_device(tracked)
         # An exception matters where the rules would not authorize the device, and where they

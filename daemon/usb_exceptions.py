@@ -27,7 +27,7 @@ from sekisho.policies.events import UsbDeviceAdded
 
 from .errors import SekishoError
 from .timestamps import rfc3339
-from .usb_devices import Tracked
+from .usb_devices import Tracked, shown
 
 _PORT = re.compile(r"^(usb[0-9]+|[0-9]+-[0-9]+(\.[0-9]+)*)$")
 _ID_SERIAL = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(.*)$", re.DOTALL)
@@ -73,8 +73,11 @@ class Match:
         ``hash``, its descriptors', so that a clone that copies the serial, or another device put
         into that port, is not let in while the exception lasts."""
         if event.serial:
-            return cls(f"{event.vendor_id}:{event.product_id}:{event.serial}", vendor=event.vendor_id.lower(),
-                       product=event.product_id.lower(), serial=event.serial, hash=hash)
+            # The serial as `sekisho usb list` shows it (``shown``): what a supervisor can type,
+            # and what the record can store.
+            serial = shown(event.serial)
+            return cls(f"{event.vendor_id}:{event.product_id}:{serial}", vendor=event.vendor_id.lower(),
+                       product=event.product_id.lower(), serial=serial, hash=hash)
         return cls(event.port, port=event.port, hash=hash)
 
     def matches(self, tracked: Tracked) -> bool:
@@ -82,7 +85,7 @@ class Match:
         if self.port is not None:
             named = event.port == self.port
         else:
-            named = (event.vendor_id.lower(), event.product_id.lower(), event.serial) == \
+            named = (event.vendor_id.lower(), event.product_id.lower(), shown(event.serial)) == \
                 (self.vendor, self.product, self.serial)
         if not named or self.hash is None:
             return named
