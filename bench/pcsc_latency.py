@@ -129,6 +129,7 @@ def main() -> None:
            anchor="pcscd reports PRESENT (bare SCardGetStatusChange)", anchor_samples=ins_bare)
     figure(args, "card out: fake card gone -> PcscReader emits CardRemoved", samples=rem_drv,
            anchor="pcscd reports EMPTY (bare SCardGetStatusChange)", anchor_samples=rem_bare)
+    figure(args, "card in and out: added by the driver (each sample minus its pcscd report)", samples=added)
 
 
 if __name__ == "__main__":
