@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,13 +84,20 @@ def run(name: str, quick: bool, logs: Path) -> Result:
     started = time.monotonic()
     sampler.start()
     with open(logs / f"{name}.log", "w") as log:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        # A session of its own, so that an interrupted run takes down what the benchmark started
+        # (broker, daemons, pcscd, Chromium) with it, and nothing else.
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if line.startswith('{"figure"'):
-                result.figures.append(json.loads(line))
-        result.returncode = proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith('{"figure"'):
+                    result.figures.append(json.loads(line))
+            result.returncode = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise
     done.set()
     sampler.join()
     result.seconds = time.monotonic() - started
@@ -145,6 +153,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="these benchmarks only (names without .py)")
     ap.add_argument("--logs", type=Path, help="where each benchmark's own output is kept (default: a temp dir)")
     args = ap.parse_args()
+    # Stopped (kill, Ctrl-C), the runner stops the benchmark under way with all it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     names = benches()
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
