@@ -46,7 +46,7 @@ lint: venv
 
 # Every benchmark in bench/, one after another, then the README's table of their figures, each
 # beside its anchor from the same run, on stdout (bench/all.py; each benchmark's own output is kept
-# in the directory it names). It takes about half an hour on a 2-core machine.
+# in the directory it names). It takes about 20 minutes on a 2-core machine.
 bench: venv node
 	$(PY) bench/all.py
 
