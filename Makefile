@@ -43,7 +43,7 @@ NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcscli
 # with Debian's).
 NODE_APT_PACKAGES := nodejs npm
 
-.PHONY: test lint demo deps venv node vendor tap pull pin door ack clean lock install uninstall node-deps
+.PHONY: test lint bench demo deps venv node vendor tap pull pin door ack clean lock install uninstall node-deps
 
 # Lint first, so a finding fails the run before seven minutes of tests. Under umockdev's
 # preload: the USB tests run on its simulated sysfs and uevents (and fail, never skip, without
@@ -58,6 +58,12 @@ lint: venv
 	mkdir -p build/mypy/sekisho
 	for d in daemon drivers policies; do ln -sfn ../../../$$d build/mypy/sekisho/$$d; done
 	$(VENV)/bin/mypy
+
+# Every benchmark in bench/, one after another, then the README's table of their figures, each
+# beside its anchor from the same run, on stdout (bench/all.py; each benchmark's own output is kept
+# in the directory it names). It takes about 20 minutes on a 2-core machine.
+bench: venv node
+	$(PY) bench/all.py
 
 demo: venv
 	$(VENV)/bin/sekisho demo $(DEMO)

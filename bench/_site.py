@@ -1,13 +1,22 @@
-"""Shared set-up for the benchmarks: the test harness's real broker and daemon, in a temp dir,
-and the ``--quick`` mode every benchmark has, in which tests/test_bench.py runs it."""
+"""Shared set-up for the benchmarks: the test harness's real broker and daemon, in a temp dir;
+the ``--quick`` mode every benchmark has, in which tests/test_bench.py runs it; the ``--json``
+figure lines bench/all.py collects into the README's table; and the bare MQTT clients that are
+the anchors of the daemon's MQTT figures (what the broker and paho cost with no daemon at all)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -23,6 +32,8 @@ def parse(ap: argparse.ArgumentParser, **sizes: tuple[float, float]) -> argparse
     time someone measures. A quick run's figures are printed but judged by nobody."""
     ap.add_argument("--quick", action="store_true",
                     help="a few iterations, targets not judged: the test suite's smoke run (tests/test_bench.py)")
+    ap.add_argument("--json", action="store_true",
+                    help='also print each figure as one JSON line, {"figure": ...}, for bench/all.py')
     for name, (full, quick) in sizes.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(full), default=None,
                         help=f"default {full:g}; {quick:g} with --quick")
@@ -56,3 +67,152 @@ def summary(name: str, samples_ms: list[float]) -> str:
     p = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
     return (f"{name}: n={len(s)} p50={p(0.50):.2f} ms p99={p(0.99):.2f} ms max={s[-1]:.2f} ms "
             f"mean={statistics.fmean(s):.2f} ms")
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    """n, p50, p99, max and mean, with the same percentile rule as ``summary``."""
+    s = sorted(samples)
+    p = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"n": len(s), "p50": p(0.50), "p99": p(0.99), "max": s[-1], "mean": statistics.fmean(s)}
+
+
+def figure(args: argparse.Namespace, name: str, *, unit: str = "ms", samples: list[float] | None = None,
+           value: float | None = None, anchor: str | None = None, anchor_samples: list[float] | None = None,
+           anchor_value: float | None = None) -> None:
+    """With ``--json``, one figure as one line of JSON on stdout (bench/all.py reads these, never
+    the human lines): samples (their n, p50, p99, max) or a single value (a rate, a size), and,
+    where there is one, the anchor measured in the same run: the same path without sekisho."""
+    if not args.json:
+        return
+    out: dict = {"figure": name, "unit": unit}
+    if samples is not None:
+        out |= stats(samples)
+    if value is not None:
+        out["value"] = value
+    if anchor is not None:
+        out["anchor"] = {"name": anchor, **(stats(anchor_samples) if anchor_samples is not None else {}),
+                         **({"value": anchor_value} if anchor_value is not None else {})}
+    print(json.dumps(out), flush=True)
+
+
+def bare_client(port: int) -> mqtt.Client:
+    """A paho client as the daemon's (MQTT 5), connected, its network loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+class BareSubscriber:
+    """The anchor's receiving end: a paho client subscribed at QoS 1 to one topic, noting when
+    each message (its payload an integer) arrives."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.arrived: dict[int, float] = {}
+        self.cond = threading.Condition()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise SystemExit("the bare subscriber got no SUBACK")
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        now = time.perf_counter()
+        with self.cond:
+            self.arrived.setdefault(int(msg.payload), now)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def bare_round_trips(port: int, n: int) -> list[float]:
+    """The anchor of a tap's way to a subscriber: a bare paho client publishes (QoS 1) to a bare
+    subscriber through the same broker, one message at a time, ``n`` times, after 20 not counted
+    (the daemon's connection has carried its status and more before the first tap); ms each."""
+    sub, pub = BareSubscriber(port, "bench/bare"), bare_client(port)
+    out = []
+    try:
+        for i in range(-20, n):
+            sent = time.perf_counter()
+            pub.publish("bench/bare", str(i).encode(), qos=1)
+            with sub.cond:
+                if not sub.cond.wait_for(lambda: i in sub.arrived, timeout=10):
+                    raise SystemExit(f"bare message {i} never arrived")
+            if i >= 0:
+                out.append((sub.arrived[i] - sent) * 1000)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.close()
+    return out
+
+
+def bare_stream(port: int, rate: int, seconds: float) -> tuple[int, int, float]:
+    """The anchor of the throughput: a bare paho client publishes QoS 1 messages at ``rate`` a
+    second for ``seconds`` to a bare subscriber through the same broker. (sent, received,
+    seconds from the first publish to the last arrival)."""
+    sub, pub = BareSubscriber(port, "bench/stream"), bare_client(port)
+    total = int(rate * seconds)
+    try:
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.perf_counter() - start) * rate) + 1)
+            while sent < due:
+                pub.publish("bench/stream", str(sent).encode(), qos=1)
+                sent += 1
+            threading.Event().wait(0.005)
+        with sub.cond:
+            sub.cond.wait_for(lambda: len(sub.arrived) >= total, timeout=120)
+            received, last = len(sub.arrived), max(sub.arrived.values(), default=start)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.close()
+    return sent, received, last - start
+
+
+BARE_NODE = """
+import sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_start()
+c.publish(sys.argv[2], b'{"state": "online"}', qos=1, retain=True).wait_for_publish()
+sys.stdin.read()
+"""
+"""The least a Python node on MQTT does before it says it is online: start the interpreter,
+import paho, connect, publish a retained status; then it waits, so its RSS can be read."""
+
+
+def bare_node(port: int, topic: str = "bench/bare-node/status") -> tuple[float, float]:
+    """The anchor of start-up and RSS: BARE_NODE started by the same interpreter as the daemon;
+    (exec -> its retained status at a subscriber, in ms; its RSS then, in MB)."""
+    seen = threading.Event()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    watcher.on_message = lambda c, u, msg: seen.set() if msg.payload else None
+    watcher.connect("127.0.0.1", port)
+    watcher.loop_start()
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", BARE_NODE, str(port), topic], stdin=subprocess.PIPE)
+        if not seen.wait(30):
+            raise SystemExit("the bare node never published its status")
+        took = (time.perf_counter() - started) * 1000
+        threading.Event().wait(0.5)
+        rss = rss_mb(proc.pid)
+        proc.communicate(b"")
+        watcher.publish(topic, b"", qos=1, retain=True).wait_for_publish()  # the next run's watcher starts clean
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    return took, rss

@@ -4,7 +4,7 @@ thousands of unsigned, malformed and forged commands arrive, and what the flood 
 
 Target (issue 12): a tap reaches the bus within 50 ms at p99 during a flood of 20,000 junk
 messages; RSS and the audit log do not grow with the flood.
-Run: .venv/bin/python bench/command_flood.py [--junk 20000] [--taps 200] [--quick]
+Run: .venv/bin/python bench/command_flood.py [--junk 20000] [--taps 200] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from _site import UID, Broker, Subscriber, enrolled_site, parse, rss_mb, summary, wait_for, workdir
+from _site import UID, Broker, Subscriber, enrolled_site, figure, parse, rss_mb, summary, wait_for, workdir
 
 JUNK = [b"{not json", b"[]", json.dumps({"a\nb": 1}).encode(),
         json.dumps({"id": "x", "ts": "2026-01-01T00:00:00Z", "site": "test", "node": "door-a", "op": "door.unlock",
@@ -35,7 +35,7 @@ def main() -> None:
     site = enrolled_site(tmp, broker)
     site.cli("person", "grant", "u1", "staff")
     try:
-        measure(site, broker, args.junk, args.taps)
+        measure(site, broker, args)
     finally:
         site.kill()
         broker.stop()
@@ -46,7 +46,8 @@ def audit_rows(site) -> int:  # noqa: ANN001
         return db.execute("SELECT count(*) FROM audit").fetchone()[0]
 
 
-def measure(site, broker: Broker, junk: int, taps: int) -> None:  # noqa: ANN001
+def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: ANN001
+    junk, taps = args.junk, args.taps
     arrived: dict[int, float] = {}
     got = threading.Condition()
     sub = Subscriber(broker.port, "sekisho/v1/test/door/+/event")
@@ -96,6 +97,7 @@ def measure(site, broker: Broker, junk: int, taps: int) -> None:  # noqa: ANN001
     print(summary("sim tap -> subscriber during the flood", latencies))
     print(f"RSS: {rss_before:.1f} MB before, {rss_mb(site.proc.pid):.1f} MB after; "
           f"audit rows added: {audit_rows(site) - rows_before} (taps: {taps})")
+    figure(args, f"sim tap -> subscriber during a flood of {sent_junk:,} junk commands", samples=latencies)
     sub.close()
     site.stop()
 

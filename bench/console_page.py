@@ -17,7 +17,7 @@ event's row in the page, page weight, and the page's memory after a long run of 
    --enable-precise-memory-info), the renderer's RSS (/proc) and the DOM's element count
    sampled every ``--every`` seconds. The stream keeps 200 events: all three should stay flat.
 
-Run: .venv/bin/python bench/console_page.py [--taps 200] [--duration 3600] [--rate 10] [--quick]
+Run: .venv/bin/python bench/console_page.py [--taps 200] [--duration 3600] [--rate 10] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from _site import UID, Broker, Subscriber, enrolled_site, parse, summary, wait_for, workdir
+from _site import UID, Broker, Subscriber, enrolled_site, figure, parse, summary, wait_for, workdir
 from browser import Browser
 from harness import SEKISHO, free_port
 from sekisho.daemon.timestamps import utc_now
@@ -98,9 +98,17 @@ def main() -> None:
     try:
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
         parts.start()
-        page_weight(parts)
-        tap_to_drawn(parts, args.taps, args.spacing_ms / 1000)
-        memory(parts, args.duration, args.every, args.rate)
+        gzipped = page_weight(parts)
+        dom, frame, bus = tap_to_drawn(parts, args.taps, args.spacing_ms / 1000)
+        heap, rss = memory(parts, args.duration, args.every, args.rate)
+        anchor = "sim tap -> the event at a Python subscriber on the same broker"
+        figure(args, "console: sim tap -> row in the DOM (Chromium)", samples=dom, anchor=anchor, anchor_samples=bus)
+        figure(args, "console: sim tap -> frame painted (Chromium)", samples=frame, anchor=anchor, anchor_samples=bus)
+        figure(args, "console: page weight, gzipped", unit="bytes", value=gzipped)
+        figure(args, f"console: JS heap used, max over {args.duration:g} s of events at {args.rate:g}/s", unit="MB",
+               value=max(heap))
+        figure(args, f"console: renderer RSS, max over {args.duration:g} s of events at {args.rate:g}/s", unit="MB",
+               value=max(rss))
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         parts.close()
@@ -188,7 +196,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def page_weight(parts: Parts) -> None:
+def page_weight(parts: Parts) -> int:
     from sekisho.daemon.console_server import CONSOLE_DIR, load_page
 
     b = parts.browser
@@ -209,6 +217,7 @@ def page_weight(parts: Parts) -> None:
           f"{zipped:,} bytes gzipped (-6, each file)")
     print(f"console/ as sekisho console holds it: {len(everything.files) - 1} paths, {everything.weight:,} bytes "
           "(licences and unused vendor files included)")
+    return zipped
 
 
 def clock_offset_ms(parts: Parts) -> tuple[float, float]:
@@ -226,18 +235,23 @@ def clock_offset_ms(parts: Parts) -> tuple[float, float]:
     return best
 
 
-def tap_to_drawn(parts: Parts, n: int, spacing: float) -> None:
+def tap_to_drawn(parts: Parts, n: int, spacing: float) -> tuple[list[float], list[float], list[float]]:
+    """(tap -> row in the DOM, tap -> frame painted, and the anchor: tap -> the event at our own
+    subscriber on the same broker, which the page's MQTT client also subscribes to), in ms."""
     b, bus = parts.browser, parts.bus
     assert b is not None and bus is not None
     assert b("eval", expression=OBSERVER) is True
     offset, within = clock_offset_ms(parts)
     ids: dict[int, str] = {}
+    on_bus: dict[int, float] = {}
     got = threading.Condition()
 
     def on_message(client, userdata, msg):  # noqa: ANN001
+        now = time.time()
         event = json.loads(msg.payload)
         with got:
             ids[event["seq"]] = event["id"]
+            on_bus[event["seq"]] = now
             got.notify_all()
     bus.client.on_message = on_message
 
@@ -266,9 +280,12 @@ def tap_to_drawn(parts: Parts, n: int, spacing: float) -> None:
     frame = [drawn[ids[s]]["frame"] - sent[s] * 1000 for s in sorted(ids)]
     print(summary("sim tap -> row in the DOM", dom))
     print(summary("sim tap -> frame painted", frame))
+    bus_ms = [(on_bus[s] - sent[s]) * 1000 for s in sorted(ids)]
+    print(summary("  anchor: sim tap -> the event at our own subscriber", bus_ms))
     print(f"clocks: time.time() at send, performance.timeOrigin + now() in the page, one wall clock; "
           f"page minus Python measured {offset:+.2f} ms (+-{within:.2f} ms), not subtracted; "
           "the page's clock is coarsened to 0.1 ms")
+    return dom, frame, bus_ms
 
 
 def event_payloads() -> Any:
@@ -294,7 +311,7 @@ def event_payloads() -> Any:
                 "rule": "block", "decision": "block", "reason": "rule"}
 
 
-def memory(parts: Parts, duration: float, every: float, rate: float) -> None:
+def memory(parts: Parts, duration: float, every: float, rate: float) -> tuple[list[float], list[float]]:
     b = parts.browser
     assert b is not None
     parts.open_page()  # fresh: nothing of the taps' observer or rows
@@ -360,6 +377,7 @@ def memory(parts: Parts, duration: float, every: float, rate: float) -> None:
     with open(parts.tmp / "memory-samples.json", "w") as f:
         json.dump([{"t": t, **s, "rss_mb": r} for t, s, r in samples], f, indent=1)
     print(f"samples: {parts.tmp / 'memory-samples.json'}")
+    return heap, rss
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ round trips before ``LockSession`` goes out. Target (issue 6): the added latency
 The person taps in at the door reader first, so the desk (in area ``room``) sees a recorded
 entry and does not refuse the card as tailgating.
 
-Run: .venv/bin/python bench/desk_lock_latency.py [--cycles 200] [--quick]
+Run: .venv/bin/python bench/desk_lock_latency.py [--cycles 200] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _site import Broker, Site, Subscriber, parse, summary, wait_for, workdir
+from _site import Broker, Site, Subscriber, figure, parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
 from logind_mock import start_logind
 from pcsc_latency import BareWatcher
@@ -96,7 +96,8 @@ def label(text: str) -> str:
 
 
 def main() -> None:
-    cycles = parse(argparse.ArgumentParser(), cycles=(200, 3)).cycles
+    args = parse(argparse.ArgumentParser(), cycles=(200, 3))
+    cycles = args.cycles
     began = time.monotonic()
     tmp = workdir()
     stamp_file = tmp / "locksession.mono"
@@ -180,6 +181,9 @@ def main() -> None:
     print(summary(label("card out -> LockSession received by logind"), rem_lock))
     print(summary(label("added by the daemon (difference)"), added))
     print(summary(label("daemon's session_locked latency_ms (confirm)"), reported))
+    figure(args, "removal to lock: card out at a desk -> LockSession received by logind", samples=rem_lock,
+           anchor="pcscd reports EMPTY (bare SCardGetStatusChange)", anchor_samples=rem_bare)
+    figure(args, "removal to lock: added by the daemon (each sample minus its pcscd report)", samples=added)
     p99 = sorted(added)[min(len(added) - 1, int(0.99 * len(added)))]
     print(f"target: added p99 <= 20 ms: {'met' if p99 <= 20 else 'MISSED'} ({p99:.2f} ms)")
 

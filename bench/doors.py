@@ -28,7 +28,11 @@ location in memory and rebuilds an area's occupancy on each grant, so the strike
 figures depend on N; the default, 0, is the issue's figures as stated.
 
 Run: .venv/bin/python bench/doors.py [--people 100000] [--levels 500] [--doors 50]
-         [--decisions 20000] [--taps 1000] [--strike mqtt|command|gpio] [--inside 0] [--quick]
+         [--decisions 20000] [--taps 1000] [--strike mqtt|command|gpio] [--inside 0] [--quick] [--json]
+
+Anchors, measured in the same run: for the decision, a bare SQLite primary-key select of the
+card's row on the same file (what the store costs alone); for the strike and start-up, a bare
+paho publish -> subscriber and a bare paho node's exec -> retained status on the same broker.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import math
 import os
 import random
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -48,7 +53,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _site import Broker, Site, Subscriber, answers, parse, rss_mb, summary, wait_for, workdir
+from _site import (
+    Broker,
+    Site,
+    Subscriber,
+    answers,
+    bare_node,
+    bare_round_trips,
+    figure,
+    parse,
+    rss_mb,
+    summary,
+    wait_for,
+    workdir,
+)
 from gpiosim import GpioSim, build
 from harness import SEKISHO
 from sekisho.daemon import config as config_mod
@@ -312,7 +330,7 @@ def attempt_for(doors: Doors, door: str, direction: str, card_hash: str) -> tupl
 
 
 def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteKey, n: int,
-                    rng: random.Random) -> None:
+                    rng: random.Random, args: argparse.Namespace) -> None:
     readers = list(spec.readers.values())
     taps = []
     for i in range(n):
@@ -328,9 +346,17 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteK
     for door, direction, card in taps[:500]:  # warm the page cache and the code paths
         access.decide(attempt_for(doors, door, direction, card)[1], doors.site_rules.current)
 
-    lookup, decide, both = [], [], []
+    lookup, decide, both, bare = [], [], [], []
     outcomes: Counter = Counter()
     clock = time.perf_counter_ns
+    plain = sqlite3.connect(doors.people.database.path)
+    for _, _, card in taps[:500]:
+        plain.execute("SELECT person_id FROM cards WHERE hash = ?", [card]).fetchone()
+    for _, _, card in taps:
+        t0 = clock()
+        plain.execute("SELECT person_id FROM cards WHERE hash = ?", [card]).fetchone()
+        bare.append(clock() - t0)
+    plain.close()
     for door, direction, card in taps:
         t0 = clock()
         holder = doors.people.card_holder(card)
@@ -350,6 +376,10 @@ def bench_decisions(doors: Doors, spec: SiteSpec, people: Population, key: SiteK
     print("  " + summary_us("lookup + decide (card_holder, Attempt as Doors.card builds it, decide)", both))
     print("  " + summary_us("  of which People.card_holder", lookup))
     print("  " + summary_us("  of which access.decide alone", decide))
+    print("  " + summary_us("  anchor: a bare SQLite select of the card's row by its hash", bare))
+    figure(args, f"decision with {len(people.ids):,} cards: card_holder + Attempt + access.decide", unit="us",
+           samples=[x / 1000 for x in both], anchor="a bare SQLite select of the card's row by its hash",
+           anchor_samples=[x / 1000 for x in bare])
     ok = pct(both, 0.99) <= 1_000_000
     print(f"  decision p99 {pct(both, 0.99) / 1000:.1f} us: {'meets' if ok else 'MISSES'} the target p99 <= 1 ms")
 
@@ -522,7 +552,7 @@ def run(args: argparse.Namespace, tmp: Path, broker: Broker, site: Site) -> None
 
     print("\n1. decision time (in this process, the daemon not running)")
     doors, loop = offline_doors(cfg, database, key)
-    bench_decisions(doors, spec, people, key, args.decisions, rng)
+    bench_decisions(doors, spec, people, key, args.decisions, rng, args)
     candidates = strike_candidates(doors, spec, people, args.taps, rng)
     loop.close()
     database.close()
@@ -549,7 +579,8 @@ def run(args: argparse.Namespace, tmp: Path, broker: Broker, site: Site) -> None
     with watch.cond:
         if not watch.cond.wait_for(lambda: watch.online_at is not None, timeout=30):
             raise SystemExit(f"the daemon never said online; its log:\n{site.daemon_log()}")
-    print(f"  start-up to online on the status topic: {(watch.online_at - t0) * 1000:.0f} ms")
+    started_ms = (watch.online_at - t0) * 1000
+    print(f"  start-up to online on the status topic: {started_ms:.0f} ms")
 
     def up() -> bool:
         assert site.proc.poll() is None, f"daemon exited: {site.daemon_log()}"
@@ -571,6 +602,10 @@ def run(args: argparse.Namespace, tmp: Path, broker: Broker, site: Site) -> None
     threading.Event().wait(2)  # let start-up garbage settle before reading idle RSS
     idle = rss_mb(site.proc.pid)
     print(f"  idle RSS: {idle:.1f} MB (peak so far {vm(site.proc.pid, 'VmHWM'):.1f} MB)")
+    bare_start, bare_rss = bare_node(broker.port)
+    print(f"  anchor: a bare paho node, exec -> retained status {bare_start:.0f} ms, RSS {bare_rss:.1f} MB")
+    figure(args, f"start-up with {args.people:,} cards, {len(cfg.doors)} doors: exec -> retained online",
+           samples=[started_ms], anchor="a bare paho node: exec -> retained status", anchor_samples=[bare_start])
 
     n_cand = sum(len(c) for c in candidates.values())
     print(f"\n3. sim tap -> strike output ({args.strike}), {args.taps} taps by {n_cand} granted-by-card people "
@@ -580,12 +615,20 @@ def run(args: argparse.Namespace, tmp: Path, broker: Broker, site: Site) -> None
     print("  " + summary("sim tap -> strike output", latencies))
     if missed:
         print("  not counted: " + ", ".join(f"{k} {v}" for k, v in missed.items()))
+    bare = bare_round_trips(broker.port, len(latencies))
+    print("  " + summary("anchor: bare paho publish -> bare subscriber", bare))
+    figure(args, f"sim tap -> strike output ({args.strike}), {args.people:,} cards, {len(cfg.doors)} doors",
+           samples=latencies, anchor="bare paho publish -> bare subscriber", anchor_samples=bare)
     ok = latencies and pct(latencies, 0.99) <= 50
     print(f"  strike p99 {pct(latencies, 0.99):.1f} ms: {'meets' if ok else 'MISSES'} the target p99 <= 50 ms")
     after = rss_mb(site.proc.pid)
     peak = vm(site.proc.pid, "VmHWM")
     print(f"\nRSS: idle {idle:.1f} MB, after {len(latencies)} taps {after:.1f} MB, peak {peak:.1f} MB: "
           f"{'meets' if max(idle, after, peak) <= 60 else 'MISSES'} the target <= 60 MB")
+    figure(args, f"RSS with {args.people:,} cards, {len(cfg.doors)} doors: idle", unit="MB", value=idle,
+           anchor="a bare paho node's RSS", anchor_value=bare_rss)
+    figure(args, f"RSS with {args.people:,} cards, {len(cfg.doors)} doors: peak (VmHWM) after the taps", unit="MB",
+           value=peak)
     rc = site.stop()
     with watch.cond:
         print(f"door events seen on the bus: {watch.events}; daemon exit {rc}; "

@@ -8,7 +8,7 @@ one by one, in this process: ``build`` (read the store), ``sign`` (canonical JSO
 Ed25519), ``verify`` on the node (signature, chunks, hashes, decompress, parse) and ``apply`` on
 a fresh node store (one transaction, fsync'd, with the copy kept on disk). No broker: the bytes
 that would travel are counted, not sent.
-Run: .venv/bin/python bench/enrolment_snapshot.py [--people 100000] [--quick]
+Run: .venv/bin/python bench/enrolment_snapshot.py [--people 100000] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from _site import parse, rss_mb, workdir
+from _site import figure, parse, rss_mb, workdir
 from sekisho.daemon import enrolment_snapshot as es
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.people import People
@@ -119,6 +119,8 @@ def main() -> int:
         total = sum(times.values())
         print(f"recorder -> node (build + sign + verify + apply): {total * 1000:.0f} ms"
               + ("" if args.quick else f" (target under {TARGET_S:g} s: {'met' if total < TARGET_S else 'MISSED'})"))
+        figure(args, f"snapshot of {args.people:,} people in one process: build + sign + verify + apply",
+               value=total * 1000)
         print(f"bytes: body {body:,} raw, {compressed:,} compressed ({compressed / body:.1%}), "
               f"{len(signed.chunks)} chunks of at most {es.CHUNK_BYTES:,}, {sent:,} sent with headers and manifest")
         print(f"node store after apply: {(tmp / 'node' / 'sekisho.db').stat().st_size:,} bytes, kept copy "

@@ -9,7 +9,7 @@
    starts on a filled store and publishes its snapshot (time to the retained manifest); a fresh
    door node starts and takes it from what the broker retains (time from its start to the
    snapshot applied in its store), with the bytes on the wire and the node's peak RSS.
-Run: .venv/bin/python bench/enrolment_transport.py [--revocations 50] [--people 100000] [--quick]
+Run: .venv/bin/python bench/enrolment_transport.py [--revocations 50] [--people 100000] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from _site import Broker, Site, Subscriber, parse, summary, wait_for, workdir
+from _site import Broker, Site, Subscriber, figure, parse, summary, wait_for, workdir
 from enrolment_snapshot import fill
 from harness import control
 from sekisho.daemon import enrolment_snapshot as es
@@ -60,8 +60,8 @@ def poll(predicate, timeout: float) -> None:  # noqa: ANN001
         time.sleep(0.001)
 
 
-def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, enrolled: int,
-                gap_s: float = 0.0) -> None:
+def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, args: argparse.Namespace, n: int,
+                enrolled: int, gap_s: float = 0.0) -> None:
     """``n`` revocations, with ``enrolled`` more people and cards in the store, each ``gap_s``
     after the last reached the door (with a gap, the snapshot that follows each delta is under
     way when the next revocation comes)."""
@@ -96,6 +96,8 @@ def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, en
                        if c["op"] == "card.revoke")
         print(summary(f"revocation at the recorder -> revoked in the door's store, {n + enrolled:,} people enrolled"
                       + (f", {gap_s:g} s apart" if gap_s else ""), samples))
+        figure(args, f"revocation at the recorder -> revoked in the door's store, {n + enrolled:,} people"
+               + (f", {gap_s:g} s apart" if gap_s else ""), samples=samples)
         print(f"revocations carried by a delta: {by_delta} of {n}; the door's tap after the last: {last.strip()}")
         if samples and sorted(samples)[min(len(samples) - 1, int(0.99 * len(samples)))] > TARGET_REVOKE_MS:
             print(f"  above the target of {TARGET_REVOKE_MS:.0f} ms")
@@ -105,7 +107,7 @@ def revocations(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int, en
         rec.kill()
 
 
-def snapshot(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) -> None:
+def snapshot(tmp: Path, broker: Broker, key: Path, site_key: Path, args: argparse.Namespace, n: int) -> None:
     rec, door = node_pair(tmp, broker, key, site_key)
     fill(Database(rec.data_dir), n)
     sub = Subscriber(broker.port, "sekisho/v1/test/enrolment/snapshot/#")
@@ -138,6 +140,8 @@ def snapshot(tmp: Path, broker: Broker, key: Path, site_key: Path, n: int) -> No
         print(f"snapshot of {n:,} people, {cards:,} cards: recorder start -> retained manifest {published_s:.2f} s; "
               f"fresh door start -> applied {applied_s:.2f} s (target {TARGET_SNAPSHOT_S:.0f} s"
               f"{'' if applied_s < TARGET_SNAPSHOT_S else ', MISSED'})")
+        figure(args, f"snapshot sync of {n:,} people over MQTT: fresh door start -> applied in its store",
+               value=applied_s * 1000)
         print(summary("the door's control socket while it checks and applies", answers_ms or [0.0]))
         print(f"bytes on the wire: {wire:,} in {len(chunks)} chunks of at most {es.CHUNK_BYTES:,} bytes plus a "
               f"header line, and the manifest; body {manifest['size']:,} bytes; door peak RSS {hwm:.0f} MB")
@@ -155,10 +159,10 @@ def main() -> int:
     SiteKey.load_or_create(tmp / "site.key")
     # Each part on a broker of its own: the second recorder's versions start again at 1, and
     # the first one's retained snapshot would be what a fresh node takes.
-    parts = (("few", lambda *a: revocations(*a, args.revocations, 0)),
-             ("many", lambda *a: revocations(*a, args.revocations, args.people)),
-             ("spaced", lambda *a: revocations(*a, args.spaced, args.people, 1.5)),
-             ("snapshot", lambda *a: snapshot(*a, args.people)))
+    parts = (("few", lambda *a: revocations(*a, args, args.revocations, 0)),
+             ("many", lambda *a: revocations(*a, args, args.revocations, args.people)),
+             ("spaced", lambda *a: revocations(*a, args, args.spaced, args.people, 1.5)),
+             ("snapshot", lambda *a: snapshot(*a, args, args.people)))
     for name, part in parts:
         (tmp / name).mkdir()
         broker = Broker(tmp / name)

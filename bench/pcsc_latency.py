@@ -12,7 +12,7 @@ Both are measured from the fake card's socket connect or close, on the monotonic
 vpcd itself polls the card socket, so most of the absolute time is vpcd's; the difference is
 the driver's. Target (issue 4): the added latency p99 <= 20 ms.
 
-Run: .venv/bin/python bench/pcsc_latency.py [--cycles 200] [--quick]
+Run: .venv/bin/python bench/pcsc_latency.py [--cycles 200] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import threading
 import time
 
-from _site import parse, summary, wait_for, workdir
+from _site import figure, parse, summary, wait_for, workdir
 from fakecard import READER, FakeCard, Pcscd  # tests/ is on sys.path through _site
 from sekisho.drivers.pcsc import PcscReader
 from sekisho.policies.events import CardPresented, CardRemoved, Event
@@ -77,7 +77,8 @@ def label(text: str) -> str:
 
 
 def main() -> None:
-    cycles = parse(argparse.ArgumentParser(), cycles=(200, 5)).cycles
+    args = parse(argparse.ArgumentParser(), cycles=(200, 5))
+    cycles = args.cycles
     tmp = workdir()
     pcscd = Pcscd(tmp)
     pcscd.start()
@@ -124,6 +125,11 @@ def main() -> None:
     print(summary(label("remove:added by the driver"), [d - b for d, b in zip(rem_drv, rem_bare, strict=True)]))
     added = [d - b for d, b in zip(ins_drv + rem_drv, ins_bare + rem_bare, strict=True)]
     print(summary(label("both:added by the driver"), added))
+    figure(args, "card in: fake card at vpcd -> PcscReader emits CardPresented (UID read)", samples=ins_drv,
+           anchor="pcscd reports PRESENT (bare SCardGetStatusChange)", anchor_samples=ins_bare)
+    figure(args, "card out: fake card gone -> PcscReader emits CardRemoved", samples=rem_drv,
+           anchor="pcscd reports EMPTY (bare SCardGetStatusChange)", anchor_samples=rem_bare)
+    figure(args, "card in and out: added by the driver (each sample minus its pcscd report)", samples=added)
 
 
 if __name__ == "__main__":

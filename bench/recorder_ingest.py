@@ -14,8 +14,12 @@ Target: 5,000 events/s stored with zero loss.
 Each backend twice: the nodes together offering ``--rate`` events a second (the target: the
 latency of a recorder that keeps up), then all at once as fast as they can (its capacity).
 
+The anchor, in the same run on the same backend: as many events as bare rows inserted in
+batches of ``--batch`` (bench/recorder_store.py's ``bare_insert``): what the database alone
+stores per second, with no broker, no daemon and no bookkeeping.
+
 Run: .venv/bin/python bench/recorder_ingest.py [--desks 200] [--doors 10] [--per-node 100] [--procs 2]
-     [--rate 5000] [--batch 500] [--quick]
+     [--rate 5000] [--batch 500] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from _site import Broker, parse, wait_for, workdir
+from _site import Broker, figure, parse, wait_for, workdir
 from harness import RECORDER_CONFIG, Site, node_site
 from postgres import Postgres
+from recorder_store import bare_insert
+from recorder_store import events as store_events
 from sekisho.daemon.recorder_store import open_store
 from sekisho.daemon.timestamps import utc_now
 
@@ -109,7 +115,7 @@ class Run:
     latency: list[float]
     """Each event's publish -> stored, in ms, sorted."""
 
-    def print(self, name: str, args: argparse.Namespace, rate: float, rss: str) -> None:
+    def print(self, name: str, args: argparse.Namespace, rate: float, rss: str, anchor: float | None = None) -> None:
         stored = self.total / self.took
         p = lambda q: self.latency[min(len(self.latency) - 1, int(q * len(self.latency)))]  # noqa: E731
         print(f"{name}: {self.total:,} events from {self.nodes} nodes ({args.desks} desks, {args.doors} doors, "
@@ -117,6 +123,10 @@ class Run:
               f"published in {self.published:.2f} s, {self.total / self.published:,.0f}/s)")
         print(f"{name}: publish -> stored: p50={p(0.50):.0f} ms p99={p(0.99):.0f} ms "
               f"max={self.latency[-1]:.0f} ms; {rss}")
+        figure(args, f"{name}: events stored/s, {self.total:,} events from {self.nodes} nodes ({self.lost} lost)",
+               unit="events/s", value=stored, anchor_value=anchor,
+               anchor=None if anchor is None else f"bare inserts of as many rows, batches of {args.batch}")
+        figure(args, f"{name}: publish -> stored", samples=self.latency)
         if not args.quick and not rate:
             print(f"{name}: target {TARGET:,}/s: {'met' if stored >= TARGET else 'NOT met'}")
 
@@ -162,7 +172,8 @@ def measure(name: str, where: str | None, tmp: Path, args: argparse.Namespace, r
         assert recorder.proc is not None
         run = publish_and_count(broker.port, where, recorder.data_dir, args, rate)
         rss = peak_rss_mb(recorder.proc.pid)
-        run.print(name, args, rate, f"recorder peak RSS {rss:.1f} MB")
+        bare = bare_insert(where, recorder.data_dir / "bare", store_events(run.nodes, args.per_node), args.batch)
+        run.print(name, args, rate, f"recorder peak RSS {rss:.1f} MB; anchor: bare inserts {bare:,.0f} rows/s", bare)
         assert recorder.stop() == 0
     finally:
         recorder.kill()

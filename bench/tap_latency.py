@@ -1,7 +1,14 @@
-"""Start-up to retained `online`, idle RSS, and sim tap -> event at a subscriber over 1,000 taps.
+"""Start-up to retained `online`, idle RSS, and sim tap -> event at a subscriber over 1,000 taps,
+each beside its anchor, measured in the same run on the same broker:
+
+- start-up and RSS: a bare Python process (the same interpreter) that imports paho, connects and
+  publishes a retained status (``_site.BARE_NODE``), from exec to that status at a subscriber,
+  and its RSS then: what any Python node on MQTT costs before it does anything;
+- tap latency: a bare paho client publishing QoS 1 to a bare subscriber, one message at a time:
+  what the broker and paho cost alone.
 
 Targets (issue 3): start-up <= 1 s, idle RSS <= 60 MB, tap latency p99 <= 50 ms.
-Run: .venv/bin/python bench/tap_latency.py [--taps 1000] [--quick]
+Run: .venv/bin/python bench/tap_latency.py [--taps 1000] [--starts 5] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -13,23 +20,38 @@ import subprocess
 import threading
 import time
 
-from _site import UID, Broker, Subscriber, answers, enrolled_site, parse, rss_mb, summary, wait_for, workdir
+from _site import (
+    UID,
+    Broker,
+    Subscriber,
+    answers,
+    bare_node,
+    bare_round_trips,
+    enrolled_site,
+    figure,
+    parse,
+    rss_mb,
+    summary,
+    wait_for,
+    workdir,
+)
 
 
 def main() -> None:
-    n = parse(argparse.ArgumentParser(), taps=(1000, 20)).taps
+    args = parse(argparse.ArgumentParser(), taps=(1000, 20), starts=(5, 1))
     tmp = workdir()
     broker = Broker(tmp)
     broker.start()
     site = enrolled_site(tmp, broker)
     try:
-        measure(site, broker, n)
+        measure(site, broker, args)
     finally:
         site.kill()
         broker.stop()
 
 
-def measure(site, broker: Broker, n: int) -> None:  # noqa: ANN001
+def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: ANN001
+    n = args.taps
     arrived: dict[int, float] = {}
     got = threading.Condition()
     sub = Subscriber(broker.port, "sekisho/#")
@@ -46,14 +68,31 @@ def measure(site, broker: Broker, n: int) -> None:  # noqa: ANN001
                 got.notify_all()
     sub.client.on_message = on_message
 
-    t0 = time.perf_counter()
-    site.proc = subprocess.Popen([*site_cmd(site)], stdout=open(site.log, "ab"), stderr=subprocess.STDOUT)
-    with got:
-        got.wait_for(lambda: 0 in arrived, timeout=30)
-    print(f"start-up to retained online: {(arrived[0] - t0) * 1000:.0f} ms")
-    wait_for(lambda: answers(site.data_dir, site.proc.pid), what="the daemon to answer on its control socket")
+    starts, bare_starts, bare_rss = [], [], []
+    for _ in range(args.starts):
+        if site.proc is not None:
+            site.stop()
+            with got:
+                arrived.pop(0, None)
+        t0 = time.perf_counter()
+        site.proc = subprocess.Popen([*site_cmd(site)], stdout=open(site.log, "ab"), stderr=subprocess.STDOUT)
+        with got:
+            if not got.wait_for(lambda: 0 in arrived, timeout=30):
+                raise SystemExit(f"the daemon never said online; its log:\n{site.daemon_log()}")
+        starts.append((arrived[0] - t0) * 1000)
+        wait_for(lambda: answers(site.data_dir, site.proc.pid), what="the daemon to answer on its control socket")
+        took, rss = bare_node(broker.port)
+        bare_starts.append(took)
+        bare_rss.append(rss)
+    print(summary("start-up to retained online", starts))
+    print(summary("  anchor: bare paho node, exec -> retained status", bare_starts))
     threading.Event().wait(2)  # let start-up garbage settle before reading idle RSS
-    print(f"idle RSS: {rss_mb(site.proc.pid):.1f} MB")
+    idle = rss_mb(site.proc.pid)
+    print(f"idle RSS: {idle:.1f} MB (anchor: the bare paho node {min(bare_rss):.1f} MB)")
+    figure(args, "start-up: exec -> retained online", samples=starts,
+           anchor="a bare paho node: exec -> retained status", anchor_samples=bare_starts)
+    figure(args, "idle RSS (one door, 2 sim readers)", unit="MB", value=idle,
+           anchor="a bare paho node's RSS", anchor_value=min(bare_rss))
 
     conn = socket.socket(socket.AF_UNIX)
     conn.connect(str(site.data_dir / "sim" / "entrance-in.sock"))
@@ -69,7 +108,11 @@ def measure(site, broker: Broker, n: int) -> None:  # noqa: ANN001
                 raise SystemExit(f"event {seq} never arrived")
         latencies.append((arrived[seq] - sent) * 1000)
     print(summary("sim tap -> subscriber", latencies))
+    bare = bare_round_trips(broker.port, n)
+    print(summary("  anchor: bare paho publish -> bare subscriber", bare))
     print(f"RSS after {n} taps: {rss_mb(site.proc.pid):.1f} MB")
+    figure(args, "tap to event: sim tap -> event at a subscriber", samples=latencies,
+           anchor="bare paho publish -> bare subscriber", anchor_samples=bare)
     site.stop()
     sub.close()
 

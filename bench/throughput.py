@@ -1,8 +1,11 @@
 """Sustained load: taps at a fixed rate for a fixed time, every event persisted and published;
 counts distinct event ids at a real subscriber (zero loss is the pass mark).
 
+Its anchor, in the same run on the same broker: a bare paho client publishing QoS 1 messages at
+the same rate for the same time to a bare subscriber (what the broker and paho carry alone).
+
 Target (issue 3): 2,000 events/s for 60 s with zero loss.
-Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60] [--quick]
+Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import threading
 import time
 
-from _site import UID, Broker, Subscriber, enrolled_site, parse, rss_mb, wait_for, workdir
+from _site import UID, Broker, Subscriber, bare_stream, enrolled_site, figure, parse, rss_mb, wait_for, workdir
 
 
 async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
@@ -53,13 +56,14 @@ def main() -> None:
     broker.start()
     site = enrolled_site(tmp, broker)
     try:
-        measure(site, broker, args.rate, args.seconds)
+        measure(site, broker, args)
     finally:
         site.kill()
         broker.stop()
 
 
-def measure(site, broker: Broker, rate: int, seconds: int) -> None:  # noqa: ANN001
+def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: ANN001
+    rate, seconds = args.rate, args.seconds
     ids: set[str] = set()
     lock = threading.Lock()
     sub = Subscriber(broker.port, "sekisho/+/+/door/+/event")
@@ -90,6 +94,13 @@ def measure(site, broker: Broker, rate: int, seconds: int) -> None:  # noqa: ANN
     print(f"daemon peak RSS {peak[0]:.1f} MB")
     site.stop()
     sub.close()
+    bare_sent, bare_received, bare_s = bare_stream(broker.port, rate, seconds)
+    print(f"  anchor: bare paho, {bare_sent} QoS 1 messages offered at {rate}/s: {bare_received} received, "
+          f"{bare_sent - bare_received} lost; end-to-end {bare_received / bare_s:.0f} messages/s")
+    figure(args, f"throughput: taps offered at {rate:,}/s for {seconds} s, events at a subscriber "
+           f"({sent - received} lost)", unit="events/s", value=received / (elapsed + drain),
+           anchor=f"bare paho at the same rate ({bare_sent - bare_received} lost)", anchor_value=bare_received / bare_s)
+    figure(args, "peak RSS during the throughput run", unit="MB", value=peak[0])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ as ``Daemon.emit`` sends them. The main thread plays the kernel. Each sample:
   3. the bare monitor returns it (t_bare), the controller writes ``authorized`` 1 (t_write);
   4. the keyboard is removed (uevent remove), and both monitors drain it.
 
-Run (umockdev's preload is required): umockdev-wrapper .venv/bin/python bench/usb_plug.py [--plugs 1000] [--quick]
+Run (umockdev's preload is required):
+    umockdev-wrapper .venv/bin/python bench/usb_plug.py [--plugs 1000] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from _site import parse  # noqa: E402
+from _site import figure, parse  # noqa: E402
 from sekisho.daemon.topics import Topics  # noqa: E402
 from sekisho.daemon.usb import Sysfs, UsbController, load_rules  # noqa: E402
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices  # noqa: E402
@@ -163,6 +164,10 @@ def main() -> int:
     print(line("uevent -> bare pyudev monitor (umockdev)", bare_ms))
     over = [w - b for w, b in zip(write_ms, bare_ms, strict=True)]
     print(line("difference per sample (sekisho's own share)", over))
+    figure(args, "uevent to authorized: a keyboard's add uevent -> authorized 1 written (call-centre.rules)",
+           samples=write_ms, anchor="umockdev's delivery of the uevent to a bare pyudev monitor",
+           anchor_samples=bare_ms)
+    figure(args, "uevent to authorized: added by sekisho (each sample minus its bare monitor's)", samples=over)
     target = percentile(write_ms, 0.99) <= 20.0
     judged = " (a quick run: not judged)" if args.quick else ""
     print(f"target p99 <= 20 ms: {'met' if target else 'MISSED'}{judged}")

@@ -10,7 +10,7 @@ Three policies, each timed with ``RuleSet.first_match`` on one device, one call 
   call-centre  examples/usb/call-centre.rules (30 rules) with a headset, allowed at line 77
 
 Pure Python, no daemon and no I/O in the timed part.
-Run: .venv/bin/python bench/usb_rules.py [--runs 20000] [--quick]
+Run: .venv/bin/python bench/usb_rules.py [--runs 20000] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import random
 import time
 from pathlib import Path
 
-from _site import parse
+from _site import figure, parse
 from sekisho.policies.usbrules import Device, RuleSet, Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,27 +63,29 @@ def measure(rules: RuleSet, device: Device, runs: int) -> list[float]:
     return samples
 
 
-def report(name: str, rules: RuleSet, device: Device, runs: int) -> None:
+def report(name: str, rules: RuleSet, device: Device, args: argparse.Namespace) -> None:
     verdict = rules.first_match(device)
-    s = sorted(measure(rules, device, runs))
+    s = sorted(measure(rules, device, args.runs))
     p = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
     print(f"{name:12s} rules={len(rules.rules):3d} -> {verdict.decision} {verdict.rule:22s} "
           f"n={len(s)} p50={p(0.50):.1f} us p99={p(0.99):.1f} us max={s[-1]:.1f} us")
+    figure(args, f"USB rules: one device against {name} ({len(rules.rules)} rules, {verdict.rule})", unit="us",
+           samples=s)
 
 
 def main() -> None:
-    runs = parse(argparse.ArgumentParser(), runs=(20000, 200)).runs
+    args = parse(argparse.ArgumentParser(), runs=(20000, 200))
     text, device = generated_policy(random.Random(7))
     start = time.perf_counter()
     generated = RuleSet.parse(text, "generated.rules")
     parse_ms = (time.perf_counter() - start) * 1000
     print(f"parse of the generated 201-line file: {parse_ms:.1f} ms")
-    report("generated", generated, device, runs)
+    report("generated", generated, device, args)
     text, device = sets_policy()
-    report("sets", RuleSet.parse(text, "sets.rules"), device, runs)
+    report("sets", RuleSet.parse(text, "sets.rules"), device, args)
     call_centre = REPO / "examples" / "usb" / "call-centre.rules"
     report("call-centre", RuleSet.parse(call_centre.read_text(), call_centre.name),
-           Device(id="0d8c:0014", interfaces=HEADSET[:-1]), runs)
+           Device(id="0d8c:0014", interfaces=HEADSET[:-1]), args)
 
 
 if __name__ == "__main__":

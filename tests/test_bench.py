@@ -1,9 +1,12 @@
 """Every benchmark in bench/ runs here in its quick mode (a few iterations, no target judged),
 so that none can rot between the times someone measures: each must exit 0 and print its
-figures. A benchmark added to bench/ without a line here fails the suite."""
+figures, both as its human lines and as the JSON lines bench/all.py collects into the README's
+table. A benchmark added to bench/ without a line here fails the suite. The runner itself runs
+here on the two quickest benchmarks."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,16 +59,20 @@ FIGURES = {
                            r"postgresql, all at once: 630 events .* 0 lost",
                            r"postgresql, 1,000/s offered: publish -> stored: p50=\d+ ms p99=\d+ ms .* "
                            r"recorder peak RSS [\d.]+ MB"],
-    "tap_latency.py": [r"start-up to retained online: \d+ ms", r"sim tap -> subscriber: n=20 p50="],
-    "throughput.py": [r"received 400 distinct events at the subscriber, 0 lost", r"events/s"],
+    "tap_latency.py": [r"start-up to retained online: n=1 p50=", r"anchor: bare paho publish -> bare subscriber: n=20 p50=", r"sim tap -> subscriber: n=20 p50="],
+    "throughput.py": [r"received 400 distinct events at the subscriber, 0 lost", r"events/s",
+                      r"anchor: bare paho, 400 QoS 1 messages offered at 200/s: 400 received, 0 lost"],
     "usb_plug.py": [r"uevent -> authorized written \(sekisho\): n=20 p50="],
     "usb_rules.py": [r"generated\s+rules=201 -> allow .* n=200 p50=", r"call-centre .* p50="],
 }
 """Each benchmark's figures lines, as its quick run prints them."""
 
 
+RUNNER = "all.py"
+
+
 def test_every_benchmark_is_run_here():
-    assert sorted(p.name for p in (REPO / "bench").glob("[!_]*.py")) == sorted(FIGURES)
+    assert sorted(p.name for p in (REPO / "bench").glob("[!_]*.py") if p.name != RUNNER) == sorted(FIGURES)
 
 
 @pytest.fixture
@@ -77,13 +84,52 @@ def short_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("bench", sorted(FIGURES))
-def test_benchmark_runs_quick(bench, short_tmp):
+def quick_env(short_tmp: Path) -> dict[str, str]:
     # The suite runs under umockdev-wrapper, which usb_plug.py needs; a testbed a test left in
     # the environment is no business of the others.
-    env = {k: v for k, v in os.environ.items() if k != "UMOCKDEV_DIR"} | {"TMPDIR": str(short_tmp)}
-    r = subprocess.run([sys.executable, str(REPO / "bench" / bench), "--quick"], capture_output=True, text=True,
-                       timeout=180, cwd=short_tmp, env=env)
+    return {k: v for k, v in os.environ.items() if k != "UMOCKDEV_DIR"} | {"TMPDIR": str(short_tmp)}
+
+
+@pytest.mark.parametrize("bench", sorted(FIGURES))
+def test_benchmark_runs_quick(bench, short_tmp):
+    r = subprocess.run([sys.executable, str(REPO / "bench" / bench), "--quick", "--json"], capture_output=True,
+                       text=True, timeout=180, cwd=short_tmp, env=quick_env(short_tmp))
     assert r.returncode == 0, f"{bench} --quick exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     for figure in FIGURES[bench]:
         assert re.search(figure, r.stdout), f"{bench} printed no line like {figure!r}:\n{r.stdout}\n{r.stderr}"
+    figures = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{"figure"')]
+    assert figures, f"{bench} --json printed no figure line:\n{r.stdout}"
+    for f in figures:
+        measured = [f[k] for k in ("p50", "p99", "max", "value") if k in f]
+        assert measured and all(isinstance(x, (int, float)) for x in measured) and f["unit"], f"{bench}: {f}"
+        if "anchor" in f:
+            assert any(k in f["anchor"] for k in ("p50", "value")), f"{bench}: an anchor without a figure: {f}"
+
+
+def test_the_runner_prints_the_readme_table(short_tmp):
+    r = subprocess.run([sys.executable, str(REPO / "bench" / RUNNER), "--quick", "--only", "usb_rules", "usb_plug",
+                        "--logs", str(short_tmp / "logs")], capture_output=True, text=True, timeout=120,
+                       cwd=short_tmp, env=quick_env(short_tmp))
+    assert r.returncode == 0, f"{RUNNER} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    lines = r.stdout.splitlines()
+    assert re.match(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC \(a --quick run.*\), \d+ min in all, on \d+ CPUs "
+                    r".*load average \(1, 5, 15 min\) [\d.]+ [\d.]+ [\d.]+ at the start", lines[0]), lines[0]
+    rows = [line.split(" | ") for line in lines if line.startswith("| ") and not line.startswith("| Figure")]
+    assert [row[0] for row in rows] == [
+        "| USB rules: one device against generated (201 rules, generated.rules:200)",
+        "| USB rules: one device against sets (200 rules, IMPLICIT)",
+        "| USB rules: one device against call-centre (30 rules, call-centre.rules:77)",
+        "| uevent to authorized: a keyboard's add uevent -> authorized 1 written (call-centre.rules)",
+        "| uevent to authorized: added by sekisho (each sample minus its bare monitor's)"], r.stdout
+    uevent = rows[-2]
+    assert re.fullmatch(r"[\d.]+ ms", uevent[2]) and uevent[5] == "umockdev's delivery of the uevent to a bare pyudev " \
+        "monitor" and re.fullmatch(r"[\d.]+ ms", uevent[6]), uevent
+    assert uevent[-1] == "`umockdev-wrapper .venv/bin/python bench/usb_plug.py --quick` |", uevent
+    assert (short_tmp / "logs" / "usb_plug.log").read_text().startswith("20 plug events")
+
+
+def test_the_runner_refuses_an_unknown_benchmark(short_tmp):
+    r = subprocess.run([sys.executable, str(REPO / "bench" / RUNNER), "--only", "tap_latncy"], capture_output=True,
+                       text=True, timeout=30, cwd=short_tmp, env=quick_env(short_tmp))
+    assert (r.returncode, r.stdout) == (2, ""), r
+    assert r.stderr.startswith("no such benchmark: tap_latncy (there are: tap_latency, throughput,"), r.stderr
