@@ -22,11 +22,14 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # postgresql and python3-psycopg (psycopg 3, Debian's rather than a wheel from PyPI): the
 # recorder's store on PostgreSQL, tested against a throw-away cluster (tests/postgres.py).
 # systemd brings systemd-analyze, which checks the unit and scores its sandbox offline
-# (tests/test_unit_file.py); nothing here needs a booted systemd.
+# (tests/test_unit_file.py); nothing here needs a booted systemd. libfaketime steps the daemon's
+# wall clock while it runs, leaving the monotonic one alone, as date -s or an NTP step does
+# (tests/test_clock.py).
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
-	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod systemd
+	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod systemd \
+	libfaketime
 # What a node needs, and no more (make install): Debian's python for the venv; pcscd, and swig,
 # libpcsclite-dev, python3-dev and a compiler to build pyscard (no wheel on PyPI), a compiler and
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for

@@ -33,6 +33,7 @@ from . import __version__
 from .alarms import Alarms
 from .answers import Answering
 from .approvals import Approvals
+from .clock_watch import ClockWatch
 from .commands import CommandRunner, load_private_key
 from .commits import GroupCommit, Item
 from .config import Config
@@ -225,6 +226,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.service = ServiceManager(Notifier.from_environ(os.environ), loop, status=self._service_status,
                                       watchdog_s=watchdog_interval(os.environ, os.getpid()))
+        self.purge_timer: asyncio.TimerHandle | None = None
+        self.clock_watch = ClockWatch(loop, self._clock_stepped)
 
     def _enrolment_transport(self) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
         """The recorder signs enrolment out (with its key); any other node that trusts a key for
@@ -301,6 +304,7 @@ class Daemon:
                      len(self.drivers))
             self.publisher.kick()  # rows left from before a restart
             self._purge()
+            self.clock_watch.start()
             await self._broker_tried()
             if not self.stopping.is_set():
                 self.service.ready()
@@ -308,6 +312,7 @@ class Daemon:
             log.info("stopping")
         finally:
             self.service.stopping()
+            self.clock_watch.stop()
             await self.control.stop()
             if self.recorder:
                 await self.recorder.stop()
@@ -389,7 +394,10 @@ class Daemon:
             self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
 
     def _purge(self) -> None:
-        """Retention: delete what is older than the site keeps, now and once a day."""
+        """Retention: delete what is older than the site keeps, now and once a day (a day of
+        the monotonic clock: a wall clock set forward a day calls this at once, _clock_stepped)."""
+        if self.purge_timer is not None:
+            self.purge_timer.cancel()
         try:
             events, audit_rows = self.record.purge(purge_before(self.config), "daemon")
         except StoreError as exc:
@@ -398,7 +406,21 @@ class Daemon:
             if events or audit_rows:
                 log.info("retention: deleted %d events and %d audit rows older than %d days", events, audit_rows,
                          self.config.site.retention_days)
-        self.loop.call_later(PURGE_EVERY_S, self._purge)
+        self.purge_timer = self.loop.call_later(PURGE_EVERY_S, self._purge)
+
+    def _clock_stepped(self, seconds: float, before: str, after: str) -> None:
+        """The wall clock was set (clock_watch.py): audited, for whoever reads timestamps that
+        jump here; the retention cut-off taken again from the new time; the USB exceptions'
+        ``until`` moved with the clock."""
+        try:
+            self.record.audit("daemon", "clock.step", {"seconds": round(seconds), "before": before, "after": after})
+        except StoreDamaged:
+            raise  # the loop's handler stops the daemon (_loop_error)
+        except StoreError as exc:
+            log.error("cannot audit the clock step: %s", exc)
+        self._purge()
+        if self.usb:
+            self.usb.clock_stepped(seconds)
 
     def emit(self, event: Event) -> None:
         """The one way in for drivers; safe from any thread."""

@@ -432,9 +432,10 @@ def _add_records(sub: Any) -> None:
     p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
                                                         "default the whole site's, from the recorder's)")
     p = _add(sub, "events", cmd_events, "list recorded events",
-             "List recorded events, oldest first. Times without a zone are in the site's time zone.\n"
-             "At a recorder node: every node's events, from the recorder's store, with the node\n"
-             "and the person's name (--local: this node's own).")
+             "List recorded events, oldest first: a node's own in the order it recorded them (by seq,\n"
+             "which a wall clock set back does not change). Times without a zone are in the site's\n"
+             "time zone. At a recorder node: every node's events, from the recorder's store, by\n"
+             "time, with the node and the person's name (--local: this node's own).")
     p.add_argument("--since", metavar="TIME", help="from this time on (2026-11-01 or 2026-11-01T09:00)")
     p.add_argument("--until", metavar="TIME", help="before this time")
     p.add_argument("--door", help="only this door")

@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from sekisho.drivers.local_socket import LocalServer
+from sekisho.drivers.local_socket import LocalServer, json_request
 
 from .errors import PermissionDenied, SekishoError
 from .ops import Table
@@ -59,11 +59,9 @@ class ControlServer:
 
     async def _dispatch(self, line: bytes, user: str) -> dict[str, Any]:
         try:
-            request = json.loads(line)
+            request = json_request(line)
         except ValueError as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
-        if not isinstance(request, dict):
-            return {"ok": False, "error": "bad request: not a JSON object"}
+            return {"ok": False, "error": str(exc)}
         return await self.ops.run(request.get("op"), request, f"cli:{user}")
 
 

@@ -58,7 +58,7 @@ def _peek(payload: bytes, name: str) -> Any:
     all; the checks themselves read it again, strictly."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = obj.get(name) if isinstance(obj, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -239,8 +239,13 @@ def sign(snapshot: Snapshot, key: Ed25519PrivateKey, key_name: str, chunk_bytes:
 def _fields(raw: bytes, fields: Mapping[str, type], what: str) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
+        # What is signed is the canonical JSON, UTF-8: a lone surrogate escape (\ud800) has no
+        # such bytes (it once escaped the checks as a UnicodeEncodeError).
+        canonical_json(obj)
     except (ValueError, UnicodeDecodeError):
-        raise SnapshotRefused("malformed", f"the {what} is not JSON") from None
+        raise SnapshotRefused("malformed", f"the {what} is not JSON of Unicode text") from None
+    except RecursionError:
+        raise SnapshotRefused("malformed", f"the {what} is nested too deeply") from None
     if not isinstance(obj, dict) or set(obj) != set(fields):
         raise SnapshotRefused("malformed", f"the {what} does not have exactly the fields {', '.join(sorted(fields))}")
     for name, kind in fields.items():

@@ -68,7 +68,7 @@ class NodeStatus:
         try:
             status = json.loads(payload) if payload else {}
             instance, started = str(status.get("instance") or ""), str(status.get("started", ""))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return
         if not instance or instance == self.instance:
             return

@@ -92,8 +92,10 @@ class Arg:
         else:
             try:
                 value = float(given)
-            except ValueError:
-                value = math.nan  # text that is no number: refused below, with inf and nan
+            except (ValueError, OverflowError):
+                # Text that is no number, or a JSON integer past float's range (a 400-digit one
+                # once answered "internal error"): refused below, with inf and nan.
+                value = math.nan
             if not math.isfinite(value):
                 raise SekishoError(f"{self.name} must be a number, not {given!r}")
         if self.max_len is not None and len(value) > self.max_len:

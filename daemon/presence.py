@@ -131,9 +131,15 @@ class Presence:
         if area not in self.remote_areas:
             return
         try:
-            self.heard[area] = set(json.loads(payload)["subjects"]) if payload else set()
-        except (ValueError, KeyError, TypeError):
+            subjects = json.loads(payload)["subjects"] if payload else []
+        except (ValueError, KeyError, TypeError, RecursionError):
+            subjects = None
+        # A list of pseudonyms, or nothing is learnt: a string here was once taken as the set of
+        # its characters, and any other value as subjects no person has.
+        if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
             log.warning("ignoring a malformed occupancy message on %s", topic)
+            return
+        self.heard[area] = set(subjects)
 
     # ------------------------------------------------------------------------- inside
     def _publish_changed(self) -> None:

@@ -84,7 +84,9 @@ def received(topic: str, payload: bytes) -> Received:
     try:
         text = payload.decode("utf-8")
         obj = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: nested past what the parser takes. It once stopped the recorder's
+        # worker, and the message, never acknowledged, stopped it again after each restart.
         raise ValueError(f"{topic}: the payload is not JSON: {payload[:60]!r}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{topic}: the payload is not a JSON object")
@@ -99,7 +101,7 @@ def sender(topic: str, payload: bytes) -> str:
     door, desk or host its topic names."""
     try:
         node = json.loads(payload).get("node")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
         node = None
     return node if isinstance(node, str) and node.isprintable() else topic.split("/")[-2]
 

@@ -147,7 +147,7 @@ def alarm_step(alarm_id: str, text: str | bytes, received: str) -> AlarmStep:
         raise ValueError(f"alarm id {alarm_id!r} does not start with a node name (<node>.<source>.<kind>)")
     try:
         payload = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ValueError(f"alarm {alarm_id}: payload is not JSON: {str(text)[:60]!r}") from None
     if not isinstance(payload, dict):
         raise ValueError(f"alarm {alarm_id}: payload is not a JSON object")

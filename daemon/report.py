@@ -41,7 +41,7 @@ USB_LISTED = frozenset({"blocked", "exception_granted", "exception_expired", "ap
 """USB actions listed; a device the rules allow (a keyboard) is counted, not listed."""
 CHANGE_PREFIXES = ("person.", "card.", "level.", "pin.")
 """Audit actions that change who may come in."""
-OPERATION_ACTIONS = frozenset({"door.mode", "door.unlock", "retention.purge"})
+OPERATION_ACTIONS = frozenset({"door.mode", "door.unlock", "retention.purge", "clock.step"})
 """Other audited actions of a person on this node, listed with the changes."""
 
 NOTES = {

@@ -66,7 +66,7 @@ from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 from .alarms import Alarms
 from .errors import ConfigError
 from .store.record import NewEvent, NewState
-from .usb_devices import DeviceState, Inventory, Tracked
+from .usb_devices import DeviceState, Inventory, Tracked, shown
 from .usb_events import EXCEPTION_RULE, PRESENT_RULE, UNREADABLE_RULE, Action, Cause, Outcome, UsbEvents
 from .usb_exceptions import ExceptionInterfaces, Exceptions, Match
 from .usb_sysfs import DRIVERS_PROBE, Sysfs, UsbSysfs
@@ -208,6 +208,13 @@ class UsbController:
                 "devices": sorted(devices[p].event.port for p in exc.devices if p in devices),
                 "held": sorted(t.event.port for t in targets if t.state is DeviceState.HELD)}
 
+    def clock_stepped(self, seconds: float) -> None:
+        """The wall clock was set: each exception still ends when its minutes are up, which the
+        clock now names ``seconds`` later; the exceptions in force are said again with it."""
+        if len(self.exceptions):
+            self.exceptions.shift(seconds)
+            self.events.in_force(self.exceptions.describe())
+
     def _expire(self, exc_id: str, reason: str) -> None:
         exc = self.exceptions.pop(exc_id)
         if exc is None:
@@ -244,8 +251,8 @@ class UsbController:
         self.inventory.held.discard(path)
         if tracked.device is None:
             tracked.state, tracked.plan = DeviceState.BLOCKED, None
-            return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE, f"cannot be decided: {tracked.problem}",
-                           error=self.sysfs.set_authorized(path, False))
+            return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE,
+                           f"cannot be decided: {shown(tracked.problem)}", error=self.sysfs.set_authorized(path, False))
         verdict = tracked.verdict = self.rules.first_match(tracked.device)
         exc = self.exceptions.for_device(tracked)
         # An exception matters where the rules would not authorize the device, and where they

@@ -31,7 +31,7 @@ from sekisho.policies.usbrules.rule import InterfaceType
 from .errors import SekishoError
 from .timestamps import utc_now
 from .usb import load_rules
-from .usb_devices import describe, hash_of, parent_hash_of
+from .usb_devices import describe, hash_of, parent_hash_of, shown
 from .usb_events import UNREADABLE_RULE
 from .usb_exceptions import Match
 
@@ -200,15 +200,17 @@ def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
     results = []
     for item in items:
         e = item.event
-        entry: dict[str, Any] = {"device": item.source, "sys_path": e.sys_path, "port": e.port,
-                                 "id": f"{e.vendor_id}:{e.product_id}", "name": e.name, "serial": e.serial,
-                                 "authorized": e.authorized or None}
+        entry: dict[str, Any] = {"device": item.source, "sys_path": shown(e.sys_path), "port": shown(e.port),
+                                 "id": shown(f"{e.vendor_id}:{e.product_id}"), "name": shown(e.name),
+                                 "serial": shown(e.serial),
+                                 "authorized": shown(e.authorized) or None}
         if item.device is None:
             entry.update(decision=Target.BLOCK.value, rule=UNREADABLE_RULE, line=None, text="", blocked_interfaces=[],
-                         interfaces=[], as_rule=None, error=item.problem)
+                         interfaces=[], as_rule=None, error=shown(item.problem))
         else:
             verdict = rules.first_match(item.device)
-            entry.update(decision=verdict.decision.value, rule=verdict.rule, line=verdict.line, text=verdict.text,
+            entry.update(decision=verdict.decision.value, rule=verdict.rule, line=verdict.line,
+                         text=shown(verdict.text),
                          blocked_interfaces=list(verdict.blocked_interfaces), interfaces=list(item.device.interfaces),
                          as_rule=item.device.as_rule(verdict.decision).to_text(), error=None)
         results.append(entry)

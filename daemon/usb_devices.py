@@ -39,6 +39,12 @@ class DeviceState(StrEnum):
     """Left as found at start: a root hub, or every device with ``present_devices = "keep"``."""
 
 
+def shown(text: str) -> str:
+    """A device's string as events and answers carry it: each byte that is not UTF-8, and NUL,
+    written ``\\xHH`` (as a rules file writes it); any other text as it is."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+
+
 def describe(event: UsbDeviceAdded, parent_hash: str) -> Device:
     """The rules' ``Device`` for what the driver read. ``ValueError`` (``DescriptorError`` is
     one) when the id or the descriptors are missing or malformed."""
@@ -128,17 +134,18 @@ class Tracked:
     def payload(self) -> dict[str, Any]:
         """The event's ``device`` object (docs/mqtt.md)."""
         e = self.event
-        return {"vid": e.vendor_id or None, "pid": e.product_id or None,
+        return {"vid": shown(e.vendor_id) or None, "pid": shown(e.product_id) or None,
                 "class": self.descriptors.device_class if self.descriptors is not None else None,
-                "interfaces": list(self.device.interfaces) if self.device is not None else [], "name": e.name,
-                "serial": e.serial, "port": e.port}
+                "interfaces": list(self.device.interfaces) if self.device is not None else [], "name": shown(e.name),
+                "serial": shown(e.serial), "port": shown(e.port)}
 
     def status(self) -> dict[str, Any]:
         """The device as ``usb.list`` answers it."""
         e, v = self.event, self.verdict
-        return {"sys_path": e.sys_path, "port": e.port, "id": f"{e.vendor_id}:{e.product_id}", "name": e.name,
-                "serial": e.serial, "state": self.state, "decision": v.decision.value if v else None,
-                "rule": v.rule if v else None, "exception": self.exception, "problem": self.problem or None}
+        return {"sys_path": shown(e.sys_path), "port": shown(e.port), "id": shown(f"{e.vendor_id}:{e.product_id}"),
+                "name": shown(e.name), "serial": shown(e.serial), "state": self.state,
+                "decision": v.decision.value if v else None, "rule": v.rule if v else None,
+                "exception": self.exception, "problem": shown(self.problem) or None}
 
 
 class Inventory:
@@ -198,4 +205,4 @@ class Inventory:
         return [t.status() for _, t in sorted(self.devices.items(), key=lambda kv: (kv[0].count("/"), kv[0]))]
 
 
-__all__ = ["DeviceState", "Inventory", "Tracked", "describe", "hash_of", "parent_hash_of"]
+__all__ = ["DeviceState", "Inventory", "Tracked", "describe", "hash_of", "parent_hash_of", "shown"]

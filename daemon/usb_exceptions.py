@@ -8,6 +8,8 @@ claims the serial. This module checks a grant (``Exceptions.check``, ``Exception
 the exceptions in force; it writes nothing and schedules nothing: ``usb.UsbController`` authorizes
 the devices and owns the expiry timers. A grant that cannot mean one present device is a
 ``SekishoError`` that says what to give instead. Kept in memory only: a restart forgets them.
+"For N minutes" is a duration, timed on the monotonic clock: setting the wall clock neither
+ends an exception early nor stretches it (docs/time.md).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sekisho.policies.events import UsbDeviceAdded
 
 from .errors import SekishoError
 from .timestamps import rfc3339
-from .usb_devices import Tracked
+from .usb_devices import Tracked, shown
 
 _PORT = re.compile(r"^(usb[0-9]+|[0-9]+-[0-9]+(\.[0-9]+)*)$")
 _ID_SERIAL = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4}):(.*)$", re.DOTALL)
@@ -71,8 +73,11 @@ class Match:
         ``hash``, its descriptors', so that a clone that copies the serial, or another device put
         into that port, is not let in while the exception lasts."""
         if event.serial:
-            return cls(f"{event.vendor_id}:{event.product_id}:{event.serial}", vendor=event.vendor_id.lower(),
-                       product=event.product_id.lower(), serial=event.serial, hash=hash)
+            # The serial as `sekisho usb list` shows it (``shown``): what a supervisor can type,
+            # and what the record can store.
+            serial = shown(event.serial)
+            return cls(f"{event.vendor_id}:{event.product_id}:{serial}", vendor=event.vendor_id.lower(),
+                       product=event.product_id.lower(), serial=serial, hash=hash)
         return cls(event.port, port=event.port, hash=hash)
 
     def matches(self, tracked: Tracked) -> bool:
@@ -80,7 +85,7 @@ class Match:
         if self.port is not None:
             named = event.port == self.port
         else:
-            named = (event.vendor_id.lower(), event.product_id.lower(), event.serial) == \
+            named = (event.vendor_id.lower(), event.product_id.lower(), shown(event.serial)) == \
                 (self.vendor, self.product, self.serial)
         if not named or self.hash is None:
             return named
@@ -99,7 +104,9 @@ class UsbException:
     minutes: float
     actor: str
     until: str
-    """UTC, RFC 3339, for the record."""
+    """UTC, RFC 3339: when the wall clock will say it ends. It ends ``minutes`` after the grant
+    on the monotonic clock (the controller's timer), so a step of the wall clock moves this by
+    the step (``Exceptions.shift``), never the end itself."""
     interfaces: ExceptionInterfaces = ExceptionInterfaces.RULES
     timer: asyncio.TimerHandle | None = None
     devices: set[str] = field(default_factory=set)
@@ -163,6 +170,12 @@ class Exceptions:
                            rfc3339(until), interfaces)
         self._by_id[exc.id] = exc
         return exc
+
+    def shift(self, seconds: float) -> None:
+        """The wall clock was set ``seconds`` forward (back, when negative): every end comes that
+        much later (earlier) by it."""
+        for exc in self._by_id.values():
+            exc.until = rfc3339(dt.datetime.fromisoformat(exc.until) + dt.timedelta(seconds=seconds))
 
     def pop(self, exc_id: str) -> UsbException | None:
         exc = self._by_id.pop(exc_id, None)

@@ -24,6 +24,10 @@ How it fails, and why:
   a handler's bug) is logged at most once a minute per socket, and when the minute is over, one
   line says how many more there were.
 - A client that hangs up, or sends a line longer than ``LINE_LIMIT``, is closed without an answer.
+- Both owners take a JSON object per line, read by ``json_request``: a line that is not one
+  (not UTF-8, not JSON, nested past what Python's parser takes, not an object) is a ``ValueError``
+  with one line of text for the answer. A line of 64 KiB of ``[`` once escaped as a
+  ``RecursionError``: the client got no answer and the log a traceback.
 """
 
 from __future__ import annotations
@@ -52,6 +56,21 @@ OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 Answer = Callable[[bytes, int], Awaitable[dict[str, Any]]]
 """One request line and the peer's uid -> the answer, sent back as one JSON line."""
+
+
+def json_request(line: bytes) -> dict[str, Any]:
+    """One request line as a JSON object; ``ValueError`` with the reason otherwise."""
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        raise ValueError("bad request: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("bad request: not UTF-8") from None
+    except ValueError as exc:
+        raise ValueError(f"bad request: {exc}") from None
+    if not isinstance(request, dict):
+        raise ValueError("bad request: not a JSON object")
+    return request
 
 
 class ThrottledLog:

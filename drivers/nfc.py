@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ DEFAULT_TARGETS = ["212F", "424F", "106A", "106B"]
 TARGET = re.compile(r"^(106|212|424)[AB]$|^(212|424)F$")
 PATH = re.compile(r"^(usb|tty|com|udp)(:[^:\s]+){0,2}$")
 """The shape only; nfcpy itself tells a wrong vendor id or port when it opens."""
+GARBLED = (struct.error, IndexError)
+"""What nfcpy raises when a card's answer is shorter than it assumes, building the tag: a FeliCa
+SENSF_RES of 18 bytes (it takes 17 or more, then unpacks a 2-byte system code from the last one)
+is one. The card is unreadable; the reader is fine and stays open."""
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
 STOP_TIMEOUT_S = 10.0
@@ -83,6 +88,10 @@ class NfcReader(ThreadedDriver):
         """The ``nfc`` module, once ``start()`` has imported it."""
         # Owned by the thread:
         self._card = False
+        self._card_garbled = False
+        """The card on the reader is one whose answer nfcpy could not make a tag of."""
+        self._rounds = 0
+        """Calls of ``_pause`` in the ``connect`` under way: one before each polling round."""
         self._lost = False
         self._pauses = 0
         """Calls of ``_pause`` since the device opened: more than one means it got through a
@@ -148,7 +157,12 @@ class NfcReader(ThreadedDriver):
             "iterations": 1,
         }
         while not self._stopping.is_set():
-            result = clf.connect(rdwr=rdwr, terminate=self._pause)
+            self._rounds = 0
+            try:
+                result = clf.connect(rdwr=rdwr, terminate=self._pause)
+            except GARBLED as exc:
+                self._garbled(exc)
+                continue
             if result is False:
                 # nfcpy returns False when the device raised IOError: unplugged or wedged.
                 self._lose(f"reader {self.path} stopped answering")
@@ -160,9 +174,28 @@ class NfcReader(ThreadedDriver):
         rounds without looking at ``terminate``, so with it ``stop()`` would wait for several
         rounds; this wait ends the moment ``stop()`` is called."""
         self._pauses += 1
+        self._rounds += 1
+        if self._card_garbled and self._rounds > 1:
+            # nfcpy asks before each polling round; a round that did not fail on the garbled
+            # card's answer found no such card: it was taken away.
+            self._card_garbled = False
+            self._on_release(None)
         return self._stopping.wait(self.interval_ms / 1000)
 
+    def _garbled(self, exc: Exception) -> None:
+        """A card answered in a way nfcpy could not make a tag of: reported unreadable once for
+        as long as it stays, the reader kept open."""
+        if self._card_garbled:
+            return
+        log.warning("%s: a card's answer could not be read: %r", self.name, exc)
+        self._card_garbled = self._card = True  # its removal is reported like any card's
+        self._send(CardUnreadable(source=self.name, reason="garbled_answer",
+                                  raw={"reader": self.path, "detail": repr(exc)[:200]}))
+
     def _on_connect(self, tag: Any) -> bool:
+        if self._card_garbled:  # the garbled card gave way to a readable one within a round
+            self._card_garbled = False
+            self._on_release(None)
         uid = bytes(tag.identifier)
         raw = {"reader": self.path, "tag": str(getattr(tag, "type", "")), "product": str(getattr(tag, "product", ""))}
         if 4 <= len(uid) <= 10:
@@ -182,6 +215,7 @@ class NfcReader(ThreadedDriver):
 
     # ------------------------------------------------------------------------- reader health
     def _lose(self, reason: str) -> None:
+        self._card_garbled = False
         if self._card:
             self._card = False
             self._send(CardRemoved(source=self.name, raw={"reader": self.path, "why": reason}))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 from sekisho.policies.events import CardPresented, CardRemoved, Event, InputChanged, PinEntered
 
 from .base import Emit
-from .local_socket import LocalServer
+from .local_socket import LocalServer, json_request
 from .options import Option
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class _SimSocket(abc.ABC):
 
     async def _answer(self, line: bytes, uid: int) -> dict[str, Any]:
         try:
-            return await self.handle(json.loads(line))
+            return await self.handle(json_request(line))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return {"ok": False, "error": str(exc) or f"bad request: {exc!r}"}
 
@@ -114,7 +113,8 @@ class SimReader(_SimSocket):
             return await self._emit(CardRemoved(source=self.name), wait)
         elif op == "pin":
             digits = str(request["digits"])
-            if not digits.isdigit() or not 1 <= len(digits) <= 16:
+            # isdigit alone takes any script's digits (and superscripts): a pad types 0-9 only.
+            if not (digits.isascii() and digits.isdigit()) or not 1 <= len(digits) <= 16:
                 return {"ok": False, "error": f"PIN {digits!r} must be 1 to 16 digits"}
             return await self._emit(PinEntered(source=self.name, digits=digits), wait)
         return {"ok": False, "error": f"unknown op {op!r} (known: tap, pull, pin)"}

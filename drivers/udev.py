@@ -20,6 +20,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SYSFS = "/sys"
 USB_DEVICES = "/sys/bus/usb/devices"
+_HEX2 = re.compile(r"[0-9a-fA-F]{2}")
 
 
 def _read(path: str) -> bytes | None:
@@ -83,11 +85,14 @@ def read_device(sys_path: str, *, source: str = "udev", present: bool = False) -
 
 
 def read_interface(sys_path: str, *, source: str = "udev") -> UsbInterfaceAdded:
+    """One interface's ``cc:ss:pp``; empty when any part is missing or is not two hex digits (as
+    the kernel writes it), so that nothing else is ever compared with a rule's types."""
     sys_path = sys_path.rstrip("/")
     parts = [_text(f"{sys_path}/{name}") for name in ("bInterfaceClass", "bInterfaceSubClass", "bInterfaceProtocol")]
     return UsbInterfaceAdded(source=source, sys_path=sys_path, device_sys_path=os.path.dirname(sys_path),
                              name=os.path.basename(sys_path),
-                             interface_type=":".join(p.lower() for p in parts) if all(parts) else "",
+                             interface_type=":".join(p.lower() for p in parts) if all(map(_HEX2.fullmatch, parts))
+                             else "",
                              authorized=_text(f"{sys_path}/authorized"))
 
 

@@ -9,8 +9,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from harness import REPO, SEKISHO, Broker, Proxy, Site, Subscriber, answers, free_port, wait_for  # noqa: F401 - re-exported
+
+# Hypothesis budgets. ``ci`` (the default) is reproducible and bounded: the same examples on every
+# run, no database, so a CI failure is the one a developer sees again. ``fuzz`` is for a hand run
+# that hunts (README, "Tests"): HYPOTHESIS_PROFILE=fuzz, its finds kept in .hypothesis/ (ignored
+# by git) and replayed first next time.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from conftest import wait_for
 from sekisho.drivers import registry
 from sekisho.drivers.base import DriverError
 from sekisho.drivers.nfc import NfcReader
-from sekisho.policies.events import CardPresented, CardRemoved, Event, ReaderBack, ReaderLost
+from sekisho.policies.events import CardPresented, CardRemoved, CardUnreadable, Event, ReaderBack, ReaderLost
 
 IDM = "01010501b00ac30b"
 PMM = "03014b024f4993ff"
@@ -359,3 +359,31 @@ def test_stop_is_prompt(port, cards, tmp_path, with_card):
     assert time.monotonic() - t0 < 3.5
     assert not [t for t in threading.enumerate() if t.name == "nfc desk-02"]
     assert rec.kinds() == (["CardPresented"] if with_card else [])
+
+
+class GarbledFelicaCard(FelicaCard):
+    """A FeliCa card whose SENSF_RES is 18 bytes, one byte short of the system code: nfcpy
+    takes it (it asks for at least 17), and its own Type3Tag then fails to unpack it (found by
+    tests/test_fuzz_cards.py)."""
+
+    def serve(self, clf: Any) -> None:
+        def on_startup(target: Any) -> Any:
+            target.brty = "212F"
+            target.sensf_res = bytearray([1]) + self.idm + bytearray.fromhex(PMM) + bytearray([0x12])
+            return target
+        clf.connect(card={"on-startup": on_startup, "on-connect": lambda tag: True, "timeout": 0.5},
+                    terminate=self.removed.is_set)
+
+
+def test_a_garbled_card_is_unreadable_once_and_the_reader_stays(port, cards, start_reader):
+    _, rec = start_reader(f"udp:127.0.0.1:{port}", targets=["212F"])
+    garbled = cards(GarbledFelicaCard(port))
+    garbled.insert()
+    unreadable = rec.wait(CardUnreadable, 1)
+    assert unreadable.reason == "garbled_answer"
+    garbled.remove()
+    rec.wait(CardRemoved, 1)
+    good = cards(FelicaCard(port))
+    good.insert()
+    assert rec.wait(CardPresented, 1).uid == bytes.fromhex(IDM)
+    assert rec.kinds() == ["CardUnreadable", "CardRemoved", "CardPresented"]

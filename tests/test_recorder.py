@@ -162,10 +162,11 @@ def test_a_message_the_store_refuses_is_acknowledged_and_said_once(nodes, broker
     recorder.start()
     topic = "sekisho/v1/test/door/entrance/event"
     good = {"id": "e-1", "seq": 1, "node": "door-z", "ts": "2026-12-05T09:00:00.000Z", "kind": "access"}
-    for payload in (b"{not json", json.dumps({**good, "seq": "one"}).encode(), json.dumps(good).encode()):
+    # b"[" * 100_000 (found by tests/test_fuzz_bus.py) once stopped the recorder's worker for good.
+    for payload in (b"{not json", b"[" * 100_000, json.dumps({**good, "seq": "one"}).encode(), json.dumps(good).encode()):
         publish.single(topic, payload, qos=1, hostname="127.0.0.1", port=broker.port)
     with open_store(None, recorder.data_dir) as store:
-        wait_for(lambda: store.count() == 1, what="the good event, after the two bad ones")
+        wait_for(lambda: store.count() == 1, what="the good event, after the three bad ones")
     recorder.stop()
     log = recorder.daemon_log()
     assert log.count("refused a message from") == 2  # one for the topic's door, one for door-z

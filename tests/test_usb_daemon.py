@@ -351,3 +351,25 @@ def test_alarm_on_block_raises_usb_blocked_for_a_device_plugged_not_one_found_at
     site.cli("alarm", "ack", "door-a.door-a.usb-blocked")
     wait_for(lambda: sub.on("/alarm/door-a.door-a.usb-blocked")[-1].payload == b"", what="the alarm closed")
     site.stop()
+
+
+def test_a_device_whose_name_and_serial_are_not_utf8_is_recorded_listed_and_can_be_allowed(site, subscribe, testbed):
+    """Found by tests/test_fuzz_usb.py: such a device was decided, but its event never recorded
+    (SQLite refused the text), `sekisho usb list` failed printing it, and no serial typed from
+    the list matched it. Its words are now shown with \\xHH for each byte that is not UTF-8."""
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    path = kernel.plug(FLASH)
+    testbed.set_attribute_binary(path, "product", b"Cruzer \xed\xa0\x80\n")  # a lone UTF-16 surrogate, as the kernel writes it
+    testbed.set_attribute_binary(path, "serial", b"4C53\xff01\n")
+    site.config.write_text(site.config.read_text() + f'\n[usb]\nrules = "{CALL_CENTRE}"\n')
+    sub = subscribe()
+    site.start()
+    usb = lambda: [m.json for m in sub.on("/usb/door-a/event")]  # noqa: E731 - a probe for wait_for
+    blocked = wait_for(lambda: [e for e in usb() if e["device"]["pid"] == "5567"], what="the device decided")[0]
+    assert blocked["action"] == "blocked"
+    assert (blocked["device"]["name"], blocked["device"]["serial"]) == ("Cruzer \\xed\\xa0\\x80", "4C53\\xff01")
+    assert "Cruzer \\xed\\xa0\\x80" in site.cli("usb", "list").stdout
+    site.cli("usb", "allow", "0781:5567:4C53\\xff01", "--minutes", "5")
+    granted = wait_for(lambda: [e for e in usb() if e["action"] == "exception_granted"], what="exception_granted")[0]
+    assert granted["exception"]["match"] == "0781:5567:4C53\\xff01" and read(f"{path}/authorized") == "1"

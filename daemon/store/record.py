@@ -215,7 +215,9 @@ class Record:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts, seq"
+        # In seq order, the order they happened in: after the wall clock steps back, ts does not
+        # say it (docs/time.md).
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         return list(self.database.db.query(sql, args))
 
     def replay(self, first: int, last: int, topic_of: Callable[[str, str], str | None], actor: str) -> Replayed:
