@@ -153,20 +153,3 @@ def postgres():
     finally:
         pg.stop()
 
-
-# The tests run in parallel worker processes (pytest-xdist: `-n 4 --dist loadgroup`, pyproject.toml),
-# each module's tests together on one worker, in order, as they were written to run: a module may
-# share one daemon among its tests (test_console) or build on what an earlier test left. pcscd is
-# the one part a machine has only one of (it owns /run/pcscd; tests take turns on
-# fakecard.MACHINE_LOCK), so every test that starts it goes to one worker of its own group instead
-# of holding another worker while it waits for its turn.
-PCSCD_MODULES = ("test_pcsc_daemon", "test_pcsc_driver")
-PCSCD_BENCHES = ("[pcsc_latency.py]", "[desk_lock_latency.py]")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        pcscd = ("pcscd" in getattr(item, "fixturenames", ()) or module in PCSCD_MODULES
-                 or item.nodeid.endswith(PCSCD_BENCHES))
-        item.add_marker(pytest.mark.xdist_group("pcscd" if pcscd else module))
