@@ -48,8 +48,12 @@ NODE_APT_PACKAGES := nodejs npm
 # Lint first, so a finding fails the run before seven minutes of tests. Under umockdev's
 # preload: the USB tests run on its simulated sysfs and uevents (and fail, never skip, without
 # it). Nothing else notices the preload.
+# Four workers (pytest-xdist) on two cores: most of a test is waiting for a daemon, a broker or a
+# timer, not computing. --dist loadfile: each module runs whole on one worker, in order, as it was
+# written to (test_console shares one daemon among its tests, which build on one another). The
+# tests that start pcscd, the machine's one, take turns on fakecard.MACHINE_LOCK across workers.
 test: lint node
-	umockdev-wrapper $(PY) -m pytest -q
+	umockdev-wrapper $(PY) -m pytest -q -n 4 --dist loadfile
 
 # ruff and mypy, configured in pyproject.toml. mypy reads the package as Python imports it,
 # sekisho.daemon and so on, through links under build/ (the folders themselves are not named so).

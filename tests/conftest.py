@@ -152,3 +152,4 @@ def postgres():
         yield pg
     finally:
         pg.stop()
+
