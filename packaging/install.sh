@@ -13,6 +13,7 @@ ETC=/etc/sekisho
 UNIT=/etc/systemd/system/sekisho.service
 UDEV_RULE=/etc/udev/rules.d/70-sekisho-usb.rules
 TMPFILES=/etc/tmpfiles.d/sekisho.conf
+MODULES=/etc/modules-load.d/sekisho.conf
 DOC=/usr/share/doc/sekisho
 STAMP=$VENV/sekisho-install.sha256
 changed=0
@@ -75,14 +76,20 @@ hash_of() {
 }
 
 venv() {
-	local lock source dir=$ROOT$VENV
-	lock="lock $(hash_of requirements/node.lock)"
+	local lock source py dir=$ROOT$VENV
+	# Debian's python's version too: after an upgrade of Debian (3.11 to 3.13) the venv's python is
+	# the new one, and its packages sit under the old one's lib/: made again, not taken as unchanged.
+	py=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	lock="lock $(hash_of requirements/node.lock) python $py"
 	source="source $(hash_of "${PACKAGE[@]}")"
 	if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" = "$lock"$'\n'"$source" ] && "$dir/bin/python" -c '' 2>/dev/null; then
 		echo "unchanged $VENV/ (the lock and the source are those it was built from)"
 		return
 	fi
 	# Debian's python, so that the venv follows Debian's security updates of the interpreter.
+	if [ -x "$dir/bin/python" ] && [ "$(head -n1 "$ROOT$STAMP" 2>/dev/null | sed 's/.* python //')" != "$py" ]; then
+		/usr/bin/python3 -m venv --clear --system-site-packages "$dir"
+	fi
 	[ -x "$dir/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$dir"
 	if [ "$(head -n1 "$ROOT$STAMP" 2>/dev/null)" != "$lock" ]; then
 		# Every dependency from the lock, each file checked against its hashes; --ignore-installed so
@@ -122,6 +129,7 @@ keep 640 "$SRC/examples/usb/call-centre.rules" $ETC/usb/call-centre.rules
 put 644 "$SRC/systemd/sekisho.service" $UNIT
 put 644 "$SRC/systemd/70-sekisho-usb.rules" $UDEV_RULE
 put 644 "$SRC/packaging/tmpfiles-sekisho.conf" $TMPFILES
+put 644 "$SRC/packaging/modules-load-sekisho.conf" $MODULES
 put 644 "$SRC/README.md" $DOC/README.md
 for f in "$SRC"/docs/*.md; do put 644 "$f" "$DOC/docs/${f##*/}"; done
 

@@ -29,6 +29,7 @@ if [ "$(readlink "$ROOT/usr/local/bin/sekisho" 2>/dev/null)" = $VENV/bin/sekisho
 	gone /usr/local/bin/sekisho
 fi
 gone /etc/systemd/system/sekisho.service /etc/udev/rules.d/70-sekisho-usb.rules /etc/tmpfiles.d/sekisho.conf \
+	/etc/modules-load.d/sekisho.conf \
 	/usr/share/doc/sekisho $VENV
 if [ "${PURGE:-}" = 1 ]; then
 	gone /etc/sekisho /var/lib/sekisho
@@ -41,3 +42,10 @@ if [ -z "$ROOT" ] && [ "$changed" = 1 ]; then
 	reload
 fi
 if [ "$changed" = 0 ]; then echo "nothing to remove"; fi
+# Nothing authorizes USB devices any more: a bus left at authorized_default=0 keeps every new
+# device (keyboards too) without a driver, now and, with the kernel parameter, after each boot.
+cat <<'EOT'
+USB: with sekisho gone, nothing authorizes new USB devices. Take usbcore.authorized_default=0 out
+of GRUB_CMDLINE_LINUX in /etc/default/grub and run update-grub; until the next boot:
+  for b in /sys/bus/usb/devices/usb*/{,interface_}authorized_default; do echo 1 > "$b"; done
+EOT

@@ -26,6 +26,7 @@ FILES = {  # everything outside the venv, with its mode
     "/etc/systemd/system/sekisho.service": 0o644,
     "/etc/udev/rules.d/70-sekisho-usb.rules": 0o644,
     "/etc/tmpfiles.d/sekisho.conf": 0o644,
+    "/etc/modules-load.d/sekisho.conf": 0o644,
     "/usr/share/doc/sekisho": 0o755,
     "/usr/share/doc/sekisho/README.md": 0o644,
     "/usr/share/doc/sekisho/docs": 0o755,
@@ -37,10 +38,11 @@ SOURCES = {  # what each installed file is a copy of
     "/etc/systemd/system/sekisho.service": "systemd/sekisho.service",
     "/etc/udev/rules.d/70-sekisho-usb.rules": "systemd/70-sekisho-usb.rules",
     "/etc/tmpfiles.d/sekisho.conf": "packaging/tmpfiles-sekisho.conf",
+    "/etc/modules-load.d/sekisho.conf": "packaging/modules-load-sekisho.conf",
     "/usr/share/doc/sekisho/README.md": "README.md",
     **{d: f"docs/{Path(d).name}" for d in DOCS},
 }
-PARENTS = {"/usr/local", "/usr/local/bin", "/etc", "/etc/systemd", "/etc/systemd/system", "/etc/udev", "/etc/udev/rules.d", "/etc/tmpfiles.d", "/usr",
+PARENTS = {"/usr/local", "/usr/local/bin", "/etc", "/etc/systemd", "/etc/systemd/system", "/etc/udev", "/etc/udev/rules.d", "/etc/tmpfiles.d", "/etc/modules-load.d", "/usr",
            "/usr/share", "/usr/share/doc", "/opt"}
 
 
