@@ -41,8 +41,11 @@ class DeviceState(StrEnum):
 
 def shown(text: str) -> str:
     """A device's string as events and answers carry it: each byte that is not UTF-8, and NUL,
-    written ``\\xHH`` (as a rules file writes it); any other text as it is."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+    written ``\\xHH`` (as a rules file writes it), a backslash doubled, any other text as it is.
+    One device string, one shown string: an exception typed from ``usb list`` by serial names
+    the device whose serial is the byte 0xff, not one whose serial is the text ``\\xff``."""
+    doubled = text.replace("\\", "\\\\")
+    return doubled.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\0", "\\x00")
 
 
 def describe(event: UsbDeviceAdded, parent_hash: str) -> Device:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.record import NewEvent, Record
 from sekisho.daemon.usb_cli import _items, _print_entries, evaluate
-from sekisho.daemon.usb_devices import Tracked
+from sekisho.daemon.usb_devices import Tracked, shown
 from sekisho.daemon.usb_exceptions import Match
 from sekisho.drivers.udev import read_device, read_interface
 from sekisho.policies.usbrules import DescriptorError, RuleSet, Target, applies, parse_descriptors, parse_rule
@@ -120,8 +120,8 @@ def test_any_sysfs_device_is_described_or_kept_blocked_and_recorded(tmp_path_fac
         json.dumps([approved.text, approved.payload()], ensure_ascii=False).encode("utf-8")
     # What the controller records, publishes and answers is text every consumer takes: the store
     # (SQLite: UTF-8 only), the bus (UTF-8 JSON), PostgreSQL at the recorder (no NUL), a terminal.
-    for shown in (tracked.payload(), tracked.status()):
-        text = json.dumps(shown, ensure_ascii=False)
+    for answer in (tracked.payload(), tracked.status()):
+        text = json.dumps(answer, ensure_ascii=False)
         text.encode("utf-8")
         assert "\x00" not in text and "\\u0000" not in text
     # `sekisho usb test-policy` and `usb list` print it, decided by rules from a file saved as Latin-1.
@@ -147,3 +147,13 @@ def test_any_interface_attributes_read_as_a_type_or_nothing(tmp_path_factory, pa
     event = read_interface(str(path))
     assert event.interface_type == "" or re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", event.interface_type)
 
+
+@given(st.binary(max_size=12), st.binary(max_size=12))
+@example(b"A\xff", b"A\\xff")  # the byte 0xff, and the text backslash x f f, once shown alike
+@example(b"\0", b"\\x00")
+def test_two_device_strings_are_never_shown_alike(a, b):
+    # Exceptions typed from `usb list` by serial are matched on the shown serial: two devices
+    # whose serials differ must not be shown alike.
+    one, other = (x.decode("utf-8", "surrogateescape") for x in (a, b))
+    if a != b:
+        assert shown(one) != shown(other)
