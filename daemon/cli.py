@@ -598,7 +598,9 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p = _add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
              "Every USB device present: whether the kernel has it authorized, how [usb] rules decide it\n"
              "and by which line, and the device written as a rule to paste into the rules file. With\n"
-             "a daemon running, also held devices and the timed exceptions in force.")
+             "a daemon running, also held devices and the timed exceptions in force. On a node with no\n"
+             "[usb] section (nothing controls USB there), each device as the implicit target, block,\n"
+             "would decide it, as usbguard list-devices does with no policy.")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
     p = _add(usb, "test-policy", cmd_usb_test_policy, "decide devices by a rules file, touching nothing",
              "Decide devices by RULES without writing anything: DEVICE is a sysfs path\n"

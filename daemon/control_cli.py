@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from . import config as config_mod
@@ -85,8 +86,15 @@ def _usb_config(args: argparse.Namespace) -> config_mod.UsbConfig:
 
 def cmd_usb_list(args: argparse.Namespace) -> int:
     from . import control
-    from .usb_cli import usb_list
-    u = _usb_config(args)
+    from .usb_cli import no_rules, usb_list
+    cfg = _config(args)
+    if cfg.usb is None:
+        # As `usbguard list-devices` answers on a machine with no policy: the devices and what the
+        # kernel has authorized, each decided as the implicit target (block) would decide it.
+        print(f"{cfg.path} has no [usb] section: nothing controls USB on this node; each device is shown "
+              f"as the implicit target (block) would decide it", file=sys.stderr)
+        return usb_list(no_rules(), as_json=args.json)
+    u = cfg.usb
     reply = control.call(_data_dir(args), {"op": "usb.list"}, timeout=10)
     status = reply if reply and reply.get("ok") else None
     return usb_list(u.rules, as_json=args.json, status=status)

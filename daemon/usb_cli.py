@@ -235,6 +235,12 @@ def _print_entries(entries: list[dict[str, Any]], out: TextIO, *, show_state: bo
             print(f"  {entry['as_rule']}", file=out)
 
 
+def no_rules() -> RuleSet:
+    """The policy of a node with no ``[usb]`` section, for ``usb list``: no rule, the implicit
+    target USBGuard's own default is (block)."""
+    return RuleSet((), Target.BLOCK, "<no [usb] section>")
+
+
 def _rules(rules_path: str | Path, implicit_target: str) -> RuleSet:
     if implicit_target not in IMPLICIT_TARGETS:
         raise SekishoError(f"implicit target must be one of {', '.join(IMPLICIT_TARGETS)}, not {implicit_target!r}")

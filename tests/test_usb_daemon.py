@@ -373,3 +373,19 @@ def test_a_device_whose_name_and_serial_are_not_utf8_is_recorded_listed_and_can_
     site.cli("usb", "allow", "0781:5567:4C53\\xff01", "--minutes", "5")
     granted = wait_for(lambda: [e for e in usb() if e["action"] == "exception_granted"], what="exception_granted")[0]
     assert granted["exception"]["match"] == "0781:5567:4C53\\xff01" and read(f"{path}/authorized") == "1"
+
+
+def test_usb_list_on_a_node_with_no_usb_section_shows_the_implicit_targets_decision(site, testbed):
+    """As `usbguard list-devices` answers with no policy: nothing controls USB here, and the
+    listing says so, showing each device as the implicit target (block) would decide it."""
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    kernel.plug(KEYBOARD, authorized="1", with_interfaces=True)
+    assert "[usb]" not in site.config.read_text()
+    r = site.cli("usb", "list", "--json")
+    assert "has no [usb] section: nothing controls USB on this node" in r.stderr
+    (keyboard,) = [d for d in json.loads(r.stdout)["devices"] if d["port"] == "1-1"]
+    assert keyboard["authorized"] == "1" and keyboard["decision"] == "block" and keyboard["line"] is None
+    assert keyboard["as_rule"].startswith("block id 046d:c31c")
+    text = site.cli("usb", "list").stdout
+    assert "1-1  046d:c31c" in text and "  block  " in text
