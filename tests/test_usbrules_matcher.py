@@ -75,6 +75,26 @@ def test_set_operators_on_interfaces(rule, expected):
     assert matches(rule, KEYBOARD) is expected
 
 
+@pytest.mark.parametrize("rule, device, expected", [
+    # ComplianceAsCode's "allow hubs": every interface of the device is a hub's.
+    ("allow with-interface match-all { 09:00:* }", ROOT_HUB, True),
+    ("allow with-interface match-all { 09:00:* }", Device(id="1234:5678", interfaces=("09:00:00", "08:06:50")), False),
+    ("allow with-interface match-all { 03:*:* }", KEYBOARD, True),
+    ("allow with-interface match-all { 03:01:01 }", KEYBOARD, False),  # 03:00:00 is covered by none
+    ("allow with-interface match-all { 08:*:* }", Device(id="1234:5678"), True),  # no interface: vacuously
+    # USBDeviceID's isSupersetOf is the device's id covering the rule's: an id pattern never matches.
+    ("allow id match-all { 1d6b:0002 }", ROOT_HUB, True),
+    ("allow id match-all { 1d6b:* }", ROOT_HUB, False),
+    ("allow id match-all { *:* }", ROOT_HUB, False),
+    # Strings have only USBGuard's unimplemented generic isSupersetOf, which answers yes.
+    ('allow name match-all { "not its name" }', ROOT_HUB, True),
+    ('allow serial match-all { "x" "y" }', STICK, True),
+])
+def test_match_all_is_usbguards_quirks_and_all(rule, device, expected):
+    """USBGuard 1.1's setSolveMatchAll: every device value needs a rule value that isSupersetOf it."""
+    assert matches(rule, device) is expected
+
+
 def test_equals_with_patterns_counts_and_looks_one_way_as_in_usbguard():
     # Documented in sekisho-rules(5): both patterns cover 03:01:01; the ff interface is never looked at.
     sneaky = Device(id="1234:5678", interfaces=("03:01:01", "ff:00:00"))

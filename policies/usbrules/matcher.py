@@ -16,10 +16,18 @@ strings, an id pattern that covers the id, or an interface pattern that covers t
   ``none-of``         no r covers any d
   ``equals``          len(R) == len(D) and every r covers some d
   ``equals-ordered``  len(R) == len(D) and each r covers the d at its position
+  ``match-all``       every d is "covered" by some r, the other way round (``setSolveMatchAll``)
 
 ``equals`` is USBGuard's, quirk and all: it counts and looks one way only, so with patterns
 ``with-interface equals { 03:*:* 03:*:* }`` also matches a device whose interfaces are
 03:01:01 and ff:00:00. Distinct exact values do not have that gap.
+
+``match-all`` asks USBGuard's ``Predicates::isSupersetOf`` instead, which USBGuard 1.1 has for
+two kinds of value only: an interface pattern covers the type (``with-interface match-all
+{ 09:00:* }``: every interface a hub's); a device's id covers the rule's, so an id pattern
+(``1050:*``) never matches and only the exact id does; and for strings (serial, name, hashes,
+port, connect type) the generic template answers yes, so ``name match-all { "x" }`` matches
+every device. Quirks and all, so that a USBGuard rules file decides here as it does there.
 
 ``RuleSet.first_match`` returns a ``UsbVerdict`` that always names its rule: the rules file and
 line of the rule that matched, or ``IMPLICIT`` when none did (USBGuard's ``ImplicitID``).
@@ -116,6 +124,15 @@ _COVERS: Mapping[type, Callable[[object, object], bool]] = MappingProxyType({
 })
 """USBGuard's ``Predicates::isSubsetOf`` for each kind of value: does a rule's value cover a device's."""
 
+_SUPERSET: Mapping[type, Callable[[object, object], bool]] = MappingProxyType({
+    DeviceId: lambda r, d: d.matches(r),  # type: ignore[attr-defined]
+    InterfaceType: InterfaceType.matches,  # type: ignore[dict-item]
+    str: lambda r, d: True,
+})
+"""USBGuard's ``Predicates::isSupersetOf(rule value, device value)``, which only ``match-all``
+asks: ``USBDeviceID``'s is ``target.isSubsetOf(source)``, ``USBInterfaceType``'s
+``source.appliesTo(target)``, and the generic one, for strings, returns true (unimplemented)."""
+
 
 def attribute_applies_as_usbguard(attribute: Attribute, device: Device) -> bool:
     """USBGuard's ``Rule::Attribute::appliesTo``, line for line, with the rule as source and the
@@ -124,6 +141,9 @@ def attribute_applies_as_usbguard(attribute: Attribute, device: Device) -> bool:
     rule_values = attribute.values
     device_values = device.values(attribute.key)
     op = attribute.operator
+    if op is SetOperator.MATCH_ALL:
+        superset = _SUPERSET[VALUE_TYPE[attribute.key]]
+        return all(any(superset(r, d) for r in rule_values) for d in device_values)
     if op is SetOperator.ONE_OF or op is SetOperator.NONE_OF:
         some = any(covers(r, d) for r in rule_values for d in device_values)
         return some if op is SetOperator.ONE_OF else not some
@@ -141,6 +161,8 @@ def attribute_applies(attribute: Attribute, device: Device) -> bool:
     op = attribute.operator
     key = attribute.key
     values = attribute.values
+    if op is SetOperator.MATCH_ALL:
+        return attribute_applies_as_usbguard(attribute, device)
     if key is Key.WITH_INTERFACE:
         if op is SetOperator.EQUALS_ORDERED:
             return attribute_applies_as_usbguard(attribute, device)

@@ -7,8 +7,8 @@ before ``}`` they may be left out. A device id may follow the target without ``i
 (``allow 1050:0407``), as in USBGuard's own examples; it is the ``id`` attribute, so giving
 ``id`` as well is a duplicate.
 
-What USBGuard has and sekisho does not (``if`` conditions, ``label``, the ``match-all``
-operator, the ``match`` and ``device`` targets) is an error saying so, at its column, never
+What USBGuard has and sekisho does not (``if`` conditions, ``label``, the ``match`` and
+``device`` targets) is an error saying so, at its column, never
 skipped: a rule read differently from how USBGuard reads it would decide differently.
 
 ``parse_rules`` reads a whole file and reports every broken line in one ``RuleSyntaxError``.
@@ -31,7 +31,6 @@ NOT_SUPPORTED: Mapping[str, str] = MappingProxyType({
 })
 """USBGuard clauses that sekisho refuses, each with the reason shown at its column."""
 
-NOT_SUPPORTED_OPERATORS = frozenset({"match-all"})
 NOT_SUPPORTED_TARGETS = frozenset({"match", "device"})
 
 _OPERATORS = frozenset(str(o) for o in SetOperator)
@@ -176,8 +175,6 @@ class _Line:
         self._need_blank(token, f"expected a blank after {name}")
         if token.kind is TokenKind.OPEN:
             return SetOperator.EQUALS, self._set(token, name, kind, "the set")
-        if token.kind is TokenKind.WORD and token.value in NOT_SUPPORTED_OPERATORS:
-            raise self._error(token, f'the "{token.value}" set operator is not supported by sekisho')
         if token.kind is TokenKind.WORD and token.value in _OPERATORS:
             if not operators:
                 raise self._error(token, f"{name} takes one interface type or a plain set {{ ... }}, "

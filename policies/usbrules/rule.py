@@ -42,6 +42,7 @@ class SetOperator(enum.StrEnum):
     NONE_OF = "none-of"
     EQUALS = "equals"
     EQUALS_ORDERED = "equals-ordered"
+    MATCH_ALL = "match-all"
 
 
 class Key(enum.StrEnum):
