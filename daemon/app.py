@@ -13,12 +13,11 @@ where, pseudonyms), ``Alarms`` (their life cycle and ids), ``Lockouts`` (wrong P
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import resource
 import signal
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from .publisher import Publisher
 from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
+from .retention import Retention
 from .router import Controllers, Router
 from .rules_in_force import RulesInForce
 from .service_manager import Notifier, ServiceManager, watchdog_interval
@@ -70,17 +70,13 @@ from .store.people import People
 from .store.record import Record
 from .strikes import make_strike
 from .tap_enrolment import TapEnrolment
-from .timestamps import rfc3339, utc_now
+from .timestamps import utc_now
 from .topics import Topics
 from .usb import UsbController, desks_unattended
 
 log = logging.getLogger(__name__)
 
-PURGE_EVERY_S = 24 * 3600
 EX_IOERR = 74
-FIRST_ATTEMPT_MAX_S = 10.0
-"""Longest the readiness waits for the first broker attempt's outcome; paho's own connect
-timeout (5 s) normally ends it sooner. A node is ready without a broker either way."""
 
 
 def raise_fd_limit() -> None:
@@ -94,17 +90,27 @@ def raise_fd_limit() -> None:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
 
 
-def purge_before(config: Config) -> str:
-    """The store timestamp before which records are past the site's retention period."""
-    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.site.retention_days)
-    return rfc3339(cutoff)
-
-
 def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Database, SiteKey]:
     """The store's file and the site key, as every command that touches records opens them;
     ``check`` (the daemon) refuses a store that fails SQLite's quick check."""
     database = Database(data_dir, check=check)
     return database, SiteKey.load_or_create(Path(data_dir) / "site.key")
+
+
+def load_drivers(config: Config, data_dir: Path, emit: Callable[[Event], None]) -> dict[str, Driver]:
+    """Every reader, input and PIN pad the config names, by name; none started."""
+    drivers: dict[str, Driver] = {
+        name: registry.load(reader.driver)(name, reader.options, emit, data_dir=data_dir)
+        for name, reader in config.readers.items()}
+    drivers.update({
+        name: registry.load(cfg.driver, registry.INPUTS)(name, cfg.options, emit, data_dir=data_dir)
+        for name, cfg in config.inputs.items()})
+    # A PIN pad reports under its reader's name, so its PINs join the reader's cards.
+    drivers.update({
+        f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
+            name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, emit, data_dir=data_dir)
+        for name, r in config.readers.items() if r.pin_pad})
+    return drivers
 
 
 class Daemon:
@@ -126,17 +132,7 @@ class Daemon:
             config.mqtt, Outbox(self.database), loop=loop, version=__version__, started=utc_now(),
             client_id=config.mqtt.client_id or f"sekisho-{config.site.id}-{config.site.node}",
             status_topic=self.topics.node_status(config.site.node))
-        self.drivers: dict[str, Driver] = {
-            name: registry.load(reader.driver)(name, reader.options, self.emit, data_dir=Path(data_dir))
-            for name, reader in config.readers.items()}
-        self.drivers.update({
-            name: registry.load(cfg.driver, registry.INPUTS)(name, cfg.options, self.emit, data_dir=Path(data_dir))
-            for name, cfg in config.inputs.items()})
-        # A PIN pad reports under its reader's name, so its PINs join the reader's cards.
-        self.drivers.update({
-            f"{name}.pin_pad": registry.load(r.pin_pad["driver"], registry.PIN_PADS)(
-                name, {k: v for k, v in r.pin_pad.items() if k != "driver"}, self.emit, data_dir=Path(data_dir))
-            for name, r in config.readers.items() if r.pin_pad})
+        self.drivers = load_drivers(config, self.data_dir, self.emit)
         self.commits = GroupCommit(self.record, self.database, loop, self.data_dir, committed=self.publisher.kick,
                                    on_damaged=self._store_damaged)
         self.answering = Answering(loop)
@@ -162,16 +158,8 @@ class Daemon:
         self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
                            presence=self.presence, alarms=self.alarms, rules=self.rules,
                            on_change=self._desk_changed) if self.logind else None
-        self.usb: UsbController | None = None
-        self.usb_driver: UdevUsb | None = None
-        if config.usb:
-            u = config.usb
-            self.usb = UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=loop,
-                                     exceptions_topic=self.topics.usb_exceptions(u.host),
-                                     present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
-                                     desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
-                                     alarms=self.alarms if u.alarm_on_block else None, host=u.host)
-            self.usb_driver = UdevUsb("usb", {}, self.emit)
+        self.usb = self._usb_controller()
+        self.usb_driver = UdevUsb("usb", {}, self.emit) if self.usb else None
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory, rules=self.rules) \
@@ -205,15 +193,7 @@ class Daemon:
         # From the first connection on: a node that cannot reach the broker hears from nobody.
         self.publisher.when_connected(self.node_watch.start)
         self.publisher.on_duplicate = self._duplicate_node
-        # Home Assistant's discovery, when the config asks for it: announced on each connection,
-        # again when Home Assistant comes online; our own topic read back for what to remove.
-        self.home_assistant = HomeAssistantDiscovery(config, __version__, self.publisher.publish_retained) \
-            if config.homeassistant.enabled else None
-        if self.home_assistant:
-            self.publisher.when_connected(self.home_assistant.connected)
-            self.publisher.subscribe(self.home_assistant.topic, self.home_assistant.heard_own)
-            self.publisher.subscribe(self.home_assistant.status_topic, self.home_assistant.heard_status,
-                                     retained=False)
+        self.home_assistant = self._home_assistant()
         # The site recorder, on a node whose roles name it: its own client and its own thread,
         # so that a slow database never holds up this loop; its gap alarms are this node's.
         self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
@@ -224,10 +204,31 @@ class Daemon:
         self.enrolment_publisher, self.enrolment_receiver = self._enrolment_transport()
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
-        self.service = ServiceManager(Notifier.from_environ(os.environ), loop, status=self._service_status,
+        self.service = ServiceManager(Notifier.from_environ(os.environ), loop, status=self.publisher.status_line,
                                       watchdog_s=watchdog_interval(os.environ, os.getpid()))
-        self.purge_timer: asyncio.TimerHandle | None = None
+        self.retention = Retention(config, self.record, loop)
         self.clock_watch = ClockWatch(loop, self._clock_stepped)
+
+    def _usb_controller(self) -> UsbController | None:
+        u = self.config.usb
+        if u is None:
+            return None
+        return UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=self.loop,
+                             exceptions_topic=self.topics.usb_exceptions(u.host),
+                             present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
+                             desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
+                             alarms=self.alarms if u.alarm_on_block else None, host=u.host)
+
+    def _home_assistant(self) -> HomeAssistantDiscovery | None:
+        """Home Assistant's discovery, when the config asks for it: announced on each connection,
+        again when Home Assistant comes online; our own topic read back for what to remove."""
+        if not self.config.homeassistant.enabled:
+            return None
+        discovery = HomeAssistantDiscovery(self.config, __version__, self.publisher.publish_retained)
+        self.publisher.when_connected(discovery.connected)
+        self.publisher.subscribe(discovery.topic, discovery.heard_own)
+        self.publisher.subscribe(discovery.status_topic, discovery.heard_status, retained=False)
+        return discovery
 
     def _enrolment_transport(self) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
         """The recorder signs enrolment out (with its key); any other node that trusts a key for
@@ -303,9 +304,9 @@ class Daemon:
             log.info("running: site %s, node %s, %d readers", self.config.site.id, self.config.site.node,
                      len(self.drivers))
             self.publisher.kick()  # rows left from before a restart
-            self._purge()
+            self.retention.purge()
             self.clock_watch.start()
-            await self._broker_tried()
+            await self.publisher.first_attempt(self.stopping)
             if not self.stopping.is_set():
                 self.service.ready()
             await self.stopping.wait()
@@ -313,6 +314,7 @@ class Daemon:
         finally:
             self.service.stopping()
             self.clock_watch.stop()
+            self.retention.stop()
             await self.control.stop()
             if self.recorder:
                 await self.recorder.stop()
@@ -340,28 +342,6 @@ class Daemon:
             self.service.close()
             log.info("stopped" if not self.exit_code else f"stopped (exit {self.exit_code})")
         return self.exit_code
-
-    # ------------------------------------------------------------------------- the service manager
-    async def _broker_tried(self) -> None:
-        """Until the first broker attempt has an outcome, or the stop: READY then says the node
-        serves and knows whether it is online (it works offline all the same)."""
-        stop = asyncio.ensure_future(self.stopping.wait())
-        tried = asyncio.ensure_future(self.publisher.connection.tried.wait())
-        done, pending = await asyncio.wait({stop, tried}, timeout=FIRST_ATTEMPT_MAX_S,
-                                           return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if not done:
-            log.warning("no outcome from the broker at %s within %.0f s; ready without it", self.config.mqtt.url,
-                        FIRST_ATTEMPT_MAX_S)
-
-    def _service_status(self) -> str:
-        """The line `systemctl status` shows: the broker, and what waits for it in the outbox."""
-        try:
-            depth = str(self.publisher.outbox.count())
-        except (StoreError, sqlite3.Error):
-            depth = "unreadable"
-        return f"broker {self.publisher.connection.state}, outbox {depth}"
 
     # ------------------------------------------------------------------------- a store that fails
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -393,21 +373,6 @@ class Daemon:
             self.duplicate_reported = True
             self.alarms.raise_("duplicate_node", node, "critical", incident=True, detail=detail)
 
-    def _purge(self) -> None:
-        """Retention: delete what is older than the site keeps, now and once a day (a day of
-        the monotonic clock: a wall clock set forward a day calls this at once, _clock_stepped)."""
-        if self.purge_timer is not None:
-            self.purge_timer.cancel()
-        try:
-            events, audit_rows = self.record.purge(purge_before(self.config), "daemon")
-        except StoreError as exc:
-            log.error("retention purge failed: %s", exc)
-        else:
-            if events or audit_rows:
-                log.info("retention: deleted %d events and %d audit rows older than %d days", events, audit_rows,
-                         self.config.site.retention_days)
-        self.purge_timer = self.loop.call_later(PURGE_EVERY_S, self._purge)
-
     def _clock_stepped(self, seconds: float, before: str, after: str) -> None:
         """The wall clock was set (clock_watch.py): audited, for whoever reads timestamps that
         jump here; the retention cut-off taken again from the new time; the USB exceptions'
@@ -418,7 +383,7 @@ class Daemon:
             raise  # the loop's handler stops the daemon (_loop_error)
         except StoreError as exc:
             log.error("cannot audit the clock step: %s", exc)
-        self._purge()
+        self.retention.purge()
         if self.usb:
             self.usb.clock_stepped(seconds)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .broker_connection import BrokerConnection, Handler
 from .config import MqttConfig
+from .errors import StoreError
 from .node_status import NodeStatus
 from .outbox_drain import OutboxDrain
 from .store.outbox import Outbox
@@ -30,6 +32,8 @@ WINDOW = 1000
 """Most rows handed to paho and not yet acknowledged; bounds memory after a long outage."""
 PAHO_INFLIGHT = 100
 """Of those, how many paho may have on the wire at once; the rest wait in paho's queue."""
+FIRST_ATTEMPT_MAX_S = 10.0
+"""Longest ``first_attempt`` waits; paho's own connect timeout (5 s) normally ends it sooner."""
 
 
 class Publisher:
@@ -114,6 +118,28 @@ class Publisher:
         if info.rc == mqtt.MQTT_ERR_SUCCESS:  # else paho lost the connection just now; is_published would raise
             self.direct.append(info)
         return True
+
+    async def first_attempt(self, stopping: asyncio.Event) -> None:
+        """Until the first connection attempt has an outcome (or ``stopping``): the service
+        manager's READY then says the node serves and knows whether it is online; it works
+        offline all the same."""
+        stop = asyncio.ensure_future(stopping.wait())
+        tried = asyncio.ensure_future(self.connection.tried.wait())
+        done, pending = await asyncio.wait({stop, tried}, timeout=FIRST_ATTEMPT_MAX_S,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if not done:
+            log.warning("no outcome from the broker at %s within %.0f s; ready without it", self.cfg.url,
+                        FIRST_ATTEMPT_MAX_S)
+
+    def status_line(self) -> str:
+        """The line `systemctl status` shows: the broker, and what waits for it in the outbox."""
+        try:
+            depth = str(self.outbox.count())
+        except (StoreError, sqlite3.Error):
+            depth = "unreadable"
+        return f"broker {self.connection.state}, outbox {depth}"
 
     async def stop(self, drain: bool = True) -> None:
         """Flush as far as the broker allows (with ``drain``; not from a damaged store), say

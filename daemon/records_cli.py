@@ -149,7 +149,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from .app import purge_before
+    from .retention import purge_before
     cfg, record = _record(args)
     before = purge_before(cfg)
     events, audit_rows = record.purge(before, _actor())
