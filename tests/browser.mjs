@@ -16,10 +16,12 @@ const logs = [];
 let page = null;
 
 // A new context: 1366x768 unless ``viewport`` says otherwise; ``touch`` for a tablet.
-async function open({ locale, viewport, touch }) {
+// ``silentKeyStore``: IndexedDB's open never answers, as in Chromium's plain --headless mode.
+async function open({ locale, viewport, touch, silentKeyStore }) {
   if (page) await page.context().close();
   const context = await browser.newContext({ viewport: viewport || { width: 1366, height: 768 }, locale,
     hasTouch: Boolean(touch) });
+  if (silentKeyStore) await context.addInitScript(() => { indexedDB.open = () => ({}); });
   page = await context.newPage();
   // A deadline bounds a failure only: on a machine busy with other work, Chromium's first load
   // of a page (a renderer to start, a dozen modules) has taken more than playwright's 30 s.
