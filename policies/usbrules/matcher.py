@@ -215,7 +215,8 @@ class RuleSet:
     implicit_target: Target = Target.BLOCK
     """USBGuard's ``ImplicitPolicyTarget``: what a device that no rule matches gets."""
     file: str = "<rules>"
-    """The rules file's name as the verdicts should cite it."""
+    """The rules file's (or folder's) name, for messages about the whole set; each verdict cites
+    its own rule's file (``ParsedRule.file``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -237,5 +238,5 @@ class RuleSet:
                 if rule.block_interfaces:
                     blocked = tuple(dict.fromkeys(
                         str(t) for t in device._interfaces if any(p.matches(t) for p in rule.block_interfaces)))
-                return UsbVerdict(rule.target, f"{self.file}:{parsed.line}", parsed.line, parsed.source, blocked)
+                return UsbVerdict(rule.target, f"{parsed.file}:{parsed.line}", parsed.line, parsed.source, blocked)
         return UsbVerdict(self.implicit_target, IMPLICIT, None, "")

@@ -52,6 +52,9 @@ class ParsedRule:
     rule: Rule
     source: str
     """The line as written, without the blanks around it."""
+    file: str = "<rules>"
+    """The rules file it was read from, as verdicts cite it: one rule set may be read from
+    several files (a rules folder)."""
 
 
 def parse_rules(text: str, file: str = "<rules>") -> tuple[ParsedRule, ...]:
@@ -66,7 +69,7 @@ def parse_rules(text: str, file: str = "<rules>") -> tuple[ParsedRule, ...]:
             errors.append(e)
             continue
         if rule is not None:
-            rules.append(ParsedRule(number, rule, source.strip(" \t")))
+            rules.append(ParsedRule(number, rule, source.strip(" \t"), file))
     if errors:
         raise errors[0].with_also(tuple(errors[1:]))
     return tuple(rules)
