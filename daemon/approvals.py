@@ -71,7 +71,7 @@ class Approvals:
         pending = self.pending.get(desk)
         match event:
             case CardPresented() if card_hash:
-                last = self.inventory.last_blocked()
+                last = self.inventory.last_blocked(self.config.desks[desk].usb_ports)
                 device = Candidate(last.event.sys_path, last.blocked_at or 0.0) if last is not None else None
                 supervisor = self._supervisor(desk, card_hash)
                 held = self.desks.state(desk)

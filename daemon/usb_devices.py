@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sekisho.policies.approval import on_ports
 from sekisho.policies.events import UsbDeviceAdded
 from sekisho.policies.usbrules import (
     Descriptors,
@@ -185,9 +186,11 @@ class Inventory:
         except ValueError:
             return ""
 
-    def last_blocked(self) -> Tracked | None:
-        """The device the rules blocked most recently that is still here and still blocked."""
-        blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state is DeviceState.BLOCKED]
+    def last_blocked(self, ports: tuple[str, ...] = ()) -> Tracked | None:
+        """The device the rules blocked most recently that is still here and still blocked, on one
+        of ``ports`` or a hub behind one (a desk's own ports); on any port when ``ports`` is empty."""
+        blocked = [t for t in self.devices.values() if t.blocked_at is not None and t.state is DeviceState.BLOCKED
+                   and (not ports or on_ports(t.event.port, ports))]
         return max(blocked, key=lambda t: t.blocked_at or 0.0, default=None)
 
     def still_blocked(self, sys_path: str) -> Tracked | None:

@@ -4,7 +4,7 @@ An operator plugs in a device the rules block; a supervisor comes to the desk an
 console:
 
   1. presents their card at the desk's reader, within ``window_s`` of the block. The device
-     blocked last on this node is named (``Ask``: the event ``approval_pending``).
+     blocked last on the desk's own USB ports is named (``Ask``: the event ``approval_pending``).
   2. confirms within ``confirm_s``, as the site chose: ``pin``, their PIN on the desk reader's
      PIN pad (a supervisor without a PIN cannot approve), or ``card``, by taking the card out and
      presenting it again.
@@ -27,6 +27,12 @@ desk, whose tailgating rule then speaks.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+
+def on_ports(port: str, ports: tuple[str, ...]) -> bool:
+    """Is the device at ``port`` plugged into one of ``ports``, or into a hub behind one? A
+    desk's approval offers only a device on its own ports (``[desks.<name>] usb_ports``)."""
+    return any(port == p or port.startswith(p + ".") for p in ports)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,12 @@ def test_after_a_grant_the_next_card_is_a_new_story():
     assert kinds(p.card(granted, "hash-bob", None, FLASH, True, 200.0, CARD)) == ["Pass"]
     assert isinstance(p.card(granted, SUE.card_hash, SUE, FLASH, True, 116.0, CARD)[1][0], Ask)
     assert p.tick(granted, 1000.0, CARD)[1] == ()  # a granted approval never expires as refused
+
+
+def test_a_desks_ports_cover_the_hubs_behind_them_and_nothing_else():
+    ports = ("1-2", "3-1.4")
+    assert [port for port in ("1-2", "1-2.1", "1-2.1.3", "3-1.4", "3-1.4.2") if p.on_ports(port, ports)] == [
+        "1-2", "1-2.1", "1-2.1.3", "3-1.4", "3-1.4.2"]
+    # A prefix of the name is not a hub behind the port: 1-20 is another port of bus 1.
+    assert not any(p.on_ports(port, ports) for port in ("1-20", "1-3", "2-2", "3-1", "3-1.40", "usb1"))
+    assert not p.on_ports("1-2", ())

@@ -337,6 +337,28 @@ def test_supervisor_approval_settings_are_checked(tmp_path, usb, desk, expected)
     assert r.returncode == 78 and f"bad.toml: {expected}" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("desks, expected", [
+    ('[desks.d1]\nusb_ports = ["usb1"]\n', "desks.d1.usb_ports: item 1: 'usb1' is not a USB port: write the kernel's "
+                                           "name for it, <bus>-<port> with .<port> for each hub (1-2, 3-1.4)"),
+    ('[desks.d1]\nusb_ports = ["1-2."]\n', "desks.d1.usb_ports: item 1: '1-2.' is not a USB port"),
+    ('[desks.d1]\nusb_ports = ["1-2"]\n\n[desks.d2]\n',
+     "desks.d2.usb_ports: this node has more than one desk, so each desk needs its usb_ports"),
+    ('[desks.d1]\nusb_ports = ["1-2"]\n\n[desks.d2]\nusb_ports = ["1-3", "1-2.4"]\n',
+     "desks.d2.usb_ports: 1-2.4 is also a port of desk 'd1': a port belongs to one desk"),
+])
+def test_desk_usb_ports_are_kernel_port_names_each_one_desks(tmp_path, desks, expected):
+    (tmp_path / "usb.rules").write_text("allow id 046d:c31c\n")
+    text = GOOD + '\n[levels.staff]\ndoors = ["entrance"]\n\n' + desks + '\n[usb]\nrules = "usb.rules"\n' \
+        'supervisor_levels = ["staff"]\n'
+    r = check(tmp_path, text)
+    assert r.returncode == 78 and f"bad.toml: {expected}" in r.stderr, r.stderr
+    good = text.replace('"1-2.4"', '"2-1"').replace('"usb1"', '"1-2"').replace('"1-2."', '"1-2"')
+    good = good.replace("[desks.d2]\n\n", '[desks.d2]\nusb_ports = ["1-3"]\n\n')
+    r = check(tmp_path, good)
+    assert r.returncode == 0, r.stderr
+    assert config.load(tmp_path / "bad.toml").desks["d1"].usb_ports == ("1-2",)
+
+
 def test_config_keys_and_driver_options_are_one_type():
     """A config section and a driver's OPTIONS are declared alike, and one loader converts both."""
     from sekisho.drivers.options import Option

@@ -212,8 +212,9 @@ def supervised(site, subscribe, testbed, logind):
     site.enroll("sue", SUE, level="supervisor")
     site.enroll("bob", BOB)
 
-    def start(confirm: str, site_extra: str = ""):
+    def start(confirm: str, site_extra: str = "", desk_extra: str = ""):
         text = SUPERVISED.format(url=site.broker.url, rules=CALL_CENTRE, confirm=confirm)
+        text = text.replace("[desks.desk-01]\n", f"[desks.desk-01]\n{desk_extra}")
         site.config.write_text(text.replace('node = "door-a"\n', f'node = "door-a"\n{site_extra}'))
         sub = subscribe()
         site.start()
@@ -326,6 +327,19 @@ def test_wrong_approval_pins_count_toward_the_cards_lockout(supervised):
     reasons = [e["reason"] for e in usb_events(sub) if e["action"] == "approval_refused"]
     assert reasons == ["pin_wrong", "pin_wrong", "locked_out"]
     assert read(f"{kernel.devices['1-2']}/authorized") == "0"
+
+
+def test_an_approval_offers_only_a_device_blocked_on_the_desks_own_ports(supervised):
+    """The flash drive is blocked on port 1-2, and the desk's ports are 1-3 only (another desk's
+    drive is not this desk's to approve): the supervisor's card is no approval and goes to the desk."""
+    site, kernel, start = supervised
+    sub = start("card", desk_extra='usb_ports = ["1-3"]\n')
+    bob_steps_away(site, sub)
+    site.tap(SUE)
+    before = len(desk_kinds(sub))
+    site.tap(SUE, "desk-01")
+    wait_for(lambda: len(desk_kinds(sub)) > before, what="sue's card taken by the desk")
+    assert actions(sub) == [] and read(f"{kernel.devices['1-2']}/authorized") == "0"
 
 
 def test_alarm_on_block_raises_usb_blocked_for_a_device_plugged_not_one_found_at_start(site, subscribe, testbed):

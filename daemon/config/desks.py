@@ -6,6 +6,7 @@ builds the ``DeskConfig`` once the levels are read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,17 @@ def position_problem(v: list) -> str | None:
     if not all(1 <= x <= MAX_MAP for x in v):
         return f"row and column must be between 1 and {MAX_MAP}, not {v!r}"
     return None
+
+
+_PORT = re.compile(r"[1-9][0-9]*-[1-9][0-9]*(\.[1-9][0-9]*)*")
+
+
+def port_problem(v: str) -> str | None:
+    """What is wrong with a USB port name: it must be the kernel's, ``<bus>-<port>[.<port>...]``."""
+    if _PORT.fullmatch(v):
+        return None
+    return (f"{v!r} is not a USB port: write the kernel's name for it, <bus>-<port> with .<port> for each "
+            f"hub (1-2, 3-1.4), as `sekisho usb list` shows it")
 
 
 DESK = {
@@ -63,6 +75,10 @@ DESK = {
     "tty_lock": Option(str, "terminate", "A text-console session on the seat, whose lock no screen locker "
                        "confirms: terminate (end it) or alarm_only (leave it, lock_failed alarm).",
                        one_of("terminate", "alarm_only")),
+    "usb_ports": Option(list, [], "The USB ports at this desk, as the kernel names them (1-2, 3-1.4; a device "
+                        "behind a hub on one of them counts too): a supervisor's approval here offers the device "
+                        "blocked last on these ports. Empty: on any port of the node, which is right only for a "
+                        "node with one desk.", strings(port_problem)),
 }
 
 
@@ -86,6 +102,8 @@ class DeskConfig:
     """The levels that may use this desk (from [levels.<name>] desks)."""
     position: tuple[int, int] | None = None
     """[row, column] on the console's desk map (1-based), or None."""
+    usb_ports: tuple[str, ...] = ()
+    """The USB ports at the desk; empty: every port of the node."""
 
 
 def read_desks(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
@@ -113,5 +131,5 @@ def link_desks(c: Checker, desks: Mapping[str, dict[str, Any]], areas: Mapping[s
         out[name] = DeskConfig(name=name, levels=levels[name],
                                **{**values, "lock_fallback_command": tuple(values["lock_fallback_command"]),
                                   "lock_confirm_command": tuple(values["lock_confirm_command"]),
-                                  "position": position})
+                                  "position": position, "usb_ports": tuple(values["usb_ports"])})
     return out

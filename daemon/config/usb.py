@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from sekisho.drivers.options import REQUIRED, Option, between, one_of, strings
+from sekisho.policies.approval import on_ports
 from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
 
 from .checker import Checker, optional_topic_name
+from .desks import DeskConfig
 from .readers import ReaderConfig
 
 USB = {
@@ -96,15 +98,35 @@ def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
                         "supervisor_levels": frozenset(values["supervisor_levels"])}, rules_file=rules_file)
 
 
-def link_usb(c: Checker, usb: UsbConfig, levels: Mapping[str, object], desks: Mapping[str, object],
+def link_usb(c: Checker, usb: UsbConfig, levels: Mapping[str, object], desks: Mapping[str, DeskConfig],
              readers: Mapping[str, ReaderConfig]) -> None:
     """Supervisor approval names levels that exist, and desks where it can happen."""
     for level in sorted(usb.supervisor_levels - set(levels)):
         c.no_such("usb.supervisor_levels", "level", level, levels)
     if usb.supervisor_levels and not desks:
         c.problem("usb.supervisor_levels", "a supervisor approves at a desk, and this node has no [desks]")
+    if usb.supervisor_levels:
+        _desk_ports(c, desks)
     if usb.supervisor_levels and usb.approval_confirm == "pin":
         for name, r in readers.items():
             if r.desk and not r.pin_pad and r.driver != "sim":
                 c.problem("usb.approval_confirm", f"pin needs a PIN pad on every desk's reader; readers.{name} "
                           "has no pin_pad")
+
+
+def _desk_ports(c: Checker, desks: Mapping[str, DeskConfig]) -> None:
+    """Approval offers the device blocked last at the desk: with more than one desk on the node,
+    each must say which ports are its own, and no port may be two desks'."""
+    ports = {name: desk.usb_ports for name, desk in desks.items()}
+    if len(ports) > 1:
+        for name in sorted(n for n, p in ports.items() if not p):
+            c.problem(f"desks.{name}.usb_ports", "this node has more than one desk, so each desk needs its usb_ports: "
+                      "otherwise a supervisor's approval at one desk could allow a device plugged at another")
+    owner: dict[str, str] = {}
+    for name, own in sorted(ports.items()):
+        for port in own:
+            clash = next((o for p, o in owner.items() if on_ports(port, (p,)) or on_ports(p, (port,))), None)
+            if clash is not None and clash != name:
+                c.problem(f"desks.{name}.usb_ports",
+                          f"{port} is also a port of desk {clash!r}: a port belongs to one desk")
+            owner[port] = name
