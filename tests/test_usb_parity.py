@@ -29,10 +29,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from harness import wait_for
+from harness import SEKISHO, wait_for
+from sekisho.daemon import config
 from sekisho.daemon.errors import ConfigError
 from sekisho.daemon.usb import UsbController, load_rules
-from sekisho.daemon.usb_cli import usb_generate, usb_test_policy
+from sekisho.daemon.usb_cli import usb_generate, usb_list, usb_test_policy
 from sekisho.drivers.udev import enumerate_usb_devices, read_device
 from sekisho.policies.usbrules import RuleSet, Target
 from usbfake import Kernel, Spec, read
@@ -266,3 +267,56 @@ def test_errors_name_the_file_of_the_folder_they_are_in(tmp_path):
     assert starts == ["rules.d/20-b.conf:2:30:", "rules.d/30-c.rules:1:12:"], err.value.problems
     with pytest.raises(ConfigError, match=r"nowhere: cannot read the USB rules: No such file or directory"):
         load_rules(rules_file, "block", tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- drop-in: [usb] and the command line
+NODE = '[site]\nid = "t"\nnode = "n1"\nroles = ["usb"]\n\n[usb]\n'
+
+
+def test_usbguards_own_policy_is_the_nodes_rules_as_it_stands(usbguard, testbed, tmp_path):
+    """A rules.conf as USBGuard writes it (generate-policy's output, mode 0600, root's) and a
+    rules folder, named by [usb] rules and rules_folder: check-config takes both as they are, and
+    the devices are decided by them, each verdict citing its file's whole path and line."""
+    assert testbed.add_from_string(recording_text(DESK_RECORDING))
+    etc = tmp_path / "etc" / "usbguard"
+    (etc / "rules.d").mkdir(parents=True)
+    (etc / "rules.conf").write_text("\n".join(reference_policy(usbguard)[:3]) + "\n")
+    (etc / "rules.d" / "50-dock.conf").write_text('allow id 17ef:305a\nallow parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPt'
+                                                 'rs+eiRR/haro7+Ng="\n')
+    for f in (etc / "rules.conf", etc / "rules.d" / "50-dock.conf"):
+        f.chmod(0o600)
+    path = tmp_path / "sekisho.toml"
+    path.write_text(NODE + f'rules = "{etc / "rules.conf"}"\nrules_folder = "{etc / "rules.d"}"\n')
+    cfg = config.load(path)
+    assert cfg.usb is not None and (cfg.usb.rules_file, cfg.usb.rules_folder) == (etc / "rules.conf", etc / "rules.d")
+    out = io.StringIO()
+    usb_list(cfg.usb.rules, as_json=True, out=out)
+    assert {e["port"]: e["rule"] for e in json.loads(out.getvalue())["devices"]} == {
+        "usb1": f"{etc}/rules.conf:1", "1-2": f"{etc}/rules.conf:2", "1-3": f"{etc}/rules.conf:3",
+        "1-4": f"{etc}/rules.d/50-dock.conf:1", "1-4.2": f"{etc}/rules.d/50-dock.conf:2"}
+    # The same, from the command line, with the rules given by hand.
+    run = subprocess.run([*SEKISHO, "usb", "test-policy", "--rules-folder", str(etc / "rules.d"), str(etc / "rules.conf"),
+                          str(DESK_RECORDING)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == str(DESK_RECORDING) and lines[-1] == "5 devices: 5 allow"
+    assert re.fullmatch(r'  allow  1-4\.2  047d:2048  "Kensington Eagle Trackball" +rules\.d/50-dock\.conf:2  allow '
+                        r'parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs\+eiRR/haro7\+Ng="', lines[3]), lines
+
+
+@pytest.mark.parametrize("usb, problem", [
+    ("", "{tmp}/sekisho.toml: usb.rules: give the rules file (rules), a rules folder (rules_folder), or "
+     "both, as USBGuard's RuleFile and RuleFolder"),
+    ('rules_folder = "nowhere"', "{tmp}/sekisho.toml: usb.rules_folder: cannot read {tmp}/nowhere: No such file or directory"),
+    ('rules_folder = "rules.d"', "{tmp}/rules.d/20-b.conf:2:30: expected \"}}\" to close the set (opened at column 22)"),
+    ('rules = "rules.conf"\nrules_folder = "rules.conf"',
+     "{tmp}/sekisho.toml: usb.rules_folder: cannot read {tmp}/rules.conf: Not a directory"),
+])
+def test_rules_file_and_folder_problems_name_the_key_and_the_file(tmp_path, usb, problem):
+    a_rules_folder(tmp_path)
+    (tmp_path / "rules.d" / "20-b.conf").write_text("allow id 0781:5567\nallow with-interface { 08:*:*\n")
+    path = tmp_path / "sekisho.toml"
+    path.write_text(NODE + usb + "\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert problem.format(tmp=tmp_path) in err.value.problems

@@ -148,7 +148,7 @@ def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
     # Verdicts cite the rules by the whole path, as the daemon publishes them.
     read = read_rules(rules_file, rules_folder, Target(values["implicit_target"]))
     for file, exc in read.unreadable:
-        c.unreadable("usb.rules" if file == rules_file else "usb.rules_folder", file, exc)
+        c.unreadable("usb.rules_folder" if file == rules_folder else "usb.rules", file, exc)
     c.problems.extend(read.broken)
     if read.rules is None:
         return None
