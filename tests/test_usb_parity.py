@@ -320,3 +320,26 @@ def test_rules_file_and_folder_problems_name_the_key_and_the_file(tmp_path, usb,
     with pytest.raises(ConfigError) as err:
         config.load(path)
     assert problem.format(tmp=tmp_path) in err.value.problems
+
+
+def test_test_policy_shows_each_recorded_device_as_generate_policy_writes_it(usbguard, testbed, tmp_path):
+    """``device_rule`` of a device read from a recording is the line USBGuard's generate-policy
+    writes for the same device read from sysfs; a parent that is not in the recording gives no
+    parent-hash, whatever the machine's sysfs holds at that path."""
+    assert testbed.add_from_string(recording_text(DESK_RECORDING))
+    expected = reference_policy(usbguard)
+    no_rules = tmp_path / "rules.d"
+    no_rules.mkdir()
+    out = io.StringIO()
+    usb_test_policy(None, [str(DESK_RECORDING)], rules_folder=no_rules, as_json=True, out=out)
+    entries = json.loads(out.getvalue())
+    assert sorted(e["device_rule"] for e in entries) == sorted(expected)
+    assert {e["decision"] for e in entries} == {"block"}
+    alone = tmp_path / "stick.umockdev"
+    alone.write_text(recording_text(DESK_RECORDING).split("\n\n")[4] + "\n")  # 1-2 only; its root hub is in the testbed
+    out = io.StringIO()
+    usb_test_policy(None, [str(alone)], rules_folder=no_rules, as_json=True, out=out)
+    [entry] = json.loads(out.getvalue())
+    assert entry["port"] == "1-2" and "parent-hash" not in entry["device_rule"]
+    assert entry["device_rule"].replace(' with-interface', ' parent-hash "jEP/6WzviqdJ5VSeTUY8PatCNBKeaREvo2OqdplND/o="'
+                                        ' with-interface') in expected
