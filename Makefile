@@ -24,12 +24,14 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # systemd brings systemd-analyze, which checks the unit and scores its sandbox offline
 # (tests/test_unit_file.py); nothing here needs a booted systemd. libfaketime steps the daemon's
 # wall clock while it runs, leaving the monotonic one alone, as date -s or an NTP step does
-# (tests/test_clock.py).
+# (tests/test_clock.py). libusbguard1: the library of USBGuard 1.1, the reference sekisho's USB rules
+# are held to (tests/test_usb_parity.py); its programs come from the usbguard package unpacked
+# under build/ (usbguard-ref below), never installed, so no usbguard-daemon service is set up.
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
 	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod systemd \
-	libfaketime
+	libfaketime libusbguard1
 # What a node needs, and no more (make install): Debian's python for the venv; pcscd, and swig,
 # libpcsclite-dev, python3-dev and a compiler to build pyscard (no wheel on PyPI), a compiler and
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for
@@ -43,7 +45,8 @@ NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcscli
 # with Debian's).
 NODE_APT_PACKAGES := nodejs npm
 
-.PHONY: test lint bench demo deps venv node vendor tap pull pin door ack clean lock install uninstall node-deps
+.PHONY: test lint bench demo deps venv node vendor tap pull pin door ack clean lock install uninstall node-deps \
+	usbguard-ref
 
 # Lint first, so a finding fails the run before seven minutes of tests. Under umockdev's
 # preload: the USB tests run on its simulated sysfs and uevents (and fail, never skip, without
@@ -52,7 +55,7 @@ NODE_APT_PACKAGES := nodejs npm
 # timer, not computing. --dist loadfile: each module runs whole on one worker, in order, as it was
 # written to (test_console shares one daemon among its tests, which build on one another). The
 # tests that start pcscd, the machine's one, take turns on fakecard.MACHINE_LOCK across workers.
-test: lint node
+test: lint node usbguard-ref
 	umockdev-wrapper $(PY) -m pytest -q -n 4 --dist loadfile
 
 # ruff and mypy, configured in pyproject.toml. mypy reads the package as Python imports it,
@@ -91,6 +94,18 @@ door:
 ack:
 	$(call need,ALARM,ALARM=door-a.entrance.forced)
 	$(VENV)/bin/sekisho alarm ack $(ALARM) $(DEMO)
+
+# USBGuard's own programs (usbguard generate-policy, usbguard-daemon), Debian's build, unpacked
+# into build/usbguard without installing the package: the tests run them on a umockdev testbed as
+# the reference (tests/test_usb_parity.py); libusbguard1, which they link to, is in APT_PACKAGES.
+USBGUARD_REF := build/usbguard/usr/bin/usbguard
+usbguard-ref: deps $(USBGUARD_REF)
+
+$(USBGUARD_REF):
+	rm -rf build/usbguard-deb && mkdir -p build/usbguard-deb
+	cd build/usbguard-deb && apt-get download -q usbguard
+	dpkg-deb -x build/usbguard-deb/usbguard_*.deb build/usbguard
+	touch $@
 
 # Installs the Debian packages of $(1) that are missing, and those $(2) prints (as root; otherwise
 # names them and fails).

@@ -605,20 +605,31 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p = _add(usb, "test-policy", cmd_usb_test_policy, "decide devices by a rules file, touching nothing",
              "Decide devices by RULES without writing anything: DEVICE is a sysfs path\n"
              "(/sys/bus/usb/devices/1-2) or a umockdev recording (*.umockdev); none means the\n"
-             "devices present. As USBGuard's ImplicitPolicyTarget, --implicit-target stands in for\n"
-             "[usb] implicit_target.")
-    p.add_argument("rules", help="a rules file (docs/sekisho-rules.5.md)")
+             "devices present. RULES is a rules file, such as USBGuard's /etc/usbguard/rules.conf,\n"
+             "or a rules folder; --rules-folder adds a folder read after the file, as USBGuard\n"
+             "reads RuleFile, then RuleFolder. Each device: the decision, and the file and line of\n"
+             "the rule that decided. As USBGuard's ImplicitPolicyTarget, --implicit-target stands\n"
+             "in for [usb] implicit_target.")
+    p.add_argument("rules", help="a rules file or a rules folder (docs/sekisho-rules.5.md)")
+    p.add_argument("--rules-folder", metavar="DIR", default=None,
+                   help="a rules folder read after RULES, as [usb] rules_folder (USBGuard's RuleFolder)")
     p.add_argument("devices", nargs="*", metavar="DEVICE", help="sysfs paths or .umockdev files")
     p.add_argument("--implicit-target", choices=["allow", "block", "reject"], default=None,
                    help="what a device no rule matches gets (default: the config's, else block)")
-    p.add_argument("--json", action="store_true", help="a JSON list, in the order given: device, decision, rule, ...")
+    p.add_argument("--json", action="store_true",
+                   help="a JSON list, in the order given: device, decision, rule, ..., device_rule (as\n"
+                        "usbguard generate-policy writes the device)")
     p = _add(usb, "generate", cmd_usb_generate, "a starting policy from the devices present",
              "Print a starting rules file that allows exactly the devices present now, one rule per\n"
              "device, as `usbguard generate-policy` does. Review it before use.")
-    p.add_argument("--no-hash", action="store_true", help="leave out hash and parent-hash")
+    p.add_argument("--no-hash", action="store_true", help="leave out hash and parent-hash (generate-policy -X)")
+    p.add_argument("--hash-only", action="store_true",
+                   help="only hash, parent-hash and, where --ports says, via-port (generate-policy -H)")
     p.add_argument("--ports", choices=["noserial", "all", "none"], default="noserial",
-                   help="when to add via-port (default: only for devices without a serial number)")
-    p.add_argument("--catch-all", choices=["allow", "block", "reject"], help="end with this target's bare rule")
+                   help="when to add via-port: noserial, only for devices without a serial number (the default),\n"
+                        "all (generate-policy -p) or none (-P)")
+    p.add_argument("--catch-all", choices=["allow", "block", "reject"],
+                   help="end with this target's bare rule (generate-policy -t)")
     p = _add(usb, "allow", cmd_usb_allow, op["usb.allow"].summary,
              "Allow one device for N minutes through the running daemon, recorded and published:\n"
              "MATCH is vid:pid:serial (046d:c31c:ABC123, the serial may be empty: 046d:c31c:) or a\n"

@@ -109,12 +109,14 @@ def cmd_usb_test_policy(args: argparse.Namespace) -> int:
             implicit = cfg.usb.implicit_target if cfg.usb else "block"
         except (config_mod.ConfigError, PermissionDenied):
             implicit = "block"  # testing a policy needs no site config
-    return usb_test_policy(args.rules, args.devices, implicit_target=implicit, as_json=args.json)
+    return usb_test_policy(args.rules, args.devices, implicit_target=implicit, rules_folder=args.rules_folder,
+                           as_json=args.json)
 
 
 def cmd_usb_generate(args: argparse.Namespace) -> int:
     from .usb_cli import usb_generate
-    return usb_generate(with_hash=not args.no_hash, ports=args.ports, catch_all=args.catch_all)
+    return usb_generate(with_hash=not args.no_hash, ports=args.ports, hash_only=args.hash_only,
+                        catch_all=args.catch_all)
 
 
 def cmd_usb_allow(args: argparse.Namespace) -> int:

@@ -61,9 +61,10 @@ from typing import Any
 
 from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
-from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
+from sekisho.policies.usbrules import RuleSet, Target
 
 from .alarms import Alarms
+from .config.usb import read_rules
 from .errors import ConfigError
 from .store.record import NewEvent, NewState
 from .usb_devices import DeviceState, Inventory, Tracked, shown
@@ -90,17 +91,25 @@ def desks_unattended(states: Iterable[str]) -> bool:
     return any(str(s) in HOLD_STATES for s in states)
 
 
-def load_rules(path: str | Path, implicit_target: str = "block") -> RuleSet:
-    """The rules file as the controller uses it; ``ConfigError`` names every broken line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the USB rules: {exc.strerror or exc}"]) from None
-    try:
-        return RuleSet.parse(text, path.name, Target(implicit_target))
-    except RuleSyntaxError as exc:
-        raise ConfigError(str(exc).split("\n")) from None
+def load_rules(path: str | Path | None, implicit_target: str = "block", folder: str | Path | None = None) -> RuleSet:
+    """The rules as the controller uses them, from a rules file (``path``) and a rules folder read
+    after it, as USBGuard reads its RuleFile and RuleFolder (``config.usb.read_rules``); a
+    ``path`` that is a folder is read as the rules folder. Verdicts cite a file by its name, a
+    folder's file as ``folder/name``. ``ConfigError`` names every unreadable file and broken line."""
+    rules_file = Path(path) if path is not None else None
+    rules_folder = Path(folder) if folder is not None else None
+    if rules_file is not None and rules_folder is None and rules_file.is_dir():
+        rules_file, rules_folder = None, rules_file
+    if rules_file is None and rules_folder is None:
+        raise ConfigError(["no USB rules: give a rules file, a rules folder, or both"])
+
+    def cite(file: Path) -> str:
+        return file.name if file == rules_file or file == rules_folder else f"{file.parent.name}/{file.name}"
+    read = read_rules(rules_file, rules_folder, Target(implicit_target), cite)
+    problems = [f"{file}: cannot read the USB rules: {exc.strerror or exc}" for file, exc in read.unreadable]
+    if read.rules is None:
+        raise ConfigError(problems + list(read.broken))
+    return read.rules
 
 
 class UsbController:

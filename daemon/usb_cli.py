@@ -14,11 +14,13 @@ another machine.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -155,22 +157,27 @@ class Item:
 
 
 def _items(sources: Sequence[tuple[str, UsbDeviceAdded]]) -> list[Item]:
-    """Build each device with its parent-hash: from a parent given alongside it, or read from sysfs."""
+    """Build each device with its parent-hash: from a parent given alongside it, or read from
+    sysfs. A recorded device's parent is looked for in the recordings only: the machine's sysfs
+    at that path, if there is one, is another device."""
     by_path = {event.sys_path: event for _, event in sources}
     hashes: dict[str, str] = {}
 
-    def lookup(parent: str) -> str:
+    def lookup(parent: str, recorded: bool) -> str:
         if parent not in hashes:
             event = by_path.get(parent)
             try:
+                if event is None and recorded:
+                    raise ValueError("not in the recording")
                 hashes[parent] = hash_of(event if event is not None else read_device(parent))
             except ValueError:
                 hashes[parent] = ""
         return hashes[parent]
     items = []
     for source, event in sources:
+        parent_hash = functools.partial(lookup, recorded=event.source == "umockdev")
         try:
-            items.append(Item(source, event, describe(event, parent_hash_of(event, lookup))))
+            items.append(Item(source, event, describe(event, parent_hash_of(event, parent_hash))))
         except ValueError as exc:
             items.append(Item(source, event, None, str(exc)))
     return items
@@ -196,7 +203,9 @@ def present_items(root: str = USB_DEVICES) -> list[Item]:
 
 
 def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
-    """One object per device, in order: how the daemon would decide it."""
+    """One object per device, in order: how the daemon would decide it. ``as_rule`` is the
+    device as ``usbguard list-devices`` shows it (with the decision as its target);
+    ``device_rule`` the line ``usbguard generate-policy`` (and ``usb generate``) writes for it."""
     results = []
     for item in items:
         e = item.event
@@ -206,13 +215,14 @@ def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
                                  "authorized": shown(e.authorized) or None}
         if item.device is None:
             entry.update(decision=Target.BLOCK.value, rule=UNREADABLE_RULE, line=None, text="", blocked_interfaces=[],
-                         interfaces=[], as_rule=None, error=shown(item.problem))
+                         interfaces=[], as_rule=None, device_rule=None, error=shown(item.problem))
         else:
             verdict = rules.first_match(item.device)
             entry.update(decision=verdict.decision.value, rule=verdict.rule, line=verdict.line,
                          text=shown(verdict.text),
                          blocked_interfaces=list(verdict.blocked_interfaces), interfaces=list(item.device.interfaces),
-                         as_rule=item.device.as_rule(verdict.decision).to_text(), error=None)
+                         as_rule=item.device.as_rule(verdict.decision).to_text(),
+                         device_rule=generated_rule(item.device).to_text(), error=None)
         results.append(entry)
     return results
 
@@ -241,25 +251,58 @@ def no_rules() -> RuleSet:
     return RuleSet((), Target.BLOCK, "<no [usb] section>")
 
 
-def _rules(rules_path: str | Path, implicit_target: str) -> RuleSet:
+def _rules(rules_path: str | Path | None, implicit_target: str, rules_folder: str | Path | None = None) -> RuleSet:
     if implicit_target not in IMPLICIT_TARGETS:
         raise SekishoError(f"implicit target must be one of {', '.join(IMPLICIT_TARGETS)}, not {implicit_target!r}")
-    return load_rules(rules_path, implicit_target)
+    return load_rules(rules_path, implicit_target, rules_folder)
+
+
+_COLUMNS: tuple[Callable[[dict[str, Any]], str], ...] = (
+    lambda e: e["decision"], lambda e: e["port"], lambda e: e["id"],
+    lambda e: json.dumps(e["name"], ensure_ascii=False))
+
+
+def _print_decisions(groups: Sequence[tuple[str, list[dict[str, Any]]]], implicit_target: str, out: TextIO) -> None:
+    """``test-policy``'s text: under each source (a recording, a sysfs path, the devices present),
+    one line per device: decision, port, id, name, and the rule that decided (where and as
+    written), aligned, so that a migration's differences stand out; then the count of each
+    decision."""
+    entries = [e for _, group in groups for e in group]
+    widths = [max(len(column(e)) for e in entries) for column in _COLUMNS]
+    for source, group in groups:
+        print(source, file=out)
+        for e in group:
+            cells = "  ".join(column(e).ljust(w) for column, w in zip(_COLUMNS, widths, strict=True))
+            if e["error"]:
+                why = f"{e['rule']}: cannot be decided: {e['error']}"
+            elif e["line"] is None:
+                why = f"{e['rule']}: no rule matches, implicit target {implicit_target}"
+            else:
+                why = f"{e['rule']}  {e['text']}"
+            blocks = f"  (blocks interfaces {' '.join(e['blocked_interfaces'])})" if e["blocked_interfaces"] else ""
+            print(f"  {cells}  {why}{blocks}", file=out)
+    counts = Counter(e["decision"] for e in entries)
+    print(f"{len(entries)} device{'' if len(entries) == 1 else 's'}: "
+          + ", ".join(f"{counts[t]} {t}" for t in IMPLICIT_TARGETS if counts[t]), file=out)
 
 
 # ----------------------------------------------------------------------------- commands
-def usb_test_policy(rules_path: str | Path, devices: Sequence[str] = (), *, implicit_target: str = "block",
-                    as_json: bool = False, out: TextIO | None = None) -> int:
+def usb_test_policy(rules_path: str | Path | None, devices: Sequence[str] = (), *, implicit_target: str = "block",
+                    rules_folder: str | Path | None = None, as_json: bool = False, out: TextIO | None = None) -> int:
     """``sekisho usb test-policy RULES [DEVICE...]``: decide each device (a sysfs path, or every
     USB device of a .umockdev recording; none given: the devices present) by the rules, in the
-    order given. ``implicit_target`` stands in for the config's, as USBGuard's
-    ImplicitPolicyTarget does. Nothing is written to sysfs."""
+    order given. RULES is a rules file or a rules folder; ``rules_folder`` is a folder read after
+    the file, as USBGuard reads RuleFile then RuleFolder. ``implicit_target`` stands in for the
+    config's, as USBGuard's ImplicitPolicyTarget does. Nothing is written to sysfs."""
     out = out or sys.stdout
-    rules = _rules(rules_path, implicit_target)
+    rules = _rules(rules_path, implicit_target, rules_folder)
     if devices:
-        items = _items([pair for argument in devices for pair in _from_argument(argument)])
+        found = [(argument, pair) for argument in devices for pair in _from_argument(argument)]
+        items = _items([pair for _, pair in found])
+        origins = [argument for argument, _ in found]
     else:
         items = present_items()
+        origins = ["devices present"] * len(items)
     entries = evaluate(rules, items)
     if as_json:
         json.dump(entries, out, indent=2, ensure_ascii=False)
@@ -267,7 +310,10 @@ def usb_test_policy(rules_path: str | Path, devices: Sequence[str] = (), *, impl
     elif not entries:
         print("no USB devices", file=out)
     else:
-        _print_entries(entries, out, show_state=False)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for origin, entry in zip(origins, entries, strict=True):
+            groups.setdefault(origin, []).append(entry)
+        _print_decisions(list(groups.items()), implicit_target, out)
     return 0
 
 
@@ -301,17 +347,20 @@ def usb_list(rules: RuleSet, *, as_json: bool = False, status: dict[str, Any] | 
     return 0
 
 
-def generated_rule(device: Device, *, with_hash: bool = True, ports: str = "noserial") -> Rule:
-    """A device as ``usbguard generate-policy`` writes it (``Device::getDeviceRule``): id, serial,
-    name, hash, parent-hash, via-port (by default only for a device without a serial number,
-    whose port is then all that tells two of them apart), with-interface, with-connect-type."""
+def generated_rule(device: Device, *, with_hash: bool = True, ports: str = "noserial", hash_only: bool = False) -> Rule:
+    """A device as ``usbguard generate-policy`` writes it (``PolicyGenerator::dmHookDeviceEvent``
+    and ``DevicePrivate::getDeviceRule``, src/CLI/PolicyGenerator.cpp, src/Library/DevicePrivate.cpp):
+    id, serial, name, hash, parent-hash, via-port (by default only for a device without a serial
+    number, whose port is then all that tells two of them apart), with-interface,
+    with-connect-type. ``with_hash`` False drops both hashes (``-X``); ``hash_only`` keeps the
+    hashes and the port alone (``-H``, which wins over ``-X`` as it does in USBGuard)."""
+    port = ports == "all" or (ports == "noserial" and not device.serial)
+    hashes = [Attribute(k, (v,)) for k, v in ((Key.HASH, device.hash), (Key.PARENT_HASH, device.parent_hash)) if v]
+    via_port = [Attribute(Key.VIA_PORT, (device.via_port,))] if port else []
+    if hash_only:
+        return Rule(Target.ALLOW, (*hashes, *via_port))
     attributes = [Attribute(Key.ID, (DeviceId.parse(device.id),)), Attribute(Key.SERIAL, (device.serial,)),
-                  Attribute(Key.NAME, (device.name,))]
-    if with_hash:
-        attributes += [Attribute(k, (v,)) for k, v in ((Key.HASH, device.hash), (Key.PARENT_HASH, device.parent_hash))
-                       if v]
-    if ports == "all" or (ports == "noserial" and not device.serial):
-        attributes.append(Attribute(Key.VIA_PORT, (device.via_port,)))
+                  Attribute(Key.NAME, (device.name,)), *(hashes if with_hash else ()), *via_port]
     if device.interfaces:
         attributes.append(Attribute(Key.WITH_INTERFACE, tuple(InterfaceType.parse(i) for i in device.interfaces)))
     attributes.append(Attribute(Key.WITH_CONNECT_TYPE, (device.with_connect_type,)))
@@ -319,10 +368,13 @@ def generated_rule(device: Device, *, with_hash: bool = True, ports: str = "nose
 
 
 def usb_generate(*, out: TextIO | None = None, with_hash: bool = True, ports: str = "noserial",
-                 catch_all: str | None = None, root: str = USB_DEVICES) -> int:
+                 hash_only: bool = False, catch_all: str | None = None, root: str = USB_DEVICES) -> int:
     """``sekisho usb generate``: a starting policy that allows exactly the devices present now,
-    one rule per device, as ``usbguard generate-policy`` does. ``ports``: ``noserial``
-    (USBGuard's default), ``all`` or ``none``. ``catch_all``: end with this target's bare rule."""
+    one rule per device, line for line what ``usbguard generate-policy`` prints for them (in its
+    enumeration order, ``drivers.udev.usbguard_order``); only the header comments differ.
+    ``ports``: ``noserial`` (USBGuard's default), ``all`` (``-p``) or ``none`` (``-P``).
+    ``catch_all``: end with this target's bare rule (``-t``). A device USBGuard would refuse
+    (descriptors that do not parse) is left out by both; here a comment says why."""
     out = out or sys.stdout
     if ports not in ("noserial", "all", "none"):
         raise SekishoError(f"ports must be noserial, all or none, not {ports!r}")
@@ -339,7 +391,7 @@ def usb_generate(*, out: TextIO | None = None, with_hash: bool = True, ports: st
         if item.device is None:
             print(f"# {item.event.port}: left out, it cannot be described: {item.problem}", file=out)
             continue
-        print(generated_rule(item.device, with_hash=with_hash, ports=ports).to_text(), file=out)
+        print(generated_rule(item.device, with_hash=with_hash, ports=ports, hash_only=hash_only).to_text(), file=out)
     if catch_all:
         print(catch_all, file=out)
     return 0

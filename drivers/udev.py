@@ -102,15 +102,23 @@ def is_usb_device(sys_path: str) -> bool:
     return devtype == "usb_device" if devtype else ":" not in os.path.basename(sys_path)
 
 
+def usbguard_order(sys_path: str) -> tuple[bool, int, str]:
+    """The order USBGuard enumerates devices in (``UEventDeviceManager::ueventEnumerateComparePath``,
+    src/Library/UEventDeviceManager.cpp): root hubs (``usbN``) first, then by the length of the
+    sysfs name, then by the name, byte for byte. A hub's name is a prefix of its children's, so
+    parents still come before their children (a hub's hash is its children's parent-hash), and
+    ``usb generate`` lists the devices in the order ``usbguard generate-policy`` does."""
+    name = os.path.basename(sys_path.rstrip("/"))
+    return not name.startswith("usb"), len(name.encode("utf-8", "surrogateescape")), name
+
+
 def enumerate_usb_devices(*, source: str = "udev", root: str = USB_DEVICES) -> list[UsbDeviceAdded]:
-    """Every USB device present now, parents before their children (a hub's hash is its
-    children's parent-hash), from /sys/bus/usb/devices."""
+    """Every USB device present now, from /sys/bus/usb/devices, in ``usbguard_order``."""
     try:
         names = os.listdir(root)
     except FileNotFoundError:
         return []  # no USB subsystem at all (a container, a machine without USB)
-    paths = sorted({os.path.realpath(os.path.join(root, n)) for n in names},
-                   key=lambda p: (p.count("/"), p))
+    paths = sorted({os.path.realpath(os.path.join(root, n)) for n in names}, key=usbguard_order)
     return [read_device(p, source=source, present=True) for p in paths if is_usb_device(p)]
 
 

@@ -750,7 +750,10 @@ def test_test_policy_implicit_target_and_present_devices(make_rig):
         ("usb1", "reject", "IMPLICIT"), ("1-2", "reject", "IMPLICIT")]
     out = io.StringIO()
     usb_test_policy(rules, ["/sys/bus/usb/devices/1-2"], out=out)
-    assert out.getvalue().splitlines() == ['/sys/bus/usb/devices/1-2  0781:5567  "Cruzer Blade"', "  block  IMPLICIT"]
+    assert out.getvalue().splitlines() == [
+        "/sys/bus/usb/devices/1-2",
+        '  block  1-2  0781:5567  "Cruzer Blade"  IMPLICIT: no rule matches, implicit target block',
+        "1 device: 1 block"]
 
 
 def test_test_policy_errors_name_the_problem(make_rig, tmp_path):

@@ -1,30 +1,43 @@
-"""``[usb]``: the rules file and how the node applies it, timed exceptions, supervisor approval.
+"""``[usb]``: the rules and how the node applies them, timed exceptions, supervisor approval.
 
-The rules file is read and parsed here, once, while the config is checked: ``UsbConfig.rules``
-is what the controller and ``sekisho usb list`` decide by, and nothing reads the file again. A
+The rules are read and parsed here, once, while the config is checked: ``UsbConfig.rules`` is
+what the controller and ``sekisho usb list`` decide by, and nothing reads the files again. A
 broken rule line is a config problem like any other, reported as the parser words it
-(``FILE:LINE:COL: what``, the line and a caret). Without a readable, parseable rules file there
-is no ``UsbConfig``, and the checks that need one are skipped: the file's problems say enough.
+(``FILE:LINE:COL: what``, the line and a caret). Without readable, parseable rules there is no
+``UsbConfig``, and the checks that need one are skipped: the files' problems say enough.
+
+Where the rules come from is USBGuard's (usbguard-daemon.conf(5), ``Daemon::loadConfiguration``
+in src/Daemon/Daemon.cpp and ``RuleSetFactory::generateRuleSetBySource`` in
+src/Daemon/RuleSetFactory.cpp): ``rules`` is its RuleFile, ``rules_folder`` its RuleFolder, and
+either or both may be given. The file is read first, then every file of the folder
+(``rule_files``); the first rule that matches a device decides, across all of them, and each
+verdict cites its own file and line. So ``rules = "/etc/usbguard/rules.conf"`` and
+``rules_folder = "/etc/usbguard/rules.d"`` read a USBGuard installation's policy as it stands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sekisho.drivers.options import REQUIRED, Option, between, one_of, strings
+from sekisho.drivers.options import Option, between, one_of, strings
 from sekisho.policies.approval import on_ports
-from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, Target
+from sekisho.policies.usbrules import ParsedRule, RuleSet, RuleSyntaxError, Target, parse_rules
 
 from .checker import Checker, optional_topic_name
 from .desks import DeskConfig
 from .readers import ReaderConfig
 
 USB = {
-    "rules": Option(str, REQUIRED, "The USB rules file (sekisho-rules(5), docs/sekisho-rules.5.md); relative to "
-                    "this config file's folder. A broken line stops check-config."),
+    "rules": Option(str, "", "The USB rules file (sekisho-rules(5), docs/sekisho-rules.5.md), USBGuard's RuleFile: "
+                    "an existing /etc/usbguard/rules.conf works as it is. Relative to this config file's folder. "
+                    "A broken line stops check-config. Read before rules_folder; give one or both."),
+    "rules_folder": Option(str, "", "A folder of rules files, USBGuard's RuleFolder (/etc/usbguard/rules.d): every "
+                           "regular file in it, whatever its name, in byte order of the names (10-a.conf before "
+                           "20-b.conf), read after rules. Relative to this config file's folder."),
     "implicit_target": Option(str, "block", "What a device no rule matches gets: allow, block or reject.",
                               one_of("allow", "block", "reject")),
     "present_devices": Option(str, "apply", "Devices present at start: apply (decide them by the rules) or keep "
@@ -56,9 +69,10 @@ USB = {
 
 @dataclass(frozen=True)
 class UsbConfig:
-    rules_file: Path
+    rules_file: Path | None
+    rules_folder: Path | None
     rules: RuleSet
-    """Parsed once, by the config check: the daemon never reads the file again."""
+    """Parsed once, by the config check: the daemon never reads the files again."""
     implicit_target: str
     present_devices: str
     hold_hid_while_locked: bool
@@ -73,28 +87,77 @@ class UsbConfig:
     alarm_on_block: bool = False
 
 
-def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
-    """``path``: the config file, whose folder a relative ``rules`` is taken from."""
-    values = c.section("usb", c.table("usb", raw), USB)
-    if not isinstance(values["rules"], str):
-        return None
-    rules_file = (path.parent / values["rules"]).resolve()
+def rule_files(rules_file: Path | None, rules_folder: Path | None) -> list[Path]:
+    """The files the rules are read from, in USBGuard's order: the rules file, then the folder's.
+
+    The folder's files are what USBGuard's ``getConfigsFromDir`` (src/Common/Utility.cpp) takes:
+    every entry that ``stat`` calls a regular file (a symlink to one too; subfolders, broken
+    links and sockets not), whatever its name (``.conf`` or not, a dot file too), sorted by
+    path with ``std::sort``, that is byte by byte. ``OSError`` when the folder cannot be listed."""
+    files = [rules_file] if rules_file is not None else []
+    if rules_folder is not None:
+        files += sorted((p for p in rules_folder.iterdir() if p.is_file()), key=lambda p: os.fsencode(p.name))
+    return files
+
+
+@dataclass(frozen=True)
+class RulesRead:
+    """What ``read_rules`` found: the rules, or what kept them from being read."""
+
+    rules: RuleSet | None
+    unreadable: tuple[tuple[Path, OSError], ...] = ()
+    """Each file (or the folder) that could not be read, and why."""
+    broken: tuple[str, ...] = ()
+    """Each broken rule line, as the parser words it (``FILE:LINE:COL: what``, the line, a caret)."""
+
+
+def read_rules(rules_file: Path | None, rules_folder: Path | None, implicit_target: Target,
+               cite: Callable[[Path], str] = str) -> RulesRead:
+    """Every rule of ``rule_files``, in order, as one ``RuleSet``; ``cite(path)`` is how verdicts
+    and syntax errors name each file. Every problem of every file is found, none stops the rest."""
     try:
-        text = rules_file.read_text(encoding="utf-8", errors="surrogateescape")
+        files = rule_files(rules_file, rules_folder)
     except OSError as exc:
-        c.unreadable("usb.rules", rules_file, exc)
+        return RulesRead(None, ((rules_folder or Path("."), exc),))
+    parsed: list[ParsedRule] = []
+    unreadable: list[tuple[Path, OSError]] = []
+    broken: list[str] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            unreadable.append((path, exc))
+            continue
+        try:
+            parsed += parse_rules(text, cite(path))
+        except RuleSyntaxError as exc:
+            broken += str(exc).split("\n")
+    if unreadable or broken:
+        return RulesRead(None, tuple(unreadable), tuple(broken))
+    whole = " then ".join(cite(p) for p in (rules_file, rules_folder) if p is not None)
+    return RulesRead(RuleSet(tuple(parsed), implicit_target, whole))
+
+
+def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
+    """``path``: the config file, whose folder a relative ``rules`` or ``rules_folder`` is taken from."""
+    values = c.section("usb", c.table("usb", raw), USB)
+    if not values["rules"] and not values["rules_folder"]:
+        c.problem("usb.rules", "give the rules file (rules), a rules folder (rules_folder), or both, as USBGuard's "
+                  "RuleFile and RuleFolder")
         return None
-    try:
-        # Verdicts cite the rules by this name: the whole path, as the daemon publishes them.
-        rules = RuleSet.parse(text, str(rules_file), Target(values["implicit_target"]))
-    except RuleSyntaxError as exc:
-        # Already one "file:line:col: what" line per problem, with the line and a caret.
-        c.problems.extend(str(exc).split("\n"))
+    rules_file = (path.parent / values["rules"]).resolve() if values["rules"] else None
+    rules_folder = (path.parent / values["rules_folder"]).resolve() if values["rules_folder"] else None
+    # Verdicts cite the rules by the whole path, as the daemon publishes them.
+    read = read_rules(rules_file, rules_folder, Target(values["implicit_target"]))
+    for file, exc in read.unreadable:
+        c.unreadable("usb.rules_folder" if file == rules_folder else "usb.rules", file, exc)
+    c.problems.extend(read.broken)
+    if read.rules is None:
         return None
     if values["approval_minutes"] > values["exception_max_minutes"]:
         c.problem("usb.approval_minutes", f"{values['approval_minutes']:g} is more than exception_max_minutes "
                   f"({values['exception_max_minutes']:g})")
-    return UsbConfig(**{**values, "rules": rules, "host": values["host"] or node,
+    return UsbConfig(**{**values, "rules": read.rules, "rules_folder": rules_folder, "host": values["host"] or node,
                         "supervisor_levels": frozenset(values["supervisor_levels"])}, rules_file=rules_file)
 
 
