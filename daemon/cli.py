@@ -184,6 +184,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: ANN201 - never returns
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """As argparse, except that a command whose last positional takes many values
+        (``set_defaults(more_values=<dest>)``) also takes those given after an option:
+        ``usb test-policy RULES --rules-folder D DEVICE`` (argparse would have DEVICE unrecognized,
+        having filled both positionals before the option)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        more = getattr(parsed, "more_values", None)
+        if extra and more and not any(a.startswith("-") for a in extra):
+            getattr(parsed, more).extend(extra)
+            extra = []
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
 
 def _add(subparsers: Any, name: str, func: Callable[..., int] | None, help: str,
          description: str = "") -> argparse.ArgumentParser:
@@ -614,6 +628,7 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("--rules-folder", metavar="DIR", default=None,
                    help="a rules folder read after RULES, as [usb] rules_folder (USBGuard's RuleFolder)")
     p.add_argument("devices", nargs="*", metavar="DEVICE", help="sysfs paths or .umockdev files")
+    p.set_defaults(more_values="devices")
     p.add_argument("--implicit-target", choices=["allow", "block", "reject"], default=None,
                    help="what a device no rule matches gets (default: the config's, else block)")
     p.add_argument("--json", action="store_true",

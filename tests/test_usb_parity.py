@@ -300,7 +300,8 @@ def test_usbguards_own_policy_is_the_nodes_rules_as_it_stands(usbguard, testbed,
         "usb1": f"{etc}/rules.conf:1", "1-2": f"{etc}/rules.conf:2", "1-3": f"{etc}/rules.conf:3",
         "1-4": f"{etc}/rules.d/50-dock.conf:1", "1-4.2": f"{etc}/rules.d/50-dock.conf:2"}
     # The same, from the command line, with the rules given by hand.
-    run = subprocess.run([*SEKISHO, "usb", "test-policy", "--rules-folder", str(etc / "rules.d"), str(etc / "rules.conf"),
+    # In the order a reader writes it: the folder's option between the rules file and the devices.
+    run = subprocess.run([*SEKISHO, "usb", "test-policy", str(etc / "rules.conf"), "--rules-folder", str(etc / "rules.d"),
                           str(DESK_RECORDING)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
