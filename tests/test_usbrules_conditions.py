@@ -199,3 +199,96 @@ def test_condition_values_are_checked_when_built():
     with pytest.raises(ValueError, match="build it with the parser"):
         Condition(ConditionKind.ALLOWED_MATCHES, False, "id 1050:*")
     assert parse_rule("allow if allowed-matches(id 1050:*)").conditions.values[0].query == parse_rule("allow id 1050:*")
+
+
+# ----------------------------------------------------------------------------- the controller, under umockdev
+RULES = ("allow id 046d:c31c\n"
+         "allow with-interface equals { 08:*:* } if allowed-matches(with-interface one-of { 03:*:* })\n"
+         "allow id 072f:b100 if !rule-applied\n"
+         "block\n")
+"""A keyboard; storage only while a keyboard is allowed; a card reader the first time only."""
+
+
+@pytest.fixture
+def make_rig(testbed):
+    from test_usb import Rig  # the controller wired as the daemon wires it (test_usb.py)
+
+    rigs = []
+
+    def make(text: str):
+        rig = Rig(testbed, RuleSet.parse(text, "c.rules"))
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def test_the_controller_decides_conditions_with_what_is_allowed_now_and_what_it_applied(make_rig):
+    from usbfake import Spec, read
+
+    rig = make_rig(RULES)
+    kernel = rig.kernel
+    kernel.root_hub()
+    rig.start()
+    flash = Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C53")
+    decided = lambda: (rig.last()["device"]["port"], rig.last()["action"], rig.last()["rule"])  # noqa: E731
+    kernel.plug(flash)
+    assert decided() == ("1-2", "blocked", "c.rules:4")  # no keyboard allowed yet
+    kernel.plug(Spec("1-1", 0x046D, 0xC31C, ("03:01:01", "03:00:00"), name="USB Keyboard"))
+    assert decided() == ("1-1", "allowed", "c.rules:1")
+    second = kernel.plug(Spec("1-4", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C54"))
+    assert decided() == ("1-4", "allowed", "c.rules:2") and read(f"{second}/authorized") == "1"
+    reader = Spec("1-3", 0x072F, 0xB100, ("0b:00:00",), name="ACR39U ICC Reader")
+    kernel.plug(reader)
+    assert decided() == ("1-3", "allowed", "c.rules:3")  # never applied before
+    kernel.unplug("1-3")
+    path = kernel.plug(reader)
+    assert decided() == ("1-3", "blocked", "c.rules:4") and read(f"{path}/authorized") == "0"  # rule-applied now
+    assert rig.controller.rule_state.last_applied("c.rules:2") is not None
+    assert rig.controller.rule_state.last_applied("c.rules:4") is not None  # a block is applied too
+
+
+def test_a_match_rule_blocks_and_is_never_applied(make_rig):
+    from usbfake import Spec
+
+    rig = make_rig("match id 072f:b100 if !rule-applied\nallow\n")
+    rig.kernel.root_hub()
+    rig.start()
+    reader = Spec("1-3", 0x072F, 0xB100, ("0b:00:00",), name="ACR39U ICC Reader")
+    rig.kernel.plug(reader)
+    event = rig.last()
+    assert (event["action"], event["rule"]) == ("blocked", "c.rules:1")
+    assert event["reason"].startswith('a "match" rule decides nothing; blocked')
+    rig.kernel.unplug("1-3")
+    rig.kernel.plug(reader)
+    assert (rig.last()["action"], rig.last()["rule"]) == ("blocked", "c.rules:1")  # still not "applied"
+
+
+# ----------------------------------------------------------------------------- the daemon, over a restart
+def test_the_daemon_forgets_what_rules_applied_when_it_restarts(site, subscribe, testbed, tmp_path):
+    """Two identical readers present at start: the first is let in by a first-time-only rule, the
+    second then finds the rule applied. A restart forgets (as USBGuard's does): the same again."""
+    from conftest import wait_for
+    from usbfake import Kernel, Spec, read
+
+    kernel = Kernel(testbed)
+    kernel.root_hub()
+    kernel.plug(Spec("1-1", 0x046D, 0xC31C, ("03:01:01", "03:00:00"), name="USB Keyboard"))
+    kernel.plug(Spec("1-2", 0x0781, 0x5567, ("08:06:50",), name="Cruzer Blade", serial="4C53"))
+    for port in ("1-3", "1-4"):
+        kernel.plug(Spec(port, 0x072F, 0xB100, ("0b:00:00",), name="ACR39U ICC Reader"))
+    rules = tmp_path / "conditions.rules"
+    rules.write_text(RULES)
+    site.config.write_text(site.config.read_text() + f'\n[usb]\nrules = "{rules}"\n')
+    sub = subscribe()
+    usb = lambda: [m.json for m in sub.on("/usb/door-a/event")]  # noqa: E731
+    for run in (1, 2):
+        site.start()
+        wait_for(lambda: len(usb()) >= 4 * run, what=f"the present devices decided (run {run})")
+        seen = {e["device"]["port"]: (e["action"], e["rule"].rsplit(":", 1)[1]) for e in usb()[4 * (run - 1):]}
+        assert seen == {"1-1": ("allowed", "1"), "1-2": ("allowed", "2"), "1-3": ("allowed", "3"),
+                        "1-4": ("blocked", "4")}, f"run {run}"
+        assert read(f"{kernel.devices['1-3']}/authorized") == "1" and read(f"{kernel.devices['1-4']}/authorized") == "0"
+        site.stop()
