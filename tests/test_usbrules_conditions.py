@@ -23,6 +23,7 @@ from sekisho.policies.usbrules import (
     RuleState,
     Target,
     parse_rule,
+    parse_rules,
 )
 
 ROOT_HUB = Device(id="1d6b:0002", serial="0000:00:14.0", name="xHCI Host Controller", hash="R00T=",
@@ -190,6 +191,14 @@ def test_without_a_state_no_rule_was_applied():
     state.applied("s.rules:1", 1.0)
     assert rules.first_match(HUB, context, state).rule == "s.rules:1"
     assert rules.first_match(HUB, context, RuleState()).implicit  # a new state (a reload, a restart) forgets
+
+
+def test_the_spec_examples_of_conditions_and_labels_parse():
+    from test_usbrules_parser import doc_blocks
+
+    blocks = doc_blocks("CONDITIONS", "LABEL")
+    assert len(blocks) == 2
+    assert [len(parse_rules(b, "sekisho-rules.5")) for b in blocks] == [4, 1]
 
 
 def test_condition_values_are_checked_when_built():
