@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import cast
 
 from .conditions import KNOWN, Condition, ConditionKind
 from .lexer import RuleSyntaxError, Token, TokenKind, split_lines, tokenize_line
@@ -154,7 +155,7 @@ class _Line:
         if bare.kind is TokenKind.WORD and ":" in bare.value:
             self._need_blank(bare, f"expected a blank between {target} and the device id")
             self._next()
-            attributes.append(Attribute(Key.ID, (self._value(bare, str(Key.ID), DeviceId),)))  # type: ignore[arg-type]
+            attributes.append(Attribute(Key.ID, (cast(DeviceId, self._value(bare, str(Key.ID), DeviceId)),)))
             where[Key.ID] = bare
 
         while (token := self._next()).kind is not TokenKind.END:
@@ -193,7 +194,7 @@ class _Line:
             if key in where:
                 raise self._error(token, f"{key} attribute already defined (at column {where[key].column})")
             operator, values = self._values(str(key), VALUE_TYPE[key], operators=True)
-            attributes.append(Attribute(key, values, operator or SetOperator.EQUALS))  # type: ignore[arg-type]
+            attributes.append(Attribute(key, cast(tuple[Value, ...], values), operator or SetOperator.EQUALS))
             where[key] = token
         return Rule(target, tuple(attributes), blocked, conditions, label)
 
