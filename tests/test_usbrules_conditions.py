@@ -181,6 +181,8 @@ def test_a_rule_set_without_conditions_needs_no_context_and_one_with_them_says_s
     assert conditional.first_match(ROOT_HUB, ConditionContext(0, 0.0, (), lambda: 0.1)).rule == "c.rules:2"
     with pytest.raises(ValueError, match=r"c.rules:2: this rule has conditions \(if random\); deciding it needs"):
         conditional.first_match(ROOT_HUB)
+    with pytest.raises(ValueError, match=r"c.rules:2: random needs a random source"):
+        conditional.first_match(ROOT_HUB, ConditionContext(0, 0.0))
 
 
 def test_without_a_state_no_rule_was_applied():

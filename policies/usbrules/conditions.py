@@ -146,8 +146,9 @@ class ConditionContext:
     """A monotonic clock in seconds, the one ``RuleState.applied`` was given."""
     allowed: Sequence[Any] = ()
     """The ``matcher.Device`` of every device allowed now."""
-    random: Callable[[], float] = field(default=lambda: 0.5, compare=False)
-    """A uniform draw in [0, 1); ``random(p)`` holds when it is below ``p``."""
+    random: Callable[[], float] | None = field(default=None, compare=False)
+    """A uniform draw in [0, 1); ``random(p)`` holds when it is below ``p``. None: a rule that
+    reaches a ``random`` condition is a ``ValueError``, never a made-up draw."""
 
 
 class RuleState:

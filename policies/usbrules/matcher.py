@@ -222,6 +222,8 @@ def condition_holds(condition: Condition, rule: str, context: ConditionContext, 
     elif kind is ConditionKind.LOCALTIME:
         holds = condition.begin <= context.daytime <= condition.end
     elif kind is ConditionKind.RANDOM:
+        if context.random is None:
+            raise ValueError(f"{rule}: {condition.to_text()} needs a random source in the ConditionContext")
         holds = context.random() < condition.probability
     elif kind is ConditionKind.RULE_APPLIED:
         last = state.last_applied(rule)
