@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 BLANKS = " \t"
 _NOT_IN_WORD = frozenset(BLANKS + '{}"#\r\ufeff')
+_WORD_ENDS = _NOT_IN_WORD | {"("}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _DIGITS = frozenset("0123456789")
 _ARGUMENT_ESCAPES = frozenset("abfnrtv\\'0)")
@@ -134,11 +135,10 @@ def tokenize_line(source: str, line: int = 1, file: str = "<rule>") -> tuple[Tok
             pos += 1
             tokens.append(Token(TokenKind.OPEN if c == "{" else TokenKind.CLOSE, c, c, line, start + 1, spaced))
         else:
-            while pos < len(source) and source[pos] not in _NOT_IN_WORD:
-                if source[pos] == "(":
-                    pos = _argument(where, pos)
-                    break
+            while pos < len(source) and source[pos] not in _WORD_ENDS:
                 pos += 1
+            if pos < len(source) and source[pos] == "(":
+                pos = _argument(where, pos)
             tokens.append(Token(TokenKind.WORD, source[start:pos], source[start:pos], line, start + 1, spaced))
         spaced = False
     tokens.append(Token(TokenKind.END, "", "", line, pos + 1, True))

@@ -53,6 +53,9 @@ class QueryTarget(enum.StrEnum):
     DEVICE = "device"
 
 
+_QUERY_TARGETS = frozenset(QueryTarget)
+
+
 class SetOperator(enum.StrEnum):
     ALL_OF = "all-of"
     ONE_OF = "one-of"
@@ -313,7 +316,7 @@ class Rule:
 
     def __post_init__(self) -> None:
         target = self.target
-        object.__setattr__(self, "target", QueryTarget(target) if target in set(QueryTarget) else Target(target))
+        object.__setattr__(self, "target", QueryTarget(target) if target in _QUERY_TARGETS else Target(target))
         if self.conditions is not None and not isinstance(self.conditions, Conditions):
             raise TypeError(f"Rule.conditions is a Conditions, not {self.conditions!r}")
         if self.label is not None and not isinstance(self.label, Label):
