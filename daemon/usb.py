@@ -42,6 +42,14 @@ What it does, in order:
   keeps off every device of its kind. Kept in memory only: a restart forgets them, and ``stop``
   ends them first so nothing stays authorized by an exception while the daemon is down.
 
+Rule conditions (``if``): each decision of a rule set with conditions takes a
+``ConditionContext`` made then (the UTC time of day, the loop's monotonic clock, the devices
+allowed now, a draw of the controller's random source), and ``rule_state``, which remembers when
+each rule was last applied, as USBGuard's ``Daemon::dmApplyDevicePolicy`` does: after the
+rule's decision is carried out without error (not an exception's, not a hold, not a ``match``
+rule's, which USBGuard fails to apply). It lives as long as the controller and its rule set,
+in memory only: a restart forgets it, as USBGuard's does.
+
 Every decision is recorded and published on ``usb/<host>/event`` through ``queue``; a sysfs write
 that fails (EACCES, or ENOENT because the device went away) is logged and carried in the event's
 ``error``, and never raises. The exceptions in force are retained on ``usb/<host>/exceptions``
@@ -54,6 +62,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -61,7 +71,7 @@ from typing import Any
 
 from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
-from sekisho.policies.usbrules import RuleSet, Target
+from sekisho.policies.usbrules import ConditionContext, RuleSet, RuleState, Target
 
 from .alarms import Alarms
 from .config.usb import read_rules
@@ -139,6 +149,10 @@ class UsbController:
         """A rule blocks interfaces: new interfaces start unauthorized (``interface_authorized_default``
         0) and are authorized one by one, so no driver binds to a blocked one even for a moment."""
         self.inventory = Inventory(read)
+        self.rule_state = RuleState()
+        """What ``rule-applied`` remembers, for the life of this rule set (a restart forgets it)."""
+        self.draw = random.Random().random
+        """``random(p)``'s source (USBGuard's ``RandomStateCondition``: a random_device-seeded engine)."""
         self.exceptions = Exceptions(exception_max_minutes)
         self.alarms = alarms
         self.host = host
@@ -255,14 +269,32 @@ class UsbController:
         self._record(tracked, self._decide(tracked, cause), cause)
 
     def _decide(self, tracked: Tracked, cause: Cause) -> Outcome:
-        """Decide one device and carry it out; returns what to record."""
+        """Decide one device and carry it out; returns what to record. A rule carried out is
+        remembered as applied (see the module docstring)."""
+        outcome = self._carry_out(tracked, cause)
+        verdict = tracked.verdict
+        if (verdict is not None and outcome.rule == verdict.rule and not verdict.implicit and not verdict.reason
+                and not outcome.held and outcome.error is None):
+            self.rule_state.applied(verdict.rule, self.loop.time())
+        return outcome
+
+    def _conditions(self) -> ConditionContext | None:
+        """What the rules' conditions read now; None when no rule has any (the fast path)."""
+        if not self.rules.conditional:
+            return None
+        allowed = [t.device for t in self.inventory.devices.values() if t.device is not None and (
+            t.state is DeviceState.ALLOWED or (t.state is DeviceState.KEPT and t.event.authorized == "1"))]
+        # USBGuard's localtime is the UTC time of day (LocaltimeCondition::update: to_time_t(now) % 86400).
+        return ConditionContext(int(time.time()) % 86400, self.loop.time(), tuple(allowed), self.draw)
+
+    def _carry_out(self, tracked: Tracked, cause: Cause) -> Outcome:
         path = tracked.event.sys_path
         self.inventory.held.discard(path)
         if tracked.device is None:
             tracked.state, tracked.plan = DeviceState.BLOCKED, None
             return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE,
                            f"cannot be decided: {shown(tracked.problem)}", error=self.sysfs.set_authorized(path, False))
-        verdict = tracked.verdict = self.rules.first_match(tracked.device)
+        verdict = tracked.verdict = self.rules.first_match(tracked.device, self._conditions(), self.rule_state)
         exc = self.exceptions.for_device(tracked)
         # An exception matters where the rules would not authorize the device, and where they
         # leave interfaces off only when it lifts those blocks too.
@@ -296,7 +328,7 @@ class UsbController:
             tracked.state = DeviceState.REJECTED
             return self._reject(tracked, rule)
         tracked.state = DeviceState.BLOCKED
-        return Outcome(Action.BLOCKED, Target.BLOCK, rule, error=self.sysfs.set_authorized(path, False))
+        return Outcome(Action.BLOCKED, Target.BLOCK, rule, verdict.reason, error=self.sysfs.set_authorized(path, False))
 
     def _reject(self, tracked: Tracked, rule: str) -> Outcome:
         path = tracked.event.sys_path

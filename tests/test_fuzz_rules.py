@@ -19,7 +19,10 @@ WORDS = ["allow", "block", "reject", "match", "device", "id", "serial", "name", 
          "equals", "equals-ordered", "match-all", "1050:0407", "1050:*", "*:*", "*:0407", "1050:04O7", "ABCD:0001",
          "08:06:50", "08:*:*", "08:*:50", "ff:00", "0x08:06:50", "{", "}", "#", "# a comment", "true", "1-2", ":",
          '"USB Keyboard"', '""', '"\\x41\\xff"', '"\\"q\\\\"', '"\\n"', '"\\x4"', '"open', '"\\', '"\udcff"',
-         '"\ud800"', "\r", "\ufeff", "\x00", "\t", "é"]
+         '"\ud800"', "\r", "\ufeff", "\x00", "\t", "é", "!", "false", "random", "random(0.4)", "random(2)", "(",
+         ")", "rule-applied", "rule-evaluated(00:10)", "localtime(08:00-17:00)", "localtime(17:00-08:00)",
+         "localtime(1:00:30)", "allowed-matches(", "allowed-matches(name ", "allowed-matches(with-interface 03:*:*)",
+         "\\)", "\\x4", "true()", "!!", '"desk 12"']
 BLANK = st.sampled_from(["", " ", "  ", "\t"])
 LINE = st.lists(st.tuples(BLANK, st.sampled_from(WORDS)), max_size=10).map(lambda parts: "".join(b + w for b, w in parts))
 TEXT = st.one_of(st.text(max_size=200), st.lists(LINE, max_size=6).map("\n".join))
@@ -44,6 +47,8 @@ def check_error(e: RuleSyntaxError, text: str, file: str) -> None:
 @example("allow\x00")
 @example("block block-interface 08:*:*")
 @example("allow with-interface equals { }")
+@example('allow if one-of { !rule-applied allowed-matches(name "a#b") random(0.4) } label "x" label one-of { "y" }')
+@example("match if allowed-matches(if allowed-matches(id 1050:*))")
 @example("\n" * 1000 + "allow \"")
 def test_any_text_gives_rules_or_an_error_that_names_where(text):
     try:

@@ -6,15 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import REPO
 from sekisho.policies.usbrules import (
     Attribute,
+    Condition,
+    ConditionKind,
+    Conditions,
     DeviceId,
     InterfaceType,
     Key,
+    Label,
+    QueryTarget,
     Rule,
     RuleSyntaxError,
     SetOperator,
@@ -147,7 +152,7 @@ def test_the_specs_examples_parse():
 
 
 def test_usbguards_manual_examples_parse():
-    # The examples of usbguard-rules.conf(5) that keep to the subset (the others use "if").
+    # The examples of usbguard-rules.conf(5) without conditions (test_usbrules_conditions has those).
     parse_rules("allow with-interface equals { 08:*:* }\n"
                 'allow 1050:0011 name "Yubico Yubikey II" serial "0001234567" via-port "1-2" '
                 'hash "044b5e168d40ee0245478416caf3d998"\n'
@@ -157,12 +162,25 @@ def test_usbguards_manual_examples_parse():
 
 
 @pytest.mark.parametrize("line, column, message", [
-    ("allow if true", 7, '"if" conditions are not supported by sekisho'),
-    ("allow id 1050:* if !rule-applied", 17, '"if" conditions are not supported by sekisho'),
-    ('allow label "x"', 7, '"label" is not supported by sekisho'),
-    ("match id 1050:*", 1, 'the "match" target is not supported by sekisho'),
-    ("device id 1050:0407", 1, 'the "device" target is not supported by sekisho'),
-    ("id 1050:0407", 1, "expected a target (allow, block or reject) to start the rule, not id"),
+    ("allow if randomM", 10, 'unknown condition "randomM" (known: allowed-matches, localtime, rule-applied, '
+                             'rule-evaluated, random, true, false)'),
+    ("allow id 1050:* if !rule-applied if true", 34, "conditions already defined (at column 17)"),
+    ("allow if", 9, "expected a value after if: a condition (allowed-matches, localtime,"),
+    ("allow if !!true", 10, "expected a condition (allowed-matches,"),
+    ("allow if true()", 10, "empty parentheses after true"),
+    ("allow if one-of { true random(2) }", 24, 'random: "2" is not a probability'),
+    ("allow if localtime(17:00-08:00)", 10, "localtime(17:00-08:00): the range begins after it ends"),
+    ("allow if localtime(24:00)", 10, 'localtime: "24:00" is not a time of day'),
+    ("allow if localtime(08:00:30)", 10, 'localtime: "08:00:30" has seconds, which USBGuard 1.1 misreads'),
+    ("allow if localtime", 10, "localtime needs a time or a range"),
+    ("allow if rule-applied(1:00:30)", 10, 'rule-applied: "1:00:30" has seconds'),
+    ("allow if allowed-matches", 10, "allowed-matches needs a device query"),
+    ("allow if allowed-matches(id 1050:0407 bogus)", 39, 'in the allowed-matches query: unknown attribute "bogus"'),
+    ('allow if allowed-matches(name "a\\"b")', 33, 'unknown escape "\\"" in a condition\'s argument'),
+    ("allow if random(0.5", 16, "this condition's argument is not closed"),
+    ('allow label', 12, "expected a value after label"),
+    ("match block-interface 08:*:*", 7, "block-interface only goes with allow"),
+    ("id 1050:0407", 1, "expected a target (allow, block, reject, match or device) to start the rule, not id"),
     ('allow name "a" name "b"', 16, "name attribute already defined (at column 7)"),
     ("allow with-interface 03:01:01 with-interface 03:01:02", 31, "with-interface attribute already defined"),
     ("allow id some-of { 1050:* }", 10, 'unknown set operator "some-of" (expected all-of, one-of, none-of, equals, '
@@ -227,15 +245,46 @@ def attributes(key: Key) -> st.SearchStrategy[Attribute]:
                      st.sampled_from(SetOperator))
 
 
+CLOCK = st.builds("{:02d}:{:02d}".format, st.integers(0, 23), st.integers(0, 59))
+PARAMETERS = {
+    ConditionKind.TRUE: st.just(""),
+    ConditionKind.FALSE: st.just(""),
+    ConditionKind.LOCALTIME: st.one_of(CLOCK, st.tuples(CLOCK, CLOCK).map(sorted).map("-".join)),
+    ConditionKind.RULE_APPLIED: st.one_of(st.just(""), CLOCK, st.integers(0, 10 ** 6).map(str)),
+    ConditionKind.RULE_EVALUATED: st.one_of(st.just(""), CLOCK, st.integers(0, 10 ** 6).map(str)),
+    ConditionKind.RANDOM: st.one_of(st.just(""), st.floats(0, 1).map(repr), st.sampled_from(["0", "1", ".5", "1e-1"])),
+}
+"""Each condition's parameter as a rule would write it; allowed-matches takes a rule of its own."""
+
+
 @st.composite
-def rules(draw) -> Rule:
-    target = draw(st.sampled_from(Target))
+def conditions(draw) -> Condition:
+    kind = draw(st.sampled_from(ConditionKind))
+    negated = draw(st.booleans())
+    if kind is ConditionKind.ALLOWED_MATCHES:
+        query = draw(rules(targets=(Target.ALLOW,), nested=False))
+        text = query.to_text().removeprefix("allow").strip()
+        # An allowed-matches argument ends at the first ")" and takes no \" escape (Grammar.hpp).
+        assume(text and ")" not in text and '\\"' not in text)
+        return parse_rule(f"allow if {'!' if negated else ''}allowed-matches({text})").conditions.values[0]
+    return Condition(kind, negated, draw(PARAMETERS[kind]))
+
+
+@st.composite
+def rules(draw, targets: tuple = (*Target, *QueryTarget), nested=True) -> Rule:
+    target = draw(st.sampled_from(targets))
     keys = draw(st.lists(st.sampled_from(Key), unique=True, max_size=len(Key)))
     attrs = tuple(draw(attributes(k)) for k in keys)
     blocked = ()
     if target is Target.ALLOW:
         blocked = tuple(draw(st.lists(VALUES[InterfaceType], max_size=3)))
-    return Rule(target, attrs, blocked)
+    label = draw(st.none() | st.builds(Label, st.lists(VALUES[str], min_size=1, max_size=3).map(tuple),
+                                       st.sampled_from(SetOperator)))
+    when = None
+    if nested:
+        when = draw(st.none() | st.builds(Conditions, st.lists(conditions(), min_size=1, max_size=4).map(tuple),
+                                          st.sampled_from(SetOperator)))
+    return Rule(target, attrs, blocked, when, label)
 
 
 @given(rules())

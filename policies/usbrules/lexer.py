@@ -14,6 +14,12 @@ Quoted strings take USBGuard's escapes, and only the ones that survive USBGuard'
 unescaping: ``\\"``, ``\\\\`` and ``\\xHH``. USBGuard's grammar also lets ``\\n``, ``\\t``, ``\\0``
 and a few more through, and then rejects them when it builds the rule, so they are errors here.
 A string's value is its bytes, kept as ``str`` the way ``rule.canonical_text`` describes.
+
+A ``(`` inside a word opens a condition's argument (``localtime(08:00-17:00)``,
+``allowed-matches(name "Keyboard")``), which runs to the first ``)`` not escaped and becomes part
+of the word, blanks, quotes and ``#`` included: USBGuard's ``condition_argument`` is a string
+bounded by ``(`` and ``)``, with its escapes (``\\xHH``, ``\\ddd``, ``\\a \\b \\f \\n \\r \\t \\v
+\\\\ \\' \\0`` and ``\\)``) kept as written for the condition to read.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from dataclasses import dataclass
 
 BLANKS = " \t"
 _NOT_IN_WORD = frozenset(BLANKS + '{}"#\r\ufeff')
+_WORD_ENDS = _NOT_IN_WORD | {"("}
 _HEX = frozenset("0123456789abcdefABCDEF")
+_DIGITS = frozenset("0123456789")
+_ARGUMENT_ESCAPES = frozenset("abfnrtv\\'0)")
 
 
 class TokenKind(enum.Enum):
@@ -126,8 +135,10 @@ def tokenize_line(source: str, line: int = 1, file: str = "<rule>") -> tuple[Tok
             pos += 1
             tokens.append(Token(TokenKind.OPEN if c == "{" else TokenKind.CLOSE, c, c, line, start + 1, spaced))
         else:
-            while pos < len(source) and source[pos] not in _NOT_IN_WORD:
+            while pos < len(source) and source[pos] not in _WORD_ENDS:
                 pos += 1
+            if pos < len(source) and source[pos] == "(":
+                pos = _argument(where, pos)
             tokens.append(Token(TokenKind.WORD, source[start:pos], source[start:pos], line, start + 1, spaced))
         spaced = False
     tokens.append(Token(TokenKind.END, "", "", line, pos + 1, True))
@@ -162,6 +173,41 @@ def _string(where: _Where, opening: int) -> tuple[str, int]:
             value += c.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError as e:
             raise where.error(f"character {c!r} is neither text nor an escaped byte", pos) from e
+        pos += 1
+
+
+def _argument(where: _Where, opening: int) -> int:
+    """The position just past the ``)`` that closes the condition argument opened at ``opening``
+    (USBGuard's ``bounded_string<'(', ')'>``)."""
+    source = where.source
+    pos = opening + 1
+    while True:
+        if pos >= len(source):
+            raise where.error('this condition\'s argument is not closed: expected ")" before the end of the line',
+                              opening)
+        c = source[pos]
+        if c == ")":
+            return pos + 1
+        if c == "\r":
+            raise where.error("carriage return in a rules file: save it with Unix line ends (LF only)", pos)
+        if c == "\\":
+            nxt = source[pos + 1:pos + 2]
+            if nxt == "x":
+                if not (len(source) >= pos + 4 and set(source[pos + 2:pos + 4]) <= _HEX):
+                    raise where.error("expected two hex digits after \\x (\\x41 is A)", pos)
+                pos += 4
+                continue
+            if nxt in _DIGITS:  # one to three decimal digits
+                pos += 2
+                for _ in range(2):
+                    if pos < len(source) and source[pos] in _DIGITS:
+                        pos += 1
+                continue
+            if not nxt or nxt not in _ARGUMENT_ESCAPES:
+                raise where.error(f'unknown escape "\\{nxt}" in a condition\'s argument (as in USBGuard, '
+                                  f'\\) \\\\ \\xHH and C escapes)', pos)
+            pos += 2
+            continue
         pos += 1
 
 

@@ -31,6 +31,14 @@ every device. Quirks and all, so that a USBGuard rules file decides here as it d
 
 ``RuleSet.first_match`` returns a ``UsbVerdict`` that always names its rule: the rules file and
 line of the rule that matched, or ``IMPLICIT`` when none did (USBGuard's ``ImplicitID``).
+
+A rule with ``if`` conditions matches when its attributes apply and then its conditions are met,
+in that order (``RulePrivate::appliesToWithConditions``): the conditions of a rule whose
+attributes do not apply are not evaluated, and those of one whose attributes do are all
+evaluated, none skipped (``updateConditionsState``), then combined by the operator
+(``meetsConditions``). What they need from outside comes in a ``ConditionContext`` and the
+``RuleState`` the caller keeps; a rule set without conditions needs neither. A ``match`` or
+``device`` rule that matches first decides ``block``, with its rule named (see ``QueryTarget``).
 """
 
 from __future__ import annotations
@@ -40,8 +48,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .conditions import Condition, ConditionContext, ConditionKind, RuleState
 from .parser import ParsedRule, parse_rules
-from .rule import VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target, canonical_text
+from .rule import (
+                   VALUE_TYPE,
+                   Attribute,
+                   DeviceId,
+                   InterfaceType,
+                   Key,
+                   QueryTarget,
+                   Rule,
+                   SetOperator,
+                   Target,
+                   canonical_text,
+)
 
 IMPLICIT = "IMPLICIT"
 
@@ -186,7 +206,46 @@ def attribute_applies(attribute: Attribute, device: Device) -> bool:
 
 
 def applies(rule: Rule, device: Device) -> bool:
+    """The rule's attributes apply to the device; its conditions and label are not looked at
+    (``RulePrivate::appliesTo``)."""
     return all(attribute_applies(a, device) for a in rule.attributes)
+
+
+def condition_holds(condition: Condition, rule: str, context: ConditionContext, state: RuleState) -> bool:
+    """``RuleConditionBase::evaluate``: the condition's ``update``, negated by ``!``. ``rule`` is
+    the rule's name in verdicts (file:line), which ``state`` files its memory under."""
+    kind = condition.kind
+    if kind is ConditionKind.TRUE:
+        holds = True
+    elif kind is ConditionKind.FALSE or kind is ConditionKind.RULE_EVALUATED:
+        holds = False  # rule-evaluated: see the conditions module's docstring
+    elif kind is ConditionKind.LOCALTIME:
+        holds = condition.begin <= context.daytime <= condition.end
+    elif kind is ConditionKind.RANDOM:
+        if context.random is None:
+            raise ValueError(f"{rule}: {condition.to_text()} needs a random source in the ConditionContext")
+        holds = context.random() < condition.probability
+    elif kind is ConditionKind.RULE_APPLIED:
+        last = state.last_applied(rule)
+        holds = last is not None and (condition.window == 0 or context.now - last <= condition.window)
+    else:
+        query = condition.query
+        holds = query is not None and any(applies(query, d) for d in context.allowed)
+    return holds is not condition.negated
+
+
+def conditions_met(rule: Rule, name: str, context: ConditionContext, state: RuleState) -> bool:
+    """``RulePrivate::meetsConditions`` with its update: every condition evaluated, then
+    ``one-of`` wants one true, ``none-of`` none, and every other operator all of them."""
+    if rule.conditions is None:
+        return True
+    results = [condition_holds(c, name, context, state) for c in rule.conditions.values]
+    op = rule.conditions.operator
+    if op is SetOperator.ONE_OF:
+        return any(results)
+    if op is SetOperator.NONE_OF:
+        return not any(results)
+    return all(results)
 
 
 @dataclass(frozen=True)
@@ -203,6 +262,8 @@ class UsbVerdict:
     blocked_interfaces: tuple[str, ...] = ()
     """``allow`` with ``block-interface``: the device's interface types to leave unauthorized,
     each once, in the device's order. The device and its other interfaces are authorized."""
+    reason: str = ""
+    """Why the decision is not the rule's own target: a ``match`` or ``device`` rule."""
 
     @property
     def implicit(self) -> bool:
@@ -217,26 +278,43 @@ class RuleSet:
     file: str = "<rules>"
     """The rules file's (or folder's) name, for messages about the whole set; each verdict cites
     its own rule's file (``ParsedRule.file``)."""
+    conditional: bool = field(init=False, compare=False)
+    """Some rule has ``if`` conditions: deciding needs a ``ConditionContext``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "implicit_target", Target(self.implicit_target))
+        object.__setattr__(self, "conditional", any(p.rule.conditions is not None for p in self.rules))
 
     @classmethod
     def parse(cls, text: str, file: str = "<rules>", implicit_target: Target = Target.BLOCK) -> RuleSet:
         """Parse a rules file; ``RuleSyntaxError`` if any line is broken (see ``parse_rules``)."""
         return cls(parse_rules(text, file), implicit_target, file)
 
-    def first_match(self, device: Device) -> UsbVerdict:
+    def first_match(self, device: Device, context: ConditionContext | None = None,
+                    state: RuleState | None = None) -> UsbVerdict:
+        """The first rule that matches ``device`` (USBGuard's ``RuleSet::getFirstMatchingRule``).
+        ``context`` is needed once a rule with conditions is reached (a ``ValueError`` without
+        it); ``state`` is what ``rule-applied`` remembers (none: no rule applied yet)."""
         for parsed in self.rules:
             rule = parsed.rule
             for attribute in rule.attributes:
                 if not attribute_applies(attribute, device):
                     break
             else:
+                name = f"{parsed.file}:{parsed.line}"
+                if rule.conditions is not None:
+                    if context is None:
+                        raise ValueError(f"{name}: this rule has conditions ({rule.conditions.to_text()}); "
+                                         f"deciding it needs a ConditionContext")
+                    if not conditions_met(rule, name, context, RuleState() if state is None else state):
+                        continue
+                if isinstance(rule.target, QueryTarget):
+                    return UsbVerdict(Target.BLOCK, name, parsed.line, parsed.source, reason=(
+                        f'a "{rule.target}" rule decides nothing; blocked (USBGuard leaves the device as it was)'))
                 blocked: tuple[str, ...] = ()
                 if rule.block_interfaces:
                     blocked = tuple(dict.fromkeys(
                         str(t) for t in device._interfaces if any(p.matches(t) for p in rule.block_interfaces)))
-                return UsbVerdict(rule.target, f"{parsed.file}:{parsed.line}", parsed.line, parsed.source, blocked)
+                return UsbVerdict(rule.target, name, parsed.line, parsed.source, blocked)
         return UsbVerdict(self.implicit_target, IMPLICIT, None, "")

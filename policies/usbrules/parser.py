@@ -1,4 +1,5 @@
-"""Tokens to ``Rule`` values: the sekisho subset of USBGuard's rule grammar, and nothing else.
+"""Tokens to ``Rule`` values: USBGuard 1.1's rule grammar (``RuleParser/Grammar.hpp`` and
+``Actions.hpp``), and sekisho's ``block-interface``.
 
 Each line is one rule, a comment or blank (USBGuard's ``FileRuleSet::load``). Where USBGuard's
 grammar (``RuleParser/Grammar.hpp``) wants blanks, so does this parser: after the target, after
@@ -7,40 +8,63 @@ before ``}`` they may be left out. A device id may follow the target without ``i
 (``allow 1050:0407``), as in USBGuard's own examples; it is the ``id`` attribute, so giving
 ``id`` as well is a duplicate.
 
-What USBGuard has and sekisho does not (``if`` conditions, ``label``, the ``match`` and
-``device`` targets) is an error saying so, at its column, never
-skipped: a rule read differently from how USBGuard reads it would decide differently.
+``if`` takes one condition or a set of them (``conditions.Condition``; ``allowed-matches``'s
+argument is read as the rule ``allow <argument>``, and its errors point into it). ``label`` is a
+string attribute; given twice, its values add up, as in USBGuard, whose ``label_actions`` checks
+for a second ``label`` on the wrong keyword and so never refuses one. The ``match`` and
+``device`` targets parse (``QueryTarget``).
+
+The one deliberate difference: an ``id`` with an upper-case hex digit is an error here (see
+``rule.DeviceId``), where USBGuard takes it and it never matches.
 
 ``parse_rules`` reads a whole file and reports every broken line in one ``RuleSyntaxError``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import cast
 
+from .conditions import KNOWN, Condition, ConditionKind
 from .lexer import RuleSyntaxError, Token, TokenKind, split_lines, tokenize_line
-from .rule import BLOCK_INTERFACE, VALUE_TYPE, Attribute, DeviceId, InterfaceType, Key, Rule, SetOperator, Target, Value
+from .rule import (
+                   BLOCK_INTERFACE,
+                   CONDITIONS,
+                   LABEL,
+                   VALUE_TYPE,
+                   Attribute,
+                   Conditions,
+                   DeviceId,
+                   InterfaceType,
+                   Key,
+                   Label,
+                   QueryTarget,
+                   Rule,
+                   SetOperator,
+                   Target,
+                   Value,
+)
 
-ATTRIBUTE_NAMES = ", ".join([*(str(k) for k in Key), BLOCK_INTERFACE])
-
-NOT_SUPPORTED: Mapping[str, str] = MappingProxyType({
-    "if": '"if" conditions are not supported by sekisho: a rule decides on the device alone',
-    "label": '"label" is not supported by sekisho: write a # comment instead',
-})
-"""USBGuard clauses that sekisho refuses, each with the reason shown at its column."""
-
-NOT_SUPPORTED_TARGETS = frozenset({"match", "device"})
+ATTRIBUTE_NAMES = ", ".join([*(str(k) for k in Key), CONDITIONS, LABEL, BLOCK_INTERFACE])
+TARGET_NAMES = "allow, block, reject, match or device"
 
 _OPERATORS = frozenset(str(o) for o in SetOperator)
 _TARGETS = frozenset(str(t) for t in Target)
+_QUERY_TARGETS = frozenset(str(t) for t in QueryTarget)
 _KEYS = frozenset(str(k) for k in Key)
+_CONDITION = re.compile(r"(!?)([a-zA-Z-][a-zA-Z0-9-]*)(?:\((.*)\))?", re.DOTALL)
+"""USBGuard's ``condition``: ``opt<negation>, condition_identifier, opt<condition_argument>``."""
+_QUERY_PREFIX = "allow "
+"""``AllowedMatchesCondition`` reads its argument as ``parseRuleFromString("allow " + argument)``."""
 
 _EXAMPLE: Mapping[type, str] = MappingProxyType({
     DeviceId: "a device id like 1050:0407, 1050:* or *:*",
     InterfaceType: "an interface type like 08:06:50, 08:06:* or 08:*:*",
     str: 'a quoted string like "USB Keyboard"',
+    Condition: f"a condition ({KNOWN}), with ! before it to negate: true, !rule-applied, localtime(08:00-17:00)",
 })
 
 
@@ -83,7 +107,7 @@ def parse_rule(text: str, file: str = "<rule>", line: int = 1) -> Rule:
                               source=text[:first])
     rule = _parse_line(text, line, file)
     if rule is None:
-        raise RuleSyntaxError("expected a rule: allow, block or reject, then its attributes", file=file, line=line,
+        raise RuleSyntaxError(f"expected a rule: {TARGET_NAMES}, then its attributes", file=file, line=line,
                               column=1, source=text)
     return rule
 
@@ -123,20 +147,37 @@ class _Line:
         where: dict[Key, Token] = {}
         blocked: tuple[InterfaceType, ...] = ()
         blocked_at: Token | None = None
+        conditions: Conditions | None = None
+        conditions_at: Token | None = None
+        label: Label | None = None
 
         bare = self._peek()
         if bare.kind is TokenKind.WORD and ":" in bare.value:
             self._need_blank(bare, f"expected a blank between {target} and the device id")
             self._next()
-            attributes.append(Attribute(Key.ID, (self._value(bare, str(Key.ID), DeviceId),)))
+            attributes.append(Attribute(Key.ID, (cast(DeviceId, self._value(bare, str(Key.ID), DeviceId)),)))
             where[Key.ID] = bare
 
         while (token := self._next()).kind is not TokenKind.END:
             if token.kind is not TokenKind.WORD:
                 raise self._error(token, f"expected an attribute ({ATTRIBUTE_NAMES}), not {token.text}")
             self._need_blank(token, f"expected a blank before {token.value}")
-            if token.value in NOT_SUPPORTED:
-                raise self._error(token, NOT_SUPPORTED[token.value])
+            if token.value == CONDITIONS:
+                if conditions_at is not None:
+                    raise self._error(token, f"conditions already defined (at column {conditions_at.column}): "
+                                             f"put them in one set, if all-of {{ ... }}")
+                operator, values = self._values(CONDITIONS, Condition, operators=True)
+                conditions = Conditions(tuple(v for v in values if isinstance(v, Condition)),
+                                        operator or SetOperator.EQUALS)
+                conditions_at = token
+                continue
+            if token.value == LABEL:
+                operator, values = self._values(LABEL, str, operators=True)
+                texts = tuple(v for v in values if isinstance(v, str))
+                # A second label adds its values and keeps the operator unless it gives one (Actions.hpp).
+                label = Label(texts, operator or SetOperator.EQUALS) if label is None else \
+                    Label(label.values + texts, operator or label.operator)
+                continue
             if token.value == BLOCK_INTERFACE:
                 if blocked_at is not None:
                     raise self._error(token, f"{BLOCK_INTERFACE} already given at column {blocked_at.column}")
@@ -153,31 +194,32 @@ class _Line:
             if key in where:
                 raise self._error(token, f"{key} attribute already defined (at column {where[key].column})")
             operator, values = self._values(str(key), VALUE_TYPE[key], operators=True)
-            attributes.append(Attribute(key, values, operator))
+            attributes.append(Attribute(key, cast(tuple[Value, ...], values), operator or SetOperator.EQUALS))
             where[key] = token
-        return Rule(target, tuple(attributes), blocked)
+        return Rule(target, tuple(attributes), blocked, conditions, label)
 
-    def _target(self, token: Token) -> Target:
+    def _target(self, token: Token) -> Target | QueryTarget:
         if token.kind is TokenKind.WORD:
-            if token.value in NOT_SUPPORTED_TARGETS:
-                raise self._error(token, f'the "{token.value}" target is not supported by sekisho: '
-                                         f'a rule decides allow, block or reject')
             if token.value in _TARGETS:
                 return Target(token.value)
-        raise self._error(token, f"expected a target (allow, block or reject) to start the rule, not {token.text}")
+            if token.value in _QUERY_TARGETS:
+                return QueryTarget(token.value)
+        raise self._error(token, f"expected a target ({TARGET_NAMES}) to start the rule, not {token.text}")
 
     def _need_blank(self, token: Token, message: str) -> None:
         if not token.spaced:
             raise self._error(token, message)
 
-    def _values(self, name: str, kind: type, *, operators: bool) -> tuple[SetOperator, tuple[Value, ...]]:
-        """After an attribute's name: one value, or a set with or without an operator."""
+    def _values(self, name: str, kind: type, *,
+                operators: bool) -> tuple[SetOperator | None, tuple[Value | Condition, ...]]:
+        """After an attribute's name: one value, or a set with or without an operator (None when
+        none is written)."""
         token = self._next()
         if token.kind is TokenKind.END:
             raise self._error(token, f"expected a value after {name}: {_EXAMPLE[kind]}, or a set {{ ... }}")
         self._need_blank(token, f"expected a blank after {name}")
         if token.kind is TokenKind.OPEN:
-            return SetOperator.EQUALS, self._set(token, name, kind, "the set")
+            return None, self._set(token, name, kind, "the set")
         if token.kind is TokenKind.WORD and token.value in _OPERATORS:
             if not operators:
                 raise self._error(token, f"{name} takes one interface type or a plain set {{ ... }}, "
@@ -191,10 +233,10 @@ class _Line:
         if token.kind is TokenKind.WORD and ":" not in token.value and self._peek().kind is TokenKind.OPEN:
             raise self._error(token, f'unknown set operator "{token.value}" '
                                      f'(expected {", ".join(str(o) for o in SetOperator)})')
-        return SetOperator.EQUALS, (self._value(token, name, kind),)
+        return None, (self._value(token, name, kind),)
 
-    def _set(self, opening: Token, name: str, kind: type, what: str) -> tuple[Value, ...]:
-        values: list[Value] = []
+    def _set(self, opening: Token, name: str, kind: type, what: str) -> tuple[Value | Condition, ...]:
+        values: list[Value | Condition] = []
         while True:
             token = self._next()
             if token.kind is TokenKind.CLOSE:
@@ -207,7 +249,9 @@ class _Line:
                 self._need_blank(token, "expected a blank between two values")
             values.append(self._value(token, name, kind))
 
-    def _value(self, token: Token, name: str, kind: type) -> Value:
+    def _value(self, token: Token, name: str, kind: type) -> Value | Condition:
+        if kind is Condition:
+            return self._condition(token)
         if kind is str:
             if token.kind is not TokenKind.STRING:
                 raise self._error(token, f"{name} takes {_EXAMPLE[str]}, not {token.text}")
@@ -216,5 +260,30 @@ class _Line:
             raise self._error(token, f"{name} takes {_EXAMPLE[kind]}, not {token.text}")
         try:
             return kind.parse(token.value)  # type: ignore[attr-defined]
+        except ValueError as e:
+            raise self._error(token, str(e)) from None
+
+    def _condition(self, token: Token) -> Condition:
+        """``[!]name[(argument)]``, as ``RuleConditionBase::getImplementation`` reads it."""
+        m = _CONDITION.fullmatch(token.value) if token.kind is TokenKind.WORD else None
+        if m is None:
+            raise self._error(token, f"expected {_EXAMPLE[Condition]}, not {token.text}")
+        negated, name, argument = m[1] == "!", m[2], m[3]
+        if name not in set(ConditionKind):
+            raise self._error(token, f'unknown condition "{name}" (known: {KNOWN})')
+        if argument == "":
+            raise self._error(token, f"empty parentheses after {name}: write {name} alone, or its argument "
+                                     f"inside them")
+        query = None
+        if name == ConditionKind.ALLOWED_MATCHES and argument:
+            opened = token.column + len(m[1]) + len(name)  # the column of "("
+            try:
+                query = parse_rule(_QUERY_PREFIX + argument, self._file, self._line)
+            except RuleSyntaxError as e:
+                column = max(opened + 1, opened + e.column - len(_QUERY_PREFIX))
+                raise RuleSyntaxError(f"in the allowed-matches query: {e.message}", file=self._file, line=self._line,
+                                      column=column, source=self._source) from None
+        try:
+            return Condition(ConditionKind(name), negated, argument or "", query)
         except ValueError as e:
             raise self._error(token, str(e)) from None

@@ -14,6 +14,12 @@ The vocabulary is USBGuard's (usbguard-rules.conf(5)), and so are the meanings:
   quoted with ``\\"``, ``\\\\`` and ``\\xHH`` for every byte outside printable ASCII, interface
   types in lower case. ``parse_rule(rule.to_text()) == rule`` holds for every valid rule.
 
+- ``if`` conditions (``Conditions`` of ``conditions.Condition``) and ``label`` are kept with the
+  rule; ``to_text`` writes them after the attributes, ``if`` first, as USBGuard's
+  ``RulePrivate::toString`` writes ``label`` last. A label never changes what a rule matches
+  (``RulePrivate::appliesTo`` does not look at it).
+- The ``match`` and ``device`` targets parse (``QueryTarget``); they decide nothing.
+
 Values are checked when they are built, so a ``Rule`` that exists is one the parser could have
 produced; the parser adds positions to the same messages.
 """
@@ -27,6 +33,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import cast
 
+from .conditions import Condition
+
 
 class Target(enum.StrEnum):
     """What a matching rule decides. Only decisions: a comment or an empty line is not a rule."""
@@ -34,6 +42,18 @@ class Target(enum.StrEnum):
     ALLOW = "allow"
     BLOCK = "block"
     REJECT = "reject"
+
+
+class QueryTarget(enum.StrEnum):
+    """USBGuard's other two targets, which its grammar accepts and which name devices rather than
+    decide them. As a policy rule that matches first, USBGuard's ``sysfsApplyTarget`` throws on
+    one and the device keeps the state it had; sekisho blocks it (fail-secure), naming the rule."""
+
+    MATCH = "match"
+    DEVICE = "device"
+
+
+_QUERY_TARGETS = frozenset(QueryTarget)
 
 
 class SetOperator(enum.StrEnum):
@@ -58,6 +78,8 @@ class Key(enum.StrEnum):
     WITH_CONNECT_TYPE = "with-connect-type"
 
 
+CONDITIONS = "if"
+LABEL = "label"
 BLOCK_INTERFACE = "block-interface"
 """sekisho's extension: ``allow ... block-interface { 08:*:* }`` authorizes the device but not
 the interfaces of those types."""
@@ -218,24 +240,87 @@ class Attribute:
         object.__setattr__(self, "values", values)
 
     def to_text(self) -> str:
-        """USBGuard's ``Attribute::toRuleString``: one value with ``equals`` is written bare,
-        anything else as a set, and the operator only when it is not ``equals``."""
-        if self.operator is SetOperator.EQUALS and len(self.values) == 1:
-            return f"{self.key} {value_text(self.values[0])}"
-        op = "" if self.operator is SetOperator.EQUALS else f"{self.operator} "
-        return f"{self.key} {op}{{ {' '.join(value_text(v) for v in self.values)} }}"
+        return set_text(str(self.key), self.operator, [value_text(v) for v in self.values])
+
+
+def set_text(name: str, operator: SetOperator, values: list[str]) -> str:
+    """USBGuard's ``Attribute::toRuleString``: one value with ``equals`` is written bare,
+    anything else as a set, and the operator only when it is not ``equals``."""
+    if operator is SetOperator.EQUALS and len(values) == 1:
+        return f"{name} {values[0]}"
+    op = "" if operator is SetOperator.EQUALS else f"{operator} "
+    return f"{name} {op}{{ {' '.join(values)} }}"
+
+
+MAX_CONDITIONS = 64
+"""USBGuard keeps the conditions' results as the bits of one ``uint64_t``
+(``RulePrivate::updateConditionsState``) and throws past 64."""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """A rule's ``if``: one condition, or a set with an operator as an attribute has. How each
+    operator combines the conditions' results is ``RulePrivate::meetsConditions``'s: ``one-of``
+    some holds, ``none-of`` none holds, every other operator all hold."""
+
+    values: tuple[Condition, ...]
+    operator: SetOperator = SetOperator.EQUALS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operator", SetOperator(self.operator))
+        if isinstance(self.values, Condition):
+            raise TypeError("Conditions.values is a tuple of conditions, not one condition")
+        object.__setattr__(self, "values", tuple(self.values))
+        if not self.values:
+            raise ValueError("if needs at least one condition")
+        if len(self.values) > MAX_CONDITIONS:
+            raise ValueError(f"at most {MAX_CONDITIONS} conditions in one rule, as in USBGuard")
+        if not all(isinstance(c, Condition) for c in self.values):
+            raise TypeError(f"Conditions.values holds Condition values, not {self.values!r}")
+
+    def to_text(self) -> str:
+        return set_text(CONDITIONS, self.operator, [c.to_text() for c in self.values])
+
+
+@dataclass(frozen=True)
+class Label:
+    """``label``: a string attribute with set operators, kept and written, never matched."""
+
+    values: tuple[str, ...]
+    operator: SetOperator = SetOperator.EQUALS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operator", SetOperator(self.operator))
+        if isinstance(self.values, str):
+            raise TypeError("Label.values is a tuple of strings, not one string")
+        values = tuple(self.values)
+        if not values:
+            raise ValueError("label needs at least one value")
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError(f"label takes str values, not {values!r}")
+        object.__setattr__(self, "values", tuple(canonical_text(v) for v in values))
+
+    def to_text(self) -> str:
+        return set_text(LABEL, self.operator, [quote(v) for v in self.values])
 
 
 @dataclass(frozen=True)
 class Rule:
-    target: Target
+    target: Target | QueryTarget
     attributes: tuple[Attribute, ...] = ()
     """In the order written; each key at most once."""
     block_interfaces: tuple[InterfaceType, ...] = ()
     """sekisho's extension, ``allow`` rules only: interface types to leave unauthorized."""
+    conditions: Conditions | None = None
+    label: Label | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "target", Target(self.target))
+        target = self.target
+        object.__setattr__(self, "target", QueryTarget(target) if target in _QUERY_TARGETS else Target(target))
+        if self.conditions is not None and not isinstance(self.conditions, Conditions):
+            raise TypeError(f"Rule.conditions is a Conditions, not {self.conditions!r}")
+        if self.label is not None and not isinstance(self.label, Label):
+            raise TypeError(f"Rule.label is a Label, not {self.label!r}")
         object.__setattr__(self, "attributes", tuple(self.attributes))
         object.__setattr__(self, "block_interfaces", tuple(self.block_interfaces))
         seen: set[Key] = set()
@@ -255,6 +340,10 @@ class Rule:
 
     def to_text(self) -> str:
         parts = [str(self.target), *(a.to_text() for a in self.attributes)]
+        if self.conditions is not None:
+            parts.append(self.conditions.to_text())
+        if self.label is not None:
+            parts.append(self.label.to_text())
         if len(self.block_interfaces) == 1:
             parts.append(f"{BLOCK_INTERFACE} {self.block_interfaces[0]}")
         elif self.block_interfaces:

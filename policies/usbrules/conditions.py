@@ -1,0 +1,168 @@
+"""Rule conditions (``if ...``): their values, what deciding them needs from outside, and the
+per-rule memory two of them read. Deciding them is the matcher's (``matcher.RuleSet.first_match``).
+
+The reference is USBGuard 1.1: ``RuleCondition.cpp`` (``RuleConditionBase::getImplementation``
+reads ``[!]identifier[(parameter)]``), one class per condition in ``src/Library/*Condition.cpp``,
+and ``RulePrivate::meetsConditions`` for the set operators. Where USBGuard's code and its man page
+disagree, the code is followed, so that a rules file decides here as it did there; each such
+place is named below and in docs/sekisho-rules.5.md.
+
+- A condition keeps its parameter as written (USBGuard's ``toString`` writes it back unescaped),
+  so ``to_text`` gives back the text read. ``true`` and ``false`` drop a parameter, as
+  ``FixedStateCondition`` does.
+- ``localtime(HH:MM[-HH:MM])`` (``LocaltimeCondition``): the range's ends are included, to the
+  second; a range whose begin is after its end is an error (there, ``Invalid time range``); the
+  time compared is the UTC time of day: USBGuard computes it as ``to_time_t(now) % 86400``,
+  whatever the machine's time zone.
+- ``rule-applied[(T)]`` (``RuleAppliedCondition``): the rule was applied to a device before,
+  and with ``T`` not zero, last applied at most ``T`` ago, where USBGuard 1.1 builds ``T`` as a
+  ``steady_clock::duration`` of that many ticks: nanoseconds. ``rule-applied(00:10)`` therefore
+  means "within the last 600 ns", which is how USBGuard 1.1 decides it, and how it is decided here.
+- ``rule-evaluated[(T)]`` (``RuleEvaluatedCondition``): its counter is only ever raised by the
+  non-const ``Rule::appliesTo``, which the daemon never calls (``RuleSet::getFirstMatchingRule``
+  goes through ``RulePrivate::appliesToWithConditions``), so in USBGuard 1.1's daemon it never
+  holds; here neither.
+- Times written with seconds (``HH:MM:SS``) are refused: USBGuard parses them with glibc's
+  ``strptime("%H:%M:%s")``, whose ``%s`` is seconds since the epoch and overwrites the hours and
+  minutes with a time-zone dependent value, so such a rule never meant what it says.
+- ``random[(p)]`` (``RandomStateCondition``): true with probability ``p`` (0.5 without one).
+- ``allowed-matches(query)`` (``AllowedMatchesCondition``): some device the daemon has allowed
+  now matches ``allow <query>`` (``DeviceManager::getDeviceList`` with an allow query: the
+  device's target must be allow); only the query's attributes count.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .rule import Rule
+
+
+class ConditionKind(enum.StrEnum):
+    ALLOWED_MATCHES = "allowed-matches"
+    LOCALTIME = "localtime"
+    RULE_APPLIED = "rule-applied"
+    RULE_EVALUATED = "rule-evaluated"
+    RANDOM = "random"
+    TRUE = "true"
+    FALSE = "false"
+
+
+KNOWN = ", ".join(str(k) for k in ConditionKind)
+
+_TIME = re.compile(r"[ \t]*([0-9]{1,2}):([0-9]{1,2})[ \t]*")
+_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*")
+_PROBABILITY = re.compile(r"[ \t]*(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?[ \t]*")
+
+
+def _daytime(text: str, condition: str) -> int:
+    """``HH:MM`` as seconds into the day (``LocaltimeCondition::stringToDaytime``)."""
+    m = _TIME.fullmatch(text)
+    if m is None or int(m[1]) > 23 or int(m[2]) > 59:
+        if re.fullmatch(r"[ \t]*[0-9]{1,2}:[0-9]{1,2}:[0-9]+[ \t]*", text):
+            raise ValueError(f'{condition}: "{text.strip()}" has seconds, which USBGuard 1.1 misreads (strptime %s is '
+                             f"seconds since the epoch); write HH:MM")
+        raise ValueError(f'{condition}: "{text.strip()}" is not a time of day: write HH:MM, 00:00 to 23:59')
+    return int(m[1]) * 3600 + int(m[2]) * 60
+
+
+def _duration(text: str, condition: str) -> int:
+    """``HH:MM`` or a number of seconds (``RuleAppliedCondition::stringToSeconds``); empty is 0."""
+    if not text:
+        return 0
+    if _SECONDS.fullmatch(text):
+        return int(text)
+    return _daytime(text, condition)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition: ``[!]kind[(parameter)]``. The parsed parameter is kept beside it."""
+
+    kind: ConditionKind
+    negated: bool = False
+    parameter: str = ""
+    """As written between the parentheses; empty for none."""
+    query: Rule | None = field(default=None, compare=False, repr=False)
+    """``allowed-matches``: the parameter read as ``allow <parameter>``."""
+    begin: int = field(default=0, init=False, compare=False, repr=False)
+    """``localtime``: the range in seconds into the day, both ends included."""
+    end: int = field(default=0, init=False, compare=False, repr=False)
+    window: float = field(default=0.0, init=False, compare=False, repr=False)
+    """``rule-applied``, ``rule-evaluated``: the parameter in USBGuard's unit (see the module
+    docstring), as seconds: 0 for "ever"."""
+    probability: float = field(default=0.5, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        kind = ConditionKind(self.kind)
+        object.__setattr__(self, "kind", kind)
+        name = f"{'!' if self.negated else ''}{kind}"
+        if kind in (ConditionKind.TRUE, ConditionKind.FALSE):
+            object.__setattr__(self, "parameter", "")  # FixedStateCondition keeps none
+        elif kind is ConditionKind.LOCALTIME:
+            if not self.parameter:
+                raise ValueError("localtime needs a time or a range: localtime(08:00-17:30)")
+            begin, dash, end = self.parameter.partition("-")
+            start = _daytime(begin, "localtime")
+            stop = _daytime(end, "localtime") if dash and end else start
+            if start > stop:
+                raise ValueError(f"localtime({self.parameter}): the range begins after it ends; USBGuard refuses it. "
+                                 f"For one across midnight write two rules (22:00-23:59 and 00:00-06:00)")
+            object.__setattr__(self, "begin", start)
+            object.__setattr__(self, "end", stop)
+        elif kind in (ConditionKind.RULE_APPLIED, ConditionKind.RULE_EVALUATED):
+            object.__setattr__(self, "window", _duration(self.parameter, str(kind)) * 1e-9)
+        elif kind is ConditionKind.RANDOM:
+            if self.parameter:
+                if not _PROBABILITY.fullmatch(self.parameter) or not 0.0 <= float(self.parameter) <= 1.0:
+                    raise ValueError(f'random: "{self.parameter}" is not a probability: write a number from 0 to 1, '
+                                     f"random(0.25)")
+                object.__setattr__(self, "probability", float(self.parameter))
+        elif kind is ConditionKind.ALLOWED_MATCHES:
+            if not self.parameter:
+                raise ValueError('allowed-matches needs a device query: allowed-matches(with-interface 03:*:*)')
+            if self.query is None:
+                raise ValueError(f"{name}: its query is a rule; build it with the parser")
+
+    def to_text(self) -> str:
+        """``RuleConditionBase::toString``."""
+        text = f"{'!' if self.negated else ''}{self.kind}"
+        return f"{text}({self.parameter})" if self.parameter else text
+
+
+@dataclass(frozen=True)
+class ConditionContext:
+    """What deciding conditions needs from outside the rules, taken once per decision by the
+    caller (the daemon reads its clocks and inventory; a test writes them down)."""
+
+    daytime: int
+    """Seconds into the day, UTC, as ``LocaltimeCondition::update`` computes it."""
+    now: float
+    """A monotonic clock in seconds, the one ``RuleState.applied`` was given."""
+    allowed: Sequence[Any] = ()
+    """The ``matcher.Device`` of every device allowed now."""
+    random: Callable[[], float] | None = field(default=None, compare=False)
+    """A uniform draw in [0, 1); ``random(p)`` holds when it is below ``p``. None: a rule that
+    reaches a ``random`` condition is a ``ValueError``, never a made-up draw."""
+
+
+class RuleState:
+    """The memory of ``rule-applied`` (USBGuard's ``RulePrivate::MetaData``): when each rule was
+    last applied to a device. The daemon owns one for the life of one rule set: a rules file
+    read again starts a new one, and nothing of it is kept over a restart, as in USBGuard."""
+
+    def __init__(self) -> None:
+        self._applied: dict[str, float] = {}
+
+    def applied(self, rule: str, at: float) -> None:
+        """The rule (its verdict's ``rule``: file and line) was carried out at ``at`` (the
+        context's monotonic clock): ``Daemon::dmApplyDevicePolicy``'s ``updateMetaDataCounters``."""
+        self._applied[rule] = at
+
+    def last_applied(self, rule: str) -> float | None:
+        return self._applied.get(rule)
