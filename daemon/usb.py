@@ -71,7 +71,7 @@ from typing import Any
 
 from sekisho.drivers.udev import read_device
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
-from sekisho.policies.usbrules import ConditionContext, RuleSet, RuleState, Target
+from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, RuleState, Target
 
 from .alarms import Alarms
 from .config.usb import read_rules
@@ -120,6 +120,13 @@ def load_rules(path: str | Path | None, implicit_target: str = "block", folder: 
     if read.rules is None:
         raise ConfigError(problems + list(read.broken))
     return read.rules
+
+
+def conditions_now(allowed: Iterable[Device], monotonic: float, draw: Callable[[], float]) -> ConditionContext:
+    """What the rules' conditions read at this moment: ``allowed``, the devices allowed now;
+    ``monotonic``, the clock ``RuleState`` is kept by; ``draw``, the source of ``random``."""
+    # USBGuard's localtime is the UTC time of day (LocaltimeCondition::update: to_time_t(now) % 86400).
+    return ConditionContext(int(time.time()) % 86400, monotonic, tuple(allowed), draw)
 
 
 class UsbController:
@@ -284,8 +291,7 @@ class UsbController:
             return None
         allowed = [t.device for t in self.inventory.devices.values() if t.device is not None and (
             t.state is DeviceState.ALLOWED or (t.state is DeviceState.KEPT and t.event.authorized == "1"))]
-        # USBGuard's localtime is the UTC time of day (LocaltimeCondition::update: to_time_t(now) % 86400).
-        return ConditionContext(int(time.time()) % 86400, self.loop.time(), tuple(allowed), self.draw)
+        return conditions_now(allowed, self.loop.time(), self.draw)
 
     def _carry_out(self, tracked: Tracked, cause: Cause) -> Outcome:
         path = tracked.event.sys_path

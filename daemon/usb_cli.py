@@ -17,8 +17,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +29,12 @@ from typing import Any, TextIO
 
 from sekisho.drivers.udev import USB_DEVICES, enumerate_usb_devices, is_usb_device, read_device
 from sekisho.policies.events import UsbDeviceAdded
-from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, RuleSet, Target, sysfs_text
+from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, RuleSet, RuleState, Target, sysfs_text
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
 from .timestamps import utc_now
-from .usb import load_rules
+from .usb import conditions_now, load_rules
 from .usb_devices import describe, hash_of, parent_hash_of, shown
 from .usb_events import UNREADABLE_RULE
 from .usb_exceptions import Match
@@ -205,8 +207,15 @@ def present_items(root: str = USB_DEVICES) -> list[Item]:
 def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
     """One object per device, in order: how the daemon would decide it. ``as_rule`` is the
     device as ``usbguard list-devices`` shows it (with the decision as its target);
-    ``device_rule`` the line ``usbguard generate-policy`` (and ``usb generate``) writes for it."""
+    ``device_rule`` the line ``usbguard generate-policy`` (and ``usb generate``) writes for it.
+
+    Rule conditions are decided as a daemon starting with these devices present would decide
+    them, one device after another in this order: ``allowed-matches`` sees the devices allowed
+    before it, ``rule-applied`` the rules applied before it, ``localtime`` the time now, and
+    ``random`` a fresh draw (so a rule with it may decide otherwise on the next run)."""
     results = []
+    state = RuleState()
+    allowed: list[Device] = []
     for item in items:
         e = item.event
         entry: dict[str, Any] = {"device": item.source, "sys_path": shown(e.sys_path), "port": shown(e.port),
@@ -217,7 +226,12 @@ def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
             entry.update(decision=Target.BLOCK.value, rule=UNREADABLE_RULE, line=None, text="", blocked_interfaces=[],
                          interfaces=[], as_rule=None, device_rule=None, error=shown(item.problem))
         else:
-            verdict = rules.first_match(item.device)
+            context = conditions_now(allowed, time.monotonic(), random.random) if rules.conditional else None
+            verdict = rules.first_match(item.device, context, state)
+            if not verdict.implicit and not verdict.reason:
+                state.applied(verdict.rule, time.monotonic())
+            if verdict.decision is Target.ALLOW:
+                allowed.append(item.device)
             entry.update(decision=verdict.decision.value, rule=verdict.rule, line=verdict.line,
                          text=shown(verdict.text),
                          blocked_interfaces=list(verdict.blocked_interfaces), interfaces=list(item.device.interfaces),

@@ -18,11 +18,13 @@ Run under umockdev's preload (``umockdev-wrapper``; the ``testbed`` fixture fail
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -349,3 +351,53 @@ def test_test_policy_shows_each_recorded_device_as_generate_policy_writes_it(usb
     assert entry["port"] == "1-2" and "parent-hash" not in entry["device_rule"]
     assert entry["device_rule"].replace(' with-interface', ' parent-hash "jEP/6WzviqdJ5VSeTUY8PatCNBKeaREvo2OqdplND/o="'
                                         ' with-interface') in expected
+
+
+
+def test_conditions_decide_as_usbguard_daemon_decides(usbguard, testbed, tmp_path, monkeypatch):
+    """Every kind of condition, each operator over conditions and a label, on the recorded desk,
+    decided by usbguard-daemon at its start and by ``usb test-policy``: the same decision for
+    every device. What it shows of USBGuard 1.1's code, beyond its man page: ``localtime`` is the
+    UTC time of day (both run in a time zone 14 hours off UTC, and the trackball's range holds
+    only in UTC); ``rule-applied(01:00)`` counts nanoseconds (so the second storage device is not
+    blocked by line 6); ``rule-evaluated`` never holds (line 3 rejects nothing; line 7 allows);
+    ``!rule-applied`` lets the first storage device through and not the second."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()  # this process's local time too: test-policy runs here
+    try:
+        conditions_both_ways(usbguard, tmp_path)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def conditions_both_ways(usbguard: Path, tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    lo, hi = max(0, now.hour * 60 + now.minute - 60), min(23 * 60 + 59, now.hour * 60 + now.minute + 60)
+    utc_range = f"{lo // 60:02d}:{lo % 60:02d}-{hi // 60:02d}:{hi % 60:02d}"
+    rules_file = tmp_path / "rules.conf"
+    rules_file.write_text("\n".join([
+        "allow with-interface equals { 09:00:00 } if true",
+        "block id 0781:5567 if false",
+        "reject if rule-evaluated",
+        f"allow id 047d:2048 if all-of {{ allowed-matches(id 17ef:305a) localtime({utc_range}) }}",
+        'allow with-interface one-of { 08:*:* } label "storage" if !rule-applied',
+        "block with-interface one-of { 08:*:* } if rule-applied(01:00)",
+        "allow id 1234:5678 if none-of { false !true rule-evaluated }",
+    ]) + "\n")
+    rules_file.chmod(0o600)
+    daemon = UsbguardDaemon(usbguard, tmp_path, DESK_RECORDING, rules_file, None)
+    try:
+        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
+                           what="usbguard-daemon to list the five devices")
+    finally:
+        daemon.stop()
+    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
+              for line in devices}
+    out = io.StringIO()
+    usb_test_policy(rules_file, [str(DESK_RECORDING)], as_json=True, out=out)
+    ours = {e["port"]: (e["decision"], e["rule"]) for e in json.loads(out.getvalue())}
+    assert {port: decision for port, (decision, _) in ours.items()} == theirs
+    assert ours == {"usb1": ("allow", "rules.conf:1"), "1-4": ("allow", "rules.conf:1"),
+                    "1-4.2": ("allow", "rules.conf:4"), "1-2": ("allow", "rules.conf:5"),
+                    "1-3": ("allow", "rules.conf:7")}
