@@ -401,3 +401,48 @@ def conditions_both_ways(usbguard: Path, tmp_path: Path) -> None:
     assert ours == {"usb1": ("allow", "rules.conf:1"), "1-4": ("allow", "rules.conf:1"),
                     "1-4.2": ("allow", "rules.conf:4"), "1-2": ("allow", "rules.conf:5"),
                     "1-3": ("allow", "rules.conf:7")}
+
+
+OPERATOR_RULES = [
+    "allow with-interface all-of { 08:*:* 03:*:* }",
+    "allow with-interface one-of { 08:06:50 03:01:02 }",
+    "allow with-interface none-of { 08:*:* }",
+    "allow with-interface equals { 03:*:* 08:06:50 }",
+    "allow with-interface equals { 08:*:* 08:*:* }",
+    "allow with-interface equals-ordered { 08:06:50 03:01:01 }",
+    "allow with-interface equals-ordered { 03:01:01 08:06:50 }",
+    "allow with-interface match-all { 03:*:* 08:06:* }",
+    "allow id match-all { 0781:* }",
+    "allow id match-all { 0781:5567 047d:2048 }",
+    'allow name match-all { "nothing like it" }',
+    "allow id one-of { 0781:* 1234:5678 }",
+    "allow id none-of { 0781:* 1234:* }",
+    'allow name all-of { "Cruzer Blade" "USB Disk" }',
+    'allow serial equals { "" }',
+    'allow hash equals-ordered { "b6rDfau+Wl1nTUvSq9z8x+n/zAyMYah08FFJwboYPYM=" }',
+    'allow parent-hash "jEP/6WzviqdJ5VSeTUY8PatCNBKeaREvo2OqdplND/o=" with-connect-type ""',
+    'allow via-port one-of { "1-2" "1-4.2" } label { "a" "b" }',
+]
+
+
+@pytest.mark.parametrize("rule", OPERATOR_RULES)
+def test_each_operator_decides_as_usbguard_daemon_decides(usbguard, testbed, tmp_path, rule):
+    """One rule under test, then the hubs allowed (so that the devices behind them are seen),
+    then the implicit block: usbguard-daemon and ``usb test-policy`` decide each device of the
+    recorded desk alike, the operators' quirks (``equals`` counting, ``match-all`` on ids and
+    strings) included."""
+    rules_file = tmp_path / "rules.conf"
+    rules_file.write_text(f"{rule}\nallow with-interface equals {{ 09:00:00 }}\n")
+    rules_file.chmod(0o600)
+    daemon = UsbguardDaemon(usbguard, tmp_path, DESK_RECORDING, rules_file, None)
+    try:
+        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
+                           what="usbguard-daemon to list the five devices")
+    finally:
+        daemon.stop()
+    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
+              for line in devices}
+    out = io.StringIO()
+    usb_test_policy(rules_file, [str(DESK_RECORDING)], as_json=True, out=out)
+    ours = {e["port"]: e["decision"] for e in json.loads(out.getvalue())}
+    assert ours == theirs
