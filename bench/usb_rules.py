@@ -14,7 +14,8 @@ And a 1,000-line file of every shape a site writes (``thousand``): 850 device ru
 100 class rules (interface sets, ``match-all``, ``block-interface``, names, ports), 49 id rules, then
 ``block``; parsed 20 times (p50/p99 of the whole file), then 1,000 devices decided, half of them
 ones the file names (at random lines) and half unknown (every rule tried, then ``block``): the
-time per device, p50/p99 over every device of several rounds.
+time per device, p50/p99 over every device of several rounds. ``thousand-if`` is the same file
+with an ``if`` on each class rule (localtime, allowed-matches, rule-applied, random, true).
 
 Pure Python, no daemon and no I/O in the timed part.
 Run: .venv/bin/python bench/usb_rules.py [--runs 20000] [--parses 20] [--rounds 5] [--quick] [--json]
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from _site import figure, parse
-from sekisho.policies.usbrules import Device, RuleSet, Target
+from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, RuleState, Target
 
 REPO = Path(__file__).resolve().parent.parent
 HEADSET = ("01:01:00", "01:02:00", "01:02:00", "01:02:00", "01:02:00", "03:00:00", "ff:00:00")
@@ -75,12 +76,23 @@ CLASS_RULES = (
 )
 
 
-def thousand_policy(rng: random.Random) -> tuple[str, list[Device]]:
-    """The 1,000-line file and the devices to decide with it (see the module docstring)."""
+CONDITIONS = (
+    " if localtime(08:00-18:00)",
+    " if allowed-matches(with-interface 03:*:*)",
+    " if !rule-applied",
+    " if one-of { false random(0.5) }",
+    " if all-of { true !false }",
+)
+
+
+def thousand_policy(rng: random.Random, conditional: bool = False) -> tuple[str, list[Device]]:
+    """The 1,000-line file and the devices to decide with it (see the module docstring); with
+    ``conditional``, each class rule has an ``if``."""
     lines, known = generated_rules(rng, 850)
     for i in range(100):
         lines.append(CLASS_RULES[i % len(CLASS_RULES)].format(
-            i=i, c=0x40 + i % 16, p=i % 9 + 1, v=rng.randrange(1 << 16), q=rng.randrange(1 << 16)))
+            i=i, c=0x40 + i % 16, p=i % 9 + 1, v=rng.randrange(1 << 16), q=rng.randrange(1 << 16))
+            + (CONDITIONS[i % len(CONDITIONS)] if conditional else ""))
     for i in range(49):
         lines.append(f"allow id {rng.randrange(1 << 16):04x}:{rng.randrange(1 << 16):04x} serial \"S{i:08d}\"")
     rng.shuffle(lines)
@@ -118,8 +130,9 @@ def report(name: str, rules: RuleSet, device: Device, args: argparse.Namespace) 
            samples=s)
 
 
-def report_thousand(args: argparse.Namespace) -> None:
-    text, devices = thousand_policy(random.Random(17))
+def report_thousand(args: argparse.Namespace, conditional: bool) -> None:
+    text, devices = thousand_policy(random.Random(17), conditional)
+    name = "thousand-if" if conditional else "thousand"
     parses = []
     for _ in range(args.parses):
         start = time.perf_counter_ns()
@@ -127,24 +140,29 @@ def report_thousand(args: argparse.Namespace) -> None:
         parses.append((time.perf_counter_ns() - start) / 1e6)
     parses.sort()
     pick = lambda s, q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
-    print(f"thousand     parse of the {len(rules.rules)}-rule file: n={len(parses)} p50={pick(parses, 0.5):.1f} ms "
+    print(f"{name:12s} parse of the {len(rules.rules)}-rule file: n={len(parses)} p50={pick(parses, 0.5):.1f} ms "
           f"p99={pick(parses, 0.99):.1f} ms max={parses[-1]:.1f} ms")
-    figure(args, f"USB rules: parse a {len(rules.rules)}-rule file", samples=parses)
+    figure(args, f"USB rules: parse a {len(rules.rules)}-rule file{' with conditions' if conditional else ''}",
+           samples=parses)
+    # What the daemon gives the conditions (conditions_now): ten devices allowed, one draw source.
+    context = ConditionContext(10 * 3600, 0.0, tuple(devices[:10]), random.Random(3).random) if conditional else None
+    state = RuleState()
     last = rules.rules[-1].line
-    to_the_end = sum(rules.first_match(d).line == last for d in devices)
+    to_the_end = sum(rules.first_match(d, context, state).line == last for d in devices)
     samples = []
     clock = time.perf_counter_ns
     first_match = rules.first_match
     for _ in range(args.rounds):
         for device in devices:
             start = clock()
-            first_match(device)
+            first_match(device, context, state)
             samples.append((clock() - start) / 1000)
     samples.sort()
-    print(f"thousand     one device against {len(rules.rules)} rules ({len(devices) - to_the_end} named, "
+    print(f"{name:12s} one device against {len(rules.rules)} rules ({len(devices) - to_the_end} named, "
           f"{to_the_end} to the final block): n={len(samples)} p50={pick(samples, 0.5):.1f} us "
           f"p99={pick(samples, 0.99):.1f} us max={samples[-1]:.1f} us")
-    figure(args, f"USB rules: one device against {len(rules.rules)} rules, per device", unit="us", samples=samples)
+    figure(args, f"USB rules: one device against {len(rules.rules)} rules{' with conditions' if conditional else ''}, "
+           f"per device", unit="us", samples=samples)
 
 
 def main() -> None:
@@ -160,7 +178,8 @@ def main() -> None:
     call_centre = REPO / "examples" / "usb" / "call-centre.rules"
     report("call-centre", RuleSet.parse(call_centre.read_text(), call_centre.name),
            Device(id="0d8c:0014", interfaces=HEADSET[:-1]), args)
-    report_thousand(args)
+    report_thousand(args, conditional=False)
+    report_thousand(args, conditional=True)
 
 
 if __name__ == "__main__":
