@@ -101,9 +101,12 @@ ack:
 USBGUARD_REF := build/usbguard/usr/bin/usbguard
 usbguard-ref: deps $(USBGUARD_REF)
 
+# The same version as the installed libusbguard1, which its programs link to; the package lists
+# are refreshed only when that version is no longer in them.
 $(USBGUARD_REF):
 	rm -rf build/usbguard-deb && mkdir -p build/usbguard-deb
-	cd build/usbguard-deb && apt-get download -q usbguard
+	version=$$(dpkg-query -W -f='$${Version}' libusbguard1) && cd build/usbguard-deb && \
+		{ apt-get download -q "usbguard=$$version" || { apt-get update -qq && apt-get download -q "usbguard=$$version"; }; }
 	dpkg-deb -x build/usbguard-deb/usbguard_*.deb build/usbguard
 	touch $@
 
