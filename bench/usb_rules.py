@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from _site import figure, parse
-from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, RuleState, Target
+from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, Target
 
 REPO = Path(__file__).resolve().parent.parent
 HEADSET = ("01:01:00", "01:02:00", "01:02:00", "01:02:00", "01:02:00", "03:00:00", "ff:00:00")
@@ -145,17 +145,16 @@ def report_thousand(args: argparse.Namespace, conditional: bool) -> None:
     figure(args, f"USB rules: parse a {len(rules.rules)}-rule file{' with conditions' if conditional else ''}",
            samples=parses)
     # What the daemon gives the conditions (conditions_now): ten devices allowed, one draw source.
-    context = ConditionContext(10 * 3600, 0.0, tuple(devices[:10]), random.Random(3).random) if conditional else None
-    state = RuleState()
+    context = ConditionContext(10 * 3600, tuple(devices[:10]), random.Random(3).random) if conditional else None
     last = rules.rules[-1].line
-    to_the_end = sum(rules.first_match(d, context, state).line == last for d in devices)
+    to_the_end = sum(rules.first_match(d, context).line == last for d in devices)
     samples = []
     clock = time.perf_counter_ns
     first_match = rules.first_match
     for _ in range(args.rounds):
         for device in devices:
             start = clock()
-            first_match(device, context, state)
+            first_match(device, context)
             samples.append((clock() - start) / 1000)
     samples.sort()
     print(f"{name:12s} one device against {len(rules.rules)} rules ({len(devices) - to_the_end} named, "

@@ -43,12 +43,12 @@ What it does, in order:
   ends them first so nothing stays authorized by an exception while the daemon is down.
 
 Rule conditions (``if``): each decision of a rule set with conditions takes a
-``ConditionContext`` made then (the UTC time of day, the loop's monotonic clock, the devices
-allowed now, a draw of the controller's random source), and ``rule_state``, which remembers when
-each rule was last applied, as USBGuard's ``Daemon::dmApplyDevicePolicy`` does: after the
-rule's decision is carried out without error (not an exception's, not a hold, not a ``match``
-rule's, which USBGuard fails to apply). It lives as long as the controller and its rule set,
-in memory only: a restart forgets it, as USBGuard's does.
+``ConditionContext`` made then (``conditions_now``: the UTC time of day, the devices whose target
+is allow, a draw of the controller's random source). Nothing is remembered between decisions:
+``rule-applied`` and ``rule-evaluated`` never hold in USBGuard 1.1's daemon (see
+``policies.usbrules.conditions``), so a restart or a reload loses nothing. Present devices are
+decided in USBGuard's enumeration order (``usbguard_order``), so that ``allowed-matches`` sees,
+at start, the devices USBGuard would have decided before.
 
 Every decision is recorded and published on ``usb/<host>/event`` through ``queue``; a sysfs write
 that fails (EACCES, or ENOENT because the device went away) is logged and carried in the event's
@@ -69,9 +69,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sekisho.drivers.udev import read_device
+from sekisho.drivers.udev import read_device, usbguard_order
 from sekisho.policies.events import Event, UsbDeviceAdded, UsbDeviceRemoved, UsbInterfaceAdded
-from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, RuleState, Target
+from sekisho.policies.usbrules import ConditionContext, Device, RuleSet, Target
 
 from .alarms import Alarms
 from .config.usb import read_rules
@@ -122,11 +122,19 @@ def load_rules(path: str | Path | None, implicit_target: str = "block", folder: 
     return read.rules
 
 
-def conditions_now(allowed: Iterable[Device], monotonic: float, draw: Callable[[], float]) -> ConditionContext:
-    """What the rules' conditions read at this moment: ``allowed``, the devices allowed now;
-    ``monotonic``, the clock ``RuleState`` is kept by; ``draw``, the source of ``random``."""
+def conditions_now(allowed: Iterable[Device], draw: Callable[[], float]) -> ConditionContext:
+    """What the rules' conditions read at this moment: ``allowed``, the devices whose target is
+    allow (``target_is_allow``); ``draw``, the source of ``random``."""
     # USBGuard's localtime is the UTC time of day (LocaltimeCondition::update: to_time_t(now) % 86400).
-    return ConditionContext(int(time.time()) % 86400, monotonic, tuple(allowed), draw)
+    return ConditionContext(int(time.time()) % 86400, tuple(allowed), draw)
+
+
+def target_is_allow(state: DeviceState, authorized: str) -> bool:
+    """Does USBGuard's device list give this device the target allow, for ``allowed-matches``?
+    Allowed by a decision; or not decided by the rules (kept as found, or about to be decided for
+    the first time) and authorized in sysfs, since ``DeviceBase`` takes a device's target from
+    its ``authorized`` file when it is inserted, before its policy is applied."""
+    return state is DeviceState.ALLOWED or (state in (DeviceState.KEPT, DeviceState.NEW) and authorized == "1")
 
 
 class UsbController:
@@ -156,8 +164,6 @@ class UsbController:
         """A rule blocks interfaces: new interfaces start unauthorized (``interface_authorized_default``
         0) and are authorized one by one, so no driver binds to a blocked one even for a moment."""
         self.inventory = Inventory(read)
-        self.rule_state = RuleState()
-        """What ``rule-applied`` remembers, for the life of this rule set (a restart forgets it)."""
         self.draw = random.Random().random
         """``random(p)``'s source (USBGuard's ``RandomStateCondition``: a random_device-seeded engine)."""
         self.exceptions = Exceptions(exception_max_minutes)
@@ -172,7 +178,7 @@ class UsbController:
     def start(self, present: Iterable[UsbDeviceAdded]) -> None:
         """Guard every bus, then decide every present device. Call it after the udev driver has
         started, so that a device plugged meanwhile is seen at least once (twice is harmless)."""
-        devices = sorted(present, key=lambda e: (e.sys_path.count("/"), e.sys_path))
+        devices = sorted(present, key=lambda e: usbguard_order(e.sys_path))
         for event in devices:
             if not event.parent_is_device:
                 self.sysfs.guard_bus(event.sys_path, self.per_interface)
@@ -275,32 +281,22 @@ class UsbController:
             return
         self._record(tracked, self._decide(tracked, cause), cause)
 
-    def _decide(self, tracked: Tracked, cause: Cause) -> Outcome:
-        """Decide one device and carry it out; returns what to record. A rule carried out is
-        remembered as applied (see the module docstring)."""
-        outcome = self._carry_out(tracked, cause)
-        verdict = tracked.verdict
-        if (verdict is not None and outcome.rule == verdict.rule and not verdict.implicit and not verdict.reason
-                and not outcome.held and outcome.error is None):
-            self.rule_state.applied(verdict.rule, self.loop.time())
-        return outcome
-
     def _conditions(self) -> ConditionContext | None:
         """What the rules' conditions read now; None when no rule has any (the fast path)."""
         if not self.rules.conditional:
             return None
-        allowed = [t.device for t in self.inventory.devices.values() if t.device is not None and (
-            t.state is DeviceState.ALLOWED or (t.state is DeviceState.KEPT and t.event.authorized == "1"))]
-        return conditions_now(allowed, self.loop.time(), self.draw)
+        return conditions_now((t.device for t in self.inventory.devices.values()
+                               if t.device is not None and target_is_allow(t.state, t.event.authorized)), self.draw)
 
-    def _carry_out(self, tracked: Tracked, cause: Cause) -> Outcome:
+    def _decide(self, tracked: Tracked, cause: Cause) -> Outcome:
+        """Decide one device and carry it out; returns what to record."""
         path = tracked.event.sys_path
         self.inventory.held.discard(path)
         if tracked.device is None:
             tracked.state, tracked.plan = DeviceState.BLOCKED, None
             return Outcome(Action.BLOCKED, Target.BLOCK, UNREADABLE_RULE,
                            f"cannot be decided: {shown(tracked.problem)}", error=self.sysfs.set_authorized(path, False))
-        verdict = tracked.verdict = self.rules.first_match(tracked.device, self._conditions(), self.rule_state)
+        verdict = tracked.verdict = self.rules.first_match(tracked.device, self._conditions())
         exc = self.exceptions.for_device(tracked)
         # An exception matters where the rules would not authorize the device, and where they
         # leave interfaces off only when it lifts those blocks too.

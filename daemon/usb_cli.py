@@ -20,22 +20,21 @@ import os
 import random
 import socket
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sekisho.drivers.udev import USB_DEVICES, enumerate_usb_devices, is_usb_device, read_device
+from sekisho.drivers.udev import USB_DEVICES, enumerate_usb_devices, is_usb_device, read_device, usbguard_order
 from sekisho.policies.events import UsbDeviceAdded
-from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, RuleSet, RuleState, Target, sysfs_text
+from sekisho.policies.usbrules import Attribute, Device, DeviceId, Key, Rule, RuleSet, Target, sysfs_text
 from sekisho.policies.usbrules.rule import InterfaceType
 
 from .errors import SekishoError
 from .timestamps import utc_now
-from .usb import conditions_now, load_rules
-from .usb_devices import describe, hash_of, parent_hash_of, shown
+from .usb import conditions_now, load_rules, target_is_allow
+from .usb_devices import DeviceState, describe, hash_of, parent_hash_of, shown
 from .usb_events import UNREADABLE_RULE
 from .usb_exceptions import Match
 
@@ -144,7 +143,9 @@ def umockdev_devices(path: str | Path) -> list[UsbDeviceAdded]:
         raise SekishoError(f"{path}: cannot read: {exc.strerror or exc}") from None
     records = parse_umockdev(text, str(path))
     devtypes = {r.path: r.properties.get("DEVTYPE", "") for r in records}
-    return [_record_event(r, devtypes) for r in records if r.properties.get("DEVTYPE") == "usb_device"]
+    # In the order a daemon starting with them would decide them (USBGuard's enumeration order).
+    return sorted((_record_event(r, devtypes) for r in records if r.properties.get("DEVTYPE") == "usb_device"),
+                  key=lambda e: usbguard_order(e.sys_path))
 
 
 # ----------------------------------------------------------------------------- devices
@@ -211,11 +212,12 @@ def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
 
     Rule conditions are decided as a daemon starting with these devices present would decide
     them, one device after another in this order: ``allowed-matches`` sees the devices allowed
-    before it, ``rule-applied`` the rules applied before it, ``localtime`` the time now, and
-    ``random`` a fresh draw (so a rule with it may decide otherwise on the next run)."""
+    before it (a root hub, which the daemon keeps as found, if it is authorized), and the device
+    itself if it is authorized now (``usb.target_is_allow``); ``localtime`` reads the time now;
+    ``random`` takes a fresh draw, so a rule with it may decide otherwise on the next run."""
     results = []
-    state = RuleState()
-    allowed: list[Device] = []
+    seen: list[tuple[Device, DeviceState, str]] = []
+    """Each device decided so far: what it is, the state the daemon would leave it in, ``authorized``."""
     for item in items:
         e = item.event
         entry: dict[str, Any] = {"device": item.source, "sys_path": shown(e.sys_path), "port": shown(e.port),
@@ -226,12 +228,15 @@ def evaluate(rules: RuleSet, items: Iterable[Item]) -> list[dict[str, Any]]:
             entry.update(decision=Target.BLOCK.value, rule=UNREADABLE_RULE, line=None, text="", blocked_interfaces=[],
                          interfaces=[], as_rule=None, device_rule=None, error=shown(item.problem))
         else:
-            context = conditions_now(allowed, time.monotonic(), random.random) if rules.conditional else None
-            verdict = rules.first_match(item.device, context, state)
-            if not verdict.implicit and not verdict.reason:
-                state.applied(verdict.rule, time.monotonic())
-            if verdict.decision is Target.ALLOW:
-                allowed.append(item.device)
+            state = DeviceState.NEW if e.parent_is_device else DeviceState.KEPT
+            context = None
+            if rules.conditional:
+                context = conditions_now((d for d, s, authorized in [*seen, (item.device, state, e.authorized)]
+                                          if target_is_allow(s, authorized)), random.random)
+            verdict = rules.first_match(item.device, context)
+            if state is DeviceState.NEW:
+                state = DeviceState.ALLOWED if verdict.decision is Target.ALLOW else DeviceState.BLOCKED
+            seen.append((item.device, state, e.authorized))
             entry.update(decision=verdict.decision.value, rule=verdict.rule, line=verdict.line,
                          text=shown(verdict.text),
                          blocked_interfaces=list(verdict.blocked_interfaces), interfaces=list(item.device.interfaces),

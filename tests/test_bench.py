@@ -122,6 +122,10 @@ def test_the_runner_prints_the_readme_table(short_tmp):
         "| USB rules: one device against generated (201 rules, generated.rules:200)",
         "| USB rules: one device against sets (200 rules, IMPLICIT)",
         "| USB rules: one device against call-centre (30 rules, call-centre.rules:77)",
+        "| USB rules: parse a 1000-rule file",
+        "| USB rules: one device against 1000 rules, per device",
+        "| USB rules: parse a 1000-rule file with conditions",
+        "| USB rules: one device against 1000 rules with conditions, per device",
         "| uevent to authorized: a keyboard's add uevent -> authorized 1 written (call-centre.rules)",
         "| uevent to authorized: added by sekisho (each sample minus its bare monitor's)"], r.stdout
     uevent = rows[-2]

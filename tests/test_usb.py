@@ -727,13 +727,13 @@ def test_test_policy_json_on_a_recording_and_a_sysfs_path(make_rig, capsys):
                            out=out) == 0
     entries = json.loads(out.getvalue())
     assert [(e["port"], e["decision"], e["rule"]) for e in entries] == [
-        ("usb1", "allow", "call-centre.rules:79"), ("1-4", "allow", "call-centre.rules:79"),
-        ("1-4.2", "allow", "call-centre.rules:72"), ("1-2", "block", "call-centre.rules:23"),
-        ("1-3", "block", "call-centre.rules:17"), ("1-4", "allow", "call-centre.rules:60")]
+        ("usb1", "allow", "call-centre.rules:79"), ("1-2", "block", "call-centre.rules:23"),
+        ("1-3", "block", "call-centre.rules:17"), ("1-4", "allow", "call-centre.rules:79"),
+        ("1-4.2", "allow", "call-centre.rules:72"), ("1-4", "allow", "call-centre.rules:60")]
     assert entries[-1]["device"] == "/sys/bus/usb/devices/1-4"
     assert entries[-1]["blocked_interfaces"] == ["ff:00:00"]
-    assert 'hash "D3deklX12Ir3kJPfUZ5AQNwHeZn1bwtPkQkw6e+8B38="' in entries[2]["as_rule"]
-    assert 'parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs+eiRR/haro7+Ng="' in entries[2]["as_rule"]
+    assert 'hash "D3deklX12Ir3kJPfUZ5AQNwHeZn1bwtPkQkw6e+8B38="' in entries[4]["as_rule"]
+    assert 'parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs+eiRR/haro7+Ng="' in entries[4]["as_rule"]
     assert all({"device", "decision", "rule"} <= set(e) for e in entries)
 
 
@@ -778,7 +778,8 @@ def test_umockdev_parsing_reads_escapes_and_binary():
                              "H: descriptors=1201\nL: port=../x\nN: bus/usb/001/001\n\nP: /devices/y\n")
     assert [r.path for r in records] == ["/devices/x/usb1", "/devices/y"]
     assert records[0].attributes == {"product": b"USB Disk\n", "descriptors": b"\x12\x01"}
-    assert [e.port for e in umockdev_devices(DESK_RECORDING)] == ["usb1", "1-4", "1-4.2", "1-2", "1-3"]
+    # In USBGuard's enumeration order (root hubs, then shorter names), not the file's.
+    assert [e.port for e in umockdev_devices(DESK_RECORDING)] == ["usb1", "1-2", "1-3", "1-4", "1-4.2"]
 
 
 def test_usb_list_shows_decisions_and_pastable_rules(make_rig):

@@ -309,7 +309,7 @@ def test_usbguards_own_policy_is_the_nodes_rules_as_it_stands(usbguard, testbed,
     lines = run.stdout.splitlines()
     assert lines[0] == str(DESK_RECORDING) and lines[-1] == "5 devices: 5 allow"
     assert re.fullmatch(r'  allow  1-4\.2  047d:2048  "Kensington Eagle Trackball" +rules\.d/50-dock\.conf:2  allow '
-                        r'parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs\+eiRR/haro7\+Ng="', lines[3]), lines
+                        r'parent-hash "2y2qS3rcuMr1Ye5knWsbD8CGzPtrs\+eiRR/haro7\+Ng="', lines[5]), lines
 
 
 @pytest.mark.parametrize("usb, problem", [
@@ -359,9 +359,9 @@ def test_conditions_decide_as_usbguard_daemon_decides(usbguard, testbed, tmp_pat
     decided by usbguard-daemon at its start and by ``usb test-policy``: the same decision for
     every device. What it shows of USBGuard 1.1's code, beyond its man page: ``localtime`` is the
     UTC time of day (both run in a time zone 14 hours off UTC, and the trackball's range holds
-    only in UTC); ``rule-applied(01:00)`` counts nanoseconds (so the second storage device is not
-    blocked by line 6); ``rule-evaluated`` never holds (line 3 rejects nothing; line 7 allows);
-    ``!rule-applied`` lets the first storage device through and not the second."""
+    only in UTC); ``rule-applied`` never holds, so ``!rule-applied`` lets both storage devices
+    through by line 5 (were the first one's decision remembered, the second would fall to line
+    7's block); ``rule-evaluated`` never holds (line 3 rejects nothing)."""
     monkeypatch.setenv("TZ", "Pacific/Kiritimati")
     time.tzset()  # this process's local time too: test-policy runs here
     try:
@@ -383,7 +383,7 @@ def conditions_both_ways(usbguard: Path, tmp_path: Path) -> None:
         f"allow id 047d:2048 if all-of {{ allowed-matches(id 17ef:305a) localtime({utc_range}) }}",
         'allow with-interface one-of { 08:*:* } label "storage" if !rule-applied',
         "block with-interface one-of { 08:*:* } if rule-applied(01:00)",
-        "allow id 1234:5678 if none-of { false !true rule-evaluated }",
+        "block id 1234:5678 if none-of { false !true rule-evaluated }",
     ]) + "\n")
     rules_file.chmod(0o600)
     daemon = UsbguardDaemon(usbguard, tmp_path, DESK_RECORDING, rules_file, None)
@@ -400,7 +400,7 @@ def conditions_both_ways(usbguard: Path, tmp_path: Path) -> None:
     assert {port: decision for port, (decision, _) in ours.items()} == theirs
     assert ours == {"usb1": ("allow", "rules.conf:1"), "1-4": ("allow", "rules.conf:1"),
                     "1-4.2": ("allow", "rules.conf:4"), "1-2": ("allow", "rules.conf:5"),
-                    "1-3": ("allow", "rules.conf:7")}
+                    "1-3": ("allow", "rules.conf:5")}
 
 
 OPERATOR_RULES = [

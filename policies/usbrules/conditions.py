@@ -14,14 +14,17 @@ place is named below and in docs/sekisho-rules.5.md.
   second; a range whose begin is after its end is an error (there, ``Invalid time range``); the
   time compared is the UTC time of day: USBGuard computes it as ``to_time_t(now) % 86400``,
   whatever the machine's time zone.
-- ``rule-applied[(T)]`` (``RuleAppliedCondition``): the rule was applied to a device before,
-  and with ``T`` not zero, last applied at most ``T`` ago, where USBGuard 1.1 builds ``T`` as a
-  ``steady_clock::duration`` of that many ticks: nanoseconds. ``rule-applied(00:10)`` therefore
-  means "within the last 600 ns", which is how USBGuard 1.1 decides it, and how it is decided here.
-- ``rule-evaluated[(T)]`` (``RuleEvaluatedCondition``): its counter is only ever raised by the
-  non-const ``Rule::appliesTo``, which the daemon never calls (``RuleSet::getFirstMatchingRule``
-  goes through ``RulePrivate::appliesToWithConditions``), so in USBGuard 1.1's daemon it never
-  holds; here neither.
+- ``rule-applied[(T)]`` and ``rule-evaluated[(T)]`` (``RuleAppliedCondition``,
+  ``RuleEvaluatedCondition``) **never hold** in USBGuard 1.1's daemon, whatever the rules did
+  before, and so never here: each reads the counters of the rule its ``update`` is given, and the
+  daemon gives it the device's own rule (``RuleSet::getFirstMatchingRule`` ->
+  ``RulePrivate::appliesToWithConditions(device_rule)`` -> ``meetsConditions`` ->
+  ``condition->evaluate(device_rule)``), a new one for each decision
+  (``DevicePrivate::getDeviceRule``) whose counters are 0; the policy rule's counter that
+  ``Daemon::dmApplyDevicePolicy`` raises is never read. ``!rule-applied`` always holds. With
+  nothing remembered, nothing is lost over a restart or a reload either. (USBGuard's own
+  ``toString`` writes ``rule-evaluated`` as ``rule-applied``: a slip in its constructor.) Their
+  ``T`` is still checked, as USBGuard parses it (``HH:MM`` or seconds).
 - Times written with seconds (``HH:MM:SS``) are refused: USBGuard parses them with glibc's
   ``strptime("%H:%M:%s")``, whose ``%s`` is seconds since the epoch and overwrites the hours and
   minutes with a time-zone dependent value, so such a rule never meant what it says.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -93,9 +97,6 @@ class Condition:
     begin: int = field(default=0, init=False, compare=False, repr=False)
     """``localtime``: the range in seconds into the day, both ends included."""
     end: int = field(default=0, init=False, compare=False, repr=False)
-    window: float = field(default=0.0, init=False, compare=False, repr=False)
-    """``rule-applied``, ``rule-evaluated``: the parameter in USBGuard's unit (see the module
-    docstring), as seconds: 0 for "ever"."""
     probability: float = field(default=0.5, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,12 +117,16 @@ class Condition:
             object.__setattr__(self, "begin", start)
             object.__setattr__(self, "end", stop)
         elif kind in (ConditionKind.RULE_APPLIED, ConditionKind.RULE_EVALUATED):
-            object.__setattr__(self, "window", _duration(self.parameter, str(kind)) * 1e-9)
+            _duration(self.parameter, str(kind))
         elif kind is ConditionKind.RANDOM:
             if self.parameter:
                 if not _PROBABILITY.fullmatch(self.parameter) or not 0.0 <= float(self.parameter) <= 1.0:
                     raise ValueError(f'random: "{self.parameter}" is not a probability: write a number from 0 to 1, '
                                      f"random(0.25)")
+                if 0.0 < float(self.parameter) < sys.float_info.min:
+                    # USBGuard reads it with std::stod, which refuses a value that underflows.
+                    raise ValueError(f'random: "{self.parameter}" is too small a probability for USBGuard (std::stod '
+                                     f"refuses it); write 0")
                 object.__setattr__(self, "probability", float(self.parameter))
         elif kind is ConditionKind.ALLOWED_MATCHES:
             if not self.parameter:
@@ -142,27 +147,11 @@ class ConditionContext:
 
     daytime: int
     """Seconds into the day, UTC, as ``LocaltimeCondition::update`` computes it."""
-    now: float
-    """A monotonic clock in seconds, the one ``RuleState.applied`` was given."""
     allowed: Sequence[Any] = ()
-    """The ``matcher.Device`` of every device allowed now."""
+    """The ``matcher.Device`` of every device whose target is allow now, as USBGuard's device list
+    has it: allowed by a decision, or present, authorized in sysfs and not decided by the rules
+    (a device kept at start, or one not yet decided when the daemon starts: ``DeviceBase`` takes
+    a device's target from its ``authorized`` file)."""
     random: Callable[[], float] | None = field(default=None, compare=False)
     """A uniform draw in [0, 1); ``random(p)`` holds when it is below ``p``. None: a rule that
     reaches a ``random`` condition is a ``ValueError``, never a made-up draw."""
-
-
-class RuleState:
-    """The memory of ``rule-applied`` (USBGuard's ``RulePrivate::MetaData``): when each rule was
-    last applied to a device. The daemon owns one for the life of one rule set: a rules file
-    read again starts a new one, and nothing of it is kept over a restart, as in USBGuard."""
-
-    def __init__(self) -> None:
-        self._applied: dict[str, float] = {}
-
-    def applied(self, rule: str, at: float) -> None:
-        """The rule (its verdict's ``rule``: file and line) was carried out at ``at`` (the
-        context's monotonic clock): ``Daemon::dmApplyDevicePolicy``'s ``updateMetaDataCounters``."""
-        self._applied[rule] = at
-
-    def last_applied(self, rule: str) -> float | None:
-        return self._applied.get(rule)

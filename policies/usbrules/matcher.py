@@ -36,8 +36,8 @@ A rule with ``if`` conditions matches when its attributes apply and then its con
 in that order (``RulePrivate::appliesToWithConditions``): the conditions of a rule whose
 attributes do not apply are not evaluated, and those of one whose attributes do are all
 evaluated, none skipped (``updateConditionsState``), then combined by the operator
-(``meetsConditions``). What they need from outside comes in a ``ConditionContext`` and the
-``RuleState`` the caller keeps; a rule set without conditions needs neither. A ``match`` or
+(``meetsConditions``). What they need from outside comes in a ``ConditionContext``; a rule
+set without conditions needs none. A ``match`` or
 ``device`` rule that matches first decides ``block``, with its rule named (see ``QueryTarget``).
 """
 
@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .conditions import Condition, ConditionContext, ConditionKind, RuleState
+from .conditions import Condition, ConditionContext, ConditionKind
 from .parser import ParsedRule, parse_rules
 from .rule import (
                    VALUE_TYPE,
@@ -211,35 +211,32 @@ def applies(rule: Rule, device: Device) -> bool:
     return all(attribute_applies(a, device) for a in rule.attributes)
 
 
-def condition_holds(condition: Condition, rule: str, context: ConditionContext, state: RuleState) -> bool:
+def condition_holds(condition: Condition, rule: str, context: ConditionContext) -> bool:
     """``RuleConditionBase::evaluate``: the condition's ``update``, negated by ``!``. ``rule`` is
-    the rule's name in verdicts (file:line), which ``state`` files its memory under."""
+    the rule's name in verdicts (file:line), for the error of a missing random source."""
     kind = condition.kind
     if kind is ConditionKind.TRUE:
         holds = True
-    elif kind is ConditionKind.FALSE or kind is ConditionKind.RULE_EVALUATED:
-        holds = False  # rule-evaluated: see the conditions module's docstring
+    elif kind in (ConditionKind.FALSE, ConditionKind.RULE_APPLIED, ConditionKind.RULE_EVALUATED):
+        holds = False  # rule-applied, rule-evaluated: see the conditions module's docstring
     elif kind is ConditionKind.LOCALTIME:
         holds = condition.begin <= context.daytime <= condition.end
     elif kind is ConditionKind.RANDOM:
         if context.random is None:
             raise ValueError(f"{rule}: {condition.to_text()} needs a random source in the ConditionContext")
         holds = context.random() < condition.probability
-    elif kind is ConditionKind.RULE_APPLIED:
-        last = state.last_applied(rule)
-        holds = last is not None and (condition.window == 0 or context.now - last <= condition.window)
     else:
         query = condition.query
         holds = query is not None and any(applies(query, d) for d in context.allowed)
     return holds is not condition.negated
 
 
-def conditions_met(rule: Rule, name: str, context: ConditionContext, state: RuleState) -> bool:
+def conditions_met(rule: Rule, name: str, context: ConditionContext) -> bool:
     """``RulePrivate::meetsConditions`` with its update: every condition evaluated, then
     ``one-of`` wants one true, ``none-of`` none, and every other operator all of them."""
     if rule.conditions is None:
         return True
-    results = [condition_holds(c, name, context, state) for c in rule.conditions.values]
+    results = [condition_holds(c, name, context) for c in rule.conditions.values]
     op = rule.conditions.operator
     if op is SetOperator.ONE_OF:
         return any(results)
@@ -291,11 +288,9 @@ class RuleSet:
         """Parse a rules file; ``RuleSyntaxError`` if any line is broken (see ``parse_rules``)."""
         return cls(parse_rules(text, file), implicit_target, file)
 
-    def first_match(self, device: Device, context: ConditionContext | None = None,
-                    state: RuleState | None = None) -> UsbVerdict:
+    def first_match(self, device: Device, context: ConditionContext | None = None) -> UsbVerdict:
         """The first rule that matches ``device`` (USBGuard's ``RuleSet::getFirstMatchingRule``).
-        ``context`` is needed once a rule with conditions is reached (a ``ValueError`` without
-        it); ``state`` is what ``rule-applied`` remembers (none: no rule applied yet)."""
+        ``context`` is needed once a rule with conditions is reached (a ``ValueError`` without it)."""
         for parsed in self.rules:
             rule = parsed.rule
             for attribute in rule.attributes:
@@ -307,7 +302,7 @@ class RuleSet:
                     if context is None:
                         raise ValueError(f"{name}: this rule has conditions ({rule.conditions.to_text()}); "
                                          f"deciding it needs a ConditionContext")
-                    if not conditions_met(rule, name, context, RuleState() if state is None else state):
+                    if not conditions_met(rule, name, context):
                         continue
                 if isinstance(rule.target, QueryTarget):
                     return UsbVerdict(Target.BLOCK, name, parsed.line, parsed.source, reason=(

@@ -283,6 +283,13 @@ class _Line:
                 column = max(opened + 1, opened + e.column - len(_QUERY_PREFIX))
                 raise RuleSyntaxError(f"in the allowed-matches query: {e.message}", file=self._file, line=self._line,
                                       column=column, source=self._source) from None
+            if query.block_interfaces:
+                # sekisho's own attribute, for what an allow rule leaves off; a query only
+                # matches devices (and USBGuard, whose query this is, does not know it).
+                raise RuleSyntaxError(f"in the allowed-matches query: {BLOCK_INTERFACE} blocks nothing in a query, "
+                                      f"which only matches devices; use with-interface",
+                                      file=self._file, line=self._line,
+                                      column=opened + 1 + argument.index(BLOCK_INTERFACE), source=self._source)
         try:
             return Condition(ConditionKind(name), negated, argument or "", query)
         except ValueError as e:
