@@ -446,3 +446,34 @@ def test_each_operator_decides_as_usbguard_daemon_decides(usbguard, testbed, tmp
     usb_test_policy(rules_file, [str(DESK_RECORDING)], as_json=True, out=out)
     ours = {e["port"]: e["decision"] for e in json.loads(out.getvalue())}
     assert ours == theirs
+
+
+def test_allowed_matches_sees_a_present_device_the_kernel_has_authorized(usbguard, testbed, tmp_path):
+    """At start USBGuard gives a present device the target its ``authorized`` file says until
+    its policy is applied, so the disk the kernel left authorized (1-3) is "allowed" while its
+    own rule is decided, and the stick left unauthorized (1-2) is not: usbguard-daemon and
+    ``usb test-policy`` agree on both."""
+    lines = recording_text(DESK_RECORDING).split("\n")
+    at = lines.index("P: /devices/pci0000:00/0000:00:14.0/usb1/1-3")
+    lines[lines.index("A: authorized=0", at)] = "A: authorized=1"
+    recording = tmp_path / "desk-live-disk.umockdev"
+    recording.write_text("\n".join(lines))
+    rules_file = tmp_path / "rules.conf"
+    rules_file.write_text("allow with-interface equals { 09:00:00 }\n"
+                          'allow name "USB Disk" if allowed-matches(name "USB Disk")\n'
+                          'allow name "Cruzer Blade" if allowed-matches(name "Cruzer Blade")\n'
+                          "allow id 047d:2048\n")
+    rules_file.chmod(0o600)
+    daemon = UsbguardDaemon(usbguard, tmp_path, recording, rules_file, None)
+    try:
+        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
+                           what="usbguard-daemon to list the five devices")
+    finally:
+        daemon.stop()
+    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
+              for line in devices}
+    out = io.StringIO()
+    usb_test_policy(rules_file, [str(recording)], as_json=True, out=out)
+    ours = {e["port"]: (e["decision"], e["rule"]) for e in json.loads(out.getvalue())}
+    assert {port: decision for port, (decision, _) in ours.items()} == theirs
+    assert ours["1-3"] == ("allow", "rules.conf:2") and ours["1-2"] == ("block", "IMPLICIT")
