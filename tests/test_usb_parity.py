@@ -205,6 +205,24 @@ class UsbguardDaemon:
         self.log.close()
 
 
+def decided_both_ways(usbguard: Path, tmp_path: Path, recording: Path,
+                      rules_file: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """The recorded devices (all five, the dock's trackball only once the dock is allowed)
+    decided by usbguard-daemon at its start, port -> decision, and by ``usb test-policy``,
+    port -> (decision, rule)."""
+    daemon = UsbguardDaemon(usbguard, tmp_path, recording, rules_file, None)
+    try:
+        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
+                           what="usbguard-daemon to list the five devices")
+    finally:
+        daemon.stop()
+    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
+              for line in devices}
+    out = io.StringIO()
+    usb_test_policy(rules_file, [str(recording)], as_json=True, out=out)
+    return theirs, {e["port"]: (e["decision"], e["rule"]) for e in json.loads(out.getvalue())}
+
+
 def a_rules_folder(tmp_path: Path) -> tuple[Path, Path]:
     """A RuleFile and a RuleFolder whose order decides: 10-a.conf allows the stick 20-b.conf
     blocks; 30-c.rules (not .conf), a dot file and a link to a file are read; a subfolder is not."""
@@ -386,17 +404,7 @@ def conditions_both_ways(usbguard: Path, tmp_path: Path) -> None:
         "block id 1234:5678 if none-of { false !true rule-evaluated }",
     ]) + "\n")
     rules_file.chmod(0o600)
-    daemon = UsbguardDaemon(usbguard, tmp_path, DESK_RECORDING, rules_file, None)
-    try:
-        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
-                           what="usbguard-daemon to list the five devices")
-    finally:
-        daemon.stop()
-    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
-              for line in devices}
-    out = io.StringIO()
-    usb_test_policy(rules_file, [str(DESK_RECORDING)], as_json=True, out=out)
-    ours = {e["port"]: (e["decision"], e["rule"]) for e in json.loads(out.getvalue())}
+    theirs, ours = decided_both_ways(usbguard, tmp_path, DESK_RECORDING, rules_file)
     assert {port: decision for port, (decision, _) in ours.items()} == theirs
     assert ours == {"usb1": ("allow", "rules.conf:1"), "1-4": ("allow", "rules.conf:1"),
                     "1-4.2": ("allow", "rules.conf:4"), "1-2": ("allow", "rules.conf:5"),
@@ -434,18 +442,8 @@ def test_each_operator_decides_as_usbguard_daemon_decides(usbguard, testbed, tmp
     rules_file = tmp_path / "rules.conf"
     rules_file.write_text(f"{rule}\nallow with-interface equals {{ 09:00:00 }}\n")
     rules_file.chmod(0o600)
-    daemon = UsbguardDaemon(usbguard, tmp_path, DESK_RECORDING, rules_file, None)
-    try:
-        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
-                           what="usbguard-daemon to list the five devices")
-    finally:
-        daemon.stop()
-    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
-              for line in devices}
-    out = io.StringIO()
-    usb_test_policy(rules_file, [str(DESK_RECORDING)], as_json=True, out=out)
-    ours = {e["port"]: e["decision"] for e in json.loads(out.getvalue())}
-    assert ours == theirs
+    theirs, ours = decided_both_ways(usbguard, tmp_path, DESK_RECORDING, rules_file)
+    assert {port: decision for port, (decision, _) in ours.items()} == theirs
 
 
 def test_allowed_matches_sees_a_present_device_the_kernel_has_authorized(usbguard, testbed, tmp_path):
@@ -464,16 +462,6 @@ def test_allowed_matches_sees_a_present_device_the_kernel_has_authorized(usbguar
                           'allow name "Cruzer Blade" if allowed-matches(name "Cruzer Blade")\n'
                           "allow id 047d:2048\n")
     rules_file.chmod(0o600)
-    daemon = UsbguardDaemon(usbguard, tmp_path, recording, rules_file, None)
-    try:
-        devices = wait_for(lambda: (d := daemon.ask("list-devices")) and len(d) == 5 and d, timeout=30,
-                           what="usbguard-daemon to list the five devices")
-    finally:
-        daemon.stop()
-    theirs = {re.search(r'via-port "([^"]*)"', line).group(1): line.split(": ", 1)[1].split(" ", 1)[0]
-              for line in devices}
-    out = io.StringIO()
-    usb_test_policy(rules_file, [str(recording)], as_json=True, out=out)
-    ours = {e["port"]: (e["decision"], e["rule"]) for e in json.loads(out.getvalue())}
+    theirs, ours = decided_both_ways(usbguard, tmp_path, recording, rules_file)
     assert {port: decision for port, (decision, _) in ours.items()} == theirs
     assert ours["1-3"] == ("allow", "rules.conf:2") and ours["1-2"] == ("block", "IMPLICIT")
