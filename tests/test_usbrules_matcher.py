@@ -14,6 +14,8 @@ from sekisho.policies.usbrules import (
     DeviceId,
     InterfaceType,
     Key,
+    ParsedRule,
+    Rule,
     RuleSet,
     SetOperator,
     Target,
@@ -249,3 +251,21 @@ small_attributes = st.sampled_from(list(Key)).flatmap(lambda k: st.builds(
 @given(small_attributes, small_devices)
 def test_fast_matching_answers_as_usbguards_algorithm(attribute, device):
     assert attribute_applies(attribute, device) is attribute_applies_as_usbguard(attribute, device)
+
+
+ID_VALUES = [DeviceId.parse(i) for i in ("1050:0001", "1050:0002", "046d:0001", "046d:0002", "1050:*", "*:*")]
+small_ids = st.builds(Attribute, st.just(Key.ID), st.lists(st.sampled_from(ID_VALUES), min_size=1, max_size=2).map(tuple),
+                      st.sampled_from(SetOperator))
+small_rules = st.tuples(small_ids, st.lists(small_attributes, max_size=1)).map(
+    lambda parts: Rule(Target.ALLOW, tuple({a.key: a for a in [*parts[1], *filter(None, [parts[0]])]}.values())))
+"""Rules that mostly name ids, with every operator: what ``RuleSet`` files them under."""
+
+
+@given(st.lists(small_rules, max_size=8), st.lists(small_devices, min_size=1, max_size=4))
+def test_the_rules_tried_by_id_decide_as_trying_every_rule_in_order(rules, devices):
+    """``RuleSet`` tries a device only against the rules that can match its id (those naming
+    other ids exactly are skipped): the first match is the one trying every rule finds."""
+    rule_set = RuleSet(tuple(ParsedRule(line, rule, rule.to_text(), "r") for line, rule in enumerate(rules, 1)))
+    for device in devices:
+        first = next((line for line, rule in enumerate(rules, 1) if applies(rule, device)), None)
+        assert rule_set.first_match(device).line == first

@@ -43,6 +43,7 @@ set without conditions needs none. A ``match`` or
 
 from __future__ import annotations
 
+import heapq
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +246,24 @@ def conditions_met(rule: Rule, name: str, context: ConditionContext) -> bool:
     return all(results)
 
 
+def only_ids(rule: Rule) -> frozenset[DeviceId] | None:
+    """The only device ids ``rule`` can match, when its ``id`` attribute names them exactly (no
+    ``*``); None when it may match a device of any id. A device has one id, so ``one-of`` names
+    its values; ``equals`` and ``equals-ordered`` need exactly one value, ``all-of`` one id
+    repeated (else nothing matches: an empty set); ``none-of`` and ``match-all`` are left alone."""
+    attribute = rule.attribute(Key.ID)
+    if attribute is None or attribute.operator in (SetOperator.NONE_OF, SetOperator.MATCH_ALL):
+        return None
+    ids = frozenset(v for v in attribute.values if isinstance(v, DeviceId))
+    if any("*" in (i.vendor, i.product) for i in ids):
+        return None
+    if attribute.operator is SetOperator.ONE_OF:
+        return ids
+    if attribute.operator is SetOperator.ALL_OF:
+        return ids if len(ids) == 1 else frozenset()
+    return ids if len(attribute.values) == 1 else frozenset()
+
+
 @dataclass(frozen=True)
 class UsbVerdict:
     """What to do with a device, and the rule that said so."""
@@ -277,11 +296,30 @@ class RuleSet:
     its own rule's file (``ParsedRule.file``)."""
     conditional: bool = field(init=False, compare=False)
     """Some rule has ``if`` conditions: deciding needs a ``ConditionContext``."""
+    _any_id: tuple[ParsedRule, ...] = field(init=False, compare=False, repr=False)
+    """The rules that may match a device of any id, in file order."""
+    _by_id: Mapping[DeviceId, tuple[ParsedRule, ...]] = field(init=False, compare=False, repr=False)
+    """For each id some rule names exactly: the rules that may match a device of that id, in file
+    order. A generated policy is mostly such rules, and a device need not be tried against the
+    others' other attributes: trying a rule that cannot match has no effect, since its
+    conditions are only evaluated once its attributes apply."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "implicit_target", Target(self.implicit_target))
         object.__setattr__(self, "conditional", any(p.rule.conditions is not None for p in self.rules))
+        any_id: list[tuple[int, ParsedRule]] = []
+        named: dict[DeviceId, list[tuple[int, ParsedRule]]] = {}
+        for at, parsed in enumerate(self.rules):
+            ids = only_ids(parsed.rule)
+            if ids is None:
+                any_id.append((at, parsed))
+            for device_id in ids or ():
+                named.setdefault(device_id, []).append((at, parsed))
+        object.__setattr__(self, "_any_id", tuple(p for _, p in any_id))
+        object.__setattr__(self, "_by_id", MappingProxyType({
+            device_id: tuple(p for _, p in heapq.merge(any_id, rules, key=operator.itemgetter(0)))
+            for device_id, rules in named.items()}))
 
     @classmethod
     def parse(cls, text: str, file: str = "<rules>", implicit_target: Target = Target.BLOCK) -> RuleSet:
@@ -291,7 +329,7 @@ class RuleSet:
     def first_match(self, device: Device, context: ConditionContext | None = None) -> UsbVerdict:
         """The first rule that matches ``device`` (USBGuard's ``RuleSet::getFirstMatchingRule``).
         ``context`` is needed once a rule with conditions is reached (a ``ValueError`` without it)."""
-        for parsed in self.rules:
+        for parsed in self._by_id.get(device._id, self._any_id):
             rule = parsed.rule
             for attribute in rule.attributes:
                 if not attribute_applies(attribute, device):
