@@ -12,6 +12,7 @@ USBGuard 1.1 (``make usbguard-ref``), reads each rule, and the two must agree.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 from dataclasses import replace
 
@@ -53,10 +54,11 @@ def sekisho_refusal(line: str) -> str | None:
 
 def a_documented_difference(line: str, refusal: str | None) -> bool:
     """docs/sekisho-rules.5.md, DIFFERENCES FROM USBGUARD."""
-    if refusal is None:  # taken here, refused there: blanks around the line
-        return line != line.strip(" \t")
-    first = line.split()[0] if line.split() else ""
-    glued = first not in TARGETS and any(first.startswith(t) and first[len(t):] in TARGETS for t in TARGETS)
+    if refusal is None:  # taken here, refused there: blanks around the line, or sekisho's own attribute
+        return line != line.strip(" \t") or "block-interface" in line
+    # A target run onto the word before it (allowblock, *:*block): USBGuard reads the last target.
+    words = re.split(r"[ \t]+", line.partition("#")[0])
+    glued = any(w not in TARGETS and w.endswith(t) for w in words for t in TARGETS)
     return glued or any(why in refusal for why in ("upper-case hex digits", "has seconds", "is not a probability",
                                                    "after the time"))
 
