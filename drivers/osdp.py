@@ -87,9 +87,9 @@ CLEAR_KEYS = frozenset(b"*\x7f")
 
 
 def _check_line(value: str) -> str | None:
-    if value.startswith("/dev/") and value.strip() == value:
+    if value.startswith("/") and value.strip() == value:
         return None
-    return "must be the serial device's path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/usb-FTDI_...-port0"
+    return "must be the serial device's absolute path, e.g. /dev/serial/by-id/usb-FTDI_...-port0 or /dev/ttyUSB0"
 
 
 def _check_feedback(value: dict) -> str | None:

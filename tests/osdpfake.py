@@ -86,8 +86,11 @@ class OsdpBus:
         return r
 
     def close(self) -> None:
+        """Stop every reader and the pump, and hang up (idempotent)."""
         for r in self.readers:
             r.stop()
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._pump.join(5)
         os.close(self.master)
@@ -155,3 +158,39 @@ class FakeReader:
             assert cmd is not None, f"no command {kind} from the panel within {timeout} s"
             if cmd["command"] == kind:
                 return cmd
+
+
+SITE = """\
+[site]
+id = "test"
+node = "door-a"
+
+[mqtt]
+url = "{url}"
+reconnect_max_s = 1
+
+[areas.room]
+
+[levels.staff]
+doors = ["entrance"]
+
+[doors.entrance]
+area_in = "room"
+auth = "{auth}"
+"""
+READER = """
+[readers.{name}]
+driver = "osdp"
+line = "{line}"
+baud = 115200
+address = {address}
+door = "entrance"
+direction = "{direction}"
+"""
+
+
+def osdp_config(url: str, line: str, readers: dict[str, int], auth: str = "card") -> str:
+    """A node with one door whose readers (name: address) share the line; the first is "in"."""
+    return SITE.format(url=url, auth=auth) + "".join(
+        READER.format(name=name, line=line, address=address, direction="in" if i == 0 else "out")
+        for i, (name, address) in enumerate(readers.items()))
