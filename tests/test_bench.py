@@ -49,6 +49,8 @@ FIGURES = {
                   r"after \(whereabouts table, [\d,]+ people\) [\d.,]+ ms",
                   r"postgresql: muster's read of 3,000 events: before .* after .* ms",
                   r"postgresql: opening it as a schema-2 store \(the migration fills the table\): [\d,]+ ms"],
+    "osdp_read.py": [r"card read -> door event at the subscriber\s*: n=5 p50=",
+                     r"card read -> bare libosdp panel's callback\s*: n=5 p50="],
     "pcsc_latency.py": [r"insert: driver emits Presented\s*: n=5 p50=", r"both:\s+added by the driver\s*: n=10"],
     "recorder_store.py": [r"sqlite: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",
                           r"postgresql: \d+ events, \d+ batches of 500: [\d,]+ events/s stored",
