@@ -95,6 +95,7 @@ def main() -> None:
         sub.client.on_message = on_message
         site.start()
         wait_for(lambda: reader.secure, 10, "the secure channel")
+        reader.next(osdp.Command.Text)  # the door's mode at rest, shown once the reader is online
         samples, shown = [], []
         for i in range(1, args.reads + 1):
             t0 = time.monotonic()

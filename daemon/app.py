@@ -57,6 +57,7 @@ from .ops import Parts, Table, declared
 from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
+from .reader_displays import ReaderDisplays
 from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
@@ -151,7 +152,8 @@ class Daemon:
                                if config.recorder and config.site.occupancy_from == "recorder" else None)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
-        self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes)
+        self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes,
+                                      ReaderDisplays(config, self.drivers))
         # The rules every decision reads: the config's with the policy of the last enrolment
         # snapshot applied (stored); the enrolment receiver replaces them after each apply.
         self.rules = RulesInForce(config.rules)

@@ -47,6 +47,9 @@ tells the driver what the event decided, and the driver drives the reader's LED 
 from the ``feedback`` table (granted, denied, PIN wanted, locked out); no controller knows the
 reader is an OSDP one.
 
+**The door's mode** (normal, lockdown, free, emergency) is the LED's colour at rest and, on a
+reader with a display, a word (``MODES``); it is shown again each time the reader comes online.
+
 **Supervision** (osdp_line.py): a reader that stops answering is ``ReaderLost`` once libosdp
 declares it offline and ``ReaderBack`` when it is online again; a tamper report from the reader
 is ``ReaderTampered``; the line failing (device unplugged) is retried with backoff and never
@@ -82,6 +85,14 @@ FEEDBACK: Mapping[str, Mapping[str, Any]] = {
     "locked_out": {"led": "red", "seconds": 5.0, "beeps": 5},
 }
 """Sane defaults for the ``feedback`` option: what the reader shows for each outcome."""
+MODES: Mapping[str, tuple[str, str]] = {
+    "normal": ("red", "READY"),
+    "lockdown": ("magenta", "LOCKDOWN"),
+    "free": ("green", "OPEN"),
+    "emergency": ("green", "EMERGENCY EXIT"),
+}
+"""The door's mode at rest: the LED's permanent colour (an outcome's colour shows over it for
+its seconds, then the reader returns to this) and what a reader with a display shows."""
 SUBMIT_KEYS = frozenset(b"#\r")
 CLEAR_KEYS = frozenset(b"*\x7f")
 
@@ -244,6 +255,7 @@ class OsdpReader:
         self._lost: bool | None = None
         """None until the reader's first status: then whether an outage is under way."""
         self._tampered = False
+        self._mode: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pin = PinEntry(name, self.pin_timeout_s, self.max_digits, self._send, log)
 
@@ -298,6 +310,8 @@ class OsdpReader:
 
     def osdp_status(self, online: bool, reason: str) -> None:
         if online:
+            if self._mode is not None:
+                self._show_mode(self._mode)
             if self._lost:
                 log.info("%s: reader back (address %d on %s)", self.name, self.address, self.path)
                 self._send(ReaderBack(source=self.name, raw={"address": self.address, "line": self.path}))
@@ -313,6 +327,22 @@ class OsdpReader:
                 self._loop.call_soon_threadsafe(self._pin.reset)
 
     # ------------------------------------------------------------------------- on the loop
+    def show_mode(self, mode: str) -> None:
+        """The door's mode (daemon/reader_displays.py): shown now if the line runs, and again each
+        time the reader comes online."""
+        self._mode = mode
+        self._show_mode(mode)
+
+    def _show_mode(self, mode: str) -> None:
+        colour, text = MODES.get(mode, MODES["normal"])
+        self.line.command(self.address, {
+            "command": LED_COMMAND, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 1, "off_count": 0,
+            "on_color": COLOURS.index(colour), "off_color": 0, "temporary": False})
+        # Sent only to a reader that says it has a display (osdp_line.py checks its capability).
+        self.line.command(self.address, {
+            "command": TEXT_COMMAND, "reader": 0, "control_code": 1, "temp_time": 0, "offset_row": 1,
+            "offset_col": 1, "data": text})
+
     def _keys(self, keys: bytes) -> None:
         for key in keys:
             if 0x30 <= key <= 0x39:
@@ -364,4 +394,5 @@ STATUS = 4
 STATUS_LOCAL = 2
 LED_COMMAND = 2
 BUZZER_COMMAND = 3
+TEXT_COMMAND = 4
 FORMAT_NAMES = {0: "raw", 1: "wiegand", ASCII_FORMAT: "ascii"}

@@ -170,6 +170,8 @@ class LineRunner:
         self.ports = {p.address: p for p in ports}
         self._keys = dict(keys)
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        """Set with each command queued (and to stop), so a command waits for no tick."""
         self._thread: threading.Thread | None = None
         self._commands: queue.SimpleQueue[tuple[int, dict[str, Any]]] = queue.SimpleQueue()
         self._notes: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
@@ -184,6 +186,7 @@ class LineRunner:
     def stop(self) -> None:
         """Blocking: ends the supervisor and libosdp's refresh thread."""
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
@@ -191,6 +194,7 @@ class LineRunner:
     def command(self, address: int, command: dict[str, Any]) -> None:
         """Queue a command for a reader; sent by the supervisor, dropped while it is offline."""
         self._commands.put((address, command))
+        self._wake.set()
 
     # ------------------------------------------------------------------------- the thread
     def _run(self) -> None:
@@ -262,7 +266,8 @@ class LineRunner:
                         retry_after[address] = min(retry_after[address] * 2, RETRY_MAX_S)
                         if panel.disable_pd(address):
                             enabling.add(address)
-                self._stopping.wait(TICK_S)
+                self._wake.wait(TICK_S)
+                self._wake.clear()
             return ""
         finally:
             self.panel = None
@@ -277,8 +282,27 @@ class LineRunner:
                 address, command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            if online.get(address) and not panel.submit_command(address, command):
+            if not online.get(address):
+                continue
+            if not self._can(panel, address, command["command"]):
+                # A reader NAKs a command it has no function for, and libosdp takes a NAK to
+                # anything but a manufacturer command as the reader failing: offline (osdp_cp.c).
+                continue
+            if not panel.submit_command(address, command):
                 log.warning("line %s: %s: libosdp refused a command", self.path, self.ports[address].name)
+
+    def _can(self, panel: Any, address: int, command: int) -> bool:
+        """Whether the reader reported the function ``command`` needs (LED, buzzer, display)."""
+        osdp = self.osdp
+        needs = {osdp.Command.LED: osdp.Capability.LEDControl, osdp.Command.Buzzer: osdp.Capability.AudibleControl,
+                 osdp.Command.Text: osdp.Capability.TextOutput}.get(command)
+        if needs is None:
+            return True
+        try:
+            level, _ = panel.check_capability(address, needs)
+        except Exception:  # libosdp raises when the reader reported nothing for it
+            return False
+        return bool(level)
 
     def _why(self, channel: SerialChannel, address: int) -> str:
         heard = channel.watch.heard.get(address)

@@ -106,9 +106,11 @@ CAPABILITIES = [
 
 
 class FakeReader:
-    """A wall reader at ``address``: with ``scbk`` None, a reader in install mode (SCBK-D)."""
+    """A wall reader at ``address``: with ``scbk`` None, a reader in install mode (SCBK-D); LED,
+    buzzer and, unless ``display`` is False, a text display."""
 
-    def __init__(self, bus: OsdpBus, address: int, scbk: bytes | None) -> None:
+    def __init__(self, bus: OsdpBus, address: int, scbk: bytes | None, display: bool = True) -> None:
+        self.capabilities = [c for c in CAPABILITIES if display or c[0] != osdp.Capability.TextOutput]
         self.bus = bus
         self.address = address
         self.scbk = scbk
@@ -117,7 +119,7 @@ class FakeReader:
     def start(self) -> FakeReader:
         flags = [osdp.LibFlag.EnforceSecure] if self.scbk else [osdp.LibFlag.InstallMode]
         self.pd = osdp.PeripheralDevice(osdp.PDInfo(self.address, self.bus.channel(), scbk=self.scbk, flags=flags),
-                                        osdp.PDCapabilities(CAPABILITIES), log_level=osdp.LogLevel.Error)
+                                        osdp.PDCapabilities(self.capabilities), log_level=osdp.LogLevel.Error)
         self.pd.start()
         return self
 

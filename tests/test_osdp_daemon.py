@@ -63,6 +63,7 @@ def test_a_card_read_at_the_reader_is_granted_at_the_door_and_shown_green(site, 
     sub = subscribe()
     site.start()
     wait_for(lambda: reader.secure, what="the secure channel")
+    assert reader.next(osdp.Command.Text)["data"] == "READY"  # the door's mode, after its LED at rest
     reader.card(bytes.fromhex(UID))
     [event] = wait_for(lambda: sub.events(), what="the door event")
     assert (event["result"], event["reader"], event["direction"]) == ("granted", "entrance-in", "in")
@@ -91,6 +92,7 @@ def test_card_then_keypad_pin(site, bus, subscribe):
     sub = subscribe()
     site.start()
     wait_for(lambda: reader.secure, what="the secure channel")
+    assert reader.next(osdp.Command.Text)["data"] == "READY"
     reader.card(bytes.fromhex(UID))
     assert reader.next(osdp.Command.LED)["on_color"] == osdp.CommandLEDColor.Amber  # PIN wanted
     reader.keys("24")

@@ -20,7 +20,8 @@ def test_the_libosdp_numbers_the_driver_knows_are_libosdps():
     assert (driver.CARD_READ, driver.KEY_PRESS, driver.STATUS) == (
         osdp.Event.CardRead, osdp.Event.KeyPress, osdp.Event.Status)
     assert driver.STATUS_LOCAL == osdp.StatusReportType.Local
-    assert (driver.LED_COMMAND, driver.BUZZER_COMMAND) == (osdp.Command.LED, osdp.Command.Buzzer)
+    assert (driver.LED_COMMAND, driver.BUZZER_COMMAND, driver.TEXT_COMMAND) == (
+        osdp.Command.LED, osdp.Command.Buzzer, osdp.Command.Text)
     assert driver.FORMAT_NAMES == {osdp.CardFormat.Unspecified: "raw", osdp.CardFormat.Wiegand: "wiegand",
                                    osdp.CardFormat.ASCII: "ascii"}
     assert [getattr(osdp.CommandLEDColor, c.capitalize()) for c in driver.COLOURS] == list(range(8))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import osdp
 import pytest
 
 from conftest import wait_for
@@ -115,3 +116,30 @@ def test_the_line_unplugged_is_retried_and_the_daemon_keeps_running(site, bus, s
         assert site.stop() == 0
     finally:
         again.close()
+
+
+def test_the_door_mode_shows_at_its_readers_as_each_can(site, bus, subscribe):
+    site.config.write_text(osdp_config(site.broker.url, bus.path, {"entrance-in": 1, "entrance-out": 2}))
+    keys = _keys(site, "entrance-in", "entrance-out")
+    site.enroll("p1", "04a1b2c3d4e5f6")
+    display = bus.reader(1, keys["entrance-in"]).start()
+    plain = bus.reader(2, keys["entrance-out"], display=False).start()
+    sub = subscribe()
+    site.start()
+    wait_for(lambda: display.secure and plain.secure, what="both secure channels")
+    for reader in (display, plain):
+        led = reader.next(osdp.Command.LED)
+        assert (led["on_color"], led["temporary"]) == (osdp.CommandLEDColor.Red, False)  # normal, at rest
+    assert display.next(osdp.Command.Text)["data"] == "READY"
+
+    site.cli("door", "mode", "entrance", "lockdown")
+    for reader in (display, plain):
+        assert reader.next(osdp.Command.LED)["on_color"] == osdp.CommandLEDColor.Magenta
+    assert display.next(osdp.Command.Text)["data"] == "LOCKDOWN"
+    # The reader without a display was sent no text (it would NAK it, and libosdp would take it
+    # offline): it still reads cards.
+    plain.card(bytes.fromhex("04a1b2c3d4e5f6"))
+    [event] = wait_for(lambda: sub.events(), what="the door event")
+    assert (event["reader"], event["result"], event["reason"]) == ("entrance-out", "denied", "lockdown")
+    assert all(c["command"] != osdp.Command.Text for c in iter(lambda: plain.command(0.2), None))
+    assert site.stop() == 0
