@@ -109,10 +109,14 @@ direction = "in"
     ("feedback = { opened = {} }\n",
      "readers.r1.feedback: unknown outcome 'opened' (known: granted, denied, pin_wanted, locked_out)"),
     ("feedback = { denied = { beeps = 11 } }\n", "readers.r1.feedback: denied.beeps: must be a whole number"),
+    ("", "readers.r2.line: missing"),
 ])
 def test_config_errors(tmp_path, extra, expected):
+    """One problem at a time, each naming its key."""
     path = tmp_path / "node.toml"
-    path.write_text(SITE.replace('address = 1\n', 'address = 1\n' + extra))
+    path.write_text(SITE.replace('address = 1\n', 'address = 1\n' + extra)
+                    + ('\n[readers.r2]\ndriver = "osdp"\naddress = 1\ndoor = "entrance"\ndirection = "out"\n'
+                       if not extra else ""))
     with pytest.raises(ConfigError) as e:
         config.load(path)
     assert expected in str(e.value)
@@ -134,3 +138,18 @@ def test_readers_sharing_a_line_need_one_baud_rate_and_addresses_of_their_own(tm
         asyncio.run(c.start())
     with pytest.raises(DriverError, match="reader a has no secure channel key yet: .*`sekisho reader osdp-key a`"):
         asyncio.run(a.start())
+
+
+@pytest.mark.parametrize("second, expected", [
+    ('address = 2\nbaud = 19200\n', "readers.r2.baud: 19200, where reader r1 on the same line /dev/ttyUSB0 says 9600: "
+                                     "a line has one baud rate"),
+    ('address = 1\n', "readers.r2.address: 1 on /dev/ttyUSB0 is reader r1's already: each reader on a line has an "
+                      "address of its own"),
+])
+def test_readers_sharing_a_line_are_checked_with_the_config(tmp_path, second, expected):
+    path = tmp_path / "node.toml"
+    path.write_text(SITE + '\n[readers.r2]\ndriver = "osdp"\nline = "/dev/ttyUSB0"\ndoor = "entrance"\n'
+                    'direction = "out"\n' + second)
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert expected in str(e.value)
