@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ("tap_latency", "throughput", "pcsc_latency", "desk_lock_latency", "usb_plug", "usb_rules", "doors",
-         "command_flood", "recorder_store", "recorder_ingest", "bridge_ingest", "muster", "enrolment_snapshot",
+ORDER = ("tap_latency", "throughput", "pcsc_latency", "osdp_read", "desk_lock_latency", "usb_plug", "usb_rules",
+         "doors", "command_flood", "recorder_store", "recorder_ingest", "bridge_ingest", "muster", "enrolment_snapshot",
          "enrolment_transport", "console_page")
 """The table's order: the node's figures first, then the recorder's and the site's. A benchmark
 added to bench/ and not named here runs last."""

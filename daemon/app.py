@@ -23,6 +23,7 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError
+from sekisho.drivers.osdp import OsdpLines, OsdpReader
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (
     Event,
@@ -56,6 +57,7 @@ from .ops import Parts, Table, declared
 from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
+from .reader_displays import ReaderDisplays
 from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
@@ -99,8 +101,11 @@ def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Dat
 
 def load_drivers(config: Config, data_dir: Path, emit: Callable[[Event], None]) -> dict[str, Driver]:
     """Every reader, input and PIN pad the config names, by name; none started."""
+    # OSDP readers on one RS-485 line share its control panel: one registry of lines for all.
+    lines = OsdpLines()
     drivers: dict[str, Driver] = {
-        name: registry.load(reader.driver)(name, reader.options, emit, data_dir=data_dir)
+        name: OsdpReader(name, reader.options, emit, data_dir=data_dir, lines=lines) if reader.driver == "osdp"
+        else registry.load(reader.driver)(name, reader.options, emit, data_dir=data_dir)
         for name, reader in config.readers.items()}
     drivers.update({
         name: registry.load(cfg.driver, registry.INPUTS)(name, cfg.options, emit, data_dir=data_dir)
@@ -147,7 +152,8 @@ class Daemon:
                                if config.recorder and config.site.occupancy_from == "recorder" else None)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
-        self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes)
+        self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes,
+                                      ReaderDisplays(config, self.drivers))
         # The rules every decision reads: the config's with the policy of the last enrolment
         # snapshot applied (stored); the enrolment receiver replaces them after each apply.
         self.rules = RulesInForce(config.rules)
@@ -169,7 +175,7 @@ class Daemon:
         self.enrolment = TapEnrolment(config, self.people, self.key, loop)
         self.router = Router(config, self.key, Controllers(
             doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
-            approvals=self.approvals, usb=self.usb), self.answering,
+            approvals=self.approvals, usb=self.usb, alarms=self.alarms), self.answering,
             damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
         # The watch reports straight to the router, on the loop: its first listing is routed
         # before the desks' start-up lock (run() says why).

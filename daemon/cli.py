@@ -804,6 +804,22 @@ def _add_console(sub: Any) -> None:
 
 
 def _add_tools(sub: Any) -> None:
+    reader = _add(sub, "reader", None, "set up a configured reader").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _add(reader, "osdp-key", cmd_reader_osdp_key, "give an OSDP reader its secure channel key (SCBK)",
+             "Key an OSDP reader ([readers.<name>] driver = \"osdp\"): a new random SCBK is set in\n"
+             "the reader and stored in the data dir (osdp/<reader>.scbk, mode 0600), which the daemon\n"
+             "needs before it starts the reader. A new reader must be in install mode (its maker's\n"
+             "manual says how; it then speaks with the default key, SCBK-D). --rotate gives a reader\n"
+             "that has sekisho's key a new one instead, with the Keyset command.\n"
+             "The daemon must be stopped: it holds the line. The key is never printed.\n\n"
+             "examples:\n"
+             "  sekisho reader osdp-key entrance-in\n"
+             "  sekisho reader osdp-key entrance-in --rotate")
+    p.add_argument("reader", help="the reader's name, as in [readers.<name>]")
+    p.add_argument("--rotate", action="store_true", help="replace the key sekisho holds (the Keyset command)")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                   help="how long to wait for the reader at each step (default 15 s)")
     _add(sub, "readers", cmd_readers, "list the PC/SC readers pcscd sees, and which configured reader uses each",
          "List the readers pcscd sees now, with the configured reader whose name pattern\n"
          "matches each: the way to find the name to put in [readers.<name>] name = ... .\n"
@@ -900,6 +916,46 @@ def cmd_readers(args: argparse.Namespace) -> int:
     for reader, pattern in patterns.items():
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             print(f"sekisho: readers.{reader}: no reader matches {pattern!r}", file=sys.stderr)
+    return 0
+
+
+def cmd_reader_osdp_key(args: argparse.Namespace) -> int:
+    from sekisho.drivers.osdp_keys import KeyFileError, load_scbk, new_scbk, store_scbk
+
+    from .instance import hold_data_dir
+    cfg = _config(args)
+    reader = cfg.readers.get(args.reader)
+    if reader is None or reader.driver != "osdp":
+        osdp_readers = sorted(n for n, r in cfg.readers.items() if r.driver == "osdp")
+        raise UsageError(f"readers.{args.reader}: no OSDP reader of that name in {cfg.path} (OSDP readers: "
+                         f"{', '.join(osdp_readers) or 'none'})")
+    data_dir = _data_dir(args)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = hold_data_dir(data_dir)  # the daemon holds the line while it runs
+    try:
+        try:
+            old = load_scbk(data_dir, reader.name)
+        except KeyFileError as exc:
+            raise SekishoError(str(exc)) from None
+        if args.rotate and old is None:
+            raise UsageError(f"readers.{reader.name}: sekisho holds no key for it to rotate; key it in install "
+                             f"mode first: sekisho reader osdp-key {reader.name}")
+        from sekisho.drivers.osdp_line import KeyingError, key_reader, libosdp
+        try:
+            libosdp()
+        except ImportError as exc:
+            raise Unavailable(f"the osdp driver needs libosdp >= 3.2.9 ({exc}); install the extra 'osdp'") from None
+        new = new_scbk()
+        opts = reader.options
+        try:
+            key_reader(opts["line"], opts["baud"], opts["address"], reader.name, new, old if args.rotate else None,
+                       store=lambda: store_scbk(data_dir, reader.name, new), timeout_s=args.timeout)
+        except KeyingError as exc:
+            raise Unavailable(f"readers.{reader.name}: {exc}") from None
+    finally:
+        os.close(lock)
+    print(f"readers.{reader.name}: keyed; its secure channel key is in "
+          f"{data_dir / 'osdp' / (reader.name + '.scbk')}")
     return 0
 
 

@@ -27,6 +27,7 @@ from sekisho.policies.doorstate import Alarm, DoorSpec, DoorState, Strike, WakeA
 from .alarms import Alarms
 from .config import Config, InputConfig
 from .errors import SekishoError
+from .reader_displays import ReaderDisplays
 from .store.record import NewEvent, NewState, Record
 from .strikes import Strike as StrikeDriver
 from .strikes import StrikeError
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 class DoorStates:
     def __init__(self, config: Config, record: Record, topics: Topics, loop: asyncio.AbstractEventLoop,
                  queue: Callable[[NewEvent | NewState], None], alarms: Alarms,
-                 strikes: dict[str, StrikeDriver]) -> None:
+                 strikes: dict[str, StrikeDriver], displays: ReaderDisplays | None = None) -> None:
         self.record = record
+        self.displays = displays
+        """Where a mode changed is shown at the door's readers."""
         self.topics = topics
         self.loop = loop
         self.queue = queue
@@ -51,6 +54,9 @@ class DoorStates:
         self.specs = {name: DoorSpec(name, d.unlock_s, d.held_open_s, d.fire_exit) for name, d in config.doors.items()}
         modes = record.door_modes()
         self.states = {name: DoorState(mode=Mode(modes.get(name, Mode.NORMAL.value))) for name in config.doors}
+        if displays:
+            for name, st in self.states.items():
+                displays.door_mode(name, st.mode.value)
         self.published: dict[str, tuple[str, ...]] = {}
         self.fire_active: dict[str, bool] = {}
 
@@ -142,6 +148,8 @@ class DoorStates:
         self.states[door] = after
         if after.mode is not before.mode:
             self.record.set_door_mode(door, after.mode.value, actor)
+            if self.displays:
+                self.displays.door_mode(door, after.mode.value)
         for action in actions:
             match action:
                 case Strike(released=released) if not self.closed:

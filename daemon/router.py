@@ -26,12 +26,14 @@ from sekisho.policies.events import (
     PinEntered,
     ReaderBack,
     ReaderLost,
+    ReaderTampered,
     SeatSessionsSeen,
     UsbDeviceAdded,
     UsbDeviceRemoved,
     UsbInterfaceAdded,
 )
 
+from .alarms import Alarms
 from .answers import Answer, Answering
 from .approvals import Approvals
 from .config import Config
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 GRANTING = (CardPresented, PinEntered, UsbDeviceAdded, UsbInterfaceAdded)
 """Events that can open a door, unlock a desk or allow a device: refused while the store is
 damaged, since what they decide could not be recorded."""
+LOST = "reader_lost"
+TAMPER = "reader_tamper"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,8 @@ class Controllers:
     desks: Desks | None = None
     approvals: Approvals | None = None
     usb: UsbController | None = None
+    alarms: Alarms | None = None
+    """Where a door reader's outage and any reader's tamper report are raised."""
 
 
 class Router:
@@ -109,6 +115,12 @@ class Router:
             return
         if isinstance(event, CardPresented) and to.enrolment.take(reader.name, event.uid):
             return
+        if isinstance(event, ReaderTampered):
+            if to.alarms and event.active:
+                to.alarms.raise_(TAMPER, reader.name, "critical")
+            elif to.alarms:
+                to.alarms.clear(TAMPER, reader.name)
+            return
         if reader.desk and to.desks:
             if isinstance(event, (ReaderLost, CardUnreadable)):
                 log.warning("%s: %s", reader.name, event)
@@ -129,8 +141,12 @@ class Router:
                 log.debug("%s: card removed", reader.name)
             case ReaderLost(reason=reason):
                 log.warning("%s: reader lost (%s)", reader.name, reason)
+                if to.alarms:
+                    to.alarms.raise_(LOST, reader.name, "warning", reason=reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
+                if to.alarms:
+                    to.alarms.clear(LOST, reader.name)
 
     def _input(self, event: InputChanged) -> None:
         cfg, to = self.config.inputs[event.source], self.to

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from sekisho.policies.events import Event
 
@@ -26,6 +26,15 @@ class Driver(Protocol):
 
     async def stop(self) -> None:
         """Stop promptly; no event is emitted after this returns."""
+
+
+@runtime_checkable
+class ShowsDoorMode(Protocol):
+    """A reader that can show its door's mode (an OSDP reader: its LED at rest, its display)."""
+
+    def show_mode(self, mode: str) -> None:
+        """The door's mode now (normal, lockdown, free, emergency); called on the loop thread,
+        before the driver starts too. Shown whenever the reader can: never raises."""
 
 
 class ThreadedDriver:

@@ -47,10 +47,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sekisho.policies.events import Event, InputChanged, PinEntered
+from sekisho.policies.events import Event, InputChanged
 
 from .base import DriverError, Emit, check_options
 from .options import REQUIRED, Option
+from .pin_entry import PinEntry, check_max_digits, check_timeout
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,6 @@ def _check_key(value: str) -> str | None:
     if KEY_NAME.match(value):
         return None
     return "must be a key name as the kernel spells it (evtest shows it), e.g. KEY_PAUSE"
-
-
-def _check_timeout(value: float) -> str | None:
-    return None if 0.1 <= value <= 300 else "must be between 0.1 and 300 (seconds)"
-
-
-def _check_max_digits(value: int) -> str | None:
-    return None if 1 <= value <= 64 else "must be between 1 and 64"
 
 
 COMMON_OPTIONS: Mapping[str, Option] = {
@@ -259,14 +252,15 @@ class EvdevPinPad(_EvdevDevice):
     """A card reader's PIN pad: a USB numeric keypad (or any keyboard). Digits (the top row and
     the keypad's) are collected; Enter or the keypad's Enter reports them as one ``PinEntered``
     whose source is the reader's name; Backspace or Esc clears the entry. An entry with no key
-    for ``timeout_s``, or one longer than ``max_digits``, is discarded and reported as nothing."""
+    for ``timeout_s``, or one longer than ``max_digits``, is discarded and reported as nothing
+    (``PinEntry``, pin_entry.py, which an OSDP reader's keypad shares)."""
 
     OPTIONS: ClassVar[Mapping[str, Option]] = {
         **COMMON_OPTIONS,
         "timeout_s": Option(float, 5.0, "Seconds between two keys after which the digits typed so far are "
-                            "discarded", check=_check_timeout),
+                            "discarded", check=check_timeout),
         "max_digits": Option(int, 16, "Longest PIN; a longer entry is discarded when Enter is pressed",
-                             check=_check_max_digits),
+                             check=check_max_digits),
     }
 
     def __init__(self, name: str, options: Mapping[str, Any], emit: Emit, *, data_dir: Path | None = None) -> None:
@@ -276,14 +270,12 @@ class EvdevPinPad(_EvdevDevice):
         self._digit_of: dict[int, str] = {}
         self._submit: frozenset[int] = frozenset()
         self._clear: frozenset[int] = frozenset()
-        self._entry: list[str] = []
-        self._too_long = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._pin = PinEntry(name, self.timeout_s, self.max_digits, self._send, log)
 
     @property
     def pending(self) -> int:
         """How many digits the entry under way holds (never which)."""
-        return len(self._entry)
+        return self._pin.pending
 
     def _check_options(self) -> list[tuple[str, Any]]:
         return [*super()._check_options(), ("timeout_s", self.timeout_s), ("max_digits", self.max_digits)]
@@ -298,44 +290,19 @@ class EvdevPinPad(_EvdevDevice):
         if value != 1:
             return  # a release, or autorepeat: holding a digit down is one digit
         if code in self._digit_of:
-            if not self._too_long:
-                self._entry.append(self._digit_of[code])
-                if len(self._entry) > self.max_digits:
-                    self._too_long = True
-                    self._entry.clear()
-            self._arm_timer()
+            self._pin.digit(self._digit_of[code])
         elif code in self._submit:
-            digits, too_long = "".join(self._entry), self._too_long
-            self._reset()
-            if too_long:
-                log.warning("%s: PIN longer than %d digits discarded", self.name, self.max_digits)
-            elif digits:
-                self._send(PinEntered(source=self.name, digits=digits, raw={"device": path}))
+            self._pin.submit({"device": path})
         elif code in self._clear:
-            self._reset()
+            self._pin.clear()
 
     def _dropped(self, path: str) -> None:
-        if self._entry or self._too_long:
+        if self._pin.under_way:
             log.warning("%s: %s dropped events; the PIN entry under way is discarded", self.name, path)
-        self._reset()
-
-    def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self._entry or self._too_long:
-            log.info("%s: no key for %g s; the PIN entry under way is discarded", self.name, self.timeout_s)
-        self._reset()
+        self._pin.reset()
 
     def _reset(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._entry.clear()
-        self._too_long = False
+        self._pin.reset()
 
 
 class EvdevKey(_EvdevDevice):

@@ -1,6 +1,6 @@
 """The Python library each hardware driver imports, by the extra of the sekisho package that
 installs it (pyproject.toml). A driver kind and its extra share a name (``pcsc``, ``nfc``,
-``evdev``, ``gpio``); ``udev`` is the USB monitor's, used by a config with a ``[usb]`` section.
+``evdev``, ``gpio``, ``osdp``); ``udev`` is the USB monitor's, used by a config with a ``[usb]`` section.
 
 A driver imports its library only at ``start()``, so a node needs only what its config uses. The
 config check looks for the same library beforehand (daemon/config/libraries.py), finding it
@@ -33,6 +33,9 @@ LIBRARIES: dict[str, Library] = {
     # Debian's python3-libgpiod is gpiod 1, also imported as gpiod: one extension module, where
     # gpiod 2 (request_lines, the API the driver uses) is a package.
     "gpio": Library("gpiod", "gpiod >= 2.2", package=True),
+    # The PyPI package named osdp (a controller only, for old Pythons) installs a module osdp
+    # too, a single one, where libosdp's is a package.
+    "osdp": Library("osdp", "libosdp >= 3.2.9", package=True),
 }
 
 

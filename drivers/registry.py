@@ -11,6 +11,7 @@ KINDS: dict[str, str] = {  # card readers: [readers.<name>] driver = ...
     "sim": "sekisho.drivers.sim:SimReader",
     "pcsc": "sekisho.drivers.pcsc:PcscReader",
     "nfc": "sekisho.drivers.nfc:NfcReader",
+    "osdp": "sekisho.drivers.osdp:OsdpReader",
 }
 
 INPUTS: dict[str, str] = {  # binary inputs (door contact, exit button, fire alarm): [inputs.<name>]

@@ -60,6 +60,14 @@ class ReaderBack(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReaderTampered(Event):
+    """The reader reports its tamper switch (an OSDP reader's local status): ``active`` while
+    it is open or off the wall, False once it is back."""
+
+    active: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class LeaveSeatPressed(Event):
     """The desk's leave-seat key (an evdev key or the simulator's)."""
 

@@ -36,6 +36,8 @@ USES = {  # extra: (config that uses it, the key named, the module blocked)
               "readers.r1.pin_pad.driver", "evdev"),
     "gpio": (SITE.replace("[doors.entrance]\n", '[doors.entrance]\nstrike = { driver = "gpio", line = 3 }\n')
              + SIM_READER, "doors.entrance.strike.driver", "gpiod"),
+    "osdp": (SITE + '\n[readers.r1]\ndriver = "osdp"\nline = "/dev/ttyUSB0"\naddress = 1\ndoor = "entrance"\n'
+             'direction = "in"\n', "readers.r1.driver", "osdp"),
     "udev": (SITE + SIM_READER + '\n[usb]\nrules = "usb.rules"\n', "usb", "pyudev"),
 }
 BLOCKER = """\

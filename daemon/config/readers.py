@@ -83,3 +83,22 @@ def link_readers(c: Checker, readers: Mapping[str, ReaderConfig], doors: Mapping
             c.problem(f"{where}.direction", "missing: a door's reader is either in or out")
         elif not r.door and not r.desk and r.driver:
             c.problem(where, "serves nothing: set door (and direction) or desk")
+    _link_osdp_lines(c, readers)
+
+
+def _link_osdp_lines(c: Checker, readers: Mapping[str, ReaderConfig]) -> None:
+    """OSDP readers naming one line share it: one baud rate, and an address each."""
+    first: dict[str, ReaderConfig] = {}
+    at: dict[tuple[str, int], str] = {}
+    for name, r in readers.items():
+        line, address = r.options.get("line"), r.options.get("address")
+        if r.driver != "osdp" or line is None or address is None:  # a key missing is a problem already
+            continue
+        other = first.setdefault(line, r)
+        if other.options.get("baud") != r.options.get("baud"):
+            c.problem(f"readers.{name}.baud", f"{r.options['baud']}, where reader {other.name} on the same line "
+                      f"{line} says {other.options['baud']}: a line has one baud rate")
+        if (holder := at.setdefault((line, address), name)) != name:
+            c.problem(f"readers.{name}.address", f"{address} on {line} is reader {holder}'s already: each reader "
+                      "on a line has an address of its own")
+
