@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sekisho.drivers import registry
-from sekisho.drivers.base import Driver, DriverError
+from sekisho.drivers.base import Driver, DriverError, DriverNotSetUp
 from sekisho.drivers.osdp import OsdpLines, OsdpReader
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (
@@ -45,7 +45,7 @@ from .enrolment_publisher import EnrolmentPublisher
 from .enrolment_receiver import EnrolmentReceiver
 from .enrolment_snapshot import OP as ENROLMENT_OP
 from .enrolment_snapshot import current_version, site_policy, stored_policy, trusted
-from .errors import SekishoError, StoreDamaged, StoreError
+from .errors import ConfigError, SekishoError, StoreDamaged, StoreError
 from .home_assistant import HomeAssistantDiscovery
 from .instance import hold_data_dir
 from .keys import SiteKey
@@ -293,6 +293,8 @@ class Daemon:
                     await driver.start()
                 except DriverError as exc:
                     section = "inputs" if name in self.config.inputs else "readers"
+                    if isinstance(exc, DriverNotSetUp):
+                        raise ConfigError([f"{section}.{name}: {exc}"]) from None
                     raise SekishoError(f"{section}.{name}: {exc}") from None
                 started.append(driver)
             if self.usb and self.usb_driver:

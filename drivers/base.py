@@ -75,6 +75,12 @@ class DriverError(Exception):
     """A driver could not start: missing library, device or permission. The message says which."""
 
 
+class DriverNotSetUp(DriverError):
+    """A driver that cannot start until a person sets something up (an OSDP reader never keyed):
+    starting again will not help, so the daemon exits as for a config error (78), which the
+    unit does not restart."""
+
+
 def check_options(options: Mapping[str, Option], values: Iterable[tuple[str, Any]]) -> None:
     """At ``start()``: the values a driver holds pass its ``OPTIONS`` checks. The config loader
     ran them already; this catches a driver built without a config. ``DriverError`` names the

@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 
 from sekisho.policies.events import CardPresented, Event, ReaderBack, ReaderLost, ReaderTampered
 
-from .base import DriverError, Emit, check_options
+from .base import DriverError, DriverNotSetUp, Emit, check_options
 from .options import REQUIRED, Option, between
 from .osdp_keys import KeyFileError, load_scbk
 from .pin_entry import PinEntry, check_max_digits, check_timeout
@@ -173,7 +173,7 @@ class OsdpLine:
                 except KeyFileError as exc:
                     raise DriverError(str(exc)) from None
                 if key is None:
-                    raise DriverError(f"reader {r.name} has no secure channel key yet: put the reader in install "
+                    raise DriverNotSetUp(f"reader {r.name} has no secure channel key yet: put the reader in install "
                                       f"mode and run `sekisho reader osdp-key {r.name}` (with the daemon stopped)")
                 keys[r.name] = key
             from . import osdp_line
