@@ -940,11 +940,11 @@ def cmd_reader_osdp_key(args: argparse.Namespace) -> int:
         if args.rotate and old is None:
             raise UsageError(f"readers.{reader.name}: sekisho holds no key for it to rotate; key it in install "
                              f"mode first: sekisho reader osdp-key {reader.name}")
-        from sekisho.drivers.osdp_line import KeyingError, key_reader, libosdp
+        from sekisho.drivers.osdp_line import KeyingError, key_reader, libosdp, missing_libosdp
         try:
             libosdp()
         except ImportError as exc:
-            raise Unavailable(f"the osdp driver needs libosdp >= 3.2.9 ({exc}); install the extra 'osdp'") from None
+            raise Unavailable(missing_libosdp(exc)) from None
         new = new_scbk()
         opts = reader.options
         try:

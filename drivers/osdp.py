@@ -66,7 +66,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sekisho.policies.events import CardPresented, Event, ReaderBack, ReaderLost, ReaderTampered
+from sekisho.policies.events import CardPresented, CardUnreadable, Event, ReaderBack, ReaderLost, ReaderTampered
 
 from .base import DriverError, DriverNotSetUp, Emit, check_options
 from .options import REQUIRED, Option, between
@@ -76,15 +76,17 @@ from .pin_entry import PinEntry, check_max_digits, check_timeout
 log = logging.getLogger(__name__)
 
 BAUDS = (9600, 19200, 38400, 57600, 115200, 230400)
+"""The baud rates OSDP names (osdp_line.py maps each to its termios constant)."""
 COLOURS = ("black", "red", "green", "amber", "blue", "magenta", "cyan", "white")
 OUTCOMES = ("granted", "denied", "pin_wanted", "locked_out")
 FEEDBACK: Mapping[str, Mapping[str, Any]] = {
     "granted": {"led": "green", "seconds": 3.0, "beeps": 1},
     "denied": {"led": "red", "seconds": 3.0, "beeps": 3},
-    "pin_wanted": {"led": "amber", "seconds": 5.0, "beeps": 0},
+    "pin_wanted": {"led": "amber", "seconds": 10.0, "beeps": 0},
     "locked_out": {"led": "red", "seconds": 5.0, "beeps": 5},
 }
-"""Sane defaults for the ``feedback`` option: what the reader shows for each outcome."""
+"""Sane defaults for the ``feedback`` option: what the reader shows for each outcome. PIN wanted
+lasts the door's default ``pin_timeout_s`` (10 s), how long the door waits for the PIN."""
 MODES: Mapping[str, tuple[str, str]] = {
     "normal": ("red", "READY"),
     "lockdown": ("magenta", "LOCKDOWN"),
@@ -93,6 +95,14 @@ MODES: Mapping[str, tuple[str, str]] = {
 }
 """The door's mode at rest: the LED's permanent colour (an outcome's colour shows over it for
 its seconds, then the reader returns to this) and what a reader with a display shows."""
+RESULTS: Mapping[str, str] = {
+    "granted": "granted",
+    "denied": "denied",
+    # A desk (daemon/desks.py) records its event's kind as the result (policies/desk.py Kind).
+    "unlocked": "granted",
+    "foreign_card": "denied",
+}
+"""The outcome a recorded ``result`` shows; green only for a grant, nothing for a result not here."""
 SUBMIT_KEYS = frozenset(b"#\r")
 CLEAR_KEYS = frozenset(b"*\x7f")
 
@@ -170,8 +180,8 @@ class OsdpLine:
             for r in self.readers.values():
                 try:
                     key = load_scbk(r.data_dir, r.name)
-                except KeyFileError as exc:
-                    raise DriverError(str(exc)) from None
+                except KeyFileError as exc:  # a mode or a content only a person can fix: restarting would loop
+                    raise DriverNotSetUp(str(exc)) from None
                 if key is None:
                     raise DriverNotSetUp(f"reader {r.name} has no secure channel key yet: put the reader in install "
                                       f"mode and run `sekisho reader osdp-key {r.name}` (with the daemon stopped)")
@@ -180,8 +190,7 @@ class OsdpLine:
             try:
                 osdp_line.libosdp()
             except ImportError as exc:
-                raise DriverError(f"the osdp driver needs libosdp >= 3.2.9 ({exc}); install it with the 'osdp' "
-                                  "extra") from None
+                raise DriverError(osdp_line.missing_libosdp(exc)) from None
             if not os.path.exists(self.path):
                 log.warning("line %s: no such device yet; looking for it with backoff", self.path)
             runner = osdp_line.LineRunner(self.path, self.baud, list(self.readers.values()), keys)
@@ -225,14 +234,16 @@ class OsdpReader:
                        f"must be one of {', '.join(map(str, BAUDS))}"),
         "address": Option(int, REQUIRED, "The reader's OSDP address on its line (set on the reader, 0 to 126)",
                           check=between(0, 126)),
-        "pin_timeout_s": Option(float, 5.0, "Seconds between two keypad keys after which the digits typed so "
-                                "far are discarded", check=check_timeout),
+        "timeout_s": Option(float, 5.0, "Seconds between two keypad keys after which the digits typed so "
+                            "far are discarded (as the evdev PIN pad's timeout_s; the door's own pin_timeout_s is "
+                            "how long it waits for the PIN after the card)", check=check_timeout),
         "max_digits": Option(int, 16, "Longest PIN; a longer entry is discarded when # is pressed",
                              check=check_max_digits),
         "feedback": Option(dict, {}, "What the reader's LED and buzzer show for each outcome, by outcome "
                            "(granted, denied, pin_wanted, locked_out): { led = colour, seconds = how long, "
                            "beeps = how many }; outcomes left out keep their defaults (granted green 3 s 1 "
-                           "beep, denied red 3 s 3 beeps, pin_wanted amber 5 s, locked_out red 5 s 5 beeps)",
+                           "beep, denied red 3 s 3 beeps, pin_wanted amber 10 s (the door's default pin_timeout_s: set "
+                           "it to the door's), locked_out red 5 s 5 beeps)",
                            check=_check_feedback),
     }
 
@@ -244,7 +255,7 @@ class OsdpReader:
         self.path = str(options["line"])
         self.baud = int(options.get("baud", self.OPTIONS["baud"].default))
         self.address = int(options["address"])
-        self.pin_timeout_s = float(options.get("pin_timeout_s", self.OPTIONS["pin_timeout_s"].default))
+        self.timeout_s = float(options.get("timeout_s", self.OPTIONS["timeout_s"].default))
         self.max_digits = int(options.get("max_digits", self.OPTIONS["max_digits"].default))
         given = dict(options.get("feedback") or {})
         self.feedback = {o: {**FEEDBACK[o], **given.get(o, {})} for o in OUTCOMES}
@@ -254,15 +265,18 @@ class OsdpReader:
         self._open = False
         self._lost: bool | None = None
         """None until the reader's first status: then whether an outage is under way."""
+        self._lost_unsent: ReaderLost | None = None
+        """An outage that began before this reader started, its ReaderLost not sent then (the
+        line's panel runs from its first reader's start): start() sends it, with its time."""
         self._tampered = False
         self._mode: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pin = PinEntry(name, self.pin_timeout_s, self.max_digits, self._send, log)
+        self._pin = PinEntry(name, self.timeout_s, self.max_digits, self._send, log)
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         check_options(self.OPTIONS, (("line", self.path), ("baud", self.baud), ("address", self.address),
-                                     ("pin_timeout_s", self.pin_timeout_s), ("max_digits", self.max_digits),
+                                     ("timeout_s", self.timeout_s), ("max_digits", self.max_digits),
                                      ("feedback", {o: v for o, v in self.feedback.items()})))
         self._loop = asyncio.get_running_loop()
         with self._gate:
@@ -273,6 +287,10 @@ class OsdpReader:
             with self._gate:
                 self._open = False
             raise
+        with self._gate:
+            if self._lost and self._lost_unsent is not None:
+                self._emit(self._lost_unsent)
+            self._lost_unsent = None
 
     async def stop(self) -> None:
         with self._gate:
@@ -282,9 +300,14 @@ class OsdpReader:
 
     # ------------------------------------------------------------------------- from the line's threads
     def _send(self, event: Event) -> None:
+        self._sent(event)
+
+    def _sent(self, event: Event) -> bool:
+        """Emit ``event`` if the reader is started; whether it was."""
         with self._gate:
             if self._open:
                 self._emit(event)
+            return self._open
 
     def osdp_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event")
@@ -295,6 +318,10 @@ class OsdpReader:
                    "address": self.address, "answer": self._answer}
             if uid:
                 self._send(CardPresented(source=self.name, uid=uid, raw=raw))
+            else:  # recorded, as pcsc records a card it cannot read, and shown as denied at the reader
+                self._send(CardUnreadable(source=self.name, reason="empty_card_data",
+                                          raw={k: v for k, v in raw.items() if k != "answer"}))
+                self.show("denied")
         elif kind == KEY_PRESS:
             keys = bytes(event.get("data") or b"")
             if self._loop is not None:
@@ -319,10 +346,13 @@ class OsdpReader:
                 log.info("%s: reader online in a secure channel (address %d on %s)", self.name, self.address,
                          self.path)
             self._lost = False
+            self._lost_unsent = None
         elif not self._lost:
             self._lost = True
             log.warning("%s: reader lost: %s", self.name, reason)
-            self._send(ReaderLost(source=self.name, reason=reason))
+            lost = ReaderLost(source=self.name, reason=reason)
+            if not self._sent(lost):
+                self._lost_unsent = lost
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._pin.reset)
 
@@ -335,9 +365,7 @@ class OsdpReader:
 
     def _show_mode(self, mode: str) -> None:
         colour, text = MODES.get(mode, MODES["normal"])
-        self.line.command(self.address, {
-            "command": LED_COMMAND, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 1, "off_count": 0,
-            "on_color": COLOURS.index(colour), "off_color": 0, "temporary": False})
+        self._led(colour, None)
         # Sent only to a reader that says it has a display (osdp_line.py checks its capability).
         self.line.command(self.address, {
             "command": TEXT_COMMAND, "reader": 0, "control_code": 1, "temp_time": 0, "offset_row": 1,
@@ -357,12 +385,10 @@ class OsdpReader:
         decided = answer.get("decided") or []
         if decided:
             last = decided[-1]
-            if last.get("result") == "granted":
-                outcome = "granted"
-            elif last.get("reason") == "locked_out":
-                outcome = "locked_out"
-            else:
-                outcome = "denied"
+            found = RESULTS.get(last.get("result"))
+            if found is None:  # a result this table does not know: show nothing rather than guess
+                return
+            outcome = "locked_out" if found == "denied" and last.get("reason") == "locked_out" else found
         elif answer.get("waiting") == "pin":
             outcome = "pin_wanted"
         else:
@@ -372,18 +398,21 @@ class OsdpReader:
     def show(self, outcome: str) -> None:
         """Drive the LED and buzzer as the feedback table says for ``outcome``."""
         shown = self.feedback[outcome]
-        seconds = float(shown["seconds"])
-        colour = COLOURS.index(shown["led"])
-        # OSDP timers count in units of 100 ms; the temporary state returns to the permanent one.
-        self.line.command(self.address, {
-            "command": LED_COMMAND, "reader": 0, "led_number": 0, "control_code": 2, "on_count": 5,
-            "off_count": 0, "on_color": colour, "off_color": 0, "timer_count": max(1, round(seconds * 10)),
-            "temporary": True})
+        self._led(shown["led"], float(shown["seconds"]))
         beeps = int(shown["beeps"])
         if beeps:
             self.line.command(self.address, {
                 "command": BUZZER_COMMAND, "reader": 0, "control_code": 2, "on_count": 2, "off_count": 1,
                 "rep_count": beeps})
+
+    def _led(self, colour: str, seconds: float | None) -> None:
+        """The LED's permanent colour (``seconds`` None: the door's mode at rest) or a temporary one
+        for ``seconds``, after which the reader returns to the permanent one."""
+        command = {"command": LED_COMMAND, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 1,
+                   "off_count": 0, "on_color": COLOURS.index(colour), "off_color": 0, "temporary": False}
+        if seconds is not None:  # OSDP timers count in units of 100 ms
+            command.update(control_code=2, on_count=5, timer_count=max(1, round(seconds * 10)), temporary=True)
+        self.line.command(self.address, command)
 
 
 # libosdp's enumerations (osdp/constants.py, from osdp_sys), known here without importing it;

@@ -37,10 +37,11 @@ import tty
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from .osdp import BAUDS
+
 log = logging.getLogger(__name__)
 
-BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400, 57600: termios.B57600,
-         115200: termios.B115200, 230400: termios.B230400}
+TERMIOS_BAUDS = {baud: getattr(termios, f"B{baud}") for baud in BAUDS}
 OPEN_BACKOFF_FIRST_S = 0.5
 OPEN_BACKOFF_MAX_S = 30.0
 RETRY_FIRST_S = 1.0
@@ -100,6 +101,38 @@ def libosdp() -> Any:
     return osdp
 
 
+def missing_libosdp(exc: ImportError) -> str:
+    return f"the osdp driver needs libosdp >= 3.2.9 ({exc}); install sekisho with the 'osdp' extra"
+
+
+NOT_IN_INSTALL_MODE = ("it is not in install mode (it has a key already; rotate a key sekisho holds with --rotate, "
+                       "or put the reader back in install mode)")
+
+
+class _Discard:
+    """Stands in for a queue of libosdp's ``ControlPanel.event_queue``: its event handler puts every
+    event there (for ``get_event``, which sekisho never calls) before calling ours, and nothing
+    would ever take them out: key presses (PIN digits) and card data would pile up in memory."""
+
+    def put(self, event: Any) -> None:
+        pass
+
+
+def control_panel(osdp: Any, infos: list[Any], **handlers: Any) -> Any:
+    """libosdp's ``ControlPanel`` with its unread event queues replaced by ``_Discard`` (osdp/
+    control_panel.py 3.2.9 ``_internal_event_handler``). Its ``set_event_callback`` is left to
+    libosdp's wrapper, which catches what a handler raises rather than letting it into the C code."""
+    panel = osdp.ControlPanel(infos, log_level=osdp.LogLevel.Error, **handlers)
+    panel.event_queue = [_Discard() for _ in infos]
+    return panel
+
+
+def close_panel(panel: Any) -> None:
+    """``teardown`` raises on a panel whose thread never started (a ``start`` that failed)."""
+    if panel.thread is not None:
+        panel.teardown()
+
+
 class SerialChannel:
     """The serial device as libosdp's channel (an ``osdp.Channel``, registered as one by
     ``libosdp()``; libosdp calls ``read``, ``write`` and ``flush`` by name): raw, 8N1,
@@ -117,7 +150,7 @@ class SerialChannel:
             attrs = termios.tcgetattr(self.fd)
             attrs[2] = (attrs[2] & ~(termios.CSIZE | termios.PARENB | termios.CSTOPB | termios.CRTSCTS)
                         | termios.CS8 | termios.CLOCAL | termios.CREAD)
-            attrs[4] = attrs[5] = BAUDS[baud]
+            attrs[4] = attrs[5] = TERMIOS_BAUDS[baud]
             termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         except (OSError, termios.error):
             os.close(self.fd)
@@ -228,14 +261,14 @@ class LineRunner:
         flags = [osdp.LibFlag.EnforceSecure, osdp.LibFlag.EnableNotification]
         infos = [osdp.PDInfo(address, channel, scbk=self._keys[port.name], name=port.name[:15], flags=flags)
                  for address, port in self.ports.items()]
-        panel = osdp.ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=self._event)
+        panel = control_panel(osdp, infos, event_handler=self._event)
         online: dict[int, bool] = {}
         offline_since: dict[int, float] = {}
         retry_after = {address: RETRY_FIRST_S for address in self.ports}
         enabling: set[int] = set()
-        panel.start()
-        self.panel = panel
         try:
+            panel.start()
+            self.panel = panel
             while not self._stopping.is_set():
                 if channel.failed:
                     return channel.failed
@@ -244,24 +277,36 @@ class LineRunner:
                         address, up = self._notes.get_nowait()
                     except queue.Empty:
                         break
+                    if address in enabling:
+                        # Between disable_pd and enable_pd: whatever libosdp says of the session
+                        # being torn down is no news; the reader is back when the new one is up.
+                        continue
                     if up:
                         online[address] = True
                         offline_since.pop(address, None)
                         retry_after[address] = RETRY_FIRST_S
                         self.ports[address].osdp_status(True, "")
-                    elif address not in enabling:
+                        # libosdp asks for the local status (tamper) only when told to: ask at
+                        # each start of a session, so a tamper under way is seen.
+                        if not panel.submit_command(address, {"command": osdp.Command.Status,
+                                                              "type": osdp.StatusReportType.Local}):
+                            log.warning("line %s: %s: libosdp refused the status request", self.path,
+                                        self.ports[address].name)
+                    else:
                         online[address] = False
                         offline_since[address] = time.monotonic()
                         self.ports[address].osdp_status(False, self._why(channel, address))
                 self._send_commands(panel, online)
                 now = time.monotonic()
+                for address in list(enabling):
+                    if not panel.is_pd_enabled(address):
+                        panel.enable_pd(address)
+                        enabling.discard(address)
+                        offline_since[address] = now
                 for address, since in list(offline_since.items()):
-                    if address in enabling:
-                        if not panel.is_pd_enabled(address):
-                            panel.enable_pd(address)
-                            enabling.discard(address)
-                            offline_since[address] = now
-                    elif now - since >= retry_after[address]:
+                    if address in enabling or online.get(address):
+                        continue
+                    if now - since >= retry_after[address]:
                         # libosdp waits 300 s before it tries an offline reader again: start over now.
                         retry_after[address] = min(retry_after[address] * 2, RETRY_MAX_S)
                         if panel.disable_pd(address):
@@ -271,7 +316,7 @@ class LineRunner:
             return ""
         finally:
             self.panel = None
-            panel.teardown()
+            close_panel(panel)
             # Whatever libosdp said while stopping is of no one's concern now.
             while not self._notes.empty():
                 self._notes.get_nowait()
@@ -288,6 +333,8 @@ class LineRunner:
                 # A reader NAKs a command it has no function for, and libosdp takes a NAK to
                 # anything but a manufacturer command as the reader failing: offline (osdp_cp.c).
                 continue
+            # libosdp 3.2.9 queues what it accepts without a bound (cp_cmd_enqueue, osdp_cp.c; no
+            # command pool), and refuses only a reader not online or a malformed command.
             if not panel.submit_command(address, command):
                 log.warning("line %s: %s: libosdp refused a command", self.path, self.ports[address].name)
 
@@ -378,12 +425,15 @@ def _session(path: str, baud: int, address: int, name: str, key: bytes, flags: l
             status.append(result)
             done.set()
 
-    panel = osdp.ControlPanel([osdp.PDInfo(address, channel, scbk=key, name=name[:15],
-                                           flags=[*flags, osdp.LibFlag.EnableNotification])],
-                              log_level=osdp.LogLevel.Error, event_handler=on_event,
-                              command_completion_handler=on_completion)
-    panel.start()
     try:
+        panel = control_panel(osdp, [osdp.PDInfo(address, channel, scbk=key, name=name[:15],
+                                                 flags=[*flags, osdp.LibFlag.EnableNotification])],
+                              event_handler=on_event, command_completion_handler=on_completion)
+    except BaseException:
+        channel.close()
+        raise
+    try:
+        panel.start()
         if not online.wait(timeout_s) or channel.failed:
             heard = channel.watch.heard.get(address)
             if channel.failed:
@@ -392,13 +442,11 @@ def _session(path: str, baud: int, address: int, name: str, key: bytes, flags: l
                 raise KeyingError(f"no answer from address {address} on {path} within {timeout_s:g} s: check the "
                                   "wiring, the reader's address and the baud rate")
             raise KeyingError(f"the reader at address {address} on {path} answers but refuses the secure channel: "
-                              + ("it is not in install mode (it has a key already; rotate a key sekisho holds "
-                                 "with --rotate, or put the reader back in install mode)" if check_not_default
+                              + (NOT_IN_INSTALL_MODE if check_not_default
                                  else "it does not hold the key sekisho has for it"))
         if not panel.is_sc_active(address):
             raise KeyingError(f"the reader at address {address} on {path} is online without a secure channel: "
-                              "it is not in install mode (it has a key already; rotate a key sekisho holds with "
-                              "--rotate, or put the reader back in install mode)")
+                              + NOT_IN_INSTALL_MODE)
         if then is not None:
             then(panel)
             if not done.wait(timeout_s):
@@ -408,5 +456,5 @@ def _session(path: str, baud: int, address: int, name: str, key: bytes, flags: l
                 raise KeyingError(f"{name}: the reader refused the new key (status {status[0]}); the stored key "
                                   "is unchanged")
     finally:
-        panel.teardown()
+        close_panel(panel)
         channel.close()

@@ -13,7 +13,9 @@ import pytest
 from sekisho.daemon import config
 from sekisho.daemon.errors import ConfigError
 from sekisho.drivers import osdp as driver
-from sekisho.drivers.base import DriverError
+from sekisho.drivers.base import DriverError, DriverNotSetUp
+from sekisho.drivers.osdp_keys import key_path, new_scbk, store_scbk
+from sekisho.policies.events import CardUnreadable, ReaderLost
 
 
 def test_the_libosdp_numbers_the_driver_knows_are_libosdps():
@@ -153,3 +155,84 @@ def test_readers_sharing_a_line_are_checked_with_the_config(tmp_path, second, ex
     with pytest.raises(ConfigError) as e:
         config.load(path)
     assert expected in str(e.value)
+
+
+def test_a_line_link_and_its_device_are_one_line_to_check_config(tmp_path):
+    """The driver shares a panel by the device's real path: check-config must see a by-id link
+    and the device it names as one line, clashing addresses and all."""
+    device = tmp_path / "ttyUSB0"
+    device.write_text("")
+    link = tmp_path / "usb-FTDI-port0"
+    link.symlink_to(device)
+    path = tmp_path / "node.toml"
+    path.write_text(SITE.replace("/dev/ttyUSB0", str(link)) + f'\n[readers.r2]\ndriver = "osdp"\nline = "{device}"\n'
+                    'door = "entrance"\ndirection = "out"\naddress = 1\n')
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert f"readers.r2.address: 1 on {device} is reader r1's already" in str(e.value)
+
+
+def test_a_key_file_that_cannot_be_used_is_not_set_up(tmp_path):
+    """A key file with a wrong mode or content is for a person to fix: DriverNotSetUp (exit 78,
+    which the unit does not restart), not a DriverError that would restart the daemon in a loop."""
+    store_scbk(tmp_path, "r1", new_scbk())
+    key_path(tmp_path, "r1").chmod(0o644)
+    r = driver.OsdpReader("r1", {"line": "/dev/ttyUSB9", "address": 3}, lambda e: None, data_dir=tmp_path)
+    with pytest.raises(DriverNotSetUp, match="readable by others .*chmod 600"):
+        asyncio.run(r.start())
+
+
+def test_a_reader_lost_before_it_started_is_lost_when_it_starts(tmp_path):
+    """Readers start one by one, and the line's panel runs from the first one's start: a reader
+    lost before its own start (the adapter missing, a wrong key) has its ReaderLost sent then."""
+    lines = driver.OsdpLines()
+    got: dict[str, list] = {"a": [], "b": []}
+    a, b = (driver.OsdpReader(n, {"line": "/dev/ttyUSB8", "address": i}, got[n].append, data_dir=tmp_path,
+                              lines=lines) for i, n in enumerate("ab", 1))
+    a.line.runner = Commands()  # the line runs: a started it
+
+    async def run() -> None:
+        await a.start()
+        for reader in (a, b):
+            reader.osdp_status(False, "line /dev/ttyUSB8: cannot open (No such file or directory)")
+        assert [type(e) for e in got["a"]] == [ReaderLost] and got["b"] == []
+        await b.start()
+    asyncio.run(run())
+    assert [(type(e), e.source, e.reason) for e in got["b"]] == [
+        (ReaderLost, "b", "line /dev/ttyUSB8: cannot open (No such file or directory)")]
+
+
+def test_a_reader_lost_and_back_before_it_started_starts_quietly(tmp_path):
+    got: list = []
+    r, _ = _reader(tmp_path)
+    r._emit = got.append
+    r.osdp_status(False, "no answer")
+    r.osdp_status(True, "")
+    asyncio.run(r.start())
+    assert got == []
+
+
+@pytest.mark.parametrize("result, reason, colour", [
+    ("unlocked", "card", "green"),          # a desk's unlock is its grant
+    ("foreign_card", "foreign_card", "red"),
+    ("card_inserted", "card", None),         # a desk's other kinds: nothing, and never green
+    ("session_locked", "card_removed", None),
+    ("fire", "alarm", None),
+])
+def test_a_desks_results_show_as_granted_denied_or_nothing(tmp_path, result, reason, colour):
+    r, line = _reader(tmp_path)
+    r._answer({"decided": [{"result": result, "reason": reason, "rule": "desk"}]})
+    leds = [c["on_color"] for _, c in line.sent if c["command"] == osdp.Command.LED]
+    assert leds == ([getattr(osdp.CommandLEDColor, colour.capitalize())] if colour else [])
+
+
+def test_a_card_read_with_no_data_is_unreadable_and_shown_as_denied(tmp_path):
+    got: list = []
+    r, line = _reader(tmp_path)
+    r._emit = got.append
+    r._open = True
+    r.osdp_event({"event": driver.CARD_READ, "format": osdp.CardFormat.Unspecified, "length": 0, "data": b""})
+    [event] = got
+    assert isinstance(event, CardUnreadable) and event.reason == "empty_card_data" and event.source == "r1"
+    assert event.raw == {"format": "raw", "bits": 0, "data": "", "address": 3}
+    assert [c["on_color"] for _, c in line.sent if c["command"] == osdp.Command.LED] == [osdp.CommandLEDColor.Red]

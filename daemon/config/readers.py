@@ -7,6 +7,7 @@ driver is unknown is dropped after that one problem, since its other keys cannot
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -94,6 +95,8 @@ def _link_osdp_lines(c: Checker, readers: Mapping[str, ReaderConfig]) -> None:
         line, address = r.options.get("line"), r.options.get("address")
         if r.driver != "osdp" or line is None or address is None:  # a key missing is a problem already
             continue
+        # As the driver does (OsdpLines.line): a by-id link and the device it names are one line.
+        line = os.path.realpath(line) if os.path.exists(line) else line
         other = first.setdefault(line, r)
         if other.options.get("baud") != r.options.get("baud"):
             c.problem(f"readers.{name}.baud", f"{r.options['baud']}, where reader {other.name} on the same line "
