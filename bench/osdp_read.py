@@ -47,11 +47,11 @@ def bare_panel(reads: int) -> list[float]:
                 cond.notify_all()
         return 0
 
-    from sekisho.drivers.osdp_line import SerialChannel, libosdp
+    from sekisho.drivers.osdp_line import SerialChannel, control_panel, libosdp
     libosdp()
     channel = SerialChannel(bus.path, 115200)
-    panel = osdp.ControlPanel([osdp.PDInfo(1, channel, scbk=key, flags=[osdp.LibFlag.EnforceSecure])],
-                              log_level=osdp.LogLevel.Error, event_handler=on_event)
+    panel = control_panel(osdp, [osdp.PDInfo(1, channel, scbk=key, flags=[osdp.LibFlag.EnforceSecure])],
+                          event_handler=on_event)
     reader = bus.reader(1, key).start()
     panel.start()
     samples = []

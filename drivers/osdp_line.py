@@ -5,7 +5,7 @@ The serial device is opened with os and termios (raw, 8N1, the configured baud r
 ``osdp.Channel``; libosdp's own refresh thread (every 20 ms) reads and writes it. A
 ``FrameWatch`` on the bytes read notes which addresses answered, so an offline reader can be told
 apart: one that says nothing, and one that answers but fails the secure channel (a wrong SCBK, or
-a reader still in install mode).
+a reader still in install mode); it also drops a reply forged past libosdp's MAC check (see there).
 
 The supervisor thread (``LineRunner._run``):
 - opens the device; when it cannot, or a read or write fails later (the adapter unplugged: EIO,
@@ -64,34 +64,80 @@ class Port(Protocol):
 
 
 class FrameWatch:
-    """Which addresses sent a reply, read from the bytes as they come (only the header is read:
-    SOM, address, length). A byte that does not start a plausible frame is skipped, so the watch
-    finds its way back after noise."""
+    """Between the line and libosdp: notes which addresses sent a reply, and holds back a reply
+    whose security block names a handshake type its reply is not.
+
+    libosdp 3.2.9 checks a reply's MAC only for the types SCS_15 to SCS_18 (osdp_phy.c
+    ``osdp_phy_decode_packet``): inside an active secure channel, a reply marked SCS_11 to SCS_14
+    (the handshake's types, which carry no MAC) reaches the panel's reply decoder unchecked, so
+    anyone on the cable could answer a poll with a card read of their making. OSDP gives SCS_12
+    only to osdp_CCRYPT and SCS_14 only to osdp_RMAC_I (and SCS_11, SCS_13 to commands): any
+    other reply with a handshake type is dropped here, before libosdp sees it (libosdp itself
+    refuses CCRYPT and RMAC_I while a channel is active, osdp_cp.c). The panel then has no
+    answer to that poll and polls again.
+
+    The stream is cut into frames by their header (SOM, address, length); a frame is passed on
+    whole once all of it has come. A byte that does not start a plausible frame is passed on as
+    it is (libosdp skips it too), so the watch finds its way back after noise."""
 
     def __init__(self) -> None:
         self.heard: dict[int, float] = {}
+        self.dropped = 0
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of ``data`` (and of what came before it) to hand to libosdp now."""
         buf = self._buf
         buf.extend(data)
+        out = bytearray()
         while True:
             start = buf.find(SOM)
             if start < 0:
+                out.extend(buf)
                 buf.clear()
-                return
+                break
+            out.extend(buf[:start])
             del buf[:start]
             if len(buf) < 4:
-                return
+                break
             length = buf[2] | buf[3] << 8
             if not 8 <= length <= 1440:
-                del buf[:1]
+                out.append(buf.pop(0))
                 continue
             if len(buf) < length:
-                return
-            if buf[1] & 0x80:
-                self.heard[buf[1] & 0x7F] = time.monotonic()
+                break
+            frame = bytes(buf[:length])
             del buf[:length]
+            if frame[1] & 0x80:
+                if _forged_handshake(frame):
+                    self.dropped += 1
+                    log.warning("dropped a reply from address %d marked as a secure channel handshake (type "
+                                "%#x) that is not one: forged on the line, or a faulty reader", frame[1] & 0x7F,
+                                frame[6])
+                    continue
+                self.heard[frame[1] & 0x7F] = time.monotonic()
+            out.extend(frame)
+        return bytes(out)
+
+    def clear(self) -> None:
+        self._buf.clear()
+
+
+HANDSHAKE_REPLIES = {0x12: 0x76, 0x14: 0x78}
+"""The reply each handshake security block type belongs to: SCS_12 osdp_CCRYPT, SCS_14 osdp_RMAC_I."""
+
+
+def _forged_handshake(frame: bytes) -> bool:
+    """A reply with a security block of a handshake type (SCS_11 to SCS_14) that is not that
+    type's reply. Header: SOM, address, length (2), control (SCB flag 0x08); then the security
+    block (its length, its type, ...) and the reply's id."""
+    if not frame[4] & 0x08 or len(frame) < 8:
+        return False
+    block, kind = frame[5], frame[6]
+    if not 0x11 <= kind <= 0x14:
+        return False
+    reply = frame[5 + block] if 2 <= block and 5 + block < len(frame) else None
+    return HANDSHAKE_REPLIES.get(kind) != reply
 
 
 def libosdp() -> Any:
@@ -144,6 +190,8 @@ class SerialChannel:
         self.path = path
         self.failed = ""
         self.watch = FrameWatch()
+        self._ready = bytearray()
+        """What the watch has passed on and libosdp has not read yet."""
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             tty.setraw(self.fd)
@@ -159,14 +207,16 @@ class SerialChannel:
     def read(self, max_bytes: int) -> bytes:
         if self.failed:
             return b""
-        try:
-            data = os.read(self.fd, max_bytes)
-        except BlockingIOError:
-            return b""
-        except OSError as exc:
-            self._fail(exc)
-            return b""
-        self.watch.feed(data)
+        if len(self._ready) < max_bytes:
+            try:
+                self._ready.extend(self.watch.feed(os.read(self.fd, max_bytes)))
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._fail(exc)
+                return b""
+        data = bytes(self._ready[:max_bytes])
+        del self._ready[:max_bytes]
         return data
 
     def write(self, buf: bytes) -> int:
@@ -181,6 +231,8 @@ class SerialChannel:
             return -1
 
     def flush(self) -> None:
+        self._ready.clear()
+        self.watch.clear()
         if not self.failed:
             try:
                 termios.tcflush(self.fd, termios.TCIOFLUSH)

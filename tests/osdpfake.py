@@ -15,6 +15,7 @@ import os
 import select
 import threading
 import tty
+from collections.abc import Callable
 from typing import Any
 
 import osdp
@@ -57,6 +58,10 @@ class OsdpBus:
         self.write_lock = threading.Lock()
         self.channels: list[_ReaderChannel] = []
         self.readers: list[FakeReader] = []
+        self.forge: Callable[[bytes], bytes | None] | None = None
+        """Someone on the cable: given each whole frame the panel sends, bytes to answer it with
+        in the reader's place (the frame then reaches no reader), or None to let it pass."""
+        self._frames = bytearray()
         self._stopping = threading.Event()
         self._pump = threading.Thread(target=self._run, name="osdp bus", daemon=True)
         self._pump.start()
@@ -76,9 +81,37 @@ class OsdpBus:
                 data = os.read(self.master, 4096)
             except (BlockingIOError, OSError):
                 continue
+            if self.forge is not None:
+                data = self._forged(data)
             with self.lock:
                 for c in self.channels:
                     c.inbox.extend(data)
+
+    def _forged(self, data: bytes) -> bytes:
+        """What of ``data`` reaches the readers once ``forge`` has answered the frames it wants."""
+        buf = self._frames
+        buf.extend(data)
+        passed = bytearray()
+        while True:
+            start = buf.find(SOM)
+            if start < 0:
+                passed.extend(buf)
+                buf.clear()
+                break
+            passed.extend(buf[:start])
+            del buf[:start]
+            if len(buf) < 4 or len(buf) < (buf[2] | buf[3] << 8):
+                break
+            size = buf[2] | buf[3] << 8
+            frame = bytes(buf[:size])
+            del buf[:size]
+            answer = self.forge(frame) if self.forge else None
+            if answer is None:
+                passed.extend(frame)
+            else:
+                with self.write_lock:
+                    os.write(self.master, answer)
+        return bytes(passed)
 
     def reader(self, address: int, scbk: bytes | None, **kw: Any) -> FakeReader:
         r = FakeReader(self, address, scbk, **kw)
@@ -95,6 +128,29 @@ class OsdpBus:
         self._pump.join(5)
         os.close(self.master)
         os.close(self.slave)
+
+
+SOM = 0x53
+
+
+def crc16(data: bytes) -> int:
+    """OSDP's CRC (CRC-16/AUG-CCITT: polynomial 0x1021, seed 0x1D0F)."""
+    crc = 0x1D0F
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+def reply_frame(address: int, sequence: int, reply: bytes, security_block: bytes = b"") -> bytes:
+    """A reply frame from ``address``: ``reply`` (its id then its data) after an optional security
+    block (its length byte first), with a CRC and no MAC."""
+    control = sequence & 3 | 0x04 | (0x08 if security_block else 0)
+    size = 5 + len(security_block) + len(reply) + 2
+    frame = bytes([SOM, address | 0x80, size & 0xFF, size >> 8, control]) + security_block + reply
+    crc = crc16(frame)
+    return frame + bytes([crc & 0xFF, crc >> 8])
 
 
 CAPABILITIES = [

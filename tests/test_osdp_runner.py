@@ -1,7 +1,7 @@
 """The line's supervisor in this process (``LineRunner``, drivers/osdp_line.py) with libosdp's own
 peripheral device as the reader over a pty pair (osdpfake.py): what it does with libosdp's panel
-that the daemon's tests cannot see from outside: libosdp's event queues stay empty, and it asks
-each reader for its status when it comes online."""
+that the daemon's tests cannot see from outside: libosdp's event queues stay empty, it asks each
+reader for its status when it comes online, and a reply forged past libosdp's MAC check is dropped."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ import osdp
 import pytest
 
 from conftest import wait_for
-from osdpfake import OsdpBus
+from osdpfake import OsdpBus, reply_frame
 from sekisho.drivers.osdp_keys import new_scbk
 from sekisho.drivers.osdp_line import LineRunner
+
+POLL = 0x60
+"""osdp_POLL's command id; osdp_RAW's reply id (a card read) below."""
+RAW = 0x50
 
 
 class Port:
@@ -78,3 +82,26 @@ def test_the_reader_is_asked_for_its_status_when_it_comes_online(line):
     wait_for(lambda: any(c["command"] == osdp.Command.Status for c in iter(lambda: reader.pd.get_command(0.2), None)),
              what="the status request at the reader")
     wait_for(lambda: any(e["event"] == osdp.Event.Status for e in port.events), what="the reader's status report")
+
+
+def test_a_reply_forged_with_a_handshake_type_is_dropped(line):
+    """libosdp 3.2.9 checks a reply's MAC only for SCS_15 and above (osdp_phy.c): inside the
+    secure channel, a card read marked SCS_12 (the handshake's osdp_CCRYPT type, no MAC) would
+    reach the panel unchecked. Someone on the cable answers a poll with one in the reader's
+    place: the line drops it, and the reader's own card reads still come."""
+    runner, port, reader = line
+    forged: list[bytes] = []
+
+    def forge(frame: bytes) -> bytes | None:
+        if forged or frame[1] != 1 or not frame[4] & 0x08 or frame[5 + frame[5]] != POLL:
+            return None
+        forged.append(frame)
+        return reply_frame(1, frame[4], bytes([RAW, 0, 0, 56, 0]) + bytes.fromhex("deadbeef112233"),
+                           security_block=bytes([2, 0x12]))
+    reader.bus.forge = forge
+    wait_for(lambda: forged, what="a poll answered by the forger")
+    reader.bus.forge = None
+    reader.card(bytes.fromhex("04a1b2c3d4e5f6"))
+    wait_for(lambda: [e for e in port.events if e["event"] == osdp.Event.CardRead], what="the reader's card")
+    assert [e["data"].hex() for e in port.events if e["event"] == osdp.Event.CardRead] == ["04a1b2c3d4e5f6"]
+    assert port.status == [(True, "")]
