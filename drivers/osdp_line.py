@@ -13,7 +13,8 @@ The supervisor thread (``LineRunner._run``):
   device is opened again with backoff (0.5 s doubling to 30 s). Nothing of this stops the daemon.
 - follows libosdp's PD-status notifications: offline is ``ReaderLost`` (libosdp declares a
   reader offline after 8 unanswered probes, about 8 s, or at once when the secure channel fails),
-  online is ``ReaderBack``.
+  online is ``ReaderBack``; each time a reader comes online it is asked for its local status
+  (tamper), which libosdp asks for only when told.
 - restarts an offline reader's session itself with backoff (1 s doubling to 30 s) by disabling
   and enabling it: libosdp alone waits 300 s (OSDP_ONLINE_RETRY_WAIT_MAX_MS in its
   osdp_config.h) before it tries an offline reader again.
