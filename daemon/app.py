@@ -58,6 +58,7 @@ from .outbox_replay import OutboxReplay
 from .presence import Presence
 from .publisher import Publisher
 from .reader_displays import ReaderDisplays
+from .reader_outages import ReaderOutages
 from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
@@ -175,7 +176,8 @@ class Daemon:
         self.enrolment = TapEnrolment(config, self.people, self.key, loop)
         self.router = Router(config, self.key, Controllers(
             doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
-            approvals=self.approvals, usb=self.usb, alarms=self.alarms), self.answering,
+            approvals=self.approvals, usb=self.usb, alarms=self.alarms,
+            outages=ReaderOutages(self.alarms, loop, config.site.reader_lost_after_s)), self.answering,
             damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
         # The watch reports straight to the router, on the loop: its first listing is routed
         # before the desks' start-up lock (run() says why).

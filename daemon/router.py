@@ -42,6 +42,7 @@ from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
 from .keys import SiteKey
+from .reader_outages import ReaderOutages
 from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
 from .usb import UsbController
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 GRANTING = (CardPresented, PinEntered, UsbDeviceAdded, UsbInterfaceAdded)
 """Events that can open a door, unlock a desk or allow a device: refused while the store is
 damaged, since what they decide could not be recorded."""
-LOST = "reader_lost"
 TAMPER = "reader_tamper"
 
 
@@ -66,7 +66,9 @@ class Controllers:
     approvals: Approvals | None = None
     usb: UsbController | None = None
     alarms: Alarms | None = None
-    """Where a door reader's outage and any reader's tamper report are raised."""
+    """Where any reader's tamper report is raised."""
+    outages: ReaderOutages | None = None
+    """Where a door reader's outage becomes an alarm, after a grace."""
 
 
 class Router:
@@ -141,12 +143,12 @@ class Router:
                 log.debug("%s: card removed", reader.name)
             case ReaderLost(reason=reason):
                 log.warning("%s: reader lost (%s)", reader.name, reason)
-                if to.alarms:
-                    to.alarms.raise_(LOST, reader.name, "warning", reason=reason)
+                if to.outages:
+                    to.outages.lost(reader.name, reason)
             case ReaderBack():
                 log.info("%s: reader back", reader.name)
-                if to.alarms:
-                    to.alarms.clear(LOST, reader.name)
+                if to.outages:
+                    to.outages.back(reader.name)
 
     def _input(self, event: InputChanged) -> None:
         cfg, to = self.config.inputs[event.source], self.to

@@ -222,6 +222,7 @@ SITE = """\
 [site]
 id = "test"
 node = "door-a"
+reader_lost_after_s = 1
 
 [mqtt]
 url = "{url}"

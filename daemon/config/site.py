@@ -72,6 +72,9 @@ SITE = {
                           strings(topic_name)),
     "node_offline_after_s": Option(float, 60.0, "How long a watched node may be offline before it is an alarm: a "
                                    "restart or a broker's hiccup is not.", between(5, 3600)),
+    "reader_lost_after_s": Option(float, 10.0, "How long a door's reader may be lost before it is the reader_lost "
+                                  "alarm: one back sooner (pcscd restarting, a USB reader found again, an OSDP "
+                                  "reader's session renewed) raises nothing.", between(0, 3600)),
     "roles": Option(list, [], "What this node does: door, desk, usb, recorder, any combination. Each role needs its "
                     "section ([doors.<name>], [desks.<name>], [usb]; [recorder] is optional) and a section needs "
                     "its role. Empty: the roles the config's sections name, and never recorder.", _roles),
@@ -98,6 +101,7 @@ class SiteConfig:
     alarms_need_ack: bool
     watch_nodes: tuple[str, ...] = ()
     node_offline_after_s: float = 60.0
+    reader_lost_after_s: float = 10.0
     language: str = ""
     occupancy_from: str = "doors"
     roles: frozenset[str] = frozenset()
