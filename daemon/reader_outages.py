@@ -23,20 +23,25 @@ class ReaderOutages:
         self.after_s = after_s
         self.pending: dict[str, asyncio.TimerHandle] = {}
         """Readers lost and not back, whose alarm is not raised yet."""
+        self.raised: set[str] = set()
+        """Readers lost and not back, whose alarm is raised."""
 
     def lost(self, reader: str, reason: str) -> None:
         """The reader was lost: its alarm comes after the grace, unless it is back first. A
-        second loss (another reason) while one is pending keeps the first one's deadline."""
-        if reader not in self.pending:
+        second loss (another reason) before it is back changes nothing: the first loss's
+        deadline, or its alarm, stands."""
+        if reader not in self.pending and reader not in self.raised:
             self.pending[reader] = self.loop.call_later(self.after_s, self._raise, reader, reason)
 
     def back(self, reader: str) -> None:
         pending = self.pending.pop(reader, None)
         if pending is not None:
             pending.cancel()
-        else:
+        if reader in self.raised:
+            self.raised.discard(reader)
             self.alarms.clear(KIND, reader)
 
     def _raise(self, reader: str, reason: str) -> None:
         self.pending.pop(reader, None)
+        self.raised.add(reader)
         self.alarms.raise_(KIND, reader, "warning", reason=reason)

@@ -50,3 +50,21 @@ def test_a_reader_lost_for_the_grace_is_an_alarm_until_it_is_back():
     outages.back("entrance-in")
     assert alarms.asked[-1] == ("clear", "reader_lost", "entrance-in")
     loop.close()
+
+
+def test_a_reader_lost_again_after_its_alarm_is_cleared_when_it_is_back():
+    """Lost (the alarm raised), lost again with another reason before it is back (a session
+    renewed and failing), then back: the one alarm is cleared; a reader back that was never an
+    alarm clears nothing."""
+    loop = asyncio.new_event_loop()
+    alarms = AskedAlarms()
+    outages = ReaderOutages(alarms, loop, after_s=0)  # type: ignore[arg-type]
+    outages.lost("entrance-in", "no answer from address 1")
+    settle(loop)
+    outages.lost("entrance-in", "secure channel failed")
+    settle(loop)
+    outages.back("entrance-in")
+    outages.back("exit-out")
+    assert [a[0] for a in alarms.asked] == ["raise", "clear"]
+    assert alarms.asked[-1] == ("clear", "reader_lost", "entrance-in")
+    loop.close()
