@@ -9,36 +9,10 @@ import osdp
 import pytest
 
 from conftest import wait_for
-from osdpfake import OsdpBus
+from osdpfake import OsdpBus, osdp_config
 from sekisho.drivers.osdp_keys import load_scbk, new_scbk, store_scbk
 
 UID = "04a1b2c3d4e5f6"
-CONFIG = """\
-[site]
-id = "test"
-node = "door-a"
-
-[mqtt]
-url = "{url}"
-reconnect_max_s = 1
-
-[areas.room]
-
-[levels.staff]
-doors = ["entrance"]
-
-[doors.entrance]
-area_in = "room"
-auth = "{auth}"
-
-[readers.entrance-in]
-driver = "osdp"
-line = "{line}"
-baud = 115200
-address = 1
-door = "entrance"
-direction = "in"
-"""
 
 
 @pytest.fixture
@@ -49,7 +23,7 @@ def bus():
 
 
 def _site(site, bus, auth="card"):
-    site.config.write_text(CONFIG.format(url=site.broker.url, line=bus.path, auth=auth))
+    site.config.write_text(osdp_config(site.broker.url, bus.path, {"entrance-in": 1}, auth))
     key = new_scbk()
     site.data_dir.mkdir(mode=0o700)
     store_scbk(site.data_dir, "entrance-in", key)
@@ -113,7 +87,7 @@ def test_card_then_keypad_pin(site, bus, subscribe):
 
 
 def test_a_reader_without_a_key_is_refused_at_start_naming_the_command(site, bus):
-    site.config.write_text(CONFIG.format(url=site.broker.url, line=bus.path, auth="card"))
+    site.config.write_text(osdp_config(site.broker.url, bus.path, {"entrance-in": 1}))
     r = site.cli("run", check=False)
     assert r.returncode == 78  # a config error: the unit does not restart it (RestartPreventExitStatus)
     assert ("readers.entrance-in: reader entrance-in has no secure channel key yet: put the reader in install "
@@ -121,7 +95,7 @@ def test_a_reader_without_a_key_is_refused_at_start_naming_the_command(site, bus
 
 
 def test_keying_a_reader_in_install_mode_then_rotating_its_key(site, bus):
-    site.config.write_text(CONFIG.format(url=site.broker.url, line=bus.path, auth="card"))
+    site.config.write_text(osdp_config(site.broker.url, bus.path, {"entrance-in": 1}))
     reader = bus.reader(1, None).start()  # install mode: SCBK-D
     r = site.cli("reader", "osdp-key", "entrance-in")
     assert "keyed" in r.stdout
