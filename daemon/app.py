@@ -17,7 +17,7 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,33 @@ def load_drivers(config: Config, data_dir: Path, emit: Callable[[Event], None]) 
     return drivers
 
 
+def home_assistant(config: Config, publisher: Publisher) -> HomeAssistantDiscovery | None:
+    """Home Assistant's discovery, when the config asks for it: announced on each connection,
+    again when Home Assistant comes online; our own topic read back for what to remove."""
+    if not config.homeassistant.enabled:
+        return None
+    discovery = HomeAssistantDiscovery(config, __version__, publisher.publish_retained)
+    publisher.when_connected(discovery.connected)
+    publisher.subscribe(discovery.topic, discovery.heard_own)
+    publisher.subscribe(discovery.status_topic, discovery.heard_status, retained=False)
+    return discovery
+
+
+async def start_drivers(drivers: Mapping[str, Driver], config: Config, started: list[Driver]) -> None:
+    """Start each reader and input driver, adding each to ``started`` once it runs (so that a
+    failure still stops the ones before it). A failure names the driver's key; one only a person
+    can fix (``DriverNotSetUp``) is a config error, which the unit does not restart."""
+    for name, driver in drivers.items():
+        try:
+            await driver.start()
+        except DriverError as exc:
+            section = "inputs" if name in config.inputs else "readers"
+            if isinstance(exc, DriverNotSetUp):
+                raise ConfigError([f"{section}.{name}: {exc}"]) from None
+            raise SekishoError(f"{section}.{name}: {exc}") from None
+        started.append(driver)
+
+
 class Daemon:
     def __init__(self, config: Config, data_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
         raise_fd_limit()  # before anything is opened
@@ -201,7 +228,7 @@ class Daemon:
         # From the first connection on: a node that cannot reach the broker hears from nobody.
         self.publisher.when_connected(self.node_watch.start)
         self.publisher.on_duplicate = self._duplicate_node
-        self.home_assistant = self._home_assistant()
+        self.home_assistant = home_assistant(config, self.publisher)
         # The site recorder, on a node whose roles name it: its own client and its own thread,
         # so that a slow database never holds up this loop; its gap alarms are this node's.
         self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
@@ -209,7 +236,7 @@ class Daemon:
                                  clear_alarm=self.alarms.clear, loop=loop,
                                  on_stored=self.site_occupancy.stored if self.site_occupancy else None) \
             if config.recorder else None
-        self.enrolment_publisher, self.enrolment_receiver = self._enrolment_transport()
+        self.enrolment_publisher, self.enrolment_receiver = enrolment_transport(self)
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
         self.service = ServiceManager(Notifier.from_environ(os.environ), loop, status=self.publisher.status_line,
@@ -226,42 +253,6 @@ class Daemon:
                              present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
                              desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
                              alarms=self.alarms if u.alarm_on_block else None, host=u.host)
-
-    def _home_assistant(self) -> HomeAssistantDiscovery | None:
-        """Home Assistant's discovery, when the config asks for it: announced on each connection,
-        again when Home Assistant comes online; our own topic read back for what to remove."""
-        if not self.config.homeassistant.enabled:
-            return None
-        discovery = HomeAssistantDiscovery(self.config, __version__, self.publisher.publish_retained)
-        self.publisher.when_connected(discovery.connected)
-        self.publisher.subscribe(discovery.topic, discovery.heard_own)
-        self.publisher.subscribe(discovery.status_topic, discovery.heard_status, retained=False)
-        return discovery
-
-    def _enrolment_transport(self) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
-        """The recorder signs enrolment out (with its key); any other node that trusts a key for
-        snapshots takes it in (docs/enrolment.md, "Over MQTT")."""
-        config, status = self.config, self.publisher.status
-        recorder = config.recorder
-        if "recorder" in config.site.roles and recorder is not None and recorder.signing_key is not None:
-            sender = EnrolmentPublisher(self.database, self.data_dir, site=config.site.id,
-                                        key=load_private_key(recorder.signing_key), key_name=recorder.key_name,
-                                        topics=self.topics, publish=self.publisher.publish_bytes, loop=self.loop,
-                                        on_version=status.enrolled, policy=site_policy(config))
-            self.publisher.when_connected(sender.connected)
-            return sender, None
-        status.enrolled(current_version(self.database, config.site.id))
-        if "recorder" in config.site.roles or not trusted(config.commands, ENROLMENT_OP)[1]:
-            return None, None
-        receiver = EnrolmentReceiver(self.database, self.data_dir, site=config.site.id, node=config.site.node,
-                                     commands=config.commands, topics=self.topics, alarms=self.alarms,
-                                     record=self.record, loop=self.loop, on_version=status.enrolled,
-                                     config_schedules=config.rules.schedules, on_policy=self.rules.adopt)
-        manifest, chunks, delta = receiver.topic_filters
-        self.publisher.subscribe(manifest, receiver.manifest_heard)
-        self.publisher.subscribe(chunks, receiver.chunk_heard)
-        self.publisher.subscribe(delta, receiver.delta_heard, retained=False)
-        return None, receiver
 
     # ------------------------------------------------------------------------- lifecycle
     async def run(self) -> int:
@@ -290,15 +281,7 @@ class Daemon:
             self.desks.startup()
         started: list[Driver] = []
         try:
-            for name, driver in self.drivers.items():
-                try:
-                    await driver.start()
-                except DriverError as exc:
-                    section = "inputs" if name in self.config.inputs else "readers"
-                    if isinstance(exc, DriverNotSetUp):
-                        raise ConfigError([f"{section}.{name}: {exc}"]) from None
-                    raise SekishoError(f"{section}.{name}: {exc}") from None
-                started.append(driver)
+            await start_drivers(self.drivers, self.config, started)
             if self.usb and self.usb_driver:
                 # Listen first, then list what is present: a device plugged in between is seen
                 # at least once (twice is harmless).
@@ -411,6 +394,32 @@ class Daemon:
     def _queue(self, item: Item) -> None:
         self.commits.queue(item)
         self.answering.recorded(item)
+
+
+def enrolment_transport(daemon: Daemon) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:
+    """The recorder signs enrolment out (with its key); any other node that trusts a key for
+    snapshots takes it in (docs/enrolment.md, "Over MQTT"). Wired onto the daemon's publisher."""
+    config, publisher, status = daemon.config, daemon.publisher, daemon.publisher.status
+    recorder = config.recorder
+    if "recorder" in config.site.roles and recorder is not None and recorder.signing_key is not None:
+        sender = EnrolmentPublisher(daemon.database, daemon.data_dir, site=config.site.id,
+                                    key=load_private_key(recorder.signing_key), key_name=recorder.key_name,
+                                    topics=daemon.topics, publish=publisher.publish_bytes, loop=daemon.loop,
+                                    on_version=status.enrolled, policy=site_policy(config))
+        publisher.when_connected(sender.connected)
+        return sender, None
+    status.enrolled(current_version(daemon.database, config.site.id))
+    if "recorder" in config.site.roles or not trusted(config.commands, ENROLMENT_OP)[1]:
+        return None, None
+    receiver = EnrolmentReceiver(daemon.database, daemon.data_dir, site=config.site.id, node=config.site.node,
+                                 commands=config.commands, topics=daemon.topics, alarms=daemon.alarms,
+                                 record=daemon.record, loop=daemon.loop, on_version=status.enrolled,
+                                 config_schedules=config.rules.schedules, on_policy=daemon.rules.adopt)
+    manifest, chunks, delta = receiver.topic_filters
+    publisher.subscribe(manifest, receiver.manifest_heard)
+    publisher.subscribe(chunks, receiver.chunk_heard)
+    publisher.subscribe(delta, receiver.delta_heard, retained=False)
+    return None, receiver
 
 
 def run(config: Config, data_dir: Path) -> int:
