@@ -9,9 +9,22 @@ const DEADLINE_MS = 90000;
 
 // CHROMIUM_ARGS: more switches, one a line (bench/console_page.py: --enable-precise-memory-info).
 const extra = (process.env.CHROMIUM_ARGS || '').split('\n').filter(Boolean);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', ...extra], headless: true,
-});
+// Chromium's start is bounded (60 s) and tried twice. Playwright's own bound is 180 s, as long as
+// tests/test_bench.py gives a whole bench: a console bench once hung that long before its first
+// figure on a busy 2-core VM, most likely here, and a hang must fail (or recover) sooner.
+async function launch() {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launch({
+        executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', ...extra],
+        headless: true, timeout: 60000,
+      });
+    } catch (err) {
+      if (attempt >= 2) throw err;
+    }
+  }
+}
+const browser = await launch();
 const logs = [];
 let page = null;
 
