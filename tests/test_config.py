@@ -63,7 +63,7 @@ def test_good_config_passes(tmp_path):
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["recorder"]'),
      "bad.toml: site.roles: does not name door, and the config has [doors.<name>]"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "gate"]'),
-     "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder)"),
+     "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder, print)"),
     (GOOD + "[recorder]\n", "bad.toml: recorder: the recorder runs only on a node whose [site] roles name it"),
     (GOOD.replace('node = "n1"', 'node = "n1"\noccupancy_from = "nodes"'),
      "bad.toml: site.occupancy_from: must be one of 'doors', 'recorder'"),
@@ -157,7 +157,7 @@ def test_annotated_example_documents_every_key():
                "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
                "desks": config.DESK, "usb": config.USB,
                "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY, "homeassistant": config.HOMEASSISTANT,
-               "recorder": config.RECORDER}
+               "recorder": config.RECORDER, "print": config.PRINT}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"
