@@ -27,11 +27,14 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # (tests/test_clock.py). libusbguard1: the library of USBGuard 1.1, the reference sekisho's USB rules
 # are held to (tests/test_usb_parity.py); its programs come from the usbguard package unpacked
 # under build/ (usbguard-ref below), never installed, so no usbguard-daemon service is set up.
+# cups-daemon, cups-client, cups-ipp-utils (ippeveprinter, the printer) and python3-cups (pycups,
+# OpenPrinting's binding, which the print driver imports): print release is tested against a
+# real cupsd started in a temp dir (tests/cupsfake.py).
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
 	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod systemd \
-	libfaketime libusbguard1
+	libfaketime libusbguard1 cups-daemon cups-client cups-ipp-utils python3-cups
 # What a node needs, and no more (make install): Debian's python for the venv; pcscd, and swig,
 # libpcsclite-dev, python3-dev and a compiler to build pyscard (no wheel on PyPI), a compiler and
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for
