@@ -40,8 +40,10 @@ APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclit
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for
 # nfcpy's readers. The rest of the lock comes as wheels. polkitd: the unit gives the daemon no
 # capabilities, so logind asks polkitd whether root may lock a seat's sessions (docs/systemd.md);
-# without it every desk lock fails.
-NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd libusb-1.0-0 polkitd
+# without it every desk lock fails. python3-cups: pycups for the print driver, seen by the venv
+# through --system-site-packages (a node with [print] talks to its own cupsd).
+NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd libusb-1.0-0 polkitd \
+	python3-cups
 # Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
 # re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
 # a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts
