@@ -27,18 +27,23 @@ DEMO := --config examples/demo.toml --data-dir .demo/data
 # (tests/test_clock.py). libusbguard1: the library of USBGuard 1.1, the reference sekisho's USB rules
 # are held to (tests/test_usb_parity.py); its programs come from the usbguard package unpacked
 # under build/ (usbguard-ref below), never installed, so no usbguard-daemon service is set up.
+# cups-daemon, cups-client, cups-ipp-utils (ippeveprinter, the printer) and python3-cups (pycups,
+# OpenPrinting's binding, which the print driver imports): print release is tested against a
+# real cupsd started in a temp dir (tests/cupsfake.py).
 APT_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd \
 	mosquitto mosquitto-clients vsmartcard-vpcd python3-virtualsmartcard \
 	dbus python3-dbus python3-dbusmock python3-gi umockdev gir1.2-umockdev-1.0 chromium \
 	fonts-ipafont-gothic python3-jinja2 postgresql python3-psycopg python3-libgpiod systemd \
-	libfaketime libusbguard1
+	libfaketime libusbguard1 cups-daemon cups-client cups-ipp-utils python3-cups
 # What a node needs, and no more (make install): Debian's python for the venv; pcscd, and swig,
 # libpcsclite-dev, python3-dev and a compiler to build pyscard (no wheel on PyPI), a compiler and
 # the kernel headers (linux-libc-dev, with build-essential) for evdev (likewise); libusb for
 # nfcpy's readers. The rest of the lock comes as wheels. polkitd: the unit gives the daemon no
 # capabilities, so logind asks polkitd whether root may lock a seat's sessions (docs/systemd.md);
-# without it every desk lock fails.
-NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd libusb-1.0-0 polkitd
+# without it every desk lock fails. python3-cups: pycups for the print driver, seen by the venv
+# through --system-site-packages (a node with [print] talks to its own cupsd).
+NODE_PACKAGES := python3 python3-venv python3-dev build-essential swig libpcsclite-dev pcscd libusb-1.0-0 polkitd \
+	python3-cups
 # Node and npm, for the tests' browser driver (playwright-core, package-lock.json) and for
 # re-vendoring the console's libraries (console/vendor/update.sh): Debian's nodejs and npm unless
 # a node with its npm is already installed (NodeSource's nodejs carries its own npm and conflicts

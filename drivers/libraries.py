@@ -36,6 +36,9 @@ LIBRARIES: dict[str, Library] = {
     # The PyPI package named osdp (a controller only, for old Pythons) installs a module osdp
     # too, a single one, where libosdp's is a package.
     "osdp": Library("osdp", "libosdp >= 3.2.9", package=True),
+    # pycups, OpenPrinting's binding, from Debian (python3-cups): no wheel on PyPI, and building it
+    # needs libcups2-dev; the venv sees Debian's through --system-site-packages.
+    "cups": Library("cups", "python3-cups (pycups >= 2.0.1)"),
 }
 
 

@@ -192,3 +192,46 @@ class UsbInterfaceAdded(Event):
 @dataclass(frozen=True, kw_only=True)
 class UsbDeviceRemoved(Event):
     sys_path: str
+
+
+# ---------------------------------------------------------------------------------- printing
+# From the CUPS driver (drivers/cups.py); ``source`` is the print section's name, "print".
+@dataclass(frozen=True, kw_only=True)
+class PrintJobHeld(Event):
+    """A job waiting in the holding queue: each found when CUPS is reached (at start, and again
+    after cupsd comes back, so the same job may be reported twice), then each new one."""
+
+    job: int
+    user: str
+    """CUPS's ``job-originating-user-name``: who submitted it, as CUPS knows them."""
+    title: str
+    """The ``job-name`` (the document's title as the printing program gave it)."""
+    pages: int | None
+    """``job-impressions`` when the printing program said; CUPS counts pages only as it prints."""
+    submitted: float
+    """CUPS's ``time-at-creation``, epoch seconds."""
+    size_kb: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrintJobLeft(Event):
+    """A job is no longer waiting, and not by the driver's own release or cancel: its owner or an
+    administrator cancelled it at CUPS (``cancelled``) or ``moved`` it to another queue, or it
+    ``completed``, was ``aborted`` or is ``gone``. For a job the driver released: how it ended at the real printer."""
+
+    job: int
+    state: str
+    pages: int | None = None
+    """For a finished job: ``job-impressions-completed``, as the printer reported it."""
+    released: bool = False
+    """The driver had released the job: this is its end at the real printer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrintServerLost(Event):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrintServerBack(Event):
+    pass
