@@ -151,7 +151,7 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
         link_usb(c, usb, levels, desks, readers)
     if printing is not None:
         link_print(c, printing, readers, areas, levels)
-    link_libraries(c, readers, doors, inputs, usb)
+    link_libraries(c, readers, doors, inputs, usb, printing is not None)
 
     if c.problems:
         if len(c.denied) == len(c.problems):

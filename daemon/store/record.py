@@ -35,6 +35,8 @@ class NewEvent:
     payload: dict[str, Any]
     columns: dict[str, Any] = field(default_factory=dict)
     actor: str = "daemon"
+    audit: str = ""
+    """The audit row's action where the contract names it (``print.release``); empty: ``<kind>.<what>``."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class Record:
                            ") VALUES (?, ?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
                            [event_id, seq, ts, self.node, item.kind, item.topic, text, *item.columns.values()])
                 what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
-                append(db, item.actor, f"{item.kind}.{what}",
+                append(db, item.actor, item.audit or f"{item.kind}.{what}",
                             {"event": event_id, "seq": seq, **item.columns}, ts)
                 db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
                            [event_id, item.topic, text])
