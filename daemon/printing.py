@@ -2,7 +2,8 @@
 
 ``PrintRelease`` keeps the jobs waiting in the holding queue in memory, rebuilt from the
 driver's ``PrintJobHeld`` at every start (and again after cupsd comes back): CUPS holds the
-jobs, so nothing of them needs to be on disk here. A card at the printer's reader releases the
+jobs, so nothing of them needs to be on disk here but whether a job was published ``held``
+already, which a restart does not say again. A card at the printer's reader releases the
 oldest waiting job (``sekisho.policies.printing`` decides); ``print.release`` / ``print.cancel``
 act on one job by id; a job older than ``[print] expire_minutes`` (counted from when CUPS took
 it) is cancelled. Each fate is an event on ``print/<node>/event`` and an audit row
@@ -39,7 +40,7 @@ from .keys import SiteKey
 from .presence import Presence
 from .rules_in_force import RulesInForce
 from .store.people import People
-from .store.record import NewEvent, NewState
+from .store.record import NewEvent, NewState, Record
 from .timestamps import rfc3339
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,13 @@ def _by(actor: str) -> str:
 
 
 class PrintRelease:
-    def __init__(self, cfg: PrintConfig, driver: PrintQueue, *, people: People, presence: Presence, alarms: Alarms,
-                 key: SiteKey, rules: RulesInForce, timezone: str, event_topic: str, queue_topic: str,
+    def __init__(self, cfg: PrintConfig, driver: PrintQueue, *, people: People, record: Record, presence: Presence,
+                 alarms: Alarms, key: SiteKey, rules: RulesInForce, timezone: str, event_topic: str, queue_topic: str,
                  loop: asyncio.AbstractEventLoop, queue: Callable[[NewEvent | NewState], None]) -> None:
         self.cfg = cfg
         self.driver = driver
         self.people = people
+        self.record = record
         self.presence = presence
         self.alarms = alarms
         self.key = key
@@ -160,8 +162,11 @@ class PrintRelease:
         job = WaitingJob(job=e.job, user=e.user, person_id=person if known else None, title=e.title, pages=e.pages,
                          submitted=e.submitted)
         self.waiting[e.job] = job
-        log.info("print: job %d held (%s, %s pages)", e.job, e.user, e.pages if e.pages is not None else "?")
-        self._event("held", job)
+        if self.record.print_job_held(e.job, _when(e.submitted)):
+            log.info("print: job %d still held (%s)", e.job, e.user)  # said before this restart
+        else:
+            log.info("print: job %d held (%s, %s pages)", e.job, e.user, e.pages if e.pages is not None else "?")
+            self._event("held", job)
         self._changed()
 
     def _left(self, e: PrintJobLeft) -> None:

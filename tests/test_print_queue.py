@@ -1,6 +1,7 @@
 """Print release over time, through the whole node (set up as test_print_release.py does): a job
 waiting too long is cancelled; a job waiting before the daemon starts is found and published,
-and found again after a restart (cupsd lost is test_print_outage.py)."""
+and listed again after a restart, not said twice; a job its owner cancels at CUPS has left
+(cupsd lost is test_print_outage.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,16 @@ def test_a_job_waiting_before_the_daemon_starts_is_found(site, subscribe, cups, 
     assert one(sub, "held", job)["subject"] == pseudonym(site, "op-tanaka")
     wait_for(lambda: waiting(sub) == [job], what="the early job in the retained queue")
     site.stop()
-    # A restart publishes it again and loses nothing; the job still waits at CUPS.
+    # A restart loses nothing and says nothing twice: the job is listed again, not held again;
+    # one that came while the daemon was away is held.
+    later = cups.submit("tanaka", "while away")
     site.start()
-    wait_for(lambda: len(print_events(sub, "held")) == 2, what="the job found again")
+    one(sub, "held", later)
+    wait_for(lambda: waiting(sub) == [job, later], what="both jobs in the retained queue")
+    assert [e["job"] for e in print_events(sub, "held")] == [job, later]
     assert cups.job_state(job) == HOLD and cups.printed() == []
+    # Its owner cancels one at CUPS: it left, by its owner, and is no longer listed.
+    assert cups.as_user("tanaka", "cancel", str(later)).returncode == 0
+    left = one(sub, "left", later)
+    assert (left["by"], left["reason"], left["actor"]) == ("owner", "cancelled", None)
+    wait_for(lambda: waiting(sub) == [job], what="the cancelled job off the queue")

@@ -296,6 +296,14 @@ class Record:
                (" WHERE l.area = ?" if area else "") + " ORDER BY l.area, p.name")
         return list(self.database.db.query(sql, [area] if area else []))
 
+    def print_job_held(self, job: int, submitted: str) -> bool:
+        """Was this print job (its CUPS id and when CUPS took it: ids start again with a new
+        spool) published ``held`` before? A restart then does not say it again."""
+        return self.database.db.execute(
+            "SELECT 1 FROM events WHERE kind = 'print' AND result = 'held' AND ts >= ? AND "
+            "json_extract(payload, '$.job') = ? AND json_extract(payload, '$.submitted') = ? LIMIT 1",
+            [submitted, job, submitted]).fetchone() is not None
+
     def door_modes(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.database.db.execute("SELECT door, mode FROM door_modes")}
 
