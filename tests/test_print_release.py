@@ -83,8 +83,11 @@ def test_signed_release_forged_release_and_cancel(site, subscribe, cups, tmp_pat
     gone = site.cli("cmd", "send", "print.release", f"job={first}", "--key", str(key), check=False)
     assert gone.returncode == 1 and f"no job {first} waiting to release (waiting: {second})" in gone.stderr
 
-    answer = site.control({"op": "print.cancel", "job": second})
-    assert answer["ok"] is True, answer
+    listing = site.cli("print", "list").stdout
+    assert listing.startswith("JOB") and listing.splitlines()[1].split()[0] == str(second)
+    assert site.cli("print", "cancel", str(second)).stdout == f"job {second} cancelled\n"
+    again = site.cli("print", "cancel", str(second), check=False)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "no job" in again.stderr, again.stderr
     cancelled = one(sub, "cancelled", second)
     assert cancelled["by"] == "cli" and cancelled["actor"].startswith("cli:")
     wait_for(lambda: cups.job_state(second) == "done", what="the job gone from CUPS")
