@@ -193,7 +193,7 @@ class PrintRelease:
         match outcome:
             case Release(job=job, person_id=person_id):
                 actor = f"supervisor:{self.presence.subject_of(person_id)}"
-                self._spawn(self._by_card(job, actor))
+                self._spawn(self._by_card(self._take(job.job, "release"), actor))
             case Refuse(reason=reason, person_id=person_id, job=job):
                 who = f"supervisor:{self.presence.subject_of(person_id)}" if person_id else None
                 log.info("print: card at %s releases nothing (%s)", self.cfg.reader, reason)
@@ -201,7 +201,7 @@ class PrintRelease:
 
     async def _by_card(self, job: WaitingJob, actor: str) -> None:
         try:
-            await self.release(job.job, actor, by="card")
+            await self._release(job, actor, "card")
         except SekishoError as exc:
             self._event("release_refused", job, by="card", actor=actor, reason="cups_error")
             log.error("print: %s", exc)
@@ -210,34 +210,44 @@ class PrintRelease:
     def listing(self) -> list[dict[str, Any]]:
         return [self._describe(j) for j in self._oldest_first()]
 
-    async def release(self, number: int, actor: str, *, by: str | None = None) -> dict[str, Any]:
+    async def release(self, number: int, actor: str) -> dict[str, Any]:
         """Move a waiting job to the printer; ``SekishoError`` when it is not waiting or CUPS refused."""
-        job = await self._act(number, self.driver.release, "release")
-        self.released[number] = job
-        self._event("released", job, by=by or _by(actor), actor=actor)
-        self._changed()
+        await self._release(self._take(number, "release"), actor, _by(actor))
         return {"job": number, "printer": self.cfg.printer}
 
     async def cancel(self, number: int, actor: str) -> dict[str, Any]:
-        job = await self._act(number, self.driver.cancel, "cancel")
+        job = self._take(number, "cancel")
+        await self._run(job, self.driver.cancel, "cancel")
         self._event("cancelled", job, by=_by(actor), actor=actor)
         self._changed()
         return {"job": number}
 
-    async def _act(self, number: int, action: Callable[[int], Coroutine[Any, Any, None]], what: str) -> WaitingJob:
-        """Run one driver action on a waiting job; the job, taken out of ``waiting`` once it succeeded."""
+    async def _release(self, job: WaitingJob, actor: str, by: str) -> None:
+        await self._run(job, self.driver.release, "release")
+        self.released[job.job] = job
+        self._event("released", job, by=by, actor=actor)
+        self._changed()
+
+    def _take(self, number: int, what: str) -> WaitingJob:
+        """A waiting job, marked busy before anything awaits: no other tap, command or expiry
+        takes it while its action runs."""
         job = self.waiting.get(number)
         if job is None or number in self.busy:
             held = ", ".join(str(n) for n in sorted(set(self.waiting) - self.busy)) or "none"
             raise SekishoError(f"no job {number} waiting to {what} (waiting: {held})")
         self.busy.add(number)
+        return job
+
+    async def _run(self, job: WaitingJob, action: Callable[[int], Coroutine[Any, Any, None]], what: str) -> None:
+        """One driver action on a job taken; the job is out of ``waiting`` once it succeeded,
+        still there (and free again) when it failed."""
         try:
-            await action(number)
+            await action(job.job)
         except DriverError as exc:
-            raise SekishoError(f"job {number}: cannot {what}: {exc}") from None
+            raise SekishoError(f"job {job.job}: cannot {what}: {exc}") from None
         finally:
-            self.busy.discard(number)
-        return self.waiting.pop(number, job)
+            self.busy.discard(job.job)
+        self.waiting.pop(job.job, None)
 
     # ------------------------------------------------------------------------- expiry
     def _schedule(self) -> None:
@@ -250,12 +260,12 @@ class PrintRelease:
         self.timer = None
         waiting = (j for n, j in self.waiting.items() if n not in self.busy)
         for job in policy.expired(waiting, time.time(), self.expire_s):
-            self._spawn(self._expire(job))
+            self._spawn(self._expire(self._take(job.job, "cancel")))
         self._schedule()
 
     async def _expire(self, job: WaitingJob) -> None:
         try:
-            await self._act(job.job, self.driver.cancel, "cancel")
+            await self._run(job, self.driver.cancel, "cancel")
         except SekishoError as exc:
             log.error("print: expired %s; tried again in %g s", exc, RETRY_S)
             self.loop.call_later(RETRY_S, self._schedule)
@@ -287,6 +297,9 @@ class PrintRelease:
         """One event: its payload on the bus, its row (``person_id``: the operator, or for a card
         refused the card's holder) and its audit row."""
         described = self._describe(job) if job is not None else {}
+        if action not in ("held", "release_refused"):  # those two are logged where they are decided
+            log.info("print: job %s %s%s%s", job.job if job else "-", action, f" by {actor}" if actor else "",
+                     f" ({reason})" if reason else "")
         payload: dict[str, Any] = {
             "action": action, "job": job.job if job else None, "subject": described.get("subject"),
             "user_known": job is not None and job.person_id is not None,

@@ -19,7 +19,7 @@ def alarm_states(sub) -> list[str]:
     return ["cleared" if m.json["cleared"] else "raised" for m in sub.on(ALARM) if m.payload]
 
 
-def test_cupsd_down_at_start_and_during_a_run(site, subscribe, cups, tmp_path):
+def test_cupsd_down_at_start_and_during_a_run(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path)
     cups.stop_cupsd()
     sub = subscribe()

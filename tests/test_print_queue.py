@@ -11,7 +11,7 @@ from printnode import audit, cups, one, print_events, print_node, pseudonym, wai
 
 __all__ = ["cups"]  # the fixture, shared
 
-def test_a_job_waiting_too_long_is_cancelled(site, subscribe, cups, tmp_path):
+def test_a_job_waiting_too_long_is_cancelled(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path, expire=0.02)  # 1.2 s
     sub = subscribe()
     site.start()
@@ -23,7 +23,7 @@ def test_a_job_waiting_too_long_is_cancelled(site, subscribe, cups, tmp_path):
     assert cups.printed() == [] and len(audit(site, "print.expire")) == 1
 
 
-def test_a_job_waiting_before_the_daemon_starts_is_found(site, subscribe, cups, tmp_path):
+def test_a_job_waiting_before_the_daemon_starts_is_found(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path)
     job = cups.submit("tanaka", "early")
     sub = subscribe()

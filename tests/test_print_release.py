@@ -19,7 +19,7 @@ from sekisho.daemon.keys import SiteKey
 __all__ = ["cups"]  # the fixture
 
 
-def test_held_job_prints_only_for_a_supervisor_inside(site, subscribe, cups, tmp_path):
+def test_held_job_prints_only_for_a_supervisor_inside(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path)
     sub = subscribe()
     site.start()
@@ -56,7 +56,7 @@ def test_held_job_prints_only_for_a_supervisor_inside(site, subscribe, cups, tmp
     assert printed(cups) == {job}
 
 
-def test_signed_release_forged_release_and_cancel(site, subscribe, cups, tmp_path):
+def test_signed_release_forged_release_and_cancel(cups, site, subscribe, tmp_path):
     key = print_node(site, cups, tmp_path)
     sub = subscribe()
     site.start()
