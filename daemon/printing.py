@@ -97,6 +97,9 @@ class PrintRelease:
         self.released: dict[int, WaitingJob] = {}
         """Jobs sekisho released, until the printer says how they ended."""
         self.timer: asyncio.TimerHandle | None = None
+        """The next expiry."""
+        self.retry: asyncio.TimerHandle | None = None
+        """The next try of an expiry that could not cancel."""
         self.unavailable: asyncio.TimerHandle | None = None
         self.alarm_raised = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -122,7 +125,7 @@ class PrintRelease:
         return warnings
 
     def stop(self) -> None:
-        for handle in (self.timer, self.unavailable):
+        for handle in (self.timer, self.retry, self.unavailable):
             if handle is not None:
                 handle.cancel()
         for task in self.tasks:
@@ -267,8 +270,8 @@ class PrintRelease:
         try:
             await self._run(job, self.driver.cancel, "cancel")
         except SekishoError as exc:
-            log.error("print: expired %s; tried again in %g s", exc, RETRY_S)
-            self.loop.call_later(RETRY_S, self._schedule)
+            log.error("print: expired %s; tried again in %g s, or when cupsd is back", exc, RETRY_S)
+            self.retry = self.loop.call_later(RETRY_S, self._schedule)
             return
         self._event("expired", job, by="expiry", reason=f"waited {self.cfg.expire_minutes:g} min")
         self._changed()
