@@ -204,8 +204,8 @@ class Daemon:
         self.print_driver = CupsQueue("print", config.print.driver_options, self.emit) if config.print else None
         self.printing = PrintRelease(
             config.print, self.print_driver, people=self.people, record=self.record, presence=self.presence,
-            alarms=self.alarms,
-            key=self.key, rules=self.rules, timezone=config.site.timezone, loop=loop, queue=self._queue,
+            alarms=self.alarms, key=self.key, rules=self.rules, timezone=config.site.timezone, loop=loop,
+            queue=self._queue,
             event_topic=self.topics.print_event(config.site.node),
             queue_topic=self.topics.print_queue(config.site.node)) if config.print and self.print_driver else None
         if self.presence.remote_areas:

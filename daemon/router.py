@@ -4,7 +4,8 @@ An input is routed by its configured kind (contact, exit, fire, leave-seat); a r
 whether the reader is at a desk or a door; a seat's sessions to the desks and a USB event to
 the USB controller, a print server's to print release. A card tapped while an enrolment waits for
 it is enrolment's, at a desk a supervisor's card or PIN goes to approvals first, and at the
-printer's reader a card is a print release (that reader serves no door). The router decides nothing itself.
+printer's reader a card is a print release (that reader serves no door). The router decides
+nothing itself.
 
 It also holds the line on a damaged store: what could grant (a card, a PIN, a device) is
 refused before it reaches a controller, and a damage found while handling is handed to
