@@ -85,9 +85,9 @@ class PrintConsole:
     def queue(self, jobs: list[dict]) -> None:
         self.publish(QUEUE, {"jobs": jobs, "printer": "office-laser", "ts": iso(dt.datetime.now(dt.UTC))}, retain=True)
 
-    def open_page(self, locale: str = "en-US") -> None:
+    def open_page(self, locale: str = "en-US", **context) -> None:
         b = self.browser
-        b("open", locale=locale)
+        b("open", locale=locale, **context)
         assert b("goto", url=self.url) == 200
         b("wait", selector="[data-test=conn][data-state=connected]")
 
@@ -220,3 +220,23 @@ def test_print_events_in_the_stream_a_refusal_and_an_expiry_marked_and_in_japane
     b("wait", selector="[data-test=event][data-action=expired]")
     assert "期限切れで取消" in b.text("[data-test=event][data-action=expired]")
     b.screenshot("print-japanese")
+
+
+@pytest.mark.parametrize("width, height, tablet", [(820, 1180, True), (1366, 768, False)],
+                         ids=["tablet-portrait", "desktop"])
+def test_the_printing_panel_fits_a_tablet_and_a_desktop_with_touch_sized_buttons(pc, width, height, tablet):
+    b = pc.browser
+    pc.queue([job(50, 12, OPERATOR, 120), {**job(51, 2, OTHER, None), "document": {"name": "給与明細_2026年11月分.pdf"}}])
+    pc.open_page(viewport={"width": width, "height": height}, touch=tablet)
+    b("wait", selector="[data-test=print-job][data-job='51']")
+    assert "給与明細_2026年11月分.pdf" in b.text("[data-test=print-job][data-job='51']")  # a site that allows names
+    b.screenshot(f"print-fits-{width}x{height}")
+    assert b("eval", expression="document.documentElement.scrollWidth <= window.innerWidth"), \
+        b("eval", expression="[document.documentElement.scrollWidth, window.innerWidth]")
+    for button in ("[data-test=print-job][data-job='51'] [data-test=print-release]",
+                   "[data-test=print-job][data-job='51'] [data-test=print-cancel]"):
+        assert b("visible", selector=button), button
+        box = b("box", selector=button)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (button, box)  # no scrolling to reach it
+        if tablet:
+            assert box["height"] >= 40, (button, box)  # a finger's size
