@@ -53,7 +53,7 @@ def tally(events: Iterable[Mapping[str, Any]], subjects: Mapping[str, str], peop
     """The period's print events (rows with ``kind`` ``print`` and the event as ``payload``;
     others are skipped) counted per operator and per supervisor. ``subjects``: subject -> person
     id; ``people``: person id -> name."""
-    seen: set[tuple[str, Any, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     operators: dict[str, dict[str, int]] = {}
     supervisors: dict[str, dict[str, int]] = {}
     for e in events:
@@ -61,12 +61,14 @@ def tally(events: Iterable[Mapping[str, Any]], subjects: Mapping[str, str], peop
             continue
         p = json.loads(e["payload"])
         action = p.get("action")
-        key = (str(p.get("node") or e.get("node") or ""), p.get("job"), str(action))
+        # As text: the recorder keeps a payload as a node sent it, and a job id that is a list
+        # or an object must not stop the report.
+        key = (str(p.get("node") or e.get("node") or ""), json.dumps(p.get("job"), sort_keys=True), str(action))
         if key in seen:
             continue
         seen.add(key)
         subject = p.get("subject")
-        pid = e.get("person_id") or (subjects.get(subject, subject) if isinstance(subject, str) else "") or ""
+        pid = str(e.get("person_id") or (subjects.get(subject, subject) if isinstance(subject, str) else "") or "")
         if action in OPERATOR_FATES or action == "printed":
             counts = operators.setdefault(pid, dict.fromkeys((*OPERATOR_FATES, "printed", "pages"), 0))
             if action == "printed":

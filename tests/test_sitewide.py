@@ -429,6 +429,15 @@ def test_print_jobs_per_operator_and_per_supervisor(rec):
     quiet = gather_site(rec.store, rec.database, rec.key, __import__("sekisho.daemon.config", fromlist=["load"]).load(
         str(rec.config)), period(day="2026-11-20", timezone=TZ), now=dt.datetime(2026, 12, 4, 9, 0, tzinfo=ZONE))
     assert quiet.print_operators == () and quiet.print_supervisors == ()
+    # A print node's payload as it came, however odd (the recorder keeps what was sent): it is
+    # counted where it makes sense and stops nothing.
+    odd = rec.event("print-2", "print/print-2/event", "2026-11-21T09:00", {
+        "action": "printed", "job": [1, {"a": 2}], "subject": {"x": 1}, "pages": "3", "actor": 5, "by": None})
+    assert rec.store.store([odd]).new == 1
+    day = gather_site(rec.store, rec.database, rec.key, __import__("sekisho.daemon.config", fromlist=["load"]).load(
+        str(rec.config)), period(day="2026-11-21", timezone=TZ), now=dt.datetime(2026, 12, 4, 9, 0, tzinfo=ZONE))
+    assert [(o.person_id, o.printed, o.pages) for o in day.print_operators] == [("", 1, 0)]
+    assert day.print_supervisors == ()
 
 
 @pytest.mark.parametrize("lang, operators, supervisors, withdrawn", [
