@@ -117,6 +117,8 @@ async function main() {
     },
     unlock(door, node) { command(node, 'door.unlock', { door }, door); },
     setMode(door, node, mode) { command(node, 'door.mode', { door, mode }, `${door} → ${mode}`); },
+    printRelease(node, job) { command(node, 'print.release', { job }, `#${job}`); },
+    printCancel(node, job) { command(node, 'print.cancel', { job }, `#${job}`); },
   };
 
   // The site first, the key after: a browser whose IndexedDB never answers (some headless
@@ -127,6 +129,8 @@ async function main() {
     loadKey().then((key) => { ui.key = ui.key || key; }, (err) => { ui.keyError = String(err.message || err); })
       .finally(redraw);
   }
+  // How long each held job has waited moves on between messages: drawn again while jobs wait.
+  setInterval(() => { if ([...site.print.values()].some((q) => q.jobs.length)) redraw(); }, 15000);
   window.addEventListener('beforeprint', draw); // the browser's own Print too: the muster's time is now
   globalThis.sekishoConsole = { site, ui }; // for a person at the developer tools, and the tests
 }

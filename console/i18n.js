@@ -69,9 +69,23 @@ const WORDS = {
   usb_allowed: ['許可', 'allowed'], usb_blocked: ['遮断', 'blocked'], usb_exception_granted: ['一時許可', 'exception granted'],
   usb_exception_expired: ['一時許可の終了', 'exception ended'], usb_approval_pending: ['承認待ち', 'approval pending'],
   usb_approval_refused: ['承認されず', 'approval refused'],
+  // printing: the jobs held for a supervisor, and their fates
+  printing: ['印刷（監督者の承認待ち）', 'Printing (waiting for a supervisor)'],
+  no_jobs: ['待っている印刷はありません', 'no job waiting'],
+  job: ['ジョブ', 'Job'], document: ['文書', 'Document'], pages: ['枚数', 'Pages'],
+  waited: ['待ち時間', 'Waited for'], expires_in: ['自動取消まで', 'Expires in'],
+  expiring: ['まもなく取消', 'due now'], unknown_user: ['登録外の利用者', 'unknown user'],
+  release: ['印刷を許可', 'Release'], cancel_job: ['印刷を取消', 'Cancel job'],
+  confirm_release: ['{node} のジョブ {job} の印刷を許可しますか？', 'Release job {job} at {node}?'],
+  confirm_print_cancel: ['{node} のジョブ {job} を取り消しますか？', 'Cancel job {job} at {node}?'],
+  print_word: ['印刷', 'print'], pages_n: ['{n} 枚', '{n} pages'],
+  print_held: ['保留', 'held'], print_released: ['許可', 'released'], print_cancelled: ['取消', 'cancelled'],
+  print_expired: ['期限切れで取消', 'expired'], print_printed: ['印刷済み', 'printed'],
+  print_failed: ['印刷失敗', 'failed'], print_release_refused: ['許可を拒否', 'release refused'],
+  print_left: ['利用者が取消', 'withdrawn at CUPS'],
   // event stream filters
   filter_group: ['種類で絞り込み', 'Filter by kind'], all_groups: ['すべて', 'all'],
-  group_door: ['扉', 'doors'], group_desk: ['席', 'desks'], group_usb: ['USB', 'USB'],
+  group_door: ['扉', 'doors'], group_desk: ['席', 'desks'], group_usb: ['USB', 'USB'], group_print: ['印刷', 'printing'],
   denied_only: ['拒否・遮断のみ', 'denied only'], filter_text: ['場所・対象者で検索', 'Find a place or subject'],
   shown_of: ['{total} 件中 {shown} 件を表示', '{shown} of {total} shown'],
 };
@@ -91,6 +105,14 @@ export function translator(lang) {
     for (const [k, v] of Object.entries(values || {})) text = text.replace(`{${k}}`, v);
     return text;
   };
+}
+
+// A length of time as a person reads it: 45 s, 12 min, 2 h 05 min (negative: none yet).
+export function span(ms, lang) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
+  if (lang === 'ja') return h ? `${h}時間${String(m).padStart(2, '0')}分` : m ? `${m}分` : `${s}秒`;
+  return h ? `${h} h ${String(m).padStart(2, '0')} min` : m ? `${m} min` : `${s} s`;
 }
 
 // A stored time (UTC, RFC 3339) as a person reads it in the site's zone, written the same way

@@ -1,8 +1,8 @@
 // The site as the bus tells it (docs/mqtt.md): one plain object, changed only by apply().
-// Retained topics (status, door and desk state, occupancy, alarms, USB exceptions in force)
-// replace what was known; events go to a bounded stream, each id once (QoS 1 may deliver a
-// message twice), and USB decisions also to a short list of their own, which a busy door does
-// not push out.
+// Retained topics (status, door and desk state, occupancy, alarms, USB exceptions in force, the
+// jobs waiting at each print node) replace what was known; events go to a bounded stream, each
+// id once (QoS 1 may deliver a message twice), and USB decisions also to a short list of their
+// own, which a busy door does not push out.
 
 export const STREAM_MAX = 200;
 export const USB_MAX = 30;
@@ -11,7 +11,7 @@ const SEVERITY = { critical: 0, warning: 1 };
 export function createSite(layout) {
   const site = {
     layout, alarms: new Map(), doors: new Map(), areas: new Map(), desks: new Map(), nodes: new Map(),
-    events: [], seen: new Set(), sent: new Map(), usb: [], exceptions: new Map(),
+    events: [], seen: new Set(), sent: new Map(), usb: [], exceptions: new Map(), print: new Map(),
   };
   for (const name of Object.keys(layout.doors || {})) site.doors.set(name, { state: null, last: null });
   for (const name of Object.keys(layout.desks || {})) site.desks.set(name, null);
@@ -53,6 +53,10 @@ export function apply(site, topic, text) {
     // Retained, the whole set; emptied (no node there any more): none known.
     if (payload && Array.isArray(payload.exceptions)) site.exceptions.set(name, payload);
     else site.exceptions.delete(name);
+  } else if (group === 'print' && leaf === 'queue') {
+    // Retained, the whole queue; emptied (no print node there any more): nothing waits there.
+    if (payload && Array.isArray(payload.jobs)) site.print.set(name, payload);
+    else site.print.delete(name);
   } else if (group === 'alarm' && name) {
     // Emptied when closed; the step before says cleared and acknowledged, and is closed too.
     if (!payload || (payload.cleared && payload.acked_by)) site.alarms.delete(name);
@@ -77,6 +81,8 @@ export function apply(site, topic, text) {
       site.usb.unshift({ ...payload, host: name });
       site.usb.splice(USB_MAX);
     }
+  } else if (group === 'print' && leaf === 'event') {
+    stream(site, 'print', name, payload);
   } else if (group === 'cmd' && leaf === 'result' && extra === undefined) {
     const mine = site.sent.get(payload.id);
     if (!mine) return false; // another console's command
@@ -94,12 +100,37 @@ export function exceptionsInForce(site) {
     .sort((a, b) => String(a.until).localeCompare(String(b.until)));
 }
 
+// A time on the bus as milliseconds: RFC 3339 text, or epoch seconds (CUPS's own clock); null
+// for anything else.
+export function millis(value) {
+  if (typeof value === 'number' && Number.isFinite(value)) return value * 1000;
+  if (typeof value !== 'string' || !value) return null;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+// The jobs waiting at every print node, each node's oldest first; a job the node lists without a
+// time it was submitted goes last, where it cannot pass for the oldest.
+export function printQueues(site) {
+  return [...site.print.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([node, p]) => ({
+    node, printer: p.printer, ts: p.ts,
+    jobs: p.jobs.filter((j) => j && typeof j === 'object').map((j, i) => ({ ...j, i }))
+      .sort((a, b) => (millis(a.submitted) ?? Infinity) - (millis(b.submitted) ?? Infinity) || a.i - b.i),
+  }));
+}
+
+// A print event an officer must notice without being a refusal: a job cancelled for waiting too long.
+export function isNotable(e) {
+  return isDenied(e) || (e.group === 'print' && e.action === 'expired');
+}
+
 // What the stream's "denied only" keeps: a door that said no, a USB device kept off, a desk
-// that refused a card or saw another's.
+// that refused a card or saw another's, a card at a printer that may not release.
 const DESK_REFUSED = new Set(['unknown_card', 'no_access', 'tailgating']);
 export function isDenied(e) {
   if (e.group === 'door') return e.result === 'denied';
   if (e.group === 'usb') return e.action === 'blocked' || e.action === 'approval_refused';
+  if (e.group === 'print') return e.action === 'release_refused';
   return e.kind === 'foreign_card' || (e.kind === 'card_inserted'
     && (DESK_REFUSED.has(e.reason) || String(e.reason || '').startsWith('unreadable')));
 }

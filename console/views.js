@@ -1,19 +1,20 @@
 // What the page shows, in the order an officer needs it: open alarms, doors, occupancy with the
-// muster list (the one part that prints), the desk map, USB decisions and exceptions, the event
-// stream with its filters, the nodes. Pure rendering of the site (state.js) and the page's own
+// muster list (the one part that prints), the desk map, USB decisions and exceptions, the print
+// jobs waiting for a supervisor, the event stream with its filters, the nodes. Pure rendering of the site (state.js) and the page's own
 // state (ui); everything that acts goes through ``actions`` (app.js).
 import { h } from './vendor/preact/preact.mjs';
 import { useState } from './vendor/preact/hooks.mjs';
 import htm from './vendor/htm/htm.mjs';
-import { LANGS, localTime } from './i18n.js';
+import { LANGS, localTime, span } from './i18n.js';
 import {
-  alarmNode, deskPlaces, doorNode, exceptionsInForce, filtered, isDenied, nodesOfflineFirst, openAlarms,
+  alarmNode, deskPlaces, doorNode, exceptionsInForce, filtered, isDenied, isNotable, millis, nodesOfflineFirst,
+  openAlarms, printQueues,
 } from './state.js';
 
 const html = htm.bind(h);
 const MODES = ['normal', 'lockdown', 'free', 'emergency'];
 const DESK_STATES = ['vacant', 'in_use', 'away', 'locked', 'unlocked'];
-const GROUPS = ['door', 'desk', 'usb'];
+const GROUPS = ['door', 'desk', 'usb', 'print'];
 
 function word(t, value) {
   return value === null || value === undefined ? '—' : t(String(value));
@@ -197,6 +198,43 @@ function Usb({ site, ui, t }) {
       </tbody></table></div>`}</section>`;
 }
 
+function documentOf(d) {
+  if (!d || typeof d !== 'object') return '—';
+  if (d.name) return d.name;
+  return d.hash ? `#${String(d.hash).slice(0, 12)}` : '—';
+}
+
+// Printing: the jobs held at each print node (retained print/<node>/queue), oldest first, each
+// with how long it has waited and when it expires, and Release and Cancel behind a confirmation,
+// signed as every command is and sent to the node that holds the job.
+function Printing({ site, ui, t, ask }) {
+  const queues = printQueues(site);
+  const now = Date.now();
+  const since = (v) => { const ms = millis(v); return ms === null ? '—' : span(now - ms, ui.lang); };
+  const until = (v) => {
+    const ms = millis(v);
+    if (ms === null) return '—';
+    return ms <= now ? t('expiring') : span(ms - now, ui.lang);
+  };
+  return html`<section class="printing" data-test="printing"><h2>${t('printing')}</h2>
+    ${queues.length === 0 ? html`<p class="quiet" data-test="no-print">${t('nothing')}</p>` : queues.map((q) => html`
+    <div class="queue" data-test="print-queue" data-node=${q.node}>
+      <h3>${q.node}${q.printer ? html` <small>→ ${q.printer}</small>` : null} (${q.jobs.length})</h3>
+      ${q.jobs.length === 0 ? html`<p class="quiet">${t('no_jobs')}</p>` : html`<div class="wide"><table><thead><tr>
+        <th>${t('job')}</th><th>${t('subject')}</th><th>${t('document')}</th><th>${t('pages')}</th>
+        <th>${t('waited')}</th><th>${t('expires_in')}</th><th></th></tr></thead><tbody>
+        ${q.jobs.map((j) => html`<tr data-test="print-job" data-node=${q.node} data-job=${j.job}>
+          <td>${j.job}</td><td><code>${j.subject || t('unknown_user')}</code></td><td>${documentOf(j.document)}</td>
+          <td>${j.pages ?? '—'}</td><td data-test="waited">${since(j.submitted)}</td>
+          <td data-test="expires">${until(j.expires)}</td>
+          <td><div class="acts">
+            <button data-test="print-release" onClick=${() => ask({ text: t('confirm_release', { job: j.job, node: q.node }),
+              run: () => ui.actions.printRelease(q.node, j.job) })}>${t('release')}</button>
+            <button data-test="print-cancel" onClick=${() => ask({ text: t('confirm_print_cancel', { job: j.job, node: q.node }),
+              run: () => ui.actions.printCancel(q.node, j.job) })}>${t('cancel_job')}</button></div></td></tr>`)}
+        </tbody></table></div>`}</div>`)}</section>`;
+}
+
 function Filters({ ui, t, shown, total }) {
   const f = ui.filters;
   const set = ui.actions.setFilter;
@@ -225,10 +263,15 @@ function Events({ site, ui, t }) {
         what = `${word(t, e.direction)} ${word(t, e.result)} (${e.reason})`;
       } else if (e.group === 'usb') {
         what = `USB ${t('usb_' + e.action)} ${device(e.device)}`;
+      } else if (e.group === 'print') {
+        what = `${t('print_word')} #${e.job} ${t('print_' + e.action)}${e.pages ? ` ${t('pages_n', { n: e.pages })}` : ''}${
+          e.reason ? ` (${e.reason})` : ''}${e.actor ? ` — ${e.actor}` : ''}`;
       } else {
         what = `${e.kind}${e.reason ? ` (${e.reason})` : ''}`;
       }
-      return html`<li data-test="event" data-id=${e.id} data-group=${e.group} class=${isDenied(e) ? 'denied' : ''}>
+      const mark = isDenied(e) ? 'denied' : isNotable(e) ? 'notable' : '';
+      return html`<li data-test="event" data-id=${e.id} data-group=${e.group} data-action=${e.action || e.kind}
+        class=${mark}>
         <time>${localTime(e.ts, ui.lang, tz)}</time> <b>${e.where}</b> <span>${what}</span>
         ${e.subject ? html` <code>${e.subject}</code>` : null}</li>`;
     })}</ol></section>`;
@@ -269,6 +312,7 @@ export function App({ site, ui, t, actions }) {
       <${Areas} ...${props} />
       <${Desks} ...${props} />
       <${Usb} ...${props} />
+      <${Printing} ...${props} />
       <${Events} ...${props} />
       <${Nodes} ...${props} />
     </main>

@@ -1,7 +1,8 @@
 """The data-protection audit report, gathered: who entered and left each area, what each door
 decided, desk sessions and their failures, USB blocks and exceptions with who approved them,
-alarms with who acknowledged them, and changes to people, cards and levels, for one local day or
-month; with the audit chain's verification result.
+print jobs per operator and per supervisor (report_print.py), alarms with who acknowledged
+them, and changes to people, cards and levels, for one local day or month; with the audit
+chain's verification result.
 
 ``gather`` reads a store and returns plain frozen values; it renders nothing. The renderers
 (``report_csv.py``, ``report_html.py``) take only a ``Report``, so the site-wide recorder can
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DataError
+from .report_print import PrintOperator, PrintSupervisor, tally
 from .store.audit import verify
 from .store.database import Database
 from .store.record import Record
@@ -50,13 +52,15 @@ NOTES = {
     "sessions_before": "A desk session that began before the period has no start here (its card was inserted "
                        "earlier); one still running at the period's end has no end.",
     "usb_allowed_counted": "USB devices that the rules allowed are counted, not listed one by one.",
+    "print_fates": "Print jobs are counted by what happened to them in the period: a job held before it and "
+                   "released in it counts as released, not as held; pages printed are those the printer reported.",
     "one_node": "This report reads one node's store: doors, desks and USB of other nodes are in their own stores.",
-    "node_wide": "USB, alarms and changes are this node's, whatever the area.",
+    "node_wide": "USB, printing, alarms and changes are this node's, whatever the area.",
     "exit_button": "An exit button opens without a card: such an exit has no person.",
     "alarm_before": "An alarm raised before the period shows no raised time when only its later steps fall in it.",
     "site_wide": "This report reads the recorder's store: the events every node of the site published and the "
                  "recorder received; the node line lists the nodes heard from.",
-    "site_area": "USB, alarms and changes are the whole site's, whatever the area.",
+    "site_area": "USB, printing, alarms and changes are the whole site's, whatever the area.",
     "site_names": "People are named by the recorder node, where enrolment is done; a person it does not know "
                   "appears as their pseudonym.",
     "site_areas": "Where a door leads comes from the area its events name; a door of a node older than that "
@@ -67,11 +71,11 @@ NOTES = {
                  "here.",
 }
 """What the report cannot know, by code; the HTML renderer has each in Japanese too."""
-NODE_NOTES = ("names_today", "cards_hashed", "sessions_before", "usb_allowed_counted", "one_node", "node_wide",
-              "exit_button", "alarm_before")
+NODE_NOTES = ("names_today", "cards_hashed", "sessions_before", "usb_allowed_counted", "print_fates", "one_node",
+              "node_wide", "exit_button", "alarm_before")
 """Those of one node's report (``node_wide`` only with an area)."""
 SITE_NOTES = ("site_wide", "site_names", "names_today", "cards_hashed", "sessions_before", "usb_allowed_counted",
-              "site_area", "site_areas", "site_changes", "exit_button", "gaps_open")
+              "print_fates", "site_area", "site_areas", "site_changes", "exit_button", "gaps_open")
 """Those of the recorder's site-wide report (``site_area`` only with an area, ``gaps_open`` only
 when the recorder knows of missing events)."""
 
@@ -264,6 +268,8 @@ class Report:
     desk_events: tuple[DeskEvent, ...]
     usb: tuple[UsbEvent, ...]
     usb_allowed: int
+    print_operators: tuple[PrintOperator, ...]
+    print_supervisors: tuple[PrintSupervisor, ...]
     alarms: tuple[AlarmLife, ...]
     changes: tuple[Change, ...]
     notes: tuple[str, ...]
@@ -332,6 +338,7 @@ def assemble(*, site: str, node: str, p: Period, layout: Layout, area: str, even
     time order, and the sections read elsewhere: one node's store, or the recorder's
     (site_report.py). ``people``: person id -> name; ``subjects``: subject -> person id."""
     zone = zoneinfo.ZoneInfo(p.timezone)
+    events = list(events)  # read twice: here, and for printing (report_print.py)
 
     def at(ts: str) -> dt.datetime:
         return dt.datetime.fromisoformat(ts).astimezone(zone)
@@ -382,6 +389,7 @@ def assemble(*, site: str, node: str, p: Period, layout: Layout, area: str, even
         s, pr = _desk(desk, layout.desks.get(desk, ""), rows, at, people)
         sessions += s
         problems += pr
+    print_operators, print_supervisors = tally(events, subjects, people)
 
     return Report(
         site=site, node=node, period=p, area=area, generated=(now or dt.datetime.now(zone)).astimezone(zone),
@@ -392,6 +400,7 @@ def assemble(*, site: str, node: str, p: Period, layout: Layout, area: str, even
             tzinfo=zone)))),
         desk_events=tuple(sorted(problems, key=lambda d: (d.desk, d.at))),
         usb=tuple(usb), usb_allowed=usb_allowed,
+        print_operators=print_operators, print_supervisors=print_supervisors,
         alarms=alarms,
         changes=changes,
         notes=notes,

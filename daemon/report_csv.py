@@ -20,7 +20,8 @@ from .report import NOTES, Report
 
 COLUMNS = ["section", "date", "time", "area", "door", "desk", "direction", "what", "reason", "count", "person_id",
            "name", "from", "to", "by", "by_name", "at", "note", "ref"]
-SECTIONS = ("report", "presence", "door", "desk_session", "desk_event", "usb", "alarm", "change")
+SECTIONS = ("report", "presence", "door", "desk_session", "desk_event", "usb", "print_operator", "print_supervisor",
+            "alarm", "change")
 DIGEST_PREFIX = "digest,sha256,"
 
 
@@ -61,6 +62,15 @@ def rows(r: Report) -> list[dict[str, Any]]:
     for u in r.usb:
         add("usb", date=u.at.date(), time=u.at.strftime("%H:%M:%S"), what=u.action, reason=u.reason, by=u.approved_by,
             person_id=u.approver_id, by_name=u.approver_name, note=u.device, ref=u.exception or u.rule)
+    # Printing: one row per person and count (``what``, ``count``), as a pivot table reads it.
+    for o in r.print_operators:
+        for what, n in (("held", o.held), ("released", o.released), ("cancelled", o.cancelled),
+                        ("expired", o.expired), ("withdrawn", o.withdrawn), ("printed", o.printed),
+                        ("pages_printed", o.pages)):
+            add("print_operator", person_id=o.person_id, name=o.name, what=what, count=n)
+    for su in r.print_supervisors:
+        for what, n in (("released", su.released), ("cancelled", su.cancelled)):
+            add("print_supervisor", by=su.actor, person_id=su.person_id, by_name=su.name, what=what, count=n)
     for a in r.alarms:
         first = a.raised or a.cleared or a.acked_at or a.closed or r.generated
         add("alarm", date=first.date(), what=a.kind, reason=a.severity, ref=a.id, door=a.source,

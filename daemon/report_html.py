@@ -40,6 +40,17 @@ T: dict[str, dict[str, str]] = {
     "desks": {"en": "Desks: sessions", "ja": "座席：利用記録"},
     "desk_events": {"en": "Desks: lock failures and other problems", "ja": "座席：ロック失敗などの異常"},
     "usb": {"en": "USB: blocks and exceptions", "ja": "USB：遮断と例外許可"},
+    "printing": {"en": "Printing: jobs per operator", "ja": "印刷：利用者別のジョブ"},
+    "print_supervisors": {"en": "Printing: jobs released or cancelled per supervisor",
+                          "ja": "印刷：承認者別の許可・取消"},
+    "held": {"en": "Held", "ja": "保留"},
+    "released": {"en": "Released", "ja": "許可"},
+    "cancelled": {"en": "Cancelled", "ja": "取消"},
+    "expired": {"en": "Expired", "ja": "期限切れ"},
+    "withdrawn": {"en": "Withdrawn at CUPS", "ja": "利用者が取消"},
+    "printed": {"en": "Printed", "ja": "印刷済み"},
+    "pages": {"en": "Pages printed", "ja": "印刷枚数"},
+    "no_person": {"en": "(CUPS user who is no person)", "ja": "（登録外の CUPS 利用者）"},
     "alarms": {"en": "Alarms", "ja": "警報"},
     "changes": {"en": "Changes to people, cards and levels", "ja": "人・カード・権限の変更"},
     "not_recorded": {"en": "What this report cannot show", "ja": "この報告書に含まれないもの"},
@@ -95,13 +106,16 @@ NOTES_JA = {
     "sessions_before": "期間開始前に始まった座席利用は開始時刻なし、"
                        "期間終了時に継続中のものは終了時刻なしで表示します。",
     "usb_allowed_counted": "ルールで許可された USB 機器は件数のみを示し、個別には一覧しません。",
+    "print_fates": "印刷ジョブは期間内に起きたことで数えます。"
+                   "期間前に保留され期間内に許可されたジョブは、保留ではなく許可に数えます。"
+                   "印刷枚数はプリンターが報告した枚数です。",
     "one_node": "この報告書は 1 台のノードの記録のみを読みます。他ノードの扉・座席・USB はそのノードの記録にあります。",
-    "node_wide": "USB・警報・変更はエリア指定にかかわらず、このノード全体のものです。",
+    "node_wide": "USB・印刷・警報・変更はエリア指定にかかわらず、このノード全体のものです。",
     "exit_button": "退出ボタンはカードなしで開くため、その退室には個人がありません。",
     "alarm_before": "期間開始前に発生した警報で、期間内にはその後の段階のみがあるものは、発生時刻なしで表示します。",
     "site_wide": "この報告書はレコーダーの記録を読みます。サイトの全ノードが発行し、レコーダーが受信したイベントです。"
                  "ノード欄に受信したノードを示します。",
-    "site_area": "USB・警報・変更はエリア指定にかかわらず、サイト全体のものです。",
+    "site_area": "USB・印刷・警報・変更はエリア指定にかかわらず、サイト全体のものです。",
     "site_names": "氏名は登録を行うレコーダーのノードによります。そのノードが知らない人は仮名で示します。",
     "site_areas": "扉の行き先のエリアはイベントが示すエリアによります。"
                   "その項目のない旧版ノードの扉は扉別の件数のみで、入退室には現れません。",
@@ -255,6 +269,18 @@ def body(r: Report, lang: str) -> str:
                       [[_t(u.at), _e(u.action), _e(u.device), _e(u.reason),
                         _e(u.approved_by) + (f" ({_e(u.approver_id)})" if u.approver_id else ""),
                         _e(u.approver_name), _e(u.exception or u.rule)] for u in r.usb], empty=none))
+    out.append("</section>\n")
+
+    out.append(f'<section>\n<h2>{_e(t("printing"))}</h2>\n')
+    out.append(_table([t("name"), t("person"), t("held"), t("released"), t("cancelled"), t("expired"), t("withdrawn"),
+                       t("printed"), t("pages")],
+                      [[_e(o.name if o.person_id else t("no_person")), _e(o.person_id), _e(o.held), _e(o.released),
+                        _e(o.cancelled), _e(o.expired), _e(o.withdrawn), _e(o.printed), _e(o.pages)]
+                       for o in r.print_operators], frozenset(range(2, 9)), none))
+    out.append(f'<h2>{_e(t("print_supervisors"))}</h2>\n')
+    out.append(_table([t("who"), t("name"), t("person"), t("released"), t("cancelled")],
+                      [[_e(su.actor), _e(su.name), _e(su.person_id), _e(su.released), _e(su.cancelled)]
+                       for su in r.print_supervisors], frozenset({3, 4}), none))
     out.append("</section>\n")
 
     out.append(f'<section>\n<h2>{_e(t("alarms"))}</h2>\n')

@@ -4,9 +4,11 @@ with the columns of the node's ``events`` table (``kind``, ``door``, ``reader``,
 listing and the report read the site the way they read one node.
 
 The recorder stores each payload as it came (docs/recorder.md); the columns are taken from it
-here, by the topic's kind (``door``, ``desk``, ``usb``: the second segment after the site), as
-each node fills its own table: a desk's event has the desk in ``reader`` and its kind in
-``result``, a USB event its action in ``result``. ``person_id`` is the person the subject
+here, by the topic's kind (``door``, ``desk``, ``usb``, ``print``: the second segment after the
+site), as each node fills its own table: a desk's event has the desk in ``reader`` and its kind
+in ``result``, a USB event its action in ``result``, a print event its action in ``result``, its
+refusal's reason in ``reason`` and how its fate came (``by``: card, command, cli, expiry...) in
+``rule``. ``person_id`` is the person the subject
 names at this node (site_names.py), or the subject itself. A payload of a kind this release
 does not know is kept as ``kind`` = the topic's word with empty columns: listed, never
 dropped.
@@ -51,6 +53,8 @@ def row(event: Received, names: SiteNames) -> dict[str, Any]:
         r.update(reader=p.get("desk"), result=p.get("kind"), reason=p.get("reason"), rule=p.get("rule"))
     elif kind == "usb":
         r.update(result=p.get("action"), reason=p.get("reason"), rule=p.get("rule"))
+    elif kind == "print":
+        r.update(result=p.get("action"), reason=p.get("reason"), rule=p.get("by"))
     return r
 
 

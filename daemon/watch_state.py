@@ -6,7 +6,7 @@ line mode (watch_view.py) read the result. The rules are the page's, so the two 
 bus never disagree:
 
 - Retained topics (node status, door and desk state, occupancy, alarms) replace what was known.
-- Events (door, desk, USB) go to a bounded stream, ``STREAM_MAX`` long, each ``id`` once: QoS 1
+- Events (door, desk, USB, print) go to a bounded stream, ``STREAM_MAX`` long, each ``id`` once: QoS 1
   may deliver a message twice (docs/mqtt.md), and a repeat is dropped, not shown twice.
 - An alarm is open from its first retained message until an empty retained message closes it;
   its last step before that (cleared and acknowledged) closes it already, since it says so.
@@ -183,7 +183,7 @@ class Site:
                 self.areas[name] = payload
             case ["desk", name, "state"]:
                 self.desks[name] = payload
-            case ["desk" | "usb" as group, name, "event"]:
+            case ["desk" | "usb" | "print" as group, name, "event"]:
                 if not self._stream(group, name, payload):
                     return None
             case ["cmd", name]:

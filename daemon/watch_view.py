@@ -132,7 +132,7 @@ def _s(value: Any) -> str:
 # ----------------------------------------------------------------------------- what happened
 def event_what(e: Event) -> Span:
     """What an event says happened, in words: granted or denied and why, the desk's step, the
-    USB device and what became of it."""
+    USB device and what became of it, the print job's fate and who decided it."""
     p = e.payload
     if e.group == "door" and p.get("kind") == "fire":
         released = ", door released" if p.get("released") else ""
@@ -150,6 +150,12 @@ def event_what(e: Event) -> Span:
         action = _s(p.get("action"))
         return Span(f"usb {action} {name}",
                     Style.BAD if action in ("blocked", "approval_refused") else Style.PLAIN)
+    if e.group == "print":
+        action = _s(p.get("action"))
+        reason = f" ({p['reason']})" if p.get("reason") else ""
+        actor = f" by {p['actor']}" if p.get("actor") else ""
+        return Span(f"print #{_s(p.get('job'))} {action}{reason}{actor}",
+                    Style.BAD if action == "release_refused" else Style.WARNING if action == "expired" else Style.PLAIN)
     kind = _s(p.get("kind"))
     reason = f" ({p['reason']})" if p.get("reason") else ""
     latency = p.get("latency_ms")

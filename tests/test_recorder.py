@@ -7,7 +7,9 @@ replay request, and clears when it fills."""
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
+import io
 import json
 import signal
 from pathlib import Path
@@ -418,3 +420,36 @@ def test_a_recorder_whose_postgresql_is_down_at_start_runs_and_stores_once_it_is
     door.stop()
     recorder.stop()
     assert recorder.daemon_log().count("recorder: opening the store failed") == 1
+
+
+def test_a_print_nodes_events_are_stored_listed_and_reported(nodes, broker, database, subscribe):
+    """Print events (issue 19, ``print/<node>/event``) are recorded like every node's events: the
+    recorder's subscription takes every event topic, so a print node needs nothing of its own."""
+    recorder = nodes("recorder", recorder_config(in_(database)))
+    sub = subscribe("sekisho/v1/test/print/+/event")
+    recorder.start()
+    subject = "3f2c9a0b5e7d1c44"  # a pseudonym nobody at the recorder node matches: shown as itself
+    events = [{"action": "held", "job": 7, "pages": 2},
+              {"action": "released", "job": 7, "pages": 2, "by": "command", "actor": "key:officer-1"},
+              {"action": "printed", "job": 7, "pages": 2}]
+    messages = [{"id": f"print-1-{seq}", "seq": seq, "node": "print-1", "ts": f"2026-12-05T09:0{seq}:00.000Z",
+                 "subject": subject, "user_known": True, "document": {"hash": "ab" * 16},
+                 "submitted": "2026-12-05T09:01:00.000Z", **e} for seq, e in enumerate(events, 1)]
+    for m in [*messages, messages[1]]:  # the second twice, as QoS 1 may deliver it
+        publish.single("sekisho/v1/test/print/print-1/event", json.dumps(m), qos=1, hostname="127.0.0.1",
+                       port=broker.port)
+    wait_for(lambda: len(sub.on("/event")) == 4, what="the print events on the bus")
+    with open_store(database, recorder.data_dir) as store:
+        wait_for(lambda: store.count() == 3, what="the print events stored")
+        assert [(e.node, e.seq, json.loads(e.payload)["action"]) for e in store.events(*EVER)] == [
+            ("print-1", 1, "held"), ("print-1", 2, "released"), ("print-1", 3, "printed")]
+        assert store.gaps() == []
+    listed = json.loads(recorder.cli("events", "--node", "print-1", "--json").stdout)
+    assert [(e["kind"], e["result"], e["rule"]) for e in listed] == [
+        ("print", "held", None), ("print", "released", "command"), ("print", "printed", None)]
+    report = recorder.cli("report", "--day", "2026-12-05", "--format", "csv", "--section", "print_operator")
+    counts = {x["what"]: x["count"] for x in csv.DictReader(io.StringIO(report.stdout))
+              if x["section"] == "print_operator"}
+    assert (counts["held"], counts["released"], counts["printed"], counts["pages_printed"]) == ("1", "1", "1", "2")
+    assert recorder.stop() == 0
+    assert "refused" not in recorder.daemon_log()

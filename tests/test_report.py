@@ -494,3 +494,32 @@ def test_the_pages_language_comes_from_lang_then_the_site_then_the_environment(s
     site.config.write_text(site.config.read_text().replace('language = "ja"', 'language = "fr"'))
     r = site.cli("check-config", check=False)
     assert r.returncode == 78 and "site.language: 'fr' is not a language sekisho writes (ja, en" in r.stderr
+
+
+def test_print_jobs_at_a_print_node_per_operator_and_supervisor(store):
+    """One node's report of its own print events (issue 19), recorded as every event is; the
+    operator is named from the event's subject (the store's column may be empty) and a
+    supervisor's card from its actor, through the site key."""
+    enrol(store)
+
+    def printed(local: str, action: str, job: int, person: str | None, **more: object) -> None:
+        store.at(local)
+        payload = {"action": action, "job": job, "subject": store.key.pseudonym(person) if person else None,
+                   "user_known": person is not None, "pages": more.pop("pages", None),
+                   "document": {"hash": "9d1e" * 8}, "submitted": store.now, **more}
+        store.record.record([NewEvent("print", "print/door-a/event", payload,
+                                      {"result": action, "reason": str(more.get("reason", ""))})])
+    card = f"supervisor:{store.key.pseudonym('u2001')}"
+    printed("2026-11-06T09:00", "held", 1, "u1042", pages=4)
+    printed("2026-11-06T09:03", "release_refused", 1, "u1042", by="card", actor=card, reason="not_in_area")
+    printed("2026-11-06T09:05", "released", 1, "u1042", by="card", actor=card)
+    printed("2026-11-06T09:06", "printed", 1, "u1042", pages=4)
+    printed("2026-11-06T10:00", "held", 2, None)
+    printed("2026-11-06T11:00", "cancelled", 2, None, by="command", actor="key:officer")
+    r = month(store)
+    assert [(o.person_id, o.name, o.held, o.released, o.cancelled, o.printed, o.pages) for o in r.print_operators] == [
+        ("u1042", "山田 花子", 1, 1, 0, 1, 4), ("", "", 1, 0, 1, 0, 0)]
+    assert [(s.actor, s.person_id, s.name, s.released, s.cancelled) for s in r.print_supervisors] == [
+        ("key:officer", "", "", 0, 1), (card, "u2001", "Taro <b>Suzuki</b> & co", 1, 0)]
+    assert "print_fates" in r.notes
+    assert month(store, "2026-12").print_operators == ()

@@ -376,6 +376,114 @@ def test_the_renderers_take_the_sites_report_unchanged(rec):
     assert "recorder" in report_html.render(r, "en") and "レコーダー" in report_html.render(r, "ja")
 
 
+# ----------------------------------------------------------------------------- printing
+def fill_print(r: Recorder) -> None:
+    """A print node's events (issue 19, docs/mqtt.md ``print/<node>/event``) around November:
+    a job held in October and released in November, a ``held`` said twice for one job (the
+    driver reconnected), a refused card, a release by a signed command and one by a card, an
+    expiry of a job whose CUPS user is no person, a cancel at the command line, one withdrawn
+    at CUPS, one of a subject nobody at the recorder matches, and one held in December."""
+    def ev(local: str, action: str, job: int, person: str | None, **more) -> Received:
+        return r.event("print-1", "print/print-1/event", local, {
+            "action": action, "job": job, "subject": r.subject(person), "user_known": person is not None,
+            "pages": more.pop("pages", None), "document": {"hash": "9d1e" * 8}, "submitted": utc(local), **more})
+    card = {"by": "card", "actor": f"supervisor:{r.subject('u2001')}"}
+    assert r.store.store([
+        ev("2026-10-31T23:50", "held", 1, "u1042"),
+        ev("2026-11-01T00:10", "released", 1, "u1042", **card),
+        ev("2026-11-01T00:12", "printed", 1, "u1042", pages=3),
+        ev("2026-11-02T09:00", "held", 2, "u1042", pages=2),
+        ev("2026-11-02T09:01", "held", 2, "u1042", pages=2),
+        ev("2026-11-02T09:05", "release_refused", 2, "u1042", by="card", actor=f"supervisor:{r.subject('u1042')}",
+           reason="not_supervisor"),
+        ev("2026-11-02T09:06", "released", 2, "u1042", by="command", actor="key:officer-1"),
+        ev("2026-11-02T09:08", "printed", 2, "u1042", pages=2),
+        ev("2026-11-02T10:00", "held", 3, None),
+        ev("2026-11-02T11:00", "expired", 3, None, by="expiry"),
+        ev("2026-11-03T10:00", "held", 4, "u2001"),
+        ev("2026-11-03T10:01", "cancelled", 4, "u2001", by="cli", actor="cli:root"),
+        ev("2026-11-03T11:00", "held", 5, "u2001"),
+        ev("2026-11-03T11:02", "left", 5, "u2001", by="owner"),
+        ev("2026-11-04T12:00", "held", 6, "?"),
+        ev("2026-12-01T00:30", "held", 7, "u1042")]).new == 16
+
+
+def test_print_jobs_per_operator_and_per_supervisor(rec):
+    fill(rec)
+    fill_print(rec)
+    r = november(rec)
+    assert [(o.person_id, o.name, o.held, o.released, o.cancelled, o.expired, o.withdrawn, o.printed, o.pages)
+            for o in r.print_operators] == [
+        ("u2001", "Taro <b>Suzuki</b> & co", 2, 0, 1, 0, 1, 0, 0),
+        (UNKNOWN, UNKNOWN, 1, 0, 0, 0, 0, 0, 0),
+        ("u1042", "山田 花子", 1, 2, 0, 0, 0, 2, 5),  # job 1 held in October, job 2 held twice: once
+        ("", "", 1, 0, 0, 1, 0, 0, 0)]  # a CUPS user who is no person, last
+    assert [(s.actor, s.person_id, s.name, s.released, s.cancelled) for s in r.print_supervisors] == [
+        ("cli:root", "", "", 0, 1), ("key:officer-1", "", "", 1, 0),
+        (f"supervisor:{rec.subject('u2001')}", "u2001", "Taro <b>Suzuki</b> & co", 1, 0)]
+    assert "print_fates" in r.notes
+    # The area does not narrow printing, and says so.
+    assert november(rec, "operator-room").print_operators == r.print_operators
+    assert "site_area" in november(rec, "operator-room").notes
+    # A day without print events has an empty section, not a missing one.
+    quiet = gather_site(rec.store, rec.database, rec.key, __import__("sekisho.daemon.config", fromlist=["load"]).load(
+        str(rec.config)), period(day="2026-11-20", timezone=TZ), now=dt.datetime(2026, 12, 4, 9, 0, tzinfo=ZONE))
+    assert quiet.print_operators == () and quiet.print_supervisors == ()
+    # A print node's payload as it came, however odd (the recorder keeps what was sent): it is
+    # counted where it makes sense and stops nothing.
+    odd = rec.event("print-2", "print/print-2/event", "2026-11-21T09:00", {
+        "action": "printed", "job": [1, {"a": 2}], "subject": {"x": 1}, "pages": "3", "actor": 5, "by": None})
+    assert rec.store.store([odd]).new == 1
+    day = gather_site(rec.store, rec.database, rec.key, __import__("sekisho.daemon.config", fromlist=["load"]).load(
+        str(rec.config)), period(day="2026-11-21", timezone=TZ), now=dt.datetime(2026, 12, 4, 9, 0, tzinfo=ZONE))
+    assert [(o.person_id, o.printed, o.pages) for o in day.print_operators] == [("", 1, 0)]
+    assert day.print_supervisors == ()
+
+
+@pytest.mark.parametrize("lang, operators, supervisors, withdrawn", [
+    ("en", "Printing: jobs per operator", "Printing: jobs released or cancelled per supervisor", "Withdrawn at CUPS"),
+    ("ja", "印刷：利用者別のジョブ", "印刷：承認者別の許可・取消", "利用者が取消")])
+def test_printing_in_the_page_and_the_csv(rec, lang, operators, supervisors, withdrawn):
+    fill(rec)
+    fill_print(rec)
+    out = rec.dir / f"print-{lang}.html"
+    made = rec.cli("report", "--month", "2026-11", "--lang", lang, "-o", str(out))
+    assert made.returncode == 0, made.stderr
+    assert rec.cli("report", "--verify", str(out)).returncode == 0
+    page = out.read_text()
+    assert operators in page and supervisors in page and withdrawn in page
+    section = page.split(f"<h2>{operators}</h2>")[1].split("</section>")[0]
+    assert section.count("<tr><td") == 4 + 3  # four operators, then three supervisors
+    yamada = section.split("<tr><td>山田 花子</td>")[1].split("</tr>")[0]
+    assert yamada == ('<td>u1042</td><td class="n">1</td><td class="n">2</td><td class="n">0</td><td class="n">0</td>'
+                      '<td class="n">0</td><td class="n">2</td><td class="n">5</td>')
+    assert "山田 花子" in section and "Taro &lt;b&gt;Suzuki&lt;/b&gt; &amp; co" in section and "key:officer-1" in section
+    # The notes, in the page's language.
+    assert ("pages printed are those the printer reported" if lang == "en" else "印刷枚数はプリンターが報告") in page
+    csv_text = rec.cli("report", "--month", "2026-11", "--format", "csv", "--section", "print_operator").stdout
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    counts = {(x["person_id"], x["what"]): int(x["count"]) for x in rows if x["section"] == "print_operator"}
+    assert counts[("u1042", "released")] == 2 and counts[("u1042", "pages_printed")] == 5
+    assert counts[("", "expired")] == 1 and counts[("u2001", "withdrawn")] == 1
+    assert {x["section"] for x in rows} == {"report", "print_operator", "digest"}  # the seal, last
+    sup = list(csv.DictReader(io.StringIO(rec.cli("report", "--month", "2026-11", "--format", "csv", "--section",
+                                                  "print_supervisor").stdout)))
+    got = {(x["by"], x["person_id"], x["by_name"], x["what"]): int(x["count"]) for x in sup
+           if x["section"] == "print_supervisor"}
+    assert got[(f"supervisor:{rec.subject('u2001')}", "u2001", "Taro <b>Suzuki</b> & co", "released")] == 1
+    assert got[("cli:root", "", "", "cancelled")] == 1 and len(got) == 6
+
+
+def test_print_events_are_listed_with_their_action_and_how_it_came(rec):
+    fill_print(rec)
+    r = rec.cli("events", "--node", "print-1", "--since", "2026-11-01", "--until", "2026-12-01", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert [e["result"] for e in listed][:3] == ["released", "printed", "held"]
+    [refused] = [e for e in listed if e["result"] == "release_refused"]
+    assert (refused["kind"], refused["reason"], refused["rule"]) == ("print", "not_supervisor", "card")
+
+
 # ----------------------------------------------------------------------------- listings
 def test_events_and_alarms_of_every_node(rec):
     fill(rec)

@@ -59,6 +59,11 @@ USB = {"id": "u-1", "seq": 5, "node": "desk-a", "ts": "2026-11-23T08:03:00.000Z"
        "device": {"vid": "0781", "pid": "5583", "class": "00", "interfaces": ["08:06:50"], "name": "Cruzer Blade",
                   "serial": "4C530001", "port": "1-2"}, "rule": None}
 
+REFUSED = {"id": "p-3", "seq": 3, "node": "print-1", "ts": "2026-11-23T08:04:00.000Z", "action": "release_refused",
+           "job": 12, "subject": "3f2c9a0b5e7d1c44", "user_known": True, "pages": 2, "document": {"hash": "9d1e"},
+           "submitted": "2026-11-23T08:00:00.000Z", "by": "card", "actor": "supervisor:a90e11d2c3b4f5a6",
+           "reason": "not_supervisor"}
+
 
 def put(site: State, topic: str, payload: dict | None, retained: bool = False):
     return site.apply(f"{BASE}/{topic}", b"" if payload is None else json.dumps(payload).encode(), retained)
@@ -104,7 +109,10 @@ def test_events_are_streamed_once_each_and_bounded():
     assert put(site, "door/entrance/event", ACCESS) is None  # QoS 1's repeat: dropped, not shown
     put(site, "desk/desk-01/event", DESK_EVENT)
     put(site, "usb/desk-a/event", USB)
-    assert [(e.group, e.where) for e in site.events] == [("door", "entrance"), ("desk", "desk-01"), ("usb", "desk-a")]
+    put(site, "print/print-1/event", REFUSED)
+    assert put(site, "print/print-1/event", REFUSED) is None
+    assert [(e.group, e.where) for e in site.events] == [("door", "entrance"), ("desk", "desk-01"), ("usb", "desk-a"),
+                                                         ("print", "print-1")]
     assert site.doors["entrance"].last == ACCESS
     for n in range(STREAM_MAX + 5):
         put(site, "door/entrance/event", {**ACCESS, "id": f"e{n}"})
@@ -188,6 +196,8 @@ def test_lines_name_doors_desks_and_hosts_in_local_time():
     assert "fire fire active, door released" in said("door/back/event", FIRE)
     assert re.search(r"desk-01 +session_locked \(locked\), 4 ms  3f2c9a0b5e7d1c44", said("desk/desk-01/event", DESK_EVENT))
     assert re.search(r"usb +desk-a +usb blocked Cruzer Blade", said("usb/desk-a/event", USB))
+    assert re.search(r"print +print-1 +print #12 release_refused \(not_supervisor\) by supervisor:a90e11d2c3b4f5a6  "
+                     r"3f2c9a0b5e7d1c44$", said("print/print-1/event", REFUSED))
     assert "state: locked, normal, contact closed, no alarm  (retained)" in said("door/entrance/state", DOOR_STATE, True)
     assert "2 inside: 3f2c9a0b5e7d1c44 a90e11d2c3b4f5a6" in said("area/operator-room/occupancy", OCCUPANCY)
     assert "online since 16:00:00, sekisho 0.1.0" in said("node/door-a/status", STATUS)
