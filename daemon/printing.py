@@ -200,7 +200,7 @@ class PrintRelease:
             case Refuse(reason=reason, person_id=person_id, job=job):
                 who = f"supervisor:{self.presence.subject_of(person_id)}" if person_id else None
                 log.info("print: card at %s releases nothing (%s)", self.cfg.reader, reason)
-                self._event("release_refused", job, by="card", actor=who, reason=reason, person=person_id)
+                self._event("release_refused", job, by="card", actor=who, reason=reason)
 
     async def _by_card(self, job: WaitingJob, actor: str) -> None:
         try:
@@ -296,9 +296,9 @@ class PrintRelease:
                 "expires": _when(policy.expires(job, self.expire_s))}
 
     def _event(self, action: str, job: WaitingJob | None, *, by: str | None = None, actor: str | None = None,
-               reason: str | None = None, pages: int | None = None, person: str | None = None) -> None:
-        """One event: its payload on the bus, its row (``person_id``: the operator, or for a card
-        refused the card's holder) and its audit row."""
+               reason: str | None = None, pages: int | None = None) -> None:
+        """One event: its payload on the bus, its row (``person_id``: the job's operator; who
+        acted is the ``actor``) and its audit row."""
         described = self._describe(job) if job is not None else {}
         if action not in ("held", "release_refused"):  # those two are logged where they are decided
             log.info("print: job %s %s%s%s", job.job if job else "-", action, f" by {actor}" if actor else "",
@@ -315,7 +315,7 @@ class PrintRelease:
         self.queue(NewEvent(kind="print", topic=self.event_topic, payload=payload, actor=actor or "daemon",
                             audit=AUDIT.get(action, ""),
                             columns={"result": action, "reason": reason or "", "reader": self.cfg.reader,
-                                     "person_id": person or (job.person_id if job else None)}))
+                                     "person_id": job.person_id if job else None}))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)

@@ -8,8 +8,12 @@ works, a forged one is refused; print.cancel removes a job. The node is printnod
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 import subprocess
+from zoneinfo import ZoneInfo
 
 from conftest import wait_for
 from cupsfake import HOLD, PRINTER
@@ -49,6 +53,13 @@ def test_held_job_prints_only_for_a_supervisor_inside(cups, site, subscribe, tmp
     one(sub, "printed", job)
     wait_for(lambda: waiting(sub) == [], what="the queue empty")
     assert [a["actor"] for a in audit(site, "print.release")] == [f"supervisor:{pseudonym(site, 'boss')}"]
+    # The node's audit report counts it, per operator and per supervisor (issue 19, item 4).
+    today = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date().isoformat()
+    rows = list(csv.DictReader(io.StringIO(site.cli("report", "--day", today, "--format", "csv").stdout)))
+    assert {(r["by"], r["person_id"], r["count"]) for r in rows if r["section"] == "print_supervisor"
+            and r["what"] == "released"} == {(f"supervisor:{pseudonym(site, 'boss')}", "boss", "1")}
+    assert {(r["person_id"], r["count"]) for r in rows if r["section"] == "print_operator"
+            and r["what"] == "released"} == {("op-tanaka", "1")}
     # One job per tap: another tap with nothing waiting says so.
     site.tap(BOSS, "printer")
     wait_for(lambda: [e for e in print_events(sub, "release_refused") if e["reason"] == "no_job"],
