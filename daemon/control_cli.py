@@ -85,9 +85,11 @@ def _print_node(args: argparse.Namespace) -> None:
 
 def cmd_print_list(args: argparse.Namespace) -> int:
     _print_node(args)
-    jobs = _daemon(args, {"op": "print.list"})["jobs"]
-    _print_table([{**j, "document": next(iter(j["document"].values()))} for j in jobs],
+    reply = _daemon(args, {"op": "print.list"})
+    _print_table([{**j, "document": next(iter(j["document"].values()))} for j in reply["jobs"]],
                  ["job", "subject", "pages", "document", "submitted", "expires"])
+    for warning in reply["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

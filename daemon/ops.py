@@ -251,7 +251,8 @@ async def outbox_replay(parts: Parts, args: Answer, actor: str) -> Answer:
 
 async def print_list(parts: Parts, args: Answer, actor: str) -> Answer:
     assert parts.printing is not None
-    return {"jobs": parts.printing.listing(), "printer": parts.printing.cfg.printer}
+    return {"jobs": parts.printing.listing(), "printer": parts.printing.cfg.printer,
+            "warnings": list(parts.printing.warnings)}
 
 
 async def print_release(parts: Parts, args: Answer, actor: str) -> Answer:

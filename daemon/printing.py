@@ -103,6 +103,8 @@ class PrintRelease:
         self.unavailable: asyncio.TimerHandle | None = None
         self.alarm_raised = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.warnings: tuple[str, ...] = ()
+        """What the driver found wrong with the CUPS set-up at start."""
 
     @property
     def reader(self) -> str:
@@ -112,17 +114,16 @@ class PrintRelease:
         """The queue as it stands: empty until the driver, started next, reports what waits."""
         self._publish_queue()
 
-    async def check(self) -> list[str]:
-        """The driver's warnings about the CUPS set-up, each logged; a cupsd that cannot be asked
-        is logged too (the driver reports it lost, and the alarm follows)."""
+    async def check(self) -> None:
+        """The driver's warnings about the CUPS set-up, each logged and kept for ``print.list``;
+        a cupsd that cannot be asked is logged too (the driver reports it lost, and the alarm
+        follows)."""
         try:
-            warnings = await self.driver.check()
+            self.warnings = tuple(await self.driver.check())
         except DriverError as exc:
             log.error("print: cannot check the CUPS set-up: %s", exc)
-            return []
-        for warning in warnings:
+        for warning in self.warnings:
             log.warning("print: %s", warning)
-        return warnings
 
     def stop(self) -> None:
         for handle in (self.timer, self.retry, self.unavailable):

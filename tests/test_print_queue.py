@@ -1,12 +1,12 @@
 """Print release over time, through the whole node (set up as test_print_release.py does): a job
 waiting too long is cancelled; a job waiting before the daemon starts is found and published,
-and listed again after a restart, not said twice; a job its owner cancels at CUPS has left
+and listed again after a restart, not said twice; a set-up mistake is a warning at start; a job its owner cancels at CUPS has left
 (cupsd lost is test_print_outage.py)."""
 
 from __future__ import annotations
 
 from conftest import wait_for
-from cupsfake import HOLD
+from cupsfake import HOLD, PRINTER
 from printnode import audit, cups, one, print_events, print_node, pseudonym, waiting
 
 __all__ = ["cups"]  # the fixture, shared
@@ -26,8 +26,12 @@ def test_a_job_waiting_too_long_is_cancelled(cups, site, subscribe, tmp_path):
 def test_a_job_waiting_before_the_daemon_starts_is_found(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path)
     job = cups.submit("tanaka", "early")
+    cups.lpadmin("-p", PRINTER, "-o", "printer-is-shared=true")  # a set-up mistake, said at start
     sub = subscribe()
     site.start()
+    shared = f"the printer's queue {PRINTER} is shared"
+    assert any(w.startswith(shared) for w in site.control({"op": "print.list"})["warnings"])
+    assert shared in site.daemon_log() and f"warning: {shared}" in site.cli("print", "list").stderr
     assert one(sub, "held", job)["subject"] == pseudonym(site, "op-tanaka")
     wait_for(lambda: waiting(sub) == [job], what="the early job in the retained queue")
     site.stop()
