@@ -128,3 +128,15 @@ def test_cupsd_back_within_the_grace_raises_nothing(tmp_path):
         assert house.alarm_changes()[0].alarm_id == "door-a.print.print-unavailable"
         p.stop()
     asyncio.run(go())
+
+
+def test_the_document_goes_out_as_a_keyed_hash_unless_the_site_allows_names(tmp_path):
+    async def go() -> None:
+        house = House(tmp_path, asyncio.get_running_loop())
+        hashed, named = controller(house, Driver()), controller(house, Driver(), document_names=True)
+        hashed.handle(held(1))
+        named.handle(held(2))
+        assert [e["document"] for e in house.events()] == [{"hash": house.key.document("t")}, {"name": "t"}]
+        assert len(house.key.document("t")) == 16 and house.key.document("t") != house.key.document("u")
+        assert hashed.listing()[0]["document"] == {"hash": house.key.document("t")}
+    asyncio.run(go())
