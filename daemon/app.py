@@ -340,7 +340,7 @@ class Daemon:
             self.node_watch.stop()
             self.commands.close()
             if self.printing:
-                self.printing.stop()
+                await self.printing.stop()
             for driver in reversed(started):
                 await driver.stop()
             await self.door_states.shutdown()

@@ -105,6 +105,7 @@ class PrintRelease:
         self.tasks: set[asyncio.Task[None]] = set()
         self.warnings: tuple[str, ...] = ()
         """What the driver found wrong with the CUPS set-up at start."""
+        self.stopping = False
 
     @property
     def reader(self) -> str:
@@ -125,12 +126,15 @@ class PrintRelease:
         for warning in self.warnings:
             log.warning("print: %s", warning)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """No more expiries; a release or cancel under way is waited for (the driver still runs),
+        so one that CUPS carried out is recorded too."""
         for handle in (self.timer, self.retry, self.unavailable):
             if handle is not None:
                 handle.cancel()
-        for task in self.tasks:
-            task.cancel()
+        self.timer = self.retry = self.unavailable = None
+        self.stopping = True
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------------- from the driver
     def handle(self, event: Event) -> None:
@@ -257,6 +261,9 @@ class PrintRelease:
     def _schedule(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.stopping:
+            self.timer = None
+            return
         due = policy.next_expiry((j for n, j in self.waiting.items() if n not in self.busy), self.expire_s)
         self.timer = None if due is None else self.loop.call_later(max(0.0, due - time.time()), self._expire_due)
 
@@ -272,7 +279,8 @@ class PrintRelease:
             await self._run(job, self.driver.cancel, "cancel")
         except SekishoError as exc:
             log.error("print: expired %s; tried again in %g s, or when cupsd is back", exc, RETRY_S)
-            self.retry = self.loop.call_later(RETRY_S, self._schedule)
+            if not self.stopping:
+                self.retry = self.loop.call_later(RETRY_S, self._schedule)
             return
         self._event("expired", job, by="expiry", reason=f"waited {self.cfg.expire_minutes:g} min")
         self._changed()

@@ -72,7 +72,7 @@ def test_a_job_said_twice_is_held_once_and_a_failed_print_is_said(tmp_path):
         assert driver.done == [("release", 7)]
         assert actions(house) == [("held", 7, None), ("released", 7, None), ("failed", 7, "aborted")]
         assert house.events()[0]["user_known"] is True and house.events()[0]["pages"] == 2
-        p.stop()
+        await p.stop()
     asyncio.run(go())
 
 
@@ -91,7 +91,7 @@ def test_cups_refusing_keeps_the_job_waiting_and_free(tmp_path):
         await p.cancel(3, "cli:root")
         assert actions(house) == [("held", 3, None), ("cancelled", 3, None)]
         assert house.events()[-1]["by"] == "cli" and house.events()[-1]["user_known"] is False
-        p.stop()
+        await p.stop()
     asyncio.run(go())
 
 
@@ -109,7 +109,7 @@ def test_an_expiry_that_cannot_cancel_is_done_when_cupsd_is_back(tmp_path):
         await until(lambda: ("cancel", 5) in driver.done and not p.waiting, "the expiry done")
         assert actions(house) == [("held", 5, None), ("expired", 5, "waited 1 min")]
         assert house.events()[-1]["by"] == "expiry" and house.events()[-1]["actor"] is None
-        p.stop()
+        await p.stop()
     asyncio.run(go())
 
 
@@ -126,7 +126,7 @@ def test_cupsd_back_within_the_grace_raises_nothing(tmp_path):
         assert [(c.kind, c.action) for c in house.alarm_changes()] == [("print_unavailable", "alarm.raise"),
                                                                         ("print_unavailable", "alarm.clear")]
         assert house.alarm_changes()[0].alarm_id == "door-a.print.print-unavailable"
-        p.stop()
+        await p.stop()
     asyncio.run(go())
 
 
@@ -139,4 +139,27 @@ def test_the_document_goes_out_as_a_keyed_hash_unless_the_site_allows_names(tmp_
         assert [e["document"] for e in house.events()] == [{"hash": house.key.document("t")}, {"name": "t"}]
         assert len(house.key.document("t")) == 16 and house.key.document("t") != house.key.document("u")
         assert hashed.listing()[0]["document"] == {"hash": house.key.document("t")}
+    asyncio.run(go())
+
+
+def test_a_stop_waits_for_an_action_under_way_and_records_it(tmp_path):
+    async def go() -> None:
+        house, driver = House(tmp_path, asyncio.get_running_loop()), Driver()
+        gate = asyncio.Event()
+        cancel = driver.cancel
+
+        async def slow_cancel(job: int) -> None:
+            await gate.wait()
+            await cancel(job)
+        driver.cancel = slow_cancel  # type: ignore[method-assign]
+        p = controller(house, driver, expire_minutes=1.0)
+        p.handle(held(9, submitted=time.time() - 61))
+        await until(lambda: p.busy, "the expiry under way")
+        stopping = asyncio.ensure_future(p.stop())
+        await asyncio.sleep(0)
+        assert not stopping.done()
+        gate.set()
+        await stopping
+        assert driver.done == [("cancel", 9)] and actions(house)[-1] == ("expired", 9, "waited 1 min")
+        assert p.timer is None and p.retry is None
     asyncio.run(go())
