@@ -54,6 +54,9 @@ STATES = {7: "cancelled", 8: "aborted", 9: "completed"}
 """IPP's job-state values once a job is over (RFC 8011 5.3.7)."""
 PRINTER_STOPPED = 5
 HOLD_REASON = "held by sekisho for a supervisor's release"
+HOLD_POLICY, PRINTER_POLICY = "sekisho", "sekisho-printer"
+"""The CUPS operation policies of the two queues (examples/cupsd-policy-sekisho.conf)."""
+STOP_S = 5.0
 
 
 class CupsQueue(ThreadedDriver):
@@ -97,7 +100,11 @@ class CupsQueue(ThreadedDriver):
     async def stop(self) -> None:
         thread = self._close()
         if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            # A cupsd that hangs holds a pycups call (they have no time-out): the thread is a
+            # daemon thread, and the daemon's stop goes on without it.
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, STOP_S)
+            if thread.is_alive():
+                log.warning("%s: CUPS did not answer within %g s of the stop; left behind", self.name, STOP_S)
 
     async def release(self, job: int) -> None:
         """Move ``job`` from the holding queue to the printer's and let it print."""
@@ -123,25 +130,36 @@ class CupsQueue(ThreadedDriver):
     def _run(self) -> None:
         next_reconcile = 0.0
         while not self._stopping.is_set():
-            if self._conn is None and not self._connect():
-                self._fail_requests()
+            try:
+                next_reconcile = self._turn(next_reconcile)
+            except Exception:  # a bug here must not end the thread: every later request would hang
+                log.exception("%s: unexpected error in the CUPS thread; connecting again", self.name)
+                self._conn = None
                 self._stopping.wait(RETRY_S)
-                continue
-            try:
-                work, future = self._requests.get(timeout=self.poll_s)
-            except queue.Empty:
-                pass
-            else:
-                self._serve(work, future)
-                continue
-            try:
-                now = time.monotonic()
-                if self._news() or now >= next_reconcile:
-                    self._reconcile()
-                    next_reconcile = now + RECONCILE_S
-            except Exception as exc:  # noqa: BLE001  (pycups raises RuntimeError, IPPError, HTTPError)
-                self._drop(exc)
         self._fail_requests()
+
+    def _turn(self, next_reconcile: float) -> float:
+        """One request served, or one look at CUPS; when the next full look is due."""
+        if self._conn is None and not self._connect():
+            self._fail_requests()
+            self._stopping.wait(RETRY_S)
+            return 0.0
+        try:
+            work, future = self._requests.get(timeout=self.poll_s)
+        except queue.Empty:
+            pass
+        else:
+            if future.set_running_or_notify_cancel():  # its asker gave up before it ran: nothing done
+                self._serve(work, future)
+            return next_reconcile
+        try:
+            now = time.monotonic()
+            if self._news() or now >= next_reconcile:
+                self._reconcile()
+                return now + RECONCILE_S
+        except Exception as exc:  # noqa: BLE001  (pycups raises RuntimeError, IPPError, HTTPError)
+            self._drop(exc)
+        return next_reconcile
 
     def _serve(self, work: Callable[[Any], Any], future: Future[Any]) -> None:
         try:
@@ -163,32 +181,26 @@ class CupsQueue(ThreadedDriver):
                 _, future = self._requests.get_nowait()
             except queue.Empty:
                 return
-            future.set_exception(DriverError(f"CUPS is not reachable: {self._lost or 'stopping'}"))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(DriverError(f"CUPS is not reachable: {self._lost or 'stopping'}"))
 
     def _connect(self) -> bool:
         try:
             conn = self._connection()
             self._authenticate(conn)
             self._subscribe(conn)
+            self._conn = conn
+            # Every waiting job is reported again, and compared with those reported before the
+            # outage: one cancelled meanwhile is found gone.
+            self._reconcile(again=True)
         except Exception as exc:  # noqa: BLE001
-            reason = _words(exc)
-            if self._lost != reason:
-                log.warning("%s: cannot reach CUPS at %s: %s", self.name, self.server or "its default socket", reason)
-                self._send(PrintServerLost(source=self.name, reason=reason))
-            self._lost = reason
+            self._conn = None
+            self._lose(_words(exc))
             return False
-        self._conn = conn
         if self._lost is not None:
             log.info("%s: CUPS reached again", self.name)
             self._lost = None
             self._send(PrintServerBack(source=self.name))
-        # Everything waiting is reported again: what changed while CUPS was away is found now.
-        self._waiting.clear()
-        try:
-            self._reconcile()
-        except Exception as exc:  # noqa: BLE001
-            self._drop(exc)
-            return False
         return True
 
     def _connection(self) -> Any:
@@ -216,6 +228,13 @@ class CupsQueue(ThreadedDriver):
             raise
 
     def _subscribe(self, conn: Any) -> None:
+        if self._subscription is not None:
+            # The last one (before an outage or a renewal that failed): it would count against
+            # cupsd's MaxSubscriptions until its lease ran out. Gone with a restarted cupsd.
+            try:
+                conn.cancelSubscription(self._subscription)
+            except self._cups.IPPError:
+                pass
         self._subscription = conn.createSubscription("ipp://localhost/", events=EVENTS, lease_duration=LEASE_S)
         self._sequence = 0
         self._renew_at = time.monotonic() + LEASE_S / 3
@@ -223,19 +242,23 @@ class CupsQueue(ThreadedDriver):
     def _drop(self, exc: BaseException) -> None:
         """The connection failed: report the server lost and start again from a new one."""
         self._conn = None
-        reason = _words(exc)
+        self._lose(_words(exc))
+
+    def _lose(self, reason: str) -> None:
         if self._lost is None:
-            log.warning("%s: lost CUPS: %s", self.name, reason)
+            log.warning("%s: cannot reach CUPS at %s: %s", self.name, self.server or "its default socket", reason)
             self._send(PrintServerLost(source=self.name, reason=reason))
+        elif reason != self._lost:
+            log.warning("%s: still cannot reach CUPS: %s", self.name, reason)
         self._lost = reason
 
     def _news(self) -> bool:
         """Notifications since the last pull; True when there were any."""
         conn = self._conn
-        if time.monotonic() >= self._renew_at:
-            conn.renewSubscription(self._subscription, lease_duration=LEASE_S)
-            self._renew_at = time.monotonic() + LEASE_S / 3
         try:
+            if time.monotonic() >= self._renew_at:
+                conn.renewSubscription(self._subscription, lease_duration=LEASE_S)
+                self._renew_at = time.monotonic() + LEASE_S / 3
             answer = conn.getNotifications([self._subscription], [self._sequence + 1])
         except self._cups.IPPError:
             self._subscribe(conn)  # gone (cupsd restarted between pulls): a new one, and a full look
@@ -245,12 +268,14 @@ class CupsQueue(ThreadedDriver):
             self._sequence = max(self._sequence, int(event.get("notify-sequence-number", 0)))
         return bool(events)
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, again: bool = False) -> None:
+        """Compare the jobs waiting now with those reported; ``again`` reports every waiting job,
+        known or not (after an outage: the controller may have restarted meanwhile)."""
         conn = self._conn
         self._keep_holding(conn)
         jobs = conn.getJobs(which_jobs="not-completed", requested_attributes=JOB_ATTRIBUTES)
         waiting = {job: a for job, a in jobs.items() if _queue(a) == self.hold_queue}
-        for job in sorted(set(waiting) - self._waiting):
+        for job in sorted(waiting if again else set(waiting) - self._waiting):
             a = waiting[job]
             self._hold(conn, job)
             self._send(PrintJobHeld(source=self.name, job=job, user=str(a.get("job-originating-user-name", "")),
@@ -275,8 +300,14 @@ class CupsQueue(ThreadedDriver):
             log.warning("%s: cannot set job %d to wait indefinitely: %s", self.name, job, _words(exc))
 
     def _keep_holding(self, conn: Any) -> None:
-        """The holding queue must stay stopped: someone who started it is undone at once."""
-        attrs = conn.getPrinterAttributes(self.hold_queue, requested_attributes=["printer-state"])
+        """The holding queue must stay stopped: someone who started it is undone at once. One
+        that does not exist holds nothing and lists no job: a set-up problem ``check`` names."""
+        try:
+            attrs = conn.getPrinterAttributes(self.hold_queue, requested_attributes=["printer-state"])
+        except self._cups.IPPError as exc:
+            if exc.args and exc.args[0] == self._cups.IPP_NOT_FOUND:
+                return
+            raise
         if attrs.get("printer-state") != PRINTER_STOPPED:
             log.warning("%s: the holding queue %s was printing; stopped it again", self.name, self.hold_queue)
             conn.disablePrinter(self.hold_queue, reason=HOLD_REASON)
@@ -293,8 +324,15 @@ class CupsQueue(ThreadedDriver):
     # ------------------------------------------------------------------------- requests, in the thread
     def _release(self, conn: Any, job: int) -> None:
         self._waiting_here(conn, job)
-        conn.moveJob(job_id=job, job_printer_uri=f"ipp://localhost/printers/{self.printer}")
+        # The job's own hold lifted while it is still in the stopped queue, where that prints
+        # nothing; then the move. The other order could leave a job held in the printer's queue,
+        # moved but never printed, if the second call failed.
         conn.setJobHoldUntil(job, "no-hold")
+        try:
+            conn.moveJob(job_id=job, job_printer_uri=f"ipp://localhost/printers/{self.printer}")
+        except Exception:
+            self._hold(conn, job)
+            raise
         self._waiting.discard(job)
         self._released.add(job)
 
@@ -313,25 +351,22 @@ class CupsQueue(ThreadedDriver):
 
     def _check(self, conn: Any) -> list[str]:
         found = list(self.warnings)
-        wanted = ["printer-state", "printer-is-accepting-jobs", "printer-is-shared", "printer-op-policy",
-                  "requesting-user-name-allowed"]
-        for name in (self.hold_queue, self.printer):
+        wanted = ["printer-state", "printer-is-accepting-jobs", "printer-is-shared", "printer-op-policy"]
+        for name, policy in ((self.hold_queue, HOLD_POLICY), (self.printer, PRINTER_POLICY)):
             try:
                 a = conn.getPrinterAttributes(name, requested_attributes=wanted)
             except self._cups.IPPError:
                 found.append(f"CUPS has no queue {name!r}")
                 continue
-            if a.get("printer-op-policy") != "sekisho":
-                found.append(f"queue {name}: operation policy {a.get('printer-op-policy')!r}, not 'sekisho': its "
-                             f"users may move their own jobs (lpadmin -p {name} -o printer-op-policy=sekisho)")
+            if a.get("printer-op-policy") != policy:
+                risk = "its users may move their own jobs" if policy == HOLD_POLICY else "anyone may print to it"
+                found.append(f"queue {name}: operation policy {a.get('printer-op-policy')!r}, not {policy!r}: "
+                             f"{risk} (lpadmin -p {name} -o printer-op-policy={policy})")
             if name == self.hold_queue and not a.get("printer-is-accepting-jobs"):
                 found.append(f"the holding queue {name} rejects jobs: operators cannot print (cupsaccept {name})")
             if name == self.printer and a.get("printer-is-shared"):
                 found.append(f"the printer's queue {name} is shared: other machines print to it without a "
                              f"release (lpadmin -p {name} -o printer-is-shared=false)")
-            if name == self.printer and not a.get("requesting-user-name-allowed"):
-                found.append(f"anyone may print to the printer's queue {name} directly, skipping the hold "
-                             f"(lpadmin -p {name} -u allow:root)")
         return found
 
 

@@ -1,8 +1,7 @@
 """A real cupsd in a temp dir, with CUPS's own ``ippeveprinter`` as the printer, set up as
 docs/printing.md tells a site to: a holding queue (accepting, stopped) and the printer's queue
-(enabled, not shared, no user allowed to print to it directly), both under the ``sekisho``
-operation policy read from examples/cupsd-policy-sekisho.conf, so the shipped policy is the one
-tested. The printer keeps each job it prints in ``printed_dir`` (``-k``); its print command is
+(enabled, not shared), under the operation policies ``sekisho`` and ``sekisho-printer`` read from
+examples/cupsd-policy-sekisho.conf, so the shipped policies are the ones tested. The printer keeps each job it prints in ``printed_dir`` (``-k``); its print command is
 ``/bin/true``, since without one ippeveprinter takes 5 to 15 s over each job to look busy.
 
 cupsd listens on a Unix socket (what the daemon uses, ``server``) and on a loopback port, over
@@ -110,7 +109,7 @@ class Cups:
         wait_for(lambda: _listening(self.printer_port), what="ippeveprinter listening")
         self.start_cupsd()
         self.lpadmin("-p", PRINTER, "-E", "-v", f"ipp://localhost:{self.printer_port}/ipp/print",
-                     "-o", "printer-is-shared=false", "-o", "printer-op-policy=sekisho", "-u", "allow:root")
+                     "-o", "printer-is-shared=false", "-o", "printer-op-policy=sekisho-printer")
         self.lpadmin("-p", HOLD, "-E", "-v", f"ipp://localhost:{self.printer_port}/ipp/print",
                      "-o", "printer-op-policy=sekisho")
         self.run("cupsdisable", "-r", "held for a supervisor's release", HOLD)
