@@ -31,7 +31,7 @@ from sekisho.drivers.base import DriverError
 from sekisho.policies import access
 from sekisho.policies import printing as policy
 from sekisho.policies.events import Event, PrintJobHeld, PrintJobLeft, PrintServerBack, PrintServerLost
-from sekisho.policies.printing import Refuse, Release, Tapper, WaitingJob
+from sekisho.policies.printing import RELEASE_RULE, Refuse, Release, Tapper, WaitingJob
 
 from .alarms import Alarms
 from .config import PrintConfig
@@ -205,13 +205,13 @@ class PrintRelease:
             case Refuse(reason=reason, person_id=person_id, job=job):
                 who = f"supervisor:{self.presence.subject_of(person_id)}" if person_id else None
                 log.info("print: card at %s releases nothing (%s)", self.cfg.reader, reason)
-                self._event("release_refused", job, by="card", actor=who, reason=reason)
+                self._event("release_refused", job, by="card", actor=who, reason=reason, rule=outcome.rule)
 
     async def _by_card(self, job: WaitingJob, actor: str) -> None:
         try:
             await self._release(job, actor, "card")
         except SekishoError as exc:
-            self._event("release_refused", job, by="card", actor=actor, reason="cups_error")
+            self._event("release_refused", job, by="card", actor=actor, reason="cups_error", rule=RELEASE_RULE)
             log.error("print: %s", exc)
 
     # ------------------------------------------------------------------------- the ops
@@ -233,7 +233,7 @@ class PrintRelease:
     async def _release(self, job: WaitingJob, actor: str, by: str) -> None:
         await self._run(job, self.driver.release, "release")
         self.released[job.job] = job
-        self._event("released", job, by=by, actor=actor)
+        self._event("released", job, by=by, actor=actor, rule=RELEASE_RULE if by == "card" else "")
         self._changed()
 
     def _take(self, number: int, what: str) -> WaitingJob:
@@ -305,9 +305,9 @@ class PrintRelease:
                 "expires": _when(policy.expires(job, self.expire_s))}
 
     def _event(self, action: str, job: WaitingJob | None, *, by: str | None = None, actor: str | None = None,
-               reason: str | None = None, pages: int | None = None) -> None:
+               reason: str | None = None, pages: int | None = None, rule: str = "") -> None:
         """One event: its payload on the bus, its row (``person_id``: the job's operator; who
-        acted is the ``actor``) and its audit row."""
+        acted is the ``actor``; ``rule``: the policy's, for a card) and its audit row."""
         described = self._describe(job) if job is not None else {}
         if action not in ("held", "release_refused"):  # those two are logged where they are decided
             log.info("print: job %s %s%s%s", job.job if job else "-", action, f" by {actor}" if actor else "",
@@ -323,7 +323,7 @@ class PrintRelease:
             payload["reason"] = reason
         self.queue(NewEvent(kind="print", topic=self.event_topic, payload=payload, actor=actor or "daemon",
                             audit=AUDIT.get(action, ""),
-                            columns={"result": action, "reason": reason or "", "reader": self.cfg.reader,
+                            columns={"result": action, "reason": reason or "", "rule": rule, "reader": self.cfg.reader,
                                      "person_id": job.person_id if job else None}))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -36,7 +36,9 @@ def test_held_job_prints_only_for_a_supervisor_inside(cups, site, subscribe, tmp
     # no-hold changed nothing: the job waits, nothing came out.
     assert cups.job_state(job) == HOLD and cups.printed() == []
 
-    site.tap(OPERATOR, "printer")
+    # The simulator's command line says what the card did, as at a door.
+    said = site.cli("sim", "tap", "printer", OPERATOR).stdout
+    assert said == "printer: release_refused (not_supervisor, rule print.not_supervisor)\n", said
     refused = one(sub, "release_refused")
     assert (refused["reason"], refused["job"], refused["by"]) == ("not_supervisor", job, "card")
     site.tap(BOSS, "printer")  # not recorded inside the office yet
