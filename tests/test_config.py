@@ -205,7 +205,7 @@ doors = ["side"]
      "bad.toml: doors.entrance.auth_schedules[1].schedule: no schedule 'x'"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nholidays = ["2026-01-01"]'), "bad.toml: site.holidays: must be TOML dates"),
     (GOOD + "[areas.r]\npassback = \"strict\"\n", "bad.toml: areas.r.passback: must be one of 'off', 'soft', 'hard'"),
-    (GOOD + "[levels.x]\n", "bad.toml: levels.x: names no doors and no desks"),
+    (GOOD + "[levels.x]\n", "bad.toml: levels.x: names no doors, no desks, and is no [print] supervisor level"),
     (GOOD + "[levels.x]\ndesks = [\"d9\"]\n", "bad.toml: levels.x.desks: no desk 'd9'"),
     (GOOD + "[desks.d1]\ntailgating = \"ignore\"\n", "bad.toml: desks.d1.tailgating: must be one of 'refuse', 'flag'"),
     (GOOD + "[desks.d1]\narea = \"nowhere\"\n", "bad.toml: desks.d1.area: no area 'nowhere'"),

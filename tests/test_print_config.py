@@ -98,3 +98,36 @@ def test_check_config_exits_78_on_a_bad_print_section(tmp_path):
     path.write_text(PRINT_NODE.replace('hold_queue = "hold"\n', ""))
     r = subprocess.run([*SEKISHO, "check-config", "--config", str(path)], capture_output=True, text=True)
     assert r.returncode == 78 and "print.hold_queue: missing (required)" in r.stderr, r.stderr
+
+
+PRINT_ONLY = """\
+[site]
+id = "t"
+node = "print-1"
+
+[areas.office]
+
+[levels.supervisor]
+
+[readers.printer]
+driver = "sim"
+
+[print]
+hold_queue = "hold"
+printer = "real"
+reader = "printer"
+area = "office"
+supervisor_levels = ["supervisor"]
+"""
+
+
+def test_a_print_only_node_loads_with_a_level_that_only_releases(tmp_path):
+    """No door, no desk: the supervisors' level gives access to releasing print jobs alone, and
+    the office is another node's, its occupancy heard from the bus."""
+    path = tmp_path / "print.toml"
+    path.write_text(PRINT_ONLY)
+    cfg = config.load(path)
+    assert cfg.site.roles == {"print"} and "supervisor" in cfg.rules.levels
+    found = problems(tmp_path, PRINT_ONLY.replace('supervisor_levels = ["supervisor"]', "supervisor_levels = []"))
+    assert "levels.supervisor: names no doors, no desks, and is no [print] supervisor level; a level must give " \
+           "access to something" in found, found

@@ -113,14 +113,14 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     schedules = read_schedules(c, data.get("schedules", {}))
     doors = read_doors(c, data.get("doors", {}))
     desk_values = read_desks(c, data.get("desks", {}))
-    level_values = read_levels(c, data.get("levels", {}))
+    printing = read_print(c, data["print"]) if "print" in data else None
+    level_values = read_levels(c, data.get("levels", {}), printing.supervisor_levels if printing else frozenset())
     readers = read_readers(c, data.get("readers", {}))
     inputs = read_inputs(c, data.get("inputs", {}))
     usb = read_usb(c, path, data["usb"], site.node or "") if "usb" in data else None
     commands = read_commands(c, data.get("commands", {}))
     homeassistant = read_homeassistant(c, data.get("homeassistant", {}))
     recorder = read_recorder(c, path, data.get("recorder", {}))
-    printing = read_print(c, data["print"]) if "print" in data else None
     if homeassistant.enabled and site.publish_names:
         # Home Assistant's broker user reads the topics its entities name, whole: a template
         # can leave a name out of what it shows, not out of what it receives and keeps (its
