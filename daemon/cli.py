@@ -355,7 +355,7 @@ def _add_site(sub: Any) -> None:
     p.add_argument("dir", metavar="DIR", help="the site's folder (site init made it)")
     p.add_argument("node", metavar="NODE", help="the node's name, [site] node and its broker user")
     p.add_argument("--roles", required=True, metavar="ROLES",
-                   help="what the node does, comma-separated: door, desk, usb, recorder")
+                   help="what the node does, comma-separated: door, desk, usb, recorder, print")
     p.add_argument("--out", metavar="FILE", help="write the bundle here (default DIR/NODE.sekisho-bundle)")
     p = _add(site, "install", cmd_site_install, "install a node's bundle: config, broker password, site key",
              INSTALL_HELP)
