@@ -23,6 +23,7 @@ from typing import Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError, DriverNotSetUp
+from sekisho.drivers.cups import CupsQueue
 from sekisho.drivers.osdp import OsdpLines, OsdpReader
 from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (
@@ -56,6 +57,7 @@ from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
 from .outbox_replay import OutboxReplay
 from .presence import Presence
+from .printing import PrintRelease
 from .publisher import Publisher
 from .reader_displays import ReaderDisplays
 from .reader_outages import ReaderOutages
@@ -198,13 +200,22 @@ class Daemon:
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory, rules=self.rules) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
+        # Print release, on a node whose config has [print]: the CUPS driver and its controller.
+        self.print_driver = CupsQueue("print", config.print.driver_options, self.emit) if config.print else None
+        self.printing = PrintRelease(
+            config.print, self.print_driver, people=self.people, record=self.record, presence=self.presence,
+            alarms=self.alarms, key=self.key, rules=self.rules, timezone=config.site.timezone, loop=loop,
+            queue=self._queue,
+            event_topic=self.topics.print_event(config.site.node),
+            queue_topic=self.topics.print_queue(config.site.node)) if config.print and self.print_driver else None
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
         self.enrolment = TapEnrolment(config, self.people, self.key, loop)
         self.router = Router(config, self.key, Controllers(
             doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
             approvals=self.approvals, usb=self.usb, alarms=self.alarms,
-            outages=ReaderOutages(self.alarms, loop, config.site.reader_lost_after_s)), self.answering,
+            outages=ReaderOutages(self.alarms, loop, config.site.reader_lost_after_s), printing=self.printing),
+            self.answering,
             damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
         # The watch reports straight to the router, on the loop: its first listing is routed
         # before the desks' start-up lock (run() says why).
@@ -213,7 +224,8 @@ class Daemon:
         self.replay = OutboxReplay(self.record, self.topics, usb_host=config.usb.host if config.usb else None,
                                    committed=self.publisher.kick)
         ops = Table(Parts(door_states=self.door_states, alarms=self.alarms, desks=self.desks, presence=self.presence,
-                          usb=self.usb, enrolment=self.enrolment, replay=self.replay), declared())
+                          usb=self.usb, enrolment=self.enrolment, replay=self.replay, printing=self.printing),
+                  declared())
         self.control = ControlServer(Path(data_dir), ops)
         # Subscribed whatever the keys: with none, every command is refused, and each is audited.
         self.commands = CommandRunner(config.commands, site=config.site.id, node=config.site.node, ops=ops,
@@ -291,6 +303,14 @@ class Daemon:
                     raise SekishoError(f"usb: {exc}") from None
                 started.append(self.usb_driver)
                 self.usb.start(enumerate_usb_devices())
+            if self.printing and self.print_driver:
+                self.printing.start()
+                try:
+                    await self.print_driver.start()
+                except DriverError as exc:
+                    raise SekishoError(f"print: {exc}") from None
+                started.append(self.print_driver)
+                await self.printing.check()
             if self.recorder:
                 self.recorder.start()
             await self.control.start()
@@ -319,6 +339,8 @@ class Daemon:
                 await self.enrolment_receiver.stop()
             self.node_watch.stop()
             self.commands.close()
+            if self.printing:
+                await self.printing.stop()
             for driver in reversed(started):
                 await driver.stop()
             await self.door_states.shutdown()

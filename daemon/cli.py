@@ -42,6 +42,9 @@ from .control_cli import (
     cmd_door_mode,
     cmd_door_unlock,
     cmd_outbox_replay,
+    cmd_print_cancel,
+    cmd_print_list,
+    cmd_print_release,
     cmd_usb_allow,
     cmd_usb_generate,
     cmd_usb_list,
@@ -227,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doors_and_desks(sub, op)
     _add_alarms(sub, op)
     _add_usb(sub, op)
+    _add_print(sub, op)
     _add_outbox(sub, op)
     _add_cmd(sub)
     _add_console(sub)
@@ -351,7 +355,7 @@ def _add_site(sub: Any) -> None:
     p.add_argument("dir", metavar="DIR", help="the site's folder (site init made it)")
     p.add_argument("node", metavar="NODE", help="the node's name, [site] node and its broker user")
     p.add_argument("--roles", required=True, metavar="ROLES",
-                   help="what the node does, comma-separated: door, desk, usb, recorder")
+                   help="what the node does, comma-separated: door, desk, usb, recorder, print")
     p.add_argument("--out", metavar="FILE", help="write the bundle here (default DIR/NODE.sekisho-bundle)")
     p = _add(site, "install", cmd_site_install, "install a node's bundle: config, broker password, site key",
              INSTALL_HELP)
@@ -685,6 +689,15 @@ examples:
   sekisho outbox replay 1041 1057
   sekisho outbox replay 1 500 --json
 """
+
+
+def _add_print(sub: Any, op: dict[str, ops.Op]) -> None:
+    printing = _add(sub, "print", None, "print jobs waiting for release, through the running daemon "
+                    "(docs/printing.md)").add_subparsers(dest="action", metavar="ACTION", required=True)
+    _add(printing, "list", cmd_print_list, op["print.list"].summary)
+    for name, func in (("release", cmd_print_release), ("cancel", cmd_print_cancel)):
+        p = _add(printing, name, func, op[f"print.{name}"].summary)
+        p.add_argument("job", type=int, help=op[f"print.{name}"].args[0].help)
 
 
 def _add_outbox(sub: Any, op: dict[str, ops.Op]) -> None:

@@ -1,4 +1,4 @@
-"""What ``sekisho door ...``, ``desk list`` and ``usb ...`` do: see and drive the parts of the
+"""What ``sekisho door ...``, ``desk list``, ``print ...`` and ``usb ...`` do: see and drive the parts of the
 running daemon.
 
 What acts goes through the daemon's control socket (``_daemon``), as an op of ops.py: the daemon
@@ -74,6 +74,36 @@ def cmd_desk_list(args: argparse.Namespace) -> int:
     if not cfg.desks:
         raise SekishoError(f"{cfg.path} has no [desks.<name>] section")
     _print_table(_daemon(args, {"op": "desk.list"})["desks"], ["desk", "state", "person_id", "since_s", "sessions"])
+    return 0
+
+
+def _print_node(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    if cfg.print is None:
+        raise SekishoError(f"{cfg.path} has no [print] section")
+
+
+def cmd_print_list(args: argparse.Namespace) -> int:
+    _print_node(args)
+    reply = _daemon(args, {"op": "print.list"})
+    _print_table([{**j, "document": next(iter(j["document"].values()))} for j in reply["jobs"]],
+                 ["job", "subject", "pages", "document", "submitted", "expires"])
+    for warning in reply["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_print_release(args: argparse.Namespace) -> int:
+    _print_node(args)
+    reply = _daemon(args, {"op": "print.release", "job": args.job})
+    print(f"job {reply['job']} released to {reply['printer']}")
+    return 0
+
+
+def cmd_print_cancel(args: argparse.Namespace) -> int:
+    _print_node(args)
+    _daemon(args, {"op": "print.cancel", "job": args.job})
+    print(f"job {args.job} cancelled")
     return 0
 
 

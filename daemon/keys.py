@@ -69,3 +69,9 @@ class SiteKey:
     def pseudonym(self, person_id: str) -> str:
         # A separate label keeps a pseudonym from ever equalling some card's hash.
         return hmac.new(self._key, b"person\0" + person_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def document(self, name: str) -> str:
+        """A printed document's name as the bus carries it: the same name gives the same hash at
+        the site, and the name itself stays on the print server."""
+        return hmac.new(self._key, b"document\0" + name.encode("utf-8", "surrogateescape"),
+                        hashlib.sha256).hexdigest()[:16]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the command line reads the declarations without loading the
     from .door_states import DoorStates
     from .outbox_replay import OutboxReplay
     from .presence import Presence
+    from .printing import PrintRelease
     from .tap_enrolment import TapEnrolment
     from .usb import UsbController
 
@@ -57,6 +58,7 @@ class Parts:
     usb: UsbController | None = None
     enrolment: TapEnrolment | None = None
     replay: OutboxReplay | None = None
+    printing: PrintRelease | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,22 @@ async def outbox_replay(parts: Parts, args: Answer, actor: str) -> Answer:
     return parts.replay.replay(args["from_seq"], args["to_seq"], actor)
 
 
+async def print_list(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.printing is not None
+    return {"jobs": parts.printing.listing(), "printer": parts.printing.cfg.printer,
+            "warnings": list(parts.printing.warnings)}
+
+
+async def print_release(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.printing is not None
+    return await parts.printing.release(args["job"], actor)
+
+
+async def print_cancel(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.printing is not None
+    return await parts.printing.cancel(args["job"], actor)
+
+
 async def enroll(parts: Parts, args: Answer, actor: str) -> Answer:
     """Wait for one card at a reader and enroll it; the tap opens nothing."""
     assert parts.enrolment is not None
@@ -256,6 +274,7 @@ async def enroll(parts: Parts, args: Answer, actor: str) -> Answer:
 def declared() -> tuple[Op, ...]:
     """Every op sekisho knows, in the order help lists them."""
     door = Arg("door", str, "the door's name")
+    job = Arg("job", int, "the CUPS job id (print.list shows them)", bounds=(1, 2 ** 31 - 1))
     return (
         Op("door.list", "each door's lock, mode, contact and alarm", door_list, "door_states"),
         Op("door.unlock", "release a door for a while (audited)", door_unlock, "door_states",
@@ -283,6 +302,11 @@ def declared() -> tuple[Op, ...]:
            "replay",
            (Arg("from_seq", int, "the first seq to publish again", bounds=(1, MAX_SEQ)),
             Arg("to_seq", int, "the last seq to publish again", bounds=(1, MAX_SEQ)))),
+        Op("print.list", "the print jobs waiting for release, oldest first", print_list, "printing"),
+        Op("print.release", "move a waiting print job to the printer (an event and an audit row)", print_release,
+           "printing", (job,)),
+        Op("print.cancel", "cancel a waiting print job (an event and an audit row)", print_cancel, "printing",
+           (job,)),
         # For a person standing at the reader: through the control socket only, never remote.
         Op("enroll", "enroll the next card tapped at a reader to a person", enroll, "enrolment",
            (Arg("person", str, "the person's id"), Arg("reader", str, "the reader's name in the config"),

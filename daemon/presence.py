@@ -4,9 +4,10 @@ Three kinds of knowledge, kept apart because they are trusted differently:
   - **Local areas** (those this node's doors lead into): each person's last recorded area and
     when they entered it, from the store at start and from every granted pass since. These
     answer anti-passback and are this node's retained ``area/<area>/occupancy``.
-  - **Remote areas** (those a desk here names but another node's doors lead into): the
-    subjects that node publishes as the area's retained occupancy. Until that message arrives,
-    nobody knows who is inside: ``entered`` answers None and the desk's stance decides.
+  - **Remote areas** (those a desk here, or ``[print] area``, names but another node's doors
+    lead into): the subjects that node publishes as the area's retained occupancy. Until that
+    message arrives, nobody knows who is inside: ``entered`` answers None and the desk's stance
+    decides (print release refuses: ``occupancy_unknown``).
     With ``[site] occupancy_from = "recorder"`` every desk area is remote, local or not: the
     recorder publishes each area from every node's doors, and this node's own doors are only
     part of the story (someone who came in through another node's door is inside all the same).
@@ -49,8 +50,11 @@ class Presence:
         self.local_areas = frozenset(a for d in config.doors.values() for a in (d.area_in, d.area_out) if a)
         self.publishes = config.site.occupancy_from == "doors"
         """Whether this node's doors speak for their areas' occupancy (else the recorder does)."""
-        desk_areas = frozenset(d.area for d in config.desks.values() if d.area)
-        self.remote_areas = desk_areas - self.local_areas if self.publishes else desk_areas
+        # The areas a check here asks about: each desk's, and the one a supervisor releasing print
+        # jobs must be inside.
+        checked = frozenset(d.area for d in config.desks.values() if d.area) | frozenset(
+            [config.print.area] if config.print and config.print.area else [])
+        self.remote_areas = checked - self.local_areas if self.publishes else checked
         self.locations = record.locations()
         """person id -> (area, since as the store's UTC text), for everyone inside a local area."""
         # Who is in each area, kept up to date on every move: rebuilding it from ``locations``

@@ -2,8 +2,10 @@
 
 An input is routed by its configured kind (contact, exit, fire, leave-seat); a reader's event by
 whether the reader is at a desk or a door; a seat's sessions to the desks and a USB event to
-the USB controller. A card tapped while an enrolment waits for it is enrolment's, and at a desk
-a supervisor's card or PIN goes to approvals first. The router decides nothing itself.
+the USB controller, a print server's to print release. A card tapped while an enrolment waits for
+it is enrolment's, at a desk a supervisor's card or PIN goes to approvals first, and at the
+printer's reader a card is a print release (that reader serves no door). The router decides
+nothing itself.
 
 It also holds the line on a damaged store: what could grant (a card, a PIN, a device) is
 refused before it reaches a controller, and a damage found while handling is handed to
@@ -24,6 +26,10 @@ from sekisho.policies.events import (
     InputChanged,
     LeaveSeatPressed,
     PinEntered,
+    PrintJobHeld,
+    PrintJobLeft,
+    PrintServerBack,
+    PrintServerLost,
     ReaderBack,
     ReaderLost,
     ReaderTampered,
@@ -42,6 +48,7 @@ from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
 from .keys import SiteKey
+from .printing import PrintRelease
 from .reader_outages import ReaderOutages
 from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
@@ -53,6 +60,7 @@ GRANTING = (CardPresented, PinEntered, UsbDeviceAdded, UsbInterfaceAdded)
 """Events that can open a door, unlock a desk or allow a device: refused while the store is
 damaged, since what they decide could not be recorded."""
 TAMPER = "reader_tamper"
+PRINT_EVENTS = (PrintJobHeld, PrintJobLeft, PrintServerLost, PrintServerBack)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +77,8 @@ class Controllers:
     """Where any reader's tamper report is raised."""
     outages: ReaderOutages | None = None
     """Where a door reader's outage becomes an alarm, after a grace."""
+    printing: PrintRelease | None = None
+    """Print release: the CUPS driver's events, and the cards at the printer's reader."""
 
 
 class Router:
@@ -108,6 +118,10 @@ class Router:
             if to.usb:
                 to.usb.handle(event)
             return
+        if isinstance(event, PRINT_EVENTS):
+            if to.printing:
+                to.printing.handle(event)
+            return
         if isinstance(event, InputChanged) and event.source in self.config.inputs:
             self._input(event)
             return
@@ -130,6 +144,13 @@ class Router:
             if to.approvals and to.approvals.handle(reader, event, card_hash):
                 return  # a supervisor's card or PIN allowing a blocked device
             to.desks.event(reader.desk, event, card_hash)
+            return
+        if to.printing and reader.name == to.printing.reader and not isinstance(event, (ReaderLost, ReaderBack)):
+            # The printer's reader opens nothing: a card there is a release, anything else is logged.
+            if isinstance(event, CardPresented):
+                to.printing.card(self.key.card_hash(event.uid))
+            elif not isinstance(event, CardRemoved):
+                log.warning("%s: %s", reader.name, event)
             return
         match event:
             case CardPresented(uid=uid):

@@ -278,6 +278,17 @@ SKELETONS = {
 # [usb]
 # rules = "usb/site.rules"
 """,
+    "print": """\
+# print: print release at CUPS (docs/printing.md sets up the queues and their policies).
+# [readers.printer]
+# driver = "pcsc"
+# [print]
+# hold_queue = "office-hold"
+# printer = "office-printer"
+# reader = "printer"
+# area = "operator-room"
+# supervisor_levels = ["security"]
+""",
 }
 
 

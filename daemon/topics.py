@@ -44,6 +44,12 @@ class Topics:
     def usb_exceptions(self, host: str) -> str:
         return f"{self.base}/usb/{host}/exceptions"
 
+    def print_event(self, node: str) -> str:
+        return f"{self.base}/print/{node}/event"
+
+    def print_queue(self, node: str) -> str:
+        return f"{self.base}/print/{node}/queue"
+
     def command(self, node: str) -> str:
         return f"{self.base}/cmd/{node}"
 

@@ -89,6 +89,8 @@ CONTRACT = {
     "cmd/<node>/result": [T.command_result(NODE)],
     "usb/<host>/event": [T.usb_event(NODE)],
     "usb/<host>/exceptions": [T.usb_exceptions(NODE)],
+    "print/<node>/event": [T.print_event(NODE)],
+    "print/<node>/queue": [T.print_queue(NODE)],
     "enrolment/snapshot/manifest": [T.enrolment_manifest()],
     "enrolment/snapshot/chunk/<index>": [T.enrolment_chunk(0)],
     "enrolment/delta": [T.enrolment_delta()],
@@ -97,6 +99,9 @@ ENROLMENT = [T.enrolment_manifest(), T.enrolment_chunk(0), T.enrolment_delta()]
 RECORDERS = {"enrolment/snapshot/manifest", "enrolment/snapshot/chunk/<index>", "enrolment/delta"}
 """The recorder's topics: the example node is no recorder (test_enrolment_transport has a
 recorder publish them); here the ACL lets only the recorder's user write them."""
+PRINTERS = {"print/<node>/event", "print/<node>/queue"}
+"""Print release's topics: the example node has no [print] (it must start where no CUPS is; the
+test_print_* files publish them through a real cupsd); here the ACL lets each node write its own."""
 
 # What each node may publish (its own topics; published last, on the same connection, after
 # what it may not) and may not: another node's status, answers, USB events, doors and desks,
@@ -106,7 +111,8 @@ MAY_PUBLISH = {
     "door-a": [T.node_status("door-a"), T.door_event("entrance"), T.door_state("entrance"),
                T.area_occupancy("operator-room"), T.area_occupancy("lobby"), T.desk_state("desk-01"),
                T.desk_event("desk-01"), T.alarm("door-a.acl-probe"), T.command_result("door-a"),
-               T.usb_event("door-a"), T.usb_exceptions("door-a"), discovery("door-a")],
+               T.usb_event("door-a"), T.usb_exceptions("door-a"), T.print_event("door-a"),
+               T.print_queue("door-a"), discovery("door-a")],
     "desk-b": [T.node_status("desk-b"), T.desk_state("desk-02"), T.desk_event("desk-02"),
                T.alarm("desk-b.desk-02.lock-failed"), T.command_result("desk-b"), T.usb_event("desk-b"),
                T.usb_exceptions("desk-b"), discovery("desk-b")],
@@ -119,7 +125,7 @@ MAY_PUBLISH = {
 }
 MAY_NOT_PUBLISH = {
     "door-a": [T.node_status("desk-b"), T.command_result("desk-b"), T.usb_event("desk-b"),
-               T.usb_exceptions("desk-b"), T.desk_state("desk-02"),
+               T.usb_exceptions("desk-b"), T.print_event("desk-b"), T.print_queue("desk-b"), T.desk_state("desk-02"),
                T.desk_event("desk-02"), T.command("desk-b"), T.command("door-a"), T.door_state("back-door"),
                T.door_event("back-door"), T.area_occupancy("server-room"), f"{BASE}/alarm/x/y",
                "sekisho/v1/osaka/node/door-a/status", "sekisho/v1/osaka/door/entrance/event",
@@ -509,7 +515,7 @@ def test_the_example_node_publishes_the_whole_contract_to_the_console(tmp_path, 
                  what="the node online")
         unlock = officer.command("door.unlock", {"door": "entrance", "seconds": 1})
         assert (unlock["ok"], unlock["error"], unlock["node"]) == (True, None, NODE), unlock
-        every = {t for topic, topics in CONTRACT.items() if topic not in RECORDERS for t in topics}
+        every = {t for topic, topics in CONTRACT.items() if topic not in RECORDERS | PRINTERS for t in topics}
         try:
             officer.wait_for_topics(every, "every topic of the contract at the officer", timeout=15)
         except AssertionError as exc:
@@ -542,7 +548,7 @@ def test_the_example_node_publishes_the_whole_contract_to_the_console(tmp_path, 
         assert sent.returncode == 0 and json.loads(sent.stdout)["ok"] is True, sent.stderr
         # What the contract says is retained was kept: a console that connects now has it at once.
         late = clients("officer", f"{BASE}/#", websockets=True)
-        retained = {t for topic, kept in contract_table().items() if kept and topic not in RECORDERS
+        retained = {t for topic, kept in contract_table().items() if kept and topic not in RECORDERS | PRINTERS
                     for t in CONTRACT[topic]}
         assert retained >= {T.node_status(NODE), T.door_state("entrance"), T.alarm(FORCED)}
         late.wait_for_topics(retained, "the retained topics at a console connecting later", retained_only=True)

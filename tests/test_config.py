@@ -63,7 +63,7 @@ def test_good_config_passes(tmp_path):
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["recorder"]'),
      "bad.toml: site.roles: does not name door, and the config has [doors.<name>]"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nroles = ["door", "gate"]'),
-     "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder)"),
+     "bad.toml: site.roles: 'gate' is not a role (known: door, desk, usb, recorder, print)"),
     (GOOD + "[recorder]\n", "bad.toml: recorder: the recorder runs only on a node whose [site] roles name it"),
     (GOOD.replace('node = "n1"', 'node = "n1"\noccupancy_from = "nodes"'),
      "bad.toml: site.occupancy_from: must be one of 'doors', 'recorder'"),
@@ -157,7 +157,7 @@ def test_annotated_example_documents_every_key():
                "areas": config.AREA, "schedules": config.SCHEDULE, "levels": config.LEVEL, "inputs": config.INPUT,
                "desks": config.DESK, "usb": config.USB,
                "commands": config.COMMANDS, "commands.keys": config.COMMAND_KEY, "homeassistant": config.HOMEASSISTANT,
-               "recorder": config.RECORDER}
+               "recorder": config.RECORDER, "print": config.PRINT}
     for kind, keys in config.STRIKES.items():
         schemas[f"strike {kind}"] = keys
         assert f'driver = "{kind}"' in text, f"strike driver {kind} is not shown"
@@ -205,7 +205,7 @@ doors = ["side"]
      "bad.toml: doors.entrance.auth_schedules[1].schedule: no schedule 'x'"),
     (GOOD.replace('node = "n1"', 'node = "n1"\nholidays = ["2026-01-01"]'), "bad.toml: site.holidays: must be TOML dates"),
     (GOOD + "[areas.r]\npassback = \"strict\"\n", "bad.toml: areas.r.passback: must be one of 'off', 'soft', 'hard'"),
-    (GOOD + "[levels.x]\n", "bad.toml: levels.x: names no doors and no desks"),
+    (GOOD + "[levels.x]\n", "bad.toml: levels.x: names no doors, no desks, and is no [print] supervisor level"),
     (GOOD + "[levels.x]\ndesks = [\"d9\"]\n", "bad.toml: levels.x.desks: no desk 'd9'"),
     (GOOD + "[desks.d1]\ntailgating = \"ignore\"\n", "bad.toml: desks.d1.tailgating: must be one of 'refuse', 'flag'"),
     (GOOD + "[desks.d1]\narea = \"nowhere\"\n", "bad.toml: desks.d1.area: no area 'nowhere'"),

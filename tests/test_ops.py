@@ -27,7 +27,7 @@ from sekisho.daemon.tap_enrolment import TapEnrolment
 from sekisho.policies.access import Mode
 from test_controllers import House, until
 
-EVERY_PART = Parts(door_states=object(), alarms=object(), desks=object(), presence=object(), usb=object(), enrolment=object(), replay=object())  # type: ignore[arg-type]
+EVERY_PART = Parts(door_states=object(), alarms=object(), desks=object(), presence=object(), usb=object(), enrolment=object(), replay=object(), printing=object())  # type: ignore[arg-type]
 
 
 def recording(ops: tuple[Op, ...]) -> tuple[Table, list[tuple[str, dict[str, Any], str]]]:

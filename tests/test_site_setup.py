@@ -313,9 +313,9 @@ def test_init_refuses_what_a_node_would_refuse(tmp_path, args, message):
 @pytest.mark.parametrize("node, roles, code, message", [
     ("officer", "desk", 65, "NODE: 'officer' is the officer's broker user"),
     ("Desk 1", "desk", 65, "NODE: must be lower-case letters, digits and '-'"),
-    ("desk-1", "desk,printer", 65, "--roles: 'printer' is not a role (known: door, desk, usb, recorder)"),
+    ("desk-1", "desk,printer", 65, "--roles: 'printer' is not a role (known: door, desk, usb, recorder, print)"),
     ("desk-1", "desk,desk", 65, "--roles: names a role twice"),
-    ("desk-1", ",", 65, "--roles: name at least one of door, desk, usb, recorder"),
+    ("desk-1", ",", 65, "--roles: name at least one of door, desk, usb, recorder, print"),
 ])
 def test_join_refuses_a_bad_name_or_role(site_folder, node, roles, code, message):
     before = (site_folder / "mosquitto.passwd").read_bytes()

@@ -33,6 +33,7 @@ holds examples/sekisho.toml to mention each of them.
 | commands.py | ``[commands]``, ``[commands.keys.<name>]`` |
 | homeassistant.py | ``[homeassistant]`` |
 | recorder.py | ``[recorder]`` |
+| print.py | ``[print]``: print release |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from .homeassistant import HOMEASSISTANT, HomeAssistantConfig, read_homeassistan
 from .inputs import INPUT, InputConfig, link_inputs, read_inputs
 from .libraries import link_libraries
 from .mqtt import MQTT, MqttConfig, parse_mqtt_url, read_mqtt
+from .print import PRINT, PrintConfig, link_print, read_print
 from .readers import READER, ReaderConfig, link_readers, read_readers
 from .recorder import RECORDER, RecorderConfig, read_recorder
 from .site import SITE, SiteConfig, link_roles, read_site
@@ -63,7 +65,7 @@ from .usb import USB, UsbConfig, link_usb, read_usb
 SNAPSHOT_OP = "enrolment.snapshot"
 """The op a key must be trusted for to sign enrolment snapshots (enrolment_snapshot.OP is this)."""
 TOP = ("site", "mqtt", "areas", "schedules", "levels", "doors", "desks", "readers", "inputs", "usb", "commands",
-       "homeassistant", "recorder")
+       "homeassistant", "recorder", "print")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     recorder: RecorderConfig | None = None
     """None unless the node runs the recorder role."""
+    print: PrintConfig | None = None
+    """None when the config has no [print] section: this node releases no print jobs."""
     rules: SiteRules = field(default_factory=lambda: SiteRules({}, {}))
     """Doors, levels, schedules and areas as the access policy takes them."""
     areas: tuple[str, ...] = ()
@@ -109,7 +113,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     schedules = read_schedules(c, data.get("schedules", {}))
     doors = read_doors(c, data.get("doors", {}))
     desk_values = read_desks(c, data.get("desks", {}))
-    level_values = read_levels(c, data.get("levels", {}))
+    printing = read_print(c, data["print"]) if "print" in data else None
+    level_values = read_levels(c, data.get("levels", {}), printing.supervisor_levels if printing else frozenset())
     readers = read_readers(c, data.get("readers", {}))
     inputs = read_inputs(c, data.get("inputs", {}))
     usb = read_usb(c, path, data["usb"], site.node or "") if "usb" in data else None
@@ -125,7 +130,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
 
     # What the sections name in each other.
     site = link_roles(c, site, {"door": bool(data.get("doors")), "desk": bool(data.get("desks")),
-                                "usb": "usb" in data, "recorder": "recorder" in data})
+                                "usb": "usb" in data, "recorder": "recorder" in data,
+                                "print": "print" in data})
     if site.occupancy_from == "recorder" and "recorder" in site.roles and recorder.share_group:
         # Each recorder of a shared subscription folds only its share of the door events: its
         # occupancy would be the partial view this setting exists to avoid.
@@ -139,11 +145,13 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     door_rules = link_doors(c, doors, areas, schedules)
     levels, desk_levels = link_levels(c, level_values, schedules, doors, desk_values, from_snapshot)
     desks = link_desks(c, desk_values, areas, desk_levels)
-    link_readers(c, readers, doors, desks)
+    link_readers(c, readers, doors, desks, printing.reader if printing else "")
     link_inputs(c, inputs, doors, desks, readers)
     if usb is not None:
         link_usb(c, usb, levels, desks, readers)
-    link_libraries(c, readers, doors, inputs, usb)
+    if printing is not None:
+        link_print(c, printing, readers, areas, levels)
+    link_libraries(c, readers, doors, inputs, usb, printing is not None)
 
     if c.problems:
         if len(c.denied) == len(c.problems):
@@ -157,7 +165,8 @@ def load(path: str | Path, *, mqtt_url: str | None = None) -> Config:
     return Config(path=path, site=site, mqtt=mqtt, readers=MappingProxyType(readers),
                   doors=MappingProxyType(doors), inputs=MappingProxyType(inputs), desks=MappingProxyType(desks),
                   usb=usb, commands=commands, homeassistant=homeassistant,
-                  recorder=recorder if "recorder" in site.roles else None, rules=rules, areas=tuple(sorted(areas)),
+                  recorder=recorder if "recorder" in site.roles else None, print=printing, rules=rules,
+                  areas=tuple(sorted(areas)),
                   warnings=tuple(warnings(path, rules, served)))
 
 
@@ -179,8 +188,8 @@ def _toml(path: Path) -> dict:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
 
 
-__all__ = ["AREA", "COMMANDS", "COMMAND_KEY", "DESK", "DOOR", "HOMEASSISTANT", "INPUT", "LEVEL", "MQTT", "READER",
-           "RECORDER", "SCHEDULE", "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig", "Config",
-           "ConfigError", "DeskConfig", "DoorConfig", "HomeAssistantConfig", "InputConfig", "MqttConfig",
-           "PermissionDenied", "ReaderConfig", "RecorderConfig", "SiteConfig", "UsbConfig", "load", "parse_mqtt_url",
-           "topic_name"]
+__all__ = ["AREA", "COMMANDS", "COMMAND_KEY", "DESK", "DOOR", "HOMEASSISTANT", "INPUT", "LEVEL", "MQTT", "PRINT",
+           "READER", "RECORDER", "SCHEDULE", "SITE", "STRIKES", "TOP", "USB", "CommandKeyConfig", "CommandsConfig",
+           "Config", "ConfigError", "DeskConfig", "DoorConfig", "HomeAssistantConfig", "InputConfig", "MqttConfig",
+           "PermissionDenied", "PrintConfig", "ReaderConfig", "RecorderConfig", "SiteConfig", "UsbConfig", "load",
+           "parse_mqtt_url", "topic_name"]

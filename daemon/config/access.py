@@ -84,13 +84,16 @@ def find_schedule(c: Checker, schedules: Mapping[str, Schedule], key: str, name:
     return None
 
 
-def read_levels(c: Checker, raw: Any) -> dict[str, dict[str, Any]]:
-    """Each level's keys, converted; what they name is checked by ``link_levels``."""
+def read_levels(c: Checker, raw: Any, releasing: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Each level's keys, converted; what they name is checked by ``link_levels``. A level in
+    ``releasing`` (``[print] supervisor_levels``) gives access to releasing print jobs, and may
+    name no door or desk."""
     levels = {}
     for name, where, section in c.named("levels", raw):
         values = c.section(where, section, LEVEL)
-        if not values["doors"] and not values["desks"]:
-            c.problem(where, "names no doors and no desks; a level must give access to something")
+        if not values["doors"] and not values["desks"] and name not in releasing:
+            c.problem(where, "names no doors, no desks, and is no [print] supervisor level; a level must give "
+                      "access to something")
         levels[name] = values
     return levels
 

@@ -67,8 +67,9 @@ def _pin_pad(c: Checker, where: str, raw: dict[str, Any]) -> Mapping[str, Any]:
 
 
 def link_readers(c: Checker, readers: Mapping[str, ReaderConfig], doors: Mapping[str, object],
-                 desks: Mapping[str, object]) -> None:
-    """What each reader serves exists, and is one thing."""
+                 desks: Mapping[str, object], printer_reader: str = "") -> None:
+    """What each reader serves exists, and is one thing; ``printer_reader`` (``[print] reader``)
+    serves the printer, neither door nor desk (link_print says so when it names one)."""
     for name, r in readers.items():
         where = f"readers.{name}"
         if r.door and r.desk:
@@ -82,8 +83,8 @@ def link_readers(c: Checker, readers: Mapping[str, ReaderConfig], doors: Mapping
             c.no_such(f"{where}.door", "door", r.door, doors, none="none are defined")
         elif r.door and not r.direction:
             c.problem(f"{where}.direction", "missing: a door's reader is either in or out")
-        elif not r.door and not r.desk and r.driver:
-            c.problem(where, "serves nothing: set door (and direction) or desk")
+        elif not r.door and not r.desk and r.driver and name != printer_reader:
+            c.problem(where, "serves nothing: set door (and direction) or desk, or name it as [print] reader")
     _link_osdp_lines(c, readers)
 
 

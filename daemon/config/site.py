@@ -38,7 +38,7 @@ def _language(v: str) -> str | None:
     return None if v in ("", "ja", "en") else f"{v!r} is not a language sekisho writes (ja, en; empty: from LANG)"
 
 
-ROLES = ("door", "desk", "usb", "recorder")
+ROLES = ("door", "desk", "usb", "recorder", "print")
 
 
 def _roles(v: list) -> str | None:
@@ -75,9 +75,10 @@ SITE = {
     "reader_lost_after_s": Option(float, 10.0, "How long a door's reader may be lost before it is the reader_lost "
                                   "alarm: one back sooner (pcscd restarting, a USB reader found again, an OSDP "
                                   "reader's session renewed) raises nothing.", between(0, 3600)),
-    "roles": Option(list, [], "What this node does: door, desk, usb, recorder, any combination. Each role needs its "
-                    "section ([doors.<name>], [desks.<name>], [usb]; [recorder] is optional) and a section needs "
-                    "its role. Empty: the roles the config's sections name, and never recorder.", _roles),
+    "roles": Option(list, [], "What this node does: door, desk, usb, recorder, print, any combination. Each "
+                    "role needs its section ([doors.<name>], [desks.<name>], [usb], [print]; [recorder] is optional) "
+                    "and a section needs its role. Empty: the roles the config's sections name, and never "
+                    "recorder.", _roles),
     "occupancy_from": Option(str, "doors", "Who publishes area/<area>/occupancy: doors (each door node, for the areas "
                              "of its own doors: right while each area's doors are all on one node) or recorder "
                              "(the recorder, from every node's door events; door nodes then publish none). The "
@@ -134,4 +135,5 @@ def link_roles(c: Checker, site: SiteConfig, sections: dict[str, bool]) -> SiteC
     return site
 
 
-SECTION_OF = {"door": "[doors.<name>]", "desk": "[desks.<name>]", "usb": "[usb]", "recorder": "[recorder]"}
+SECTION_OF = {"door": "[doors.<name>]", "desk": "[desks.<name>]", "usb": "[usb]", "recorder": "[recorder]",
+              "print": "[print]"}

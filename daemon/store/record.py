@@ -35,6 +35,8 @@ class NewEvent:
     payload: dict[str, Any]
     columns: dict[str, Any] = field(default_factory=dict)
     actor: str = "daemon"
+    audit: str = ""
+    """The audit row's action where the contract names it (``print.release``); empty: ``<kind>.<what>``."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class Record:
                            ") VALUES (?, ?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
                            [event_id, seq, ts, self.node, item.kind, item.topic, text, *item.columns.values()])
                 what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
-                append(db, item.actor, f"{item.kind}.{what}",
+                append(db, item.actor, item.audit or f"{item.kind}.{what}",
                             {"event": event_id, "seq": seq, **item.columns}, ts)
                 db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
                            [event_id, item.topic, text])
@@ -293,6 +295,14 @@ class Record:
         sql = ("SELECT l.area, l.person_id, p.name, l.since FROM locations l JOIN people p ON p.id = l.person_id" +
                (" WHERE l.area = ?" if area else "") + " ORDER BY l.area, p.name")
         return list(self.database.db.query(sql, [area] if area else []))
+
+    def print_job_held(self, job: int, submitted: str) -> bool:
+        """Was this print job (its CUPS id and when CUPS took it: ids start again with a new
+        spool) published ``held`` before? A restart then does not say it again."""
+        return self.database.db.execute(
+            "SELECT 1 FROM events WHERE kind = 'print' AND result = 'held' AND ts >= ? AND "
+            "json_extract(payload, '$.job') = ? AND json_extract(payload, '$.submitted') = ? LIMIT 1",
+            [submitted, job, submitted]).fetchone() is not None
 
     def door_modes(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.database.db.execute("SELECT door, mode FROM door_modes")}
