@@ -55,12 +55,13 @@ from .logind import Logind
 from .logind_watch import SeatWatch
 from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
+from .outages import Outages
 from .outbox_replay import OutboxReplay
 from .presence import Presence
+from .print_events import PrintEvents
 from .printing import PrintRelease
 from .publisher import Publisher
 from .reader_displays import ReaderDisplays
-from .reader_outages import ReaderOutages
 from .recorder import Recorder
 from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
@@ -200,21 +201,14 @@ class Daemon:
                                    presence=self.presence, lockouts=self.lockouts,
                                    inventory=self.usb.inventory, rules=self.rules) \
             if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
-        # Print release, on a node whose config has [print]: the CUPS driver and its controller.
-        self.print_driver = CupsQueue("print", config.print.driver_options, self.emit) if config.print else None
-        self.printing = PrintRelease(
-            config.print, self.print_driver, people=self.people, record=self.record, presence=self.presence,
-            alarms=self.alarms, key=self.key, rules=self.rules, timezone=config.site.timezone, loop=loop,
-            queue=self._queue,
-            event_topic=self.topics.print_event(config.site.node),
-            queue_topic=self.topics.print_queue(config.site.node)) if config.print and self.print_driver else None
+        self.print_driver, self.printing = print_release(self)
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
         self.enrolment = TapEnrolment(config, self.people, self.key, loop)
         self.router = Router(config, self.key, Controllers(
             doors=self.doors, door_states=self.door_states, enrolment=self.enrolment, desks=self.desks,
             approvals=self.approvals, usb=self.usb, alarms=self.alarms,
-            outages=ReaderOutages(self.alarms, loop, config.site.reader_lost_after_s), printing=self.printing),
+            outages=Outages(self.alarms, loop, config.site.reader_lost_after_s), printing=self.printing),
             self.answering,
             damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
         # The watch reports straight to the router, on the loop: its first listing is routed
@@ -304,13 +298,7 @@ class Daemon:
                 started.append(self.usb_driver)
                 self.usb.start(enumerate_usb_devices())
             if self.printing and self.print_driver:
-                self.printing.start()
-                try:
-                    await self.print_driver.start()
-                except DriverError as exc:
-                    raise SekishoError(f"print: {exc}") from None
-                started.append(self.print_driver)
-                await self.printing.check()
+                await start_printing(self.printing, self.print_driver, started)
             if self.recorder:
                 self.recorder.start()
             await self.control.start()
@@ -416,6 +404,32 @@ class Daemon:
     def _queue(self, item: Item) -> None:
         self.commits.queue(item)
         self.answering.recorded(item)
+
+
+def print_release(daemon: Daemon) -> tuple[CupsQueue | None, PrintRelease | None]:
+    """Print release, on a node whose config has [print]: the CUPS driver and its controller."""
+    config = daemon.config
+    if config.print is None:
+        return None, None
+    driver = CupsQueue("print", config.print.driver_options, daemon.emit)
+    says = PrintEvents(config.print, presence=daemon.presence, key=daemon.key, queue=daemon._queue,
+                       event_topic=daemon.topics.print_event(config.site.node),
+                       queue_topic=daemon.topics.print_queue(config.site.node))
+    return driver, PrintRelease(config.print, driver, people=daemon.people, record=daemon.record,
+                                presence=daemon.presence, alarms=daemon.alarms, lockouts=daemon.lockouts,
+                                rules=daemon.rules, timezone=config.site.timezone, says=says, loop=daemon.loop)
+
+
+async def start_printing(printing: PrintRelease, driver: CupsQueue, started: list[Driver]) -> None:
+    """The retained queue (empty until the driver reports), the driver, then the check of the
+    CUPS set-up in the background: a cupsd that never answers must not hold up the start."""
+    printing.start()
+    try:
+        await driver.start()
+    except DriverError as exc:
+        raise SekishoError(f"print: {exc}") from None
+    started.append(driver)
+    printing.check_later()
 
 
 def enrolment_transport(daemon: Daemon) -> tuple[EnrolmentPublisher | None, EnrolmentReceiver | None]:

@@ -48,8 +48,8 @@ from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
 from .keys import SiteKey
+from .outages import Outages
 from .printing import PrintRelease
-from .reader_outages import ReaderOutages
 from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
 from .usb import UsbController
@@ -75,7 +75,7 @@ class Controllers:
     usb: UsbController | None = None
     alarms: Alarms | None = None
     """Where any reader's tamper report is raised."""
-    outages: ReaderOutages | None = None
+    outages: Outages | None = None
     """Where a door reader's outage becomes an alarm, after a grace."""
     printing: PrintRelease | None = None
     """Print release: the CUPS driver's events, and the cards at the printer's reader."""
@@ -149,8 +149,8 @@ class Router:
             # The printer's reader opens nothing: a card there is a release, anything else is logged.
             if isinstance(event, CardPresented):
                 to.printing.card(self.key.card_hash(event.uid))
-            elif not isinstance(event, CardRemoved):
-                log.warning("%s: %s", reader.name, event)
+            elif not isinstance(event, CardRemoved):  # the type only: a PinEntered holds the digits
+                log.warning("%s: %s ignored at the printer's reader", reader.name, type(event).__name__)
             return
         match event:
             case CardPresented(uid=uid):

@@ -6,6 +6,7 @@ holds) and what is waiting; these functions answer with a frozen outcome, ``Rele
 
 1. the card is enrolled (``unknown_card``);
 2. its holder holds a supervisor level, valid now (``not_supervisor``);
+   and the card is not locked out after wrong PINs (``locked_out``), as at a door;
 3. they are recorded inside the printer's area, when the site names one (``not_in_area``), and
    it is known who is inside at all (``occupancy_unknown``: fail-closed, paper is the leak);
 4. a job is waiting (``no_job``);
@@ -24,6 +25,7 @@ class Reason(StrEnum):
 
     UNKNOWN_CARD = "unknown_card"
     NOT_SUPERVISOR = "not_supervisor"
+    LOCKED_OUT = "locked_out"
     NOT_IN_AREA = "not_in_area"
     OCCUPANCY_UNKNOWN = "occupancy_unknown"
     NO_JOB = "no_job"
@@ -57,6 +59,8 @@ class Tapper:
     """Holds one of the supervisor levels, with card and person valid, now."""
     inside: bool | None
     """Recorded inside the printer's area (True where the site names none); None: unknown."""
+    locked_out: bool = False
+    """Too many wrong PINs lately (at a door or a desk): the card releases nothing for a while."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,14 @@ class Refuse:
         return f"print.{self.reason}"
 
 
+def age_order(job: WaitingJob) -> tuple[float, int]:
+    """Oldest first: by when CUPS took the job, and CUPS's own order (the lower id) for equal times."""
+    return job.submitted, job.job
+
+
 def oldest(waiting: Iterable[WaitingJob]) -> WaitingJob | None:
-    """The job that has waited longest (CUPS's own order for equal times: the lower id)."""
-    return min(waiting, key=lambda j: (j.submitted, j.job), default=None)
+    """The job that has waited longest."""
+    return min(waiting, key=age_order, default=None)
 
 
 def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob]) -> Release | Refuse:
@@ -90,6 +99,8 @@ def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob]) -> Release | Refus
         return Refuse(Reason.UNKNOWN_CARD, None, job)
     if not tapper.supervisor:
         return Refuse(Reason.NOT_SUPERVISOR, tapper.person_id, job)
+    if tapper.locked_out:
+        return Refuse(Reason.LOCKED_OUT, tapper.person_id, job)
     if tapper.inside is None:
         return Refuse(Reason.OCCUPANCY_UNKNOWN, tapper.person_id, job)
     if not tapper.inside:
@@ -107,7 +118,7 @@ def expires(job: WaitingJob, expire_s: float) -> float:
 
 def expired(waiting: Iterable[WaitingJob], now: float, expire_s: float) -> tuple[WaitingJob, ...]:
     """The jobs whose time is up at ``now``, oldest first."""
-    return tuple(sorted((j for j in waiting if expires(j, expire_s) <= now), key=lambda j: (j.submitted, j.job)))
+    return tuple(sorted((j for j in waiting if expires(j, expire_s) <= now), key=age_order))
 
 
 def next_expiry(waiting: Iterable[WaitingJob], expire_s: float) -> float | None:

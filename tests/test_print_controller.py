@@ -13,6 +13,7 @@ import pytest
 
 from sekisho.daemon.config import PrintConfig
 from sekisho.daemon.errors import SekishoError
+from sekisho.daemon.print_events import PrintEvents
 from sekisho.daemon.printing import PrintRelease
 from sekisho.daemon.rules_in_force import RulesInForce
 from sekisho.drivers.base import DriverError
@@ -21,14 +22,22 @@ from test_controllers import House, until
 
 
 class Driver:
-    """What the controller asks of the CUPS driver, recorded; ``refusing`` makes each action fail."""
+    """What the controller asks of the CUPS driver, recorded; ``refusing`` makes each action fail;
+    ``gate``, when set, holds each action until it is opened (CUPS slow to answer)."""
 
     def __init__(self) -> None:
         self.done: list[tuple[str, int]] = []
         self.refusing: str | None = None
+        self.gate: asyncio.Event | None = None
+        self.only: str | None = None
+        """The one action ``refusing`` applies to; None: every one."""
+        self.asked = 0
 
     async def _act(self, what: str, job: int) -> None:
-        if self.refusing:
+        self.asked += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.refusing and self.only in (None, what):
             raise DriverError(self.refusing)
         self.done.append((what, job))
 
@@ -43,11 +52,12 @@ class Driver:
 
 
 def controller(house: House, driver: Driver, **cfg) -> PrintRelease:
-    settings = {"server": "", "hold_queue": "hold", "printer": "real", **cfg}
-    return PrintRelease(PrintConfig(**settings), driver, people=house.people, record=house.record,
-                        presence=house.presence, alarms=house.alarms, key=house.key,
-                        rules=RulesInForce(house.config.rules), timezone="Asia/Tokyo", event_topic="e",
-                        queue_topic="q", loop=asyncio.get_running_loop(), queue=house.queued.append)
+    settings = PrintConfig(**{"server": "", "hold_queue": "hold", "printer": "real", **cfg})
+    says = PrintEvents(settings, presence=house.presence, key=house.key, event_topic="e", queue_topic="q",
+                       queue=house.queued.append)
+    return PrintRelease(settings, driver, people=house.people, record=house.record, presence=house.presence,
+                        alarms=house.alarms, lockouts=house.lockouts, rules=RulesInForce(house.config.rules),
+                        timezone="Asia/Tokyo", says=says, loop=asyncio.get_running_loop())
 
 
 def held(job: int, submitted: float | None = None) -> PrintJobHeld:
@@ -162,4 +172,77 @@ def test_a_stop_waits_for_an_action_under_way_and_records_it(tmp_path):
         await stopping
         assert driver.done == [("cancel", 9)] and actions(house)[-1] == ("expired", 9, "waited 1 min")
         assert p.timer is None and p.retry is None
+    asyncio.run(go())
+
+
+def test_a_release_whose_asker_went_away_is_still_recorded(tmp_path):
+    async def go() -> None:
+        house, driver = House(tmp_path, asyncio.get_running_loop()), Driver()
+        p = controller(house, driver)
+        p.handle(held(8))
+        driver.gate = asyncio.Event()
+        asking = asyncio.ensure_future(p.release(8, "key:officer"))
+        await until(lambda: driver.asked == 1, "the release at CUPS")
+        asking.cancel()  # the command's wait ends (a time-out, the control socket closing at the stop)
+        await asyncio.sleep(0)
+        driver.gate.set()  # ... and CUPS carries the release out
+        await p.stop()
+        assert driver.done == [("release", 8)]
+        assert actions(house) == [("held", 8, None), ("released", 8, None)]
+    asyncio.run(go())
+
+
+def test_an_expiry_due_during_a_failed_release_still_comes(tmp_path):
+    async def go() -> None:
+        house, driver = House(tmp_path, asyncio.get_running_loop()), Driver()
+        p = controller(house, driver, expire_minutes=0.01)  # 0.6 s
+        p.handle(held(9))
+        driver.gate, driver.refusing = asyncio.Event(), "CUPS refused: Forbidden (IPP status 0x0401)"
+        driver.only = "release"
+        asking = asyncio.ensure_future(p.release(9, "key:officer"))
+        await until(lambda: driver.asked == 1, "the release at CUPS")
+        await until(lambda: p.timer is None, "the expiry due while the job is busy")
+        driver.gate.set()
+        with pytest.raises(SekishoError, match="cannot release"):
+            await asking
+        await until(lambda: ("cancel", 9) in driver.done, "the expiry after the failed release")
+        assert actions(house)[-1] == ("expired", 9, "waited 0.01 min")
+        await p.stop()
+    asyncio.run(go())
+
+
+def test_a_job_whose_time_is_up_is_not_released(tmp_path):
+    async def go() -> None:
+        house, driver = House(tmp_path, asyncio.get_running_loop()), Driver()
+        p = controller(house, driver, expire_minutes=1.0, supervisor_levels=frozenset({"staff"}))
+        card = house.enroll("boss", "04a1b2c3")
+        driver.refusing = "CUPS is not reachable: failed to connect to server"  # the expiry cannot cancel it
+        p.handle(held(4, submitted=time.time() - 61))
+        await until(lambda: not p.busy and p.timer is None, "the failed expiry settled")
+        with pytest.raises(SekishoError, match="has waited more than 1 min"):
+            await p.release(4, "key:officer")
+        p.card(card)
+        assert actions(house)[-1] == ("release_refused", None, "no_job")
+        assert driver.done == []
+        await p.stop()
+    asyncio.run(go())
+
+
+def test_a_card_locked_out_after_wrong_pins_releases_nothing(tmp_path):
+    async def go() -> None:
+        house, driver = House(tmp_path, asyncio.get_running_loop()), Driver()
+        p = controller(house, driver, supervisor_levels=frozenset({"staff"}))
+        card = house.enroll("boss", "04a1b2c3")
+        p.handle(held(6))
+        for _ in range(house.config.site.pin_max_wrong):
+            house.lockouts.count(card, False, "entrance", "x")
+        p.card(card)
+        assert actions(house)[-1] == ("release_refused", 6, "locked_out") and driver.done == []
+        assert house.events()[-1]["actor"].startswith("supervisor:")
+        other = house.enroll("op", "04d4e5f6")
+        house.people.grant_level("op", "staff", "test", revoke=True)
+        p.card(other)
+        assert actions(house)[-1] == ("release_refused", 6, "not_supervisor")
+        assert house.events()[-1]["actor"].startswith("person:")
+        await p.stop()
     asyncio.run(go())

@@ -25,6 +25,10 @@ def test_each_refusal_in_order_names_the_job_it_would_have_released():
     assert tap(None, JOBS) == Refuse(Reason.UNKNOWN_CARD, None, first)
     # Not a supervisor outranks the area: an operator inside learns only that.
     assert tap(Tapper("op", supervisor=False, inside=True), JOBS) == Refuse(Reason.NOT_SUPERVISOR, "op", first)
+    assert tap(Tapper("op", supervisor=False, inside=True, locked_out=True), JOBS) == \
+        Refuse(Reason.NOT_SUPERVISOR, "op", first)
+    assert tap(Tapper("boss", supervisor=True, inside=True, locked_out=True), JOBS) == \
+        Refuse(Reason.LOCKED_OUT, "boss", first)
     assert tap(Tapper("boss", supervisor=True, inside=False), JOBS) == Refuse(Reason.NOT_IN_AREA, "boss", first)
     assert tap(Tapper("boss", supervisor=True, inside=None), JOBS) == Refuse(Reason.OCCUPANCY_UNKNOWN, "boss", first)
     assert tap(BOSS, ()) == Refuse(Reason.NO_JOB, "boss")

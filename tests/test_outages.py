@@ -1,12 +1,12 @@
 """A door reader's outage becomes the reader_lost alarm only once it has lasted the grace
-(daemon/reader_outages.py): back sooner, nothing is raised; back later, the alarm is cleared.
+(daemon/outages.py): back sooner, nothing is raised; back later, the alarm is cleared.
 The loop is a real one; the alarms are a record of what was asked of them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from sekisho.daemon.reader_outages import ReaderOutages
+from sekisho.daemon.outages import Outages
 
 
 class AskedAlarms:
@@ -30,7 +30,7 @@ def settle(loop: asyncio.AbstractEventLoop) -> None:
 def test_a_reader_back_within_the_grace_raises_nothing():
     loop = asyncio.new_event_loop()
     alarms = AskedAlarms()
-    outages = ReaderOutages(alarms, loop, after_s=3600)  # type: ignore[arg-type]
+    outages = Outages(alarms, loop, after_s=3600)  # type: ignore[arg-type]
     outages.lost("entrance-in", "pcscd gone")
     outages.back("entrance-in")
     settle(loop)
@@ -41,7 +41,7 @@ def test_a_reader_back_within_the_grace_raises_nothing():
 def test_a_reader_lost_for_the_grace_is_an_alarm_until_it_is_back():
     loop = asyncio.new_event_loop()
     alarms = AskedAlarms()
-    outages = ReaderOutages(alarms, loop, after_s=0)  # type: ignore[arg-type]
+    outages = Outages(alarms, loop, after_s=0)  # type: ignore[arg-type]
     outages.lost("entrance-in", "no answer from address 1")
     outages.lost("entrance-in", "secure channel failed")  # the first loss's alarm, not a second
     settle(loop)
@@ -58,7 +58,7 @@ def test_a_reader_lost_again_after_its_alarm_is_cleared_when_it_is_back():
     alarm clears nothing."""
     loop = asyncio.new_event_loop()
     alarms = AskedAlarms()
-    outages = ReaderOutages(alarms, loop, after_s=0)  # type: ignore[arg-type]
+    outages = Outages(alarms, loop, after_s=0)  # type: ignore[arg-type]
     outages.lost("entrance-in", "no answer from address 1")
     settle(loop)
     outages.lost("entrance-in", "secure channel failed")
