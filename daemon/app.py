@@ -195,7 +195,7 @@ class Daemon:
         self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
                            presence=self.presence, alarms=self.alarms, rules=self.rules,
                            on_change=self._desk_changed) if self.logind else None
-        self.usb = self._usb_controller()
+        self.usb = usb_controller(self)
         self.usb_driver = UdevUsb("usb", {}, self.emit) if self.usb else None
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
@@ -249,16 +249,6 @@ class Daemon:
                                       watchdog_s=watchdog_interval(os.environ, os.getpid()))
         self.retention = Retention(config, self.record, loop)
         self.clock_watch = ClockWatch(loop, self._clock_stepped)
-
-    def _usb_controller(self) -> UsbController | None:
-        u = self.config.usb
-        if u is None:
-            return None
-        return UsbController(u.rules, topic=self.topics.usb_event(u.host), queue=self._queue, loop=self.loop,
-                             exceptions_topic=self.topics.usb_exceptions(u.host),
-                             present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
-                             desk_locked=self._desks_unattended, exception_max_minutes=u.exception_max_minutes,
-                             alarms=self.alarms if u.alarm_on_block else None, host=u.host)
 
     # ------------------------------------------------------------------------- lifecycle
     async def run(self) -> int:
@@ -404,6 +394,18 @@ class Daemon:
     def _queue(self, item: Item) -> None:
         self.commits.queue(item)
         self.answering.recorded(item)
+
+
+def usb_controller(daemon: Daemon) -> UsbController | None:
+    """The USB controller, on a node whose config has [usb]."""
+    u = daemon.config.usb
+    if u is None:
+        return None
+    return UsbController(u.rules, topic=daemon.topics.usb_event(u.host), queue=daemon._queue, loop=daemon.loop,
+                         exceptions_topic=daemon.topics.usb_exceptions(u.host),
+                         present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
+                         desk_locked=daemon._desks_unattended, exception_max_minutes=u.exception_max_minutes,
+                         alarms=daemon.alarms if u.alarm_on_block else None, host=u.host)
 
 
 def print_release(daemon: Daemon) -> tuple[CupsQueue | None, PrintRelease | None]:

@@ -106,10 +106,6 @@ class PrintRelease:
         """What the driver found wrong with the CUPS set-up at start."""
         self.stopping = False
 
-    @property
-    def reader(self) -> str:
-        return self.cfg.reader
-
     def start(self) -> None:
         """The queue as it stands: empty until the driver, started next, reports what waits."""
         self.says.queue_now(())

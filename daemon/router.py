@@ -145,7 +145,7 @@ class Router:
                 return  # a supervisor's card or PIN allowing a blocked device
             to.desks.event(reader.desk, event, card_hash)
             return
-        if to.printing and reader.name == to.printing.reader and not isinstance(event, (ReaderLost, ReaderBack)):
+        if to.printing and reader.name == to.printing.cfg.reader and not isinstance(event, (ReaderLost, ReaderBack)):
             # The printer's reader opens nothing: a card there is a release, anything else is logged.
             if isinstance(event, CardPresented):
                 to.printing.card(self.key.card_hash(event.uid))
