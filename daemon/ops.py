@@ -260,6 +260,11 @@ async def print_release(parts: Parts, args: Answer, actor: str) -> Answer:
     return await parts.printing.release(args["job"], actor)
 
 
+async def print_choose(parts: Parts, args: Answer, actor: str) -> Answer:
+    assert parts.printing is not None
+    return parts.printing.choose(args["job"])
+
+
 async def print_cancel(parts: Parts, args: Answer, actor: str) -> Answer:
     assert parts.printing is not None
     return await parts.printing.cancel(args["job"], actor)
@@ -305,6 +310,8 @@ def declared() -> tuple[Op, ...]:
         Op("print.list", "the print jobs waiting for release, oldest first", print_list, "printing"),
         Op("print.release", "move a waiting print job to the printer (an event and an audit row)", print_release,
            "printing", (job,)),
+        Op("print.choose", "the waiting print job the next supervisor's card at the printer releases, instead of "
+           "the oldest", print_choose, "printing", (job,)),
         Op("print.cancel", "cancel a waiting print job (an event and an audit row)", print_cancel, "printing",
            (job,)),
         # For a person standing at the reader: through the control socket only, never remote.

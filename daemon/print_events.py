@@ -55,10 +55,10 @@ class PrintEvents:
                 "pages": job.pages, "document": document, "submitted": when(job.submitted),
                 "expires": when(policy.expires(job, self.expire_s))}
 
-    def queue_now(self, waiting: Iterable[WaitingJob]) -> None:
-        """The retained queue: every waiting job, oldest first."""
+    def queue_now(self, waiting: Iterable[WaitingJob], chosen: int | None = None) -> None:
+        """The retained queue: every waiting job, oldest first, and the one chosen for the next card."""
         jobs = [self.describe(j) for j in sorted(waiting, key=policy.age_order)]
-        self.queue(NewState(self.queue_topic, {"jobs": jobs, "printer": self.cfg.printer}))
+        self.queue(NewState(self.queue_topic, {"jobs": jobs, "printer": self.cfg.printer, "chosen": chosen}))
 
     def event(self, action: str, job: WaitingJob | None, *, by: str | None = None, actor: str | None = None,
               reason: str | None = None, pages: int | None = None, rule: str = "") -> None:

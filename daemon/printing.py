@@ -102,6 +102,8 @@ class PrintRelease:
         self.outage = Outages(alarms, loop, cfg.unavailable_after_s, kind=ALARM,
                               details={"server": cfg.server or "default"})
         self.tasks: set[asyncio.Task[None]] = set()
+        self.chosen: int | None = None
+        """The job the next supervisor's card releases instead of the oldest (``print.choose``)."""
         self.warnings: tuple[str, ...] = ()
         """What the driver found wrong with the CUPS set-up at start."""
         self.stopping = False
@@ -198,7 +200,7 @@ class PrintRelease:
             inside = self.presence.entered(holder.person_id, self.cfg.area) if self.cfg.area else True
             locked_out = self.lockouts is not None and self.lockouts.locked_out(card_hash)
             tapper = Tapper(holder.person_id, supervisor, inside, locked_out)
-        outcome = policy.tap(tapper, self._free())
+        outcome = policy.tap(tapper, self._free(), self.chosen)
         match outcome:
             case Release(job=job, person_id=person_id):
                 self._spawn(self._by_card(self._take(job.job, "release"), self.says.who("supervisor", person_id)))
@@ -223,6 +225,16 @@ class PrintRelease:
         """Move a waiting job to the printer; ``SekishoError`` when it is not waiting or CUPS refused."""
         await self._acting(self._release(self._take(number, "release"), actor, _by(actor)))
         return {"job": number, "printer": self.cfg.printer}
+
+    def choose(self, number: int) -> dict[str, Any]:
+        """The job the next supervisor's card at the printer releases, instead of the oldest: the
+        card still decides (and is recorded as the release's actor); this only says which job."""
+        if number not in set(j.job for j in self._free()):
+            held = ", ".join(str(j.job) for j in sorted(self._free(), key=policy.age_order)) or "none"
+            raise SekishoError(f"no job {number} waiting to choose (waiting: {held})")
+        self.chosen = number
+        self.says.queue_now(self.waiting.values(), self.chosen)
+        return {"job": number}
 
     async def cancel(self, number: int, actor: str) -> dict[str, Any]:
         await self._acting(self._cancel(self._take(number, "cancel"), actor))
@@ -317,7 +329,9 @@ class PrintRelease:
 
     # ------------------------------------------------------------------------- what is said
     def _changed(self) -> None:
-        self.says.queue_now(self.waiting.values())
+        if self.chosen not in self.waiting:
+            self.chosen = None
+        self.says.queue_now(self.waiting.values(), self.chosen)
         self._schedule()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -10,7 +10,8 @@ holds) and what is waiting; these functions answer with a frozen outcome, ``Rele
 3. they are recorded inside the printer's area, when the site names one (``not_in_area``), and
    it is known who is inside at all (``occupancy_unknown``: fail-closed, paper is the leak);
 4. a job is waiting (``no_job``);
-then the oldest waiting job is released: one job per tap.
+then one job is released per tap: the one chosen on the console (``print.choose``) if it still
+waits, else the oldest.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def oldest(waiting: Iterable[WaitingJob]) -> WaitingJob | None:
     return min(waiting, key=age_order, default=None)
 
 
-def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob]) -> Release | Refuse:
+def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob], chosen: int | None = None) -> Release | Refuse:
     """What a card at the printer's reader does (the order is the module's)."""
-    job = oldest(waiting)
+    jobs = tuple(waiting)
+    job = next((j for j in jobs if j.job == chosen), None) or oldest(jobs)
     if tapper is None:
         return Refuse(Reason.UNKNOWN_CARD, None, job)
     if not tapper.supervisor:

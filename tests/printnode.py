@@ -92,9 +92,10 @@ def waiting(sub: Any) -> list[int]:
     return [j["job"] for j in last[-1]["jobs"]] if last else []
 
 
-def printed(cups: Cups) -> set[int]:
-    """The jobs the printer wrote out (ippeveprinter keeps a file or two per job, named by its id)."""
-    return {int(p.name.split("-")[0]) for p in cups.printed()}
+def printed(cups: Cups) -> list[str]:
+    """The documents the printer wrote out, by name: ippeveprinter names its files
+    <its own job id>-<name>.dat, and its ids are not CUPS's."""
+    return sorted(p.stem.split("-", 1)[1] for p in cups.printed())
 
 
 def audit(site: Any, action: str) -> list[dict[str, Any]]:

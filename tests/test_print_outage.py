@@ -41,7 +41,7 @@ def test_cupsd_down_at_start_and_during_a_run(cups, site, subscribe, tmp_path):
     cups.start_cupsd()
     wait_for(lambda: alarm_states(sub)[2:] == ["raised", "cleared"], what="cleared again")
     # Nothing was released by mistake, nothing lost: the job still waits, still listed.
-    assert cups.job_state(job) == HOLD and printed(cups) == set()
+    assert cups.job_state(job) == HOLD and printed(cups) == []
     assert [j["job"] for j in site.control({"op": "print.list"})["jobs"]] == [job]
     assert waiting(sub) == [job] and print_events(sub, "released") == []
     assert audit(site, "print.release") == []

@@ -20,6 +20,13 @@ def test_the_oldest_job_is_released_and_ties_go_to_the_lower_id():
     assert oldest(()) is None
 
 
+def test_a_chosen_job_still_waiting_goes_before_the_oldest():
+    assert tap(BOSS, JOBS, chosen=7) == Release(job(7, 200.0), "boss")
+    assert tap(BOSS, JOBS, chosen=99) == Release(job(5, 100.0), "boss")  # gone meanwhile: the oldest
+    assert tap(Tapper("op", supervisor=False, inside=True), JOBS, chosen=7) == \
+        Refuse(Reason.NOT_SUPERVISOR, "op", job(7, 200.0))
+
+
 def test_each_refusal_in_order_names_the_job_it_would_have_released():
     first = job(5, 100.0)
     assert tap(None, JOBS) == Refuse(Reason.UNKNOWN_CARD, None, first)

@@ -66,7 +66,7 @@ def test_held_job_prints_only_for_a_supervisor_inside(cups, site, subscribe, tmp
     site.tap(BOSS, "printer")
     wait_for(lambda: [e for e in print_events(sub, "release_refused") if e["reason"] == "no_job"],
              what="no_job")
-    assert printed(cups) == {job}
+    assert printed(cups) == ["customer_list"]
 
 
 def test_signed_release_forged_release_and_cancel(cups, site, subscribe, tmp_path):
@@ -91,7 +91,7 @@ def test_signed_release_forged_release_and_cancel(cups, site, subscribe, tmp_pat
     assert answer["ok"] is True, answer
     released = one(sub, "released", first)
     assert (released["by"], released["actor"]) == ("command", "key:officer")
-    wait_for(lambda: printed(cups) == {first}, what="the released job printed")
+    wait_for(lambda: printed(cups) == ["first"], what="the released job printed")
 
     gone = site.cli("cmd", "send", "print.release", f"job={first}", "--key", str(key), check=False)
     assert gone.returncode == 1 and f"no job {first} waiting to release (waiting: {second})" in gone.stderr
@@ -105,6 +105,30 @@ def test_signed_release_forged_release_and_cancel(cups, site, subscribe, tmp_pat
     assert cancelled["by"] == "cli" and cancelled["actor"].startswith("cli:")
     wait_for(lambda: cups.job_state(second) == "done", what="the job gone from CUPS")
     wait_for(lambda: waiting(sub) == [], what="the queue empty")
-    assert printed(cups) == {first}  # the cancelled job never printed
+    assert printed(cups) == ["first"]  # the cancelled job never printed
     assert [a["actor"] for a in audit(site, "print.release")] == ["key:officer"]
     assert len(audit(site, "print.cancel")) == 1 and site.cli("audit", "verify").returncode == 0
+
+
+def test_a_job_chosen_on_the_console_is_the_one_the_next_card_releases(cups, site, subscribe, tmp_path):
+    key = print_node(site, cups, tmp_path)
+    sub = subscribe()
+    site.start()
+    older, newer = cups.submit("tanaka", "older"), cups.submit("tanaka", "newer")
+    one(sub, "held", newer)
+    refused = site.cli("cmd", "send", "print.choose", "job=999", "--key", str(key), check=False)
+    assert refused.returncode == 1 and f"no job 999 waiting to choose (waiting: {older}, {newer})" in refused.stderr
+    answer = json.loads(site.cli("cmd", "send", "print.choose", f"job={newer}", "--key", str(key)).stdout)
+    assert answer["ok"] is True, answer
+    wait_for(lambda: [m.json["chosen"] for m in sub.on("/print/door-a/queue")][-1] == newer, what="chosen in the queue")
+    assert cups.printed() == []  # choosing releases nothing by itself
+
+    site.tap(BOSS, "entrance-in")
+    wait_for(lambda: [e for e in sub.events() if e.get("result") == "granted"], what="the supervisor in")
+    site.tap(BOSS, "printer")
+    assert one(sub, "released", newer)["actor"] == f"supervisor:{pseudonym(site, 'boss')}"
+    wait_for(lambda: printed(cups) == ["newer"], what="the chosen job printed")
+    wait_for(lambda: [m.json["chosen"] for m in sub.on("/print/door-a/queue")][-1] is None, what="the choice spent")
+    site.tap(BOSS, "printer")  # the next card: the oldest again
+    one(sub, "released", older)
+    wait_for(lambda: printed(cups) == ["newer", "older"], what="the older job printed")
