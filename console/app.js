@@ -119,6 +119,7 @@ async function main() {
     setMode(door, node, mode) { command(node, 'door.mode', { door, mode }, `${door} → ${mode}`); },
     printRelease(node, job) { command(node, 'print.release', { job }, `#${job}`); },
     printCancel(node, job) { command(node, 'print.cancel', { job }, `#${job}`); },
+    printChoose(node, job) { command(node, 'print.choose', { job }, `#${job}`); },
   };
 
   // The site first, the key after: a browser whose IndexedDB never answers (some headless

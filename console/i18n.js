@@ -76,6 +76,7 @@ const WORDS = {
   waited: ['待ち時間', 'Waited for'], expires_in: ['自動取消まで', 'Expires in'],
   expiring: ['まもなく取消', 'due now'], unknown_user: ['登録外の利用者', 'unknown user'],
   release: ['印刷を許可', 'Release'], cancel_job: ['印刷を取消', 'Cancel job'],
+  choose_for_card: ['次のカードで印刷', 'Next for the card'], chosen: ['次のカード', 'next card'],
   confirm_release: ['{node} のジョブ {job} の印刷を許可しますか？', 'Release job {job} at {node}?'],
   confirm_print_cancel: ['{node} のジョブ {job} を取り消しますか？', 'Cancel job {job} at {node}?'],
   print_word: ['印刷', 'print'], pages_n: ['{n} 枚', '{n} pages'],

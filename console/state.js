@@ -113,7 +113,7 @@ export function millis(value) {
 // time it was submitted goes last, where it cannot pass for the oldest.
 export function printQueues(site) {
   return [...site.print.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([node, p]) => ({
-    node, printer: p.printer, ts: p.ts,
+    node, printer: p.printer, ts: p.ts, chosen: Number.isInteger(p.chosen) ? p.chosen : null,
     jobs: p.jobs.filter((j) => j && typeof j === 'object').map((j, i) => ({ ...j, i }))
       .sort((a, b) => (millis(a.submitted) ?? Infinity) - (millis(b.submitted) ?? Infinity) || a.i - b.i),
   }));

@@ -206,7 +206,9 @@ function documentOf(d) {
 
 // Printing: the jobs held at each print node (retained print/<node>/queue), oldest first, each
 // with how long it has waited and when it expires, and Release and Cancel behind a confirmation,
-// signed as every command is and sent to the node that holds the job.
+// signed as every command is and sent to the node that holds the job. "Next for the card" (no
+// confirmation: it releases nothing) names the job the supervisor's next card at the printer
+// releases instead of the oldest; the node's queue marks it.
 function Printing({ site, ui, t, ask }) {
   const queues = printQueues(site);
   const now = Date.now();
@@ -223,15 +225,18 @@ function Printing({ site, ui, t, ask }) {
       ${q.jobs.length === 0 ? html`<p class="quiet">${t('no_jobs')}</p>` : html`<div class="wide"><table><thead><tr>
         <th>${t('job')}</th><th>${t('subject')}</th><th>${t('document')}</th><th>${t('pages')}</th>
         <th>${t('waited')}</th><th>${t('expires_in')}</th><th></th></tr></thead><tbody>
-        ${q.jobs.map((j) => html`<tr data-test="print-job" data-node=${q.node} data-job=${j.job}>
-          <td>${j.job}</td><td><code>${j.subject || t('unknown_user')}</code></td><td>${documentOf(j.document)}</td>
+        ${q.jobs.map((j) => html`<tr data-test="print-job" data-node=${q.node} data-job=${j.job}
+            data-chosen=${j.job === q.chosen ? 'yes' : null} class=${j.job === q.chosen ? 'chosen' : null}>
+          <td>${j.job}${j.job === q.chosen ? html` <small data-test="chosen">${t('chosen')}</small>` : null}</td><td><code>${j.subject || t('unknown_user')}</code></td><td>${documentOf(j.document)}</td>
           <td>${j.pages ?? '—'}</td><td data-test="waited">${since(j.submitted)}</td>
           <td data-test="expires">${until(j.expires)}</td>
           <td><div class="acts">
             <button data-test="print-release" onClick=${() => ask({ text: t('confirm_release', { job: j.job, node: q.node }),
               run: () => ui.actions.printRelease(q.node, j.job) })}>${t('release')}</button>
             <button data-test="print-cancel" onClick=${() => ask({ text: t('confirm_print_cancel', { job: j.job, node: q.node }),
-              run: () => ui.actions.printCancel(q.node, j.job) })}>${t('cancel_job')}</button></div></td></tr>`)}
+              run: () => ui.actions.printCancel(q.node, j.job) })}>${t('cancel_job')}</button>
+            ${j.job === q.chosen ? null : html`<button data-test="print-choose"
+              onClick=${() => ui.actions.printChoose(q.node, j.job)}>${t('choose_for_card')}</button>`}</div></td></tr>`)}
         </tbody></table></div>`}</div>`)}</section>`;
 }
 

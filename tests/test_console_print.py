@@ -82,8 +82,9 @@ class PrintConsole:
         body = json.dumps(payload) if payload is not None else b""
         self.bus.client.publish(topic, body, qos=1, retain=retain).wait_for_publish(10)
 
-    def queue(self, jobs: list[dict]) -> None:
-        self.publish(QUEUE, {"jobs": jobs, "printer": "office-laser", "ts": iso(dt.datetime.now(dt.UTC))}, retain=True)
+    def queue(self, jobs: list[dict], chosen: int | None = None) -> None:
+        self.publish(QUEUE, {"jobs": jobs, "printer": "office-laser", "chosen": chosen,
+                             "ts": iso(dt.datetime.now(dt.UTC))}, retain=True)
 
     def open_page(self, locale: str = "en-US", **context) -> None:
         b = self.browser
@@ -183,6 +184,17 @@ def test_release_and_cancel_publish_signed_commands_to_the_jobs_node(pc):
                                                       "ts": iso(dt.datetime.now(dt.UTC))})
     b("wait", selector='[data-test=result][data-op="print.release"][data-state=ok]')
     b.screenshot("print-release-sent")
+
+    # "Next for the card": no confirmation (it releases nothing), signed like the others; the
+    # node's queue then marks the job, which has no such button any more.
+    b("click", selector="[data-test=print-job][data-job='21'] [data-test=print-choose]")
+    chosen = wait_for(lambda: len(pc.commands()) == 3 and pc.commands()[2], what="print.choose on the bus")
+    public.verify(base64.b64decode(chosen["sig"]), signed_bytes(chosen))
+    assert (chosen["op"], chosen["args"], chosen["node"]) == ("print.choose", {"job": 21}, NODE)
+    pc.queue([job(20, 5, OPERATOR, 1), job(21, 2, OPERATOR, 3)], chosen=21)
+    b("wait", selector="[data-test=print-job][data-job='21'][data-chosen=yes] [data-test=chosen]")
+    assert b("count", selector="[data-test=print-job][data-job='21'] [data-test=print-choose]") == 0
+    assert b("count", selector="[data-test=print-job][data-chosen=yes]") == 1
 
 
 def test_print_events_in_the_stream_a_refusal_and_an_expiry_marked_and_in_japanese(pc):
