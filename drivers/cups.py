@@ -54,7 +54,7 @@ STOP_S = 5.0
 
 class CupsQueue(ThreadedDriver):
     OPTIONS: ClassVar[Mapping[str, Option]] = {
-        "server": Option(str, "", "The CUPS server: a socket path, or host[:port]; empty: CUPS's default "
+        "server": Option(str, "", "The local cupsd: a socket path, or localhost[:port]; empty: CUPS's default "
                          "(CUPS_SERVER, else /run/cups/cups.sock)."),
         "hold_queue": Option(str, "", "The holding queue operators print to."),
         "printer": Option(str, "", "The real printer's queue, where a released job goes."),

@@ -33,8 +33,9 @@ def _users(v: dict) -> str | None:
 
 
 PRINT = {
-    "server": Option(str, "", "The CUPS server sekisho speaks to: empty for the local default (its socket), or "
-                     "host[:port] or a socket's path."),
+    "server": Option(str, "", "This machine's cupsd, which holds the jobs: empty for its default socket, or a "
+                     "socket's path (localhost[:port] also works). Not another machine's: sekisho proves who it "
+                     "is to cupsd by its own process (PeerCred), which only a local cupsd can see."),
     "hold_queue": Option(str, REQUIRED, "The holding queue operators print to: accepting, stopped "
                          "(cupsdisable), with the sekisho op policy (docs/printing.md). Its jobs wait there until "
                          "a supervisor releases them.", _queue),
