@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from cupsfake import Cups
 from harness import REPO, SEKISHO, Broker, Proxy, Site, Subscriber, answers, free_port, wait_for  # noqa: F401 - re-exported
 
 # Hypothesis budgets. ``ci`` (the default) is reproducible and bounded: the same examples on every
@@ -22,6 +23,17 @@ settings.register_profile("ci", max_examples=100, deadline=None, derandomize=Tru
 settings.register_profile("fuzz", max_examples=20_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def cups():
+    """A real cupsd with ippeveprinter as the printer, its queues set up as docs/printing.md says."""
+    c = Cups()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture

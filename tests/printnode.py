@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conftest import wait_for
 from cupsfake import HOLD, PRINTER, Cups
@@ -49,14 +46,6 @@ ops = ["print.*"]
 """
 
 
-@pytest.fixture
-def cups() -> Iterator[Cups]:
-    c = Cups()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def print_node(site: Any, cups: Cups, tmp_path: Path, expire: float = 60) -> Path:

@@ -20,16 +20,6 @@ from sekisho.drivers.cups import CupsQueue
 from sekisho.policies.events import Event, PrintJobHeld, PrintJobLeft, PrintServerBack, PrintServerLost
 
 
-@pytest.fixture
-def cups() -> Iterator[Cups]:
-    c = Cups()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 class Running:
     """The driver on a loop of its own thread, as the daemon runs it; what it emits, in order."""
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from conftest import wait_for
 from cupsfake import HOLD
-from printnode import BOSS, audit, cups, one, print_events, print_node, printed, waiting
-
-__all__ = ["cups"]  # the fixture, shared
+from printnode import BOSS, audit, one, print_events, print_node, printed, waiting
 
 ALARM = "/alarm/door-a.print.print-unavailable"
 

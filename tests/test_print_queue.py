@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from conftest import wait_for
 from cupsfake import HOLD, PRINTER
-from printnode import audit, cups, one, print_events, print_node, pseudonym, waiting
+from printnode import audit, one, print_events, print_node, pseudonym, waiting
 
-__all__ = ["cups"]  # the fixture, shared
 
 def test_a_job_waiting_too_long_is_cancelled(cups, site, subscribe, tmp_path):
     print_node(site, cups, tmp_path, expire=0.02)  # 1.2 s

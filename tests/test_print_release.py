@@ -17,10 +17,8 @@ from zoneinfo import ZoneInfo
 
 from conftest import wait_for
 from cupsfake import HOLD, PRINTER
-from printnode import BOSS, OPERATOR, audit, cups, one, print_events, print_node, printed, pseudonym, waiting
+from printnode import BOSS, OPERATOR, audit, one, print_events, print_node, printed, pseudonym, waiting
 from sekisho.daemon.keys import SiteKey
-
-__all__ = ["cups"]  # the fixture
 
 
 def test_held_job_prints_only_for_a_supervisor_inside(cups, site, subscribe, tmp_path):

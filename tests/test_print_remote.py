@@ -10,9 +10,7 @@ import subprocess
 
 from conftest import wait_for
 from cupsfake import HOLD, PRINTER
-from printnode import BOSS, cups, one, print_events, printed, pseudonym
-
-__all__ = ["cups"]  # the fixture
+from printnode import BOSS, one, print_events, printed, pseudonym
 
 PRINT_ONLY = """\
 [site]
