@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sekisho.policies.events import (
     CardPresented,
@@ -35,9 +36,7 @@ from sekisho.policies.events import (
 
 from .alarms import Alarms
 from .answers import Answer, Answering
-from .approvals import Approvals
 from .config import Config
-from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
@@ -45,7 +44,11 @@ from .keys import SiteKey
 from .reader_outages import ReaderOutages
 from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
-from .usb import UsbController
+
+if TYPE_CHECKING:  # imported by the composition root only on a node that has desks or USB
+    from .approvals import Approvals
+    from .desks import Desks
+    from .usb import UsbController
 
 log = logging.getLogger(__name__)
 
