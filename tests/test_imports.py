@@ -23,9 +23,10 @@ NOT_FOR_A_DOOR = {
     "sekisho.daemon.desks", "sekisho.daemon.logind", "sekisho.daemon.logind_watch", "sekisho.daemon.approvals",
     "sekisho.daemon.usb", "sekisho.daemon.usb_sysfs", "sekisho.policies.usbrules", "sekisho.drivers.udev",
     "sekisho.drivers.osdp", "sekisho.drivers.evdev_keys", "sekisho.drivers.pcsc",
-    "sekisho.drivers.nfc", "sekisho.daemon.recorder",
+    "sekisho.drivers.nfc", "sekisho.daemon.recorder", "cryptography",
 }
-"""What a door-only node with sim readers has no use for: desks, USB, the recorder, hardware."""
+"""What a door-only node with sim readers and no [commands.keys] has no use for: desks, USB, the
+recorder, hardware, signature checks (every command is refused unread without a key)."""
 
 DESK_CONFIG = """\
 [site]
