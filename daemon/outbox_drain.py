@@ -60,9 +60,8 @@ class OutboxDrain:
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""
         while self.connection.connected and not self.resending and len(self.held) < self.window:
-            rows = self.outbox.after(self.cursor, self.window - len(self.held))
-            if not rows:
-                return
+            room = self.window - len(self.held)
+            rows = self.outbox.after(self.cursor, room)
             for row in rows:
                 self.cursor = row.n
                 if row.n in self.held_rows:
@@ -71,11 +70,16 @@ class OutboxDrain:
                 # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
                 self.held[info.mid] = row.n
                 self.held_rows.add(row.n)
+            if len(rows) < room:
+                return  # the end of the outbox: the next commit kicks again
 
     def acknowledged(self, mid: int, reason: ReasonCode) -> None:
         n = self.held.pop(mid, None)
         if n is None:
             return  # not a row: the status message, or one published straight to paho
+        # Only a full window or a resend held rows back; else the outbox has nothing new that
+        # a commit has not kicked already.
+        held_back = self.resending or len(self.held) + 1 >= self.window
         self.resending = False
         self.held_rows.discard(n)
         if reason.is_failure:
@@ -84,7 +88,8 @@ class OutboxDrain:
             self.forget()
         elif self.forgetting is None:
             self.forgetting = self.loop.call_later(FORGET_S, self.forget)
-        self.kick()
+        if held_back:
+            self.kick()
 
     def forget(self) -> None:
         """Delete the acknowledged rows that no transaction took along meanwhile."""
