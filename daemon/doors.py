@@ -80,9 +80,8 @@ class Doors:
             timeout = self.config.doors[reader.door].pin_timeout_s
             timer = self.loop.call_later(timeout, self._pin_timed_out, reader)
             self.pending[reader.name] = PendingPin(card_hash, holder.person_id, timer)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s: waiting %d s for the PIN of %s", reader.name, timeout,
-                          self.presence.subject_of(holder.person_id))
+            log.info("%s: waiting %d s for the PIN of %s", reader.name, timeout,
+                     self.presence.subject_of(holder.person_id))
             return
         self._decide(reader, attempt, card_hash)
 
