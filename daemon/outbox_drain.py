@@ -6,12 +6,12 @@ broker acknowledges it, and sends it again by itself after a reconnect. So a row
 paho at most once per connection: ``held`` maps paho's message id to the outbox row. After a
 reconnect the outbox is read again from its start, skipping the rows paho still holds; after a
 restart paho holds nothing and every unacknowledged row goes out again, in order. A duplicate
-can then only be a message that was in flight when the connection or the process died, which
-QoS 1 allows and subscribers drop by ``id``.
+can then only be a message that was in flight when the connection or the process died, or one
+acknowledged just before the process died, which QoS 1 allows and subscribers drop by ``id``.
 
 A PUBACK takes the row out of the outbox's view at once; the row leaves the file with the next
 transaction, or ``FORGET_S`` later on a node with nothing to write (store/outbox.py says why
-that delete needs no sync of its own).
+that delete needs no sync of its own), and at a clean stop.
 
 Runs on the asyncio loop only; the connection reports each connection and each PUBACK there.
 """

@@ -94,7 +94,7 @@ class Database:
         self.db = sqlite_utils.Database(conn)
         self.riders: list[Callable[[sqlite3.Connection], Callable[[], None]]] = []
         """Writes that need no sync of their own, done in the next transaction before its COMMIT;
-        each returns what to call once that commit took (``Outbox.sent``)."""
+        each returns what to call once that commit took (the outbox's acknowledged rows)."""
         if check:
             problems = self.integrity(quick=True)
             if problems:
