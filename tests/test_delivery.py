@@ -265,3 +265,34 @@ def test_acknowledged_rows_leave_the_file_lazily_a_stop_forgets_them_a_crash_res
     assert [e["seq"] for e in events[:10]] == list(range(1, 11))
     assert all(e["seq"] > 5 for e in events[10:-1])  # only rows of the killed run, never those of the clean stop
     site.stop()
+
+
+def test_a_full_window_is_refilled_by_the_pubacks_alone(tmp_path, broker, subscribe):
+    """A PUBACK kicks the outbox only when a full window held rows back (outbox_drain.py):
+    ten rows committed at once through a window of three all go out, with no commit after."""
+    config_path = tmp_path / "sekisho.toml"
+    config_path.write_text(f'[site]\nid = "test"\nnode = "door-a"\n\n[mqtt]\nurl = "{broker.url}"\n')
+    cfg = config_mod.load(config_path)
+    sub = subscribe("sekisho/v1/test/door/#")
+    database = Database(tmp_path / "data")
+    Record(database, "door-a").record([
+        NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event", payload={"n": i},
+                 columns={"door": "entrance", "result": "granted"}) for i in range(1, 11)])
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher(cfg.mqtt, Outbox(database), client_id="sekisho-test-door-a",
+                        status_topic="sekisho/v1/test/node/door-a/status", version="test",
+                        started="2026-01-01T00:00:00.000Z", loop=loop)
+        pub.outbox_drain.window = 3
+        pub.start()  # the connection kicks once; only the acknowledgements kick after that
+        try:
+            deadline = loop.time() + 20
+            while len(sub.events()) < 10:
+                assert loop.time() < deadline, f"{len(sub.events())} of 10 events arrived"
+                assert len(pub.outbox_drain.held) <= 3
+                await asyncio.sleep(0.01)
+        finally:
+            await pub.stop()
+    asyncio.run(go())
+    assert [e["n"] for e in sub.events()] == list(range(1, 11))
