@@ -24,9 +24,12 @@ NOT_FOR_A_DOOR = {
     "sekisho.daemon.usb", "sekisho.daemon.usb_sysfs", "sekisho.policies.usbrules", "sekisho.drivers.udev",
     "sekisho.drivers.osdp", "sekisho.drivers.evdev_keys", "sekisho.drivers.pcsc",
     "sekisho.drivers.nfc", "sekisho.daemon.recorder", "cryptography",
+    "sekisho.daemon.people_cli", "sekisho.daemon.records_cli", "sekisho.daemon.site_cli",
+    "sekisho.daemon.enrolment_cli", "sekisho.daemon.site_bundle",
 }
 """What a door-only node with sim readers and no [commands.keys] has no use for: desks, USB, the
-recorder, hardware, signature checks (every command is refused unread without a key)."""
+recorder, hardware, signature checks (every command is refused unread without a key), and the
+other commands of the command line."""
 
 DESK_CONFIG = """\
 [site]
