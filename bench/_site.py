@@ -172,23 +172,21 @@ def bare_round_trips(port: int, n: int) -> list[float]:
         trips.close()
 
 
+PAHO_RATES = (8_000, 10_000, 12_000, 14_000)
+"""Rates ``paho_ceiling`` offers at: offered much faster than it carries, one paho client
+carries less (its publishing thread and its network thread share the interpreter)."""
+
+
 def paho_ceiling(port: int, n: int) -> float:
     """The most QoS 1 messages a second one bare paho client carries to a bare subscriber on
-    this broker: ``n`` published as fast as paho takes them, counted from the first publish to
-    the last arrival."""
-    sub, pub = BareSubscriber(port, "bench/ceiling"), bare_client(port)
-    try:
-        start = time.perf_counter()
-        for i in range(n):
-            pub.publish("bench/ceiling", str(i).encode(), qos=1)
-        with sub.cond:
-            if not sub.cond.wait_for(lambda: len(sub.arrived) >= n, timeout=120):
-                raise SystemExit(f"the paho ceiling: {len(sub.arrived)} of {n} arrived")
-            return n / (max(sub.arrived.values()) - start)
-    finally:
-        pub.loop_stop()
-        pub.disconnect()
-        sub.close()
+    this broker, with none lost: ``n`` offered at each of ``PAHO_RATES`` (``bare_stream``), the
+    best of them, counted from the first publish to the last arrival."""
+    best = 0.0
+    for rate in PAHO_RATES:
+        sent, received, took = bare_stream(port, rate, n / rate)
+        if received == sent:
+            best = max(best, received / took)
+    return best
 
 
 def sqlite_ceiling(tmp: Path, events: int, batch: int) -> float:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from _site import (
+    PAHO_RATES,
     UID,
     Broker,
     Subscriber,
@@ -128,12 +129,13 @@ def ceilings(tmp: Path, broker: Broker, args: argparse.Namespace) -> None:
     n = args.ceiling_events
     paho = paho_ceiling(broker.port, n)
     one, hundred = sqlite_ceiling(tmp, max(n // 10, 100), 1), sqlite_ceiling(tmp, n, 100)
-    print(f"  ceiling: bare paho, {n} QoS 1 messages as fast as it takes them: {paho:,.0f} messages/s")
+    print(f"  ceiling: bare paho, {n} QoS 1 messages at each of {', '.join(f'{r:,}' for r in PAHO_RATES)}/s, the "
+          f"best with none lost: {paho:,.0f} messages/s")
     print(f"  ceiling: sqlite3 WAL synchronous=FULL, what the store writes per event: {one:,.0f} events/s one per "
           f"transaction, {hundred:,.0f} events/s 100 per transaction")
     print(f"  lower ceiling: {min(paho, hundred):,.0f}/s")
     figure(args, "ceiling: sqlite3 WAL full sync, 100 events per transaction", unit="events/s", value=hundred,
-           anchor="bare paho QoS 1 as fast as it takes them", anchor_value=paho)
+           anchor="bare paho QoS 1, the best rate with none lost", anchor_value=paho)
 
 
 if __name__ == "__main__":
