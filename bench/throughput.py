@@ -99,8 +99,11 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
     peak = [0.0]
 
     def sample() -> None:
-        while site.proc and site.proc.poll() is None:
-            peak[0] = max(peak[0], rss_mb(site.proc.pid))
+        while (proc := site.proc) and proc.poll() is None:
+            try:
+                peak[0] = max(peak[0], rss_mb(proc.pid))
+            except (OSError, RuntimeError):
+                return  # it exited between the poll and the read (the stop at the end)
             threading.Event().wait(1)
     threading.Thread(target=sample, daemon=True).start()
 
