@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -132,26 +134,99 @@ class BareSubscriber:
         self.client.disconnect()
 
 
-def bare_round_trips(port: int, n: int) -> list[float]:
+class BareRoundTrip:
     """The anchor of a tap's way to a subscriber: a bare paho client publishes (QoS 1) to a bare
-    subscriber through the same broker, one message at a time, ``n`` times, after 20 not counted
-    (the daemon's connection has carried its status and more before the first tap); ms each."""
-    sub, pub = BareSubscriber(port, "bench/bare"), bare_client(port)
-    out = []
+    subscriber through the same broker, one message at a time. ``once`` is one round trip, so
+    that a benchmark can interleave them with its own taps, each anchor sample under the same
+    load as the tap beside it; 20 go first, not counted (the daemon's connection has carried its
+    status and more before the first tap)."""
+
+    def __init__(self, port: int) -> None:
+        self.sub, self.pub = BareSubscriber(port, "bench/bare"), bare_client(port)
+        self.i = 0
+        for _ in range(20):
+            self.once()
+
+    def once(self) -> float:
+        """One publish -> arrival at the subscriber, in ms."""
+        i, self.i = self.i, self.i + 1
+        sent = time.perf_counter()
+        self.pub.publish("bench/bare", str(i).encode(), qos=1)
+        with self.sub.cond:
+            if not self.sub.cond.wait_for(lambda: i in self.sub.arrived, timeout=10):
+                raise SystemExit(f"bare message {i} never arrived")
+        return (self.sub.arrived[i] - sent) * 1000
+
+    def close(self) -> None:
+        self.pub.loop_stop()
+        self.pub.disconnect()
+        self.sub.close()
+
+
+def bare_round_trips(port: int, n: int) -> list[float]:
+    """``n`` bare round trips in a row (``BareRoundTrip``); ms each."""
+    trips = BareRoundTrip(port)
     try:
-        for i in range(-20, n):
-            sent = time.perf_counter()
-            pub.publish("bench/bare", str(i).encode(), qos=1)
-            with sub.cond:
-                if not sub.cond.wait_for(lambda: i in sub.arrived, timeout=10):
-                    raise SystemExit(f"bare message {i} never arrived")
-            if i >= 0:
-                out.append((sub.arrived[i] - sent) * 1000)
+        return [trips.once() for _ in range(n)]
     finally:
-        pub.loop_stop()
-        pub.disconnect()
-        sub.close()
-    return out
+        trips.close()
+
+
+PAHO_RATES = (8_000, 10_000, 12_000, 14_000)
+"""Rates ``paho_ceiling`` offers at: offered much faster than it carries, one paho client
+carries less (its publishing thread and its network thread share the interpreter)."""
+
+
+def paho_ceiling(port: int, n: int) -> float:
+    """The most QoS 1 messages a second one bare paho client carries to a bare subscriber on
+    this broker, with none lost: ``n`` offered at each of ``PAHO_RATES`` (``bare_stream``), the
+    best of them, counted from the first publish to the last arrival."""
+    best = 0.0
+    for rate in PAHO_RATES:
+        sent, received, took = bare_stream(port, rate, n / rate)
+        if received == sent:
+            best = max(best, received / took)
+    return best
+
+
+def sqlite_ceiling(tmp: Path, events: int, batch: int) -> float:
+    """Events a second that plain sqlite3 commits in WAL mode with ``synchronous=FULL``, writing
+    what the store writes for one event (its row, an audit row, an outbox row, of the daemon's
+    sizes) in transactions of ``batch`` events: the disk's ceiling under sekisho's store."""
+    path = tmp / f"ceiling-{batch}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE events (id TEXT PRIMARY KEY, seq INTEGER, ts TEXT, node TEXT, kind TEXT, door TEXT, "
+                 "reader TEXT, direction TEXT, person_id TEXT, result TEXT, reason TEXT, rule TEXT, card TEXT, "
+                 "topic TEXT, payload TEXT)")
+    conn.execute("CREATE INDEX events_ts ON events (ts)")
+    conn.execute("CREATE INDEX events_person ON events (person_id, ts)")
+    conn.execute("CREATE INDEX events_door ON events (door, ts)")
+    conn.execute("CREATE TABLE audit (n INTEGER PRIMARY KEY, ts TEXT, actor TEXT, action TEXT, detail TEXT, prev TEXT, "
+                 "hash TEXT)")
+    conn.execute("CREATE TABLE outbox (n INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, "
+                 "topic TEXT NOT NULL, payload TEXT NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)")
+    payload = json.dumps({"kind": "access", "door": "entrance", "reader": "entrance-in", "direction": "in",
+                          "result": "granted", "reason": "ok", "rule": "level:staff", "subject": "0123456789abcdef",
+                          "area": "operator-room", "id": str(uuid.uuid4()), "seq": 1, "node": "door-a",
+                          "ts": "2026-12-05T11:00:00.000Z"})
+    start = time.perf_counter()
+    for first in range(0, events, batch):
+        conn.execute("BEGIN IMMEDIATE")
+        for seq in range(first, min(first + batch, events)):
+            event_id = str(uuid.uuid4())
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, 'door-a', 'door', 'entrance', 'entrance-in', 'in', 'u1', "
+                         "'granted', 'ok', 'level:staff', '0123456789abcdef', 'sekisho/v1/t/door/entrance/event', ?)",
+                         [event_id, seq, "2026-12-05T11:00:00.000Z", payload])
+            conn.execute("INSERT INTO audit VALUES (?, ?, 'daemon', 'door.granted', ?, ?, ?)",
+                         [seq + 1, "2026-12-05T11:00:00.000Z", payload[:160], "0" * 64, "f" * 64])
+            conn.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                         [event_id, "sekisho/v1/t/door/entrance/event", payload])
+        conn.execute("COMMIT")
+    took = time.perf_counter() - start
+    conn.close()
+    return events / took
 
 
 def bare_stream(port: int, rate: int, seconds: float) -> tuple[int, int, float]:
@@ -191,6 +266,23 @@ sys.stdin.read()
 """
 """The least a Python node on MQTT does before it says it is online: start the interpreter,
 import paho, connect, publish a retained status; then it waits, so its RSS can be read."""
+
+
+PYTHON_FLOORS = {"python -c pass": "pass", "python -c 'import paho.mqtt.client'": "import paho.mqtt.client"}
+"""The interpreter's own start, bare and with paho imported: the floor under any Python node."""
+
+
+def python_floor(code: str) -> tuple[float, float]:
+    """The interpreter of the daemon running ``code`` and then waiting: (exec -> ``code`` done,
+    in ms, as told by the process itself on its stdout; its RSS then, in MB)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", f"{code}\nimport sys\nprint(flush=True)\nsys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    took = (time.perf_counter() - started) * 1000
+    rss = rss_mb(proc.pid)
+    proc.communicate(b"")
+    return took, rss
 
 
 def bare_node(port: int, topic: str = "bench/bare-node/status") -> tuple[float, float]:

@@ -3,11 +3,15 @@ each beside its anchor, measured in the same run on the same broker:
 
 - start-up and RSS: a bare Python process (the same interpreter) that imports paho, connects and
   publishes a retained status (``_site.BARE_NODE``), from exec to that status at a subscriber,
-  and its RSS then: what any Python node on MQTT costs before it does anything;
-- tap latency: a bare paho client publishing QoS 1 to a bare subscriber, one message at a time:
-  what the broker and paho cost alone.
+  and its RSS then: what any Python node on MQTT costs before it does anything; below it the
+  interpreter alone, bare and with paho imported (``_site.PYTHON_FLOORS``);
+- tap latency: a bare paho client publishing QoS 1 to a bare subscriber, one message at a time,
+  one round trip after each tap (``_site.BareRoundTrip``): what the broker and paho cost alone,
+  under the same load as the tap beside it.
 
-Targets (issue 3): start-up <= 1 s, idle RSS <= 60 MB, tap latency p99 <= 50 ms.
+Targets (issue 3): start-up <= 1 s, idle RSS <= 60 MB, tap latency p99 <= 50 ms. Issue 20: tap
+latency at most 3 times the bare round trip at p50 and 2 times at p99, start-up to online
+<= 120 ms, idle RSS <= 35 MB.
 Run: .venv/bin/python bench/tap_latency.py [--taps 1000] [--starts 5] [--quick] [--json]
 """
 
@@ -21,16 +25,20 @@ import threading
 import time
 
 from _site import (
+    PYTHON_FLOORS,
     UID,
+    BareRoundTrip,
     Broker,
     Subscriber,
     answers,
     bare_node,
-    bare_round_trips,
     enrolled_site,
     figure,
     parse,
+    python_floor,
     rss_mb,
+    sqlite_ceiling,
+    stats,
     summary,
     wait_for,
     workdir,
@@ -69,6 +77,7 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
     sub.client.on_message = on_message
 
     starts, bare_starts, bare_rss = [], [], []
+    floors: dict[str, list[tuple[float, float]]] = {name: [] for name in PYTHON_FLOORS}
     for _ in range(args.starts):
         if site.proc is not None:
             site.stop()
@@ -84,11 +93,16 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
         took, rss = bare_node(broker.port)
         bare_starts.append(took)
         bare_rss.append(rss)
+        for name, code in PYTHON_FLOORS.items():
+            floors[name].append(python_floor(code))
     print(summary("start-up to retained online", starts))
     print(summary("  anchor: bare paho node, exec -> retained status", bare_starts))
+    for name, runs in floors.items():
+        print(summary(f"  floor: {name}, exec -> done", [took for took, _ in runs]))
     threading.Event().wait(2)  # let start-up garbage settle before reading idle RSS
     idle = rss_mb(site.proc.pid)
-    print(f"idle RSS: {idle:.1f} MB (anchor: the bare paho node {min(bare_rss):.1f} MB)")
+    print(f"idle RSS: {idle:.1f} MB (anchor: the bare paho node {min(bare_rss):.1f} MB; "
+          + "; ".join(f"{name} {min(rss for _, rss in runs):.1f} MB" for name, runs in floors.items()) + ")")
     figure(args, "start-up: exec -> retained online", samples=starts,
            anchor="a bare paho node: exec -> retained status", anchor_samples=bare_starts)
     figure(args, "idle RSS (one door, 2 sim readers)", unit="MB", value=idle,
@@ -97,8 +111,9 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
     conn = socket.socket(socket.AF_UNIX)
     conn.connect(str(site.data_dir / "sim" / "entrance-in.sock"))
     replies = conn.makefile("rb")
-    latencies = []
+    latencies, bare = [], []
     line = json.dumps({"op": "tap", "uid": UID}).encode() + b"\n"
+    trips = BareRoundTrip(broker.port)
     for seq in range(1, n + 1):
         sent = time.perf_counter()
         conn.sendall(line)
@@ -107,9 +122,16 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
             if not got.wait_for(lambda: seq in arrived, timeout=10):
                 raise SystemExit(f"event {seq} never arrived")
         latencies.append((arrived[seq] - sent) * 1000)
+        bare.append(trips.once())  # interleaved: each anchor sample under the load of the tap before it
+    trips.close()
     print(summary("sim tap -> subscriber", latencies))
-    bare = bare_round_trips(broker.port, n)
     print(summary("  anchor: bare paho publish -> bare subscriber", bare))
+    tap, anchor = stats(latencies), stats(bare)
+    commit = 1000 / sqlite_ceiling(workdir(), 200, 1)
+    print(f"  floor: one sqlite3 WAL synchronous=FULL commit of an event's rows: {commit:.2f} ms on average "
+          "(the tap's own record; the bare round trip has none)")
+    print(f"  tap / anchor: p50 {tap['p50'] / anchor['p50']:.1f}x, p99 {tap['p99'] / anchor['p99']:.1f}x "
+          "(issue 20: at most 3x and 2x)")
     print(f"RSS after {n} taps: {rss_mb(site.proc.pid):.1f} MB")
     figure(args, "tap to event: sim tap -> event at a subscriber", samples=latencies,
            anchor="bare paho publish -> bare subscriber", anchor_samples=bare)

@@ -3,8 +3,14 @@ counts distinct event ids at a real subscriber (zero loss is the pass mark).
 
 Its anchor, in the same run on the same broker: a bare paho client publishing QoS 1 messages at
 the same rate for the same time to a bare subscriber (what the broker and paho carry alone).
+Beside it, the two ceilings any node on this machine is under, measured in the same run: the
+most QoS 1 messages a second one paho client carries through this broker (``_site.paho_ceiling``),
+and the most events a second plain sqlite3 commits in WAL mode with a full sync, writing what the
+store writes for one event, one event per transaction and in transactions of 100
+(``_site.sqlite_ceiling``).
 
-Target (issue 3): 2,000 events/s for 60 s with zero loss.
+Target (issue 3): 2,000 events/s for 60 s with zero loss. Issue 20: sustained zero-loss
+throughput at least half the lower ceiling (offer more than it can take: --rate 8000).
 Run: .venv/bin/python bench/throughput.py [--rate 2000] [--seconds 60] [--quick] [--json]
 """
 
@@ -15,8 +21,23 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
-from _site import UID, Broker, Subscriber, bare_stream, enrolled_site, figure, parse, rss_mb, wait_for, workdir
+from _site import (
+    PAHO_RATES,
+    UID,
+    Broker,
+    Subscriber,
+    bare_stream,
+    enrolled_site,
+    figure,
+    paho_ceiling,
+    parse,
+    rss_mb,
+    sqlite_ceiling,
+    wait_for,
+    workdir,
+)
 
 
 async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
@@ -50,13 +71,14 @@ async def drive(sock: str, rate: int, seconds: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    args = parse(argparse.ArgumentParser(), rate=(2000, 200), seconds=(60, 2))
+    args = parse(argparse.ArgumentParser(), rate=(2000, 200), seconds=(60, 2), ceiling_events=(20000, 1000))
     tmp = workdir()
     broker = Broker(tmp)
     broker.start()
     site = enrolled_site(tmp, broker)
     try:
         measure(site, broker, args)
+        ceilings(tmp, broker, args)
     finally:
         site.kill()
         broker.stop()
@@ -77,8 +99,11 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
     peak = [0.0]
 
     def sample() -> None:
-        while site.proc and site.proc.poll() is None:
-            peak[0] = max(peak[0], rss_mb(site.proc.pid))
+        while (proc := site.proc) and proc.poll() is None:
+            try:
+                peak[0] = max(peak[0], rss_mb(proc.pid))
+            except (OSError, RuntimeError):
+                return  # it exited between the poll and the read (the stop at the end)
             threading.Event().wait(1)
     threading.Thread(target=sample, daemon=True).start()
 
@@ -101,6 +126,19 @@ def measure(site, broker: Broker, args: argparse.Namespace) -> None:  # noqa: AN
            f"({sent - received} lost)", unit="events/s", value=received / (elapsed + drain),
            anchor=f"bare paho at the same rate ({bare_sent - bare_received} lost)", anchor_value=bare_received / bare_s)
     figure(args, "peak RSS during the throughput run", unit="MB", value=peak[0])
+
+
+def ceilings(tmp: Path, broker: Broker, args: argparse.Namespace) -> None:
+    n = args.ceiling_events
+    paho = paho_ceiling(broker.port, n)
+    one, hundred = sqlite_ceiling(tmp, max(n // 10, 100), 1), sqlite_ceiling(tmp, n, 100)
+    print(f"  ceiling: bare paho, {n} QoS 1 messages at each of {', '.join(f'{r:,}' for r in PAHO_RATES)}/s, the "
+          f"best with none lost: {paho:,.0f} messages/s")
+    print(f"  ceiling: sqlite3 WAL synchronous=FULL, what the store writes per event: {one:,.0f} events/s one per "
+          f"transaction, {hundred:,.0f} events/s 100 per transaction")
+    print(f"  lower ceiling: {min(paho, hundred):,.0f}/s")
+    figure(args, "ceiling: sqlite3 WAL full sync, 100 events per transaction", unit="events/s", value=hundred,
+           anchor="bare paho QoS 1, the best rate with none lost", anchor_value=paho)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ import resource
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sekisho.drivers import registry
 from sekisho.drivers.base import Driver, DriverError, DriverNotSetUp
-from sekisho.drivers.cups import CupsQueue
-from sekisho.drivers.osdp import OsdpLines, OsdpReader
-from sekisho.drivers.udev import UdevUsb, enumerate_usb_devices
 from sekisho.policies.events import (
     Event,
 )
@@ -33,43 +30,31 @@ from sekisho.policies.events import (
 from . import __version__
 from .alarms import Alarms
 from .answers import Answering
-from .approvals import Approvals
 from .clock_watch import ClockWatch
 from .commands import CommandRunner, load_private_key
 from .commits import GroupCommit, Item
 from .config import Config
 from .control import ControlServer
-from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors
-from .enrolment_publisher import EnrolmentPublisher
-from .enrolment_receiver import EnrolmentReceiver
 from .enrolment_snapshot import OP as ENROLMENT_OP
 from .enrolment_snapshot import current_version, site_policy, stored_policy, trusted
 from .errors import ConfigError, SekishoError, StoreDamaged, StoreError
-from .home_assistant import HomeAssistantDiscovery
 from .instance import hold_data_dir
 from .keys import SiteKey
 from .lockouts import Lockouts
-from .logind import Logind
-from .logind_watch import SeatWatch
 from .node_watch import NodeWatch
 from .ops import Parts, Table, declared
 from .outages import Outages
 from .outbox_replay import OutboxReplay
 from .presence import Presence
-from .print_events import PrintEvents
-from .printing import PrintRelease
 from .publisher import Publisher
 from .reader_displays import ReaderDisplays
-from .recorder import Recorder
-from .recorder_store import open_store as open_recorder_store
 from .records_lost import keep_reserve
 from .retention import Retention
 from .router import Controllers, Router
 from .rules_in_force import RulesInForce
 from .service_manager import Notifier, ServiceManager, watchdog_interval
-from .site_occupancy import SiteOccupancy
 from .store.database import Database, is_damage
 from .store.outbox import Outbox
 from .store.people import People
@@ -78,7 +63,15 @@ from .strikes import make_strike
 from .tap_enrolment import TapEnrolment
 from .timestamps import utc_now
 from .topics import Topics
-from .usb import UsbController, desks_unattended
+
+if TYPE_CHECKING:
+    from sekisho.drivers.cups import CupsQueue
+
+    from .enrolment_publisher import EnrolmentPublisher
+    from .enrolment_receiver import EnrolmentReceiver
+    from .home_assistant import HomeAssistantDiscovery
+    from .printing import PrintRelease
+    from .usb import UsbController
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +99,10 @@ def open_store(config: Config, data_dir: Path, check: bool = False) -> tuple[Dat
 def load_drivers(config: Config, data_dir: Path, emit: Callable[[Event], None]) -> dict[str, Driver]:
     """Every reader, input and PIN pad the config names, by name; none started."""
     # OSDP readers on one RS-485 line share its control panel: one registry of lines for all.
-    lines = OsdpLines()
+    # Imported only where the config has such a reader, as every driver (registry.load).
+    if any(reader.driver == "osdp" for reader in config.readers.values()):
+        from sekisho.drivers.osdp import OsdpLines, OsdpReader
+        lines = OsdpLines()
     drivers: dict[str, Driver] = {
         name: OsdpReader(name, reader.options, emit, data_dir=data_dir, lines=lines) if reader.driver == "osdp"
         else registry.load(reader.driver)(name, reader.options, emit, data_dir=data_dir)
@@ -127,6 +123,7 @@ def home_assistant(config: Config, publisher: Publisher) -> HomeAssistantDiscove
     again when Home Assistant comes online; our own topic read back for what to remove."""
     if not config.homeassistant.enabled:
         return None
+    from .home_assistant import HomeAssistantDiscovery
     discovery = HomeAssistantDiscovery(config, __version__, publisher.publish_retained)
     publisher.when_connected(discovery.connected)
     publisher.subscribe(discovery.topic, discovery.heard_own)
@@ -179,6 +176,9 @@ class Daemon:
         # Where the site says the recorder speaks for every area's occupancy (presence.py then
         # publishes none), from every node's door events: folded from the recorder's store at
         # start, then fed each batch the recorder stores (SiteOccupancy.stored).
+        if config.recorder:
+            from .recorder import Recorder
+            from .site_occupancy import SiteOccupancy
         self.site_occupancy = (SiteOccupancy(config.areas, self.topics, loop, self._queue)
                                if config.recorder and config.site.occupancy_from == "recorder" else None)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
@@ -191,11 +191,21 @@ class Daemon:
         self.rules.adopt(*stored_policy(self.database, config.site.id))
         self.doors = Doors(config, self.people, self.topics, loop, self._queue, states=self.door_states,
                            presence=self.presence, lockouts=self.lockouts, rules=self.rules)
+        # What desks and USB need is imported only on a node that has them: the D-Bus client,
+        # udev, the USB rules. A door node starts without them, sooner and smaller.
+        if config.desks:
+            from .desks import Desks
+            from .logind import Logind
+            from .logind_watch import SeatWatch
         self.logind = Logind() if config.desks else None
         self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
                            presence=self.presence, alarms=self.alarms, rules=self.rules,
                            on_change=self._desk_changed) if self.logind else None
         self.usb = usb_controller(self)
+        if self.usb:
+            from sekisho.drivers.udev import UdevUsb
+
+            from .approvals import Approvals
         self.usb_driver = UdevUsb("usb", {}, self.emit) if self.usb else None
         self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
                                    presence=self.presence, lockouts=self.lockouts,
@@ -266,6 +276,7 @@ class Daemon:
         self.presence.startup()
         if self.site_occupancy and self.config.recorder:
             database = self.config.recorder.database
+            from .recorder_store import open_store as open_recorder_store
             self.site_occupancy.start(lambda: open_recorder_store(database, self.data_dir))
         await self.door_states.startup()  # every strike driven as its mode says before any reader starts
         self.commits.report_lost(self.alarms, self.config.site.node)
@@ -286,6 +297,7 @@ class Daemon:
                 except DriverError as exc:
                     raise SekishoError(f"usb: {exc}") from None
                 started.append(self.usb_driver)
+                from sekisho.drivers.udev import enumerate_usb_devices
                 self.usb.start(enumerate_usb_devices())
             if self.printing and self.print_driver:
                 await start_printing(self.printing, self.print_driver, started)
@@ -385,6 +397,7 @@ class Daemon:
         self.loop.call_soon_threadsafe(self.router.handle, event)
 
     def _desks_unattended(self) -> bool:
+        from .usb import desks_unattended
         return self.desks is not None and desks_unattended(d.state for d in self.desks.desks.values())
 
     def _desk_changed(self) -> None:
@@ -401,6 +414,8 @@ def usb_controller(daemon: Daemon) -> UsbController | None:
     u = daemon.config.usb
     if u is None:
         return None
+    from .usb import UsbController
+
     return UsbController(u.rules, topic=daemon.topics.usb_event(u.host), queue=daemon._queue, loop=daemon.loop,
                          exceptions_topic=daemon.topics.usb_exceptions(u.host),
                          present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
@@ -413,6 +428,11 @@ def print_release(daemon: Daemon) -> tuple[CupsQueue | None, PrintRelease | None
     config = daemon.config
     if config.print is None:
         return None, None
+    from sekisho.drivers.cups import CupsQueue
+
+    from .print_events import PrintEvents
+    from .printing import PrintRelease
+
     driver = CupsQueue("print", config.print.driver_options, daemon.emit)
     says = PrintEvents(config.print, presence=daemon.presence, key=daemon.key, queue=daemon._queue,
                        event_topic=daemon.topics.print_event(config.site.node),
@@ -440,6 +460,7 @@ def enrolment_transport(daemon: Daemon) -> tuple[EnrolmentPublisher | None, Enro
     config, publisher, status = daemon.config, daemon.publisher, daemon.publisher.status
     recorder = config.recorder
     if "recorder" in config.site.roles and recorder is not None and recorder.signing_key is not None:
+        from .enrolment_publisher import EnrolmentPublisher
         sender = EnrolmentPublisher(daemon.database, daemon.data_dir, site=config.site.id,
                                     key=load_private_key(recorder.signing_key), key_name=recorder.key_name,
                                     topics=daemon.topics, publish=publisher.publish_bytes, loop=daemon.loop,
@@ -449,6 +470,7 @@ def enrolment_transport(daemon: Daemon) -> tuple[EnrolmentPublisher | None, Enro
     status.enrolled(current_version(daemon.database, config.site.id))
     if "recorder" in config.site.roles or not trusted(config.commands, ENROLMENT_OP)[1]:
         return None, None
+    from .enrolment_receiver import EnrolmentReceiver
     receiver = EnrolmentReceiver(daemon.database, daemon.data_dir, site=config.site.id, node=config.site.node,
                                  commands=config.commands, topics=daemon.topics, alarms=daemon.alarms,
                                  record=daemon.record, loop=daemon.loop, on_version=status.enrolled,

@@ -22,6 +22,7 @@ console's (console_server.py) are here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import select
@@ -34,44 +35,8 @@ from typing import Any
 from . import __version__, ops
 from . import config as config_mod
 from .cli_site import DEFAULT_CONFIG, DEFAULT_DATA_DIR, _config, _data_dir
-from .commands_cli import cmd_cmd_keygen, cmd_cmd_ops, cmd_cmd_public_key, cmd_cmd_send, cmd_cmd_sign
-from .control_cli import (
-    cmd_alarm_ack,
-    cmd_desk_list,
-    cmd_door_list,
-    cmd_door_mode,
-    cmd_door_unlock,
-    cmd_outbox_replay,
-    cmd_print_cancel,
-    cmd_print_list,
-    cmd_print_release,
-    cmd_usb_allow,
-    cmd_usb_generate,
-    cmd_usb_list,
-    cmd_usb_test_policy,
-)
-from .enrolment_cli import cmd_enrolment_apply, cmd_enrolment_snapshot, cmd_enrolment_status
 from .errors import DataErrors, PermissionDenied, SekishoError, Unavailable, UsageError
-from .people_cli import (
-    cmd_card_add,
-    cmd_card_enroll,
-    cmd_card_list,
-    cmd_card_revoke,
-    cmd_person_add,
-    cmd_person_disable,
-    cmd_person_enable,
-    cmd_person_export,
-    cmd_person_grant,
-    cmd_person_import,
-    cmd_person_list,
-    cmd_person_pin,
-    cmd_person_ungrant,
-)
-from .records_cli import cmd_alarms, cmd_audit_verify, cmd_events, cmd_muster, cmd_purge
-from .report_cli import cmd_report
 from .report_csv import SECTIONS as REPORT_SECTIONS
-from .sim_cli import cmd_sim_input, cmd_sim_pin, cmd_sim_pull, cmd_sim_tap
-from .site_cli import cmd_site_init, cmd_site_install, cmd_site_join
 from .store.enrolment import HASH_PREFIX_MIN
 
 EX_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by SIGPIPE
@@ -200,6 +165,15 @@ class _Parser(argparse.ArgumentParser):
         if extra:
             self.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
+
+
+def _later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command's handler from its own module, imported only when that command runs: ``sekisho
+    run`` starts without loading every other command's modules (people, reports, site set-up)."""
+    def handler(args: argparse.Namespace) -> int:
+        func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(f".{module}", __package__), name)
+        return func(args)
+    return handler
 
 
 def _add(subparsers: Any, name: str, func: Callable[..., int] | None, help: str,
@@ -341,7 +315,8 @@ examples:
 def _add_site(sub: Any) -> None:
     site = _add(sub, "site", None, "set up a site: make it once, then a bundle per node, installed on the node",
                 SITE_HELP).add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = _add(site, "init", cmd_site_init, "make a new site: site key, signing keys, broker passwords", INIT_HELP)
+    p = _add(site, "init", _later("site_cli", "cmd_site_init"),
+             "make a new site: site key, signing keys, broker passwords", INIT_HELP)
     p.add_argument("dir", metavar="DIR", help="the site's folder, made here (mode 0700)")
     p.add_argument("--site", required=True, metavar="ID", help="the site's id, [site] id of every node: lower-case "
                    "letters, digits and -")
@@ -351,13 +326,15 @@ def _add_site(sub: Any) -> None:
                    "Asia/Tokyo")
     p.add_argument("--ca", metavar="FILE", help="the CA certificate (PEM) that signed the broker's certificate, "
                    "for every node's [mqtt] ca_file; omit when the nodes' system trust store has it")
-    p = _add(site, "join", cmd_site_join, "prepare one node: its broker password and its bundle file", JOIN_HELP)
+    p = _add(site, "join", _later("site_cli", "cmd_site_join"),
+             "prepare one node: its broker password and its bundle file", JOIN_HELP)
     p.add_argument("dir", metavar="DIR", help="the site's folder (site init made it)")
     p.add_argument("node", metavar="NODE", help="the node's name, [site] node and its broker user")
     p.add_argument("--roles", required=True, metavar="ROLES",
                    help="what the node does, comma-separated: door, desk, usb, recorder, print")
     p.add_argument("--out", metavar="FILE", help="write the bundle here (default DIR/NODE.sekisho-bundle)")
-    p = _add(site, "install", cmd_site_install, "install a node's bundle: config, broker password, site key",
+    p = _add(site, "install", _later("site_cli", "cmd_site_install"),
+             "install a node's bundle: config, broker password, site key",
              INSTALL_HELP)
     p.add_argument("bundle", metavar="BUNDLE", help="the NODE.sekisho-bundle file site join made")
     p.add_argument("--etc", default=str(Path(DEFAULT_CONFIG).parent), metavar="DIR",
@@ -372,28 +349,31 @@ def _add_site(sub: Any) -> None:
 
 def _add_people(sub: Any) -> None:
     person = _add(sub, "person", None, "manage people").add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = _add(person, "add", cmd_person_add, "add a person")
+    p = _add(person, "add", _later("people_cli", "cmd_person_add"), "add a person")
     p.add_argument("--id", required=True, help="the person's id, e.g. the staff number")
     p.add_argument("--name", required=True, help="full name, for the muster list and reports")
     p.add_argument("--valid-from", metavar="DATE", help="first day the person's cards open anything (YYYY-MM-DD)")
     p.add_argument("--valid-until", metavar="DATE", help="last day the person's cards open anything (YYYY-MM-DD)")
-    _add(person, "list", cmd_person_list, "list people")
-    p = _add(person, "grant", cmd_person_grant, "give a person an access level from the config")
+    _add(person, "list", _later("people_cli", "cmd_person_list"), "list people")
+    p = _add(person, "grant", _later("people_cli", "cmd_person_grant"), "give a person an access level from the config")
     p.add_argument("id", help="the person's id")
     p.add_argument("level", help="a [levels.<name>] of the config")
-    p = _add(person, "ungrant", cmd_person_ungrant, "take an access level away from a person")
+    p = _add(person, "ungrant", _later("people_cli", "cmd_person_ungrant"), "take an access level away from a person")
     p.add_argument("id", help="the person's id")
     p.add_argument("level", help="the level's name")
-    p = _add(person, "pin", cmd_person_pin, "set a person's PIN (read from the terminal, or one line of stdin)",
+    p = _add(person, "pin", _later("people_cli", "cmd_person_pin"),
+             "set a person's PIN (read from the terminal, or one line of stdin)",
              "Set a person's PIN: 4 to 12 digits, typed twice at a terminal, or one line on\n"
              "standard input. Only a salted scrypt hash is stored. --clear removes it.")
     p.add_argument("id", help="the person's id")
     p.add_argument("--clear", action="store_true", help="remove the PIN instead")
-    p = _add(person, "disable", cmd_person_disable, "disable a person: their cards stop opening anything")
+    p = _add(person, "disable", _later("people_cli", "cmd_person_disable"),
+             "disable a person: their cards stop opening anything")
     p.add_argument("id", help="the person's id")
-    p = _add(person, "enable", cmd_person_enable, "enable a disabled person again")
+    p = _add(person, "enable", _later("people_cli", "cmd_person_enable"), "enable a disabled person again")
     p.add_argument("id", help="the person's id")
-    p = _add(person, "import", cmd_person_import, "add and update people, levels and cards from a roster (CSV)",
+    p = _add(person, "import", _later("people_cli", "cmd_person_import"),
+             "add and update people, levels and cards from a roster (CSV)",
              IMPORT_HELP)
     p.add_argument("file", metavar="FILE", help="the roster, a CSV file with a header row (- for standard input)")
     p.add_argument("--dry-run", action="store_true",
@@ -405,7 +385,8 @@ def _add_people(sub: Any) -> None:
                    help="also disable everyone in the store whom the file does not list")
     p.add_argument("--encoding", metavar="NAME",
                    help="read the file in this encoding (utf-8, cp932, shift_jis, ...) instead of finding out")
-    p = _add(person, "export", cmd_person_export, "write people, levels, validity and card hashes as a roster (CSV)",
+    p = _add(person, "export", _later("people_cli", "cmd_person_export"),
+             "write people, levels, validity and card hashes as a roster (CSV)",
              EXPORT_HELP)
     p.add_argument("--csv", metavar="FILE", default="-",
                    help="write to FILE (mode 0600, replaced whole), or - for standard output (the default)")
@@ -416,31 +397,32 @@ def _add_people(sub: Any) -> None:
 
 def _add_cards(sub: Any) -> None:
     card = _add(sub, "card", None, "manage cards").add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = _add(card, "add", cmd_card_add, "enroll a card by its UID",
+    p = _add(card, "add", _later("people_cli", "cmd_card_add"), "enroll a card by its UID",
              "Enroll a card by its UID. Only a keyed hash of the UID is stored.")
     p.add_argument("--person", required=True, help="the holder's person id")
     p.add_argument("--uid", required=True, help="the card's UID in hex, e.g. 04a1b2c3d4e5f6")
     p.add_argument("--valid-from", metavar="DATE", help="first day the card opens anything (YYYY-MM-DD)")
     p.add_argument("--valid-until", metavar="DATE", help="last day the card opens anything (YYYY-MM-DD)")
-    p = _add(card, "enroll", cmd_card_enroll, "enroll a card by tapping it on a reader",
+    p = _add(card, "enroll", _later("people_cli", "cmd_card_enroll"), "enroll a card by tapping it on a reader",
              "Wait for one card at a reader and enroll it to a person; the tap opens nothing.\n"
              "Goes through the running daemon if there is one; otherwise opens the reader itself\n"
              "(stop the daemon first if it holds the reader).")
     p.add_argument("--person", required=True, help="the holder's person id")
     p.add_argument("--reader", required=True, help="the reader's name in the config")
     p.add_argument("--timeout", type=float, default=60, metavar="S", help="seconds to wait for the card (default 60)")
-    p = _add(card, "revoke", cmd_card_revoke, "revoke a card",
+    p = _add(card, "revoke", _later("people_cli", "cmd_card_revoke"), "revoke a card",
              f"Revoke a card, named by the start of its hash as card list shows it (at least\n"
              f"{HASH_PREFIX_MIN} hex digits, so that a slip cannot revoke someone else's card) or by --uid.\n"
              "Prints the card revoked and its holder.")
     p.add_argument("hash", nargs="?", help=f"the start of the card's hash ({HASH_PREFIX_MIN}+ hex digits)")
     p.add_argument("--uid", help="the card's UID in hex, instead of its hash")
-    p = _add(card, "list", cmd_card_list, "list cards (hash prefixes, never UIDs)")
+    p = _add(card, "list", _later("people_cli", "cmd_card_list"), "list cards (hash prefixes, never UIDs)")
     p.add_argument("--person", help="only this person's cards")
 
 
 def _add_records(sub: Any) -> None:
-    p = _add(sub, "muster", cmd_muster, "who is inside now, by area, with names (for the fire drill)",
+    p = _add(sub, "muster", _later("records_cli", "cmd_muster"),
+             "who is inside now, by area, with names (for the fire drill)",
              "List everyone recorded inside an area now, with names from the store: the roll call\n"
              "for an evacuation. Entry and exit both need the card, so the list is what the\n"
              "readers saw. At a recorder node: every node's doors, from the recorder's store\n"
@@ -449,7 +431,7 @@ def _add_records(sub: Any) -> None:
     p.add_argument("--csv", action="store_true", help="CSV with a header row, for a printout")
     p.add_argument("--local", action="store_true", help="at a recorder node: only this node's own store (by "
                                                         "default the whole site's, from the recorder's)")
-    p = _add(sub, "events", cmd_events, "list recorded events",
+    p = _add(sub, "events", _later("records_cli", "cmd_events"), "list recorded events",
              "List recorded events, oldest first: a node's own in the order it recorded them (by seq,\n"
              "which a wall clock set back does not change). Times without a zone are in the site's\n"
              "time zone. At a recorder node: every node's events, from the recorder's store, by\n"
@@ -465,12 +447,14 @@ def _add_records(sub: Any) -> None:
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="a JSON array on stdout")
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
-    _add(sub, "purge", cmd_purge, "delete events and audit rows older than the site's retention_days",
+    _add(sub, "purge", _later("records_cli", "cmd_purge"),
+         "delete events and audit rows older than the site's retention_days",
          "Delete events and audit rows older than [site] retention_days now (the daemon also\n"
          "does it daily). The audit chain stays verifiable from an anchor; the purge is audited.")
     audit = _add(sub, "audit", None, "check the audit log").add_subparsers(dest="action", metavar="ACTION",
                                                                            required=True)
-    _add(audit, "verify", cmd_audit_verify, "walk the hash chain; name the first altered or missing row",
+    _add(audit, "verify", _later("records_cli", "cmd_audit_verify"),
+         "walk the hash chain; name the first altered or missing row",
          "Walk the audit log's hash chain from its first row. Exit 0 when every row is intact;\n"
          "otherwise print the first row that was altered or removed and exit 65.")
 
@@ -527,7 +511,8 @@ examples:
 
 
 def _add_report(sub: Any) -> None:
-    p = _add(sub, "report", cmd_report, "the data-protection audit report of a day or a month (HTML or CSV)",
+    p = _add(sub, "report", _later("report_cli", "cmd_report"),
+             "the data-protection audit report of a day or a month (HTML or CSV)",
              REPORT_HELP)
     when = p.add_mutually_exclusive_group()
     when.add_argument("--month", metavar="YYYY-MM", help="a month of the site's time zone, e.g. 2026-11")
@@ -548,15 +533,16 @@ def _add_report(sub: Any) -> None:
 def _add_sim(sub: Any) -> None:
     sim = _add(sub, "sim", None, "drive a simulated reader (driver = \"sim\") of the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    p = _add(sim, "tap", cmd_sim_tap, "present a card; it stays until pull or the next tap")
+    p = _add(sim, "tap", _later("sim_cli", "cmd_sim_tap"), "present a card; it stays until pull or the next tap")
     p.add_argument("reader", help="the reader's name in the config")
     p.add_argument("uid", help="the card's UID in hex")
-    p = _add(sim, "pull", cmd_sim_pull, "take the card away")
+    p = _add(sim, "pull", _later("sim_cli", "cmd_sim_pull"), "take the card away")
     p.add_argument("reader", help="the reader's name in the config")
-    p = _add(sim, "pin", cmd_sim_pin, "type a PIN on the reader's pad")
+    p = _add(sim, "pin", _later("sim_cli", "cmd_sim_pin"), "type a PIN on the reader's pad")
     p.add_argument("reader", help="the reader's name in the config")
     p.add_argument("digits", help="the PIN")
-    p = _add(sim, "input", cmd_sim_input, "drive a simulated input: a door contact, exit button or fire alarm",
+    p = _add(sim, "input", _later("sim_cli", "cmd_sim_input"),
+             "drive a simulated input: a door contact, exit button or fire alarm",
              "Drive a simulated input ([inputs.<name>] with driver = \"sim\"): open/on set it active\n"
              "(door open, fire alarm on), closed/off set it inactive, press is a momentary press.")
     p.add_argument("input", help="the input's name in the config")
@@ -566,12 +552,12 @@ def _add_sim(sub: Any) -> None:
 def _add_doors_and_desks(sub: Any, op: dict[str, ops.Op]) -> None:
     door = _add(sub, "door", None, "see and drive doors through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    _add(door, "list", cmd_door_list, op["door.list"].summary)
-    p = _add(door, "unlock", cmd_door_unlock, op["door.unlock"].summary)
+    _add(door, "list", _later("control_cli", "cmd_door_list"), op["door.list"].summary)
+    p = _add(door, "unlock", _later("control_cli", "cmd_door_unlock"), op["door.unlock"].summary)
     door_arg, seconds = op["door.unlock"].args
     p.add_argument("door", help=door_arg.help)
     p.add_argument("--seconds", type=float, help=seconds.help)
-    p = _add(door, "mode", cmd_door_mode, op["door.mode"].summary,
+    p = _add(door, "mode", _later("control_cli", "cmd_door_mode"), op["door.mode"].summary,
              "Set a door's mode: normal; lockdown (only override levels open); free (released);\n"
              "emergency (fire exits released). Setting normal is also how a person resets an\n"
              "emergency release after a fire alarm. The mode survives a restart.")
@@ -580,11 +566,12 @@ def _add_doors_and_desks(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("mode", choices=mode.choices)
     desk = _add(sub, "desk", None, "see desks through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    _add(desk, "list", cmd_desk_list, op["desk.list"].summary)
+    _add(desk, "list", _later("control_cli", "cmd_desk_list"), op["desk.list"].summary)
 
 
 def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
-    p = _add(sub, "alarms", cmd_alarms, "list alarms with local times (--open: those still waiting for a person)",
+    p = _add(sub, "alarms", _later("records_cli", "cmd_alarms"),
+             "list alarms with local times (--open: those still waiting for a person)",
              "List alarms from this node's record, oldest raised first, with local times in the site's\n"
              "time zone. Each line is an alarm id's latest life (raised, cleared, acknowledged by whom,\n"
              "closed); every earlier life and every acknowledgement is in the audit log. An alarm stays\n"
@@ -601,7 +588,7 @@ def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
     fmt_group.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
     alarm = _add(sub, "alarm", None, "acknowledge an alarm through the running daemon").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    p = _add(alarm, "ack", cmd_alarm_ack, op["alarm.ack"].summary,
+    p = _add(alarm, "ack", _later("control_cli", "cmd_alarm_ack"), op["alarm.ack"].summary,
              "Acknowledge an open alarm as the user running this command: recorded in the audit log\n"
              "with the note, published on alarm/<id>. It closes once its condition has cleared (the\n"
              "door closed, the lockout ended). sekisho alarms --open lists the ids.")
@@ -613,14 +600,16 @@ def _add_alarms(sub: Any, op: dict[str, ops.Op]) -> None:
 def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     usb = _add(sub, "usb", None, "USB device control: list, test a policy, generate one, allow a device") \
         .add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = _add(usb, "list", cmd_usb_list, "devices present, the rules' decision and line, each as a rule",
+    p = _add(usb, "list", _later("control_cli", "cmd_usb_list"),
+             "devices present, the rules' decision and line, each as a rule",
              "Every USB device present: whether the kernel has it authorized, how [usb] rules decide it\n"
              "and by which line, and the device written as a rule to paste into the rules file. With\n"
              "a daemon running, also held devices and the timed exceptions in force. On a node with no\n"
              "[usb] section (nothing controls USB there), each device as the implicit target, block,\n"
              "would decide it, as usbguard list-devices does with no policy.")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
-    p = _add(usb, "test-policy", cmd_usb_test_policy, "decide devices by a rules file, touching nothing",
+    p = _add(usb, "test-policy", _later("control_cli", "cmd_usb_test_policy"),
+             "decide devices by a rules file, touching nothing",
              "Decide devices by RULES without writing anything: DEVICE is a sysfs path\n"
              "(/sys/bus/usb/devices/1-2) or a umockdev recording (*.umockdev); none means the\n"
              "devices present. RULES is a rules file, such as USBGuard's /etc/usbguard/rules.conf,\n"
@@ -638,7 +627,7 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
     p.add_argument("--json", action="store_true",
                    help="a JSON list, in the order given: device, decision, rule, ..., device_rule (as\n"
                         "usbguard generate-policy writes the device)")
-    p = _add(usb, "generate", cmd_usb_generate, "a starting policy from the devices present",
+    p = _add(usb, "generate", _later("control_cli", "cmd_usb_generate"), "a starting policy from the devices present",
              "Print a starting rules file that allows exactly the devices present now, one rule per\n"
              "device, as `usbguard generate-policy` does. Review it before use.")
     p.add_argument("--no-hash", action="store_true", help="leave out hash and parent-hash (generate-policy -X)")
@@ -649,7 +638,7 @@ def _add_usb(sub: Any, op: dict[str, ops.Op]) -> None:
                         "all (generate-policy -p) or none (-P)")
     p.add_argument("--catch-all", choices=["allow", "block", "reject"],
                    help="end with this target's bare rule (generate-policy -t)")
-    p = _add(usb, "allow", cmd_usb_allow, op["usb.allow"].summary,
+    p = _add(usb, "allow", _later("control_cli", "cmd_usb_allow"), op["usb.allow"].summary,
              "Allow one device for N minutes through the running daemon, recorded and published:\n"
              "MATCH is vid:pid:serial (046d:c31c:ABC123, the serial may be empty: 046d:c31c:) or a\n"
              "port (1-2.3). The device must be plugged in: the exception is bound to its descriptors'\n"
@@ -694,8 +683,9 @@ examples:
 def _add_print(sub: Any, op: dict[str, ops.Op]) -> None:
     printing = _add(sub, "print", None, "print jobs waiting for release, through the running daemon "
                     "(docs/printing.md)").add_subparsers(dest="action", metavar="ACTION", required=True)
-    _add(printing, "list", cmd_print_list, op["print.list"].summary)
-    for name, func in (("release", cmd_print_release), ("cancel", cmd_print_cancel)):
+    _add(printing, "list", _later("control_cli", "cmd_print_list"), op["print.list"].summary)
+    for name, func in (("release", _later("control_cli", "cmd_print_release")),
+                       ("cancel", _later("control_cli", "cmd_print_cancel"))):
         p = _add(printing, name, func, op[f"print.{name}"].summary)
         p.add_argument("job", type=int, help=op[f"print.{name}"].args[0].help)
 
@@ -703,7 +693,7 @@ def _add_print(sub: Any, op: dict[str, ops.Op]) -> None:
 def _add_outbox(sub: Any, op: dict[str, ops.Op]) -> None:
     outbox = _add(sub, "outbox", None, "the node's outbox: publish recorded events again").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    p = _add(outbox, "replay", cmd_outbox_replay, op["outbox.replay"].summary, REPLAY_HELP)
+    p = _add(outbox, "replay", _later("control_cli", "cmd_outbox_replay"), op["outbox.replay"].summary, REPLAY_HELP)
     first, last = op["outbox.replay"].args
     p.add_argument("first", metavar="FROM", type=int, help=first.help)
     p.add_argument("last", metavar="TO", type=int, help=last.help)
@@ -720,7 +710,8 @@ def _add_enrolment(sub: Any) -> None:
               "an Ed25519 key that each node lists in [commands.keys] with \"enrolment.snapshot\"\n"
               "among its ops, and a node takes only a higher version than the one it has."
               ).add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = _add(en, "snapshot", cmd_enrolment_snapshot, "write a signed snapshot of this store's enrolment to DIR",
+    p = _add(en, "snapshot", _later("enrolment_cli", "cmd_enrolment_snapshot"),
+             "write a signed snapshot of this store's enrolment to DIR",
              "Read this store's people, levels, PIN hashes and cards in one go, sign them for\n"
              "[site] id of the config with KEY (as `sekisho cmd keygen` makes it) and write them to\n"
              "DIR, a new or empty directory: manifest.json (signed) and chunk-NNNN.bin (zlib, at\n"
@@ -733,7 +724,8 @@ def _add_enrolment(sub: Any) -> None:
                    help="the snapshot's version: above every version the nodes have (e.g. the last one + 1)")
     p.add_argument("--chunk-bytes", type=int, default=128 * 1024, metavar="N",
                    help="a chunk's data at most (default 131072)")
-    _add(en, "apply", cmd_enrolment_apply, "check a snapshot in DIR and make it this node's enrolment",
+    _add(en, "apply", _later("enrolment_cli", "cmd_enrolment_apply"),
+         "check a snapshot in DIR and make it this node's enrolment",
          "Check the snapshot in DIR (manifest.json and its chunk-*.bin) and, only if every check\n"
          "passes, replace this node's people, levels, PIN hashes and cards with it in one\n"
          "transaction, with one audit row (actor snapshot:<key>). Refused, and nothing changed,\n"
@@ -743,7 +735,8 @@ def _add_enrolment(sub: Any) -> None:
          "version); a chunk is missing, duplicated, of another snapshot or altered (chunk\n"
          "missing, chunk duplicated, chunk mismatch, hash mismatch). Exit 0 when applied, 65\n"
          "when refused.").add_argument("dir", metavar="DIR", help="a directory `sekisho enrolment snapshot` wrote")
-    _add(en, "status", cmd_enrolment_status, "show the enrolment snapshot this node decides with",
+    _add(en, "status", _later("enrolment_cli", "cmd_enrolment_status"),
+         "show the enrolment snapshot this node decides with",
          "Show the version, key, times and body hash of the snapshot this node applied last,\n"
          "or say that its people and cards are its own.")
 
@@ -755,17 +748,19 @@ def _add_cmd(sub: Any) -> None:
                "[commands.keys] and may run the op. Make a key with keygen, put the public key\n"
                "it prints into each node's config, then send.").add_subparsers(
                   dest="action", metavar="ACTION", required=True)
-    _add(cmd, "ops", cmd_cmd_ops, "list the ops a signed command may run, with their arguments",
+    _add(cmd, "ops", _later("commands_cli", "cmd_cmd_ops"),
+         "list the ops a signed command may run, with their arguments",
          "List the ops a node runs when a signed command asks (each node only those of its\n"
          "parts: desk.list with desks, usb.* with [usb]), with their arguments; [NAME] is optional.\n"
          "A key runs only the ops its [commands.keys.<name>] ops patterns name.")
-    p = _add(cmd, "keygen", cmd_cmd_keygen, "make a new Ed25519 key for signing commands",
+    p = _add(cmd, "keygen", _later("commands_cli", "cmd_cmd_keygen"), "make a new Ed25519 key for signing commands",
              "Write a new Ed25519 private key to FILE (PEM, PKCS #8, mode 0600; an existing file\n"
              "is never overwritten) and print the [commands.keys.<name>] section that lets it in.\n"
              "The key's name is FILE's name without its extension unless --name says otherwise.")
     p.add_argument("file", help="where to write the private key")
     p.add_argument("--name", help="the key's name in the config (default: FILE's stem)")
-    p = _add(cmd, "public-key", cmd_cmd_public_key, "print the public key of a private key file",
+    p = _add(cmd, "public-key", _later("commands_cli", "cmd_cmd_public_key"),
+             "print the public key of a private key file",
              "Print the public key of FILE as public_key takes it. FILE may also be a key made by\n"
              "`openssl genpkey -algorithm ed25519` or `ssh-keygen -t ed25519` (unencrypted).")
     p.add_argument("file", help="a private key file")
@@ -774,8 +769,10 @@ def _add_cmd(sub: Any) -> None:
                  "otherwise (door=entrance). The command is signed for [site] id of the config: a\n"
                  "node of another site refuses it.\n\nops a signed command may run ([optional]):\n"
                  + ops.help_text(ops.declared()) + "\n")
-    for name, func, what in (("send", cmd_cmd_send, "sign a command, send it, and print the node's answer"),
-                             ("sign", cmd_cmd_sign, "print a signed command as JSON, to send by other means")):
+    for name, func, what in (("send", _later("commands_cli", "cmd_cmd_send"),
+                              "sign a command, send it, and print the node's answer"),
+                             ("sign", _later("commands_cli", "cmd_cmd_sign"),
+                              "print a signed command as JSON, to send by other means")):
         p = _add(cmd, name, func, what, what[0].upper() + what[1:] + ".\n" + sign_help +
                  ("\nExit 0 when the node ran it, 1 when it refused or the op failed, 69 when no\n"
                   "answer came.\n\nexample:\n  sekisho cmd send usb.allow match=0781:5567:4C5300012304 minutes=10 \\\n"

@@ -47,11 +47,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from .broker_connection import make_client
 from .config import CommandsConfig, Config
@@ -61,6 +57,9 @@ from .store.audit import canonical_json
 from .store.record import CommandResult, Record
 from .timestamps import utc_now
 from .topics import Topics
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used (CommandsConfig.verifiers says why)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +187,9 @@ def timestamp(text: str) -> dt.datetime:
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file (PKCS #8, as ``sekisho cmd keygen`` and ``openssl
     genpkey -algorithm ed25519`` write it, or OpenSSH's)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -207,12 +209,15 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 def public_key_text(key: Ed25519PrivateKey) -> str:
     """The public half as ``[commands.keys.<name>] public_key`` takes it."""
+    from cryptography.hazmat.primitives import serialization
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
 
 
 def keygen(path: str | Path) -> Ed25519PrivateKey:
     """Make a new key and write it, mode 0600, to a file that must not exist yet."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -298,7 +303,7 @@ class CommandRunner:
         self.result_topic = result_topic
         self.loop = loop
         self.clock = clock
-        self.keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
+        self.keys = cfg.verifiers()
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.lock = threading.Lock()
@@ -372,6 +377,7 @@ class CommandRunner:
         public = self.keys.get(message["key"])
         if public is None:
             raise Refused(f"unknown key {message['key']!r}: not in [commands.keys] of this node")
+        from cryptography.exceptions import InvalidSignature
         try:
             signature = base64.b64decode(message["sig"], validate=True)
             public.verify(signature, signed_bytes(message))

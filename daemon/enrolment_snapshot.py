@@ -53,10 +53,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from sekisho.policies.schedule import Schedule
 
@@ -67,6 +64,9 @@ from .store.database import Database
 from .store.people import People
 from .timestamps import utc_now
 from .whole_files import write_whole
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used (CommandsConfig.verifiers says why)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 FORMAT_V1 = "sekisho-enrolment-snapshot/1"
 """People and cards only: still read, from a recorder not yet updated."""
@@ -285,6 +285,7 @@ def check_manifest(raw: bytes, *, site: str, keys: Mapping[str, Ed25519PublicKey
     public = keys.get(manifest["key"])
     if public is None:
         raise SnapshotRefused("unknown key", f"{manifest['key']!r} is not in [commands.keys] of this node")
+    from cryptography.exceptions import InvalidSignature
     try:
         public.verify(base64.b64decode(manifest["sig"], validate=True),
                       canonical_json({k: v for k, v in manifest.items() if k != "sig"}))
@@ -375,7 +376,7 @@ def _parse_policy(obj: Mapping[str, Any]) -> Policy:
 def trusted(cfg: CommandsConfig, op: str = OP) -> tuple[dict[str, Ed25519PublicKey], set[str]]:
     """The node's keys from [commands.keys], and the names of those whose ops name ``op``
     (``enrolment.snapshot``, or ``enrolment.delta`` for deltas)."""
-    keys = {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in cfg.keys.items()}
+    keys = cfg.verifiers()
     return keys, {name for name, k in cfg.keys.items() if any(fnmatch.fnmatchcase(op, p) for p in k.ops)}
 
 

@@ -6,8 +6,12 @@ broker acknowledges it, and sends it again by itself after a reconnect. So a row
 paho at most once per connection: ``held`` maps paho's message id to the outbox row. After a
 reconnect the outbox is read again from its start, skipping the rows paho still holds; after a
 restart paho holds nothing and every unacknowledged row goes out again, in order. A duplicate
-can then only be a message that was in flight when the connection or the process died, which
-QoS 1 allows and subscribers drop by ``id``.
+can then only be a message that was in flight when the connection or the process died, or one
+acknowledged just before the process died, which QoS 1 allows and subscribers drop by ``id``.
+
+A PUBACK takes the row out of the outbox's view at once; the row leaves the file with the next
+transaction, or ``FORGET_S`` later on a node with nothing to write (store/outbox.py says why
+that delete needs no sync of its own), and at a clean stop.
 
 Runs on the asyncio loop only; the connection reports each connection and each PUBACK there.
 """
@@ -25,6 +29,9 @@ from .store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+FORGET_S = 1.0
+"""How long an acknowledged row may wait for another transaction to delete it along the way."""
+
 
 class OutboxDrain:
     def __init__(self, outbox: Outbox, connection: BrokerConnection, loop: asyncio.AbstractEventLoop, *,
@@ -39,7 +46,7 @@ class OutboxDrain:
         self.resending = False
         """paho is resending what it holds on a new connection: nothing new is handed over until
         the first acknowledgement, or it could overtake those rows (see ``restart``)."""
-        self.acked: list[int] = []
+        self.forgetting: asyncio.TimerHandle | None = None
 
     def restart(self) -> None:
         """A new connection: read the outbox again from its start (``kick`` skips what paho holds)."""
@@ -53,46 +60,51 @@ class OutboxDrain:
     def kick(self) -> None:
         """Hand the next committed rows to paho, if connected and the window has room."""
         while self.connection.connected and not self.resending and len(self.held) < self.window:
-            rows = self.outbox.after(self.cursor, self.window - len(self.held))
-            if not rows:
-                return
-            # Acknowledged, and leaving the outbox with the next commit_acked: not again.
-            acked = set(self.acked)
+            room = self.window - len(self.held)
+            rows = self.outbox.after(self.cursor, room)
             for row in rows:
                 self.cursor = row.n
-                if row.n in self.held_rows or row.n in acked:
-                    continue  # paho resends this one itself, or the broker has it
+                if row.n in self.held_rows:
+                    continue  # paho resends this one itself
                 info = self.connection.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
                 # Even MQTT_ERR_NO_CONN means paho queued it and will send it after reconnecting.
                 self.held[info.mid] = row.n
                 self.held_rows.add(row.n)
+            if len(rows) < room:
+                return  # the end of the outbox: the next commit kicks again
 
     def acknowledged(self, mid: int, reason: ReasonCode) -> None:
         n = self.held.pop(mid, None)
         if n is None:
             return  # not a row: the status message, or one published straight to paho
+        # Only a full window or a resend held rows back; else the outbox has nothing new that
+        # a commit has not kicked already.
+        held_back = self.resending or len(self.held) + 1 >= self.window
         self.resending = False
         self.held_rows.discard(n)
         if reason.is_failure:
             log.error("broker refused outbox row %d: %s; it stays queued and is retried on reconnect", n, reason)
-        else:
-            if not self.acked:
-                self.loop.call_soon(self.commit_acked)
-            self.acked.append(n)
-        self.kick()
+        elif self.outbox.sent([n]):
+            self.forget()
+        elif self.forgetting is None:
+            self.forgetting = self.loop.call_later(FORGET_S, self.forget)
+        if held_back:
+            self.kick()
 
-    def commit_acked(self) -> None:
-        """Mark the acknowledged rows sent, in one transaction for all PUBACKs of a loop tick."""
-        acked, self.acked = self.acked, []
+    def forget(self) -> None:
+        """Delete the acknowledged rows that no transaction took along meanwhile."""
+        if self.forgetting is not None:
+            self.forgetting.cancel()
+            self.forgetting = None
         try:
-            self.outbox.sent(acked)
+            self.outbox.forget()
         except StoreDamaged:
             raise
         except StoreError as exc:
-            # The rows stay in the outbox and go out again after a reconnect or a restart: a
-            # duplicate, which QoS 1 allows and subscribers drop by id. Nothing is lost.
-            log.warning("%s; %d acknowledged rows stay in the outbox", exc, len(acked))
+            # The rows stay in the file and go out again after a restart: a duplicate, which
+            # QoS 1 allows and subscribers drop by id. Nothing is lost.
+            log.warning("%s; %d acknowledged rows stay in the outbox", exc, len(self.outbox.pending))
 
     @property
     def idle(self) -> bool:
-        return not self.held and not self.acked and self.outbox.count() == 0
+        return not self.held and self.outbox.count() == 0

@@ -149,8 +149,10 @@ class Publisher:
             await asyncio.sleep(0.02)
         while self.direct and not all(info.is_published() for info in self.direct) and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-        if self.outbox_drain.acked and drain:
-            self.outbox_drain.commit_acked()
+        if drain:
+            self.outbox_drain.forget()
+        elif self.outbox_drain.forgetting is not None:
+            self.outbox_drain.forgetting.cancel()
         if self.connection.connected:
             info = self.status.say("offline")
             end = self.loop.time() + 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sekisho.policies.events import (
     CardPresented,
@@ -41,18 +42,20 @@ from sekisho.policies.events import (
 
 from .alarms import Alarms
 from .answers import Answer, Answering
-from .approvals import Approvals
 from .config import Config
-from .desks import Desks
 from .door_states import DoorStates
 from .doors import Doors
 from .errors import StoreDamaged
 from .keys import SiteKey
 from .outages import Outages
-from .printing import PrintRelease
 from .store.database import is_damage
 from .tap_enrolment import TapEnrolment
-from .usb import UsbController
+
+if TYPE_CHECKING:  # imported by the composition root only on a node that has desks, USB or [print]
+    from .approvals import Approvals
+    from .desks import Desks
+    from .printing import PrintRelease
+    from .usb import UsbController
 
 log = logging.getLogger(__name__)
 

@@ -62,9 +62,15 @@ FIGURES = {
                            r"postgresql, all at once: 630 events .* 0 lost",
                            r"postgresql, 1,000/s offered: publish -> stored: p50=\d+ ms p99=\d+ ms .* "
                            r"recorder peak RSS [\d.]+ MB"],
-    "tap_latency.py": [r"start-up to retained online: n=1 p50=", r"anchor: bare paho publish -> bare subscriber: n=20 p50=", r"sim tap -> subscriber: n=20 p50="],
+    "tap_latency.py": [r"start-up to retained online: n=1 p50=", r"anchor: bare paho publish -> bare subscriber: n=20 p50=",
+                       r"sim tap -> subscriber: n=20 p50=", r"floor: python -c pass, exec -> done: n=1 p50=",
+                       r"floor: one sqlite3 WAL synchronous=FULL commit of an event's rows: [\d.]+ ms",
+                       r"tap / anchor: p50 [\d.]+x, p99 [\d.]+x"],
     "throughput.py": [r"received 400 distinct events at the subscriber, 0 lost", r"events/s",
-                      r"anchor: bare paho, 400 QoS 1 messages offered at 200/s: 400 received, 0 lost"],
+                      r"anchor: bare paho, 400 QoS 1 messages offered at 200/s: 400 received, 0 lost",
+                      r"ceiling: bare paho, 1000 QoS 1 messages at each of .*, the best with none lost: [\d,]+ messages/s",
+                      r"ceiling: sqlite3 WAL synchronous=FULL, .*: [\d,]+ events/s one per transaction, [\d,]+ "
+                      r"events/s 100 per transaction"],
     "usb_plug.py": [r"uevent -> authorized written \(sekisho\): n=20 p50="],
     "usb_rules.py": [r"generated\s+rules=201 -> allow .* n=200 p50=", r"call-centre .* p50=",
                      r"thousand +parse of the 1000-rule file: n=3 p50=",

@@ -1,5 +1,6 @@
-"""Nothing committed is lost and nothing is sent twice except what was in flight at a cut:
-broker down, connection cut mid-burst, daemon killed."""
+"""Nothing committed is lost and nothing is sent twice except what was in flight at a cut or
+acknowledged just before a crash (the outbox's delete is lazy): broker down, connection cut
+mid-burst, daemon killed."""
 
 from __future__ import annotations
 
@@ -229,3 +230,69 @@ def test_rows_paho_holds_at_a_reconnect_go_out_before_newer_ones(tmp_path, broke
             relay.close()
     asyncio.run(go())
     assert [e["n"] for e in sub.events()][:10] == list(range(1, 11))
+
+
+def outbox_rows(site, topic: str = "%") -> int:
+    return sqlite3.connect(site.data_dir / "sekisho.db").execute("SELECT count(*) FROM outbox WHERE topic LIKE ?",
+                                                                  [topic]).fetchone()[0]
+
+
+def test_acknowledged_rows_leave_the_file_lazily_a_stop_forgets_them_a_crash_resends_them(site, subscribe):
+    """The outbox's delete rides along with the next commit (store/outbox.py): a clean stop
+    still leaves nothing to send again; a crash may send again what the broker had just
+    acknowledged, with the ids it had, and loses nothing."""
+    enroll(site)
+    sub = subscribe()
+    site.start()
+    for _ in range(5):
+        site.tap(UID)
+    wait_for(lambda: len(sub.events()) == 5, what="5 events")
+    assert site.stop() == 0
+    assert outbox_rows(site) == 0  # the stop deleted what the broker acknowledged
+    site.start()
+    for _ in range(5):
+        site.tap(UID)
+    wait_for(lambda: len(sub.events()) == 10, what="5 more events, none of the first again")
+    assert site.stop(signal.SIGKILL) == -signal.SIGKILL
+    left = outbox_rows(site, "%/door/%/event")  # acknowledged, their delete not yet committed: sent again
+    site.start()
+    site.tap(UID)
+    events = wait_for(lambda: len(sub.events()) == 11 + left and sub.events(), what="the next event")
+    by_seq: dict[int, set[str]] = {}
+    for e in events:
+        by_seq.setdefault(e["seq"], set()).add(e["id"])
+    assert sorted(by_seq) == list(range(1, 12)) and all(len(ids) == 1 for ids in by_seq.values())
+    assert [e["seq"] for e in events[:10]] == list(range(1, 11))
+    assert all(e["seq"] > 5 for e in events[10:-1])  # only rows of the killed run, never those of the clean stop
+    site.stop()
+
+
+def test_a_full_window_is_refilled_by_the_pubacks_alone(tmp_path, broker, subscribe):
+    """A PUBACK kicks the outbox only when a full window held rows back (outbox_drain.py):
+    ten rows committed at once through a window of three all go out, with no commit after."""
+    config_path = tmp_path / "sekisho.toml"
+    config_path.write_text(f'[site]\nid = "test"\nnode = "door-a"\n\n[mqtt]\nurl = "{broker.url}"\n')
+    cfg = config_mod.load(config_path)
+    sub = subscribe("sekisho/v1/test/door/#")
+    database = Database(tmp_path / "data")
+    Record(database, "door-a").record([
+        NewEvent(kind="door", topic="sekisho/v1/test/door/entrance/event", payload={"n": i},
+                 columns={"door": "entrance", "result": "granted"}) for i in range(1, 11)])
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher(cfg.mqtt, Outbox(database), client_id="sekisho-test-door-a",
+                        status_topic="sekisho/v1/test/node/door-a/status", version="test",
+                        started="2026-01-01T00:00:00.000Z", loop=loop)
+        pub.outbox_drain.window = 3
+        pub.start()  # the connection kicks once; only the acknowledgements kick after that
+        try:
+            deadline = loop.time() + 20
+            while len(sub.events()) < 10:
+                assert loop.time() < deadline, f"{len(sub.events())} of 10 events arrived"
+                assert len(pub.outbox_drain.held) <= 3
+                await asyncio.sleep(0.01)
+        finally:
+            await pub.stop()
+    asyncio.run(go())
+    assert [e["n"] for e in sub.events()] == list(range(1, 11))

@@ -92,6 +92,51 @@ def test_event_audit_outbox_in_one_transaction(tmp_path):
     assert verify(d.db).ok
 
 
+def test_an_acknowledged_row_leaves_the_file_with_the_next_commit_or_without_a_sync(tmp_path):
+    d, s = opened(tmp_path)
+    outbox = Outbox(d)
+    syncs: list[int] = []  # PRAGMA synchronous in each transaction, just before its COMMIT
+
+    def watch(conn):
+        syncs.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+        return lambda: None
+    d.riders.append(watch)
+    on_disk = sqlite3.connect(d.path)  # another reader: what the file holds, not this view
+
+    def rows_on_disk() -> list[int]:
+        return [r[0] for r in on_disk.execute("SELECT n FROM outbox ORDER BY n")]
+    s.record([ev(), ev()])
+    first, second = (row.n for row in outbox.after(0, 10))
+    assert outbox.sent([first]) is False
+    # Gone from the publisher's view at once; still in the file, and no transaction of its own.
+    assert [row.n for row in outbox.after(0, 10)] == [second] and outbox.count() == 1
+    assert rows_on_disk() == [first, second] and syncs == [2]
+    s.record([ev()])  # the next event's transaction, with its full sync, takes the delete along
+    third = outbox.after(second, 10)[0].n
+    assert rows_on_disk() == [second, third] and syncs == [2, 2] and not outbox.pending
+    outbox.sent([second, third])
+    outbox.forget()  # nothing else came: committed alone, without a sync, and FULL again after
+    assert rows_on_disk() == [] and outbox.count() == 0 and syncs == [2, 2, 1]
+    assert d.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    outbox.forget()  # nothing pending: no transaction at all
+    assert syncs == [2, 2, 1]
+    assert verify(d.db).ok
+
+
+def test_a_delete_that_fails_with_its_transaction_is_kept_for_the_next(tmp_path):
+    d, s = opened(tmp_path)
+    outbox = Outbox(d)
+    s.record([ev()])
+    n = outbox.after(0, 1)[0].n
+    outbox.sent([n])
+    with pytest.raises(StoreError):
+        s.record([NewEvent(kind="door", topic="t", payload={}, columns={"no_such_column": 1})])
+    assert outbox.pending == {n} and outbox.count() == 0
+    assert d.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+    s.record([ev()])
+    assert not outbox.pending and [r[0] for r in d.db.execute("SELECT n FROM outbox")] == [n + 1]
+
+
 def test_site_key_created_0600_and_never_overwritten(tmp_path):
     path = tmp_path / "site.key"
     k1 = SiteKey.load_or_create(path)

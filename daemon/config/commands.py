@@ -9,11 +9,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sekisho.drivers.options import REQUIRED, Option, between, strings
 
 from .checker import Checker
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def _ed25519_public(v: str) -> str | None:
@@ -56,6 +59,14 @@ class CommandsConfig:
     def trusts(self, op: str) -> bool:
         """Does some key's ``ops`` name ``op`` (or a pattern matching it)?"""
         return any(fnmatch.fnmatchcase(op, p) for k in self.keys.values() for p in k.ops)
+
+    def verifiers(self) -> dict[str, Ed25519PublicKey]:
+        """Each key, ready to verify a signature. cryptography is imported here, and only on a
+        node that lists keys: it is some 8 MB resident and a part of every start."""
+        if not self.keys:
+            return {}
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        return {name: Ed25519PublicKey.from_public_bytes(k.public_key) for name, k in self.keys.items()}
 
 
 def read_commands(c: Checker, raw: Any) -> CommandsConfig:

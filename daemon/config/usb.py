@@ -21,15 +21,17 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sekisho.drivers.options import Option, between, one_of, strings
 from sekisho.policies.approval import on_ports
-from sekisho.policies.usbrules import ParsedRule, RuleSet, RuleSyntaxError, Target, parse_rules
 
 from .checker import Checker, optional_topic_name
 from .desks import DeskConfig
 from .readers import ReaderConfig
+
+if TYPE_CHECKING:  # the rule language is loaded only by a config that has [usb] (read_rules)
+    from sekisho.policies.usbrules import ParsedRule, RuleSet, Target
 
 USB = {
     "rules": Option(str, "", "The USB rules file (sekisho-rules(5), docs/sekisho-rules.5.md), USBGuard's RuleFile: "
@@ -115,6 +117,7 @@ def read_rules(rules_file: Path | None, rules_folder: Path | None, implicit_targ
                cite: Callable[[Path], str] = str) -> RulesRead:
     """Every rule of ``rule_files``, in order, as one ``RuleSet``; ``cite(path)`` is how verdicts
     and syntax errors name each file. Every problem of every file is found, none stops the rest."""
+    from sekisho.policies.usbrules import RuleSet, RuleSyntaxError, parse_rules
     try:
         files = rule_files(rules_file, rules_folder)
     except OSError as exc:
@@ -147,6 +150,7 @@ def read_usb(c: Checker, path: Path, raw: Any, node: str) -> UsbConfig | None:
         return None
     rules_file = (path.parent / values["rules"]).resolve() if values["rules"] else None
     rules_folder = (path.parent / values["rules_folder"]).resolve() if values["rules_folder"] else None
+    from sekisho.policies.usbrules import Target
     # Verdicts cite the rules by the whole path, as the daemon publishes them.
     read = read_rules(rules_file, rules_folder, Target(values["implicit_target"]))
     for file, exc in read.unreadable:

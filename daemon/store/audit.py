@@ -37,13 +37,17 @@ class AuditReport:
 
 def append(db: sqlite_utils.Database, actor: str, action: str, detail: dict[str, Any], ts: str) -> None:
     """Append one audit row. Must run inside ``Database.transaction()``."""
-    last = db.execute("SELECT n, hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+    # Plain statements on the connection, which sqlite3 prepares once and keeps: sqlite-utils'
+    # insert and upsert look the table up and open a savepoint on every call, on every tap.
+    conn = db.conn
+    last = conn.execute("SELECT n, hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
     n, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     body = {"n": n, "ts": ts, "actor": actor, "action": action, "detail": detail}
     digest = chain_hash(prev, body)
-    db.table("audit").insert({**body, "detail": json.dumps(detail, sort_keys=True), "prev": prev,
-                              "hash": digest})
-    db.table("meta").upsert({"key": "audit_head", "value": f"{n}:{digest}"}, pk="key")
+    conn.execute("INSERT INTO audit (n, ts, actor, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 [n, ts, actor, action, json.dumps(detail, sort_keys=True), prev, digest])
+    conn.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [f"{n}:{digest}"])
 
 
 def cut(db: sqlite_utils.Database, before: str) -> int:

@@ -20,6 +20,14 @@ When the disk or the file fails:
     passes, and ``integrity()`` runs the full check for ``audit verify``.
   - The file, its WAL and its shared-memory index are the site's records: created 0600, in a
     data dir that others may not read (refused otherwise, as the site key is).
+
+One fsync per write transaction is the floor of the tap path, so a write that needs no sync of its
+own does not take one (``riders``, ``transaction(durable=False)``): it rides along with the next
+transaction, or, when none comes, it commits without a sync. ``synchronous`` is a setting of the
+connection, not of a transaction, so a commit without a sync sets it to NORMAL around that one
+transaction and back to FULL, on the loop that owns the connection. In WAL mode such a commit is
+still atomic and consistent; a crash may only lose it whole, and the next full commit syncs it
+with its own frames.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import contextlib
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -84,6 +92,9 @@ class Database:
                 raise PermissionDenied(str(self.path)) from None
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
         self.db = sqlite_utils.Database(conn)
+        self.riders: list[Callable[[sqlite3.Connection], Callable[[], None]]] = []
+        """Writes that need no sync of their own, done in the next transaction before its COMMIT;
+        each returns what to call once that commit took (the outbox's acknowledged rows)."""
         if check:
             problems = self.integrity(quick=True)
             if problems:
@@ -129,8 +140,21 @@ class Database:
             raise StoreError(f"{self.path}: checkpoint failed: {exc}") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction, holding the write lock from its first statement."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite_utils.Database]:
+        """One write transaction, holding the write lock from its first statement, with what
+        rides along (``riders``). Not ``durable``: committed without a sync, for what may be
+        lost in a crash (see the module's docstring)."""
+        if not durable:
+            self.db.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction() as db:
+                yield db
+        finally:
+            if not durable:
+                self.db.conn.execute("PRAGMA synchronous=FULL")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -139,6 +163,7 @@ class Database:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
         try:
             yield self.db
+            taken = [ride(self.db.conn) for ride in self.riders]
             self.db.execute("COMMIT")
         except BaseException as exc:
             if self.db.conn.in_transaction:
@@ -151,6 +176,8 @@ class Database:
             if isinstance(exc, sqlite3.OperationalError):
                 raise StoreError(f"{self.path}: write failed, nothing of it was kept: {exc}") from exc
             raise
+        for done in taken:
+            done()
 
     def schema_version(self) -> int:
         if "schema_version" not in self.db.table_names():

@@ -12,12 +12,11 @@ queue for that transaction.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import sqlite_utils
 
 from ..timestamps import utc_now
 from .audit import append, cut
@@ -125,11 +124,12 @@ class _Spans:
             self.spans.append((first, last))
 
 
-def _retain(db: sqlite_utils.Database, topic: str, states: Sequence[dict[str, Any] | None], ts: str) -> None:
+def _retain(conn: sqlite3.Connection, topic: str, states: Sequence[dict[str, Any] | None], ts: str) -> None:
     """Retained messages for the outbox, in order; None is the empty message that clears a topic."""
     for state in states:
         text = json.dumps({**state, "ts": ts}, sort_keys=True, ensure_ascii=False) if state is not None else ""
-        db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)", [topic, text])
+        conn.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES ('', ?, ?, 1, 1)",
+                     [topic, text])
 
 
 class Record:
@@ -144,25 +144,28 @@ class Record:
         if not items:
             return
         with self.database.transaction() as db:
-            row = db.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
+            # Plain statements on sqlite3's own connection, prepared once and kept by it: this is
+            # the tap path. sqlite-utils keeps the schema, the migrations and the command line.
+            conn = db.conn
+            row = conn.execute("SELECT last FROM sequence WHERE node = ?", [self.node]).fetchone()
             seq = start = row[0] if row else 0
             for item in items:
                 ts = utc_now()
                 if isinstance(item, Move):
                     if item.area:
-                        db.execute("INSERT INTO locations (person_id, area, since) VALUES (?, ?, ?) ON CONFLICT"
+                        conn.execute("INSERT INTO locations (person_id, area, since) VALUES (?, ?, ?) ON CONFLICT"
                                    "(person_id) DO UPDATE SET area = excluded.area, since = excluded.since",
                                    [item.person_id, item.area, ts])
                     else:
-                        db.execute("DELETE FROM locations WHERE person_id = ?", [item.person_id])
+                        conn.execute("DELETE FROM locations WHERE person_id = ?", [item.person_id])
                     continue
                 if isinstance(item, CommandResult):
                     payload = {**item.payload, "ts": ts}
                     if item.action != "command.refused":
-                        db.execute("UPDATE commands SET ok = ?, error = ?, done = ? WHERE id = ?",
+                        conn.execute("UPDATE commands SET ok = ?, error = ?, done = ? WHERE id = ?",
                                    [int(payload["ok"]), payload.get("error"), ts, payload["id"]])
                     append(db, item.actor, item.action, item.detail, ts)
-                    db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                    conn.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
                                [payload.get("id") or "", item.topic, json.dumps(payload, sort_keys=True,
                                                                                    ensure_ascii=False)])
                     continue
@@ -170,7 +173,7 @@ class Record:
                     p = item.payload
                     # An id names a condition, so it comes back after the alarm was closed: the
                     # row is the alarm's latest life, the audit log keeps every one.
-                    db.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, acked_by, "
+                    conn.execute("INSERT INTO alarms (id, kind, source, severity, subject, raised, cleared, acked_by, "
                                "acked_at, ack_note, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                                "ON CONFLICT(id) DO UPDATE SET "
                                "kind = excluded.kind, source = excluded.source, severity = excluded.severity, "
@@ -188,25 +191,25 @@ class Record:
                     append(db, item.actor, item.action, detail, ts)
                     # A closing step is still said (who acknowledged it, when it cleared) before
                     # the empty retained message takes the alarm off the broker.
-                    _retain(db, item.topic, [p, None] if item.closed else [p], ts)
+                    _retain(conn, item.topic, [p, None] if item.closed else [p], ts)
                     continue
                 if isinstance(item, NewState):
-                    _retain(db, item.topic, [item.payload], ts)
+                    _retain(conn, item.topic, [item.payload], ts)
                     continue
                 seq += 1
                 event_id = str(uuid.uuid4())
                 payload = {**item.payload, "id": event_id, "seq": seq, "node": self.node, "ts": ts}
                 text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-                db.execute("INSERT INTO events (id, seq, ts, node, kind, topic, payload, " + ", ".join(item.columns) +
+                conn.execute("INSERT INTO events (id, seq, ts, node, kind, topic, payload, " + ", ".join(item.columns) +
                            ") VALUES (?, ?, ?, ?, ?, ?, ?" + ", ?" * len(item.columns) + ")",
                            [event_id, seq, ts, self.node, item.kind, item.topic, text, *item.columns.values()])
                 what = payload.get("result") or payload.get("kind") or payload.get("action") or "event"
                 append(db, item.actor, item.audit or f"{item.kind}.{what}",
                             {"event": event_id, "seq": seq, **item.columns}, ts)
-                db.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
+                conn.execute("INSERT INTO outbox (event_id, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)",
                            [event_id, item.topic, text])
             if seq != start:
-                db.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
+                conn.execute("INSERT INTO sequence (node, last) VALUES (?, ?) "
                            "ON CONFLICT(node) DO UPDATE SET last = excluded.last", [self.node, seq])
 
     def events(self, *, since: str | None = None, until: str | None = None, door: str | None = None,
