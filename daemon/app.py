@@ -66,11 +66,18 @@ from .topics import Topics
 
 if TYPE_CHECKING:
     from sekisho.drivers.cups import CupsQueue
+    from sekisho.drivers.udev import UdevUsb
 
+    from .approvals import Approvals
+    from .desks import Desks
     from .enrolment_publisher import EnrolmentPublisher
     from .enrolment_receiver import EnrolmentReceiver
     from .home_assistant import HomeAssistantDiscovery
+    from .logind import Logind
+    from .logind_watch import SeatWatch
     from .printing import PrintRelease
+    from .recorder import Recorder
+    from .site_occupancy import SiteOccupancy
     from .usb import UsbController
 
 log = logging.getLogger(__name__)
@@ -173,14 +180,6 @@ class Daemon:
         self.alarms = Alarms(config.site.node, self.record, self.topics, self._queue,
                              ack_needed=config.site.alarms_need_ack)
         self.presence = Presence(config, self.people, self.record, self.key, self.topics, loop, self._queue)
-        # Where the site says the recorder speaks for every area's occupancy (presence.py then
-        # publishes none), from every node's door events: folded from the recorder's store at
-        # start, then fed each batch the recorder stores (SiteOccupancy.stored).
-        if config.recorder:
-            from .recorder import Recorder
-            from .site_occupancy import SiteOccupancy
-        self.site_occupancy = (SiteOccupancy(config.areas, self.topics, loop, self._queue)
-                               if config.recorder and config.site.occupancy_from == "recorder" else None)
         self.lockouts = Lockouts(config.site, self.alarms, loop)
         strikes = {name: make_strike(name, door.strike, self.publisher.client) for name, door in config.doors.items()}
         self.door_states = DoorStates(config, self.record, self.topics, loop, self._queue, self.alarms, strikes,
@@ -191,26 +190,11 @@ class Daemon:
         self.rules.adopt(*stored_policy(self.database, config.site.id))
         self.doors = Doors(config, self.people, self.topics, loop, self._queue, states=self.door_states,
                            presence=self.presence, lockouts=self.lockouts, rules=self.rules)
-        # What desks and USB need is imported only on a node that has them: the D-Bus client,
-        # udev, the USB rules. A door node starts without them, sooner and smaller.
-        if config.desks:
-            from .desks import Desks
-            from .logind import Logind
-            from .logind_watch import SeatWatch
-        self.logind = Logind() if config.desks else None
-        self.desks = Desks(config, self.people, self.topics, loop, self._queue, logind=self.logind,
-                           presence=self.presence, alarms=self.alarms, rules=self.rules,
-                           on_change=self._desk_changed) if self.logind else None
-        self.usb = usb_controller(self)
-        if self.usb:
-            from sekisho.drivers.udev import UdevUsb
-
-            from .approvals import Approvals
-        self.usb_driver = UdevUsb("usb", {}, self.emit) if self.usb else None
-        self.approvals = Approvals(config, self.people, self.usb, loop, self._queue, desks=self.desks,
-                                   presence=self.presence, lockouts=self.lockouts,
-                                   inventory=self.usb.inventory, rules=self.rules) \
-            if self.usb and self.desks and config.usb and config.usb.supervisor_levels else None
+        # Desks, USB and print release are built (and their modules imported) only on a node
+        # that has them: the D-Bus client, udev, the USB rules, pycups. A door node starts
+        # without them, sooner and smaller.
+        self.logind, self.desks = desks_for(self)
+        self.usb, self.usb_driver, self.approvals = usb_parts(self)
         self.print_driver, self.printing = print_release(self)
         if self.presence.remote_areas:
             self.publisher.subscribe(self.topics.area_occupancy("+"), self.presence.occupancy_heard)
@@ -223,8 +207,7 @@ class Daemon:
             damaged=lambda: self.damaged is not None, on_damaged=self._store_damaged)
         # The watch reports straight to the router, on the loop: its first listing is routed
         # before the desks' start-up lock (run() says why).
-        self.seat_watch = SeatWatch(self.logind, (d.seat for d in config.desks.values()), self.router.handle) \
-            if self.logind and self.desks else None
+        self.seat_watch = seat_watch(self)
         self.replay = OutboxReplay(self.record, self.topics, usb_host=config.usb.host if config.usb else None,
                                    committed=self.publisher.kick)
         ops = Table(Parts(door_states=self.door_states, alarms=self.alarms, desks=self.desks, presence=self.presence,
@@ -245,13 +228,7 @@ class Daemon:
         self.publisher.when_connected(self.node_watch.start)
         self.publisher.on_duplicate = self._duplicate_node
         self.home_assistant = home_assistant(config, self.publisher)
-        # The site recorder, on a node whose roles name it: its own client and its own thread,
-        # so that a slow database never holds up this loop; its gap alarms are this node's.
-        self.recorder = Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
-                                 data_dir=self.data_dir, raise_alarm=self.alarms.raise_,
-                                 clear_alarm=self.alarms.clear, loop=loop,
-                                 on_stored=self.site_occupancy.stored if self.site_occupancy else None) \
-            if config.recorder else None
+        self.site_occupancy, self.recorder = recorder_parts(self)
         self.enrolment_publisher, self.enrolment_receiver = enrolment_transport(self)
         self.duplicate_reported = False
         self.stopping = asyncio.Event()
@@ -409,18 +386,73 @@ class Daemon:
         self.answering.recorded(item)
 
 
-def usb_controller(daemon: Daemon) -> UsbController | None:
-    """The USB controller, on a node whose config has [usb]."""
+def desks_for(daemon: Daemon) -> tuple[Logind | None, Desks | None]:
+    """The logind client and the desks, on a node whose config has desks."""
+    config = daemon.config
+    if not config.desks:
+        return None, None
+    from .desks import Desks
+    from .logind import Logind
+
+    logind = Logind()
+    return logind, Desks(config, daemon.people, daemon.topics, daemon.loop, daemon._queue, logind=logind,
+                         presence=daemon.presence, alarms=daemon.alarms, rules=daemon.rules,
+                         on_change=daemon._desk_changed)
+
+
+def seat_watch(daemon: Daemon) -> SeatWatch | None:
+    """The watch of the desks' seats; it reports straight to the router, on the loop: its first
+    listing is routed before the desks' start-up lock (run() says why)."""
+    if daemon.logind is None or daemon.desks is None:
+        return None
+    from .logind_watch import SeatWatch
+
+    return SeatWatch(daemon.logind, (d.seat for d in daemon.config.desks.values()), daemon.router.handle)
+
+
+def usb_parts(daemon: Daemon) -> tuple[UsbController | None, UdevUsb | None, Approvals | None]:
+    """The USB controller and its udev monitor, on a node whose config has [usb]; the
+    supervisor's approval at a desk where it also has desks and supervisor levels."""
     u = daemon.config.usb
     if u is None:
-        return None
+        return None, None, None
+    from sekisho.drivers.udev import UdevUsb
+
     from .usb import UsbController
 
-    return UsbController(u.rules, topic=daemon.topics.usb_event(u.host), queue=daemon._queue, loop=daemon.loop,
-                         exceptions_topic=daemon.topics.usb_exceptions(u.host),
-                         present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
-                         desk_locked=daemon._desks_unattended, exception_max_minutes=u.exception_max_minutes,
-                         alarms=daemon.alarms if u.alarm_on_block else None, host=u.host)
+    usb = UsbController(u.rules, topic=daemon.topics.usb_event(u.host), queue=daemon._queue, loop=daemon.loop,
+                        exceptions_topic=daemon.topics.usb_exceptions(u.host),
+                        present_devices=u.present_devices, hold_hid_while_locked=u.hold_hid_while_locked,
+                        desk_locked=daemon._desks_unattended, exception_max_minutes=u.exception_max_minutes,
+                        alarms=daemon.alarms if u.alarm_on_block else None, host=u.host)
+    approvals = None
+    if daemon.desks and u.supervisor_levels:
+        from .approvals import Approvals
+
+        approvals = Approvals(daemon.config, daemon.people, usb, daemon.loop, daemon._queue, desks=daemon.desks,
+                              presence=daemon.presence, lockouts=daemon.lockouts, inventory=usb.inventory,
+                              rules=daemon.rules)
+    return usb, UdevUsb("usb", {}, daemon.emit), approvals
+
+
+def recorder_parts(daemon: Daemon) -> tuple[SiteOccupancy | None, Recorder | None]:
+    """The site recorder, on a node whose roles name it: its own client and its own thread, so
+    that a slow database never holds up the loop; its gap alarms are this node's. Where the site
+    says the recorder speaks for every area's occupancy (presence.py then publishes none), from
+    every node's door events: folded from the recorder's store at start, then fed each batch the
+    recorder stores (SiteOccupancy.stored)."""
+    config = daemon.config
+    if not config.recorder:
+        return None, None
+    from .recorder import Recorder
+    from .site_occupancy import SiteOccupancy
+
+    occupancy = (SiteOccupancy(config.areas, daemon.topics, daemon.loop, daemon._queue)
+                 if config.site.occupancy_from == "recorder" else None)
+    return occupancy, Recorder(config.recorder, config.mqtt, site=config.site.id, node=config.site.node,
+                               data_dir=daemon.data_dir, raise_alarm=daemon.alarms.raise_,
+                               clear_alarm=daemon.alarms.clear, loop=daemon.loop,
+                               on_stored=occupancy.stored if occupancy else None)
 
 
 def print_release(daemon: Daemon) -> tuple[CupsQueue | None, PrintRelease | None]:

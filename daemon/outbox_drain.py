@@ -91,13 +91,13 @@ class OutboxDrain:
         if held_back:
             self.kick()
 
-    def forget(self) -> None:
+    def forget(self, durable: bool = False) -> None:
         """Delete the acknowledged rows that no transaction took along meanwhile."""
         if self.forgetting is not None:
             self.forgetting.cancel()
             self.forgetting = None
         try:
-            self.outbox.forget()
+            self.outbox.forget(durable)
         except StoreDamaged:
             raise
         except StoreError as exc:

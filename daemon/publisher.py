@@ -149,15 +149,17 @@ class Publisher:
             await asyncio.sleep(0.02)
         while self.direct and not all(info.is_published() for info in self.direct) and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-        if drain:
-            self.outbox_drain.forget()
-        elif self.outbox_drain.forgetting is not None:
+        if not drain and self.outbox_drain.forgetting is not None:
             self.outbox_drain.forgetting.cancel()
         if self.connection.connected:
             info = self.status.say("offline")
             end = self.loop.time() + 2
             while not info.is_published() and self.loop.time() < end:
                 await asyncio.sleep(0.01)
+        if drain:
+            # Last, and with a sync: what the broker acknowledged up to here, the wait for
+            # "offline" included, is not sent again after a clean stop.
+            self.outbox_drain.forget(durable=True)
         left = self.outbox.count() if drain else 0
         if left:
             log.warning("%d messages not yet acknowledged by the broker; they go out on the next start", left)

@@ -18,6 +18,7 @@ from sekisho.daemon.keys import SiteKey
 from sekisho.daemon.store.audit import verify
 from sekisho.daemon.store.database import Database
 from sekisho.daemon.store.outbox import Outbox
+from sekisho.daemon.store.people import People
 from sekisho.daemon.store.record import NewEvent, Record
 from sekisho.daemon.store.schema import MIGRATIONS
 
@@ -204,3 +205,21 @@ def test_full_disk_daemon_keeps_events_and_publishes_them_later(tiny_disk, site,
     site.stop()
     r = site.cli("audit", "verify")
     assert r.returncode == 0
+
+
+def test_a_rider_that_fails_is_put_off_and_the_write_it_rode_with_is_kept(tmp_path):
+    """A rider (the outbox's lazy delete) that fails, on a full disk or by a bug, is undone alone
+    and tried again later; the event or enrolment it rode with is committed all the same."""
+    database = Database(tmp_path / "data")
+    people = People(database)
+    tries: list[int] = []
+
+    def full_disk(conn: sqlite3.Connection):
+        tries.append(1)
+        conn.execute("DELETE FROM people")  # its own write, which must not survive its failure
+        raise sqlite3.OperationalError("database or disk is full")
+
+    database.riders.append(full_disk)
+    people.add_person("p1", "One", "test")
+    people.add_person("p2", "Two", "test")
+    assert [p["id"] for p in people.people()] == ["p1", "p2"] and len(tries) == 2

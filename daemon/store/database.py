@@ -33,6 +33,7 @@ with its own frames.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -43,6 +44,8 @@ import sqlite_utils
 
 from ..errors import PermissionDenied, StoreDamaged, StoreError
 from .schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "sekisho.db"
 WAL_PAGES = 256
@@ -163,7 +166,7 @@ class Database:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
         try:
             yield self.db
-            taken = [ride(self.db.conn) for ride in self.riders]
+            taken = self._ride_along()
             self.db.execute("COMMIT")
         except BaseException as exc:
             if self.db.conn.in_transaction:
@@ -178,6 +181,25 @@ class Database:
             raise
         for done in taken:
             done()
+
+    def _ride_along(self) -> list[Callable[[], None]]:
+        """What rides along, each rider in a savepoint of its own: one that fails (a full disk, a
+        bug) is undone alone and tried again with a later transaction, and the transaction it rode
+        with commits all the same. A rider's work may be put off; an event's commit may not."""
+        done = []
+        conn = self.db.conn
+        for ride in self.riders:
+            conn.execute("SAVEPOINT rider")
+            try:
+                done.append(ride(conn))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO rider")
+                if isinstance(exc, sqlite3.Error) and is_damage(exc):
+                    raise
+                log.warning("%s: put off for a later transaction: %s", self.path, exc)
+            finally:
+                conn.execute("RELEASE rider")
+        return done
 
     def schema_version(self) -> int:
         if "schema_version" not in self.db.table_names():

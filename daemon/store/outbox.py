@@ -44,13 +44,15 @@ class Outbox:
         database.riders.append(self._ride)
 
     def after(self, after: int, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` rows numbered above ``after``, in order."""
-        skip = sorted(n for n in self.pending if n > after)
+        """Up to ``limit`` rows numbered above ``after``, in order. The acknowledged ones still in
+        the file are skipped here, not in the SQL: however many wait (a delete put off again and
+        again on a full disk), no statement outgrows SQLite's limit on parameters."""
+        skip = sum(1 for n in self.pending if n > after)
         rows = self.database.db.conn.execute(
-            "SELECT n, topic, payload, qos, retain FROM outbox WHERE n > ?"
-            + (f" AND n NOT IN ({','.join('?' * len(skip))})" if skip else "") + " ORDER BY n LIMIT ?",
-            [after, *skip, limit]).fetchall()
-        return [OutboxRow(n, topic, payload.encode(), qos, bool(retain)) for n, topic, payload, qos, retain in rows]
+            "SELECT n, topic, payload, qos, retain FROM outbox WHERE n > ? ORDER BY n LIMIT ?",
+            [after, limit + skip]).fetchall()
+        return [OutboxRow(n, topic, payload.encode(), qos, bool(retain))
+                for n, topic, payload, qos, retain in rows if n not in self.pending][:limit]
 
     def sent(self, ns: Sequence[int]) -> bool:
         """Rows the broker acknowledged: gone from this view now, from the file with the next
@@ -58,10 +60,11 @@ class Outbox:
         self.pending.update(ns)
         return len(self.pending) >= FORGET_MAX
 
-    def forget(self) -> None:
-        """Delete the acknowledged rows no other transaction took along, without a sync."""
+    def forget(self, durable: bool = False) -> None:
+        """Delete the acknowledged rows no other transaction took along; without a sync unless
+        ``durable`` (at a clean stop, which then sends nothing twice)."""
         if self.pending:
-            with self.database.transaction(durable=False):
+            with self.database.transaction(durable=durable):
                 pass  # the delete is the rider's
 
     def count(self) -> int:
@@ -69,6 +72,5 @@ class Outbox:
 
     def _ride(self, conn: sqlite3.Connection) -> Callable[[], None]:
         taken = list(self.pending)
-        if taken:
-            conn.execute(f"DELETE FROM outbox WHERE n IN ({','.join('?' * len(taken))})", taken)
+        conn.executemany("DELETE FROM outbox WHERE n = ?", [(n,) for n in taken])
         return lambda: self.pending.difference_update(taken)
