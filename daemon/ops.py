@@ -262,7 +262,7 @@ async def print_release(parts: Parts, args: Answer, actor: str) -> Answer:
 
 async def print_choose(parts: Parts, args: Answer, actor: str) -> Answer:
     assert parts.printing is not None
-    return parts.printing.choose(args["job"])
+    return parts.printing.choose(args["job"], actor)
 
 
 async def print_cancel(parts: Parts, args: Answer, actor: str) -> Answer:

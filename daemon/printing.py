@@ -4,7 +4,8 @@
 driver's ``PrintJobHeld`` at every start (and again after cupsd comes back): CUPS holds the
 jobs, so nothing of them needs to be on disk here but whether a job was published ``held``
 already, which a restart does not say again. A card at the printer's reader releases the
-oldest waiting job (``sekisho.policies.printing`` decides); ``print.release`` / ``print.cancel``
+oldest waiting job, or the one chosen on the console (``print.choose``; ``sekisho.policies.printing``
+decides); ``print.release`` / ``print.cancel``
 act on one job by id; a job older than ``[print] expire_minutes`` (counted from when CUPS took
 it) is cancelled. Each fate is an event on ``print/<node>/event`` and an audit row
 (``print.release``, ``print.cancel``, ``print.expire``), and every change republishes the
@@ -54,9 +55,10 @@ SOURCE = "print"
 """The alarm's source: a fixed word, since a queue name need not be topic-safe."""
 RETRY_S = 30.0
 """How soon an expiry that could not cancel (cupsd busy or gone) is tried again."""
-STOP_S = 10.0
-"""How long the stop waits for a release or cancel under way: under the unit's TimeoutStopSec,
-so that the records of everything else are still committed after it."""
+STOP_S = 5.0
+"""How long the stop waits for a release or cancel under way: with the driver's own 5 s and
+the publisher's flush, under the unit's TimeoutStopSec (20 s), so that the records of
+everything else are still committed after it."""
 
 
 class PrintQueue(Protocol):
@@ -115,8 +117,11 @@ class PrintRelease:
     def check_later(self) -> None:
         """``check`` in the background, once the driver runs: a cupsd that never answers must
         not hold up the start (pycups calls have no time-out)."""
-        task = self.loop.create_task(self.check())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        def said(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("print: the CUPS set-up check failed: %r", exc)
+
+        self.loop.create_task(self.check()).add_done_callback(said)
 
     async def check(self) -> None:
         """The driver's warnings about the CUPS set-up, each logged and kept for ``print.list``;
@@ -192,7 +197,11 @@ class PrintRelease:
 
     # ------------------------------------------------------------------------- a card at the printer
     def card(self, card_hash: str) -> None:
-        """A card presented at the printer's reader: release the oldest waiting job, or say why not."""
+        """A card presented at the printer's reader: release the chosen or the oldest waiting job,
+        or say why not. None once the stop has begun (its wait covers the releases begun before)."""
+        if self.stopping:
+            log.warning("print: card at %s while stopping: nothing released", self.cfg.reader)
+            return
         holder = self.people.card_holder(card_hash)
         tapper = None
         if holder is not None:
@@ -226,12 +235,14 @@ class PrintRelease:
         await self._acting(self._release(self._take(number, "release"), actor, _by(actor)))
         return {"job": number, "printer": self.cfg.printer}
 
-    def choose(self, number: int) -> dict[str, Any]:
+    def choose(self, number: int, actor: str) -> dict[str, Any]:
         """The job the next supervisor's card at the printer releases, instead of the oldest: the
-        card still decides (and is recorded as the release's actor); this only says which job."""
+        card still decides (and is recorded as the release's actor); this only says which job,
+        and who said it is an audit row."""
         if number not in set(j.job for j in self._free()):
             held = ", ".join(str(j.job) for j in sorted(self._free(), key=policy.age_order)) or "none"
             raise SekishoError(f"no job {number} waiting to choose (waiting: {held})")
+        self.record.audit(actor, "print.choose", {"job": number})
         self.chosen = number
         self.says.queue_now(self.waiting.values(), self.chosen)
         return {"job": number}

@@ -21,7 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .broker_connection import BrokerConnection, Handler
 from .config import MqttConfig
-from .errors import StoreError
+from .errors import StoreDamaged, StoreError
 from .node_status import NodeStatus
 from .outbox_drain import OutboxDrain
 from .store.outbox import Outbox
@@ -158,8 +158,12 @@ class Publisher:
                 await asyncio.sleep(0.01)
         if drain:
             # Last, and with a sync: what the broker acknowledged up to here, the wait for
-            # "offline" included, is not sent again after a clean stop.
-            self.outbox_drain.forget(durable=True)
+            # "offline" included, is not sent again after a clean stop. A store found damaged
+            # meanwhile keeps the rows: sent again, never lost, and the stop goes on.
+            try:
+                self.outbox_drain.forget(durable=True)
+            except StoreDamaged as exc:
+                log.error("acknowledged rows stay in the outbox: %s", exc)
         left = self.outbox.count() if drain else 0
         if left:
             log.warning("%d messages not yet acknowledged by the broker; they go out on the next start", left)

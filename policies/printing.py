@@ -9,9 +9,10 @@ holds) and what is waiting; these functions answer with a frozen outcome, ``Rele
    and the card is not locked out after wrong PINs (``locked_out``), as at a door;
 3. they are recorded inside the printer's area, when the site names one (``not_in_area``), and
    it is known who is inside at all (``occupancy_unknown``: fail-closed, paper is the leak);
-4. a job is waiting (``no_job``);
-then one job is released per tap: the one chosen on the console (``print.choose``) if it still
-waits, else the oldest.
+4. a job is waiting (``no_job``); one chosen on the console (``print.choose``) must be free to
+   release (``chosen_busy``: a command or the expiry is acting on it, or its time is up), so a
+   card never releases another's document in its place;
+then one job is released per tap: the chosen one, else the oldest.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Reason(StrEnum):
     NOT_IN_AREA = "not_in_area"
     OCCUPANCY_UNKNOWN = "occupancy_unknown"
     NO_JOB = "no_job"
+    CHOSEN_BUSY = "chosen_busy"
 
 
 RELEASE_RULE = "print.supervisor_card"
@@ -96,7 +98,7 @@ def oldest(waiting: Iterable[WaitingJob]) -> WaitingJob | None:
 def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob], chosen: int | None = None) -> Release | Refuse:
     """What a card at the printer's reader does (the order is the module's)."""
     jobs = tuple(waiting)
-    job = next((j for j in jobs if j.job == chosen), None) or oldest(jobs)
+    job = oldest(jobs) if chosen is None else next((j for j in jobs if j.job == chosen), None)
     if tapper is None:
         return Refuse(Reason.UNKNOWN_CARD, None, job)
     if not tapper.supervisor:
@@ -108,7 +110,7 @@ def tap(tapper: Tapper | None, waiting: Iterable[WaitingJob], chosen: int | None
     if not tapper.inside:
         return Refuse(Reason.NOT_IN_AREA, tapper.person_id, job)
     if job is None:
-        return Refuse(Reason.NO_JOB, tapper.person_id)
+        return Refuse(Reason.NO_JOB if chosen is None else Reason.CHOSEN_BUSY, tapper.person_id)
     return Release(job, tapper.person_id)
 
 

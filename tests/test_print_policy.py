@@ -22,7 +22,8 @@ def test_the_oldest_job_is_released_and_ties_go_to_the_lower_id():
 
 def test_a_chosen_job_still_waiting_goes_before_the_oldest():
     assert tap(BOSS, JOBS, chosen=7) == Release(job(7, 200.0), "boss")
-    assert tap(BOSS, JOBS, chosen=99) == Release(job(5, 100.0), "boss")  # gone meanwhile: the oldest
+    # Not free (busy, or its time up): nothing, never another's job in its place.
+    assert tap(BOSS, JOBS, chosen=99) == Refuse(Reason.CHOSEN_BUSY, "boss")
     assert tap(Tapper("op", supervisor=False, inside=True), JOBS, chosen=7) == \
         Refuse(Reason.NOT_SUPERVISOR, "op", job(7, 200.0))
 

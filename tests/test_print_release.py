@@ -120,6 +120,7 @@ def test_a_job_chosen_on_the_console_is_the_one_the_next_card_releases(cups, sit
     assert answer["ok"] is True, answer
     wait_for(lambda: [m.json["chosen"] for m in sub.on("/print/door-a/queue")][-1] == newer, what="chosen in the queue")
     assert cups.printed() == []  # choosing releases nothing by itself
+    assert [(a["actor"], a["job"]) for a in audit(site, "print.choose")] == [("key:officer", newer)]
 
     site.tap(BOSS, "entrance-in")
     wait_for(lambda: [e for e in sub.events() if e.get("result") == "granted"], what="the supervisor in")

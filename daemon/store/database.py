@@ -193,12 +193,13 @@ class Database:
             try:
                 done.append(ride(conn))
             except Exception as exc:
-                conn.execute("ROLLBACK TO rider")
-                if isinstance(exc, sqlite3.Error) and is_damage(exc):
+                # Some errors (SQLITE_FULL among them) end the whole transaction, savepoint and
+                # all: then nothing of it was kept, and the caller's failure path says so.
+                if not conn.in_transaction or (isinstance(exc, sqlite3.Error) and is_damage(exc)):
                     raise
+                conn.execute("ROLLBACK TO rider")
                 log.warning("%s: put off for a later transaction: %s", self.path, exc)
-            finally:
-                conn.execute("RELEASE rider")
+            conn.execute("RELEASE rider")
         return done
 
     def schema_version(self) -> int:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from .database import Database
 
 FORGET_MAX = 500
-"""Most acknowledged rows kept for a later delete (``pending``): past it, ``sent`` says to
-forget now, which bounds both the SQL that skips them and what a crash would send again."""
+"""Acknowledged rows kept for a later delete (``pending``) before ``sent`` says to forget now:
+what a crash of the daemon would send again, while deletes succeed (one put off on a full disk
+keeps its rows pending until one does)."""
 
 
 @dataclass(frozen=True)
