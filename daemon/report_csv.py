@@ -14,15 +14,22 @@ import csv
 import datetime as dt
 import hashlib
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .report import NOTES, Report
+if TYPE_CHECKING:  # the command line reads SECTIONS for its help without loading the report
+    from .report import Report
 
 COLUMNS = ["section", "date", "time", "area", "door", "desk", "direction", "what", "reason", "count", "person_id",
            "name", "from", "to", "by", "by_name", "at", "note", "ref"]
 SECTIONS = ("report", "presence", "door", "desk_session", "desk_event", "usb", "print_operator", "print_supervisor",
             "alarm", "change")
 DIGEST_PREFIX = "digest,sha256,"
+
+
+def _notes() -> dict[str, str]:
+    from .report import NOTES
+
+    return NOTES
 
 
 def _t(t: dt.datetime | None) -> str:
@@ -47,7 +54,7 @@ def rows(r: Report) -> list[dict[str, Any]]:
                        ("usb_allowed_by_rules", str(r.usb_allowed))):
         add("report", what=key, note=value)
     for code in r.notes:
-        add("report", what="not_recorded", reason=code, note=NOTES[code])
+        add("report", what="not_recorded", reason=code, note=_notes()[code])
     for m in r.movements:
         add("presence", date=m.at.date(), time=m.at.strftime("%H:%M:%S"), area=m.area, door=m.door,
             direction="entered" if m.entered else "left", person_id=m.person_id, name=m.name, ref=m.reader)
