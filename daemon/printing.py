@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -44,6 +44,7 @@ from .lockouts import Lockouts
 from .outages import Outages
 from .presence import Presence
 from .print_events import PrintEvents, when
+from .print_jobs import PrintJobs
 from .rules_in_force import RulesInForce
 from .store.people import People
 from .store.record import Record
@@ -91,12 +92,7 @@ class PrintRelease:
         self.tz = ZoneInfo(timezone)
         self.says = says
         self.loop = loop
-        self.expire_s = cfg.expire_minutes * 60
-        self.waiting: dict[int, WaitingJob] = {}
-        self.busy: set[int] = set()
-        """Waiting jobs a release or cancel is under way for: no tap, command or expiry takes them."""
-        self.released: dict[int, WaitingJob] = {}
-        """Jobs sekisho released, until the printer says how they ended."""
+        self.jobs = PrintJobs(cfg.expire_minutes)
         self.timer: asyncio.TimerHandle | None = None
         """The next expiry."""
         self.retry: asyncio.TimerHandle | None = None
@@ -104,8 +100,6 @@ class PrintRelease:
         self.outage = Outages(alarms, loop, cfg.unavailable_after_s, kind=ALARM,
                               details={"server": cfg.server or "default"})
         self.tasks: set[asyncio.Task[None]] = set()
-        self.chosen: int | None = None
-        """The job the next supervisor's card releases instead of the oldest (``print.choose``)."""
         self.warnings: tuple[str, ...] = ()
         """What the driver found wrong with the CUPS set-up at start."""
         self.stopping = False
@@ -165,13 +159,13 @@ class PrintRelease:
                 self._schedule()
 
     def _held(self, e: PrintJobHeld) -> None:
-        if e.job in self.waiting or e.job in self.released:
+        if self.jobs.known(e.job):
             return  # known: said again after a reconnect
         person = self.cfg.users.get(e.user, e.user)
         known = self.people.person(person) is not None
         job = WaitingJob(job=e.job, user=e.user, person_id=person if known else None, title=e.title, pages=e.pages,
                          submitted=e.submitted)
-        self.waiting[e.job] = job
+        self.jobs.waiting[e.job] = job
         if self.record.print_job_held(e.job, when(e.submitted)):
             log.info("print: job %d still held (%s)", e.job, e.user)  # said before this restart
         else:
@@ -180,16 +174,16 @@ class PrintRelease:
         self._changed()
 
     def _left(self, e: PrintJobLeft) -> None:
-        if e.released and e.job in self.busy:
+        if e.released and e.job in self.jobs.busy:
             # Its end at the printer came before the release's own record (the loop had not yet
             # resumed the release): said after it.
             self.loop.call_later(0.1, self._left, e)
             return
-        if (job := self.waiting.pop(e.job, None)) is not None:
-            self.busy.discard(e.job)
+        if (job := self.jobs.waiting.pop(e.job, None)) is not None:
+            self.jobs.busy.discard(e.job)
             self.says.event("left", job, by="owner", reason=e.state)
             self._changed()
-        elif (job := self.released.pop(e.job, None)) is not None:
+        elif (job := self.jobs.released.pop(e.job, None)) is not None:
             if e.state == "completed":
                 self.says.event("printed", job, pages=e.pages)
             else:
@@ -209,10 +203,10 @@ class PrintRelease:
             inside = self.presence.entered(holder.person_id, self.cfg.area) if self.cfg.area else True
             locked_out = self.lockouts is not None and self.lockouts.locked_out(card_hash)
             tapper = Tapper(holder.person_id, supervisor, inside, locked_out)
-        outcome = policy.tap(tapper, self._free(), self.chosen)
+        outcome = policy.tap(tapper, self.jobs.free(), self.jobs.chosen)
         match outcome:
             case Release(job=job, person_id=person_id):
-                self._spawn(self._by_card(self._take(job.job, "release"), self.says.who("supervisor", person_id)))
+                self._spawn(self._by_card(self.jobs.take(job.job, "release"), self.says.who("supervisor", person_id)))
             case Refuse(reason=reason, person_id=person_id, job=job):
                 role = "person" if reason == Reason.NOT_SUPERVISOR else "supervisor"
                 who = self.says.who(role, person_id) if person_id else None
@@ -228,32 +222,29 @@ class PrintRelease:
 
     # ------------------------------------------------------------------------- the ops
     def listing(self) -> list[dict[str, Any]]:
-        return [self.says.describe(j) for j in sorted(self.waiting.values(), key=policy.age_order)]
+        return [self.says.describe(j) for j in self.jobs.oldest_first()]
 
     async def release(self, number: int, actor: str) -> dict[str, Any]:
         """Move a waiting job to the printer; ``SekishoError`` when it is not waiting or CUPS refused."""
-        await self._acting(self._release(self._take(number, "release"), actor, _by(actor)))
+        await self._acting(self._release(self.jobs.take(number, "release"), actor, _by(actor)))
         return {"job": number, "printer": self.cfg.printer}
 
     def choose(self, number: int, actor: str) -> dict[str, Any]:
         """The job the next supervisor's card at the printer releases, instead of the oldest: the
         card still decides (and is recorded as the release's actor); this only says which job,
         and who said it is an audit row."""
-        if number not in set(j.job for j in self._free()):
-            held = ", ".join(str(j.job) for j in sorted(self._free(), key=policy.age_order)) or "none"
-            raise SekishoError(f"no job {number} waiting to choose (waiting: {held})")
+        self.jobs.choose(number)
         self.record.audit(actor, "print.choose", {"job": number})
-        self.chosen = number
-        self.says.queue_now(self.waiting.values(), self.chosen)
+        self.says.queue_now(self.jobs.waiting.values(), self.jobs.chosen)
         return {"job": number}
 
     async def cancel(self, number: int, actor: str) -> dict[str, Any]:
-        await self._acting(self._cancel(self._take(number, "cancel"), actor))
+        await self._acting(self._cancel(self.jobs.take(number, "cancel"), actor))
         return {"job": number}
 
     async def _release(self, job: WaitingJob, actor: str, by: str) -> None:
         await self._run(job, self.driver.release, "release", reschedule=True)
-        self.released[job.job] = job
+        self.jobs.released[job.job] = job
         self.says.event("released", job, by=by, actor=actor, rule=RELEASE_RULE if by == "card" else "")
         self._changed()
 
@@ -266,32 +257,7 @@ class PrintRelease:
         """Run an action and its record as a task of its own: a caller that goes away (a
         command's time-out, the control socket closing at the stop) cancels its wait, not the
         record of what CUPS did. The stop waits for the task."""
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        await asyncio.shield(task)
-
-    def _idle(self) -> Iterator[WaitingJob]:
-        """The waiting jobs no action is under way for."""
-        return (j for n, j in self.waiting.items() if n not in self.busy)
-
-    def _free(self) -> Iterator[WaitingJob]:
-        """The jobs a tap may take: idle, time not up (the expiry is about to cancel those)."""
-        now = time.time()
-        return (j for j in self._idle() if policy.expires(j, self.expire_s) > now)
-
-    def _take(self, number: int, what: str) -> WaitingJob:
-        """A waiting job, marked busy before anything awaits: no other tap, command or expiry
-        takes it while its action runs. A job whose time is up is not released."""
-        job = self.waiting.get(number)
-        if job is None or number in self.busy:
-            held = ", ".join(str(n) for n in sorted(set(self.waiting) - self.busy)) or "none"
-            raise SekishoError(f"no job {number} waiting to {what} (waiting: {held})")
-        if what == "release" and policy.expires(job, self.expire_s) <= time.time():
-            raise SekishoError(f"job {number} has waited more than {self.cfg.expire_minutes:g} min: it is cancelled, "
-                               "not released")
-        self.busy.add(number)
-        return job
+        await asyncio.shield(self._spawn(coro))
 
     async def _run(self, job: WaitingJob, action: Callable[[int], Coroutine[Any, Any, None]], what: str,
                    reschedule: bool = False) -> None:
@@ -305,10 +271,8 @@ class PrintRelease:
         except DriverError as exc:
             raise SekishoError(f"job {job.job}: cannot {what}: {exc}") from None
         finally:
-            self.busy.discard(job.job)
-            if done:
-                self.waiting.pop(job.job, None)
-            elif reschedule:
+            self.jobs.settle(job.job, done)
+            if not done and reschedule:
                 self._schedule()
 
     # ------------------------------------------------------------------------- expiry
@@ -318,13 +282,13 @@ class PrintRelease:
         if self.stopping:
             self.timer = None
             return
-        due = policy.next_expiry(self._idle(), self.expire_s)
+        due = policy.next_expiry(self.jobs.idle(), self.jobs.expire_s)
         self.timer = None if due is None else self.loop.call_later(max(0.0, due - time.time()), self._expire_due)
 
     def _expire_due(self) -> None:
         self.timer = None
-        for job in policy.expired(self._idle(), time.time(), self.expire_s):
-            self._spawn(self._expire(self._take(job.job, "cancel")))
+        for job in policy.expired(self.jobs.idle(), time.time(), self.jobs.expire_s):
+            self._spawn(self._expire(self.jobs.take(job.job, "cancel")))
         self._schedule()
 
     async def _expire(self, job: WaitingJob) -> None:
@@ -340,12 +304,13 @@ class PrintRelease:
 
     # ------------------------------------------------------------------------- what is said
     def _changed(self) -> None:
-        if self.chosen not in self.waiting:
-            self.chosen = None
-        self.says.queue_now(self.waiting.values(), self.chosen)
+        self.jobs.forget_choice_if_gone()
+        self.says.queue_now(self.jobs.waiting.values(), self.jobs.chosen)
         self._schedule()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task the stop waits for."""
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task

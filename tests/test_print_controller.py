@@ -94,7 +94,7 @@ def test_cups_refusing_keeps_the_job_waiting_and_free(tmp_path):
         driver.refusing = "CUPS refused: Forbidden (IPP status 0x0401)"
         with pytest.raises(SekishoError, match=r"^job 3: cannot release: CUPS refused: Forbidden"):
             await p.release(3, "key:officer")
-        assert [j["job"] for j in p.listing()] == [3] and not p.busy
+        assert [j["job"] for j in p.listing()] == [3] and not p.jobs.busy
         with pytest.raises(SekishoError, match=r"^no job 4 waiting to cancel \(waiting: 3\)$"):
             await p.cancel(4, "cli:root")
         driver.refusing = None
@@ -112,11 +112,11 @@ def test_an_expiry_that_cannot_cancel_is_done_when_cupsd_is_back(tmp_path):
         driver.refusing = "CUPS is not reachable: failed to connect to server"
         p.handle(PrintServerLost(source="print", reason="failed to connect to server"))
         p.handle(held(5, submitted=time.time() - 61))  # its minute is up
-        await until(lambda: not p.busy and p.timer is None, "the failed expiry settled")
+        await until(lambda: not p.jobs.busy and p.timer is None, "the failed expiry settled")
         assert [j["job"] for j in p.listing()] == [5] and driver.done == []
         driver.refusing = None
         p.handle(PrintServerBack(source="print"))
-        await until(lambda: ("cancel", 5) in driver.done and not p.waiting, "the expiry done")
+        await until(lambda: ("cancel", 5) in driver.done and not p.jobs.waiting, "the expiry done")
         assert actions(house) == [("held", 5, None), ("expired", 5, "waited 1 min")]
         assert house.events()[-1]["by"] == "expiry" and house.events()[-1]["actor"] is None
         await p.stop()
@@ -164,7 +164,7 @@ def test_a_stop_waits_for_an_action_under_way_and_records_it(tmp_path):
         driver.cancel = slow_cancel  # type: ignore[method-assign]
         p = controller(house, driver, expire_minutes=1.0)
         p.handle(held(9, submitted=time.time() - 61))
-        await until(lambda: p.busy, "the expiry under way")
+        await until(lambda: p.jobs.busy, "the expiry under way")
         stopping = asyncio.ensure_future(p.stop())
         await asyncio.sleep(0)
         assert not stopping.done()
@@ -218,7 +218,7 @@ def test_a_job_whose_time_is_up_is_not_released(tmp_path):
         card = house.enroll("boss", "04a1b2c3")
         driver.refusing = "CUPS is not reachable: failed to connect to server"  # the expiry cannot cancel it
         p.handle(held(4, submitted=time.time() - 61))
-        await until(lambda: not p.busy and p.timer is None, "the failed expiry settled")
+        await until(lambda: not p.jobs.busy and p.timer is None, "the failed expiry settled")
         with pytest.raises(SekishoError, match="has waited more than 1 min"):
             await p.release(4, "key:officer")
         p.card(card)
